@@ -1,0 +1,136 @@
+"""Transformer building blocks in Flax linen, every parameter with logical axis names.
+
+Logical axes: `embed` (model dim D), `mlp` (hidden dim F), `heads` (H), `kv` (head dim K),
+`vocab` (V), `layers` (the scanned layer axis). The mesh rules in config map them to mesh axes.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def _dense_init(std: float, names: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square layer norm (Zhang & Sennrich 2019, arXiv 1910.07467), computed in float32."""
+  eps: float = 1e-6
+  dtype: Dtype = jnp.float32
+  axis_name: str | None = 'embed'
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+                       (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * scale).astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with a learned scale and no bias, computed in float32 (used for qk-layernorm)."""
+  eps: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, ('kv',)),
+                       (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale).astype(self.dtype)
+
+
+def rotary_tables(positions_BL, head_dim: int, base: float):
+  """sin and cos tables [B, L, K/2] for rotary position embeddings.
+
+  RoFormer (Su et al. 2021, arXiv 2104.09864). Positions restart at 0 in every packed segment.
+  """
+  fraction = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+  inv_freq = base ** -fraction
+  angles_BLk = positions_BL.astype(jnp.float32)[..., None] * inv_freq
+  return jnp.sin(angles_BLk), jnp.cos(angles_BLk)
+
+
+def apply_rotary(x_BLHK, sin_BLk, cos_BLk):
+  """Rotates the two halves of each head's vector by the position's angles (float32)."""
+  x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
+  sin, cos = sin_BLk[:, :, None, :], cos_BLk[:, :, None, :]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHK.dtype)
+
+
+def attention_mask(segment_ids_BL, prefix_BL=None):
+  """Boolean mask [B, 1, L, L]: query q may attend key k.
+
+  Causal, restricted to the same packed segment (documents never see each other). Where `prefix_BL`
+  is true the tokens form a bidirectional prefix (prefix LM, Raffel et al. 2020, arXiv 1910.10683):
+  prefix tokens see the whole prefix of their segment; later tokens see the prefix and what precedes.
+  Padding (segment 0) attends only to padding, so no row is empty.
+  """
+  length = segment_ids_BL.shape[1]
+  causal_LL = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
+  same_segment_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
+  allowed_BLL = causal_LL[None]
+  if prefix_BL is not None:
+    allowed_BLL = allowed_BLL | (prefix_BL[:, :, None] & prefix_BL[:, None, :])
+  return (allowed_BLL & same_segment_BLL)[:, None]
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with rotary embeddings, optional qk-layernorm, float32 softmax.
+
+  qk-layernorm normalises queries and keys per head before the dot product, which stops attention
+  logit growth at high learning rates (Wortsman et al. 2023, arXiv 2309.14322; Dehghani et al. 2023).
+  """
+  num_heads: int
+  head_dim: int
+  qk_norm: bool = False
+  norm_eps: float = 1e-6
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk):
+    d_model = x_BLD.shape[-1]
+    proj = lambda name: nn.DenseGeneral(
+        (self.num_heads, self.head_dim), dtype=self.dtype, use_bias=False, name=name,
+        kernel_init=_dense_init(self.init_std, ('embed', 'heads', 'kv')))(x_BLD)
+    q_BLHK, k_BLHK, v_BLHK = proj('query'), proj('key'), proj('value')
+    if self.qk_norm:
+      q_BLHK = LayerNorm(self.norm_eps, self.dtype, name='query_norm')(q_BLHK)
+      k_BLHK = LayerNorm(self.norm_eps, self.dtype, name='key_norm')(k_BLHK)
+    q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
+    k_BLHK = apply_rotary(k_BLHK, sin_BLk, cos_BLk)
+    q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, self.dtype)
+    logits_BHLL = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BLHK, preferred_element_type=jnp.float32)
+    logits_BHLL = jnp.where(mask_B1LL, logits_BHLL, jnp.finfo(jnp.float32).min)
+    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(self.dtype)
+    out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLL, v_BLHK)
+    out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
+    return nn.DenseGeneral(
+        d_model, axis=(-2, -1), dtype=self.dtype, use_bias=False, name='out',
+        kernel_init=_dense_init(self.init_std, ('heads', 'kv', 'embed')))(out_BLHK)
+
+
+class SwiGLU(nn.Module):
+  """Gated MLP with a SiLU gate (Shazeer 2020, "GLU Variants Improve Transformer", arXiv 2002.05202)."""
+  mlp_dim: int
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    dense = lambda features, names, name: nn.Dense(
+        features, dtype=self.dtype, use_bias=False, name=name,
+        kernel_init=_dense_init(self.init_std, names))
+    gate_BLF = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BLD)
+    up_BLF = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BLD)
+    hidden_BLF = nn.with_logical_constraint(nn.silu(gate_BLF) * up_BLF, ('batch', 'length', 'mlp'))
+    return dense(x_BLD.shape[-1], ('mlp', 'embed'), 'down')(hidden_BLF)
