@@ -1,0 +1,121 @@
+"""The stateless batch source, its mixture sampling, eval batches, host slices and the causal-LM
+inputs it adds."""
+
+import numpy as np
+import pytest
+
+from research import errors
+from research.data import pipeline
+from research.objectives import causal_lm
+
+_KEYS = {'targets', 'segment_ids', 'positions', 'inputs', 'weights'}
+
+
+def test_causal_lm_example_shifts_within_segments():
+  targets = np.array([[5, 6, 7, 8, 9, 0],
+                      [4, 3, 2, 1, 5, 6]])
+  segment_ids = np.array([[1, 1, 1, 2, 2, 0],
+                          [1, 2, 2, 2, 3, 3]])
+  np.testing.assert_array_equal(causal_lm.causal_lm_example(targets, segment_ids),
+                                [[0, 5, 6, 0, 8, 0],
+                                 [0, 0, 3, 2, 0, 5]])
+
+
+def test_block_counts_are_the_largest_remainder_apportionment():
+  np.testing.assert_array_equal(pipeline.block_counts(np.array([0.3, 0.7]), 64), [19, 45])
+  np.testing.assert_array_equal(pipeline.block_counts(np.array([0.5, 0.25, 0.25]), 6), [3, 2, 1])
+  np.testing.assert_array_equal(pipeline.block_counts(np.array([1 / 3] * 3), 1024), [342, 341, 341])
+
+
+@pytest.fixture
+def train_data(data_config):
+  return pipeline.TrainData(data_config, batch_size=8, seed=0)
+
+
+def test_batch_format(train_data, data_config):
+  batch = train_data.batch(0)
+  assert set(batch) == _KEYS
+  assert all(v.shape == (8, data_config.seq_len) for v in batch.values())
+  assert batch['weights'].dtype == np.float32 and batch['targets'].dtype == np.int32
+  np.testing.assert_array_equal(batch['inputs'],
+                                causal_lm.causal_lm_example(batch['targets'], batch['segment_ids']))
+  np.testing.assert_array_equal(batch['weights'], batch['segment_ids'] > 0)
+
+
+def test_batch_is_a_pure_function_of_the_step(train_data, data_config):
+  later, earlier = train_data.batch(5), train_data.batch(3)
+  fresh = pipeline.TrainData(data_config, batch_size=8, seed=0)
+  for k in _KEYS:
+    np.testing.assert_array_equal(fresh.batch(3)[k], earlier[k])
+    np.testing.assert_array_equal(fresh.batch(5)[k], later[k])
+  far = train_data.batch(10**6)  # many epochs later: still just a function of the step
+  np.testing.assert_array_equal(far['targets'], fresh.batch(10**6)['targets'])
+
+
+def test_seeds_give_different_batches(train_data, data_config):
+  other = pipeline.TrainData(data_config, batch_size=8, seed=1)
+  assert not np.array_equal(train_data.batch(0)['targets'], other.batch(0)['targets'])
+
+
+def test_mixture_counts_are_exact_in_every_block(data_config):
+  data_config.mixture = {'stdlib_code': 0.3, 'stdlib_prose': 0.7}
+  data_config.mixture_block = 64
+  data = pipeline.TrainData(data_config, batch_size=16, seed=0)
+  assert data.task_names == ['stdlib_code', 'stdlib_prose']
+  tasks_GB = np.stack([data.example_sources(step)[0] for step in range(16)])  # 4 blocks of 64
+  per_block = tasks_GB.reshape(4, 64)
+  assert all(np.sum(block == 0) == 19 for block in per_block)
+  assert abs(np.mean(tasks_GB == 0) - 0.3) <= 1 / 64
+  assert not np.array_equal(per_block[0], per_block[1])  # each block has its own slot order
+
+
+def test_every_row_is_seen_once_per_epoch(data_config):
+  data_config.mixture = {'stdlib_prose': 1.0}
+  data_config.seq_len = 2048
+  data = pipeline.TrainData(data_config, batch_size=16, seed=0)
+  num_rows = data.num_rows['stdlib_prose']
+  rows = np.concatenate([data.example_sources(step)[1] for step in range(-(-2 * num_rows // 16))])
+  assert sorted(rows[:num_rows]) == list(range(num_rows))
+  assert sorted(rows[num_rows:2 * num_rows]) == list(range(num_rows))
+  assert not np.array_equal(rows[:num_rows], rows[num_rows:2 * num_rows])
+
+
+@pytest.mark.parametrize('mixture, match', [
+    ({'stdlib_code': 1.0, 'no_such_task': 1.0}, r'data\.mixture.*no_such_task.*stdlib_code'),
+    ({'stdlib_code': 0.0}, r'data\.mixture\.stdlib_code=0\.0'),
+    ({}, r'data\.mixture is empty'),
+    ({'stdlib_code': 1.0, 'stdlib_prose': 1e-4}, r'data\.mixture_block'),
+])
+def test_bad_mixture_names_the_config_key(data_config, mixture, match):
+  data_config.mixture = mixture
+  with pytest.raises(errors.UserError, match=match):
+    pipeline.TrainData(data_config, batch_size=8, seed=0)
+
+
+def test_eval_batches_are_the_first_validation_rows(data_config):
+  batches = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3, seed=0)
+  again = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3, seed=0)
+  assert len(batches) == 3
+  for batch, same in zip(batches, again):
+    assert set(batch) == _KEYS and batch['targets'].shape == (4, data_config.seq_len)
+    for k in _KEYS:
+      np.testing.assert_array_equal(batch[k], same[k])
+  assert np.all(batches[-1]['weights'].sum(axis=1) > 0)
+
+
+def test_eval_batches_pad_a_short_validation_split(data_config):
+  data_config.seq_len = 1 << 16  # a few rows only
+  batches = pipeline.eval_batches(data_config, 'stdlib_prose', 4, 100, seed=0)
+  rows = np.concatenate([b['segment_ids'] for b in batches])
+  num_real = int(np.sum(rows.max(axis=1) > 0))
+  assert len(batches) == -(-num_real // 4) < 100
+  assert np.all(np.concatenate([b['weights'] for b in batches])[num_real:] == 0)
+
+
+def test_host_slices_concatenate_to_the_global_batch(train_data):
+  batch = train_data.batch(7)
+  parts = [pipeline.host_slice(batch, i, 2) for i in range(2)]
+  for k in _KEYS:
+    np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), batch[k])
+  with pytest.raises(errors.UserError, match=r'train\.batch_size=8.*3'):
+    pipeline.host_slice(batch, 0, 3)
