@@ -93,7 +93,7 @@ def test_every_parameter_has_logical_axis_names():
   params = nn.meta.unbox(boxed)
   assert params['layers']['attention']['query_norm']['scale'].shape == (2, 16)  # scanned: [layers, K]
   assert params['unembedding'].shape == (64, 32)
-  assert boxed['layers']['mlp']['gate']['kernel'].names == ('layers', 'embed', 'mlp')
+  assert boxed['layers']['mlp']['gate'].names == ('layers', 'embed', 'mlp')
 
 
 @pytest.mark.parametrize('remat', ['full', 'dots'])

@@ -13,10 +13,6 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def _dense_init(std: float, names: tuple[str | None, ...]):
-  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
-
-
 class RMSNorm(nn.Module):
   """Root-mean-square layer norm (Zhang & Sennrich 2019, arXiv 1910.07467), computed in float32."""
   eps: float = 1e-6
@@ -83,6 +79,12 @@ def attention_mask(segment_ids_BL, prefix_BL=None):
   return (allowed_BLL & same_segment_BLL)[:, None]
 
 
+def weight(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, ...], std: float):
+  """A float32 weight with logical axis names, initialised from N(0, std^2)."""
+  return module.param(name, nn.with_logical_partitioning(nn.initializers.normal(std), names), shape,
+                      jnp.float32)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with rotary embeddings, optional qk-layernorm, float32 softmax.
 
@@ -98,25 +100,24 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk):
-    d_model = x_BLD.shape[-1]
-    proj = lambda name: nn.DenseGeneral(
-        (self.num_heads, self.head_dim), dtype=self.dtype, use_bias=False, name=name,
-        kernel_init=_dense_init(self.init_std, ('embed', 'heads', 'kv')))(x_BLD)
+    d_model, dtype = x_BLD.shape[-1], self.dtype
+    shape, names = (d_model, self.num_heads, self.head_dim), ('embed', 'heads', 'kv')
+    proj = lambda name: jnp.einsum('bld,dhk->blhk', x_BLD,
+                                   weight(self, name, shape, names, self.init_std).astype(dtype))
     q_BLHK, k_BLHK, v_BLHK = proj('query'), proj('key'), proj('value')
     if self.qk_norm:
-      q_BLHK = LayerNorm(self.norm_eps, self.dtype, name='query_norm')(q_BLHK)
-      k_BLHK = LayerNorm(self.norm_eps, self.dtype, name='key_norm')(k_BLHK)
+      q_BLHK = LayerNorm(self.norm_eps, dtype, name='query_norm')(q_BLHK)
+      k_BLHK = LayerNorm(self.norm_eps, dtype, name='key_norm')(k_BLHK)
     q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
     k_BLHK = apply_rotary(k_BLHK, sin_BLk, cos_BLk)
-    q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, self.dtype)
+    q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
     logits_BHLL = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BLHK, preferred_element_type=jnp.float32)
     logits_BHLL = jnp.where(mask_B1LL, logits_BHLL, jnp.finfo(jnp.float32).min)
-    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(self.dtype)
+    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(dtype)
     out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLL, v_BLHK)
     out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
-    return nn.DenseGeneral(
-        d_model, axis=(-2, -1), dtype=self.dtype, use_bias=False, name='out',
-        kernel_init=_dense_init(self.init_std, ('heads', 'kv', 'embed')))(out_BLHK)
+    out_HKD = weight(self, 'out', shape[1:] + shape[:1], ('heads', 'kv', 'embed'), self.init_std)
+    return jnp.einsum('blhk,hkd->bld', out_BLHK, out_HKD.astype(dtype))
 
 
 class SwiGLU(nn.Module):
@@ -127,10 +128,9 @@ class SwiGLU(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD):
-    dense = lambda features, names, name: nn.Dense(
-        features, dtype=self.dtype, use_bias=False, name=name,
-        kernel_init=_dense_init(self.init_std, names))
-    gate_BLF = dense(self.mlp_dim, ('embed', 'mlp'), 'gate')(x_BLD)
-    up_BLF = dense(self.mlp_dim, ('embed', 'mlp'), 'up')(x_BLD)
+    d_model, dtype = x_BLD.shape[-1], self.dtype
+    kernel = lambda name, shape, names: weight(self, name, shape, names, self.init_std).astype(dtype)
+    gate_BLF = x_BLD @ kernel('gate', (d_model, self.mlp_dim), ('embed', 'mlp'))
+    up_BLF = x_BLD @ kernel('up', (d_model, self.mlp_dim), ('embed', 'mlp'))
     hidden_BLF = nn.with_logical_constraint(nn.silu(gate_BLF) * up_BLF, ('batch', 'length', 'mlp'))
-    return dense(x_BLD.shape[-1], ('mlp', 'embed'), 'down')(hidden_BLF)
+    return hidden_BLF @ kernel('down', (self.mlp_dim, d_model), ('mlp', 'embed'))

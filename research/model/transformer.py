@@ -88,10 +88,8 @@ class Decoder(nn.Module):
   def __call__(self, inputs_BL, segment_ids_BL, positions_BL, prefix_BL=None,
                deterministic: bool = True):
     c, dtype = self.config, self.config.compute_dtype
-    embedding_VD = self.param(
-        'embedding', nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
-                                                  ('vocab', 'embed')),
-        (c.vocab_size, c.d_model), jnp.float32)
+    vocab_shape, vocab_names = (c.vocab_size, c.d_model), ('vocab', 'embed')
+    embedding_VD = layers.weight(self, 'embedding', vocab_shape, vocab_names, c.init_std)
     x_BLD = jnp.take(embedding_VD, inputs_BL, axis=0).astype(dtype)
     mask_B1LL = layers.attention_mask(segment_ids_BL, prefix_BL)
     sin_BLk, cos_BLk = layers.rotary_tables(positions_BL, c.head_dim, c.rope_base)
@@ -110,10 +108,7 @@ class Decoder(nn.Module):
     if c.tie_embeddings:
       unembed_VD = embedding_VD
     else:
-      unembed_VD = self.param(
-          'unembedding', nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
-                                                      ('vocab', 'embed')),
-          (c.vocab_size, c.d_model), jnp.float32)
+      unembed_VD = layers.weight(self, 'unembedding', vocab_shape, vocab_names, c.init_std)
     # The output layer stored [V, D] with einsum 'bld,vd->blv' is the fast layout on CPU and TPU.
     logits_BLV = jnp.einsum('bld,vd->blv', x_BLD, unembed_VD.astype(dtype),
                             preferred_element_type=jnp.float32)

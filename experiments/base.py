@@ -1,0 +1,96 @@
+"""Shared defaults for every experiment.
+
+An experiment file starts from `get_config()` here, changes what it studies and returns the result.
+The returned ConfigDict is locked: a misspelt key or a value of the wrong type fails at once with the
+key's name, and `research.config.validate` checks the combinations before anything compiles.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Model: a decoder-only Transformer (research/model/transformer.py).
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 384  # >= the vocabulary's size; a multiple of 128 keeps the output layer fast
+  c.model.d_model = 256
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.head_dim = 64
+  c.model.mlp_dim = 1024
+  c.model.rope_base = 10000.0
+  c.model.qk_norm = False  # qk-layernorm (Wortsman et al. 2023, arXiv 2309.14322)
+  c.model.tie_embeddings = True
+  c.model.dtype = 'float32'  # compute dtype: float32 or bfloat16; params stay float32
+  c.model.remat = 'none'  # none | full | dots (save matmul outputs) | dots_no_batch
+  c.model.scan_layers = True
+  c.model.dropout_rate = 0.0
+  c.model.norm_eps = 1e-6
+  c.model.init_std = 0.02
+
+  # Data (research/data/): a mixture of seqio tasks, packed into rows with segment ids.
+  c.data = ml_collections.ConfigDict()
+  c.data.mixture = ml_collections.ConfigDict({'stdlib_prose': 0.5, 'stdlib_code': 0.5})
+  c.data.vocabulary = 'byte'
+  c.data.seq_len = 256
+  c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
+  c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact
+
+  # Optimisation (research/train.py, research/schedules.py).
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000
+  c.train.batch_size = 16  # global batch, in sequences
+  c.train.micro_batches = 1  # gradient accumulation: the batch is split into this many
+  c.train.grad_clip = 1.0  # global-norm clipping; 0 disables
+  c.train.z_loss = 1e-4  # output z-loss coefficient (PaLM; Wortsman et al. 2023); 0 disables
+  c.train.weight_decay = 0.1
+  c.train.b1 = 0.9
+  c.train.b2 = 0.95
+  c.train.eps = 1e-8
+  c.train.log_every = 10
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'warmup_cosine'  # constant | warmup_cosine
+  c.schedule.peak_lr = 3e-3
+  c.schedule.warmup_steps = 100
+  c.schedule.final_lr_fraction = 0.1  # cosine floor as a fraction of peak_lr
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 200  # steps; evaluation also runs at the end
+  c.eval.batches = 4  # batches of the validation split per task
+  c.eval.batch_size = 16
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 200
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  # Device mesh (research/sharding.py). -1 takes all remaining devices.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  # Logical axis -> mesh axes. A logical axis missing here is replicated.
+  c.mesh.rules = ml_collections.ConfigDict({
+      'batch': ('data', 'fsdp'),
+      'embed': 'fsdp',
+      'mlp': 'tensor',
+      'heads': 'tensor',
+      'vocab': 'tensor',
+      'kv': None,
+      'length': None,
+      'layers': None,
+  })
+
+  # Multi-host: jax.distributed.initialize() runs when this is true, or when the environment
+  # names a coordinator (JAX_COORDINATOR_ADDRESS, TPU pods, SLURM).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False
+  c.distributed.coordinator_address = ''
+  c.distributed.num_processes = -1
+  c.distributed.process_id = -1
+
+  c.lock()
+  return c

@@ -1,0 +1,109 @@
+"""Validation of an experiment's ConfigDict before anything compiles.
+
+Every check fails with one ValueError naming the key, the bad value and the fix. The schema is
+experiments/base.py: a config must have the same keys with values of the same types, except in
+the sub-dicts whose keys are free (the mixture's task names, the mesh rules' logical axes).
+"""
+
+import os
+
+import ml_collections
+
+from research import errors, schedules, sharding
+from research.model import transformer
+
+FREE_KEYS = ('data.mixture', 'mesh.rules')
+
+
+def _type_name(value) -> str:
+  return type(value).__name__
+
+
+def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict,
+                 prefix: str = '') -> None:
+  """Raises on a key that `reference` lacks, a missing key, or a value of another type."""
+  for key in config.keys():
+    name = f'{prefix}{key}'
+    if key not in reference:
+      raise errors.UserError(f'Unknown config key {name!r}. Known keys here: {sorted(reference.keys())}; '
+                       'fix the spelling or add the key to experiments/base.py.')
+    value, expected = config[key], reference[key]
+    if isinstance(expected, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise errors.UserError(f'Config key {name!r} must be a ConfigDict, got {value!r}.')
+      if name not in FREE_KEYS:
+        check_schema(value, expected, name + '.')
+      continue
+    if expected is None or value is None and name.startswith('mesh.rules.'):
+      continue
+    ok = (isinstance(value, type(expected)) and not (isinstance(value, bool) and not isinstance(expected, bool))
+          or isinstance(expected, float) and isinstance(value, int) and not isinstance(value, bool)
+          or isinstance(expected, (tuple, list)) and isinstance(value, (tuple, list)))
+    if not ok:
+      raise errors.UserError(f'Config key {name!r} must be of type {_type_name(expected)} (like '
+                       f'{expected!r}), got {value!r} of type {_type_name(value)}.')
+  for key in reference.keys():
+    if key not in config:
+      raise errors.UserError(f'Config key {prefix}{key!r} is missing; start the experiment from '
+                       'experiments/base.get_config().')
+
+
+def _positive(config, *names):
+  for name in names:
+    value = config
+    for part in name.split('.'):
+      value = value[part]
+    if value <= 0:
+      raise errors.UserError(f'Config key {name!r} must be positive, got {value!r}.')
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
+  """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
+  from experiments import base  # the schema
+  from research.data import tasks
+
+  check_schema(config, base.get_config())
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.UserError(f'--workdir={workdir} is a file, not a directory; pass a directory path '
+                     '(it is created if missing).')
+  _positive(config, 'train.steps', 'train.batch_size', 'train.micro_batches', 'train.log_every',
+            'eval.every', 'eval.batches', 'eval.batch_size', 'checkpoint.every', 'checkpoint.keep',
+            'data.seq_len', 'data.mixture_block', 'model.d_model', 'model.num_layers',
+            'model.num_heads', 'model.head_dim', 'model.mlp_dim', 'model.vocab_size')
+
+  if config.model.dtype not in transformer.DTYPES:
+    raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '
+                     f'{sorted(transformer.DTYPES)}.')
+  if config.model.remat not in transformer.REMAT_POLICIES:
+    raise errors.UserError(f'model.remat={config.model.remat!r} is not a remat policy; choose one of '
+                     f'{sorted(transformer.REMAT_POLICIES)}.')
+  if config.model.head_dim % 2:
+    raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
+  if config.schedule.name not in schedules.SCHEDULES:
+    raise errors.UserError(f'schedule.name={config.schedule.name!r} is not a known schedule; choose one '
+                     f'of {sorted(schedules.SCHEDULES)}.')
+
+  vocabulary = tasks.get_vocabulary(config.data.vocabulary)
+  if config.model.vocab_size < vocabulary.vocab_size:
+    raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
+                     f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
+                     f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
+  if not config.data.mixture:
+    raise errors.UserError('data.mixture is empty; name at least one task with a positive weight.')
+  for task, weight in config.data.mixture.items():
+    tasks.check_task(task)
+    if weight <= 0:
+      raise errors.UserError(f'data.mixture.{task}={weight} must be a positive weight.')
+
+  shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))
+  rules = sharding.logical_rules(config.mesh)
+  data_parallel = sharding.data_parallel_size(shape, rules)
+  micro = config.train.micro_batches
+  if config.train.batch_size % (micro * data_parallel):
+    raise errors.UserError(
+        f'train.batch_size={config.train.batch_size} must be divisible by train.micro_batches '
+        f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
+        f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
+  if config.eval.batch_size % data_parallel:
+    raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
+                     f'data-parallel size {data_parallel}; use a multiple of it.')

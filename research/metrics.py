@@ -1,0 +1,96 @@
+"""Where metrics go: DIR/metrics.jsonl, TensorBoard event files under DIR/tb/, and the terminal.
+
+metrics.jsonl holds one JSON object per logged step with at least `step` (DESIGN.md contracts).
+Each line is written with a single `write` of the whole line and flushed, so a kill never leaves
+half a line behind the last complete one.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def _plain(value):
+  value = np.asarray(value).item() if hasattr(value, 'dtype') else value
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+class MetricsWriter:
+  """Appends metric lines to metrics.jsonl and TensorBoard. Only the main process writes."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._tb = None
+    if not enabled:
+      return
+    self._file = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    from flax.metrics import tensorboard  # imports TensorFlow: only where it is needed
+    self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tb'))
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    line = {'step': int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(line) + '\n')
+    self._file.flush()
+    for name, value in line.items():
+      if name != 'step' and isinstance(value, (int, float)):
+        self._tb.scalar(name, value, step)
+
+  def hyperparameters(self, flat_config: dict) -> None:
+    if self.enabled:
+      self._tb.hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                        for k, v in flat_config.items()})
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Progress:
+  """A progress bar with ETA on an interactive terminal; plain lines (one per log) otherwise."""
+
+  def __init__(self, total_steps: int, first_step: int, stream=sys.stderr, enabled: bool = True):
+    self.total, self.first = total_steps, first_step
+    self.stream, self.enabled = stream, enabled
+    self.interactive = enabled and stream.isatty()
+    self.start = time.monotonic()
+
+  def update(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    done = step - self.first
+    elapsed = time.monotonic() - self.start
+    eta = elapsed / done * (self.total - step) if done > 0 else float('nan')
+    shown = ' '.join(f'{k}={v:.4g}' for k, v in metrics.items() if isinstance(v, (int, float)))
+    text = (f'step {step}/{self.total} [{_duration(elapsed)}<'
+            f'{_duration(eta) if math.isfinite(eta) else "?"}] {shown}')
+    if self.interactive:
+      width = 24
+      filled = int(width * step / max(self.total, 1))
+      self.stream.write(f'\r[{"#" * filled}{"." * (width - filled)}] {text}\033[K')
+    else:
+      self.stream.write(text + '\n')
+    self.stream.flush()
+
+  def message(self, text: str) -> None:
+    """A line that stays above the bar (evaluation results, checkpoints)."""
+    if self.enabled:
+      self.stream.write(('\r\033[K' if self.interactive else '') + text + '\n')
+      self.stream.flush()
+
+  def close(self) -> None:
+    if self.interactive:
+      self.stream.write('\n')

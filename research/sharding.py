@@ -1,0 +1,126 @@
+"""Device mesh, logical-axis rules and the placement of arrays on the mesh.
+
+The mesh has the axes ('data', 'fsdp', 'tensor') with sizes from `config.mesh`; -1 takes all
+remaining devices. Parameters carry logical axis names (research/model/layers.py) and
+`config.mesh.rules` maps each logical name to mesh axes, as t5x and MaxText do.
+"""
+
+import contextlib
+import math
+import os
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from research import errors
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+
+def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None:
+  """Calls jax.distributed.initialize when the config or the environment asks for it.
+
+  It runs when `distributed.initialize` is true, a coordinator address is configured, or the
+  environment sets JAX_COORDINATOR_ADDRESS. Explicit `coordinator_address`, `num_processes` and
+  `process_id` are passed on; left empty (or -1), JAX detects them (TPU pods, SLURM, Open MPI).
+  """
+  asked = (distributed.initialize or bool(distributed.coordinator_address)
+           or bool(os.environ.get('JAX_COORDINATOR_ADDRESS')))
+  if not asked or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if distributed.coordinator_address:
+    kwargs['coordinator_address'] = distributed.coordinator_address
+  if distributed.num_processes > 0:
+    kwargs['num_processes'] = distributed.num_processes
+  if distributed.process_id >= 0:
+    kwargs['process_id'] = distributed.process_id
+  jax.distributed.initialize(**kwargs)
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """Resolves the -1 entry of `config.mesh` so that the product equals `num_devices`."""
+  sizes = {axis: mesh_config[axis] for axis in MESH_AXES}
+  for axis, size in sizes.items():
+    if size == 0 or size < -1:
+      raise errors.UserError(f'mesh.{axis}={size} is not a valid mesh size; use a positive size or -1 '
+                       '(all remaining devices).')
+  free = [axis for axis, size in sizes.items() if size == -1]
+  if len(free) > 1:
+    raise errors.UserError(f'mesh.{" and mesh.".join(free)} are all -1; at most one mesh axis can take '
+                     'the remaining devices.')
+  fixed = math.prod(size for size in sizes.values() if size != -1)
+  if free:
+    if num_devices % fixed:
+      raise errors.UserError(f'The mesh axes other than mesh.{free[0]} use {fixed} devices, which does not '
+                       f'divide the {num_devices} devices here; choose sizes whose product divides '
+                       f'{num_devices}.')
+    sizes[free[0]] = num_devices // fixed
+  total = math.prod(sizes.values())
+  if total != num_devices:
+    shape = ' x '.join(f'{a}={s}' for a, s in sizes.items())
+    raise errors.UserError(f'The mesh {shape} needs {total} devices but {num_devices} are available; set '
+                     f'the mesh sizes (mesh.data, mesh.fsdp, mesh.tensor) so that their product is '
+                     f'{num_devices}, or use -1 for one axis.')
+  return tuple(sizes[axis] for axis in MESH_AXES)
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_config, len(devices))
+  return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES)
+
+
+def logical_rules(mesh_config: ml_collections.ConfigDict) -> tuple[tuple[str, object], ...]:
+  """`config.mesh.rules` as the (logical axis, mesh axes) pairs Flax expects."""
+  rules = []
+  for logical, mesh_axes in mesh_config.rules.items():
+    axes = mesh_axes if isinstance(mesh_axes, (tuple, list)) else (mesh_axes,)
+    for axis in axes:
+      if axis is not None and axis not in MESH_AXES:
+        raise errors.UserError(f'mesh.rules.{logical} maps to the unknown mesh axis {axis!r}; mesh axes '
+                         f'are {MESH_AXES}.')
+    rules.append((logical, tuple(mesh_axes) if isinstance(mesh_axes, list) else mesh_axes))
+  return tuple(rules)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules):
+  """Makes `mesh` and the logical rules current, so activation constraints in the model apply."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_shardings(abstract_tree, mesh: Mesh, rules):
+  """NamedShardings for a tree whose leaves are (possibly) boxed with logical axis names."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Sharding of [batch, length] arrays: the batch over the mesh axes of the `batch` rule."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(('batch', 'length'), rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_axes(rules) -> tuple[str, ...]:
+  """The mesh axes the batch dimension is split over (from the `batch` rule)."""
+  spec = nn.logical_to_mesh_axes(('batch',), rules)[0]
+  return () if spec is None else (spec,) if isinstance(spec, str) else tuple(spec)
+
+
+def data_parallel_size(shape: dict[str, int], rules) -> int:
+  """How many ways the batch is split: the product of the batch axes' sizes in `shape` (mesh.shape)."""
+  return math.prod(shape[axis] for axis in batch_axes(rules))
+
+
+def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict:
+  """Assembles each process's rows into global jax.Arrays (the same code single- and multi-host)."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

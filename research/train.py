@@ -1,0 +1,233 @@
+"""TrainState, the pure train step, and the training loop.
+
+`train_step(state, batch, rng) -> (state, metrics)` is a pure function jitted with NamedShardings
+derived from the logical axis rules, with the state donated. The loop feeds it the batch of each
+step (a pure function of config and step, research/data/pipeline.py), so a run resumes from any
+checkpoint with no iterator state and ends bit-identical to an uninterrupted run.
+"""
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from research import checkpoint, config as config_lib, evaluate, metrics as metrics_lib
+from research import peak_flops, schedules, sharding
+from research.data import pipeline, tasks
+from research.model import transformer
+from research.objectives import losses
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  opt_state: Any
+
+
+def _decay_mask(params):
+  """Weight decay on matrices only: not on norm scales (Loshchilov & Hutter 2017, arXiv 1711.05101)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: not any(getattr(k, 'key', None) == 'scale' for k in path), params)
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
+  """AdamW with the learning rate from `schedule`, after global-norm clipping if configured."""
+  adamw = optax.adamw(schedule, b1=train_config.b1, b2=train_config.b2, eps=train_config.eps,
+                      weight_decay=train_config.weight_decay, mask=_decay_mask)
+  if train_config.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), adamw)
+  return adamw
+
+
+def dummy_batch(batch_size: int, seq_len: int) -> dict:
+  shape = (batch_size, seq_len)
+  return {'inputs': jnp.zeros(shape, jnp.int32), 'segment_ids': jnp.ones(shape, jnp.int32),
+          'positions': jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), shape)}
+
+
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
+  """rng -> TrainState with boxed (logically named) parameters and optimizer state."""
+  def init(rng):
+    batch = dummy_batch(1, seq_len)
+    params = model.init({'params': rng}, batch['inputs'], batch['segment_ids'],
+                        batch['positions'])['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    train_config: ml_collections.ConfigDict, dropout: bool) -> Callable:
+  """The pure step: gradient over `micro_batches` micro-batches, summed, normalised once, applied.
+
+  Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
+  end, so accumulation over k micro-batches computes the same update as one batch of k times the size.
+  """
+  num_micro = train_config.micro_batches
+
+  def loss_sums(params, batch, rng):
+    logits_BLV = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
+                             batch['positions'], batch.get('prefix'), deterministic=not dropout,
+                             rngs={'dropout': rng})
+    sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
+                                      train_config.z_loss)
+    return sums['loss_sum'], sums
+
+  grad_fn = jax.grad(loss_sums, has_aux=True)
+
+  def train_step(state: TrainState, batch: dict, rng):
+    if num_micro == 1:
+      grads, sums = grad_fn(state.params, batch, rng)
+    else:
+      # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
+      micro = jax.tree.map(
+          lambda x: x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1),
+          batch)
+
+      def accumulate(carry, inputs):
+        micro_batch, micro_rng = inputs
+        grads, sums = grad_fn(state.params, micro_batch, micro_rng)
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params,
+                                                          jax.tree.map(lambda x: x[0], micro), rng))
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro, jax.random.split(rng, num_micro)))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight_sum'], 1.0), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = losses.mean_metrics(sums)
+    step_metrics['grad_norm'] = optax.tree.norm(grads)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, step_metrics
+
+  return train_step
+
+
+class Trainer:
+  """Everything a run needs, built from a validated config: mesh, model, state shardings, steps."""
+
+  def __init__(self, config: ml_collections.ConfigDict, devices=None):
+    self.config = config
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    self.rules = sharding.logical_rules(config.mesh)
+    self.model_config = transformer.ModelConfig.from_config(config.model)
+    self.model = transformer.Decoder(self.model_config)
+    self.schedule = schedules.make_schedule(config.schedule, config.train.steps)
+    self.tx = make_optimizer(config.train, self.schedule)
+    init_fn = make_init_fn(self.model, self.tx, config.data.seq_len)
+    # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
+    boxed = jax.eval_shape(init_fn, jax.random.key(config.seed))
+    self.state_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)
+    self.abstract_state = checkpoint.abstract_like(nn.meta.unbox(boxed), self.state_shardings)
+    self._init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=self.state_shardings)
+    self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
+    replicated = sharding.replicated(self.mesh)
+    step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0)
+    self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
+                         out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    self._eval_step = evaluate.make_eval_step(self.model, self.batch_sharding, replicated)
+
+  def init_state(self) -> TrainState:
+    return self._init(jax.random.key(self.config.seed))
+
+  def place(self, global_host_batch: dict) -> dict:
+    """This process's rows of a global host batch, as global jax.Arrays on the mesh."""
+    local = pipeline.host_slice(global_host_batch, jax.process_index(), jax.process_count())
+    return sharding.global_batch(local, self.batch_sharding)
+
+  def step(self, state: TrainState, batch: dict, rng) -> tuple[TrainState, dict]:
+    with sharding.activate(self.mesh, self.rules):
+      return self._step(state, batch, rng)
+
+  def eval_step(self, params, batch):
+    with sharding.activate(self.mesh, self.rules):
+      return self._eval_step(params, batch)
+
+
+def step_rng(seed: int, step: int):
+  return jax.random.fold_in(jax.random.key(seed + 1), step)
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
+          devices=None) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state.
+
+  `stop_after` ends this call after that many steps (with a checkpoint), as a preemption would:
+  calling again continues the same run.
+  """
+  sharding.maybe_initialize_distributed(config.distributed)
+  devices = jax.devices() if devices is None else devices
+  config_lib.validate(config, workdir, devices)
+  main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  trainer = Trainer(config, devices)
+  manager = checkpoint.make_manager(workdir, config.checkpoint)
+  state = checkpoint.restore_latest(manager, trainer.abstract_state)
+  first_step = 0 if state is None else int(state.step)
+  if state is None:
+    state = trainer.init_state()
+  if main:
+    _write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  total = config.train.steps
+  last = total if stop_after is None else min(total, first_step + stop_after)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed)
+  eval_data = {task: pipeline.eval_batches(config.data, task, config.eval.batch_size,
+                                           config.eval.batches, config.seed)
+               for task in config.data.mixture.keys()}
+  token_bytes = tasks.token_bytes(tasks.get_vocabulary(config.data.vocabulary))
+  writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+  progress = metrics_lib.Progress(total, first_step, enabled=main)
+  if first_step:
+    progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
+  tokens_per_step = config.train.batch_size * config.data.seq_len
+  flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len)
+  peak = peak_flops.peak_flops_per_second(config.model.dtype)
+
+  def run_eval(step) -> float:
+    start = time.perf_counter()
+    results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
+                                trainer.place)
+    writer.write(step, results)
+    progress.message(f'eval at step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
+    return time.perf_counter() - start
+
+  pending, window_start, window_time = [], first_step, time.perf_counter()
+  for step in range(first_step, last):
+    state, step_metrics = trainer.step(state, trainer.place(data.batch(step)), step_rng(config.seed, step))
+    pending.append(step_metrics)
+    done = step + 1
+    if done % config.train.log_every == 0 or done == last:
+      fetched = jax.device_get(pending)  # the only place the loop waits for the device
+      elapsed = time.perf_counter() - window_time
+      tokens_per_second = tokens_per_step * (done - window_start) / elapsed
+      logged = {k: float(v) for k, v in fetched[-1].items()}
+      logged['loss'] = float(np.mean([m['loss'] for m in fetched]))
+      logged.update(learning_rate=float(trainer.schedule(step)), tokens_per_second=tokens_per_second,
+                    mfu=tokens_per_second * flops_per_token / peak, tokens_seen=done * tokens_per_step)
+      writer.write(done, logged)
+      progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second', 'mfu')})
+      pending, window_start, window_time = [], done, time.perf_counter()
+    if done % config.eval.every == 0 or done == total:
+      window_time += run_eval(done)  # evaluation time does not count against training throughput
+    checkpoint.save(manager, done, state, config.checkpoint.every, final=done == last)
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  progress.close()
+  return state

@@ -1,0 +1,116 @@
+"""Bad input fails with one message naming the key, before anything compiles."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import base
+from research import config as config_lib
+from research import errors
+
+QUICKSTART = 'experiments/quickstart.py'
+
+
+def _parse(*overrides):
+  argv = ['prog', f'--config={QUICKSTART}', *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def test_quickstart_is_valid(tmp_path):
+  config_lib.validate(_parse(), str(tmp_path / 'run'), jax.devices())
+
+
+def test_command_line_override_sets_the_value():
+  assert _parse('--config.train.steps=7').train.steps == 7
+
+
+def test_unknown_key_on_the_command_line_is_one_line_naming_it(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.train', f'--config={QUICKSTART}', f'--workdir={tmp_path}',
+       '--config.train.stepz=7'], capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert "error: unknown config key 'train.stepz' in --config.train.stepz" in result.stderr
+  assert 'Did you mean "steps"' in result.stderr and 'Traceback' not in result.stderr
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_wrong_type_on_the_command_line_is_named():
+  with pytest.raises(flags.IllegalFlagValueError, match=r'train.steps'):
+    _parse('--config.train.steps=many')
+
+
+def test_unknown_key_in_an_experiment_file_is_named():
+  config = base.get_config()
+  with pytest.raises(AttributeError, match=r'stepz'):
+    config.train.stepz = 3
+
+
+def test_schema_check_names_unknown_keys_and_wrong_types(tmp_path):
+  config = base.get_config()
+  with config.unlocked():
+    config.train.stepz = 3
+  with pytest.raises(errors.UserError, match=r"Unknown config key 'train.stepz'"):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+  raw = base.get_config().to_dict()  # a config built by hand, not from base: any type goes in
+  raw['model']['d_model'] = '256'
+  config = ml_collections.ConfigDict(raw)
+  with pytest.raises(errors.UserError, match=r"'model.d_model' must be of type int"):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+  raw = base.get_config().to_dict()
+  raw['model']['qk_norm'] = 1
+  config = ml_collections.ConfigDict(raw)
+  with pytest.raises(errors.UserError, match=r"'model.qk_norm' must be of type bool"):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+
+
+def test_batch_not_divisible_by_data_parallel_size(tmp_path):
+  config = _parse('--config.train.batch_size=6', '--config.mesh.data=4', '--config.mesh.tensor=2')
+  with pytest.raises(errors.UserError, match=r'train.batch_size=6 must be divisible .* multiple of 4'):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+  config = _parse('--config.train.batch_size=8', '--config.train.micro_batches=4', '--config.mesh.data=4',
+                  '--config.mesh.tensor=2')
+  with pytest.raises(errors.UserError, match=r'train.batch_size=8 .* multiple of 16'):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+
+
+def test_mesh_larger_than_the_devices(tmp_path):
+  config = _parse('--config.mesh.data=4', '--config.mesh.fsdp=4')
+  with pytest.raises(errors.UserError, match=r'needs 16 devices but 8 are available'):
+    config_lib.validate(config, str(tmp_path), jax.devices())
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  path = tmp_path / 'a_file'
+  path.write_text('not a directory')
+  with pytest.raises(errors.UserError, match=r'--workdir=.*a_file is a file'):
+    config_lib.validate(_parse(), str(path), jax.devices())
+  assert path.read_text() == 'not a directory'
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.dtype=float16', r"model.dtype='float16' is not supported"),
+    ('--config.model.remat=some', r"model.remat='some' is not a remat policy"),
+    ('--config.model.vocab_size=100', r'model.vocab_size=100 is smaller than the vocabulary'),
+    ('--config.train.steps=0', r"'train.steps' must be positive"),
+    ('--config.schedule.name=cosine', r"schedule.name='cosine' is not a known schedule"),
+])
+def test_bad_values_are_named(tmp_path, override, message):
+  with pytest.raises(errors.UserError, match=message):
+    config_lib.validate(_parse(override), str(tmp_path), jax.devices())
+
+
+def test_unknown_task_in_the_mixture(tmp_path):
+  config = base.get_config()
+  config.data.mixture = ml_collections.ConfigDict({'stdlib_pros': 1.0})
+  with pytest.raises(errors.UserError, match=r'stdlib_pros'):
+    config_lib.validate(config, str(tmp_path), jax.devices())

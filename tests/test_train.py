@@ -1,0 +1,118 @@
+"""End-to-end training: sharded = unsharded, accumulation = big batch, resume = uninterrupted."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from experiments import base
+from research import train
+
+
+def tiny_config(data_dir, **mesh):
+  config = base.get_config()
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 64, 2, 128
+  config.model.num_heads, config.model.head_dim = 2, 32
+  config.data.seq_len, config.data.cache_dir = 64, data_dir
+  config.train.steps, config.train.batch_size, config.train.log_every = 6, 8, 1
+  config.schedule.warmup_steps = 2
+  config.eval.every, config.eval.batches, config.eval.batch_size = 3, 1, 8
+  config.checkpoint.every = 3
+  for axis, size in mesh.items():
+    config.mesh[axis] = size
+  return config
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def train_losses(workdir):
+  return [m['loss'] for m in read_metrics(workdir) if 'loss' in m]
+
+
+@pytest.fixture(scope='module')
+def single_device_run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('single'))
+  state = train.train(tiny_config(data_dir, data=1), workdir, devices=jax.devices()[:1])
+  return workdir, state
+
+
+def test_run_writes_the_contracted_files(single_device_run):
+  workdir, state = single_device_run
+  assert int(state.step) == 6
+  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+    assert json.load(f)['train']['steps'] == 6
+  lines = read_metrics(workdir)
+  train_lines = [m for m in lines if 'loss' in m]
+  assert [m['step'] for m in train_lines] == [1, 2, 3, 4, 5, 6]
+  for line in train_lines:
+    assert {'learning_rate', 'tokens_per_second', 'mfu', 'grad_norm', 'accuracy'} <= set(line)
+    assert line['tokens_per_second'] > 0 and 0 < line['mfu'] < 1
+  eval_lines = [m for m in lines if any(k.startswith('eval/') for k in m)]
+  assert [m['step'] for m in eval_lines] == [3, 6]
+  for task in ('stdlib_prose', 'stdlib_code'):
+    loss, bpb = eval_lines[-1][f'eval/{task}/loss'], eval_lines[-1][f'eval/{task}/bits_per_byte']
+    # Byte tokens: bits per byte is the loss in bits, a little above it for the zero-byte EOS.
+    assert 0 < loss < np.log(384) and bpb >= loss / np.log(2) * 0.999
+  assert os.listdir(os.path.join(workdir, 'tb'))
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+
+def test_sharded_run_matches_one_device_and_shards_parameters(single_device_run, data_dir, tmp_path):
+  workdir, _ = single_device_run
+  state = train.train(tiny_config(data_dir, data=2, fsdp=2, tensor=2), str(tmp_path))
+  np.testing.assert_allclose(train_losses(str(tmp_path)), train_losses(workdir), rtol=1e-5)
+  gate = state.params['layers']['mlp']['gate']  # [layers, embed, mlp]
+  assert gate.sharding.spec == P(None, 'fsdp', 'tensor')
+  assert {s.data.shape for s in gate.addressable_shards} == {(2, 32, 64)}
+  embedding = state.params['embedding']  # [vocab, embed]
+  assert embedding.sharding.spec == P('tensor', 'fsdp')
+  assert {s.data.shape for s in embedding.addressable_shards} == {(192, 32)}
+  mu = state.opt_state[1][0].mu['layers']['mlp']['down']  # optimizer state is sharded too
+  assert mu.sharding.spec == P(None, 'tensor', 'fsdp')
+
+
+def test_interrupted_and_resumed_run_is_bit_identical(single_device_run, data_dir, tmp_path):
+  workdir, uninterrupted = single_device_run
+  config = tiny_config(data_dir, data=1)
+  first = train.train(config, str(tmp_path), stop_after=4, devices=jax.devices()[:1])
+  assert int(first.step) == 4
+  resumed = train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  assert int(resumed.step) == 6
+  for a, b in zip(jax.tree.leaves(uninterrupted.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert train_losses(str(tmp_path)) == train_losses(workdir)
+  # A finished run re-run is a no-op that returns the final state.
+  again = train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  assert int(again.step) == 6 and len(train_losses(str(tmp_path))) == 6
+
+
+def test_gradient_accumulation_equals_one_big_batch(data_dir):
+  from research.data import pipeline
+  devices = jax.devices()[:2]
+  states = []
+  for micro_batches in (1, 4):
+    config = tiny_config(data_dir, data=2)
+    config.train.micro_batches = micro_batches
+    # Adam's first step is g / (|g| + eps): with a tiny eps it maps a rounding-level difference of a
+    # near-zero gradient to a whole step. A larger eps keeps the comparison about the gradient.
+    config.train.eps = 1e-4
+    trainer = train.Trainer(config, devices)
+    batch = pipeline.TrainData(config.data, config.train.batch_size, config.seed).batch(0)
+    state, metrics = trainer.step(trainer.init_state(), trainer.place(batch), train.step_rng(0, 0))
+    states.append((state, metrics))
+  (big, big_metrics), (accumulated, accumulated_metrics) = states
+  np.testing.assert_allclose(accumulated_metrics['loss'], big_metrics['loss'], rtol=1e-6)
+  np.testing.assert_allclose(accumulated_metrics['tokens'], big_metrics['tokens'])
+  for a, b in zip(jax.tree.leaves(big.params), jax.tree.leaves(accumulated.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  # The update itself is not trivial: parameters moved by far more than the tolerance.
+  init = train.Trainer(tiny_config(data_dir, data=2), devices).init_state()
+  moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+              for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(big.params)))
+  assert moved > 1e-4
