@@ -9,7 +9,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (under seqio) is quiet
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research import errors, train
@@ -36,6 +36,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
   try:
     train.train(_CONFIG.value, _WORKDIR.value)
   except errors.UserError as error:  # the message names the key and the fix: no traceback

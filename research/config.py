@@ -60,7 +60,7 @@ def _positive(config, *names):
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
-  from research.data import tasks
+  from research.data import pipeline, tasks
 
   check_schema(config, base.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -88,12 +88,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
     raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
                      f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                      f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
-  if not config.data.mixture:
-    raise errors.UserError('data.mixture is empty; name at least one task with a positive weight.')
-  for task, weight in config.data.mixture.items():
+  names, _ = pipeline.mixture_weights(config.data.mixture)
+  for task in names:
     tasks.check_task(task)
-    if weight <= 0:
-      raise errors.UserError(f'data.mixture.{task}={weight} must be a positive weight.')
 
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))
   rules = sharding.logical_rules(config.mesh)

@@ -12,7 +12,7 @@ import numpy as np
 from research.objectives import losses
 
 
-def make_eval_step(model, batch_sharding, replicated):
+def make_eval_step(model, replicated):
   """A jitted (params, batch) -> loss sums on the validation batch."""
   def eval_step(params, batch):
     logits_BLV = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],

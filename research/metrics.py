@@ -43,11 +43,6 @@ class MetricsWriter:
       if name != 'step' and isinstance(value, (int, float)):
         self._tb.scalar(name, value, step)
 
-  def hyperparameters(self, flat_config: dict) -> None:
-    if self.enabled:
-      self._tb.hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                        for k, v in flat_config.items()})
-
   def close(self) -> None:
     if self.enabled:
       self._file.close()

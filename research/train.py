@@ -8,6 +8,7 @@ checkpoint with no iterator state and ends bit-identical to an uninterrupted run
 
 import json
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -133,7 +134,7 @@ class Trainer:
     step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0)
     self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-    self._eval_step = evaluate.make_eval_step(self.model, self.batch_sharding, replicated)
+    self._eval_step = evaluate.make_eval_step(self.model, replicated)
 
   def init_state(self) -> TrainState:
     return self._init(jax.random.key(self.config.seed))
@@ -186,6 +187,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
 
   total = config.train.steps
   last = total if stop_after is None else min(total, first_step + stop_after)
+  if first_step >= total:
+    if main:
+      print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
+    manager.close()
+    return state
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed)
   eval_data = {task: pipeline.eval_batches(config.data, task, config.eval.batch_size,
                                            config.eval.batches, config.seed)
