@@ -21,8 +21,8 @@ def _apply(config, tokens, segments, prefix=None, params=None):
   args = (jnp.asarray(tokens), jnp.asarray(segments), jnp.asarray(positions),
           None if prefix is None else jnp.asarray(prefix))
   if params is None:
-    params = nn.meta.unbox(model.init({'params': jax.random.key(0)}, *args)['params'])
-  return model.apply({'params': params}, *args), params
+    params = nn.meta.unbox(jax.jit(model.init)({'params': jax.random.key(0)}, *args)['params'])
+  return jax.jit(model.apply)({'params': params}, *args), params
 
 
 def _tokens(seed, length=12):
