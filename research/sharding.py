@@ -32,6 +32,8 @@ def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None
            or bool(os.environ.get('JAX_COORDINATOR_ADDRESS')))
   if not asked or jax.distributed.is_initialized():
     return
+  # Cross-process collectives between CPU devices (tests, CPU clusters); no effect on TPU or GPU.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs = {}
   if distributed.coordinator_address:
     kwargs['coordinator_address'] = distributed.coordinator_address

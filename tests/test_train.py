@@ -2,6 +2,9 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -104,6 +107,7 @@ def test_gradient_accumulation_equals_one_big_batch(data_dir):
     config.train.eps = 1e-4
     trainer = train.Trainer(config, devices)
     batch = pipeline.TrainData(config.data, config.train.batch_size, config.seed).batch(0)
+    batch['weights'][0, :40] = 0.0  # micro-batches of unequal token counts: means would not add up
     state, metrics = trainer.step(trainer.init_state(), trainer.place(batch), train.step_rng(0, 0))
     states.append((state, metrics))
   (big, big_metrics), (accumulated, accumulated_metrics) = states
@@ -116,3 +120,34 @@ def test_gradient_accumulation_equals_one_big_batch(data_dir):
   moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
               for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(big.params)))
   assert moved > 1e-4
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+_WORKER = """
+import sys, jax
+from tests.test_train import tiny_config
+from research import train
+config = tiny_config(sys.argv[1], data=2, fsdp=2)
+config.distributed.coordinator_address = sys.argv[2]
+config.distributed.num_processes, config.distributed.process_id = 2, int(sys.argv[3])
+train.train(config, sys.argv[4])
+"""
+
+
+def test_two_processes_train_like_one_device(single_device_run, data_dir, tmp_path):
+  """A real 2-process jax.distributed run on localhost, 2 CPU devices each, matches one device."""
+  workdir, _ = single_device_run
+  address = f'127.0.0.1:{_free_port()}'
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
+  workers = [subprocess.Popen([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  np.testing.assert_allclose(train_losses(str(tmp_path)), train_losses(workdir), rtol=1e-5)
+  assert sorted(os.listdir(os.path.join(str(tmp_path), 'checkpoints'))) == ['3', '6']
