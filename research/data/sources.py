@@ -1,0 +1,183 @@
+"""Documents from user data: text or JSONL files, and prepared TFDS datasets.
+
+Every iterator yields dicts with `id` (a str, unique within the source and the same on every run),
+`text` (a str) and, where the source has them, scalar metadata fields (str, int, float, bool).
+
+- `file_documents`: files matching a glob, local or `gs://` (read through `tf.io.gfile`, so one code
+  path serves both), in sorted path order. `format='text'` is one document per file, id = the path;
+  `format='jsonl'` is one document per non-blank line, id = `path:line_number` (1-based), text from
+  `text_field`, and the object's other scalar fields as metadata (lists, objects and nulls are
+  dropped, and so are fields named `id` or `text`, which the document itself uses).
+- `tfds_documents`: one split of a TFDS dataset that is already prepared (this code never downloads;
+  prepare the data with `tfds build` on the TPU VM or into a GCS bucket beforehand). id =
+  `name/split/index`, text = the UTF-8 feature `text_key`, the other scalar features as metadata.
+
+Problems the user can fix raise `research.errors.UserError` naming the config key
+`data.tasks.<task_name>.<key>` (or the bare argument name when `task_name` is empty) and, once the
+data is being read, the file and line or byte offset. Bad arguments fail when the function is
+called, before any document is read.
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from research import errors
+
+FORMATS = ('text', 'jsonl')
+_RESERVED_FIELDS = frozenset({'id', 'text'})
+
+
+def _key(task_name: str, key: str) -> str:
+  """The config key of argument `key` of task `task_name` (the bare name outside a task)."""
+  return f'data.tasks.{task_name}.{key}' if task_name else key
+
+
+def _decode(data: bytes, path: str, offset: int) -> str:
+  """`data` (which starts at byte `offset` of `path`) as UTF-8, or a UserError naming the byte."""
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise errors.UserError(
+        f'{path} is not valid UTF-8 at byte offset {offset + e.start}; re-encode the file as '
+        f'UTF-8 (e.g. iconv -f LATIN1 -t UTF-8 {path} > fixed.txt).') from e
+
+
+def _is_scalar(value: Any) -> bool:
+  return isinstance(value, (str, int, float, bool))
+
+
+def _text_documents(paths: list[str]) -> Iterator[dict]:
+  for path in paths:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      yield {'id': path, 'text': _decode(f.read(), path, 0)}
+
+
+def _jsonl_document(line: str, path: str, line_number: int, text_field: str,
+                    task_name: str) -> dict:
+  """The document of one JSONL line."""
+  where = f'{path} line {line_number}'
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'{where} is not valid JSON ({e.msg} at column {e.colno}); with '
+                           f"{_key(task_name, 'format')}='jsonl' every line must be one JSON "
+                           'object.') from e
+  if not isinstance(record, dict):
+    raise errors.UserError(f'{where} is a JSON {type(record).__name__}, not an object; with '
+                           f"{_key(task_name, 'format')}='jsonl' every line must be one JSON "
+                           'object.')
+  if not isinstance(record.get(text_field), str):
+    raise errors.UserError(
+        f'{where} has no string field {text_field!r} (its fields: {sorted(record)}); set '
+        f'{_key(task_name, "text_field")} to the field holding the text.')
+  metadata = {k: v for k, v in record.items()
+              if k != text_field and k not in _RESERVED_FIELDS and _is_scalar(v)}
+  return {**metadata, 'id': f'{path}:{line_number}', 'text': record[text_field]}
+
+
+def _jsonl_documents(paths: list[str], text_field: str, task_name: str) -> Iterator[dict]:
+  for path in paths:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      offset = 0
+      for line_number, raw in enumerate(f, start=1):
+        line = _decode(raw, path, offset)
+        offset += len(raw)
+        if line.strip():
+          yield _jsonl_document(line, path, line_number, text_field, task_name)
+
+
+def file_documents(pattern: str, format: str, text_field: str = 'text',
+                   task_name: str = '') -> Iterator[dict]:
+  """The documents of the files matching glob `pattern` (sorted), one per file or per JSONL line."""
+  if format not in FORMATS:
+    raise errors.UserError(f'{_key(task_name, "format")}={format!r} is not a file format; use one '
+                           f'of {list(FORMATS)}.')
+  paths = sorted(tf.io.gfile.glob(pattern))
+  if not paths:
+    raise errors.UserError(f'{_key(task_name, "pattern")}={pattern!r} matches no file; check the '
+                           'path (a glob such as /data/*.jsonl or gs://bucket/dir/*.txt).')
+  if format == 'text':
+    return _text_documents(paths)
+  return _jsonl_documents(paths, text_field, task_name)
+
+
+def _not_prepared(name: str, data_dir: str, task_name: str) -> errors.UserError:
+  root = data_dir or tfds.core.constants.get_default_data_dir()
+  return errors.UserError(
+      f'TFDS dataset {name!r} is not prepared in {root} ({_key(task_name, "data_dir")}='
+      f'{data_dir!r}). Nothing is downloaded at run time: prepare it beforehand with '
+      f'`tfds build {name} --data_dir={root}` (on the TPU VM, or into a gs:// bucket), or set '
+      f'{_key(task_name, "data_dir")} to the directory that holds it.')
+
+
+def _prepared_builder(name: str, data_dir: str, task_name: str) -> tfds.core.DatasetBuilder:
+  """The builder of prepared TFDS dataset `name`, or a UserError saying how to prepare it."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.DatasetNotFoundError as e:
+    raise _not_prepared(name, data_dir, task_name) from e
+  except (ValueError, AssertionError) as e:  # TFDS's errors for a bad name, config or version
+    raise errors.UserError(f'{_key(task_name, "name")}={name!r} is not a TFDS dataset that can be '
+                           f'loaded (form: dataset[/config][:version]): {e}') from e
+  if not builder.is_prepared():
+    raise _not_prepared(name, data_dir, task_name)
+  return builder
+
+
+def _check_split(builder: tfds.core.DatasetBuilder, name: str, split: str, task_name: str) -> None:
+  """Fails unless every split named in `split` (e.g. 'train[:10%]+validation') exists."""
+  available = sorted(builder.info.splits.keys())
+  named = {part.split('[')[0].strip() for part in split.split('+')}
+  if not named <= set(available):
+    raise errors.UserError(f'{_key(task_name, "split")}={split!r} names a split that TFDS dataset '
+                           f'{name!r} does not have; its splits are {available}.')
+
+
+def _check_text_key(builder: tfds.core.DatasetBuilder, name: str, text_key: str,
+                    task_name: str) -> None:
+  features = builder.info.features
+  if text_key not in features:
+    raise errors.UserError(f'{_key(task_name, "text_key")}={text_key!r} is not a feature of TFDS '
+                           f'dataset {name!r}; its features are {sorted(features.keys())}.')
+  feature = features[text_key]
+  if feature.tf_dtype != tf.string or feature.shape != ():
+    raise errors.UserError(f'{_key(task_name, "text_key")}={text_key!r} names a feature of TFDS '
+                           f'dataset {name!r} that is not a string ({feature}); pick a text '
+                           f'feature of {sorted(features.keys())}.')
+
+
+def _metadata_value(value: Any) -> str | int | float | bool | None:
+  """A scalar feature value as a Python scalar; None for anything else (arrays, nested dicts)."""
+  if isinstance(value, bytes):
+    return value.decode('utf-8', errors='replace')
+  if isinstance(value, np.generic):
+    return value.item()
+  return None
+
+
+def _tfds_examples(dataset: tf.data.Dataset, prefix: str, text_key: str) -> Iterator[dict]:
+  for index, example in enumerate(dataset.as_numpy_iterator()):
+    doc_id = f'{prefix}/{index}'
+    metadata = {k: _metadata_value(v) for k, v in example.items()
+                if k != text_key and k not in _RESERVED_FIELDS}
+    yield {**{k: v for k, v in metadata.items() if v is not None}, 'id': doc_id,
+           'text': _decode(example[text_key], f'TFDS example {doc_id}', 0)}
+
+
+def tfds_documents(name: str, split: str, text_key: str, data_dir: str = '',
+                   task_name: str = '') -> Iterator[dict]:
+  """The documents of `split` of prepared TFDS dataset `name`, in the dataset's stored order.
+
+  `name` is 'dataset[/config][:version]' (e.g. 'c4/en:3.1.0'); `split` may slice or join splits
+  as TFDS allows ('train[:1%]', 'train+validation'); `data_dir` '' is TFDS's default directory.
+  """
+  builder = _prepared_builder(name, data_dir, task_name)
+  _check_split(builder, name, split, task_name)
+  _check_text_key(builder, name, text_key, task_name)
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  return _tfds_examples(dataset, f'{name}/{split}', text_key)
