@@ -1,0 +1,1 @@
+"""Synthetic skill corpora with known ground truth: arithmetic, LEGO chains and biographies."""

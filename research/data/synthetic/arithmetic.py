@@ -1,0 +1,178 @@
+"""n-digit addition and multiplication with known answers.
+
+From "Teaching Arithmetic to Small Transformers" (Lee et al. 2023, arXiv 2307.03381). A document is
+one problem, `12+345=357` in the plain format or `12+345=753` with `reverse_answer`, the paper's
+key finding: writing the result least-significant digit first lets a small Transformer produce each
+digit from digits it has already seen.
+
+Difficulty is the digit count of the larger operand. It is drawn uniformly from
+[min_digits, max_digits] (the paper's balanced sampling: without it almost every problem has the
+most digits); the other operand's digit count is uniform between min_digits and that count, and a
+coin flip decides which operand is written first. Both splits draw from the same distribution on
+separate seeded streams, so with few digits (e.g. 1-digit addition has 100 problems) a validation
+problem also appears in train; measure generalisation on digit counts with many problems.
+
+Document i of a split is a pure function of (split, seed, i, parameters): problems are drawn in
+blocks of `_BLOCK` from `np.random.default_rng([_STREAM, seed, split index, block])`, so a corpus
+of n documents is the first n documents of any larger one.
+"""
+
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from research import errors
+
+NAME = 'arithmetic'
+VERSION = 1
+SPLITS = ('train', 'validation')
+OPERATIONS = {'addition': '+', 'multiplication': '*'}
+
+# Default parameters; config `data.tasks.<task>.<param>` overrides them.
+PARAMS = {
+    'num_documents': 100_000,  # problems per split; about 0.8 M characters with these defaults
+    'min_digits': 1,  # the fewest digits of the larger operand
+    'max_digits': 3,  # the most digits of the larger operand
+    'operations': ('addition', 'multiplication'),  # each problem draws one uniformly
+    'reverse_answer': True,  # write the result's digits reversed
+}
+
+_STREAM = 0x61726974  # seeded-stream tag of this generator
+_BLOCK = 1024
+_ZERO = ord('0')
+_MAX_DIGITS = 1000  # keeps a block's digit buffer (2 * _BLOCK * max_digits bytes) small
+
+
+def _fail(task_name: str, key: str, value, fix: str):
+  raise errors.UserError(f'data.tasks.{task_name}.{key}={value!r} {fix}')
+
+
+def _check_int(task_name: str, key: str, value, low: int, high: int | None = None) -> int:
+  if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low
+      or (high is not None and value > high)):
+    bounds = f'>= {low}' if high is None else f'in [{low}, {high}]'
+    _fail(task_name, key, value, f'is invalid; set it to an integer {bounds}.')
+  return int(value)
+
+
+def _check_bool(task_name: str, key: str, value) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    _fail(task_name, key, value, 'is invalid; set it to True or False.')
+  return bool(value)
+
+
+def _check_operations(task_name: str, value) -> tuple[str, ...]:
+  if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+    _fail(task_name, 'operations', value, f'is invalid; set it to a non-empty list of '
+          f'{sorted(OPERATIONS)}.')
+  for operation in value:
+    if operation not in OPERATIONS:
+      _fail(task_name, 'operations', value, f'names the unknown operation {operation!r}; use '
+            f'{sorted(OPERATIONS)}.')
+  return tuple(value)
+
+
+def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
+                    task_name: str) -> dict:
+  """The validated parameters, defaults filled in; raises UserError naming a bad key."""
+  if split not in SPLITS:
+    raise errors.UserError(f'Unknown split {split!r} of task {task_name!r}; use one of '
+                           f'{list(SPLITS)}.')
+  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+    raise errors.UserError(f'seed={seed!r} is invalid for task {task_name!r}; set it to an '
+                           'integer >= 0.')
+  for key in params:
+    if key not in PARAMS:
+      _fail(task_name, key, params[key], f'is not a parameter of the {NAME} generator; its '
+            f'parameters are {sorted(PARAMS)}.')
+  p = {**PARAMS, **params}
+  p['num_documents'] = _check_int(task_name, 'num_documents', num_documents, 1)
+  p['min_digits'] = _check_int(task_name, 'min_digits', p['min_digits'], 1, _MAX_DIGITS)
+  p['max_digits'] = _check_int(task_name, 'max_digits', p['max_digits'], 1, _MAX_DIGITS)
+  if p['max_digits'] < p['min_digits']:
+    _fail(task_name, 'max_digits', p['max_digits'],
+          f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
+  p['operations'] = _check_operations(task_name, p['operations'])
+  p['reverse_answer'] = _check_bool(task_name, 'reverse_answer', p['reverse_answer'])
+  return p
+
+
+def _format_answer(result: int, reverse_answer: bool) -> str:
+  return str(result)[::-1] if reverse_answer else str(result)
+
+
+def _operand_strings(rng: np.random.Generator, digits_B2: np.ndarray,
+                     max_digits: int) -> list[list[str]]:
+  """Uniform random operands of the given digit counts, as decimal strings (any length)."""
+  num = digits_B2.shape[0]
+  chars_B2M = rng.integers(0, 10, size=(num, 2, max_digits), dtype=np.uint8)
+  nonzero_B2 = rng.integers(1, 10, size=(num, 2), dtype=np.uint8)
+  chars_B2M[:, :, 0] = np.where(digits_B2 > 1, nonzero_B2, chars_B2M[:, :, 0])
+  buffer = (chars_B2M + _ZERO).tobytes().decode('ascii')
+  return [[buffer[(2 * b + k) * max_digits:(2 * b + k) * max_digits + digits_B2[b, k]]
+           for k in range(2)] for b in range(num)]
+
+
+def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
+  """The `_BLOCK` documents of one block, in order."""
+  rng = np.random.default_rng([_STREAM, seed, split_index, block])
+  operation_B = rng.integers(0, len(p['operations']), size=_BLOCK)
+  larger_B = rng.integers(p['min_digits'], p['max_digits'] + 1, size=_BLOCK)
+  smaller_B = rng.integers(p['min_digits'], larger_B + 1)
+  swap_B = rng.integers(0, 2, size=_BLOCK).astype(bool)
+  digits_B2 = np.stack([np.where(swap_B, smaller_B, larger_B),
+                        np.where(swap_B, larger_B, smaller_B)], axis=1)
+  operands = _operand_strings(rng, digits_B2, p['max_digits'])
+  documents = []
+  for b in range(_BLOCK):
+    operation = p['operations'][operation_B[b]]
+    (x, y), symbol = operands[b], OPERATIONS[operation]
+    result = int(x) + int(y) if symbol == '+' else int(x) * int(y)
+    prompt, answer = f'{x}{symbol}{y}=', _format_answer(result, p['reverse_answer'])
+    documents.append({
+        'text': prompt + answer,
+        'skill': operation,
+        'difficulty': int(larger_B[b]),
+        'operation': operation,
+        'digits': int(larger_B[b]),
+        'reversed': p['reverse_answer'],
+        'prompt': prompt,
+        'answer': answer,
+    })
+  return documents
+
+
+def _generate(split: str, seed: int, p: dict) -> Iterator[dict]:
+  split_index = SPLITS.index(split)
+  for index in range(p['num_documents']):
+    block, offset = divmod(index, _BLOCK)
+    if offset == 0:
+      documents = _block(seed, split_index, block, p)
+    yield {'id': f'{NAME}/{split}/{index}', **documents[offset]}
+
+
+def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
+              **params) -> Iterator[dict]:
+  """The `num_documents` problems of `split`, each a dict of `id`, `text` and scalar metadata.
+
+  Metadata: `skill` (= `operation`, 'addition' or 'multiplication'), `difficulty` (= `digits`,
+  the larger operand's digit count), `reversed` (whether the answer is written reversed),
+  `prompt` ('12+345=') and `answer` ('753' reversed, '357' plain); `text == prompt + answer`.
+  Parameters are validated here, before any document is made; errors name
+  `data.tasks.<task_name>.<param>`.
+  """
+  p = _resolve_params(split, seed, num_documents, params, task_name)
+  return _generate(split, int(seed), p)
+
+
+def check(document: dict) -> bool:
+  """True when the document's answer is its prompt's result, recomputed with Python ints."""
+  match = re.fullmatch(r'(\d+)([+*])(\d+)=', document['prompt'])
+  if match is None:
+    return False
+  x, symbol, y = match.groups()
+  result = int(x) + int(y) if symbol == '+' else int(x) * int(y)
+  return (document['answer'] == _format_answer(result, document['reversed'])
+          and document['text'] == document['prompt'] + document['answer']
+          and document['digits'] == max(len(x), len(y)))
