@@ -33,6 +33,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Data (research/data/): a mixture of seqio tasks, packed into rows with segment ids.
   c.data = ml_collections.ConfigDict()
   c.data.mixture = ml_collections.ConfigDict({'stdlib_prose': 0.5, 'stdlib_code': 0.5})
+  # Later stages of the mixture schedule: name -> ConfigDict(at_step=int or at_fraction=float,
+  # mixture=ConfigDict(task=weight)); e.g. upsample a domain for the last 20% of training.
+  c.data.stages = ml_collections.ConfigDict()
+  # Replay: this fraction of every batch (its last rows) comes from `replay.mixture`.
+  c.data.replay = ml_collections.ConfigDict({'fraction': 0.0, 'mixture': ml_collections.ConfigDict()})
+  c.data.ordering = 'random'  # the order each task's packed rows are read in, per epoch
   c.data.vocabulary = 'byte'
   c.data.seq_len = 256
   c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data

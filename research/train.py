@@ -192,10 +192,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
       print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
     manager.close()
     return state
-  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total)
   eval_data = {task: pipeline.eval_batches(config.data, task, config.eval.batch_size,
                                            config.eval.batches, config.seed)
-               for task in config.data.mixture.keys()}
+               for task in data.task_names}
   token_bytes = tasks.token_bytes(tasks.get_vocabulary(config.data.vocabulary))
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
@@ -222,10 +222,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
       fetched = jax.device_get(pending)  # the only place the loop waits for the device
       elapsed = time.perf_counter() - window_time
       tokens_per_second = tokens_per_step * (done - window_start) / elapsed
-      logged = {k: float(v) for k, v in fetched[-1].items()}
-      logged['loss'] = float(np.mean([m['loss'] for m in fetched]))
+      logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
       logged.update(learning_rate=float(trainer.schedule(step)), tokens_per_second=tokens_per_second,
                     mfu=tokens_per_second * flops_per_token / peak, tokens_seen=done * tokens_per_step)
+      logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
       writer.write(done, logged)
       progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second', 'mfu')})
       pending, window_start, window_time = [], done, time.perf_counter()

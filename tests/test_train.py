@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -83,10 +84,13 @@ def test_sharded_run_matches_one_device_and_shards_parameters(single_device_run,
 def test_interrupted_and_resumed_run_is_bit_identical(single_device_run, data_dir, tmp_path):
   workdir, uninterrupted = single_device_run
   config = tiny_config(data_dir, data=1)
+  config.checkpoint.keep = 1
   first = train.train(config, str(tmp_path), stop_after=4, devices=jax.devices()[:1])
+  assert os.listdir(os.path.join(str(tmp_path), 'checkpoints')) == ['4']  # the interrupted step
   assert int(first.step) == 4
   resumed = train.train(config, str(tmp_path), devices=jax.devices()[:1])
   assert int(resumed.step) == 6
+  assert os.listdir(os.path.join(str(tmp_path), 'checkpoints')) == ['6']  # keep=1: the last only
   for a, b in zip(jax.tree.leaves(uninterrupted.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert train_losses(str(tmp_path)) == train_losses(workdir)
@@ -106,7 +110,8 @@ def test_gradient_accumulation_equals_one_big_batch(data_dir):
     # near-zero gradient to a whole step. A larger eps keeps the comparison about the gradient.
     config.train.eps = 1e-4
     trainer = train.Trainer(config, devices)
-    batch = pipeline.TrainData(config.data, config.train.batch_size, config.seed).batch(0)
+    batch = pipeline.TrainData(config.data, config.train.batch_size, config.seed,
+                               config.train.steps).batch(0)
     batch['weights'][0, :40] = 0.0  # micro-batches of unequal token counts: means would not add up
     state, metrics = trainer.step(trainer.init_state(), trainer.place(batch), train.step_rng(0, 0))
     states.append((state, metrics))
@@ -120,6 +125,39 @@ def test_gradient_accumulation_equals_one_big_batch(data_dir):
   moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
               for a, b in zip(jax.tree.leaves(init.params), jax.tree.leaves(big.params)))
   assert moved > 1e-4
+
+
+def _two_updates(tx, params, grads_1, grads_2):
+  state = tx.init(params)
+  _, state = tx.update(grads_1, state, params)
+  return tx.update(grads_2, state, params)[0]
+
+
+def test_optimizer_clips_the_global_norm_before_adam():
+  config = base.get_config().train
+  config.grad_clip, config.weight_decay = 1.0, 0.0
+  params = {'kernel': jnp.ones((2, 2))}
+  big, small = {'kernel': jnp.full((2, 2), 50.0)}, {'kernel': jnp.full((2, 2), 0.1)}  # norms 100, 0.2
+  clipped_big = {'kernel': jnp.full((2, 2), 0.5)}  # global norm 1
+  with_clip = _two_updates(train.make_optimizer(config, lambda step: 0.1), params, big, small)
+  config.grad_clip = 0.0
+  no_clip = train.make_optimizer(config, lambda step: 0.1)
+  np.testing.assert_allclose(with_clip['kernel'], _two_updates(no_clip, params, clipped_big, small)['kernel'],
+                             rtol=1e-6)
+  # Adam's second step depends on the first gradient's scale, so clipping really changed it.
+  assert np.abs(with_clip['kernel'] - _two_updates(no_clip, params, big, small)['kernel']).max() > 1e-3
+
+
+def test_weight_decay_applies_to_matrices_not_norm_scales():
+  config = base.get_config().train
+  config.weight_decay = 0.5
+  tx = train.make_optimizer(config, lambda step: 0.1)
+  params = {'kernel': jnp.ones((2, 2)), 'norm': {'scale': jnp.ones((2,))}}
+  grads = {'kernel': jnp.ones((2, 2)), 'norm': {'scale': jnp.ones((2,))}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is -lr * sign(g); decoupled decay adds -lr * wd * param on matrices only.
+  np.testing.assert_allclose(updates['kernel'], -0.1 * (1 + 0.5) * np.ones((2, 2)), rtol=1e-5)
+  np.testing.assert_allclose(updates['norm']['scale'], -0.1 * np.ones(2), rtol=1e-5)
 
 
 def _free_port():

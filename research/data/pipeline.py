@@ -2,13 +2,14 @@
 
 Training resumes at any step, on any number of hosts, with no iterator state to checkpoint.
 
-Sampling. Global example g = step * batch_size + i lies in mixture block g // K at slot g % K
-(K = `data.mixture_block`). Every block gives each task the same exact number of slots, its
-largest-remainder share of weight * K, and lays the slots out in a permutation seeded by
-(seed, block). The slot's rank among its task's slots in the block gives the task-local index
-j = block * count + rank, and j reads packed row perm(seed, task, j // N)[j % N] of the task's N
-rows, a fresh seeded permutation per epoch. Row permutations are seeded by the task's name (not its
-position in the mixture), so adding a task to a mixture leaves the other tasks' row order alone.
+The rows of a global batch come from two streams: the main mixture schedule (`data.mixture`, then
+the stages of `data.stages`) and, when `data.replay.fraction` > 0, a replay mixture that fills that
+fraction of every batch (the last rows) with data from `data.replay.mixture`, as continual
+pretraining with replay does (Ibrahim et al. 2024, arXiv 2403.08763). research/data/sampler.py
+decides which task-local example each row is; example j of a task with N packed rows reads row
+`order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.ordering`
+(a fresh seeded permutation per epoch by default). Row orders are seeded by the task's name, not
+its position in a mixture, so adding a task leaves the other tasks' row order alone.
 
 Every batch is a dict of [batch_size, seq_len] arrays: int32 `targets`, `segment_ids`,
 `positions` (see packing.py), `inputs` (targets shifted right within each segment; see
@@ -16,57 +17,42 @@ research/objectives/causal_lm.py) and float32 `weights` (1 on tokens, 0 on paddi
 """
 
 import hashlib
-import math
-from collections.abc import Mapping
+from collections.abc import Callable
 
+import ml_collections
 import numpy as np
 
 from research import errors
 from research.data import packing
+from research.data import sampler as sampler_lib
 from research.data import store as store_lib
 from research.data import tasks
 from research.objectives import causal_lm
 
-_BLOCK_STREAM = 0x626c6f63  # seeded-stream tags keep the block and epoch streams apart
-_EPOCH_STREAM = 0x65706f63
+_EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders
+_MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
 _PACKED_KEYS = ('targets', 'segment_ids', 'positions')
+_STAGE_KEYS = {'at_step', 'at_fraction', 'mixture'}
 
 
-def mixture_weights(mixture: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
-  """Task names (sorted) and their weights normalised to sum to 1 (config key `data.mixture`)."""
-  items = sorted(mixture.items())
-  if not items:
-    raise errors.UserError('data.mixture is empty; name at least one task with a positive weight, '
-                           "e.g. {'stdlib_code': 1.0}.")
-  for name, weight in items:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-        0 < weight < math.inf):
-      raise errors.UserError(f'data.mixture.{name}={weight!r} must be a positive finite weight.')
-  weights = np.array([w for _, w in items], np.float64)
-  return [name for name, _ in items], weights / weights.sum()
+def random_order(num_rows: int, seed: int, task_key: int, epoch: int) -> np.ndarray:
+  """A fresh seeded permutation of a task's rows in every epoch."""
+  return np.random.default_rng([_EPOCH_STREAM, seed, task_key, epoch]).permutation(num_rows)
 
 
-def block_counts(weights: np.ndarray, block_size: int) -> np.ndarray:
-  """int64 slots per task in every block: largest-remainder apportionment of weights * block_size.
-
-  Ties in the remainders go to the earlier task.
-  """
-  quotas = weights * block_size
-  counts = np.floor(quotas).astype(np.int64)
-  by_remainder = np.argsort(-(quotas - counts), kind='stable')
-  counts[by_remainder[:block_size - counts.sum()]] += 1
-  return counts
+# Orderings by name (config key `data.ordering`): (num_rows, seed, task_key, epoch) -> row order.
+ORDERINGS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {'random': random_order}
 
 
 def _task_key(name: str) -> int:
-  """A stable 32-bit integer for a task name, used to seed its row permutations."""
+  """A stable 32-bit integer for a task name, used to seed its row orders."""
   return int.from_bytes(hashlib.md5(name.encode('utf-8')).digest()[:4], 'big')
 
 
 def _with_objective(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Adds the causal-LM `inputs` and the loss `weights` to packed rows."""
   return {
-      **packed,
+      **{k: packed[k] for k in _PACKED_KEYS},
       'inputs': causal_lm.causal_lm_example(packed['targets'], packed['segment_ids']),
       'weights': (packed['segment_ids'] > 0).astype(np.float32),
   }
@@ -77,91 +63,116 @@ def _check_seed(seed: int) -> None:
     raise errors.UserError(f'seed={seed!r} must be a non-negative integer.')
 
 
+def mixture_schedule(data_config: ml_collections.ConfigDict,
+                     total_steps: int) -> list[sampler_lib.Stage]:
+  """Stage 0 (`data.mixture` from step 0) and the stages of `data.stages`, ordered by start step.
+
+  A stage starts `at_step` (an int) or `at_fraction` of `train.steps` (a float in (0, 1)), exactly
+  one of the two, and must start inside the run.
+  """
+  stages = [sampler_lib.Stage(0, dict(data_config.mixture))]
+  for name, stage in data_config.stages.items():
+    key = f'data.stages.{name}'
+    if not isinstance(stage, ml_collections.ConfigDict) or not set(stage.keys()) <= _STAGE_KEYS:
+      raise errors.UserError(f'{key} must be a ConfigDict with keys from {sorted(_STAGE_KEYS)} (a '
+                             "start, at_step=int or at_fraction=float, and a mixture), got "
+                             f'{stage!r}.')
+    at_step, at_fraction = stage.get('at_step'), stage.get('at_fraction')
+    if (at_step is None) == (at_fraction is None):
+      raise errors.UserError(f'{key} needs exactly one of at_step or at_fraction.')
+    start = at_step if at_fraction is None else round(at_fraction * total_steps)
+    if not 0 < start < total_steps:
+      raise errors.UserError(f'{key} starts at step {start}, outside the run (steps 1 to '
+                             f'{total_steps - 1} of train.steps={total_steps}); move its start.')
+    if 'mixture' not in stage:
+      raise errors.UserError(f'{key} has no mixture; set {key}.mixture to task weights.')
+    stages.append(sampler_lib.Stage(start, dict(stage.mixture)))
+  stages.sort(key=lambda s: s.start_step)
+  starts = [s.start_step for s in stages]
+  if len(set(starts)) != len(starts):
+    raise errors.UserError(f'Two entries of data.stages start at the same step ({starts}); give '
+                           'each stage its own start.')
+  return stages
+
+
 def _packed_train_rows(task_name: str, data_config, seed: int) -> dict[str, np.ndarray]:
   """The train split of `task_name`, packed (see packing.pack_documents)."""
   store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.cache_dir)
   packed = packing.pack_documents(store, data_config.seq_len, seed)
   if not len(packed['targets']):
-    raise errors.UserError(f'Task {task_name!r} in data.mixture has no training documents; remove '
-                           'it from data.mixture.')
+    raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
+                           'remove it from the mixture.')
   return packed
 
 
 class TrainData:
-  """Training batches of a task mixture, addressable by step.
+  """Training batches of a mixture schedule (and replay), addressable by step.
 
-  Loads (building on first use) and packs the train split of every task in `data_config.mixture`
-  once; `batch(step)` is then cheap and depends only on (data_config, seed, step).
+  Loads (building on first use) and packs the train split of every task named in any stage once;
+  `batch(step)` is then cheap and depends only on (data_config, seed, step).
   """
 
-  def __init__(self, data_config, batch_size: int, seed: int):
+  def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
+               total_steps: int):
     _check_seed(seed)
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
-    if data_config.mixture_block <= 0:
-      raise errors.UserError(f'data.mixture_block={data_config.mixture_block} must be a positive '
-                             'number of examples.')
-    self.task_names, weights = mixture_weights(data_config.mixture)
-    for name in self.task_names:
+    if data_config.ordering not in ORDERINGS:
+      raise errors.UserError(f'data.ordering={data_config.ordering!r} is not a known ordering; '
+                             f'choose one of {sorted(ORDERINGS)}.')
+    self._order = ORDERINGS[data_config.ordering]
+    fraction = data_config.replay.fraction
+    num_replay = round(fraction * batch_size)
+    if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
+      raise errors.UserError(f'data.replay.fraction={fraction} must be in [0, 1) and give at least '
+                             f'one row of the batch of {batch_size} (or be 0).')
+    stages = mixture_schedule(data_config, total_steps)
+    replay = [sampler_lib.Stage(0, dict(data_config.replay.mixture))] if num_replay else []
+    names = sorted({n for stage in stages + replay for n, w in stage.weights.items() if w > 0})
+    for name in names:
       tasks.check_task(name)
-    self._counts = block_counts(weights, data_config.mixture_block)
-    for name, count in zip(self.task_names, self._counts):
-      if count == 0:
-        raise errors.UserError(f'Task {name!r} gets 0 of every data.mixture_block='
-                               f'{data_config.mixture_block} examples at weight '
-                               f'data.mixture.{name}={data_config.mixture[name]}; raise '
-                               'data.mixture_block or that weight.')
-    self._block_size = data_config.mixture_block
-    self._batch_size = batch_size
-    self._seed = seed
-    self._packed = [_packed_train_rows(name, data_config, seed) for name in self.task_names]
-    self.num_rows = {name: len(p['targets']) for name, p in zip(self.task_names, self._packed)}
-    self._task_keys = [_task_key(name) for name in self.task_names]
-    self._epoch_perms = [(-1, None)] * len(self.task_names)  # per task: (epoch, permutation)
+    self.task_names = names
+    block = data_config.mixture_block
+    self._samplers = [sampler_lib.MixtureSampler(names, stages, batch_size - num_replay, block,
+                                                 seed, _MAIN_STREAM)]
+    if num_replay:
+      self._samplers.append(sampler_lib.MixtureSampler(
+          names, replay, num_replay, block, seed, _REPLAY_STREAM, key='data.replay.mixture'))
+    self._batch_size, self._seed = batch_size, seed
+    self._packed = [_packed_train_rows(name, data_config, seed) for name in names]
+    self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._packed)}
+    self._task_keys = [_task_key(name) for name in names]
+    self._orders = [(-1, None)] * len(names)  # per task: the latest (epoch, row order)
 
-  def _block_layout(self, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """[K] task index of each slot of `block`, and each slot's rank among its task's slots."""
-    labels_K = np.repeat(np.arange(len(self._counts)), self._counts)
-    rng = np.random.default_rng([_BLOCK_STREAM, self._seed, block])
-    tasks_K = labels_K[rng.permutation(self._block_size)]
-    ranks_K = np.empty(self._block_size, np.int64)
-    for task in range(len(self._counts)):
-      slots = np.flatnonzero(tasks_K == task)
-      ranks_K[slots] = np.arange(len(slots))
-    return tasks_K, ranks_K
-
-  def _epoch_perm(self, task: int, epoch: int) -> np.ndarray:
-    """The row permutation of `task` in `epoch` (the latest one is cached)."""
-    cached_epoch, perm = self._epoch_perms[task]
+  def _row_order(self, task: int, epoch: int) -> np.ndarray:
+    cached_epoch, order = self._orders[task]
     if cached_epoch != epoch:
-      num_rows = len(self._packed[task]['targets'])
-      rng = np.random.default_rng([_EPOCH_STREAM, self._seed, self._task_keys[task], epoch])
-      perm = rng.permutation(num_rows)
-      self._epoch_perms[task] = (epoch, perm)
-    return perm
+      order = self._order(len(self._packed[task]['targets']), self._seed, self._task_keys[task],
+                          epoch)
+      self._orders[task] = (epoch, order)
+    return order
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
     """[batch_size] task index (into `task_names`) and packed row of each example of `step`."""
     if step < 0:
       raise errors.UserError(f'Step {step} is negative; steps count from 0.')
-    global_B = step * self._batch_size + np.arange(self._batch_size, dtype=np.int64)
-    blocks_B, slots_B = np.divmod(global_B, self._block_size)
-    tasks_B = np.empty(self._batch_size, np.int64)
-    local_B = np.empty(self._batch_size, np.int64)
-    for block in np.unique(blocks_B):
-      in_block = blocks_B == block
-      tasks_K, ranks_K = self._block_layout(int(block))
-      tasks_B[in_block] = tasks_K[slots_B[in_block]]
-      local_B[in_block] = block * self._counts[tasks_B[in_block]] + ranks_K[slots_B[in_block]]
+    sources = [sampler.sources(step) for sampler in self._samplers]
+    tasks_B = np.concatenate([t for t, _ in sources])
+    local_B = np.concatenate([j for _, j in sources])
     rows_B = np.empty(self._batch_size, np.int64)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
       epochs, within = np.divmod(local_B[of_task], len(self._packed[task]['targets']))
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs):
-        rows[epochs == epoch] = self._epoch_perm(int(task), int(epoch))[within[epochs == epoch]]
+        rows[epochs == epoch] = self._row_order(int(task), int(epoch))[within[epochs == epoch]]
       rows_B[of_task] = rows
     return tasks_B, rows_B
+
+  def epochs_before(self, step: int) -> dict[str, float]:
+    """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1)."""
+    examples = sum(sampler.examples_before(step) for sampler in self._samplers)
+    return {name: float(n) / self.num_rows[name] for name, n in zip(self.task_names, examples)}
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """The global batch of training step `step`: a dict of [batch_size, seq_len] arrays."""

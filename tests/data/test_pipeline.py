@@ -21,15 +21,9 @@ def test_causal_lm_example_shifts_within_segments():
                                  [0, 0, 3, 2, 0, 5]])
 
 
-def test_block_counts_are_the_largest_remainder_apportionment():
-  np.testing.assert_array_equal(pipeline.block_counts(np.array([0.3, 0.7]), 64), [19, 45])
-  np.testing.assert_array_equal(pipeline.block_counts(np.array([0.5, 0.25, 0.25]), 6), [3, 2, 1])
-  np.testing.assert_array_equal(pipeline.block_counts(np.array([1 / 3] * 3), 1024), [342, 341, 341])
-
-
 @pytest.fixture
 def train_data(data_config):
-  return pipeline.TrainData(data_config, batch_size=8, seed=0)
+  return pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=100)
 
 
 def test_batch_format(train_data, data_config):
@@ -44,7 +38,7 @@ def test_batch_format(train_data, data_config):
 
 def test_batch_is_a_pure_function_of_the_step(train_data, data_config):
   later, earlier = train_data.batch(5), train_data.batch(3)
-  fresh = pipeline.TrainData(data_config, batch_size=8, seed=0)
+  fresh = pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=100)
   for k in _KEYS:
     np.testing.assert_array_equal(fresh.batch(3)[k], earlier[k])
     np.testing.assert_array_equal(fresh.batch(5)[k], later[k])
@@ -53,14 +47,14 @@ def test_batch_is_a_pure_function_of_the_step(train_data, data_config):
 
 
 def test_seeds_give_different_batches(train_data, data_config):
-  other = pipeline.TrainData(data_config, batch_size=8, seed=1)
+  other = pipeline.TrainData(data_config, batch_size=8, seed=1, total_steps=100)
   assert not np.array_equal(train_data.batch(0)['targets'], other.batch(0)['targets'])
 
 
 def test_mixture_counts_are_exact_in_every_block(data_config):
   data_config.mixture = {'stdlib_code': 0.3, 'stdlib_prose': 0.7}
   data_config.mixture_block = 64
-  data = pipeline.TrainData(data_config, batch_size=16, seed=0)
+  data = pipeline.TrainData(data_config, batch_size=16, seed=0, total_steps=100)
   assert data.task_names == ['stdlib_code', 'stdlib_prose']
   tasks_GB = np.stack([data.example_sources(step)[0] for step in range(16)])  # 4 blocks of 64
   per_block = tasks_GB.reshape(4, 64)
@@ -72,7 +66,7 @@ def test_mixture_counts_are_exact_in_every_block(data_config):
 def test_every_row_is_seen_once_per_epoch(data_config):
   data_config.mixture = {'stdlib_prose': 1.0}
   data_config.seq_len = 2048
-  data = pipeline.TrainData(data_config, batch_size=16, seed=0)
+  data = pipeline.TrainData(data_config, batch_size=16, seed=0, total_steps=100)
   num_rows = data.num_rows['stdlib_prose']
   rows = np.concatenate([data.example_sources(step)[1] for step in range(-(-2 * num_rows // 16))])
   assert sorted(rows[:num_rows]) == list(range(num_rows))
@@ -82,14 +76,15 @@ def test_every_row_is_seen_once_per_epoch(data_config):
 
 @pytest.mark.parametrize('mixture, match', [
     ({'stdlib_code': 1.0, 'no_such_task': 1.0}, r'data\.mixture.*no_such_task.*stdlib_code'),
-    ({'stdlib_code': 0.0}, r'data\.mixture\.stdlib_code=0\.0'),
-    ({}, r'data\.mixture is empty'),
+    ({'stdlib_code': 0.0}, r'data\.mixture has no task with a positive weight'),
+    ({'stdlib_code': -1.0}, r'data\.mixture\.stdlib_code=-1\.0 must be a finite weight >= 0'),
+    ({}, r'data\.mixture has no task with a positive weight'),
     ({'stdlib_code': 1.0, 'stdlib_prose': 1e-4}, r'data\.mixture_block'),
 ])
 def test_bad_mixture_names_the_config_key(data_config, mixture, match):
   data_config.mixture = mixture
   with pytest.raises(errors.UserError, match=match):
-    pipeline.TrainData(data_config, batch_size=8, seed=0)
+    pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=100)
 
 
 def test_eval_batches_are_the_first_validation_rows(data_config):
