@@ -39,7 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Replay: this fraction of every batch (its last rows) comes from `replay.mixture`.
   c.data.replay = ml_collections.ConfigDict({'fraction': 0.0, 'mixture': ml_collections.ConfigDict()})
   c.data.ordering = 'random'  # the order each task's packed rows are read in, per epoch
-  c.data.vocabulary = 'byte'
+  # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
+  # 'biographies', ...), see research/data/tasks.py.
+  c.data.tasks = ml_collections.ConfigDict()
+  c.data.vocabulary = 'byte'  # 'byte' or 'spm:PATH' (python -m launch.tokenizer trains one)
+  c.data.extra_ids = 0  # ids above the vocabulary: control tokens, then sentinels
   c.data.seq_len = 256
   c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
   c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact

@@ -12,7 +12,7 @@ import ml_collections
 from research import errors, schedules, sharding
 from research.model import transformer
 
-FREE_KEYS = ('data.mixture', 'data.stages', 'data.replay.mixture', 'mesh.rules')
+FREE_KEYS = ('data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules')
 
 
 def _type_name(value) -> str:
@@ -60,7 +60,7 @@ def _positive(config, *names):
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
-  from research.data import pipeline, sampler, tasks
+  from research.data import pipeline, sampler, tasks, vocabularies
 
   check_schema(config, base.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -83,11 +83,12 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
     raise errors.UserError(f'schedule.name={config.schedule.name!r} is not a known schedule; choose one '
                      f'of {sorted(schedules.SCHEDULES)}.')
 
-  vocabulary = tasks.get_vocabulary(config.data.vocabulary)
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:
     raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
                      f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                      f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
+  tasks.register_config_tasks(config.data)
   stages = pipeline.mixture_schedule(config.data, config.train.steps)
   if config.data.replay.fraction > 0:
     stages.append(sampler.Stage(0, dict(config.data.replay.mixture)))

@@ -22,7 +22,7 @@ import optax
 
 from research import checkpoint, config as config_lib, evaluate, metrics as metrics_lib
 from research import peak_flops, schedules, sharding
-from research.data import pipeline, tasks
+from research.data import pipeline, vocabularies
 from research.model import transformer
 from research.objectives import losses
 
@@ -196,7 +196,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   eval_data = {task: pipeline.eval_batches(config.data, task, config.eval.batch_size,
                                            config.eval.batches, config.seed)
                for task in data.task_names}
-  token_bytes = tasks.token_bytes(tasks.get_vocabulary(config.data.vocabulary))
+  token_bytes = vocabularies.token_bytes(
+      vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids))
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
   if first_step:

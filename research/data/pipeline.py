@@ -126,6 +126,7 @@ class TrainData:
     if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
       raise errors.UserError(f'data.replay.fraction={fraction} must be in [0, 1) and give at least '
                              f'one row of the batch of {batch_size} (or be 0).')
+    tasks.register_config_tasks(data_config)
     stages = mixture_schedule(data_config, total_steps)
     replay = [sampler_lib.Stage(0, dict(data_config.replay.mixture))] if num_replay else []
     names = sorted({n for stage in stages + replay for n, w in stage.weights.items() if w > 0})

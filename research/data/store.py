@@ -1,12 +1,14 @@
 """The tokenized document store: one task split, tokenized once, addressable by document index.
 
-A store lives in `<cache_dir>/<task>/<split>/<vocabulary>/`:
+A store lives in `<cache_dir>/<task>/<split>/<vocabulary>/<fingerprint hash>/`:
 
     tokens.npy     1-D uint16 (int32 for vocabularies over 65536 ids): every document's tokens,
                    EOS included, concatenated in corpus order; opened as a memory map
     offsets.npy    int64 [num_documents + 1]: document i is tokens[offsets[i]:offsets[i + 1]]
     doc_ids.json   the documents' ids, in store order
-    manifest.json  task, split, vocabulary, vocab_size, counts, python_version, format_version
+    metadata.jsonl each document's metadata (skill, difficulty, ...), one JSON object a line
+    manifest.json  task, split, vocabulary, vocab_size, counts, python_version, the task's
+                   fingerprint, format_version
 
 It is built by iterating the seqio Task (no shuffling, no length limit) into a temporary sibling
 directory that is renamed into place only once every file is written, so a build killed midway
@@ -15,6 +17,8 @@ that loses the rename race discards its copy and opens the winner's.
 """
 
 import dataclasses
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -22,14 +26,15 @@ import tempfile
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from research import errors
 from research.data import corpora
-from research.data import tasks
+from research.data import tasks, vocabularies
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _TOKENS, _OFFSETS = 'tokens.npy', 'offsets.npy'
-_DOC_IDS, _MANIFEST = 'doc_ids.json', 'manifest.json'
+_DOC_IDS, _MANIFEST, _METADATA = 'doc_ids.json', 'manifest.json', 'metadata.jsonl'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,13 @@ class DocumentStore:
   offsets: np.ndarray  # [num_documents + 1] int64
   doc_ids: list[str]
   manifest: dict[str, Any]
+  directory: str
+
+  @functools.cached_property
+  def metadata(self) -> list[dict[str, Any]]:
+    """Each document's metadata (skill, difficulty, ...), read on first use."""
+    with open(os.path.join(self.directory, _METADATA), encoding='utf-8') as f:
+      return [json.loads(line) for line in f]
 
   @property
   def num_documents(self) -> int:
@@ -56,9 +68,24 @@ def resolve_cache_dir(cache_dir: str) -> str:
   return os.path.abspath(os.path.expanduser(cache_dir))
 
 
+def _vocabulary_key(vocabulary_name: str) -> str:
+  """A path component for a vocabulary: its name, or for SentencePiece the model file's md5."""
+  if not vocabulary_name.startswith(vocabularies.SPM_PREFIX):
+    return vocabulary_name
+  with tf.io.gfile.GFile(vocabulary_name[len(vocabularies.SPM_PREFIX):], 'rb') as f:
+    return 'spm-' + hashlib.md5(f.read()).hexdigest()[:16]
+
+
 def store_dir(task_name: str, split: str, vocabulary_name: str, cache_dir: str) -> str:
-  """Where the store of (task, split, vocabulary) lives."""
-  return os.path.join(resolve_cache_dir(cache_dir), task_name, split, vocabulary_name)
+  """Where the store of (task, split, vocabulary) lives: the task's fingerprint is in the path.
+
+  A change to anything that changes the tokens (the task's source, parameters or files, the
+  interpreter version of the stdlib corpora, the vocabulary's model) gives another directory, so a
+  stale store is never read.
+  """
+  fingerprint = hashlib.md5(tasks.fingerprint(task_name).encode('utf-8')).hexdigest()[:16]
+  return os.path.join(resolve_cache_dir(cache_dir), task_name, split,
+                      _vocabulary_key(vocabulary_name), fingerprint)
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -73,24 +100,28 @@ def _write_file(path: str, write) -> None:
     os.fsync(f.fileno())
 
 
-def _tokenize_split(task_name: str, split: str, vocab_size: int):
-  """(tokens [T], offsets [D + 1], doc_ids) of a task split, read through its seqio pipeline."""
-  dataset = tasks.get_task(task_name).get_dataset(split=split, shuffle=False, sequence_length=None)
-  pieces, doc_ids = [], []
+def _tokenize_split(task_name: str, split: str, vocabulary):
+  """(tokens [T], offsets [D + 1], doc_ids, metadata lines) of a task split, through seqio."""
+  dataset = tasks.get_task(task_name, vocabulary).get_dataset(
+      split=split, shuffle=False, sequence_length=None)
+  pieces, doc_ids, metadata = [], [], []
   for example in dataset.as_numpy_iterator():
     pieces.append(example['targets'])
     doc_ids.append(example['id'].decode('utf-8'))
+    metadata.append(example['metadata'].decode('utf-8'))
   lengths = np.array([len(p) for p in pieces], np.int64)
   offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
   tokens = np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
-  return tokens.astype(_token_dtype(vocab_size)), offsets, doc_ids
+  return tokens.astype(_token_dtype(vocabulary.vocab_size)), offsets, doc_ids, metadata
 
 
 def _build(directory: str, task_name: str, split: str, vocabulary_name: str) -> None:
   """Writes every file of a store into `directory`, the manifest last."""
-  vocab_size = tasks.get_vocabulary(vocabulary_name).vocab_size
-  tokens, offsets, doc_ids = _tokenize_split(task_name, split, vocab_size)
+  vocabulary = vocabularies.make_vocabulary(vocabulary_name)
+  vocab_size = vocabulary.vocab_size
+  tokens, offsets, doc_ids, metadata = _tokenize_split(task_name, split, vocabulary)
   manifest = {
+      'fingerprint': tasks.fingerprint(task_name),
       'task': task_name, 'split': split, 'vocabulary': vocabulary_name, 'vocab_size': vocab_size,
       'num_documents': len(doc_ids), 'num_tokens': int(tokens.size),
       'token_dtype': tokens.dtype.name, 'python_version': corpora.PYTHON_VERSION,
@@ -99,6 +130,8 @@ def _build(directory: str, task_name: str, split: str, vocabulary_name: str) -> 
   _write_file(os.path.join(directory, _TOKENS), lambda f: np.save(f, tokens))
   _write_file(os.path.join(directory, _OFFSETS), lambda f: np.save(f, offsets))
   _write_file(os.path.join(directory, _DOC_IDS), lambda f: f.write(json.dumps(doc_ids).encode()))
+  _write_file(os.path.join(directory, _METADATA),
+              lambda f: f.write(''.join(line + '\n' for line in metadata).encode()))
   _write_file(os.path.join(directory, _MANIFEST),
               lambda f: f.write(json.dumps(manifest, indent=2).encode()))
 
@@ -128,17 +161,8 @@ def _open(directory: str) -> DocumentStore:
   if tokens.size != manifest['num_tokens'] or len(offsets) != len(doc_ids) + 1:
     raise errors.UserError(f'Document store {directory} is corrupt (its files disagree with '
                            'manifest.json); delete that directory and it will be rebuilt.')
-  return DocumentStore(tokens=tokens, offsets=offsets, doc_ids=doc_ids, manifest=manifest)
-
-
-def _check_vocabulary(task_name: str, vocabulary_name: str) -> None:
-  """Fails unless the task tokenizes with vocabulary `vocabulary_name`."""
-  vocabulary = tasks.get_vocabulary(vocabulary_name)
-  task_vocabulary = tasks.get_task(task_name).output_features['targets'].vocabulary
-  if task_vocabulary != vocabulary:
-    raise errors.UserError(f'Task {task_name!r} in data.mixture tokenizes with '
-                           f'{type(task_vocabulary).__name__}, not with '
-                           f'data.vocabulary={vocabulary_name!r}; set data.vocabulary to match.')
+  return DocumentStore(tokens=tokens, offsets=offsets, doc_ids=doc_ids, manifest=manifest,
+                       directory=directory)
 
 
 def _make_build_dir(parent: str, cache_dir: str) -> str:
@@ -154,7 +178,6 @@ def _make_build_dir(parent: str, cache_dir: str) -> str:
 
 def load_store(task_name: str, split: str, vocabulary_name: str, cache_dir: str) -> DocumentStore:
   """The document store of (task, split, vocabulary), built and cached on first use."""
-  _check_vocabulary(task_name, vocabulary_name)
   if split not in tasks.SPLITS:
     raise errors.UserError(f'Unknown split {split!r}; use one of {list(tasks.SPLITS)}.')
   final_dir = store_dir(task_name, split, vocabulary_name, cache_dir)

@@ -1,57 +1,51 @@
-"""seqio Tasks over the built-in corpora, vocabularies by name, and the train/validation split.
+"""Tasks by name: document sources registered as seqio Tasks, each with train and validation splits.
 
-Tasks `stdlib_code` and `stdlib_prose` (see corpora.py) each have a `train` and a `validation`
-split. A document is in validation when the md5 hash of its id falls in the lowest
-`VALIDATION_FRACTION` of the hash range, so the split is the same on every machine and in every
-process (Python's own `hash` is salted per process and is not used).
+Built in, needing no download: `stdlib_code` and `stdlib_prose` (corpora.py) and the synthetic
+skill corpora `arithmetic`, `lego` and `biographies` (synthetic/) with their default parameters.
+An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec with a `source`:
 
-Importing this module registers the tasks; `register_tasks()` is idempotent.
+    files        pattern, format ('text' or 'jsonl'), text_field            (sources.file_documents)
+    tfds         name ('c4/en:3.1.0'), text_key, data_dir, train_split, validation_split
+    arithmetic | lego | biographies    seed, num_documents and the generator's own parameters
+
+Every document is a dict with `id`, `text` and scalar metadata. A file or stdlib document is in the
+validation split when the md5 hash of its id falls in the lowest `VALIDATION_FRACTION` of the hash
+range, so the split is the same on every machine and in every process; TFDS datasets and the
+synthetic generators have splits of their own. Each task has a fingerprint of everything that
+changes its documents (source, parameters, generator version, interpreter version for the stdlib
+corpora, file sizes and times), which the document store puts in its cache key.
 """
 
+import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterator
 
-import numpy as np
+import ml_collections
 import seqio
 import tensorflow as tf
 
 from research import errors
-from research.data import corpora
+from research.data import corpora, sources, vocabularies
+from research.data.synthetic import arithmetic, biographies, lego
 
 VALIDATION_FRACTION = 0.05
 SPLITS = ('train', 'validation')
-
-_VOCABULARIES: dict[str, Callable[[], seqio.Vocabulary]] = {'byte': seqio.ByteVocabulary}
-_CORPORA: dict[str, Callable[[], Iterable[tuple[str, str]]]] = {
-    'stdlib_code': corpora.stdlib_code_documents,
-    'stdlib_prose': corpora.stdlib_prose_documents,
-}
-_TASK_VOCABULARY = 'byte'
+GENERATORS = {m.NAME: m for m in (arithmetic, lego, biographies)}
+_FILE_KEYS = {'source', 'pattern', 'format', 'text_field'}
+_TFDS_KEYS = {'source', 'name', 'text_key', 'data_dir', 'train_split', 'validation_split'}
 
 
-def get_vocabulary(name: str) -> seqio.Vocabulary:
-  """The vocabulary called `name` (config key `data.vocabulary`)."""
-  if name not in _VOCABULARIES:
-    raise errors.UserError(f'data.vocabulary={name!r} is not a known vocabulary; set it to one of '
-                           f'{sorted(_VOCABULARIES)}.')
-  return _VOCABULARIES[name]()
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """A task's documents by split and the fingerprint of everything that changes them."""
+  name: str
+  documents: Callable[[str], Iterator[dict]]
+  fingerprint: Callable[[], str]
 
 
-def token_bytes(vocabulary: seqio.Vocabulary) -> np.ndarray:
-  """int32 [vocab_size]: the number of UTF-8 bytes each token id stands for.
-
-  Evaluation divides summed negative log-likelihood (nats) by `ln 2 * sum(token_bytes[targets])`
-  to report bits per byte. For the byte vocabulary each byte token is 1 byte and the special ids
-  (pad, EOS, UNK) and extra ids are 0.
-  """
-  if not isinstance(vocabulary, seqio.ByteVocabulary):
-    raise NotImplementedError(f'No token byte table for {type(vocabulary).__name__}; add one in '
-                              'research/data/tasks.py:token_bytes.')
-  table = np.zeros(vocabulary.vocab_size, np.int32)
-  first_byte_id = vocabulary.unk_id + 1
-  table[first_byte_id:first_byte_id + 256] = 1
-  return table
+_SPECS: dict[str, TaskSpec] = {}
 
 
 def is_validation(doc_id: str) -> bool:
@@ -60,69 +54,181 @@ def is_validation(doc_id: str) -> bool:
   return int.from_bytes(digest[:8], 'big') < VALIDATION_FRACTION * 2**64
 
 
-@functools.cache
-def _documents(corpus: str) -> tuple[tuple[str, str], ...]:
-  """All (doc_id, text) pairs of a corpus, read once per process (the prose corpus parses ASTs)."""
-  return tuple(_CORPORA[corpus]())
-
-
-def split_documents(corpus: str, split: str) -> list[tuple[str, str]]:
-  """The (doc_id, text) pairs of `corpus` that fall in `split` ('train' or 'validation')."""
+def _check_split(name: str, split: str) -> None:
   if split not in SPLITS:
-    raise errors.UserError(f'Unknown split {split!r} of task {corpus!r}; use one of '
-                           f'{list(SPLITS)}.')
-  want_validation = split == 'validation'
-  return [(i, t) for i, t in _documents(corpus) if is_validation(i) == want_validation]
+    raise errors.UserError(f'Unknown split {split!r} of task {name!r}; use one of {list(SPLITS)}.')
 
 
-def _dataset_fn(corpus: str) -> Callable[..., tf.data.Dataset]:
-  """A seqio dataset function yielding {'id', 'text'} for one split of `corpus`."""
+def _hash_split(documents: Callable[[], Iterator[dict]]) -> Callable[[str], Iterator[dict]]:
+  """Splits a source without splits of its own by the md5 hash of each document id."""
+  def split_documents(split: str) -> Iterator[dict]:
+    want_validation = split == 'validation'
+    return (d for d in documents() if is_validation(d['id']) == want_validation)
+  return split_documents
+
+
+@functools.cache
+def _stdlib_documents(corpus: str) -> tuple[dict, ...]:
+  """All documents of a stdlib corpus, read once per process (the prose corpus parses ASTs)."""
+  pairs = corpora.stdlib_code_documents() if corpus == 'stdlib_code' else (
+      corpora.stdlib_prose_documents())
+  return tuple({'id': doc_id, 'text': text} for doc_id, text in pairs)
+
+
+def _stdlib_spec(corpus: str) -> TaskSpec:
+  return TaskSpec(corpus, _hash_split(lambda: iter(_stdlib_documents(corpus))),
+                  lambda: f'{corpus} python {corpora.PYTHON_VERSION}')
+
+
+def _check_keys(name: str, spec: dict, allowed: set[str]) -> None:
+  unknown = sorted(set(spec) - allowed)
+  if unknown:
+    raise errors.UserError(f'data.tasks.{name} has unknown keys {unknown}; a {spec["source"]!r} '
+                           f'task takes {sorted(allowed)}.')
+
+
+def _files_spec(name: str, spec: dict) -> TaskSpec:
+  _check_keys(name, spec, _FILE_KEYS)
+  if 'pattern' not in spec:
+    raise errors.UserError(f'data.tasks.{name}.pattern is missing; set it to a glob of text or '
+                           'JSONL files.')
+  args = (spec['pattern'], spec.get('format', 'text'), spec.get('text_field', 'text'), name)
+
+  def fingerprint() -> str:
+    files = [(p, tf.io.gfile.stat(p).length, tf.io.gfile.stat(p).mtime_nsec)
+             for p in sorted(tf.io.gfile.glob(spec['pattern']))]
+    return json.dumps({'spec': spec, 'files': files}, sort_keys=True)
+
+  return TaskSpec(name, _hash_split(lambda: sources.file_documents(*args)), fingerprint)
+
+
+def _tfds_spec(name: str, spec: dict) -> TaskSpec:
+  _check_keys(name, spec, _TFDS_KEYS)
+  for key in ('name', 'text_key'):
+    if key not in spec:
+      raise errors.UserError(f'data.tasks.{name}.{key} is missing; a tfds task needs name and '
+                             'text_key.')
+  splits = {'train': spec.get('train_split', 'train'),
+            'validation': spec.get('validation_split', 'validation')}
+  return TaskSpec(
+      name,
+      lambda split: sources.tfds_documents(spec['name'], splits[split], spec['text_key'],
+                                           spec.get('data_dir', ''), name),
+      lambda: json.dumps(spec, sort_keys=True))
+
+
+def _generator_spec(name: str, spec: dict) -> TaskSpec:
+  generator = GENERATORS[spec['source']]
+  params = {k: v for k, v in spec.items() if k != 'source'}
+  seed = params.pop('seed', 0)
+  num_documents = params.pop('num_documents', generator.PARAMS['num_documents'])
+  generator.documents('train', seed, num_documents, task_name=name, **params)  # checks params now
+  return TaskSpec(
+      name,
+      lambda split: generator.documents(split, seed, num_documents, task_name=name, **params),
+      lambda: json.dumps({'spec': spec, 'version': generator.VERSION}, sort_keys=True))
+
+
+def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskSpec:
+  """The TaskSpec that `config.data.tasks.<name>` describes."""
+  spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
+  source = spec.get('source')
+  if source == 'files':
+    return _files_spec(name, spec)
+  if source == 'tfds':
+    return _tfds_spec(name, spec)
+  if source in GENERATORS:
+    return _generator_spec(name, spec)
+  raise errors.UserError(f'data.tasks.{name}.source={source!r} is not a known source; use one of '
+                         f"{sorted(['files', 'tfds', *GENERATORS])}.")
+
+
+def _dataset_fn(spec: TaskSpec) -> Callable[..., tf.data.Dataset]:
+  """A seqio dataset function yielding {'id', 'text', 'metadata' (JSON)} for one split."""
 
   def dataset_fn(split: str, shuffle_files: bool) -> tf.data.Dataset:
-    del shuffle_files  # Documents are always produced in corpus order; sampling is seeded later.
-    documents = split_documents(corpus, split)
+    del shuffle_files  # Documents are always produced in source order; sampling is seeded later.
+    _check_split(spec.name, split)
+
+    def examples():
+      for document in spec.documents(split):
+        metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
+        yield {'id': document['id'], 'text': document['text'],
+               'metadata': json.dumps(metadata, sort_keys=True)}
+
     return tf.data.Dataset.from_generator(
-        lambda: ({'id': i, 'text': t} for i, t in documents),
-        output_signature={'id': tf.TensorSpec([], tf.string),
-                          'text': tf.TensorSpec([], tf.string)})
+        examples, output_signature={k: tf.TensorSpec([], tf.string)
+                                    for k in ('id', 'text', 'metadata')})
 
   return dataset_fn
 
 
-def _add_task(name: str) -> None:
+def register(spec: TaskSpec, vocabulary: seqio.Vocabulary | None = None) -> None:
+  """Registers (or re-registers) `spec` as a seqio Task tokenizing with `vocabulary` (bytes)."""
+  _SPECS[spec.name] = spec
+  if spec.name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(spec.name)
   seqio.TaskRegistry.add(
-      name,
-      source=seqio.FunctionDataSource(_dataset_fn(name), splits=SPLITS),
-      output_features={
-          'targets': seqio.Feature(get_vocabulary(_TASK_VOCABULARY), add_eos=True),
-      },
+      spec.name,
+      source=seqio.FunctionDataSource(_dataset_fn(spec), splits=SPLITS),
+      output_features={'targets': seqio.Feature(vocabulary or vocabularies.make_vocabulary('byte'),
+                                                add_eos=True)},
       preprocessors=[
-          functools.partial(seqio.preprocessors.rekey, key_map={'id': 'id', 'targets': 'text'}),
+          functools.partial(seqio.preprocessors.rekey,
+                            key_map={'id': 'id', 'targets': 'text', 'metadata': 'metadata'}),
           functools.partial(seqio.preprocessors.tokenize, copy_pretokenized=False),
           seqio.preprocessors.append_eos_after_trim,
       ])
 
 
 def register_tasks() -> None:
-  """Registers the built-in tasks with seqio; calling it again does nothing."""
-  registered = set(seqio.TaskRegistry.names())
-  for name in _CORPORA:
-    if name not in registered:
-      _add_task(name)
+  """Registers the built-in tasks that are not registered yet."""
+  for corpus in ('stdlib_code', 'stdlib_prose'):
+    if corpus not in _SPECS:
+      register(_stdlib_spec(corpus))
+  for name in GENERATORS:
+    if name not in _SPECS:
+      register(spec_from_config(name, {'source': name}))
+
+
+def register_config_tasks(data_config: ml_collections.ConfigDict) -> None:
+  """Registers every task that `config.data.tasks` defines (replacing one of the same name)."""
+  for name, spec in data_config.tasks.items():
+    register(spec_from_config(name, spec))
 
 
 def check_task(name: str) -> None:
-  """Fails with the registered names unless seqio Task `name` (a key of `data.mixture`) exists."""
-  names = sorted(seqio.TaskRegistry.names())
-  if name not in names:
-    raise errors.UserError(f'data.mixture names an unknown task {name!r}; the registered tasks are '
-                           f'{names}.')
+  """Fails with the close matches unless task `name` (a key of a data mixture) is registered."""
+  if name not in _SPECS:
+    import difflib  # only on the error path
+    close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.5)
+    hint = f'did you mean {close}? ' if close else ''
+    raise errors.UserError(f'A data mixture (data.mixture, data.stages or data.replay.mixture) '
+                           f'names an unknown task {name!r}; {hint}the registered tasks are '
+                           f'{sorted(_SPECS)} (define more in data.tasks).')
 
 
-def get_task(name: str) -> seqio.Task:
-  """The registered seqio Task `name` (a key of config `data.mixture`)."""
+def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Task:
+  """The seqio Task `name`, tokenizing with `vocabulary` (re-registered if it tokenized otherwise)."""
   check_task(name)
-  return seqio.TaskRegistry.get(name)
+  task = seqio.TaskRegistry.get(name)
+  if vocabulary is not None and task.output_features['targets'].vocabulary != vocabulary:
+    register(_SPECS[name], vocabulary)
+    task = seqio.TaskRegistry.get(name)
+  return task
+
+
+def fingerprint(name: str) -> str:
+  """Everything that changes task `name`'s documents, as a string."""
+  check_task(name)
+  return _SPECS[name].fingerprint()
+
+
+def split_documents(name: str, split: str) -> list[tuple[str, str]]:
+  """The (doc_id, text) pairs of task `name` in `split` ('train' or 'validation')."""
+  check_task(name)
+  _check_split(name, split)
+  return [(d['id'], d['text']) for d in _SPECS[name].documents(split)]
 
 
 register_tasks()

@@ -17,7 +17,8 @@ def _toy_store(lengths: list[int]) -> store_lib.DocumentStore:
   offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
   tokens = np.concatenate([np.zeros([0], np.int32), *pieces]).astype(np.int32)
   return store_lib.DocumentStore(tokens=tokens, offsets=offsets,
-                                 doc_ids=[str(d) for d in range(len(lengths))], manifest={})
+                                 doc_ids=[str(d) for d in range(len(lengths))], manifest={},
+                                 directory='')
 
 
 def _check_layout(packed: dict, seq_len: int) -> None:

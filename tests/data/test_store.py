@@ -10,7 +10,7 @@ import pytest
 from research import errors
 from research.data import corpora
 from research.data import store as store_lib
-from research.data import tasks
+from research.data import tasks, vocabularies
 
 # The smallest split, for tests that must build a store of their own.
 _SMALL = ('stdlib_prose', 'validation', 'byte')
@@ -28,6 +28,7 @@ def test_store_holds_every_document_with_eos(stores, task, split):
   np.testing.assert_array_equal(np.diff(store.offsets), lengths)
   assert isinstance(store.tokens, np.memmap) and store.offsets.dtype == np.int64
   assert store.manifest == {
+      'fingerprint': f'{task} python {corpora.PYTHON_VERSION}',
       'task': task, 'split': split, 'vocabulary': 'byte', 'vocab_size': 259,
       'num_documents': len(documents), 'num_tokens': sum(lengths), 'token_dtype': 'uint16',
       'python_version': corpora.PYTHON_VERSION, 'format_version': store_lib.FORMAT_VERSION}
@@ -37,7 +38,7 @@ def test_document_tokens_match_the_vocabulary(stores):
   store = stores['stdlib_code', 'train']
   index = store.doc_ids.index('json/decoder.py')
   text = dict(corpora.stdlib_code_documents())['json/decoder.py']
-  vocabulary = tasks.get_vocabulary('byte')
+  vocabulary = vocabularies.make_vocabulary('byte')
   np.testing.assert_array_equal(store.document(index), vocabulary.encode(text) + [1])
 
 

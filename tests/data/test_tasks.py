@@ -1,13 +1,16 @@
 """seqio task registration, vocabularies and the md5 train/validation split."""
 
 import importlib
+import json
 
+import ml_collections
 import numpy as np
 import pytest
 import seqio
 
 from research import errors
-from research.data import tasks
+from research.data import pipeline, tasks, vocabularies
+from research.data import store as store_lib
 
 # md5-based split of these synthetic ids, fixed so that a change to the split shows up here.
 _GOLDEN_VALIDATION = ['doc111', 'doc174', 'doc29', 'doc52', 'doc90']
@@ -36,13 +39,8 @@ def test_registration_is_idempotent():
 
 
 def test_unknown_task_names_config_key_and_registered_tasks():
-  with pytest.raises(errors.UserError, match=r'data\.mixture.*stdlib_code.*stdlib_prose'):
+  with pytest.raises(errors.UserError, match=r"unknown task 'stdlib_cod'; did you mean \['stdlib_code'"):
     tasks.get_task('stdlib_cod')
-
-
-def test_unknown_vocabulary_names_config_key():
-  with pytest.raises(errors.UserError, match=r"data\.vocabulary='spm'.*\['byte'\]"):
-    tasks.get_vocabulary('spm')
 
 
 def test_task_pipeline_tokenizes_with_eos():
@@ -51,16 +49,61 @@ def test_task_pipeline_tokenizes_with_eos():
   example = next(dataset.as_numpy_iterator())
   doc_id, text = tasks.split_documents('stdlib_code', 'validation')[0]
   assert example['id'].decode() == doc_id
-  vocabulary = tasks.get_vocabulary('byte')
+  vocabulary = vocabularies.make_vocabulary('byte')
   np.testing.assert_array_equal(example['targets'],
                                 vocabulary.encode(text) + [vocabulary.eos_id])
 
 
-def test_token_bytes_counts_utf8_bytes():
-  vocabulary = tasks.get_vocabulary('byte')
-  table = tasks.token_bytes(vocabulary)
-  assert table.shape == (vocabulary.vocab_size,)
-  assert table[[vocabulary.pad_id, vocabulary.eos_id, vocabulary.unk_id]].tolist() == [0, 0, 0]
-  text = 'naïve → bytes'
-  ids = np.array(vocabulary.encode(text) + [vocabulary.eos_id])
-  assert table[ids].sum() == len(text.encode('utf-8'))
+def _jsonl(tmp_path, name, rows):
+  path = tmp_path / name
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows), encoding='utf-8')
+  return str(path)
+
+
+def test_config_tasks_train_through_the_store_with_metadata(data_config, tmp_path):
+  _jsonl(tmp_path, 'a.jsonl', [{'body': f'document number {i}', 'quality': i % 3} for i in range(60)])
+  data_config.tasks = ml_collections.ConfigDict({
+      'notes': {'source': 'files', 'pattern': str(tmp_path / '*.jsonl'), 'format': 'jsonl',
+                'text_field': 'body'},
+      'sums': {'source': 'arithmetic', 'num_documents': 500, 'max_digits': 2,
+               'operations': ('addition',)},
+  })
+  data_config.mixture = {'notes': 0.5, 'sums': 0.5}
+  data_config.seq_len = 64
+  data = pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=10)
+  assert data.task_names == ['notes', 'sums']
+  assert set(data.example_sources(0)[0]) == {0, 1}
+  sums = store_lib.load_store('sums', 'train', 'byte', data_config.cache_dir)
+  assert sums.num_documents == 500
+  assert {m['operation'] for m in sums.metadata} == {'addition'}
+  assert {m['difficulty'] for m in sums.metadata} == {1, 2}
+  notes = store_lib.load_store('notes', 'train', 'byte', data_config.cache_dir)
+  first = notes.doc_ids.index(str(tmp_path / 'a.jsonl') + ':1')
+  assert notes.metadata[first] == {'quality': 0}
+  byte_vocabulary = vocabularies.make_vocabulary('byte')
+  assert byte_vocabulary.decode(notes.document(first).tolist()) == 'document number 0'
+
+
+def test_cache_key_changes_with_the_task_parameters_and_files(data_config, tmp_path):
+  path = _jsonl(tmp_path, 'a.jsonl', [{'text': 'one'}, {'text': 'two'}])
+  spec = {'source': 'files', 'pattern': path, 'format': 'jsonl'}
+  tasks.register(tasks.spec_from_config('files_task', spec))
+  before = store_lib.store_dir('files_task', 'train', 'byte', data_config.cache_dir)
+  _jsonl(tmp_path, 'a.jsonl', [{'text': 'one'}, {'text': 'two'}, {'text': 'three'}])
+  assert store_lib.store_dir('files_task', 'train', 'byte', data_config.cache_dir) != before
+  tasks.register(tasks.spec_from_config('digits', {'source': 'arithmetic', 'max_digits': 2}))
+  two = store_lib.store_dir('digits', 'train', 'byte', data_config.cache_dir)
+  tasks.register(tasks.spec_from_config('digits', {'source': 'arithmetic', 'max_digits': 3}))
+  assert store_lib.store_dir('digits', 'train', 'byte', data_config.cache_dir) != two
+
+
+@pytest.mark.parametrize('spec, match', [
+    ({'source': 'ftp'}, r"data.tasks.t.source='ftp' is not a known source"),
+    ({'source': 'files', 'pattern': '*.txt', 'glob': 'x'}, r"data.tasks.t has unknown keys \['glob'\]"),
+    ({'source': 'files'}, r'data.tasks.t.pattern is missing'),
+    ({'source': 'tfds', 'name': 'c4'}, r'data.tasks.t.text_key is missing'),
+    ({'source': 'arithmetic', 'max_digits': 0}, r'data.tasks.t.max_digits'),
+])
+def test_bad_task_specs_name_the_key(spec, match):
+  with pytest.raises(errors.UserError, match=match):
+    tasks.spec_from_config('t', spec)
