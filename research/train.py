@@ -202,6 +202,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   progress = metrics_lib.Progress(total, first_step, enabled=main)
   if first_step:
     progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
+  for task, count in data.split_documents.items():
+    progress.message(f'{task}: {count} of {data.stores[task].num_documents} training documents are '
+                     f'longer than data.seq_len={config.data.seq_len} and span several rows '
+                     '(none is dropped).')
   tokens_per_step = config.train.batch_size * config.data.seq_len
   flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len)
   peak = peak_flops.peak_flops_per_second(config.model.dtype)

@@ -95,14 +95,12 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
   return stages
 
 
-def _packed_train_rows(task_name: str, data_config, seed: int) -> dict[str, np.ndarray]:
-  """The train split of `task_name`, packed (see packing.pack_documents)."""
+def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
   store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.cache_dir)
-  packed = packing.pack_documents(store, data_config.seq_len, seed)
-  if not len(packed['targets']):
+  if not store.num_documents:
     raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
-                           'remove it from the mixture.')
-  return packed
+                           'remove it from the mixture or give its source documents.')
+  return store
 
 
 class TrainData:
@@ -140,7 +138,12 @@ class TrainData:
       self._samplers.append(sampler_lib.MixtureSampler(
           names, replay, num_replay, block, seed, _REPLAY_STREAM, key='data.replay.mixture'))
     self._batch_size, self._seed = batch_size, seed
-    self._packed = [_packed_train_rows(name, data_config, seed) for name in names]
+    self.stores = {name: _train_store(name, data_config) for name in names}
+    self._packed = [packing.pack_documents(self.stores[name], data_config.seq_len, seed)
+                    for name in names]
+    # Documents longer than a row are split across rows (never dropped); counted for the log.
+    self.split_documents = {name: int(np.sum(np.diff(store.offsets) > data_config.seq_len))
+                            for name, store in self.stores.items()}
     self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._packed)}
     self._task_keys = [_task_key(name) for name in names]
     self._orders = [(-1, None)] * len(names)  # per task: the latest (epoch, row order)
@@ -169,6 +172,10 @@ class TrainData:
         rows[epochs == epoch] = self._row_order(int(task), int(epoch))[within[epochs == epoch]]
       rows_B[of_task] = rows
     return tasks_B, rows_B
+
+  def row(self, task: int, row: int) -> dict[str, np.ndarray]:
+    """Packed row `row` of task `task` (an index into `task_names`), with its `documents`."""
+    return {k: v[row] for k, v in self._packed[task].items()}
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1)."""

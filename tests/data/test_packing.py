@@ -105,3 +105,13 @@ def test_packing_is_seeded(stores):
   other = packing.pack_documents(store, 128, seed=4)
   np.testing.assert_array_equal(first['targets'], again['targets'])
   assert not np.array_equal(first['targets'], other['targets'])
+
+
+def test_documents_name_each_token_source():
+  lengths = [3, 9, 4, 1, 8, 2]
+  store = _toy_store(lengths)
+  packed = packing.pack_documents(store, 4, seed=0)
+  documents = packed['documents']
+  np.testing.assert_array_equal(documents == -1, packed['segment_ids'] == 0)
+  for doc in range(len(lengths)):  # row-major order of a document's tokens is the document
+    np.testing.assert_array_equal(packed['targets'][documents == doc], store.document(doc))
