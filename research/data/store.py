@@ -12,7 +12,8 @@ A store lives in `<cache_dir>/<task>/<split>/<vocabulary>/<fingerprint hash>/`:
 
 It is built by iterating the seqio Task (no shuffling, no length limit) into a temporary sibling
 directory that is renamed into place only once every file is written, so a build killed midway
-never leaves a directory that looks complete. Two processes building at once both succeed: the one
+never leaves a directory that looks complete, and a store whose files are damaged or of an older
+format is detected when opened and built again, never used. Two processes building at once both succeed: the one
 that loses the rename race discards its copy and opens the winner's.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from research import errors
 from research.data import corpora
@@ -151,16 +153,14 @@ def _open(directory: str) -> DocumentStore:
   with open(os.path.join(directory, _MANIFEST)) as f:
     manifest = json.load(f)
   if manifest.get('format_version') != FORMAT_VERSION:
-    raise errors.UserError(f'Document store {directory} has format version '
-                           f'{manifest.get("format_version")}, this code reads {FORMAT_VERSION}; '
-                           'delete that directory and it will be rebuilt.')
+    raise ValueError(f'format version {manifest.get("format_version")}, this code reads '
+                     f'{FORMAT_VERSION}')
   tokens = np.load(os.path.join(directory, _TOKENS), mmap_mode='r')
   offsets = np.load(os.path.join(directory, _OFFSETS))
   with open(os.path.join(directory, _DOC_IDS)) as f:
     doc_ids = json.load(f)
   if tokens.size != manifest['num_tokens'] or len(offsets) != len(doc_ids) + 1:
-    raise errors.UserError(f'Document store {directory} is corrupt (its files disagree with '
-                           'manifest.json); delete that directory and it will be rebuilt.')
+    raise ValueError('its files disagree with manifest.json')
   return DocumentStore(tokens=tokens, offsets=offsets, doc_ids=doc_ids, manifest=manifest,
                        directory=directory)
 
@@ -181,12 +181,17 @@ def load_store(task_name: str, split: str, vocabulary_name: str, cache_dir: str)
   if split not in tasks.SPLITS:
     raise errors.UserError(f'Unknown split {split!r}; use one of {list(tasks.SPLITS)}.')
   final_dir = store_dir(task_name, split, vocabulary_name, cache_dir)
-  if not os.path.exists(os.path.join(final_dir, _MANIFEST)):
-    tmp_dir = _make_build_dir(os.path.dirname(final_dir), cache_dir)
+  if os.path.exists(os.path.join(final_dir, _MANIFEST)):
     try:
-      _build(tmp_dir, task_name, split, vocabulary_name)
-      _publish(tmp_dir, final_dir)
-    except BaseException:
-      shutil.rmtree(tmp_dir, ignore_errors=True)
-      raise
+      return _open(final_dir)
+    except (OSError, ValueError) as error:  # a damaged or older-format store: build it again
+      logging.warning('Rebuilding the document store %s: %s', final_dir, error)
+      shutil.rmtree(final_dir, ignore_errors=True)
+  tmp_dir = _make_build_dir(os.path.dirname(final_dir), cache_dir)
+  try:
+    _build(tmp_dir, task_name, split, vocabulary_name)
+    _publish(tmp_dir, final_dir)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
   return _open(final_dir)

@@ -97,12 +97,29 @@ def test_empty_cache_dir_means_env_or_home(monkeypatch, tmp_path):
   assert store_lib.resolve_cache_dir('') == os.path.expanduser('~/.cache/research/data')
 
 
-def test_store_of_other_format_version_asks_to_delete_it(tmp_path):
+def test_store_of_other_format_version_is_rebuilt(tmp_path):
   store_lib.load_store(*_SMALL, str(tmp_path))
   manifest_path = os.path.join(store_lib.store_dir(*_SMALL, str(tmp_path)), 'manifest.json')
   with open(manifest_path) as f:
     manifest = json.load(f)
   with open(manifest_path, 'w') as f:
     json.dump({**manifest, 'format_version': 0}, f)
-  with pytest.raises(errors.UserError, match='delete that directory'):
-    store_lib.load_store(*_SMALL, str(tmp_path))
+  assert store_lib.load_store(*_SMALL, str(tmp_path)).manifest == manifest
+
+
+@pytest.mark.parametrize('damage', ['truncate_tokens', 'garble_manifest', 'drop_offsets'])
+def test_damaged_store_is_rebuilt_not_used(tmp_path, damage):
+  good = store_lib.load_store(*_SMALL, str(tmp_path))
+  expected = np.array(good.tokens)
+  directory = store_lib.store_dir(*_SMALL, str(tmp_path))
+  if damage == 'truncate_tokens':
+    with open(os.path.join(directory, 'tokens.npy'), 'r+b') as f:
+      f.truncate(1000)
+  elif damage == 'garble_manifest':
+    with open(os.path.join(directory, 'manifest.json'), 'w') as f:
+      f.write('{"task": ')
+  else:
+    os.remove(os.path.join(directory, 'offsets.npy'))
+  rebuilt = store_lib.load_store(*_SMALL, str(tmp_path))
+  np.testing.assert_array_equal(rebuilt.tokens, expected)
+  assert rebuilt.doc_ids == good.doc_ids
