@@ -107,3 +107,12 @@ def test_cache_key_changes_with_the_task_parameters_and_files(data_config, tmp_p
 def test_bad_task_specs_name_the_key(spec, match):
   with pytest.raises(errors.UserError, match=match):
     tasks.spec_from_config('t', spec)
+
+
+def test_a_task_with_no_training_documents_is_named(data_config, tmp_path):
+  (tmp_path / 'empty.jsonl').write_text('', encoding='utf-8')
+  data_config.tasks = ml_collections.ConfigDict({'empty': {
+      'source': 'files', 'pattern': str(tmp_path / '*.jsonl'), 'format': 'jsonl'}})
+  data_config.mixture = {'empty': 1.0}
+  with pytest.raises(errors.UserError, match=r"Task 'empty' in the data mixture has no training"):
+    pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=10)
