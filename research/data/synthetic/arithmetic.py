@@ -22,11 +22,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from research import errors
+from research.data.synthetic import checks
 
 NAME = 'arithmetic'
 VERSION = 1
-SPLITS = ('train', 'validation')
+SPLITS = checks.SPLITS
 OPERATIONS = {'addition': '+', 'multiplication': '*'}
 
 # Default parameters; config `data.tasks.<task>.<param>` overrides them.
@@ -44,31 +44,13 @@ _ZERO = ord('0')
 _MAX_DIGITS = 1000  # keeps a block's digit buffer (2 * _BLOCK * max_digits bytes) small
 
 
-def _fail(task_name: str, key: str, value, fix: str):
-  raise errors.UserError(f'data.tasks.{task_name}.{key}={value!r} {fix}')
-
-
-def _check_int(task_name: str, key: str, value, low: int, high: int | None = None) -> int:
-  if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low
-      or (high is not None and value > high)):
-    bounds = f'>= {low}' if high is None else f'in [{low}, {high}]'
-    _fail(task_name, key, value, f'is invalid; set it to an integer {bounds}.')
-  return int(value)
-
-
-def _check_bool(task_name: str, key: str, value) -> bool:
-  if not isinstance(value, (bool, np.bool_)):
-    _fail(task_name, key, value, 'is invalid; set it to True or False.')
-  return bool(value)
-
-
 def _check_operations(task_name: str, value) -> tuple[str, ...]:
   if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-    _fail(task_name, 'operations', value, f'is invalid; set it to a non-empty list of '
+    checks.fail(task_name, 'operations', value, f'is invalid; set it to a non-empty list of '
           f'{sorted(OPERATIONS)}.')
   for operation in value:
     if operation not in OPERATIONS:
-      _fail(task_name, 'operations', value, f'names the unknown operation {operation!r}; use '
+      checks.fail(task_name, 'operations', value, f'names the unknown operation {operation!r}; use '
             f'{sorted(OPERATIONS)}.')
   return tuple(value)
 
@@ -76,25 +58,15 @@ def _check_operations(task_name: str, value) -> tuple[str, ...]:
 def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
                     task_name: str) -> dict:
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
-  if split not in SPLITS:
-    raise errors.UserError(f'Unknown split {split!r} of task {task_name!r}; use one of '
-                           f'{list(SPLITS)}.')
-  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-    raise errors.UserError(f'seed={seed!r} is invalid for task {task_name!r}; set it to an '
-                           'integer >= 0.')
-  for key in params:
-    if key not in PARAMS:
-      _fail(task_name, key, params[key], f'is not a parameter of the {NAME} generator; its '
-            f'parameters are {sorted(PARAMS)}.')
-  p = {**PARAMS, **params}
-  p['num_documents'] = _check_int(task_name, 'num_documents', num_documents, 1)
-  p['min_digits'] = _check_int(task_name, 'min_digits', p['min_digits'], 1, _MAX_DIGITS)
-  p['max_digits'] = _check_int(task_name, 'max_digits', p['max_digits'], 1, _MAX_DIGITS)
+  p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
+  p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
+  p['min_digits'] = checks.check_number(task_name, 'min_digits', p['min_digits'], 1, _MAX_DIGITS)
+  p['max_digits'] = checks.check_number(task_name, 'max_digits', p['max_digits'], 1, _MAX_DIGITS)
   if p['max_digits'] < p['min_digits']:
-    _fail(task_name, 'max_digits', p['max_digits'],
+    checks.fail(task_name, 'max_digits', p['max_digits'],
           f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
   p['operations'] = _check_operations(task_name, p['operations'])
-  p['reverse_answer'] = _check_bool(task_name, 'reverse_answer', p['reverse_answer'])
+  p['reverse_answer'] = checks.check_bool(task_name, 'reverse_answer', p['reverse_answer'])
   return p
 
 

@@ -31,11 +31,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from research import errors
+from research.data.synthetic import checks
 
 NAME = 'biographies'
 VERSION = 1
-SPLITS = ('train', 'validation')
+SPLITS = checks.SPLITS
 
 FEMALE_FIRST_NAMES = tuple(
     'Anya Beatrix Clara Delphine Elena Fiona Greta Hazel Iris Juno Katya Leona Mira Nadia Odette '
@@ -199,44 +199,20 @@ _FIELDS = {'Subject': rf'{_NAME}|He|She', 'Possessive': rf"{_NAME}'s|His|Her",
            'possessive': 'his|her', 'value': r'[^.]+', 'name': _NAME}
 
 
-def _fail(task_name: str, key: str, value, fix: str):
-  raise errors.UserError(f'data.tasks.{task_name}.{key}={value!r} {fix}')
-
-
-def _check_number(task_name: str, key: str, value, low, high, kind=int):
-  numeric = (int, np.integer) if kind is int else (int, float, np.integer, np.floating)
-  if not isinstance(value, numeric) or isinstance(value, bool) or not low <= value <= high:
-    article = 'an integer' if kind is int else 'a number'
-    _fail(task_name, key, value, f'is invalid; set it to {article} in [{low}, {high}].')
-  return kind(value)
-
-
 def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
                     task_name: str) -> dict:
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
-  if split not in SPLITS:
-    raise errors.UserError(f'Unknown split {split!r} of task {task_name!r}; use one of '
-                           f'{list(SPLITS)}.')
-  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-    raise errors.UserError(f'seed={seed!r} is invalid for task {task_name!r}; set it to an '
-                           'integer >= 0.')
-  for key in params:
-    if key not in PARAMS:
-      _fail(task_name, key, params[key], f'is not a parameter of the {NAME} generator; its '
-            f'parameters are {sorted(PARAMS)}.')
-  p = {**PARAMS, **params}
-  p['num_documents'] = _check_number(task_name, 'num_documents', num_documents, 2, NUM_NAMES)
-  p['multiplicity'] = _check_number(task_name, 'multiplicity', p['multiplicity'], 1,
+  p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
+  p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 2, NUM_NAMES)
+  p['multiplicity'] = checks.check_number(task_name, 'multiplicity', p['multiplicity'], 1,
                                     _MAX_MULTIPLICITY)
   for key in ('permute', 'fullname'):
-    if not isinstance(p[key], (bool, np.bool_)):
-      _fail(task_name, key, p[key], 'is invalid; set it to True or False.')
-    p[key] = bool(p[key])
+    p[key] = checks.check_bool(task_name, key, p[key])
   for key in ('augmented_fraction', 'qa_train_fraction'):
-    p[key] = _check_number(task_name, key, p[key], 0.0, 1.0, kind=float)
+    p[key] = checks.check_number(task_name, key, p[key], 0.0, 1.0, kind=float)
   qa_train = _count(p['qa_train_fraction'], p['num_documents'])
   if not 0 < qa_train < p['num_documents']:
-    _fail(task_name, 'qa_train_fraction', p['qa_train_fraction'],
+    checks.fail(task_name, 'qa_train_fraction', p['qa_train_fraction'],
           f'leaves {qa_train} of num_documents={p["num_documents"]} individuals in the QA-train '
           'half; choose a fraction (or more individuals) so that both halves are non-empty.')
   return p

@@ -25,11 +25,11 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from research import errors
+from research.data.synthetic import checks
 
 NAME = 'lego'
 VERSION = 1
-SPLITS = ('train', 'validation')
+SPLITS = checks.SPLITS
 VARIABLES = string.ascii_lowercase
 
 # Default parameters; config `data.tasks.<task>.<param>` overrides them.
@@ -43,37 +43,13 @@ _STREAM = 0x6c65676f  # seeded-stream tag of this generator
 _BLOCK = 1024
 
 
-def _fail(task_name: str, key: str, value, fix: str):
-  raise errors.UserError(f'data.tasks.{task_name}.{key}={value!r} {fix}')
-
-
-def _check_int(task_name: str, key: str, value, low: int, high: int | None = None) -> int:
-  if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low
-      or (high is not None and value > high)):
-    bounds = f'>= {low}' if high is None else f'in [{low}, {high}]'
-    _fail(task_name, key, value, f'is invalid; set it to an integer {bounds}.')
-  return int(value)
-
-
 def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
                     task_name: str) -> dict:
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
-  if split not in SPLITS:
-    raise errors.UserError(f'Unknown split {split!r} of task {task_name!r}; use one of '
-                           f'{list(SPLITS)}.')
-  if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-    raise errors.UserError(f'seed={seed!r} is invalid for task {task_name!r}; set it to an '
-                           'integer >= 0.')
-  for key in params:
-    if key not in PARAMS:
-      _fail(task_name, key, params[key], f'is not a parameter of the {NAME} generator; its '
-            f'parameters are {sorted(PARAMS)}.')
-  p = {**PARAMS, **params}
-  p['num_documents'] = _check_int(task_name, 'num_documents', num_documents, 1)
-  p['max_chain'] = _check_int(task_name, 'max_chain', p['max_chain'], 1, len(VARIABLES))
-  if not isinstance(p['shuffle'], (bool, np.bool_)):
-    _fail(task_name, 'shuffle', p['shuffle'], 'is invalid; set it to True or False.')
-  p['shuffle'] = bool(p['shuffle'])
+  p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
+  p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
+  p['max_chain'] = checks.check_number(task_name, 'max_chain', p['max_chain'], 1, len(VARIABLES))
+  p['shuffle'] = checks.check_bool(task_name, 'shuffle', p['shuffle'])
   return p
 
 
