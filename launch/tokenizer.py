@@ -1,21 +1,24 @@
 """Trains a SentencePiece vocabulary on the train split of a registered task.
 
   python -m launch.tokenizer --task=stdlib_prose --vocab_size=8000 --out=/tmp/spm/prose \
-      [--max_documents=10000] [--model_type=unigram]
+      [--max_documents=10000] [--model_type=unigram] \
+      [--config=experiments/NAME.py [--config.a.b=V ...]]
 
 writes /tmp/spm/prose.model (see research/data/vocabularies.py: PAD 0, EOS 1, UNK 2, lossless) and
-prints how to train with it: --config.data.vocabulary=spm:/tmp/spm/prose.model.
+prints how to train with it: --config.data.vocabulary=spm:/tmp/spm/prose.model. With --config, the
+tasks that experiment defines in `config.data.tasks` can be named by --task too.
 """
 
-import os
-import sys
+from launch import cli  # first: sets TensorFlow's log level before seqio imports it
+
 from collections.abc import Iterator
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (under seqio) is quiet
-
+import ml_collections
 import seqio
 from absl import app, flags
 
+from experiments import base
+from research import config as config_lib
 from research import errors
 from research.data import tasks
 from research.data import vocabularies
@@ -23,7 +26,9 @@ from research.data import vocabularies
 _TASK = flags.DEFINE_string('task', None, 'Registered seqio task whose train-split text is read.')
 _VOCAB_SIZE = flags.DEFINE_integer('vocab_size', None, 'Number of SentencePiece pieces (PAD, EOS, '
                                    'UNK and, with byte fallback, 256 byte pieces included).')
-_OUT = flags.DEFINE_string('out', None, 'Model path prefix: writes OUT.model (local or gs://).')
+# Other commands define --out too; allow_override lets their modules load in one process (tests).
+_OUT = flags.DEFINE_string('out', None, 'Model path prefix: writes OUT.model (local or gs://).',
+                           allow_override=True)
 _MAX_DOCUMENTS = flags.DEFINE_integer('max_documents', None,
                                       'Read only the first this many documents (default: all).')
 _MODEL_TYPE = flags.DEFINE_enum('model_type', 'unigram', vocabularies.MODEL_TYPES,
@@ -66,18 +71,24 @@ def train_tokenizer(task_name: str, vocab_size: int, out: str, max_documents: in
   return vocabularies.train_sentencepiece(texts, vocab_size, out, model_type=model_type)
 
 
+def register_experiment_tasks(config: ml_collections.ConfigDict) -> None:
+  """Registers the tasks `config.data.tasks` defines, after checking `config` against the schema."""
+  config_lib.check_schema(config, base.get_config())
+  tasks.register_config_tasks(config.data)
+
+
+@cli.exits_on_user_error
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    path = train_tokenizer(_TASK.value, _VOCAB_SIZE.value, _OUT.value, _MAX_DOCUMENTS.value,
-                           _MODEL_TYPE.value)
-  except errors.UserError as error:  # the message names the flag or path and the fix
-    sys.exit(f'error: {error}')
+  if cli.CONFIG.value is not None:
+    register_experiment_tasks(cli.CONFIG.value)
+  path = train_tokenizer(_TASK.value, _VOCAB_SIZE.value, _OUT.value, _MAX_DOCUMENTS.value,
+                         _MODEL_TYPE.value)
   print(f'Wrote {path} ({_VOCAB_SIZE.value} pieces, trained on task {_TASK.value}).\n'
         f'Train with it: --config.data.vocabulary={vocabularies.SPM_PREFIX}{path} and '
         f'--config.model.vocab_size at least {_VOCAB_SIZE.value} + data.extra_ids.')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

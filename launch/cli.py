@@ -1,0 +1,65 @@
+"""What every launch command shares: the `--config` flag, flag parsing, and user-error exits.
+
+A command imports this module before `research` (which imports TensorFlow), defines its own flags,
+decorates its main with `exits_on_user_error` and ends with `cli.run(main)`:
+
+  python -m launch.NAME --config=experiments/NAME.py[:ARG] [--config.a.b=V ...] [--flags ...]
+
+An unknown `--config.KEY` override and every `research.errors.UserError` end the command with one
+line, `error: <message>`, and exit status 1, without a traceback.
+"""
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (under seqio) is quiet
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from research import errors
+
+# allow_override: a command that defines its own --config can load in the same process (tests).
+CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment file (experiments/NAME.py[:ARG]); --config.KEY=VALUE overrides '
+    'one of its keys.', lock_config=True, allow_override=True)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing; a bad or missing flag or an unknown `--config.KEY` is one line naming it."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # a missing required flag, a value of the wrong type, ...
+    problems = '; '.join(line.rstrip('.') for line in str(error).splitlines())
+    sys.exit(f'error: {problems}. --helpfull lists the flags.')
+  except (AttributeError, KeyError) as error:  # ConfigDict's "no such key", raised by an override
+    cause = error.args[0] if error.args and isinstance(error.args[0], KeyError) else error
+    missing, _, hint = str(cause.args[0]).partition('\n')  # "'key'" and "Did you mean ...?"
+    overrides = [a[2:].split('=')[0] for a in argv if a.startswith('--config.')]
+    named = [o for o in overrides if missing.strip("'") in o.split('.')[1:]] or overrides
+    sys.exit(f'error: unknown config key {named[0][len("config."):]!r} in --{named[0]}. '
+             f'{hint + " " if hint else ""}experiments/base.py lists every key.')
+
+
+def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """`main`, ending with `error: <message>` on stderr and exit status 1 on a UserError.
+
+  The message names the key, flag or path and the fix, so no traceback is shown; any other
+  exception is a bug and keeps its traceback.
+  """
+
+  @functools.wraps(main)
+  def main_with_exit(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except errors.UserError as error:
+      sys.exit(f'error: {error}')
+
+  return main_with_exit
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """Parses the flags with `parse_flags` and runs `main` (absl's app.run)."""
+  app.run(main, flags_parser=parse_flags)

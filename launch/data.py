@@ -1,0 +1,242 @@
+"""Shows what an experiment trains on: the examples of any step, and the realised data mixture.
+
+  python -m launch.data --config=experiments/NAME.py [--config.a.b=V ...] [--step=S] [--show=N] \
+      [--dump=N --out=F.jsonl] [--proportion_steps=M]
+
+reads exactly the batches `launch.train` would (research/data/pipeline.py; no workdir needed) and
+
+- `--show=N` prints the first N examples (rows) of the global batches from step S on, step by step
+  and row by row: the row's task and packed row, then per segment the document id, its metadata,
+  its tokens and loss-bearing tokens, and its decoded text (control characters escaped, long texts
+  cut);
+- always prints the mixture realised over steps S .. S+M-1, counted from the sampler alone (no
+  batch is assembled), next to the configured weights of the stages those steps fall in and the
+  replay mixture, and how many epochs of each task have been read by the end of those steps;
+- `--dump=N --out=F.jsonl` writes the same first N examples as JSON lines: step, index (row in the
+  batch), task, row (packed row in the task), the per-token lists inputs, targets, segment_ids,
+  positions and weights, and documents: [{'segment', 'id', 'metadata'}] per segment.
+"""
+
+from launch import cli  # first: sets TensorFlow's log level before research imports it
+
+import itertools
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+import seqio
+from absl import app, flags
+
+from experiments import base
+from research import config as config_lib
+from research import errors
+from research.data import pipeline, sampler, vocabularies
+from research.data import store as store_lib
+
+_STEP = flags.DEFINE_integer('step', 0, 'First global step shown, dumped and counted.')
+_SHOW = flags.DEFINE_integer('show', 1, 'Print the first this many examples (rows of the global '
+                             'batches) from --step on.')
+_DUMP = flags.DEFINE_integer('dump', 0, 'Write the first this many examples from --step on to '
+                             '--out, one JSON object a line.')
+# Other commands define --out too; allow_override lets their modules load in one process (tests).
+_OUT = flags.DEFINE_string('out', None, 'The JSONL file --dump writes (atomically).',
+                           allow_override=True)
+_PROPORTION_STEPS = flags.DEFINE_integer('proportion_steps', 1000, 'Count the realised mixture '
+                                         'over this many steps from --step on.')
+flags.mark_flag_as_required('config')
+
+MAX_SHOWN_CHARS = 300  # of a segment's text
+_ARRAYS = ('inputs', 'targets', 'segment_ids', 'positions', 'weights')
+
+
+def check_flags(step: int, show: int, dump: int, out: str | None, proportion_steps: int) -> None:
+  """Fails naming the flag unless the flags make sense together (before any data is read)."""
+  for name, value in (('step', step), ('show', show), ('dump', dump)):
+    if value < 0:
+      raise errors.UserError(f'--{name}={value} must be >= 0.')
+  if proportion_steps <= 0:
+    raise errors.UserError(f'--proportion_steps={proportion_steps} must be positive.')
+  if dump and not out:
+    raise errors.UserError(f'--dump={dump} needs --out=F.jsonl, the file the examples are written '
+                           'to.')
+  if out and not dump:
+    raise errors.UserError(f'--out={out} is written only with --dump=N; add --dump with the number '
+                           'of examples to write.')
+
+
+def examples(data: pipeline.TrainData, start_step: int) -> Iterator[dict]:
+  """The examples of the global batches from `start_step` on, step by step, row by row.
+
+  Each is a dict of `step`, `index` (its row in the batch), `task`, `row` (its packed row in the
+  task), its [seq_len] arrays of the batch (`_ARRAYS`) and `documents` (each token's index in the
+  task's train store, -1 on padding).
+  """
+  for step in itertools.count(start_step):
+    batch = data.batch(step)
+    tasks_B, rows_B = data.example_sources(step)
+    for index, (task, row) in enumerate(zip(tasks_B.tolist(), rows_B.tolist())):
+      yield {'step': step, 'index': index, 'task': data.task_names[task], 'row': row,
+             **{k: batch[k][index] for k in _ARRAYS},
+             'documents': data.row(task, row)['documents']}
+
+
+def segments(example: dict, store: store_lib.DocumentStore) -> list[dict]:
+  """The segments of `example` in order, each with its document from `store` and its tokens.
+
+  Each is a dict of `segment` (the segment id), the document's `id` and `metadata`, and the
+  segment's `targets` and `weights`.
+  """
+  segment_ids = example['segment_ids']
+  found = []
+  for segment in np.unique(segment_ids[segment_ids > 0]).tolist():
+    in_segment = segment_ids == segment
+    document = int(example['documents'][in_segment][0])  # a segment is a chunk of one document
+    found.append({'segment': segment, 'id': store.doc_ids[document],
+                  'metadata': store.metadata[document], 'targets': example['targets'][in_segment],
+                  'weights': example['weights'][in_segment]})
+  return found
+
+
+def shown_text(text: str, max_chars: int = MAX_SHOWN_CHARS) -> str:
+  """`text` as a one-line Python literal (control characters escaped), cut after `max_chars`."""
+  if len(text) <= max_chars:
+    return repr(text)
+  return f'{text[:max_chars]!r}... (+{len(text) - max_chars} characters)'
+
+
+def format_example(example: dict, example_segments: Sequence[dict],
+                   vocabulary: seqio.Vocabulary) -> str:
+  """An example as text: a header line, then two lines per segment (its document, its text)."""
+  padding = int(np.sum(example['segment_ids'] == 0))
+  lines = [f"step {example['step']}, row {example['index']} of the batch: task "
+           f"{example['task']}, packed row {example['row']}, {len(example_segments)} segments, "
+           f'{padding} padding tokens']
+  for segment in example_segments:
+    lines.append(f"  segment {segment['segment']}: document {segment['id']} "
+                 f"{json.dumps(segment['metadata'], sort_keys=True)}, {len(segment['targets'])} "
+                 f"tokens, {int(np.sum(segment['weights'] > 0))} loss-bearing")
+    lines.append('    ' + shown_text(vocabulary.decode(segment['targets'].tolist())))
+  return '\n'.join(lines)
+
+
+def dump_record(example: dict, example_segments: Sequence[dict]) -> dict:
+  """An example as one JSON-ready dict (the --dump line)."""
+  return {**{k: example[k] for k in ('step', 'index', 'task', 'row')},
+          **{k: example[k].tolist() for k in _ARRAYS},
+          'documents': [{k: s[k] for k in ('segment', 'id', 'metadata')}
+                        for s in example_segments]}
+
+
+def write_jsonl(path: str, records: Sequence[dict]) -> None:
+  """Writes one JSON object a line to a temporary sibling of `path`, then renames it into place."""
+  tmp_path = f'{path}.tmp-{os.getpid()}'
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp_path, 'w', encoding='utf-8') as f:
+      f.writelines(json.dumps(record) + '\n' for record in records)
+    os.replace(tmp_path, path)
+  except OSError as e:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise errors.UserError(f'Cannot write --out={path} ({e.strerror}); give a file path in a '
+                           'writable directory.') from e
+
+
+def realised_proportions(data: pipeline.TrainData, start_step: int, num_steps: int) -> np.ndarray:
+  """[num_tasks] share of each of `data.task_names` in the examples of `num_steps` steps."""
+  counts = np.zeros(len(data.task_names), np.int64)
+  for step in range(start_step, start_step + num_steps):
+    tasks_B, _ = data.example_sources(step)
+    counts += np.bincount(tasks_B, minlength=len(counts))
+  return counts / counts.sum()
+
+
+def stage_steps(stages: Sequence[sampler.Stage], start_step: int,
+                stop_step: int) -> list[tuple[sampler.Stage, int]]:
+  """The stages that steps [start_step, stop_step) fall in, each with its number of those steps."""
+  ends = [stage.start_step for stage in stages[1:]] + [stop_step]
+  spans = [(stage, min(end, stop_step) - max(stage.start_step, start_step))
+           for stage, end in zip(stages, ends)]
+  return [(stage, steps) for stage, steps in spans if steps > 0]
+
+
+def _weights_vector(weights: Mapping[str, float], key: str,
+                    task_names: Sequence[str]) -> np.ndarray:
+  """[num_tasks] normalised `weights` of `task_names` (0 for a task they do not name)."""
+  normalised = sampler.normalised_weights(weights, key)
+  return np.array([normalised.get(name, 0.0) for name in task_names])
+
+
+def _percent(share: float) -> str:
+  return f'{100 * share:.2f}%'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+  """Text table lines: the first column left-aligned, the others right-aligned."""
+  widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+  return ['  ' + '  '.join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                           for i, (cell, w) in enumerate(zip(row, widths)))
+          for row in [header, *rows]]
+
+
+def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, start_step: int,
+                   num_steps: int) -> str:
+  """The realised mixture of steps [start_step, start_step + num_steps), next to the configured one.
+
+  Columns: realised share, expected share (the stages' weights by their number of those steps,
+  mixed with the replay mixture at its share of the batch), each stage's weights, the replay
+  weights, and the epochs of each task read by the end of the last step.
+  """
+  names, last = data.task_names, start_step + num_steps - 1
+  batch_size = config.train.batch_size
+  stages = pipeline.mixture_schedule(config.data, config.train.steps)
+  spans = stage_steps(stages, start_step, last + 1)
+  vectors = [_weights_vector(stage.weights, 'data.mixture', names) for stage, _ in spans]
+  main_mixture = sum(v * steps for v, (_, steps) in zip(vectors, spans)) / num_steps
+  columns = {'realised': realised_proportions(data, start_step, num_steps),
+             'expected': main_mixture,
+             **{f'stage@{stage.start_step}': v for v, (stage, _) in zip(vectors, spans)}}
+  replay_rows = round(config.data.replay.fraction * batch_size)  # as TrainData rounds it
+  if replay_rows:
+    replay = _weights_vector(config.data.replay.mixture, 'data.replay.mixture', names)
+    share = replay_rows / batch_size
+    columns['expected'] = (1 - share) * main_mixture + share * replay
+    columns['replay'] = replay
+  epochs = data.epochs_before(last + 1)
+  rows = [[name, *(_percent(column[i]) for column in columns.values()), f'{epochs[name]:.2f}']
+          for i, name in enumerate(names)]
+  lines = [f'Mixture of steps {start_step} to {last} ({num_steps * batch_size} examples):',
+           *_table(['task', *columns, 'epochs'], rows),
+           'stage@S: the weights of the mixture stage from step S on (data.mixture, data.stages).',
+           f"epochs: how often each task's packed rows have been read by the end of step {last}."]
+  if replay_rows:
+    lines.append(f'replay: the last {replay_rows} of every {batch_size} rows come from '
+                 f'data.replay.mixture (data.replay.fraction={config.data.replay.fraction}).')
+  return '\n'.join(lines)
+
+
+@cli.exits_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  step, show, dump, out = _STEP.value, _SHOW.value, _DUMP.value, _OUT.value
+  check_flags(step, show, dump, out, _PROPORTION_STEPS.value)
+  config = cli.CONFIG.value
+  config_lib.check_schema(config, base.get_config())
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+  chosen = [(example, segments(example, data.stores[example['task']]))
+            for example in itertools.islice(examples(data, step), max(show, dump))]
+  for example, example_segments in chosen[:show]:
+    print(format_example(example, example_segments, vocabulary), end='\n\n')
+  print(format_mixture(data, config, step, _PROPORTION_STEPS.value))
+  if dump:
+    write_jsonl(out, [dump_record(example, example_segments)
+                      for example, example_segments in chosen[:dump]])
+    print(f'Wrote {dump} examples (steps {step} to {chosen[dump - 1][0]["step"]}) to {out}.')
+
+
+if __name__ == '__main__':
+  cli.run(main)

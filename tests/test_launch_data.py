@@ -1,0 +1,199 @@
+"""python -m launch.data shows, counts and dumps exactly the examples training reads."""
+
+import ast
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from ml_collections import config_flags
+
+from launch import cli
+from launch import data as data_command
+from research import errors
+from research.data import pipeline, tasks, vocabularies
+from research.data import store as store_lib
+
+TASKS = ("--config.data.tasks={'sums': {'source': 'arithmetic', 'num_documents': 2000}, "
+         "'chains': {'source': 'lego', 'num_documents': 500}}")
+SEQ_LEN = 64
+NUM_EXAMPLES = 20  # 2.5 global batches of 8
+
+
+def _config(data_dir, *overrides):
+  """The quickstart config with the command-line overrides, parsed as the command parses them."""
+  argv = ['launch.data', '--config=experiments/quickstart.py', TASKS,
+          f'--config.data.seq_len={SEQ_LEN}', f'--config.data.cache_dir={data_dir}', *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def _main(config, **flag_values) -> str:
+  """Runs the command's main in-process with these flag values; returns what it printed."""
+  flags.FLAGS.mark_as_parsed()
+  printed = io.StringIO()
+  with flagsaver.flagsaver(config=config, **flag_values), contextlib.redirect_stdout(printed):
+    data_command.main(['launch.data'])
+  return printed.getvalue()
+
+
+@pytest.fixture(scope='module')
+def mixed(data_dir, tmp_path_factory):
+  """One run over a 75/25 mixture of two synthetic tasks: config, printed text, dump lines."""
+  config = _config(data_dir, "--config.data.mixture={'sums': 0.75, 'chains': 0.25}")
+  out = tmp_path_factory.mktemp('dump') / 'examples.jsonl'
+  printed = _main(config, show=NUM_EXAMPLES, dump=NUM_EXAMPLES, out=str(out))
+  with open(out) as f:
+    lines = [json.loads(line) for line in f]
+  return config, printed, lines
+
+
+def _train_data(config) -> pipeline.TrainData:
+  return pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+
+
+def _source_texts(task: str) -> dict[str, str]:
+  return dict(tasks.split_documents(task, 'train'))
+
+
+def test_show_names_the_tasks_and_the_documents_text(mixed):
+  config, printed, _ = mixed
+  headers = re.findall(r'^step (\d+), row (\d+) of the batch: task (\w+), packed row (\d+)',
+                       printed, re.M)
+  assert [(int(s), int(r)) for s, r, _, _ in headers] == [(i // 8, i % 8)
+                                                          for i in range(NUM_EXAMPLES)]
+  data = _train_data(config)
+  for step, row, task, packed_row in headers:
+    tasks_B, rows_B = data.example_sources(int(step))
+    assert (task, int(packed_row)) == (data.task_names[tasks_B[int(row)]], rows_B[int(row)])
+  assert {task for _, _, task, _ in headers} == {'sums', 'chains'}
+
+  segments = re.findall(r'^  segment \d+: document (\S+) (\{.*\}), (\d+) tokens, (\d+) '
+                        r'loss-bearing\n    (.*)$', printed, re.M)
+  texts = {**_source_texts('sums'), **_source_texts('chains')}
+  whole = 0
+  for doc_id, metadata, num_tokens, loss_tokens, shown in segments:
+    text = ast.literal_eval(shown)  # one line: the newlines of lego documents are escaped
+    assert text in texts[doc_id] and num_tokens == loss_tokens
+    if int(num_tokens) == len(texts[doc_id]) + 1:  # the whole document and its EOS
+      assert text == texts[doc_id]
+      whole += 1
+    assert json.loads(metadata)['skill']
+  assert len(segments) > 3 * NUM_EXAMPLES and whole > 2 * NUM_EXAMPLES
+  assert any('\\n' in shown for *_, shown in segments)
+
+
+def test_realised_proportions_match_the_weights_and_epochs(mixed):
+  config, printed, _ = mixed
+  assert 'Mixture of steps 0 to 999 (8000 examples):' in printed
+  table = dict(re.findall(r'^  (sums|chains) +(.*)$', printed, re.M))
+  data = _train_data(config)
+  epochs = data.epochs_before(1000)
+  for task, weight in (('sums', 0.75), ('chains', 0.25)):
+    realised, expected, stage_weight, task_epochs = table[task].split()
+    assert abs(float(realised.rstrip('%')) / 100 - weight) < 0.02
+    assert expected == stage_weight == f'{100 * weight:.2f}%'
+    assert task_epochs == f'{epochs[task]:.2f}'
+  assert epochs['sums'] > 1  # a repeated task shows it
+
+
+def test_stages_and_replay_give_the_expected_mixture(data_dir):
+  config = _config(
+      data_dir, "--config.data.mixture={'sums': 1.0}",
+      "--config.data.stages={'late': {'at_fraction': 0.5, 'mixture': {'chains': 1.0}}}",
+      '--config.data.replay.fraction=0.25', "--config.data.replay.mixture={'sums': 1.0}")
+  printed = _main(config, show=0, step=140, proportion_steps=100)  # 10 steps before step 150
+  table = dict(re.findall(r'^  (sums|chains) +(.*)$', printed, re.M))
+  # chains: 90 of the 100 steps give it all 6 main rows of 8 (exactly): 0.75 * 0.9 = 67.5%.
+  realised, expected, *weights = table['chains'].split()
+  assert realised == expected == '67.50%' and weights[:3] == ['0.00%', '100.00%', '0.00%']
+  assert 'replay: the last 2 of every 8 rows come from data.replay.mixture' in printed
+
+
+def test_dump_holds_the_shown_examples_and_their_documents(mixed, data_dir):
+  config, _, lines = mixed
+  assert len(lines) == NUM_EXAMPLES
+  assert [(line['step'], line['index']) for line in lines] == [(i // 8, i % 8)
+                                                               for i in range(NUM_EXAMPLES)]
+  data = _train_data(config)
+  vocabulary = vocabularies.make_vocabulary('byte')
+  stores = {task: store_lib.load_store(task, 'train', 'byte', data_dir)
+            for task in ('sums', 'chains')}
+  texts = {task: _source_texts(task) for task in stores}
+  padding = whole = 0
+  for line in lines:
+    assert set(line) == {'step', 'index', 'task', 'row', 'inputs', 'targets', 'segment_ids',
+                         'positions', 'weights', 'documents'}
+    batch = data.batch(line['step'])
+    for key in ('inputs', 'targets', 'segment_ids', 'positions', 'weights'):
+      assert line[key] == batch[key][line['index']].tolist()
+    inputs, targets, segment_ids, weights = (np.array(line[k]) for k in (
+        'inputs', 'targets', 'segment_ids', 'weights'))
+    same = (segment_ids[1:] == segment_ids[:-1]) & (segment_ids[1:] > 0)
+    np.testing.assert_array_equal(inputs[1:][same], targets[:-1][same])
+    np.testing.assert_array_equal(weights == 0, segment_ids == 0)
+    padding += int(np.sum(weights == 0))
+
+    store = stores[line['task']]
+    assert [d['segment'] for d in line['documents']] == sorted(set(segment_ids) - {0})
+    for document in line['documents']:
+      index = store.doc_ids.index(document['id'])
+      assert document['metadata'] == store.metadata[index]
+      segment = targets[segment_ids == document['segment']]
+      tokens = store.document(index)
+      chunks = [tokens[start:start + len(segment)] for start in range(0, len(tokens), SEQ_LEN)]
+      assert any(np.array_equal(segment, chunk) for chunk in chunks)
+      if len(segment) == len(tokens):
+        assert vocabulary.decode(segment.tolist()) == texts[line['task']][document['id']]
+        whole += 1
+  assert padding > 0 and whole > 2 * NUM_EXAMPLES
+
+
+def test_long_text_is_cut_and_control_characters_escaped():
+  shown = data_command.shown_text('a\tb\x1b\n' * 100)
+  assert shown.startswith(repr('a\tb\x1b\n' * 60)) and shown.endswith('... (+200 characters)')
+  assert '\n' not in shown and '\x1b' not in shown
+  assert data_command.shown_text('7+5=21') == "'7+5=21'"
+
+
+def test_dump_is_written_whole_or_not_at_all(tmp_path):
+  out = tmp_path / 'examples.jsonl'
+  out.mkdir()  # a directory where the file should go: the rename fails
+  with pytest.raises(errors.UserError, match=f'Cannot write --out={out} '):
+    data_command.write_jsonl(str(out), [{'step': 0}])
+  assert os.listdir(tmp_path) == ['examples.jsonl'] and not os.listdir(out)
+  out.rmdir()
+  data_command.write_jsonl(str(out), [{'step': 0}, {'step': 1}])
+  assert out.read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+def test_a_bad_flag_is_one_line_naming_it():
+  with pytest.raises(SystemExit, match=r"^error: Unknown command line flag 'bogus'\. --helpfull"):
+    cli.parse_flags(['launch.data', '--bogus'])
+
+
+def test_dump_without_out_names_out(data_dir):
+  with pytest.raises(SystemExit, match=r'^error: --dump=3 needs --out=F.jsonl'):
+    _main(_config(data_dir), dump=3)
+
+
+def test_unknown_task_in_the_mixture_is_one_line_naming_it(data_dir):
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py', TASKS,
+       f'--config.data.cache_dir={data_dir}', "--config.data.mixture={'sums': 0.5, 'sumz': 0.5}"],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: A data mixture (data.mixture, data.stages or data.replay.mixture) "
+                         "names an unknown task 'sumz'; did you mean ['sums']?")
+  assert 'Traceback' not in result.stderr and not result.stdout
