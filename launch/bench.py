@@ -1,6 +1,8 @@
 """Benchmarks: measured numbers for docs/benchmarks.md, written as JSON.
 
-  python -m launch.bench --out=bench.json [--sections=matmul,data] [--config=experiments/quickstart.py]
+  python -m launch.bench --out=bench.json [--sections=matmul,data] [--config=experiments/NAME.py]
+
+--config defaults to experiments/quickstart.py.
 
 Sections:
   matmul  the machine's matmul ceiling: the best jitted square matmul FLOP/s, float32 and bfloat16
@@ -13,19 +15,18 @@ import os
 import platform
 import time
 
+from launch import cli  # first: quiets TensorFlow before research imports it
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from research import peak_flops
 from research.data import pipeline
 
 _OUT = flags.DEFINE_string('out', None, 'Where to write the JSON results.', required=True)
 _SECTIONS = flags.DEFINE_list('sections', ['matmul', 'data'], 'Which benchmarks to run.')
-_CONFIG = config_flags.DEFINE_config_file('config', 'experiments/quickstart.py',
-                                          'Experiment whose data (and model) the benchmarks use.')
 _DATA_STEPS = flags.DEFINE_integer('data_steps', 200, 'Batches per data repeat.')
 SECTIONS = ('matmul', 'data')
 flags.register_validator('sections', lambda names: set(names) <= set(SECTIONS),
@@ -56,6 +57,7 @@ def data_section(config, steps: int, repeats: int = 5) -> dict:
           'seq_len': config.data.seq_len, 'steps_per_repeat': steps, 'repeats': repeats}
 
 
+@cli.exits_on_user_error
 def main(argv):
   del argv
   results = {'machine': {'processor': platform.processor() or platform.machine(),
@@ -63,7 +65,7 @@ def main(argv):
                          'python': platform.python_version(),
                          'devices': [d.device_kind for d in jax.local_devices()]}}
   sections = {'matmul': matmul_section,
-              'data': lambda: data_section(_CONFIG.value, _DATA_STEPS.value)}
+              'data': lambda: data_section(cli.CONFIG.value, _DATA_STEPS.value)}
   for name in _SECTIONS.value:
     results[name] = sections[name]()
     print(name, json.dumps(results[name], indent=1))
@@ -72,4 +74,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags.FLAGS.set_default('config', 'experiments/quickstart.py')
+  cli.run(main)
