@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from research import checkpoint, config as config_lib, evaluate, metrics as metrics_lib
-from research import peak_flops, schedules, sharding
+from research import peak_flops, preemption, schedules, sharding
 from research.data import pipeline, vocabularies
 from research.model import transformer
 from research.objectives import losses
@@ -219,24 +219,34 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     return time.perf_counter() - start
 
   pending, window_start, window_time = [], first_step, time.perf_counter()
-  for step in range(first_step, last):
-    state, step_metrics = trainer.step(state, trainer.place(data.batch(step)), step_rng(config.seed, step))
-    pending.append(step_metrics)
-    done = step + 1
-    if done % config.train.log_every == 0 or done == last:
-      fetched = jax.device_get(pending)  # the only place the loop waits for the device
-      elapsed = time.perf_counter() - window_time
-      tokens_per_second = tokens_per_step * (done - window_start) / elapsed
-      logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
-      logged.update(learning_rate=float(trainer.schedule(step)), tokens_per_second=tokens_per_second,
-                    mfu=tokens_per_second * flops_per_token / peak, tokens_seen=done * tokens_per_step)
-      logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
-      writer.write(done, logged)
-      progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second', 'mfu')})
-      pending, window_start, window_time = [], done, time.perf_counter()
-    if done % config.eval.every == 0 or done == total:
-      window_time += run_eval(done)  # evaluation time does not count against training throughput
-    checkpoint.save(manager, done, state, config.checkpoint.every, final=done == last)
+  with preemption.StopSignal() as stop_signal:
+    for step in range(first_step, last):
+      state, step_metrics = trainer.step(state, trainer.place(data.batch(step)),
+                                         step_rng(config.seed, step))
+      pending.append(step_metrics)
+      done = step + 1
+      stopping = done < last and stop_signal.should_stop(done)
+      if done % config.train.log_every == 0 or done == last or stopping:
+        fetched = jax.device_get(pending)  # the only place the loop waits for the device
+        elapsed = time.perf_counter() - window_time
+        tokens_per_second = tokens_per_step * (done - window_start) / elapsed
+        logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
+        logged.update(learning_rate=float(trainer.schedule(step)),
+                      tokens_per_second=tokens_per_second,
+                      mfu=tokens_per_second * flops_per_token / peak,
+                      tokens_seen=done * tokens_per_step)
+        logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
+        writer.write(done, logged)
+        progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second',
+                                                      'mfu')})
+        pending, window_start, window_time = [], done, time.perf_counter()
+      if done % config.eval.every == 0 or done == total:
+        window_time += run_eval(done)  # evaluation time does not count against training throughput
+      checkpoint.save(manager, done, state, config.checkpoint.every, final=done == last or stopping)
+      if stopping:
+        progress.message(f'Stopped by a signal after step {done}; its checkpoint is in {workdir}. '
+                         'Re-run the same command to resume.')
+        break
   manager.wait_until_finished()
   manager.close()
   writer.close()
