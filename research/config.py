@@ -60,7 +60,7 @@ def _positive(config, *names):
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
-  from research.data import pipeline, sampler, tasks, vocabularies
+  from research.data import pipeline, vocabularies
 
   check_schema(config, base.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -88,13 +88,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
     raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
                      f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                      f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
-  tasks.register_config_tasks(config.data)
-  stages = pipeline.mixture_schedule(config.data, config.train.steps)
-  if config.data.replay.fraction > 0:
-    stages.append(sampler.Stage(0, dict(config.data.replay.mixture)))
-  for stage in stages:
-    for task in sampler.normalised_weights(stage.weights, 'data.mixture'):
-      tasks.check_task(task)
+  pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
 
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))
   rules = sharding.logical_rules(config.mesh)

@@ -16,6 +16,7 @@ Every batch is a dict of [batch_size, seq_len] arrays: int32 `targets`, `segment
 research/objectives/causal_lm.py) and float32 `weights` (1 on tokens, 0 on padding).
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 
@@ -95,6 +96,36 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
   return stages
 
 
+@dataclasses.dataclass(frozen=True)
+class MixturePlan:
+  """The checked mixtures of a run: main stages, replay stages and rows, and every task named."""
+  stages: list[sampler_lib.Stage]
+  replay: list[sampler_lib.Stage]
+  num_replay: int
+  task_names: list[str]
+
+
+def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
+                 total_steps: int) -> MixturePlan:
+  """Registers `data.tasks` and checks the mixtures, replay and ordering, before any data is read."""
+  if data_config.ordering not in ORDERINGS:
+    raise errors.UserError(f'data.ordering={data_config.ordering!r} is not a known ordering; '
+                           f'choose one of {sorted(ORDERINGS)}.')
+  fraction = data_config.replay.fraction
+  num_replay = round(fraction * batch_size)
+  if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
+    raise errors.UserError(f'data.replay.fraction={fraction} must be in [0, 1) and give at least '
+                           f'one row of the batch of {batch_size} (or be 0).')
+  tasks.register_config_tasks(data_config)
+  stages = mixture_schedule(data_config, total_steps)
+  replay = [sampler_lib.Stage(0, dict(data_config.replay.mixture))] if num_replay else []
+  names = sorted(sampler_lib.schedule_tasks(stages, 'data.mixture')
+                 | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
+  for name in names:
+    tasks.check_task(name)
+  return MixturePlan(stages, replay, num_replay, names)
+
+
 def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
   store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.cache_dir)
   if not store.num_documents:
@@ -115,28 +146,16 @@ class TrainData:
     _check_seed(seed)
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
-    if data_config.ordering not in ORDERINGS:
-      raise errors.UserError(f'data.ordering={data_config.ordering!r} is not a known ordering; '
-                             f'choose one of {sorted(ORDERINGS)}.')
+    plan = mixture_plan(data_config, batch_size, total_steps)
     self._order = ORDERINGS[data_config.ordering]
-    fraction = data_config.replay.fraction
-    num_replay = round(fraction * batch_size)
-    if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
-      raise errors.UserError(f'data.replay.fraction={fraction} must be in [0, 1) and give at least '
-                             f'one row of the batch of {batch_size} (or be 0).')
-    tasks.register_config_tasks(data_config)
-    stages = mixture_schedule(data_config, total_steps)
-    replay = [sampler_lib.Stage(0, dict(data_config.replay.mixture))] if num_replay else []
-    names = sorted({n for stage in stages + replay for n, w in stage.weights.items() if w > 0})
-    for name in names:
-      tasks.check_task(name)
-    self.task_names = names
+    names = self.task_names = plan.task_names
     block = data_config.mixture_block
-    self._samplers = [sampler_lib.MixtureSampler(names, stages, batch_size - num_replay, block,
-                                                 seed, _MAIN_STREAM)]
-    if num_replay:
+    self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, batch_size - plan.num_replay,
+                                                 block, seed, _MAIN_STREAM)]
+    if plan.num_replay:
       self._samplers.append(sampler_lib.MixtureSampler(
-          names, replay, num_replay, block, seed, _REPLAY_STREAM, key='data.replay.mixture'))
+          names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
+          key='data.replay.mixture'))
     self._batch_size, self._seed = batch_size, seed
     self.stores = {name: _train_store(name, data_config) for name in names}
     self._packed = [packing.pack_documents(self.stores[name], data_config.seq_len, seed)

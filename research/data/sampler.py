@@ -48,6 +48,17 @@ def normalised_weights(weights: Mapping[str, float], key: str) -> dict[str, floa
   return {name: w / total for name, w in positive.items()}
 
 
+def stage_key(key: str, index: int, stage: Stage) -> str:
+  """How errors name stage `index` of the schedule at config `key`."""
+  return key if index == 0 else f'{key} (stage at step {stage.start_step})'
+
+
+def schedule_tasks(stages: Sequence[Stage], key: str) -> set[str]:
+  """The tasks with a positive weight in any stage; fails naming the key on a bad weight."""
+  return {name for index, stage in enumerate(stages)
+          for name in normalised_weights(stage.weights, stage_key(key, index, stage))}
+
+
 def block_counts(weights: np.ndarray, block_size: int) -> np.ndarray:
   """int64 slots per task in every block: largest-remainder apportionment of weights * block_size.
 
@@ -76,16 +87,16 @@ class MixtureSampler:
     self.start_steps = [stage.start_step for stage in stages]
     self._counts = []  # per stage: [num_tasks] slots per block
     for index, stage in enumerate(stages):
-      stage_key = key if index == 0 else f'{key} (stage at step {stage.start_step})'
-      weights = normalised_weights(stage.weights, stage_key)
+      where = stage_key(key, index, stage)
+      weights = normalised_weights(stage.weights, where)
       unknown = sorted(set(weights) - set(self.task_names))
       if unknown:
-        raise ValueError(f'{stage_key} names tasks {unknown} outside the sampler.')
+        raise ValueError(f'{where} names tasks {unknown} outside the sampler.')
       vector = np.array([weights.get(name, 0.0) for name in self.task_names])
       counts = block_counts(vector, block_size)
       starved = [n for n, c, w in zip(self.task_names, counts, vector) if w > 0 and c == 0]
       if starved:
-        raise errors.UserError(f'{stage_key}: tasks {starved} get 0 of every data.mixture_block='
+        raise errors.UserError(f'{where}: tasks {starved} get 0 of every data.mixture_block='
                                f'{block_size} examples at their weights; raise data.mixture_block '
                                'or those weights.')
       self._counts.append(counts)
