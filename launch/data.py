@@ -191,16 +191,15 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
   """
   names, last = data.task_names, start_step + num_steps - 1
   batch_size = config.train.batch_size
-  stages = pipeline.mixture_schedule(config.data, config.train.steps)
-  spans = stage_steps(stages, start_step, last + 1)
+  spans = stage_steps(data.plan.stages, start_step, last + 1)
   vectors = [_weights_vector(stage.weights, 'data.mixture', names) for stage, _ in spans]
   main_mixture = sum(v * steps for v, (_, steps) in zip(vectors, spans)) / num_steps
   columns = {'realised': realised_proportions(data, start_step, num_steps),
              'expected': main_mixture,
              **{f'stage@{stage.start_step}': v for v, (stage, _) in zip(vectors, spans)}}
-  replay_rows = round(config.data.replay.fraction * batch_size)  # as TrainData rounds it
+  replay_rows = data.plan.num_replay
   if replay_rows:
-    replay = _weights_vector(config.data.replay.mixture, 'data.replay.mixture', names)
+    replay = _weights_vector(data.plan.replay[0].weights, 'data.replay.mixture', names)
     share = replay_rows / batch_size
     columns['expected'] = (1 - share) * main_mixture + share * replay
     columns['replay'] = replay

@@ -146,7 +146,7 @@ class TrainData:
     _check_seed(seed)
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
-    plan = mixture_plan(data_config, batch_size, total_steps)
+    plan = self.plan = mixture_plan(data_config, batch_size, total_steps)
     self._order = ORDERINGS[data_config.ordering]
     names = self.task_names = plan.task_names
     block = data_config.mixture_block
