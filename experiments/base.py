@@ -12,8 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # Model: a decoder-only Transformer (research/model/transformer.py).
+  # Model: a Transformer (research/model/transformer.py), decoder-only or encoder-decoder.
   c.model = ml_collections.ConfigDict()
+  c.model.architecture = 'decoder'  # decoder | encoder_decoder
+  c.model.num_encoder_layers = 0  # encoder_decoder only; 0 = num_layers
   c.model.vocab_size = 384  # >= the vocabulary's size; a multiple of 128 keeps the output layer fast
   c.model.d_model = 256
   c.model.num_layers = 4
@@ -48,6 +50,30 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
   c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact
 
+  # Objective (research/objectives/): how a packed row of documents becomes an example.
+  c.objective = ml_collections.ConfigDict()
+  # causal_lm | prefix_lm | span_corruption | ul2 | ul2r | masked_thought | meco | control_tokens
+  c.objective.name = 'causal_lm'
+  # Denoising objectives: name -> ConfigDict(mean_span, rate, prefix, mode, weight) replaces the
+  # preset's denoisers; `rates` (name -> weight) only reweights them. See denoising.py.
+  c.objective.denoisers = ml_collections.ConfigDict()
+  c.objective.rates = ml_collections.ConfigDict()
+  c.objective.mode_tokens = True  # prepend [NLU] / [NLG] / [S2S] to the inputs (UL2)
+  c.objective.target_len = 0  # encoder_decoder: decoder length; 0 = data.seq_len
+  # Masked Thought (Chen et al. 2024, arXiv 2403.02178): mask response inputs after `delimiter`.
+  c.objective.masked_thought = ml_collections.ConfigDict(
+      {'max_rate': 0.4, 'warmup_fraction': 0.66, 'delimiter': '='})
+  # MeCo (Gao et al. 2025, arXiv 2501.01956): `prefix` + source + `suffix` before each document,
+  # no loss on it, dropped for the last `cooldown_fraction` of training.
+  c.objective.meco = ml_collections.ConfigDict(
+      {'cooldown_fraction': 0.1, 'prefix': 'URL: ', 'suffix': '\n\n'})
+  # Conditional training (Korbak et al. 2023, arXiv 2302.08582): a control token per line by score.
+  c.objective.control = ml_collections.ConfigDict(
+      {'scorer': 'pep8', 'threshold': 0.0, 'drop_fraction': 0.1})
+  # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off.
+  c.objective.distill = ml_collections.ConfigDict(
+      {'teacher': '', 'temperature': 1.0, 'weight': 0.5})
+
   # Optimisation (research/train.py, research/schedules.py).
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
@@ -71,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.every = 200  # steps; evaluation also runs at the end
   c.eval.batches = 4  # batches of the validation split per task
   c.eval.batch_size = 16
+  # Extra example formats evaluated on every task, as eval/<task>/<name>/loss: 'causal_lm' or a
+  # denoiser name of research/objectives/denoising.DENOISERS (e.g. 'R3_15' for span infilling).
+  c.eval.objectives = ()
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

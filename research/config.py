@@ -12,7 +12,8 @@ import ml_collections
 from research import errors, schedules, sharding
 from research.model import transformer
 
-FREE_KEYS = ('data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules')
+FREE_KEYS = ('data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules',
+             'objective.denoisers', 'objective.rates')
 
 
 def _type_name(value) -> str:

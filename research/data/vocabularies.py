@@ -10,8 +10,11 @@ Config key `data.vocabulary` names a vocabulary: 'byte' (UTF-8 bytes, `seqio.Byt
 The reserved-token scheme. Of the extra ids,
 
 - the lowest `len(CONTROL_TOKENS)` are the control tokens, in `CONTROL_TOKENS` order:
-  control token i (e.g. UL2's mode tokens [NLU], [NLG], [S2S]; Tay et al. 2022, "UL2: Unifying
-  Language Learning Paradigms", arXiv 2205.05131) is id `base + i`;
+  control token i is id `base + i`. They are UL2's mode tokens [NLU], [NLG], [S2S] (Tay et al.
+  2022, "UL2: Unifying Language Learning Paradigms", arXiv 2205.05131), Masked Thought's [MASK]
+  (Chen et al. 2024, arXiv 2403.02178) and the conditional-training tokens <|aligned|> and
+  <|misaligned|> (Korbak et al. 2023, "Pretraining Language Models with Human Preferences", arXiv
+  2302.08582);
 - the others are the sentinels of span corruption, counted down from the top exactly as T5 and
   seqio number them: sentinel k is `<extra_id_k>` = id `vocab_size - 1 - k`, for
   k < `num_sentinels` = extra_ids - len(CONTROL_TOKENS).
@@ -40,7 +43,7 @@ from google.protobuf import message
 
 from research import errors
 
-CONTROL_TOKENS = ('[NLU]', '[NLG]', '[S2S]')
+CONTROL_TOKENS = ('[NLU]', '[NLG]', '[S2S]', '[MASK]', '<|aligned|>', '<|misaligned|>')
 SPM_PREFIX = 'spm:'
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 MODEL_TYPES = ('unigram', 'bpe', 'char', 'word')
