@@ -1,9 +1,12 @@
 """Packing a document store into fixed-length rows with segment ids and positions.
 
-Documents are visited in a seeded permutation. A document longer than the row length L is cut into
-chunks of L tokens (the last one shorter), each chunk its own segment. Chunks are placed greedily
-in order: a chunk goes into the current row if it fits, otherwise it starts a new row (next-fit;
-no look-back, so the row order follows the document order).
+Documents are visited in a seeded permutation. A document longer than the chunk length (the row
+length L by default) is cut into chunks of that many tokens (the last one shorter), each chunk its
+own segment. Chunks are placed greedily in order: a chunk goes into the current row if it fits,
+otherwise it starts a new row (next-fit; no look-back, so the row order follows the document order).
+A chunk fits when its cost fits every budget left: by default its length against L; a denoising
+objective charges what its longest output can take in each of the model's rows
+(research/objectives/examples.py), so every denoised row fits.
 
 Per row, `segment_ids` number the chunks 1, 2, 3, ... and are 0 on padding; `positions` count
 from 0 within each chunk; `documents` hold the store index of each token's document (-1 on
@@ -29,32 +32,38 @@ def _chunks(lengths_D: np.ndarray, starts_D: np.ndarray, seq_len: int):
   return starts_P, lengths_P
 
 
-def _next_fit(lengths_P: np.ndarray, seq_len: int):
-  """(row, column) where each chunk starts: a chunk that does not fit opens the next row."""
+def _next_fit(lengths_P: np.ndarray, costs_PC: np.ndarray, budgets: tuple[int, ...]):
+  """(row, column) where each chunk starts: a chunk whose costs do not fit opens the next row."""
   rows, columns = [], []
-  row, column = -1, seq_len
-  for length in lengths_P.tolist():
-    if column + length > seq_len:
-      row, column = row + 1, 0
+  row, column, used = -1, 0, list(budgets)
+  for length, costs in zip(lengths_P.tolist(), costs_PC.tolist()):
+    if any(u + c > b for u, c, b in zip(used, costs, budgets)):
+      row, column, used = row + 1, 0, [0] * len(budgets)
     rows.append(row)
     columns.append(column)
     column += length
+    used = [u + c for u, c in zip(used, costs)]
   return np.array(rows, np.int64), np.array(columns, np.int64)
 
 
-def pack_documents(store: store_lib.DocumentStore, seq_len: int,
-                   seed: int) -> dict[str, np.ndarray]:
+def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
+                   chunk_len: int | None = None, costs=None,
+                   budgets: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
   """Packs every document of `store` into rows of `seq_len` tokens.
 
-  Returns int32 arrays `targets`, `segment_ids`, `positions` and `documents`, each
-  [num_rows, seq_len].
+  Documents are cut into chunks of at most `chunk_len` tokens (default `seq_len`); `costs`
+  ([P] lengths -> [P, C] costs, default the lengths) and `budgets` (C budgets, default
+  (seq_len,)) decide which chunks share a row. Returns int32 arrays `targets`, `segment_ids`,
+  `positions` and `documents`, each [num_rows, seq_len].
   """
   if seq_len <= 0:
     raise errors.UserError(f'data.seq_len={seq_len} must be positive.')
+  chunk_len = chunk_len or seq_len
   order_D = np.random.default_rng([_PACKING_STREAM, seed]).permutation(store.num_documents)
   lengths_D = np.diff(store.offsets)[order_D]
-  starts_P, lengths_P = _chunks(lengths_D, store.offsets[:-1][order_D], seq_len)
-  rows_P, columns_P = _next_fit(lengths_P, seq_len)
+  starts_P, lengths_P = _chunks(lengths_D, store.offsets[:-1][order_D], chunk_len)
+  costs_PC = lengths_P[:, None] if costs is None else costs(lengths_P)
+  rows_P, columns_P = _next_fit(lengths_P, costs_PC, budgets or (seq_len,))
   num_rows = int(rows_P[-1]) + 1 if len(rows_P) else 0
   first_chunk_of_row_N = np.searchsorted(rows_P, np.arange(num_rows))
   segments_P = np.arange(len(rows_P)) - first_chunk_of_row_N[rows_P] + 1
@@ -68,6 +77,6 @@ def pack_documents(store: store_lib.DocumentStore, seq_len: int,
   packed['targets'].reshape(-1)[destination_T] = store.tokens[starts_P[chunk_T] + position_T]
   packed['segment_ids'].reshape(-1)[destination_T] = segments_P[chunk_T]
   packed['positions'].reshape(-1)[destination_T] = position_T
-  doc_P = np.repeat(order_D, -(-lengths_D // seq_len))  # the store index of every chunk
+  doc_P = np.repeat(order_D, -(-lengths_D // chunk_len))  # the store index of every chunk
   packed['documents'].reshape(-1)[destination_T] = doc_P[chunk_T]
   return packed

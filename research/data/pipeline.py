@@ -11,9 +11,12 @@ decides which task-local example each row is; example j of a task with N packed 
 (a fresh seeded permutation per epoch by default). Row orders are seeded by the task's name, not
 its position in a mixture, so adding a task leaves the other tasks' row order alone.
 
-Every batch is a dict of [batch_size, seq_len] arrays: int32 `targets`, `segment_ids`,
-`positions` (see packing.py), `inputs` (targets shifted right within each segment; see
-research/objectives/causal_lm.py) and float32 `weights` (1 on tokens, 0 on padding).
+The objective (research/objectives/examples.py) decides how documents are packed and turns each
+batch of packed rows into the model's examples. For causal LM every batch is a dict of
+[batch_size, seq_len] arrays: int32 `targets`, `segment_ids`, `positions` (see packing.py),
+`inputs` (targets shifted right within each segment; see research/objectives/causal_lm.py) and
+float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix` (decoder) or the
+`encoder_*` rows (encoder-decoder).
 """
 
 import dataclasses
@@ -28,7 +31,7 @@ from research.data import packing
 from research.data import sampler as sampler_lib
 from research.data import store as store_lib
 from research.data import tasks
-from research.objectives import causal_lm
+from research.objectives import examples as examples_lib
 
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders
 _MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
@@ -48,15 +51,6 @@ ORDERINGS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {'random': ra
 def _task_key(name: str) -> int:
   """A stable 32-bit integer for a task name, used to seed its row orders."""
   return int.from_bytes(hashlib.md5(name.encode('utf-8')).digest()[:4], 'big')
-
-
-def _with_objective(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Adds the causal-LM `inputs` and the loss `weights` to packed rows."""
-  return {
-      **{k: packed[k] for k in _PACKED_KEYS},
-      'inputs': causal_lm.causal_lm_example(packed['targets'], packed['segment_ids']),
-      'weights': (packed['segment_ids'] > 0).astype(np.float32),
-  }
 
 
 def _check_seed(seed: int) -> None:
@@ -142,8 +136,9 @@ class TrainData:
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
-               total_steps: int):
+               total_steps: int, objective: examples_lib.Objective | None = None):
     _check_seed(seed)
+    objective = self.objective = objective or examples_lib.causal_objective(data_config.seq_len)
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
     plan = self.plan = mixture_plan(data_config, batch_size, total_steps)
@@ -158,10 +153,9 @@ class TrainData:
           key='data.replay.mixture'))
     self._batch_size, self._seed = batch_size, seed
     self.stores = {name: _train_store(name, data_config) for name in names}
-    self._packed = [packing.pack_documents(self.stores[name], data_config.seq_len, seed)
-                    for name in names]
-    # Documents longer than a row are split across rows (never dropped); counted for the log.
-    self.split_documents = {name: int(np.sum(np.diff(store.offsets) > data_config.seq_len))
+    self._packed = [_pack(self.stores[name], objective, seed) for name in names]
+    # Documents longer than a chunk are split across rows (never dropped); counted for the log.
+    self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
                             for name, store in self.stores.items()}
     self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._packed)}
     self._task_keys = [_task_key(name) for name in names]
@@ -201,8 +195,11 @@ class TrainData:
     examples = sum(sampler.examples_before(step) for sampler in self._samplers)
     return {name: float(n) / self.num_rows[name] for name, n in zip(self.task_names, examples)}
 
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The global batch of training step `step`: a dict of [batch_size, seq_len] arrays."""
+  def batch(self, step: int, with_noise: bool = False):
+    """The global batch of training step `step`: a dict of [batch_size, ...] arrays.
+
+    With `with_noise`, also each row's denoising record (`Objective.examples`).
+    """
     tasks_B, rows_B = self.example_sources(step)
     packed = {k: np.empty((self._batch_size,) + self._packed[0][k].shape[1:], np.int32)
               for k in _PACKED_KEYS}
@@ -210,15 +207,23 @@ class TrainData:
       of_task = tasks_B == task
       for k in _PACKED_KEYS:
         packed[k][of_task] = self._packed[task][k][rows_B[of_task]]
-    return _with_objective(packed)
+    example_ids = step * self._batch_size + np.arange(self._batch_size)
+    return self.objective.examples(packed, example_ids, self._seed, with_noise)
 
 
-def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
-                 seed: int) -> list[dict[str, np.ndarray]]:
+def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective,
+          seed: int) -> dict[str, np.ndarray]:
+  return packing.pack_documents(store, objective.row_len, seed, objective.chunk_len,
+                                objective.costs, objective.budgets)
+
+
+def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int, seed: int,
+                 objective: examples_lib.Objective | None = None) -> list[dict[str, np.ndarray]]:
   """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split.
 
   When the split has fewer rows, returns as many batches as they fill (at least one), the last
-  padded with all-zero rows whose weights are 0.
+  padded with all-zero rows whose weights are 0. Row i is example i of the `objective` (default
+  causal LM), so every evaluation sees the same examples.
   """
   _check_seed(seed)
   if batch_size <= 0 or num_batches <= 0:
@@ -226,13 +231,14 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
                            'be positive.')
   store = store_lib.load_store(task_name, 'validation', data_config.vocabulary,
                                data_config.cache_dir)
-  packed = packing.pack_documents(store, data_config.seq_len, seed)
+  objective = objective or examples_lib.causal_objective(data_config.seq_len)
+  packed = _pack(store, objective, seed)
   num_rows = min(len(packed['targets']), batch_size * num_batches)
   num_padded = max(1, -(-num_rows // batch_size)) * batch_size
   padded = {k: np.zeros((num_padded,) + v.shape[1:], np.int32) for k, v in packed.items()}
   for k, v in packed.items():
     padded[k][:num_rows] = v[:num_rows]
-  batches = _with_objective(padded)
+  batches = objective.examples(padded, np.arange(num_padded), seed)
   return [{k: v[i:i + batch_size] for k, v in batches.items()}
           for i in range(0, num_padded, batch_size)]
 

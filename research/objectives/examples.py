@@ -1,0 +1,265 @@
+"""Objectives by name: how the packed rows of a task become the model's examples.
+
+`config.objective.name` picks the objective and `config.model.architecture` the model, separately:
+
+- causal_lm (and masked_thought, meco, control_tokens, which transform its documents or inputs):
+  next-token prediction over packed rows (research/objectives/causal_lm.py); decoder only;
+- prefix_lm, span_corruption, ul2, ul2r (or any list in `objective.denoisers`): each segment (a
+  document, or a chunk of a long one) of a packed row is denoised on its own by a denoiser drawn
+  from the mixture (research/objectives/denoising.py), and laid out for the model:
+    decoder:          one segment `[mode] inputs targets`, bidirectional over the mode token and
+                      inputs (`prefix`, plus the first target position, which reads the last input),
+                      causal after, loss on the targets only (the prefix-LM decoder of UL2 and of
+                      t5's `pack_prefix_lm_decoder_only`);
+    encoder_decoder:  `[mode] inputs` into the encoder row and `targets` into the decoder row,
+                      segment k in both, so packed examples never see each other.
+
+Rows are packed so every denoiser's output fits: packing charges each segment the most tokens any
+denoiser of the mixture can turn it into (`Objective.costs`), per row (decoder: data.seq_len) or per
+encoder and decoder row (data.seq_len and objective.target_len). Documents are never cut shorter
+than `chunk_len`, the longest segment whose outputs fit a row.
+
+The denoiser of each segment and its noise are drawn from a generator seeded by (seed, example id),
+the example id being unique per training example (step * batch + row), so a batch is a pure function
+of the step and a resumed run sees exactly the examples of an uninterrupted one.
+"""
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+import seqio
+
+from research import errors
+from research.data import vocabularies
+from research.objectives import causal_lm, denoising
+
+CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens')
+DENOISING = tuple(denoising.PRESETS)
+OBJECTIVES = CAUSAL + DENOISING
+_EXAMPLE_STREAM = 0x6e6f6973  # seeded-stream tag of the per-example denoising choices
+
+
+def _segment_bounds(segment_ids_R: np.ndarray) -> list[tuple[int, int]]:
+  """[start, end) of each segment (> 0) of a packed row, in order."""
+  real = segment_ids_R > 0
+  change = np.flatnonzero(np.diff(np.concatenate([[0], segment_ids_R])) != 0)
+  ends = np.append(change[1:], len(segment_ids_R))
+  return [(int(s), int(e)) for s, e in zip(change, ends) if real[s]]
+
+
+def decoder_row(pairs, seq_len: int) -> dict[str, np.ndarray]:
+  """Packs (inputs, targets) pairs into one prefix-LM decoder row of `seq_len` positions."""
+  row = {k: np.zeros(seq_len, np.int32) for k in ('inputs', 'targets', 'segment_ids', 'positions')}
+  row['prefix'] = np.zeros(seq_len, bool)
+  row['weights'] = np.zeros(seq_len, np.float32)
+  at = 0
+  for segment, (inputs, targets) in enumerate(pairs, 1):
+    sequence = np.concatenate([inputs, targets])
+    n, p = len(sequence), len(inputs)
+    row['targets'][at:at + n] = sequence
+    row['inputs'][at + 1:at + n] = sequence[:-1]
+    row['segment_ids'][at:at + n] = segment
+    row['positions'][at:at + n] = np.arange(n)
+    row['prefix'][at:at + min(p + 1, n)] = True
+    row['weights'][at + p:at + n] = 1.0
+    at += n
+  return row
+
+
+def encoder_decoder_row(pairs, input_len: int, target_len: int) -> dict[str, np.ndarray]:
+  """Packs (inputs, targets) pairs into an encoder row and a decoder row with shared segments."""
+  row = {k: np.zeros(input_len, np.int32)
+         for k in ('encoder_inputs', 'encoder_segment_ids', 'encoder_positions')}
+  row.update({k: np.zeros(target_len, np.int32)
+              for k in ('inputs', 'targets', 'segment_ids', 'positions')})
+  row['weights'] = np.zeros(target_len, np.float32)
+  at_input = at_target = 0
+  for segment, (inputs, targets) in enumerate(pairs, 1):
+    n, m = len(inputs), len(targets)
+    row['encoder_inputs'][at_input:at_input + n] = inputs
+    row['encoder_segment_ids'][at_input:at_input + n] = segment
+    row['encoder_positions'][at_input:at_input + n] = np.arange(n)
+    row['targets'][at_target:at_target + m] = targets
+    row['inputs'][at_target + 1:at_target + m] = targets[:-1]
+    row['segment_ids'][at_target:at_target + m] = segment
+    row['positions'][at_target:at_target + m] = np.arange(m)
+    row['weights'][at_target:at_target + m] = 1.0
+    at_input, at_target = at_input + n, at_target + m
+  return row
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A checked objective: its denoisers (if any), the model layout, and the reserved token ids."""
+  name: str
+  architecture: str
+  seq_len: int  # decoder row, or encoder row for encoder_decoder
+  target_len: int  # decoder row of encoder_decoder
+  denoisers: tuple[denoising.Denoiser, ...] = ()
+  rates: tuple[float, ...] = ()
+  mode_ids: tuple[tuple[str, int], ...] = ()  # mode token name -> id, empty without mode tokens
+  sentinel_ids: tuple[int, ...] = ()
+  prefix_attention: bool = True  # decoder: a bidirectional prefix (False evaluates causal models)
+
+  @property
+  def denoising(self) -> bool:
+    return bool(self.denoisers)
+
+  @property
+  def budgets(self) -> tuple[int, ...]:
+    """The token budget of each row a packed example fills: (decoder,) or (encoder, decoder)."""
+    if self.architecture == 'encoder_decoder':
+      return (self.seq_len, self.target_len)
+    return (self.seq_len,)
+
+  @property
+  def row_len(self) -> int:
+    """The most raw tokens a packed row can hold."""
+    return sum(self.budgets)
+
+  def costs(self, lengths: np.ndarray) -> np.ndarray:
+    """[P, len(budgets)]: the most tokens of each row a segment of each length can turn into."""
+    lengths = np.asarray(lengths, np.int64)
+    if not self.denoising:
+      return lengths[:, None]
+    outputs = [denoising.output_lengths(d, lengths, bool(self.mode_ids)) for d in self.denoisers]
+    inputs = np.max([i for i, _ in outputs], axis=0)
+    targets = np.max([t for _, t in outputs], axis=0)
+    if self.architecture == 'encoder_decoder':
+      return np.stack([inputs, targets], axis=1)
+    return (inputs + targets)[:, None]
+
+  @property
+  def chunk_len(self) -> int:
+    """The longest segment whose outputs fit a row: longer documents are cut into such chunks."""
+    budgets = np.array(self.budgets)
+    return denoising.max_raw_length(lambda n: np.all(self.costs(n) <= budgets, axis=1),
+                                    self.row_len)
+
+  def examples(self, rows: dict[str, np.ndarray], example_ids: np.ndarray, seed: int,
+               with_noise: bool = False):
+    """The model batch of packed `rows` (targets, segment_ids: [B, row_len]).
+
+    With `with_noise`, also returns per row the list of its segments' {denoiser, mean_span, rate,
+    noise (the mask over the segment's original tokens)}.
+    """
+    if not self.denoising:
+      batch = {k: rows[k][:, :self.seq_len] for k in ('targets', 'segment_ids', 'positions')}
+      batch['inputs'] = causal_lm.causal_lm_example(batch['targets'], batch['segment_ids'])
+      batch['weights'] = (batch['segment_ids'] > 0).astype(np.float32)
+      return (batch, [[] for _ in example_ids]) if with_noise else batch
+    out_rows, noise = [], []
+    mode_ids = dict(self.mode_ids)
+    sentinels = np.array(self.sentinel_ids, np.int64)
+    rates = np.array(self.rates)
+    for targets_R, segments_R, example_id in zip(rows['targets'], rows['segment_ids'],
+                                                 example_ids.tolist()):
+      rng = np.random.default_rng([_EXAMPLE_STREAM, seed, example_id])
+      pairs, row_noise = [], []
+      for start, end in _segment_bounds(segments_R):
+        denoiser = self.denoisers[denoising.choose(rates, rng)]
+        inputs, targets, mask = denoising.denoise(targets_R[start:end], denoiser, rng, sentinels,
+                                                  mode_ids.get(denoiser.mode))
+        pairs.append((inputs, targets))
+        row_noise.append({'denoiser': denoiser.name, 'mean_span': denoiser.mean_span,
+                          'rate': denoiser.rate, 'noise': mask.astype(int).tolist()})
+      if self.architecture == 'encoder_decoder':
+        out_rows.append(encoder_decoder_row(pairs, self.seq_len, self.target_len))
+      else:
+        out_rows.append(decoder_row(pairs, self.seq_len))
+        if not self.prefix_attention:
+          del out_rows[-1]['prefix']
+      noise.append(row_noise)
+    batch = {k: np.stack([r[k] for r in out_rows]) for k in out_rows[0]}
+    return (batch, noise) if with_noise else batch
+
+
+def causal_objective(seq_len: int) -> Objective:
+  """Causal LM on a decoder over rows of `seq_len` tokens (the default objective)."""
+  return Objective('causal_lm', 'decoder', seq_len, seq_len)
+
+
+def _check_layout(config: ml_collections.ConfigDict) -> tuple[str, int]:
+  architecture = config.model.architecture
+  if architecture not in ('decoder', 'encoder_decoder'):
+    raise errors.UserError(f"model.architecture={architecture!r} is not an architecture; choose "
+                           "'decoder' or 'encoder_decoder'.")
+  target_len = config.objective.target_len or config.data.seq_len
+  if target_len < 0:
+    raise errors.UserError(f'objective.target_len={target_len} must be >= 0 (0 = data.seq_len).')
+  return architecture, target_len
+
+
+def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabulary) -> Objective:
+  """The objective `config.objective` names, checked against the model and the vocabulary."""
+  name = config.objective.name
+  if name not in OBJECTIVES:
+    raise errors.UserError(f'objective.name={name!r} is not an objective; choose one of '
+                           f'{list(OBJECTIVES)}.')
+  architecture, target_len = _check_layout(config)
+  if name in CAUSAL:
+    if architecture != 'decoder':
+      raise errors.UserError(f'objective.name={name!r} trains a decoder; set model.architecture='
+                             "'decoder', or use a denoising objective (prefix_lm, ul2, ...) with "
+                             'the encoder_decoder.')
+    if config.objective.denoisers or config.objective.rates:
+      raise errors.UserError(f'objective.denoisers and objective.rates apply to denoising '
+                             f'objectives {list(DENOISING)}, not objective.name={name!r}.')
+    return dataclasses.replace(causal_objective(config.data.seq_len), name=name)
+  denoisers, rates = denoising.mixture_from_config(name, config.objective.denoisers,
+                                                   config.objective.rates)
+  return _denoising_objective(Objective(name, architecture, config.data.seq_len, target_len),
+                              denoisers, rates, config.objective.mode_tokens, vocabulary)
+
+
+def _denoising_objective(objective: Objective, denoisers, rates, mode_tokens: bool,
+                         vocabulary: seqio.Vocabulary) -> Objective:
+  mode_ids = tuple((d.mode, vocabularies.control_token_id(vocabulary, d.mode))
+                   for d in denoisers if mode_tokens and d.mode)
+  sentinel_ids = tuple(vocabularies.sentinel_id(vocabulary, k)
+                       for k in range(vocabularies.num_sentinels(vocabulary)))
+  objective = dataclasses.replace(objective, denoisers=tuple(denoisers), rates=tuple(rates),
+                                  mode_ids=tuple(dict(mode_ids).items()),
+                                  sentinel_ids=sentinel_ids)
+  chunk_len = objective.chunk_len
+  if chunk_len < 2:
+    raise errors.UserError(f'data.seq_len={objective.seq_len} (and objective.target_len='
+                           f'{objective.target_len}) leave no room for the denoisers '
+                           f'{[d.name for d in denoisers]}; raise them.')
+  _, spans = denoising.span_counts(chunk_len, np.array([d.rate for d in denoisers]),
+                                   np.array([max(d.mean_span, 1) for d in denoisers]))
+  needed = max([int(k) for k, d in zip(spans, denoisers) if not d.prefix], default=0)
+  if needed > len(sentinel_ids):
+    raise errors.UserError(
+        f'data.extra_ids={vocabulary.extra_ids} gives {len(sentinel_ids)} sentinels, but the '
+        f'denoisers need up to {needed} on segments of {chunk_len} tokens; set data.extra_ids to '
+        f'at least {needed + len(vocabularies.CONTROL_TOKENS)}.')
+  return objective
+
+
+def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
+                    ) -> dict[str, Objective]:
+  """The example formats a run evaluates, by metric name: '' (the training objective itself),
+  each denoiser of a mixture of several, and `names` (config eval.objectives).
+
+  'causal_lm' is left-to-right over packed rows (decoder models); a denoiser name (of the
+  objective's own or of `denoising.DENOISERS`) evaluates that denoiser alone. A model trained
+  causally reads every format causally (no bidirectional prefix) and with mode tokens.
+  """
+  own = {d.name: d for d in objective.denoisers}
+  formats = {'': objective}
+  for name in (list(own) if len(own) > 1 else []) + list(names):
+    if name == 'causal_lm':
+      if objective.architecture != 'decoder':
+        raise errors.UserError("eval.objectives: 'causal_lm' needs model.architecture='decoder'.")
+      formats[name] = causal_objective(objective.seq_len)
+      continue
+    denoiser = own.get(name, denoising.DENOISERS.get(name))
+    if denoiser is None:
+      raise errors.UserError(f"eval.objectives: {name!r} is neither 'causal_lm' nor a denoiser; "
+                             f'choose from {sorted(set(own) | set(denoising.DENOISERS))}.')
+    base = dataclasses.replace(objective, name=name, prefix_attention=objective.denoising)
+    mode_tokens = bool(objective.mode_ids) or not objective.denoising
+    formats[name] = _denoising_objective(base, [denoiser], [1.0], mode_tokens, vocabulary)
+  return formats

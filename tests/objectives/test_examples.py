@@ -1,0 +1,154 @@
+"""Objectives on packed rows: layouts, fit, reconstruction, determinism and config errors."""
+
+import numpy as np
+import pytest
+
+from experiments import base
+from research import errors
+from research.data import packing, vocabularies
+from research.objectives import denoising, examples
+
+VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=100)
+SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k): k for k in range(94)}
+MODES = {vocabularies.control_token_id(VOCABULARY, m) for m in denoising.MODE_TOKENS.values()}
+
+
+def _objective(name='ul2', architecture='decoder', seq_len=256, target_len=0, **overrides):
+  config = base.get_config()
+  config.objective.name, config.model.architecture = name, architecture
+  config.data.seq_len, config.objective.target_len = seq_len, target_len
+  config.data.extra_ids = 100
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return examples.make_objective(config, VOCABULARY)
+
+
+def _original(inputs, targets):
+  """The segment's tokens from (inputs, targets) of any denoiser (mode token first in inputs)."""
+  inputs = inputs[1:] if inputs[0] in MODES else inputs
+  if not any(t in SENTINELS for t in targets.tolist()):
+    return np.concatenate([inputs, targets])
+  spans, current = {}, None
+  for t in targets.tolist():
+    if t in SENTINELS:
+      current = t
+      spans[t] = []
+    else:
+      spans[current].append(t)
+  return np.array([x for t in inputs.tolist() for x in (spans[t] if t in SENTINELS else [t])])
+
+
+@pytest.fixture(scope='module')
+def code_store(data_dir):
+  from research.data import store as store_lib
+  return store_lib.load_store('stdlib_code', 'train', 'byte', data_dir)
+
+
+def _packed_rows(store, objective, count=64):
+  packed = packing.pack_documents(store, objective.row_len, 0, objective.chunk_len,
+                                  objective.costs, objective.budgets)
+  return {k: v[:count] for k, v in packed.items()}
+
+
+def test_decoder_row_prefix_covers_the_inputs_and_loss_the_targets():
+  row = examples.decoder_row([(np.array([7, 8, 9]), np.array([4, 5])),
+                              (np.array([6]), np.array([3]))], 9)
+  assert row['targets'].tolist() == [7, 8, 9, 4, 5, 6, 3, 0, 0]
+  assert row['inputs'].tolist() == [0, 7, 8, 9, 4, 0, 6, 0, 0]  # shifted within each segment
+  assert row['segment_ids'].tolist() == [1, 1, 1, 1, 1, 2, 2, 0, 0]
+  assert row['positions'].tolist() == [0, 1, 2, 3, 4, 0, 1, 0, 0]
+  # Positions 0..3 read BOS and the inputs, position 3 predicts the first target.
+  assert row['prefix'].tolist() == [True] * 4 + [False] + [True, True] + [False] * 2
+  assert row['weights'].tolist() == [0, 0, 0, 1, 1, 0, 1, 0, 0]
+
+
+def test_encoder_decoder_row_shares_segments_between_the_rows():
+  row = examples.encoder_decoder_row([(np.array([7, 8]), np.array([4, 5])),
+                                      (np.array([6]), np.array([3]))], 4, 4)
+  assert row['encoder_inputs'].tolist() == [7, 8, 6, 0]
+  assert row['encoder_segment_ids'].tolist() == [1, 1, 2, 0]
+  assert row['targets'].tolist() == [4, 5, 3, 0] and row['inputs'].tolist() == [0, 4, 0, 0]
+  assert row['segment_ids'].tolist() == [1, 1, 2, 0]
+  assert row['weights'].tolist() == [1, 1, 1, 0]
+
+
+@pytest.mark.parametrize('architecture,target_len', [('decoder', 0), ('encoder_decoder', 128)])
+def test_ul2_rows_fit_and_reconstruct_every_segment(code_store, architecture, target_len):
+  objective = _objective('ul2', architecture, 256, target_len)
+  rows = _packed_rows(code_store, objective)
+  batch, noise = objective.examples(rows, np.arange(64), seed=0, with_noise=True)
+  encoder = architecture == 'encoder_decoder'
+  assert batch['targets'].shape == (64, target_len or 256)
+  if encoder:
+    assert batch['encoder_inputs'].shape == (64, 256)
+  for b in range(64):
+    segments = rows['segment_ids'][b]
+    for k, record in enumerate(noise[b], 1):
+      original = rows['targets'][b][segments == k]
+      dec = batch['segment_ids'][b] == k
+      if encoder:
+        inputs = batch['encoder_inputs'][b][batch['encoder_segment_ids'][b] == k]
+        targets = batch['targets'][b][dec]
+      else:
+        sequence = batch['targets'][b][dec]
+        weights = batch['weights'][b][dec]
+        first_target = int(np.argmax(weights > 0))
+        inputs, targets = sequence[:first_target], sequence[first_target:]
+        assert np.all(weights[first_target:] == 1)
+        assert np.all(batch['prefix'][b][dec][:first_target + 1])
+        assert not np.any(batch['prefix'][b][dec][first_target + 1:])
+      np.testing.assert_array_equal(_original(inputs, targets), original)
+      assert len(record['noise']) == len(original)
+      assert sum(record['noise']) == len(targets) - sum(t in SENTINELS for t in targets.tolist())
+
+
+def test_denoiser_choices_follow_the_rates_per_segment(code_store):
+  objective = _objective('ul2', seq_len=128)
+  rows = _packed_rows(code_store, objective, count=4000)
+  _, noise = objective.examples(rows, np.arange(len(rows['targets'])), seed=0, with_noise=True)
+  names = [s['denoiser'] for row in noise for s in row]
+  assert len(names) >= 4000
+  frequencies = [names.count(d.name) / len(names) for d in objective.denoisers]
+  np.testing.assert_allclose(frequencies, objective.rates, atol=0.02)
+
+
+def test_examples_are_a_function_of_seed_and_example_id(code_store):
+  objective = _objective('ul2r')
+  rows = _packed_rows(code_store, objective, count=4)
+  first = objective.examples(rows, np.array([10, 11, 12, 13]), seed=0)
+  again = objective.examples(rows, np.array([10, 11, 12, 13]), seed=0)
+  other = objective.examples(rows, np.array([14, 15, 16, 17]), seed=0)
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key])
+  assert not np.array_equal(first['targets'], other['targets'])
+
+
+def test_causal_objective_is_next_token_prediction_on_packed_rows(code_store):
+  objective = _objective('causal_lm')
+  assert objective.chunk_len == 256 and objective.budgets == (256,)
+  rows = _packed_rows(code_store, objective, count=2)
+  batch = objective.examples(rows, np.arange(2), seed=0)
+  np.testing.assert_array_equal(batch['targets'], rows['targets'])
+  assert batch['inputs'][0, 1] == rows['targets'][0, 0] and 'prefix' not in batch
+
+
+def test_eval_formats_for_a_causal_model_drop_the_prefix():
+  formats = examples.eval_objectives(_objective('causal_lm'), ['R3_15', 'causal_lm'], VOCABULARY)
+  assert set(formats) == {'', 'R3_15', 'causal_lm'}
+  assert not formats['R3_15'].prefix_attention and formats['R3_15'].mode_ids
+  ul2 = examples.eval_objectives(_objective('ul2'), [], VOCABULARY)
+  assert set(ul2) == {'', 'R3_15', 'R8_15', 'X3_50', 'X8_50', 'X64_15', 'X64_50', 'S_25'}
+  with pytest.raises(errors.UserError, match=r"eval\.objectives: 'R4' is neither"):
+    examples.eval_objectives(_objective('ul2'), ['R4'], VOCABULARY)
+
+
+def test_config_errors_name_the_key():
+  with pytest.raises(errors.UserError, match=r"objective\.name='ul3'"):
+    _objective('ul3')
+  with pytest.raises(errors.UserError, match=r"objective\.name='causal_lm' trains a decoder"):
+    _objective('causal_lm', 'encoder_decoder')
+  with pytest.raises(errors.UserError, match=r'data\.extra_ids=100 gives 94 sentinels.*at least'):
+    _objective('ul2', seq_len=2048)
+  with pytest.raises(errors.UserError, match=r"model\.architecture='rnn'"):
+    _objective('ul2', 'rnn')
