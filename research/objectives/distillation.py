@@ -1,0 +1,48 @@
+"""Token-level knowledge distillation loss on device: KL from a teacher's softened distribution.
+
+Hinton et al. 2015, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531. At every
+weighted token the student matches the teacher's next-token distribution softened by temperature
+T: T^2 * KL(softmax(teacher / T) || softmax(student / T)). The T^2 factor keeps the gradient's
+scale independent of T (the softened gradient shrinks as 1 / T^2), so the term can be mixed with
+the cross-entropy at a fixed `weight` whatever the temperature.
+
+Like research/objectives/losses.py, the loss is a weighted *sum* with the total weight beside it,
+so gradient accumulation and data-parallel shards combine exactly and the mean is taken once.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from research import errors
+
+
+def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float):
+  """Weighted sum of T^2 * KL(teacher || student) over tokens, and the total weight.
+
+  Logits are taken in float32; the teacher is under stop_gradient, so only the student learns.
+  Returns a dict of scalars: `kl_sum` (what is differentiated) and `weight_sum`.
+  """
+  weights_BL = weights_BL.astype(jnp.float32)
+  student_BLV = student_logits_BLV.astype(jnp.float32) / temperature
+  teacher_BLV = jax.lax.stop_gradient(teacher_logits_BLV.astype(jnp.float32)) / temperature
+  log_student_BLV = jax.nn.log_softmax(student_BLV, axis=-1)
+  log_teacher_BLV = jax.nn.log_softmax(teacher_BLV, axis=-1)
+  kl_BL = jnp.sum(jnp.exp(log_teacher_BLV) * (log_teacher_BLV - log_student_BLV), axis=-1)
+  return {
+      'kl_sum': temperature**2 * jnp.sum(kl_BL * weights_BL),
+      'weight_sum': jnp.sum(weights_BL),
+  }
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError on an experiment config whose `objective.distill` is unusable."""
+  settings = config.objective.distill
+  if not settings.temperature > 0:
+    raise errors.UserError(f'objective.distill.temperature={settings.temperature!r} must be '
+                           "positive; 1.0 distills the teacher's distribution unchanged, larger "
+                           'values soften it.')
+  if not 0.0 <= settings.weight <= 1.0:
+    raise errors.UserError(f'objective.distill.weight={settings.weight!r} must be in [0, 1]: the '
+                           'share of the distillation term in the loss, the rest being '
+                           'cross-entropy.')
