@@ -137,6 +137,18 @@ class Objective:
     return denoising.max_raw_length(lambda n: np.all(self.costs(n) <= budgets, axis=1),
                                     self.row_len)
 
+  def denoise(self, tokens: np.ndarray, rng: np.random.Generator):
+    """(inputs, targets, record) of one segment: a denoiser drawn from the mixture, its noise.
+
+    The record is {denoiser, mean_span, rate, noise (the mask over `tokens`, as 0/1)}.
+    """
+    denoiser = self.denoisers[denoising.choose(np.array(self.rates), rng)]
+    inputs, targets, mask = denoising.denoise(tokens, denoiser, rng,
+                                              np.array(self.sentinel_ids, np.int64),
+                                              dict(self.mode_ids).get(denoiser.mode))
+    return inputs, targets, {'denoiser': denoiser.name, 'mean_span': denoiser.mean_span,
+                             'rate': denoiser.rate, 'noise': mask.astype(int).tolist()}
+
   def examples(self, rows: dict[str, np.ndarray], example_ids: np.ndarray, seed: int,
                with_noise: bool = False):
     """The model batch of packed `rows` (targets, segment_ids: [B, row_len]).
@@ -150,20 +162,14 @@ class Objective:
       batch['weights'] = (batch['segment_ids'] > 0).astype(np.float32)
       return (batch, [[] for _ in example_ids]) if with_noise else batch
     out_rows, noise = [], []
-    mode_ids = dict(self.mode_ids)
-    sentinels = np.array(self.sentinel_ids, np.int64)
-    rates = np.array(self.rates)
     for targets_R, segments_R, example_id in zip(rows['targets'], rows['segment_ids'],
                                                  example_ids.tolist()):
       rng = np.random.default_rng([_EXAMPLE_STREAM, seed, example_id])
       pairs, row_noise = [], []
       for start, end in _segment_bounds(segments_R):
-        denoiser = self.denoisers[denoising.choose(rates, rng)]
-        inputs, targets, mask = denoising.denoise(targets_R[start:end], denoiser, rng, sentinels,
-                                                  mode_ids.get(denoiser.mode))
+        inputs, targets, record = self.denoise(targets_R[start:end], rng)
         pairs.append((inputs, targets))
-        row_noise.append({'denoiser': denoiser.name, 'mean_span': denoiser.mean_span,
-                          'rate': denoiser.rate, 'noise': mask.astype(int).tolist()})
+        row_noise.append(record)
       if self.architecture == 'encoder_decoder':
         out_rows.append(encoder_decoder_row(pairs, self.seq_len, self.target_len))
       else:
@@ -207,10 +213,18 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
       raise errors.UserError(f'objective.denoisers and objective.rates apply to denoising '
                              f'objectives {list(DENOISING)}, not objective.name={name!r}.')
     return dataclasses.replace(causal_objective(config.data.seq_len), name=name)
-  denoisers, rates = denoising.mixture_from_config(name, config.objective.denoisers,
-                                                   config.objective.rates)
-  return _denoising_objective(Objective(name, architecture, config.data.seq_len, target_len),
-                              denoisers, rates, config.objective.mode_tokens, vocabulary)
+  return denoising_objective(name, architecture, config.data.seq_len, target_len,
+                             config.objective.denoisers, config.objective.rates,
+                             config.objective.mode_tokens, vocabulary)
+
+
+def denoising_objective(name: str, architecture: str, seq_len: int, target_len: int,
+                        denoisers_config, rates_config, mode_tokens: bool,
+                        vocabulary: seqio.Vocabulary) -> Objective:
+  """The denoising objective `name` (a preset, or `denoisers_config`) for rows of these lengths."""
+  denoisers, rates = denoising.mixture_from_config(name, denoisers_config, rates_config)
+  return _denoising_objective(Objective(name, architecture, seq_len, target_len), denoisers, rates,
+                              mode_tokens, vocabulary)
 
 
 def _denoising_objective(objective: Objective, denoisers, rates, mode_tokens: bool,
