@@ -8,13 +8,16 @@ reads exactly the batches `launch.train` would (research/data/pipeline.py; no wo
 - `--show=N` prints the first N examples (rows) of the global batches from step S on, step by step
   and row by row: the row's task and packed row, then per segment the document id, its metadata,
   its tokens and loss-bearing tokens, and its decoded text (control characters escaped, long texts
-  cut);
+  cut); for denoising objectives also the segment's denoiser and its inputs and targets;
 - always prints the mixture realised over steps S .. S+M-1, counted from the sampler alone (no
   batch is assembled), next to the configured weights of the stages those steps fall in and the
   replay mixture, and how many epochs of each task have been read by the end of those steps;
 - `--dump=N --out=F.jsonl` writes the same first N examples as JSON lines: step, index (row in the
-  batch), task, row (packed row in the task), the per-token lists inputs, targets, segment_ids,
-  positions and weights, and documents: [{'segment', 'id', 'metadata'}] per segment.
+  batch), task, row (packed row in the task), the per-token lists of the model batch (inputs,
+  targets, segment_ids, positions, weights; prefix or encoder_* for denoising objectives), and
+  documents: [{'segment', 'id', 'metadata'}] per segment, with, for denoising objectives, the
+  segment's 'denoiser', 'mean_span', 'rate' and 'noise' (its 0/1 noise mask over the segment's
+  original tokens), so the denoisers' statistics can be checked from outside.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -34,6 +37,7 @@ from research import config as config_lib
 from research import errors
 from research.data import pipeline, sampler, vocabularies
 from research.data import store as store_lib
+from research.objectives import examples as examples_lib
 
 _STEP = flags.DEFINE_integer('step', 0, 'First global step shown, dumped and counted.')
 _SHOW = flags.DEFINE_integer('show', 1, 'Print the first this many examples (rows of the global '
@@ -48,7 +52,6 @@ _PROPORTION_STEPS = flags.DEFINE_integer('proportion_steps', 1000, 'Count the re
 flags.mark_flag_as_required('config')
 
 MAX_SHOWN_CHARS = 300  # of a segment's text
-_ARRAYS = ('inputs', 'targets', 'segment_ids', 'positions', 'weights')
 
 
 def check_flags(step: int, show: int, dump: int, out: str | None, proportion_steps: int) -> None:
@@ -70,32 +73,37 @@ def examples(data: pipeline.TrainData, start_step: int) -> Iterator[dict]:
   """The examples of the global batches from `start_step` on, step by step, row by row.
 
   Each is a dict of `step`, `index` (its row in the batch), `task`, `row` (its packed row in the
-  task), its [seq_len] arrays of the batch (`_ARRAYS`) and `documents` (each token's index in the
-  task's train store, -1 on padding).
+  task), `arrays` (its arrays of the model batch: inputs, targets, segment_ids, ... as the
+  objective lays them out), `packed` (the packed row before the objective: its original tokens
+  `targets`, `segment_ids` and `documents`, each token's index in the task's train store) and
+  `noise` (per segment, the denoising record of denoising objectives; empty otherwise).
   """
   for step in itertools.count(start_step):
-    batch = data.batch(step)
+    batch, noise = data.batch(step, with_noise=True)
     tasks_B, rows_B = data.example_sources(step)
     for index, (task, row) in enumerate(zip(tasks_B.tolist(), rows_B.tolist())):
       yield {'step': step, 'index': index, 'task': data.task_names[task], 'row': row,
-             **{k: batch[k][index] for k in _ARRAYS},
-             'documents': data.row(task, row)['documents']}
+             'arrays': {k: v[index] for k, v in batch.items()},
+             'packed': data.row(task, row, step), 'noise': noise[index]}
 
 
 def segments(example: dict, store: store_lib.DocumentStore) -> list[dict]:
   """The segments of `example` in order, each with its document from `store` and its tokens.
 
-  Each is a dict of `segment` (the segment id), the document's `id` and `metadata`, and the
-  segment's `targets` and `weights`.
+  Each is a dict of `segment` (the segment id), the document's `id` and `metadata`, the segment's
+  original `tokens`, its number of `loss_tokens` in the model batch and, for denoising objectives,
+  its `denoiser`, `mean_span`, `rate` and `noise` (0/1 per original token).
   """
-  segment_ids = example['segment_ids']
+  packed, arrays = example['packed'], example['arrays']
   found = []
-  for segment in np.unique(segment_ids[segment_ids > 0]).tolist():
-    in_segment = segment_ids == segment
-    document = int(example['documents'][in_segment][0])  # a segment is a chunk of one document
+  for segment in np.unique(packed['segment_ids'][packed['segment_ids'] > 0]).tolist():
+    in_segment = packed['segment_ids'] == segment
+    document = int(packed['documents'][in_segment][0])  # a segment is a chunk of one document
     found.append({'segment': segment, 'id': store.doc_ids[document],
-                  'metadata': store.metadata[document], 'targets': example['targets'][in_segment],
-                  'weights': example['weights'][in_segment]})
+                  'metadata': store.metadata[document], 'tokens': packed['targets'][in_segment],
+                  'loss_tokens': int(np.sum(arrays['weights'][arrays['segment_ids'] == segment]
+                                            > 0)),
+                  **(example['noise'][segment - 1] if example['noise'] else {})})
   return found
 
 
@@ -108,24 +116,35 @@ def shown_text(text: str, max_chars: int = MAX_SHOWN_CHARS) -> str:
 
 def format_example(example: dict, example_segments: Sequence[dict],
                    vocabulary: seqio.Vocabulary) -> str:
-  """An example as text: a header line, then two lines per segment (its document, its text)."""
-  padding = int(np.sum(example['segment_ids'] == 0))
+  """An example as text: a header line, then two lines per segment (its document, its text), and
+  for denoising objectives a third with the denoiser and the model's inputs and targets."""
+  padding = int(np.sum(example['packed']['segment_ids'] == 0))
   lines = [f"step {example['step']}, row {example['index']} of the batch: task "
            f"{example['task']}, packed row {example['row']}, {len(example_segments)} segments, "
            f'{padding} padding tokens']
+  arrays = example['arrays']
   for segment in example_segments:
     lines.append(f"  segment {segment['segment']}: document {segment['id']} "
-                 f"{json.dumps(segment['metadata'], sort_keys=True)}, {len(segment['targets'])} "
-                 f"tokens, {int(np.sum(segment['weights'] > 0))} loss-bearing")
-    lines.append('    ' + shown_text(vocabulary.decode(segment['targets'].tolist())))
+                 f"{json.dumps(segment['metadata'], sort_keys=True)}, {len(segment['tokens'])} "
+                 f"tokens, {segment['loss_tokens']} loss-bearing")
+    lines.append('    ' + shown_text(vocabulary.decode(segment['tokens'].tolist())))
+    if 'denoiser' in segment:
+      in_segment = arrays['segment_ids'] == segment['segment']
+      inputs = (arrays['encoder_inputs'][arrays['encoder_segment_ids'] == segment['segment']]
+                if 'encoder_inputs' in arrays else
+                arrays['targets'][in_segment & (arrays['weights'] == 0)])
+      targets = arrays['targets'][in_segment & (arrays['weights'] > 0)]
+      lines.append(f"    {segment['denoiser']} (mean span {segment['mean_span']}, rate "
+                   f"{segment['rate']}, {sum(segment['noise'])} noise tokens): inputs "
+                   f'{inputs.tolist()} targets {targets.tolist()}'[:4 * MAX_SHOWN_CHARS])
   return '\n'.join(lines)
 
 
 def dump_record(example: dict, example_segments: Sequence[dict]) -> dict:
   """An example as one JSON-ready dict (the --dump line)."""
   return {**{k: example[k] for k in ('step', 'index', 'task', 'row')},
-          **{k: example[k].tolist() for k in _ARRAYS},
-          'documents': [{k: s[k] for k in ('segment', 'id', 'metadata')}
+          **{k: v.tolist() for k, v in example['arrays'].items()},
+          'documents': [{k: v for k, v in s.items() if k not in ('tokens', 'loss_tokens')}
                         for s in example_segments]}
 
 
@@ -225,7 +244,9 @@ def main(argv):
   config = cli.CONFIG.value
   config_lib.check_schema(config, base.get_config())
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+  objective = examples_lib.make_objective(config, vocabulary)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
+                            objective)
   chosen = [(example, segments(example, data.stores[example['task']]))
             for example in itertools.islice(examples(data, step), max(show, dump))]
   for example, example_segments in chosen[:show]:

@@ -197,3 +197,35 @@ def test_unknown_task_in_the_mixture_is_one_line_naming_it(data_dir):
   assert last.startswith("error: A data mixture (data.mixture, data.stages or data.replay.mixture) "
                          "names an unknown task 'sumz'; did you mean ['sums']?")
   assert 'Traceback' not in result.stderr and not result.stdout
+
+
+def test_ul2_dump_records_each_segments_denoiser_and_noise_mask(data_dir, tmp_path):
+  config = _config(data_dir, "--config.data.mixture={'sums': 0.5, 'chains': 0.5}",
+                   '--config.objective.name=ul2', '--config.data.extra_ids=100')
+  out = tmp_path / 'ul2.jsonl'
+  printed = _main(config, show=2, dump=200, out=str(out))
+  assert re.search(r'(R|X)\d+_\d+ \(mean span \d+, rate 0\.\d+, \d+ noise tokens\): inputs',
+                   printed)
+  with open(out) as f:
+    lines = [json.loads(line) for line in f]
+  stores = {task: store_lib.load_store(task, 'train', 'byte', data_dir)
+            for task in ('sums', 'chains')}
+  documents = [d for line in lines for d in line['documents']]
+  assert {'prefix', 'weights', 'inputs', 'targets'} <= set(lines[0])
+  for line in lines[:20]:
+    targets, weights, segment_ids = (np.array(line[k]) for k in ('targets', 'weights',
+                                                                 'segment_ids'))
+    for document in line['documents']:
+      noise = document['noise']
+      assert {'denoiser', 'mean_span', 'rate'} <= set(document)
+      store = stores[line['task']]
+      assert 0 < len(noise) <= len(store.document(store.doc_ids.index(document['id'])))
+      in_segment = segment_ids == document['segment']
+      sentinels = int(np.sum(targets[in_segment & (weights > 0)] >= 265))  # ids above the controls
+      assert sum(noise) == int(np.sum(in_segment & (weights > 0))) - sentinels
+  # The denoisers' corruption rates, measured from the dump alone (short synthetic documents).
+  for name in ('R3_15', 'X3_50', 'S_25'):
+    masks = [d['noise'] for d in documents if d['denoiser'] == name]
+    realised = sum(map(sum, masks)) / sum(map(len, masks))
+    expected = {'R3_15': 0.15, 'X3_50': 0.5, 'S_25': 0.25}[name]
+    assert len(masks) > 30 and abs(realised - expected) < 0.1, (name, realised, len(masks))

@@ -74,6 +74,9 @@ def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
   packed = {k: np.zeros([num_rows, seq_len], np.int32)
             for k in ('targets', 'segment_ids', 'positions')}
   packed['documents'] = np.full([num_rows, seq_len], -1, np.int32)
+  if store.weights is not None:
+    packed['weights'] = np.zeros([num_rows, seq_len], np.float32)
+    packed['weights'].reshape(-1)[destination_T] = store.weights[starts_P[chunk_T] + position_T]
   packed['targets'].reshape(-1)[destination_T] = store.tokens[starts_P[chunk_T] + position_T]
   packed['segment_ids'].reshape(-1)[destination_T] = segments_P[chunk_T]
   packed['positions'].reshape(-1)[destination_T] = position_T

@@ -30,12 +30,11 @@ from research import errors
 from research.data import packing
 from research.data import sampler as sampler_lib
 from research.data import store as store_lib
-from research.data import tasks
+from research.data import tasks, vocabularies
 from research.objectives import examples as examples_lib
 
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders
 _MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
-_PACKED_KEYS = ('targets', 'segment_ids', 'positions')
 _STAGE_KEYS = {'at_step', 'at_fraction', 'mixture'}
 
 
@@ -154,19 +153,31 @@ class TrainData:
     self._batch_size, self._seed = batch_size, seed
     self.stores = {name: _train_store(name, data_config) for name in names}
     self._packed = [_pack(self.stores[name], objective, seed) for name in names]
+    # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
+    # they apply to, and the plain rows at the others (MeCo's cooldown).
+    self._rewritten = None
+    if objective.rewrite is not None:
+      vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
+      self._rewritten = [_pack(objective.rewrite.apply(self.stores[name], name, vocabulary, seed),
+                               objective, seed) for name in names]
     # Documents longer than a chunk are split across rows (never dropped); counted for the log.
     self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
                             for name, store in self.stores.items()}
-    self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._packed)}
+    self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._rows(0))}
     self._task_keys = [_task_key(name) for name in names]
-    self._orders = [(-1, None)] * len(names)  # per task: the latest (epoch, row order)
+    self._orders = [((-1, -1), None)] * len(names)  # per task: the latest (epoch, rows), order
 
-  def _row_order(self, task: int, epoch: int) -> np.ndarray:
-    cached_epoch, order = self._orders[task]
-    if cached_epoch != epoch:
-      order = self._order(len(self._packed[task]['targets']), self._seed, self._task_keys[task],
-                          epoch)
-      self._orders[task] = (epoch, order)
+  def _rows(self, step: int) -> list[dict[str, np.ndarray]]:
+    """Every task's packed rows that step `step` reads."""
+    if self._rewritten is not None and self.objective.rewrite.applies_at(step):
+      return self._rewritten
+    return self._packed
+
+  def _row_order(self, task: int, epoch: int, num_rows: int) -> np.ndarray:
+    cached, order = self._orders[task]
+    if cached != (epoch, num_rows):
+      order = self._order(num_rows, self._seed, self._task_keys[task], epoch)
+      self._orders[task] = ((epoch, num_rows), order)
     return order
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,18 +188,22 @@ class TrainData:
     tasks_B = np.concatenate([t for t, _ in sources])
     local_B = np.concatenate([j for _, j in sources])
     rows_B = np.empty(self._batch_size, np.int64)
+    packed = self._rows(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
-      epochs, within = np.divmod(local_B[of_task], len(self._packed[task]['targets']))
+      num_rows = len(packed[task]['targets'])
+      epochs, within = np.divmod(local_B[of_task], num_rows)
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs):
-        rows[epochs == epoch] = self._row_order(int(task), int(epoch))[within[epochs == epoch]]
+        order = self._row_order(int(task), int(epoch), num_rows)
+        rows[epochs == epoch] = order[within[epochs == epoch]]
       rows_B[of_task] = rows
     return tasks_B, rows_B
 
-  def row(self, task: int, row: int) -> dict[str, np.ndarray]:
-    """Packed row `row` of task `task` (an index into `task_names`), with its `documents`."""
-    return {k: v[row] for k, v in self._packed[task].items()}
+  def row(self, task: int, row: int, step: int) -> dict[str, np.ndarray]:
+    """Packed row `row` of task `task` (an index into `task_names`) as step `step` reads it, with
+    its `documents`."""
+    return {k: v[row] for k, v in self._rows(step)[task].items()}
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1)."""
@@ -201,14 +216,16 @@ class TrainData:
     With `with_noise`, also each row's denoising record (`Objective.examples`).
     """
     tasks_B, rows_B = self.example_sources(step)
-    packed = {k: np.empty((self._batch_size,) + self._packed[0][k].shape[1:], np.int32)
-              for k in _PACKED_KEYS}
+    rows = self._rows(step)
+    keys = [k for k in rows[0] if k != 'documents']
+    packed = {k: np.empty((self._batch_size,) + rows[0][k].shape[1:], rows[0][k].dtype)
+              for k in keys}
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
-      for k in _PACKED_KEYS:
-        packed[k][of_task] = self._packed[task][k][rows_B[of_task]]
+      for k in keys:
+        packed[k][of_task] = rows[task][k][rows_B[of_task]]
     example_ids = step * self._batch_size + np.arange(self._batch_size)
-    return self.objective.examples(packed, example_ids, self._seed, with_noise)
+    return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
 def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective,
@@ -235,7 +252,7 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   packed = _pack(store, objective, seed)
   num_rows = min(len(packed['targets']), batch_size * num_batches)
   num_padded = max(1, -(-num_rows // batch_size)) * batch_size
-  padded = {k: np.zeros((num_padded,) + v.shape[1:], np.int32) for k, v in packed.items()}
+  padded = {k: np.zeros((num_padded,) + v.shape[1:], v.dtype) for k, v in packed.items()}
   for k, v in packed.items():
     padded[k][:num_rows] = v[:num_rows]
   batches = objective.examples(padded, np.arange(num_padded), seed)

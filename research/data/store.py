@@ -47,6 +47,9 @@ class DocumentStore:
   doc_ids: list[str]
   manifest: dict[str, Any]
   directory: str
+  # Per-token loss weights of a store derived by an objective (research/objectives/documents.py);
+  # None: every token weighs 1.
+  weights: np.ndarray | None = None
 
   @functools.cached_property
   def metadata(self) -> list[dict[str, Any]]:

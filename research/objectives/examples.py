@@ -32,7 +32,8 @@ import seqio
 
 from research import errors
 from research.data import vocabularies
-from research.objectives import causal_lm, denoising
+from research.objectives import causal_lm, control_tokens, denoising, documents, masked_thought
+from research.objectives import metadata
 
 CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens')
 DENOISING = tuple(denoising.PRESETS)
@@ -101,6 +102,8 @@ class Objective:
   mode_ids: tuple[tuple[str, int], ...] = ()  # mode token name -> id, empty without mode tokens
   sentinel_ids: tuple[int, ...] = ()
   prefix_attention: bool = True  # decoder: a bidirectional prefix (False evaluates causal models)
+  masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
+  rewrite: documents.Meco | documents.ControlTokens | None = None  # documents, before packing
 
   @property
   def denoising(self) -> bool:
@@ -150,8 +153,9 @@ class Objective:
                              'rate': denoiser.rate, 'noise': mask.astype(int).tolist()}
 
   def examples(self, rows: dict[str, np.ndarray], example_ids: np.ndarray, seed: int,
-               with_noise: bool = False):
-    """The model batch of packed `rows` (targets, segment_ids: [B, row_len]).
+               step: int = 0, with_noise: bool = False):
+    """The model batch of packed `rows` (targets, segment_ids: [B, row_len]; optional weights)
+    read at training step `step`.
 
     With `with_noise`, also returns per row the list of its segments' {denoiser, mean_span, rate,
     noise (the mask over the segment's original tokens)}.
@@ -159,7 +163,9 @@ class Objective:
     if not self.denoising:
       batch = {k: rows[k][:, :self.seq_len] for k in ('targets', 'segment_ids', 'positions')}
       batch['inputs'] = causal_lm.causal_lm_example(batch['targets'], batch['segment_ids'])
-      batch['weights'] = (batch['segment_ids'] > 0).astype(np.float32)
+      batch['weights'] = rows.get('weights', (batch['segment_ids'] > 0).astype(np.float32))
+      if self.masking is not None:
+        batch = self.masking.apply(batch, step, seed)
       return (batch, [[] for _ in example_ids]) if with_noise else batch
     out_rows, noise = [], []
     for targets_R, segments_R, example_id in zip(rows['targets'], rows['segment_ids'],
@@ -212,10 +218,35 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
     if config.objective.denoisers or config.objective.rates:
       raise errors.UserError(f'objective.denoisers and objective.rates apply to denoising '
                              f'objectives {list(DENOISING)}, not objective.name={name!r}.')
-    return dataclasses.replace(causal_objective(config.data.seq_len), name=name)
+    return dataclasses.replace(causal_objective(config.data.seq_len), name=name,
+                               **_causal_variant(config, vocabulary))
   return denoising_objective(name, architecture, config.data.seq_len, target_len,
                              config.objective.denoisers, config.objective.rates,
                              config.objective.mode_tokens, vocabulary)
+
+
+def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabulary) -> dict:
+  """The Objective fields of the causal objectives that transform documents or inputs."""
+  name, steps = config.objective.name, config.train.steps
+  if name == 'masked_thought':
+    masked_thought.check_config(config)
+    settings = config.objective.masked_thought
+    return {'masking': masked_thought.MaskedThought(
+        settings.max_rate, settings.warmup_fraction, tuple(vocabulary.encode(settings.delimiter)),
+        vocabularies.control_token_id(vocabulary, '[MASK]'), steps)}
+  if name == 'meco':
+    metadata.check_config(config)
+    settings = config.objective.meco
+    return {'rewrite': documents.Meco(settings.prefix, settings.suffix,
+                                        settings.cooldown_fraction, steps)}
+  if name == 'control_tokens':
+    control_tokens.check_config(config)
+    settings = config.objective.control
+    for token in control_tokens.BANNED_AT_GENERATION:
+      vocabularies.control_token_id(vocabulary, token)  # enough extra ids, or a clear error
+    return {'rewrite': documents.ControlTokens(settings.scorer, settings.threshold,
+                                                 settings.drop_fraction)}
+  return {}
 
 
 def denoising_objective(name: str, architecture: str, seq_len: int, target_len: int,
@@ -262,7 +293,7 @@ def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
   causally reads every format causally (no bidirectional prefix) and with mode tokens.
   """
   own = {d.name: d for d in objective.denoisers}
-  formats = {'': objective}
+  formats = {'': dataclasses.replace(objective, masking=None, rewrite=None)}
   for name in (list(own) if len(own) > 1 else []) + list(names):
     if name == 'causal_lm':
       if objective.architecture != 'decoder':

@@ -13,6 +13,8 @@ Here the prompt of each packed segment ends with the first occurrence of a delim
 prompt. The mask id is the control token '[MASK]' (research/data/vocabularies.py).
 """
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 
@@ -76,6 +78,28 @@ def mask_inputs(inputs_BL: np.ndarray, targets_BL: np.ndarray, segment_ids_BL: n
                         & (segment_ids_BL[:, 1:] > 0) & (inputs_BL[:, 1:] == targets_BL[:, :-1]))
   masked_BL = eligible_BL & (rng.random(inputs_BL.shape) < rate)
   return np.where(masked_BL, np.asarray(mask_id, dtype=inputs_BL.dtype), inputs_BL)
+
+
+_MASK_STREAM = 0x6d61736b  # seeded-stream tag of the per-step masking draws
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedThought:
+  """The settings of a run: the rate schedule, the delimiter's and the mask's token ids."""
+  max_rate: float
+  warmup_fraction: float
+  delimiter_ids: tuple[int, ...]
+  mask_id: int
+  total_steps: int
+
+  def apply(self, batch: dict[str, np.ndarray], step: int, seed: int) -> dict[str, np.ndarray]:
+    """The causal-LM batch of `step` with its response inputs masked at the step's rate."""
+    rate = mask_rate(step, self.total_steps, self.max_rate, self.warmup_fraction)
+    response_BL = response_mask(batch['targets'], batch['segment_ids'], self.delimiter_ids)
+    rng = np.random.default_rng([_MASK_STREAM, seed, step])
+    inputs_BL = mask_inputs(batch['inputs'], batch['targets'], batch['segment_ids'], response_BL,
+                            rate, self.mask_id, rng)
+    return {**batch, 'inputs': inputs_BL}
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

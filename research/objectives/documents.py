@@ -1,0 +1,113 @@
+"""Objectives that rewrite documents before packing: MeCo metadata and conditional-training tokens.
+
+Each turns a task's document store into a derived in-memory store whose documents carry extra
+tokens and per-token loss weights (`DocumentStore.weights`); packing and the causal-LM objective
+then treat them like any other documents.
+
+- `Meco` (Gao et al. 2025, "Metadata Conditioning Accelerates Language Model Pre-training", arXiv
+  2501.01956; research/objectives/metadata.py): `prefix + source + suffix` before every document,
+  weight 0, until the cooldown, whose steps read the plain store.
+- `ControlTokens` (Korbak et al. 2023, "Pretraining Language Models with Human Preferences", arXiv
+  2302.08582; research/objectives/control_tokens.py): '<|aligned|>' or '<|misaligned|>' before every
+  line, by the line's misalignment score against a threshold, left out with a drop probability.
+  Scores are computed once per store and scorer and cached beside the store.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import seqio
+
+from research.data import store as store_lib
+from research.data import vocabularies
+from research.objectives import control_tokens, metadata
+
+_CONTROL_STREAM = 0x6374726c  # seeded-stream tag of the per-document drop draws
+
+
+def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, np.ndarray]]
+             ) -> store_lib.DocumentStore:
+  """A store with the same documents' ids and metadata but new (tokens, weights) per document."""
+  lengths = np.array([len(tokens) for tokens, _ in documents], np.int64)
+  dtype = np.int32 if not len(store.tokens) else store.tokens.dtype
+  return dataclasses.replace(
+      store, tokens=np.concatenate([t for t, _ in documents]).astype(dtype),
+      offsets=np.concatenate([[0], np.cumsum(lengths)]),
+      weights=np.concatenate([w for _, w in documents]).astype(np.float32))
+
+
+def _text(store: store_lib.DocumentStore, index: int, vocabulary: seqio.Vocabulary) -> str:
+  """Document `index` as text, without its EOS."""
+  return vocabulary.decode(store.document(index)[:-1].tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class Meco:
+  """MeCo's metadata before every document until the last `cooldown_fraction` of training."""
+  prefix: str
+  suffix: str
+  cooldown_fraction: float
+  total_steps: int
+
+  def applies_at(self, step: int) -> bool:
+    """Metadata until the cooldown; the cooldown's steps read the plain documents."""
+    return not metadata.in_cooldown(step, self.total_steps, self.cooldown_fraction)
+
+  def apply(self, store: store_lib.DocumentStore, task_name: str, vocabulary: seqio.Vocabulary,
+            seed: int) -> store_lib.DocumentStore:
+    del seed  # deterministic
+    encoded = {}
+    documents = []
+    for index, doc_id in enumerate(store.doc_ids):
+      text = metadata.metadata_text(task_name, doc_id, self.prefix, self.suffix)
+      if text not in encoded:
+        encoded[text] = np.array(vocabulary.encode(text), np.int64)
+      documents.append(metadata.with_metadata(store.document(index), encoded[text]))
+    return _derived(store, documents)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlTokens:
+  """Conditional training: a control token before every line by its score (all weights 1)."""
+  scorer: str
+  threshold: float
+  drop_fraction: float
+
+  def applies_at(self, step: int) -> bool:
+    del step
+    return True
+
+  def apply(self, store: store_lib.DocumentStore, task_name: str, vocabulary: seqio.Vocabulary,
+            seed: int) -> store_lib.DocumentStore:
+    del task_name
+    ids = {name: vocabularies.control_token_id(vocabulary, name)
+           for name in control_tokens.BANNED_AT_GENERATION}
+    scores = line_scores(store, self.scorer, vocabulary)
+    documents = []
+    for index in range(store.num_documents):
+      rng = np.random.default_rng([_CONTROL_STREAM, seed, index])
+      pieces = []
+      for token, line in control_tokens.annotate(_text(store, index, vocabulary), scores[index],
+                                                 self.threshold, self.drop_fraction, rng):
+        pieces.extend(([ids[token]] if token else []) + vocabulary.encode(line))
+      tokens = np.array(pieces + [vocabularies.EOS_ID], np.int64)
+      documents.append((tokens, np.ones(len(tokens), np.float32)))
+    return _derived(store, documents)
+
+
+def line_scores(store: store_lib.DocumentStore, scorer: str,
+                vocabulary: seqio.Vocabulary) -> list[list[float]]:
+  """Each document's per-line scores by `scorer`, cached in the store's directory as JSON."""
+  path = os.path.join(store.directory, f'line_scores.{scorer}.json')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  scores = [control_tokens.SCORERS[scorer](_text(store, index, vocabulary))
+            for index in range(store.num_documents)]
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(scores, f)
+  os.replace(tmp, path)
+  return scores
