@@ -60,8 +60,8 @@ class Meco:
     del seed  # deterministic
     encoded = {}
     documents = []
-    for index, doc_id in enumerate(store.doc_ids):
-      text = metadata.metadata_text(task_name, doc_id, self.prefix, self.suffix)
+    for index, (doc_id, doc_metadata) in enumerate(zip(store.doc_ids, store.metadata)):
+      text = metadata.metadata_text(task_name, doc_id, doc_metadata, self.prefix, self.suffix)
       if text not in encoded:
         encoded[text] = np.array(vocabulary.encode(text), np.int64)
       documents.append(metadata.with_metadata(store.document(index), encoded[text]))

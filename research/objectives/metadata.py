@@ -7,10 +7,16 @@ document's URL without scheme and path), with no loss on those metadata tokens; 
 `cooldown_fraction` (10% in the paper) trains on the plain documents, so the model needs no metadata
 at inference.
 
-Our corpora have no URLs. The analogue of the domain is the task plus the top of the document id's
-path: 'stdlib_code/json' for the standard-library file 'json/decoder.py', 'stdlib_code/os' for
-'os.py'; documents with flat ids (the synthetic tasks) get the task name alone.
+The source of a document is the domain of its `url` metadata field where it has one (C4 and
+other web corpora through TFDS), as in the paper. The built-in corpora have no URLs; their analogue
+of a domain is the task plus the top-level module: 'stdlib_code/json' for the file
+'json/decoder.py', 'stdlib_prose/json' for its docstrings ('docstrings/json/decoder.py') and
+'stdlib_prose/topic' for the documentation topics. Every other document's source is its task.
 """
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -18,19 +24,23 @@ import numpy as np
 from research import errors
 
 
-def source_name(task_name: str, doc_id: str) -> str:
-  """The short source of a document: f'{task_name}/{top}', top the first path component of
-  `doc_id` without a trailing '.py', when `doc_id` is a path ('/' in it or a '.py' name); else
-  `task_name`."""
-  if '/' not in doc_id and not doc_id.endswith('.py'):
-    return task_name
-  top = doc_id.split('/', 1)[0].removesuffix('.py')
-  return f'{task_name}/{top}'
+def source_name(task_name: str, doc_id: str, doc_metadata: Mapping[str, Any]) -> str:
+  """The short source of a document (see the module docstring)."""
+  if doc_metadata.get('url'):
+    return urllib.parse.urlsplit(doc_metadata['url']).netloc or task_name
+  if task_name == 'stdlib_code':
+    return f"{task_name}/{doc_id.split('/', 1)[0].removesuffix('.py')}"
+  if task_name == 'stdlib_prose':
+    parts = doc_id.split('/')
+    top = parts[1] if parts[0] == 'docstrings' and len(parts) > 1 else parts[0]
+    return f"{task_name}/{top.removesuffix('.py')}"
+  return task_name
 
 
-def metadata_text(task_name: str, doc_id: str, prefix: str, suffix: str) -> str:
+def metadata_text(task_name: str, doc_id: str, doc_metadata: Mapping[str, Any], prefix: str,
+                  suffix: str) -> str:
   """The text put before a document: `prefix` + its source name + `suffix`."""
-  return prefix + source_name(task_name, doc_id) + suffix
+  return prefix + source_name(task_name, doc_id, doc_metadata) + suffix
 
 
 def with_metadata(tokens: np.ndarray, metadata_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,18 +9,20 @@ from research import errors
 from research.objectives import metadata
 
 
-@pytest.mark.parametrize('task, doc_id, expected', [
-    ('stdlib_code', 'json/decoder.py', 'stdlib_code/json'),
-    ('stdlib_code', 'os.py', 'stdlib_code/os'),
-    ('stdlib_prose', 'topic/assert', 'stdlib_prose/topic'),
-    ('arith', 'arith-7', 'arith'),
+@pytest.mark.parametrize('task, doc_id, doc_metadata, expected', [
+    ('stdlib_code', 'json/decoder.py', {}, 'stdlib_code/json'),
+    ('stdlib_code', 'os.py', {}, 'stdlib_code/os'),
+    ('stdlib_prose', 'topic/assert', {}, 'stdlib_prose/topic'),
+    ('stdlib_prose', 'docstrings/json/decoder.py', {}, 'stdlib_prose/json'),
+    ('sums', 'arithmetic/train/7', {'skill': 'addition'}, 'sums'),
+    ('c4', 'c4/12', {'url': 'https://en.wikipedia.org/wiki/Python'}, 'en.wikipedia.org'),
 ])
-def test_source_name(task, doc_id, expected):
-  assert metadata.source_name(task, doc_id) == expected
+def test_source_name(task, doc_id, doc_metadata, expected):
+  assert metadata.source_name(task, doc_id, doc_metadata) == expected
 
 
 def test_metadata_text_wraps_the_source():
-  assert metadata.metadata_text('stdlib_code', 'json/decoder.py', 'URL: ', '\n\n') == (
+  assert metadata.metadata_text('stdlib_code', 'json/decoder.py', {}, 'URL: ', '\n\n') == (
       'URL: stdlib_code/json\n\n')
 
 
