@@ -62,6 +62,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
   from research.data import pipeline, vocabularies
+  from research.objectives import distillation, examples
 
   check_schema(config, base.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -90,6 +91,12 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                      f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                      f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
   pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
+  if config.model.num_encoder_layers < 0:
+    raise errors.UserError(f'model.num_encoder_layers={config.model.num_encoder_layers} must be >= '
+                           '0 (0 = model.num_layers).')
+  objective = examples.make_objective(config, vocabulary)
+  examples.eval_objectives(objective, config.eval.objectives, vocabulary)
+  distillation.check_config(config)
 
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))
   rules = sharding.logical_rules(config.mesh)

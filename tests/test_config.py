@@ -103,6 +103,13 @@ def test_workdir_that_is_a_file(tmp_path):
     ('--config.model.vocab_size=100', r'model.vocab_size=100 is smaller than the vocabulary'),
     ('--config.train.steps=0', r"'train.steps' must be positive"),
     ('--config.schedule.name=cosine', r"schedule.name='cosine' is not a known schedule"),
+    ('--config.objective.name=ul3', r"objective.name='ul3' is not an objective"),
+    ('--config.model.architecture=encoder_decoder',
+     r"objective.name='causal_lm' trains a decoder"),
+    ('--config.objective.name=ul2', r'data.extra_ids=0 is too few'),
+    ('--config.eval.objectives=("R5",)', r"eval.objectives: 'R5' is neither"),
+    ('--config.objective.distill.teacher=/nowhere',
+     r"objective.distill.teacher='/nowhere' has no config.json"),
 ])
 def test_bad_values_are_named(tmp_path, override, message):
   with pytest.raises(errors.UserError, match=message):

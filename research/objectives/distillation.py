@@ -10,6 +10,9 @@ Like research/objectives/losses.py, the loss is a weighted *sum* with the total 
 so gradient accumulation and data-parallel shards combine exactly and the mean is taken once.
 """
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,8 +38,37 @@ def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temper
   }
 
 
+def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config of the run in `objective.distill.teacher` (its config.json), checked to match.
+
+  The teacher reads the student's batches, so its vocabulary, model vocabulary size and
+  architecture must be the student's; its mesh becomes the student's so its parameters sit on the
+  same devices.
+  """
+  teacher = config.objective.distill.teacher
+  path = os.path.join(teacher, 'config.json')
+  if not os.path.isfile(path):
+    raise errors.UserError(f'objective.distill.teacher={teacher!r} has no config.json; give the '
+                           'workdir of a finished run of launch.train.')
+  if not os.path.isdir(os.path.join(teacher, 'checkpoints')) or not any(
+      name.isdigit() for name in os.listdir(os.path.join(teacher, 'checkpoints'))):
+    raise errors.UserError(f'objective.distill.teacher={teacher!r} has no checkpoint in '
+                           f'{teacher}/checkpoints; train the teacher first.')
+  with open(path, encoding='utf-8') as f:
+    loaded = ml_collections.ConfigDict(json.load(f))
+  for key in ('data.vocabulary', 'model.vocab_size', 'model.architecture'):
+    section, field = key.split('.')
+    if loaded[section][field] != config[section][field]:
+      raise errors.UserError(f'objective.distill.teacher={teacher!r} has {key}='
+                             f'{loaded[section][field]!r} but this run has '
+                             f'{config[section][field]!r}; distillation needs them equal.')
+  loaded.mesh = config.mesh
+  return loaded
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError on an experiment config whose `objective.distill` is unusable."""
+  """Raises UserError on an experiment config whose `objective.distill` is unusable (its
+  settings, and the teacher's run when one is named)."""
   settings = config.objective.distill
   if not settings.temperature > 0:
     raise errors.UserError(f'objective.distill.temperature={settings.temperature!r} must be '
@@ -46,3 +78,5 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f'objective.distill.weight={settings.weight!r} must be in [0, 1]: the '
                            'share of the distillation term in the loss, the rest being '
                            'cross-entropy.')
+  if settings.teacher:
+    teacher_config(config)
