@@ -1,0 +1,112 @@
+"""Compares training runs: a markdown summary table and PNG plots of their metrics.
+
+  python -m launch.report DIR [DIR ...] --out=OUT
+
+reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train) and
+writes OUT/report.md: the command that made it, one table row per run (the config values that
+differ between the runs, the final training loss, the final and best loss of every evaluation,
+tokens seen) and links to the plots next to it: training loss by step and by tokens seen, every
+evaluation loss by step and the learning rate by step, all runs on one pair of axes each
+(research/report.py). Everything is written to a temporary directory in OUT first and renamed
+into place, report.md last, so a failed run leaves no half-written report.
+"""
+
+from launch import cli  # first: sets TensorFlow's log level before research imports it
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from absl import flags
+
+from research import errors
+from research import report
+
+# Other commands define --out too; allow_override lets their modules load in one process (tests).
+_OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots are written to '
+                           '(created if missing).', allow_override=True)
+
+REPORT_FILE = 'report.md'
+
+
+def load_runs(paths: Sequence[str]) -> list[report.Run]:
+  """The runs in `paths`; fails naming the directory when one is not a run directory, or when two
+  share a name (runs are named by their directory's basename)."""
+  if not paths:
+    raise errors.UserError('No run directory given; pass one or more, as in python -m '
+                           'launch.report DIR [DIR ...] --out=OUT.')
+  runs = [report.load_run(path) for path in paths]
+  first_path = {}
+  for run in runs:
+    if run.name in first_path:
+      raise errors.UserError(f'Run directories {first_path[run.name]} and {run.path} share the '
+                             f'name {run.name!r}, which names a run in the report; pass '
+                             'directories with distinct basenames (e.g. a symlink under another '
+                             'name).')
+    first_path[run.name] = run.path
+  return runs
+
+
+def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence[str]) -> str:
+  """report.md: the command, the runs' directories, the summary table and the plots (file names
+  relative to report.md)."""
+  lines = ['# Training report', '', 'Made by:', '', f'    {command}', '', '## Runs', '']
+  lines += [f'- `{run.name}`: `{run.path}`' for run in runs]
+  lines += [f'- `{run.name}`: skipped unreadable lines of metrics.jsonl (torn writes): '
+            f'{", ".join(map(str, run.skipped_lines))}' for run in runs if run.skipped_lines]
+  lines += ['', '## Summary', '', report.summary_table(runs), '',
+            'Columns: the config values that differ between the runs; `step`, the last step '
+            'logged; the final value of each metric (`loss` is the training loss); `best`, the '
+            'lowest value of an evaluation loss.']
+  if plot_files:
+    lines += ['', '## Plots', '']
+    lines += [f'![{os.path.splitext(name)[0]}]({name})\n' for name in plot_files]
+  return '\n'.join(lines).rstrip('\n') + '\n'
+
+
+def write_report(out: str, command: str, runs: Sequence[report.Run]) -> str:
+  """Writes report.md and the plots into `out` (temporary directory, then renames; report.md
+  last) and returns report.md's path."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.UserError(f'--out={out} is a file; give the directory report.md and the plots '
+                           'are to be written to.')
+  try:
+    os.makedirs(out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.report-tmp-', dir=out)
+  except OSError as e:
+    raise errors.UserError(f'Cannot write --out={out} ({e.strerror}); give a directory path in a '
+                           'writable place.') from e
+  try:
+    plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging)]
+    with open(os.path.join(staging, REPORT_FILE), 'w', encoding='utf-8') as f:
+      f.write(format_report(command, runs, plot_files))
+    for name in [*plot_files, REPORT_FILE]:
+      os.replace(os.path.join(staging, name), os.path.join(out, name))
+  except OSError as e:
+    raise errors.UserError(f'Cannot write {e.filename or out} ({e.strerror}); give --out a '
+                           'directory with room, where report.md and the plots can go.') from e
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return os.path.join(out, REPORT_FILE)
+
+
+@cli.exits_on_user_error
+def main(argv):
+  out, paths = _OUT.value, argv[1:]
+  if not out:
+    raise errors.UserError('--out is required: the directory report.md and the plots are '
+                           'written to, as in python -m launch.report DIR [DIR ...] --out=OUT.')
+  runs = load_runs(paths)
+  for run in runs:
+    if run.skipped_lines:
+      print(f'warning: skipped unreadable lines {list(run.skipped_lines)} of '
+            f'{os.path.join(run.path, "metrics.jsonl")} (torn writes)', file=sys.stderr)
+  command = 'python -m launch.report ' + shlex.join([*paths, f'--out={out}'])
+  print(write_report(out, command, runs))
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,279 @@
+"""Comparison of training runs: their metrics merged by step, what differs between their configs,
+a markdown summary table and matplotlib plots (the library under `python -m launch.report`).
+
+A run directory holds `config.json` (the resolved config as nested JSON) and `metrics.jsonl` (one
+JSON object a line with `step`; train lines carry `loss`, `learning_rate`, `tokens_seen`, ...,
+eval lines `eval/<name>/loss`, where `<name>` is a task or a task and an example format such as
+`stdlib_code/R3_15`). A step can have several lines (a train and an eval line, and the lines a
+resumed run logs again); they merge metric by metric, the later line winning.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib import figure
+
+from research import errors
+
+# Config keys that only say where things live or how they are saved, not what is trained:
+# a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
+LOCATION_KEYS = ('workdir', 'data.cache_dir', 'checkpoint', 'distributed')
+
+_EVAL_LOSS = re.compile(r'^eval/(.+)/loss$')
+_UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
+_SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
+_SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
+_MAX_MARKED_POINTS = 30  # a curve with at most this many points shows a marker at each
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run directory as read by `load_run`.
+
+  Attributes:
+    name: the directory's basename.
+    path: the directory as given.
+    config: config.json, nested dicts.
+    metrics: step -> metric name -> value, steps ascending; the lines of a step merged, later lines
+      winning. Non-finite values (written as "nan", "inf") are floats again.
+    skipped_lines: 1-based numbers of the metrics.jsonl lines (or torn beginnings of lines) that
+      were not read.
+  """
+  name: str
+  path: str
+  config: dict
+  metrics: dict[int, dict[str, float]]
+  skipped_lines: tuple[int, ...] = ()
+
+
+def _number(value: Any) -> float | None:
+  """`value` as a float if it is a metric value (a number, or "nan"/"inf" as written), else None."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    return None
+  try:
+    return float(value)
+  except ValueError:
+    return None
+
+
+def _parse(text: str) -> dict | None:
+  """The JSON object in `text` when it is one with an integer `step`, else None."""
+  try:
+    record = json.loads(text)
+  except json.JSONDecodeError:
+    return None
+  step = record.get('step') if isinstance(record, dict) else None
+  return record if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def merge_metrics(lines: Sequence[str]) -> tuple[dict[int, dict[str, float]], tuple[int, ...]]:
+  """The metrics of metrics.jsonl `lines` by step (later lines winning), and skipped line numbers.
+
+  A line that is not a whole JSON object with an integer `step` (a line torn by a kill mid-write)
+  is skipped. A resumed run appends to the file, so a torn line can have the resumed run's first
+  line glued to its end: the object from the line's last `{"step"` on is then read. Blank lines
+  are ignored, and values that are not numbers are left out.
+  """
+  merged: dict[int, dict[str, float]] = {}
+  skipped = []
+  for number, line in enumerate(lines, start=1):
+    text = line.strip()
+    if not text:
+      continue
+    record = _parse(text)
+    if record is None:
+      skipped.append(number)
+      start = text.rfind('{"step"')
+      record = _parse(text[start:]) if start > 0 else None
+    if record is None:
+      continue
+    values = {k: _number(v) for k, v in record.items() if k != 'step'}
+    merged.setdefault(record['step'], {}).update(
+        {k: v for k, v in values.items() if v is not None})
+  return dict(sorted(merged.items())), tuple(skipped)
+
+
+def load_run(path: str) -> Run:
+  """Reads the run directory `path`: its config.json and metrics.jsonl (see `merge_metrics`)."""
+  if not os.path.isdir(path):
+    raise errors.UserError(f'Run directory {path} does not exist or is not a directory; pass the '
+                           '--workdir of launch.train runs.')
+  files = {}
+  for name in ('config.json', 'metrics.jsonl'):
+    file_path = os.path.join(path, name)
+    if not os.path.isfile(file_path):
+      raise errors.UserError(f'Run directory {path} has no {name}; pass the --workdir of a '
+                             'launch.train run, which holds config.json and metrics.jsonl.')
+    try:
+      with open(file_path, encoding='utf-8', errors='replace') as f:
+        files[name] = f.read()
+    except OSError as e:
+      raise errors.UserError(f'Cannot read {file_path} ({e.strerror}); make it readable or leave '
+                             'the run out.') from e
+  config_path = os.path.join(path, 'config.json')
+  try:
+    config = json.loads(files['config.json'])
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'{config_path} is not valid JSON ({e}); restore the config '
+                           'launch.train wrote or leave the run out.') from e
+  if not isinstance(config, dict):
+    raise errors.UserError(f'{config_path} is not a JSON object (the resolved config launch.train '
+                           'writes); restore it or leave the run out.')
+  metrics, skipped = merge_metrics(files['metrics.jsonl'].split('\n'))
+  return Run(os.path.basename(os.path.abspath(path)), path, config, metrics, skipped)
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """Nested config dicts as one dict of dotted keys ('model.architecture'); {} is a value."""
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, Mapping) and value:
+      flat.update(flatten_config(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def _is_location_key(key: str) -> bool:
+  return any(key == k or key.startswith(k + '.') for k in LOCATION_KEYS)
+
+
+def swept_values(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
+  """Run name -> the config values (dotted keys, config order) that differ between `runs`.
+
+  A key counts when its value differs between two runs or some run lacks it; a run lacking it has
+  no entry for it. Keys of `LOCATION_KEYS` never count. One run has nothing swept.
+  """
+  flat = [flatten_config(run.config) for run in runs]
+  keys = dict.fromkeys(key for values in flat for key in values if not _is_location_key(key))
+  swept = [key for key in keys
+           if len({json.dumps(values[key], sort_keys=True) if key in values else None
+                   for values in flat}) > 1]
+  return {run.name: {key: values[key] for key in swept if key in values}
+          for run, values in zip(runs, flat)}
+
+
+def format_value(value: Any) -> str:
+  """A config value as the table and legends show it: strings bare, the rest as JSON."""
+  return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+  """Each run's legend label: its swept values (`objective.name=ul2, model.architecture=decoder`),
+  or its name when nothing differs; a label that several runs share is prefixed with the name."""
+  swept = swept_values(runs)
+  labels = [', '.join(f'{k}={format_value(v)}' for k, v in swept[run.name].items()) or run.name
+            for run in runs]
+  return [f'{run.name}: {label}' if labels.count(label) > 1 and label != run.name else label
+          for run, label in zip(runs, labels)]
+
+
+def series(run: Run, key: str, x: str = 'step') -> tuple[list[float], list[float]]:
+  """The values of metric `key` against `x` (`step` or another metric) at the steps with both."""
+  points = [(step if x == 'step' else values[x], values[key])
+            for step, values in run.metrics.items()
+            if key in values and (x == 'step' or x in values)]
+  return [p[0] for p in points], [p[1] for p in points]
+
+
+def final_value(run: Run, key: str) -> float | None:
+  """Metric `key` at the last step that logged it; None when no step did."""
+  values = series(run, key)[1]
+  return values[-1] if values else None
+
+
+def best_value(run: Run, key: str) -> float | None:
+  """The lowest finite value of metric `key` (nan when none is finite); None when never logged."""
+  values = series(run, key)[1]
+  finite = [v for v in values if math.isfinite(v)]
+  return min(finite) if finite else (math.nan if values else None)
+
+
+def eval_names(runs: Sequence[Run]) -> list[str]:
+  """The sorted `<name>`s of the `eval/<name>/loss` metrics any of `runs` logged."""
+  return sorted({match[1] for run in runs for values in run.metrics.values() for key in values
+                 if (match := _EVAL_LOSS.match(key))})
+
+
+def format_number(value: float | None) -> str:
+  """4 significant digits, from 10^4 on with a suffix k, M, B or T (40960: '40.96k'); None: '-'."""
+  if value is None:
+    return '-'
+  if not math.isfinite(value):
+    return str(value)
+  rounded = float(f'{value:.4g}')
+  if abs(rounded) >= _SUFFIXED_FROM:
+    scale, suffix = next((scale, suffix) for scale, suffix in _SUFFIXES if abs(rounded) >= scale)
+    return f'{rounded / scale:.4g}{suffix}'
+  return f'{rounded:.4g}'
+
+
+def _cell(text: str) -> str:
+  return text.replace('|', r'\|').replace('\n', ' ')
+
+
+def summary_table(runs: Sequence[Run]) -> str:
+  """A markdown table, one row per run: run, swept values, last step, final train `loss`, final and
+  best (lowest) `eval/<name>/loss` of every eval name, final `tokens_seen`."""
+  swept = swept_values(runs)
+  keys = list(dict.fromkeys(key for values in swept.values() for key in values))
+  metrics = [('loss', final_value, 'loss')]
+  for name in eval_names(runs):
+    key = f'eval/{name}/loss'
+    metrics += [(key, final_value, key), (f'best {key}', best_value, key)]
+  metrics.append(('tokens_seen', final_value, 'tokens_seen'))
+  header = ['run', *keys, 'step', *(title for title, _, _ in metrics)]
+  align = ['---'] * (1 + len(keys)) + ['---:'] * (1 + len(metrics))
+  rows = [[run.name,
+           *(format_value(swept[run.name][k]) if k in swept[run.name] else '-' for k in keys),
+           str(max(run.metrics)) if run.metrics else '-',
+           *(format_number(value(run, key)) for _, value, key in metrics)]
+          for run in runs]
+  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
+                   for row in [header, align, *rows])
+
+
+def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
+          path: str) -> None:
+  """Saves one PNG: every (label, xs, ys) curve on one pair of axes."""
+  fig = figure.Figure(figsize=(8, 5), layout='constrained')
+  ax = fig.subplots()
+  for label, xs, ys in curves:
+    ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
+            marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
+  ax.set_title(title, fontsize=13)
+  ax.set_xlabel(x, fontsize=11)
+  ax.set_ylabel(y, fontsize=11)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize='small')
+  fig.savefig(path, dpi=120)
+
+
+def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
+  """Writes PNG plots of `runs` into `out_dir` and returns their paths, in this order:
+
+  train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png for every
+  eval name (its slashes as '-'), learning_rate_vs_step.png. Every run is a curve on one pair of
+  axes, labelled by `run_labels`; a plot no run has data for is left out. Matplotlib's Figure API
+  renders with Agg and leaves pyplot's global state alone.
+  """
+  specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
+           ('train_loss_vs_tokens_seen', 'Training loss vs tokens seen', 'tokens_seen', 'loss'),
+           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_loss_vs_step',
+              f'Eval loss on {name} (eval/{name}/loss) vs step', 'step', f'eval/{name}/loss')
+             for name in eval_names(runs)),
+           ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate')]
+  labels = run_labels(runs)
+  paths = []
+  for stem, title, x, y in specs:
+    curves = [(label, *series(run, y, x)) for run, label in zip(runs, labels)]
+    curves = [curve for curve in curves if curve[1]]
+    if curves:
+      paths.append(os.path.join(out_dir, f'{stem}.png'))
+      _plot(curves, title, x, y, paths[-1])
+  return paths

@@ -1,0 +1,249 @@
+"""research/report.py and python -m launch.report on run directories written here.
+
+Three runs differ in objective.name and model.architecture (and in keys that only locate files):
+`causal` ran cleanly; `ul2` was killed after its step-10 checkpoint mid-write of a line, and the
+resumed run logged steps 15 and 20 again (its first line glued to the torn one); `prefix` was killed
+mid-write of its last line and has a nan evaluation loss.
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import base
+from launch import report as report_command
+from research import report
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+TOKENS_PER_STEP = 2048
+
+
+def _train(step: int, loss: float) -> dict:
+  """A training line as research/metrics.py writes it."""
+  return {'step': step, 'accuracy': 0.2, 'grad_norm': 1.5, 'loss': loss, 'tokens': 2048.0,
+          'z_loss': 0.0035, 'learning_rate': 1e-4 * step, 'tokens_per_second': 3400.0,
+          'mfu': 0.18, 'tokens_seen': TOKENS_PER_STEP * step,
+          'data/stdlib_prose/epochs': 0.0005 * step}
+
+
+def _eval(step: int, prose_loss: float | str, infilling_loss: float) -> dict:
+  """An evaluation line: the task itself and the task in the R3_15 infilling format."""
+  return {'step': step, 'eval/stdlib_prose/loss': prose_loss, 'eval/stdlib_prose/accuracy': 0.15,
+          'eval/stdlib_prose/bits_per_byte': 5.4, 'eval/stdlib_code/R3_15/loss': infilling_loss,
+          'eval/stdlib_code/R3_15/accuracy': 0.3}
+
+
+def _line(record: dict) -> str:
+  return json.dumps(record) + '\n'
+
+
+def _write_run(directory, metrics_text: str, **overrides) -> str:
+  """A run directory: config.json (experiments/base.py with `overrides`, a=b as a__b) and
+  metrics.jsonl (`metrics_text` as is)."""
+  config = base.get_config().to_dict()
+  for key, value in overrides.items():
+    *parents, leaf = key.split('__')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  directory.mkdir()
+  (directory / 'config.json').write_text(json.dumps(config, indent=2, sort_keys=True))
+  (directory / 'metrics.jsonl').write_text(metrics_text)
+  return str(directory)
+
+
+@pytest.fixture(scope='module')
+def run_dirs(tmp_path_factory):
+  """The paths of the runs `causal`, `ul2` and `prefix`."""
+  root = tmp_path_factory.mktemp('runs')
+  causal = ''.join(map(_line, [_train(5, 5.0), _train(10, 4.0), _eval(10, 3.9, 4.1),
+                               _train(15, 3.5), _train(20, 3.0), _eval(20, 3.2, 3.6)]))
+  ul2 = (''.join(map(_line, [_train(5, 5.2), _train(10, 4.4), _eval(10, 4.0, 3.0),
+                             _train(15, 3.9), _train(20, 3.6)]))
+         + '{"step": 25, "loss": 3.'  # torn by the kill; the resumed run appends to it
+         + ''.join(map(_line, [_train(15, 3.8), _train(20, 3.3), _eval(20, 3.5, 3.1)])))
+  prefix = (''.join(map(_line, [_train(5, 5.1), _train(10, 4.2), _eval(10, 'nan', 4.5),
+                                _train(15, 3.7)]))
+            + '{"step": 20, "loss": 3.4, "learning_r')  # torn last line
+  return [
+      _write_run(root / 'causal', causal, objective__name='causal_lm', data__cache_dir='/a'),
+      _write_run(root / 'ul2', ul2, objective__name='ul2', model__architecture='encoder_decoder',
+                 data__cache_dir='/b', checkpoint__every=10),
+      _write_run(root / 'prefix', prefix, objective__name='prefix_lm', data__cache_dir='/c',
+                 distributed__coordinator_address='host:1234'),
+  ]
+
+
+@pytest.fixture(scope='module')
+def runs(run_dirs):
+  return [report.load_run(path) for path in run_dirs]
+
+
+def _table(markdown: str) -> list[list[str]]:
+  """The cells of a markdown table's rows, the header first, the alignment row left out."""
+  rows = [line.strip().strip('|').split(' | ') for line in markdown.strip().splitlines()]
+  assert set(''.join(rows[1])) <= set('-: ')
+  return [[cell.strip() for cell in row] for row in [rows[0], *rows[2:]]]
+
+
+def test_lines_of_a_step_merge_and_later_lines_win(runs):
+  causal, ul2, prefix = runs
+  assert [run.name for run in runs] == ['causal', 'ul2', 'prefix']
+  assert list(causal.metrics) == [5, 10, 15, 20] and causal.skipped_lines == ()
+  assert causal.metrics[10]['loss'] == 4.0 and causal.metrics[10]['eval/stdlib_prose/loss'] == 3.9
+  assert causal.metrics[20]['eval/stdlib_code/R3_15/loss'] == 3.6
+  assert causal.metrics[20]['tokens_seen'] == 20 * TOKENS_PER_STEP
+  # Steps 15 (read from the line glued to the torn one) and 20 as the resumed run logged them.
+  assert list(ul2.metrics) == [5, 10, 15, 20] and ul2.skipped_lines == (6,)
+  assert [ul2.metrics[s]['loss'] for s in (5, 10, 15, 20)] == [5.2, 4.4, 3.8, 3.3]
+  assert ul2.metrics[20]['eval/stdlib_prose/loss'] == 3.5
+  assert report.series(ul2, 'loss', 'tokens_seen') == (
+      [TOKENS_PER_STEP * s for s in (5, 10, 15, 20)], [5.2, 4.4, 3.8, 3.3])
+  # The torn last line is skipped; "nan" as metrics.py writes it is a float again.
+  assert list(prefix.metrics) == [5, 10, 15] and prefix.skipped_lines == (5,)
+  assert math.isnan(prefix.metrics[10]['eval/stdlib_prose/loss'])
+  assert prefix.config['objective']['name'] == 'prefix_lm'
+
+
+def test_swept_values_leave_out_keys_that_only_locate_files(runs):
+  assert report.swept_values(runs) == {
+      'causal': {'model.architecture': 'decoder', 'objective.name': 'causal_lm'},
+      'ul2': {'model.architecture': 'encoder_decoder', 'objective.name': 'ul2'},
+      'prefix': {'model.architecture': 'decoder', 'objective.name': 'prefix_lm'},
+  }
+  assert report.swept_values(runs[:1]) == {'causal': {}}
+  assert report.run_labels(runs) == ['model.architecture=decoder, objective.name=causal_lm',
+                                     'model.architecture=encoder_decoder, objective.name=ul2',
+                                     'model.architecture=decoder, objective.name=prefix_lm']
+  assert report.run_labels(runs[:1]) == ['causal']
+
+
+def test_a_key_only_some_runs_have_is_swept_and_shared_labels_name_the_run():
+  configs = [{'data': {'tasks': {}}, 'seed': 0}, {'data': {'tasks': {'sums': {'n': 5}}}, 'seed': 0},
+             {'data': {'tasks': {}}, 'seed': 0}]
+  runs = [report.Run(name, name, config, {}) for name, config in zip('abc', configs)]
+  assert report.swept_values(runs) == {'a': {'data.tasks': {}}, 'b': {'data.tasks.sums.n': 5},
+                                       'c': {'data.tasks': {}}}
+  assert report.run_labels(runs) == ['a: data.tasks={}', 'data.tasks.sums.n=5', 'c: data.tasks={}']
+
+
+def test_summary_table_has_a_row_per_run_with_final_and_best_losses(runs):
+  header, *rows = _table(report.summary_table(runs))
+  assert header == ['run', 'model.architecture', 'objective.name', 'step', 'loss',
+                    'eval/stdlib_code/R3_15/loss', 'best eval/stdlib_code/R3_15/loss',
+                    'eval/stdlib_prose/loss', 'best eval/stdlib_prose/loss', 'tokens_seen']
+  assert rows == [
+      ['causal', 'decoder', 'causal_lm', '20', '3', '3.6', '3.6', '3.2', '3.2', '40.96k'],
+      ['ul2', 'encoder_decoder', 'ul2', '20', '3.3', '3.1', '3', '3.5', '3.5', '40.96k'],
+      ['prefix', 'decoder', 'prefix_lm', '15', '3.7', '4.5', '4.5', 'nan', 'nan', '30.72k'],
+  ]
+
+
+def test_numbers_have_four_significant_digits():
+  assert [report.format_number(x) for x in (3.14159, 0.000123456, 4096, 9999.5, 40960, 1.5e6,
+                                            2.5e9, -12.3456, math.inf, None)] == [
+      '3.142', '0.0001235', '4096', '10k', '40.96k', '1.5M', '2.5B', '-12.35', 'inf', '-']
+
+
+def test_plots_are_pngs_one_per_metric(runs, tmp_path):
+  paths = report.plot_runs(runs, str(tmp_path))
+  assert [os.path.basename(p) for p in paths] == [
+      'train_loss_vs_step.png', 'train_loss_vs_tokens_seen.png',
+      'eval_stdlib_code-R3_15_loss_vs_step.png', 'eval_stdlib_prose_loss_vs_step.png',
+      'learning_rate_vs_step.png']
+  for path in paths:
+    with open(path, 'rb') as f:
+      content = f.read()
+    assert content[:8] == PNG_SIGNATURE and len(content) > 1000
+
+
+def _main(argv: list[str], out: str | None) -> str:
+  """Runs the command's main in-process with --out=`out`; returns what it printed."""
+  flags.FLAGS.mark_as_parsed()
+  printed = io.StringIO()
+  with flagsaver.flagsaver(out=out), contextlib.redirect_stdout(printed):
+    report_command.main(['launch.report', *argv])
+  return printed.getvalue()
+
+
+def test_command_writes_the_report_and_its_plots(run_dirs, tmp_path, capsys):
+  out = tmp_path / 'out'
+  printed = _main(run_dirs, str(out))
+  assert printed == f'{out / "report.md"}\n'
+  assert capsys.readouterr().err.splitlines() == [
+      f'warning: skipped unreadable lines [{line}] of {run_dirs[i]}/metrics.jsonl (torn writes)'
+      for i, line in ((1, 6), (2, 5))]
+  text = (out / 'report.md').read_text()
+  assert f'    python -m launch.report {" ".join(run_dirs)} --out={out}\n' in text
+  table = '\n'.join(line for line in text.splitlines() if line.startswith('|'))
+  assert table == report.summary_table(report_command.load_runs(run_dirs))
+  assert '- `ul2`: skipped unreadable lines of metrics.jsonl (torn writes): 6' in text
+  images = [line[line.index('](') + 2:-1] for line in text.splitlines() if line.startswith('![')]
+  assert len(images) == 5 and sorted(os.listdir(out)) == sorted([*images, 'report.md'])
+
+
+def test_a_failed_report_leaves_the_previous_one_whole(run_dirs, tmp_path, monkeypatch):
+  out = tmp_path / 'out'
+  _main(run_dirs[:1], str(out))
+  before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+
+  def failing_plots(runs, out_dir):
+    (tmp_path / 'staged').write_text(out_dir)
+    with open(os.path.join(out_dir, 'train_loss_vs_step.png'), 'wb') as f:
+      f.write(PNG_SIGNATURE)  # half a plot
+    raise RuntimeError('plotting failed')
+
+  monkeypatch.setattr(report, 'plot_runs', failing_plots)
+  with pytest.raises(RuntimeError, match='plotting failed'):
+    _main(run_dirs, str(out))
+  assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+  assert not os.path.exists((tmp_path / 'staged').read_text())
+
+
+@pytest.mark.parametrize('problem', ['missing', 'no_metrics', 'no_config', 'duplicate', 'no_out',
+                                     'out_is_a_file', 'no_directories'])
+def test_command_errors_name_the_path_or_flag(run_dirs, tmp_path, problem):
+  (tmp_path / 'no_metrics').mkdir()
+  (tmp_path / 'no_metrics' / 'config.json').write_text('{}')
+  (tmp_path / 'no_config').mkdir()
+  (tmp_path / 'no_config' / 'metrics.jsonl').write_text('{"step": 1, "loss": 2.0}\n')
+  (tmp_path / 'causal').symlink_to(run_dirs[0])
+  (tmp_path / 'file').write_text('')
+  out = str(tmp_path / 'out')
+  argv, out, message = {
+      'missing': ([str(tmp_path / 'nope')], out,
+                  f'Run directory {tmp_path / "nope"} does not exist or is not a directory'),
+      'no_metrics': ([str(tmp_path / 'no_metrics')], out,
+                     f'Run directory {tmp_path / "no_metrics"} has no metrics.jsonl'),
+      'no_config': ([run_dirs[0], str(tmp_path / 'no_config')], out,
+                    f'Run directory {tmp_path / "no_config"} has no config.json'),
+      'duplicate': ([run_dirs[0], str(tmp_path / 'causal')], out,
+                    f'Run directories {run_dirs[0]} and {tmp_path / "causal"} share the name '
+                    "'causal'"),
+      'no_out': (run_dirs, None, '--out is required'),
+      'out_is_a_file': (run_dirs, str(tmp_path / 'file'), f'--out={tmp_path / "file"} is a file'),
+      'no_directories': ([], out, 'No run directory given'),
+  }[problem]
+  with pytest.raises(SystemExit, match='^error: ' + re.escape(message)):
+    _main(argv, out)
+  assert not os.path.exists(tmp_path / 'out')
+
+
+def test_command_line_error_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.report', str(tmp_path / 'nope'), f'--out={tmp_path / "out"}'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 1 and not result.stdout
+  assert result.stderr.strip() == (f'error: Run directory {tmp_path / "nope"} does not exist or is '
+                                   'not a directory; pass the --workdir of launch.train runs.')
+  assert not os.path.exists(tmp_path / 'out')
