@@ -15,8 +15,7 @@ from research.objectives import losses
 def make_eval_step(model, replicated):
   """A jitted (params, batch) -> loss sums on the validation batch."""
   def eval_step(params, batch):
-    logits_BLV = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
-                             batch['positions'], batch.get('prefix'))
+    logits_BLV = model.apply({'params': params}, batch)
     return losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'])
   return jax.jit(eval_step, out_shardings=replicated)
 

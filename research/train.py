@@ -49,18 +49,13 @@ def make_optimizer(train_config: ml_collections.ConfigDict, schedule) -> optax.G
   return adamw
 
 
-def dummy_batch(batch_size: int, seq_len: int) -> dict:
-  shape = (batch_size, seq_len)
-  return {'inputs': jnp.zeros(shape, jnp.int32), 'segment_ids': jnp.ones(shape, jnp.int32),
-          'positions': jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.int32), shape)}
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict):
+  """rng -> TrainState with boxed (logically named) parameters and optimizer state.
 
-
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
-  """rng -> TrainState with boxed (logically named) parameters and optimizer state."""
+  `batch` (transformer.dummy_batch) gives the model the input keys and shapes to initialise with.
+  """
   def init(rng):
-    batch = dummy_batch(1, seq_len)
-    params = model.init({'params': rng}, batch['inputs'], batch['segment_ids'],
-                        batch['positions'])['params']
+    params = model.init({'params': rng}, batch)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 
@@ -75,8 +70,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   num_micro = train_config.micro_batches
 
   def loss_sums(params, batch, rng):
-    logits_BLV = model.apply({'params': params}, batch['inputs'], batch['segment_ids'],
-                             batch['positions'], batch.get('prefix'), deterministic=not dropout,
+    logits_BLV = model.apply({'params': params}, batch, deterministic=not dropout,
                              rngs={'dropout': rng})
     sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
                                       train_config.z_loss)
@@ -120,10 +114,12 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh, devices)
     self.rules = sharding.logical_rules(config.mesh)
     self.model_config = transformer.ModelConfig.from_config(config.model)
-    self.model = transformer.Decoder(self.model_config)
+    self.model = transformer.make_model(self.model_config)
     self.schedule = schedules.make_schedule(config.schedule, config.train.steps)
     self.tx = make_optimizer(config.train, self.schedule)
-    init_fn = make_init_fn(self.model, self.tx, config.data.seq_len)
+    init_batch = transformer.dummy_batch(self.model_config, 1, config.data.seq_len,
+                                         config.objective.target_len or config.data.seq_len)
+    init_fn = make_init_fn(self.model, self.tx, init_batch)
     # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
     boxed = jax.eval_shape(init_fn, jax.random.key(config.seed))
     self.state_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)

@@ -6,23 +6,37 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import base
+from research import train
 from research.model import layers, transformer
 
 CONFIG = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=2, head_dim=16,
                                  mlp_dim=64)
+ENC_DEC = dataclasses.replace(CONFIG, architecture='encoder_decoder', num_encoder_layers=3)
+
+
+def _positions(segments):
+  """Positions that restart in each segment."""
+  positions = np.zeros_like(segments)
+  for row in range(segments.shape[0]):
+    for t in range(1, segments.shape[1]):
+      positions[row, t] = positions[row, t - 1] + 1 if segments[row, t] == segments[row, t - 1] else 0
+  return positions
+
+
+def _init(config, batch):
+  model = transformer.make_model(config)
+  return nn.meta.unbox(jax.jit(model.init)({'params': jax.random.key(0)}, batch)['params'])
 
 
 def _apply(config, tokens, segments, prefix=None, params=None):
-  model = transformer.Decoder(config)
-  positions = np.zeros_like(tokens)
-  for row in range(tokens.shape[0]):  # positions restart in each segment
-    for t in range(1, tokens.shape[1]):
-      positions[row, t] = positions[row, t - 1] + 1 if segments[row, t] == segments[row, t - 1] else 0
-  args = (jnp.asarray(tokens), jnp.asarray(segments), jnp.asarray(positions),
-          None if prefix is None else jnp.asarray(prefix))
+  batch = {'inputs': jnp.asarray(tokens), 'segment_ids': jnp.asarray(segments),
+           'positions': jnp.asarray(_positions(segments))}
+  if prefix is not None:
+    batch['prefix'] = jnp.asarray(prefix)
   if params is None:
-    params = nn.meta.unbox(jax.jit(model.init)({'params': jax.random.key(0)}, *args)['params'])
-  return jax.jit(model.apply)({'params': params}, *args), params
+    params = _init(config, batch)
+  return jax.jit(transformer.Decoder(config).apply)({'params': params}, batch), params
 
 
 def _tokens(seed, length=12):
@@ -85,8 +99,8 @@ def test_rotary_preserves_norm_and_depends_on_relative_position():
 
 def test_every_parameter_has_logical_axis_names():
   config = dataclasses.replace(CONFIG, qk_norm=True, tie_embeddings=False)
-  x = jnp.zeros((1, 8), jnp.int32)
-  boxed = transformer.Decoder(config).init({'params': jax.random.key(0)}, x, x + 1, x)['params']
+  batch = transformer.dummy_batch(config, 1, 8, 8)
+  boxed = transformer.Decoder(config).init({'params': jax.random.key(0)}, batch)['params']
   leaves = jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))
   assert leaves and all(isinstance(v, nn.Partitioned) for v in leaves)
   assert all(len(v.names) == v.value.ndim for v in leaves)
@@ -131,3 +145,238 @@ def test_flops_per_token_formula():
   # 6N + 12 * layers * L * H*K / 2 (causal) with L = 128.
   assert transformer.flops_per_token(CONFIG, 128) == 6 * 22528 + 12 * 2 * 128 * 32 / 2
   assert transformer.flops_per_token(CONFIG, 128, causal=False) == 6 * 22528 + 12 * 2 * 128 * 32
+
+
+def _enc_dec_batch(encoder_tokens, encoder_segments, tokens, segments):
+  return {'encoder_inputs': jnp.asarray(encoder_tokens),
+          'encoder_segment_ids': jnp.asarray(encoder_segments),
+          'encoder_positions': jnp.asarray(_positions(encoder_segments)),
+          'inputs': jnp.asarray(tokens), 'segment_ids': jnp.asarray(segments),
+          'positions': jnp.asarray(_positions(segments))}
+
+
+def test_encoder_decoder_logits_and_named_parameters():
+  config = dataclasses.replace(ENC_DEC, qk_norm=True, tie_embeddings=False, dtype='bfloat16')
+  model = transformer.make_model(config)
+  assert isinstance(model, transformer.EncoderDecoder)
+  batch = transformer.dummy_batch(config, 2, 12, 8)
+  assert {k: v.shape for k, v in batch.items()} == {
+      'encoder_inputs': (2, 12), 'encoder_segment_ids': (2, 12), 'encoder_positions': (2, 12),
+      'inputs': (2, 8), 'segment_ids': (2, 8), 'positions': (2, 8)}
+  boxed = model.init({'params': jax.random.key(0)}, batch)['params']
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))
+  assert leaves and all(isinstance(v, nn.Partitioned) for v in leaves)
+  assert all(len(v.names) == v.value.ndim and v.value.dtype == jnp.float32 for v in leaves)
+  assert boxed['encoder_layers']['attention']['query'].names == ('layers', 'embed', 'heads', 'kv')
+  cross_out = boxed['decoder_layers']['cross_attention']['out']
+  assert cross_out.names == ('layers', 'heads', 'kv', 'embed')
+  params = nn.meta.unbox(boxed)
+  assert params['encoder_layers']['mlp']['gate'].shape == (3, 32, 64)  # num_encoder_layers
+  assert params['decoder_layers']['cross_attention']['key_norm']['scale'].shape == (2, 16)
+  assert 'cross_attention' not in params['encoder_layers']
+  assert {'embedding', 'unembedding', 'encoder_norm', 'final_norm'} <= set(params)
+  logits = jax.jit(model.apply)({'params': params}, batch)
+  assert logits.shape == (2, 8, 64) and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+# A packed encoder-decoder row: examples 1 and 2 on both sides; the decoder row ends in padding
+# while the encoder row has none, so the padding position has no encoder token to attend to.
+ENCODER_SEGMENTS = np.array([[1] * 6 + [2] * 6], np.int32)
+DECODER_SEGMENTS = np.array([[1] * 4 + [2] * 3 + [0]], np.int32)
+
+
+def _encoder_output(model, variables, batch):
+  """The encoder's output [B, E, D] after its final norm, captured from the model's forward pass."""
+  _, state = model.apply(variables, batch, mutable='intermediates',
+                         capture_intermediates=lambda module, _: module.name == 'encoder_norm')
+  return state['intermediates']['encoder_norm']['__call__'][0]
+
+
+def test_encoder_is_bidirectional_decoder_causal_and_examples_apart():
+  encoder_tokens, tokens = _tokens(6, 12), _tokens(7, 8)
+  batch = _enc_dec_batch(encoder_tokens, ENCODER_SEGMENTS, tokens, DECODER_SEGMENTS)
+  params = _init(ENC_DEC, batch)
+  model = transformer.EncoderDecoder(ENC_DEC)
+  apply = jax.jit(lambda batch: (model.apply({'params': params}, batch),
+                                 _encoder_output(model, {'params': params}, batch)))
+  run = lambda e, d: jax.device_get(apply(_enc_dec_batch(e, ENCODER_SEGMENTS, d, DECODER_SEGMENTS)))
+  logits, encoded = run(encoder_tokens, tokens)
+  late = encoder_tokens.copy()
+  late[0, 5] = (late[0, 5] + 7) % 64  # the last encoder token of example 1
+  logits_late, encoded_late = run(late, tokens)
+  assert np.abs(logits_late[0, 0] - logits[0, 0]).max() > 1e-3  # reaches the first output
+  # Cross-attention alone would do that: the encoder's own first output shows it is bidirectional.
+  assert np.abs(encoded_late[0, 0] - encoded[0, 0]).max() > 1e-3
+  other = encoder_tokens.copy()
+  other[0, 6:] = _tokens(8, 12)[0, 6:]  # example 2's encoder tokens
+  logits_other, encoded_other = run(other, tokens)
+  np.testing.assert_array_equal(encoded_other[0, :6], encoded[0, :6])
+  np.testing.assert_array_equal(logits_other[0, :4], logits[0, :4])
+  np.testing.assert_array_equal(logits_other[0, 7], logits[0, 7])  # padding: no encoder token
+  assert np.abs(logits_other[0, 4:7] - logits[0, 4:7]).max() > 1e-3
+  other = tokens.copy()
+  other[0, 4:7] = _tokens(9, 8)[0, 4:7]  # example 2's decoder tokens
+  np.testing.assert_array_equal(run(encoder_tokens, other)[0][0, :4], logits[0, :4])
+  later = tokens.copy()
+  later[0, 2] = (later[0, 2] + 7) % 64  # a later decoder token never changes earlier logits
+  logits_later, _ = run(encoder_tokens, later)
+  np.testing.assert_array_equal(logits_later[0, :2], logits[0, :2])
+  assert np.abs(logits_later[0, 2] - logits[0, 2]).max() > 1e-3
+
+
+def _logits(model, variables, batch):
+  return model.apply(variables, batch)
+
+
+def _seen(config, batch, token_ids, output=_logits):
+  """[T, N] bool: whether output t has a nonzero gradient w.r.t. token n's input embedding.
+
+  `output` gives [1, T, X] (by default the logits); `token_ids` lists every input token of the
+  one-row batch, encoder first. They are distinct and the output layer untied, so the gradient
+  w.r.t. embedding row token_ids[n] is the gradient w.r.t. token n's input embedding, through the
+  model's own lookup.
+  """
+  assert len(set(token_ids)) == len(token_ids) and not config.tie_embeddings
+  params = _init(config, batch)
+  model = transformer.make_model(config)
+
+  def mixed_T(embedding_VD):
+    out_TX = output(model, {'params': {**params, 'embedding': embedding_VD}}, batch)[0]
+    return out_TX @ jax.random.normal(jax.random.key(1), out_TX.shape[-1:])  # a generic readout
+
+  grads_TVD = jax.jit(jax.jacrev(mixed_T))(params['embedding'])
+  return np.asarray(jnp.abs(grads_TVD[:, np.asarray(token_ids)]).max(-1) > 0)
+
+
+def test_gradients_reach_exactly_what_each_decoder_position_may_see():
+  config = dataclasses.replace(ENC_DEC, tie_embeddings=False)
+  ids = np.random.default_rng(10).permutation(np.arange(1, 64))[:20].astype(np.int32)
+  encoder_tokens, tokens = ids[None, :12], ids[None, 12:]
+  batch = _enc_dec_batch(encoder_tokens, ENCODER_SEGMENTS, tokens, DECODER_SEGMENTS)
+  seen_LN = _seen(config, batch, ids)
+  enc, dec = ENCODER_SEGMENTS[0], DECODER_SEGMENTS[0]
+  # Every encoder token of the own example (bidirectional encoder, cross-attention within the
+  # example), decoder tokens of the own example up to t; padding sees padding only.
+  sees_encoder_LE = dec[:, None] == enc[None, :]
+  sees_decoder_LL = (dec[:, None] == dec[None, :]) & np.tri(8, dtype=bool)
+  np.testing.assert_array_equal(seen_LN, np.concatenate([sees_encoder_LE, sees_decoder_LL], 1))
+  # The encoder's own outputs: every token of the own example, in both directions, no decoder token.
+  encoder_seen_EN = _seen(config, batch, ids, _encoder_output)
+  sees_encoder_EE = enc[:, None] == enc[None, :]
+  np.testing.assert_array_equal(encoder_seen_EN, np.pad(sees_encoder_EE, ((0, 0), (0, 8))))
+
+
+def test_prefix_lm_gradients_reach_exactly_the_prefix_and_the_causal_past():
+  config = dataclasses.replace(CONFIG, tie_embeddings=False)
+  segments = np.array([[1] * 7 + [2] * 5], np.int32)
+  prefix = np.array([[True] * 3 + [False] * 4 + [True] * 2 + [False] * 3])  # P = 3 and 2
+  tokens = np.random.default_rng(11).permutation(np.arange(1, 64))[None, :12].astype(np.int32)
+  batch = {'inputs': jnp.asarray(tokens), 'segment_ids': jnp.asarray(segments),
+           'positions': jnp.asarray(_positions(segments)), 'prefix': jnp.asarray(prefix)}
+  seen_LL = _seen(config, batch, tokens[0])
+  expected = np.zeros((12, 12), bool)
+  expected[0:3, 0:3] = True  # the prefix of example 1 sees all of itself
+  for t in range(3, 7):
+    expected[t, :t + 1] = True  # later positions: the prefix and what precedes
+  expected[7:9, 7:9] = True  # example 2's prefix
+  for t in range(9, 12):
+    expected[t, 7:t + 1] = True
+  np.testing.assert_array_equal(seen_LL, expected)
+
+
+def test_encoder_decoder_learns_to_copy():
+  """Packed one-token examples, each copied from the encoder (ln 32 is the best loss without it)."""
+  train_config = base.get_config().train
+  tx = train.make_optimizer(train_config, lambda step: 1e-2)
+  model = transformer.make_model(ENC_DEC)
+  init = train.make_init_fn(model, tx, transformer.dummy_batch(ENC_DEC, 1, 8, 8))
+  state = jax.jit(lambda rng: nn.meta.unbox(init(rng)))(jax.random.key(0))
+  step = jax.jit(train.make_train_step(model, tx, train_config, dropout=False))
+  rng = np.random.default_rng(12)
+  segments = np.tile(np.arange(1, 9, dtype=np.int32), (8, 1))  # 8 one-token examples per row
+  zeros = np.zeros((8, 8), np.int32)
+  losses = []
+  for i in range(30):
+    tokens = rng.integers(2, 34, (8, 8)).astype(np.int32)
+    batch = {'encoder_inputs': tokens, 'encoder_segment_ids': segments, 'encoder_positions': zeros,
+             'inputs': zeros + 1, 'targets': tokens, 'segment_ids': segments, 'positions': zeros,
+             'weights': np.ones((8, 8), np.float32)}
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics['loss']))
+  assert losses[0] > 0.9 * np.log(64)  # starts near uniform over the vocabulary
+  assert losses[-1] < 0.7 * losses[0] and losses[-1] < 0.5 * np.log(32)
+
+
+def test_trainer_builds_and_steps_an_encoder_decoder_on_a_mesh():
+  config = base.get_config()
+  config.model.architecture, config.model.num_encoder_layers = 'encoder_decoder', 1
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 2, 64
+  config.model.num_heads, config.model.head_dim = 2, 16
+  config.data.seq_len, config.objective.target_len = 16, 8
+  config.train.batch_size, config.schedule.warmup_steps = 4, 1
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+  trainer = train.Trainer(config)
+  rng = np.random.default_rng(13)
+  rows = lambda length: np.ones((4, length), np.int32)
+  batch = {'encoder_inputs': rng.integers(1, 384, (4, 16)).astype(np.int32),
+           'encoder_segment_ids': rows(16), 'encoder_positions': np.cumsum(rows(16), 1) - 1,
+           'inputs': rng.integers(1, 384, (4, 8)).astype(np.int32),
+           'targets': rng.integers(1, 384, (4, 8)).astype(np.int32), 'segment_ids': rows(8),
+           'positions': np.cumsum(rows(8), 1) - 1, 'weights': rows(8).astype(np.float32)}
+  state = trainer.init_state()
+  assert state.params['encoder_layers']['mlp']['gate'].shape == (1, 32, 64)
+  cross_query = state.params['decoder_layers']['cross_attention']['query']  # [layers, D, H, K]
+  assert cross_query.shape == (2, 32, 2, 16)
+  assert cross_query.sharding.spec == jax.sharding.PartitionSpec(None, 'fsdp', 'tensor', None)
+  placed = trainer.place(batch)
+  new_state, metrics = trainer.step(state, placed, train.step_rng(0, 0))
+  assert int(new_state.step) == 1 and float(metrics['tokens']) == 32
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['grad_norm']) > 0
+  sums = trainer.eval_step(new_state.params, placed)
+  assert float(sums['weight_sum']) == 32 and np.isfinite(float(sums['cross_entropy_sum']))
+
+
+def test_encoder_decoder_flops_per_token():
+  config = dataclasses.replace(ENC_DEC, num_encoder_layers=1)
+  attention, mlp, output = 4 * 32 * 32, 3 * 32 * 64, 64 * 32
+  encoder_layer, decoder_layer = attention + mlp, 2 * attention + mlp  # with cross-attention
+  assert transformer.matmul_params(config) == 1 * encoder_layer + 2 * decoder_layer + output
+  # Per decoder token of a row of E = 128 encoder and L = 32 decoder tokens.
+  encoder = 6 * (attention + mlp + 2 * 2 * 32 * 32) * 128 + 12 * 1 * 128 * 32 * 128
+  decoder = (6 * (2 * (attention + mlp) + 2 * 2 * 32 * 32 + output) * 32
+             + 12 * 2 * 32 * 32 / 2 * 32 + 12 * 2 * 128 * 32 * 32)
+  assert transformer.flops_per_token(config, 128, target_len=32) == (encoder + decoder) / 32
+
+
+@pytest.mark.parametrize('architecture', transformer.ARCHITECTURES)
+def test_flops_per_token_matches_xla_count_of_the_forward_pass(architecture):
+  """Without the causal halving (XLA computes the whole score matrix), forward = training / 3."""
+  config = transformer.ModelConfig(architecture=architecture, vocab_size=256, d_model=128,
+                                   num_layers=2, num_encoder_layers=1, num_heads=2, head_dim=64,
+                                   mlp_dim=512, scan_layers=False)  # XLA counts a loop body once
+  model = transformer.make_model(config)
+  batch = transformer.dummy_batch(config, 1, 128, 64)
+  params = nn.meta.unbox(jax.eval_shape(model.init, {'params': jax.random.key(0)}, batch)['params'])
+  counted = jax.jit(model.apply).lower({'params': params}, batch).cost_analysis()['flops']
+  outputs = batch['inputs'].shape[1]
+  formula = transformer.flops_per_token(config, 128, causal=False, target_len=64) / 3 * outputs
+  assert formula <= counted < 1.03 * formula  # the rest is norms, softmax, rotary
+
+
+def test_encoder_decoder_unscanned_rematerialised_and_dropout():
+  encoder_tokens, tokens = _tokens(14, 12), _tokens(15, 8)
+  batch = _enc_dec_batch(encoder_tokens, ENCODER_SEGMENTS, tokens, DECODER_SEGMENTS)
+  params = _init(ENC_DEC, batch)
+  logits = transformer.EncoderDecoder(ENC_DEC).apply({'params': params}, batch)
+  unstacked = {k: v for k, v in params.items() if not k.endswith('_layers')}
+  for stack, count in (('encoder_layers', 3), ('decoder_layers', 2)):
+    for i in range(count):
+      unstacked[f'{stack}_{i}'] = jax.tree.map(lambda x: x[i], params[stack])
+  config = dataclasses.replace(ENC_DEC, scan_layers=False, remat='full', dropout_rate=0.5)
+  model = transformer.EncoderDecoder(config)
+  apply = jax.jit(model.apply, static_argnames='deterministic')
+  np.testing.assert_allclose(apply({'params': unstacked}, batch), logits, rtol=1e-5, atol=1e-5)
+  dropped = apply({'params': unstacked}, batch, deterministic=False,
+                  rngs={'dropout': jax.random.key(2)})
+  assert np.abs(dropped - logits).max() > 1e-2

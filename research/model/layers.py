@@ -72,11 +72,20 @@ def attention_mask(segment_ids_BL, prefix_BL=None):
   """
   length = segment_ids_BL.shape[1]
   causal_LL = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
-  same_segment_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
   allowed_BLL = causal_LL[None]
   if prefix_BL is not None:
     allowed_BLL = allowed_BLL | (prefix_BL[:, :, None] & prefix_BL[:, None, :])
-  return (allowed_BLL & same_segment_BLL)[:, None]
+  return allowed_BLL[:, None] & segment_mask(segment_ids_BL, segment_ids_BL)
+
+
+def segment_mask(query_segment_ids_BL, key_segment_ids_BS):
+  """Boolean mask [B, 1, L, S]: query q may attend key k of its own segment, in either direction.
+
+  The encoder's bidirectional self-attention and the decoder's attention to the encoder (Vaswani et
+  al. 2017, arXiv 1706.03762) use it; a packed encoder-decoder example carries the same segment id
+  in both rows. Padding (segment 0) attends only to padding.
+  """
+  return (query_segment_ids_BL[:, :, None] == key_segment_ids_BS[:, None, :])[:, None]
 
 
 def weight(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, ...], std: float):
@@ -86,8 +95,12 @@ def weight(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[st
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with rotary embeddings, optional qk-layernorm, float32 softmax.
+  """Multi-head attention with optional rotary embeddings and qk-layernorm, float32 softmax.
 
+  Self-attention by default; given `memory_BSD`, cross-attention: queries from x_BLD, keys and
+  values from the memory (the encoder's output, Vaswani et al. 2017, arXiv 1706.03762). Rotary
+  embeddings apply where sin and cos tables are given (self-attention only: in cross-attention the
+  two sides' positions count different sequences).
   qk-layernorm normalises queries and keys per head before the dot product, which stops attention
   logit growth at high learning rates (Wortsman et al. 2023, arXiv 2309.14322; Dehghani et al. 2023).
   """
@@ -99,22 +112,25 @@ class Attention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk):
+  def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None):
     d_model, dtype = x_BLD.shape[-1], self.dtype
     shape, names = (d_model, self.num_heads, self.head_dim), ('embed', 'heads', 'kv')
-    proj = lambda name: jnp.einsum('bld,dhk->blhk', x_BLD,
-                                   weight(self, name, shape, names, self.init_std).astype(dtype))
-    q_BLHK, k_BLHK, v_BLHK = proj('query'), proj('key'), proj('value')
+    memory_BSD = x_BLD if memory_BSD is None else memory_BSD
+    kernel = lambda name: weight(self, name, shape, names, self.init_std).astype(dtype)
+    proj = lambda name, y_BSD: jnp.einsum('bsd,dhk->bshk', y_BSD, kernel(name))
+    q_BLHK = proj('query', x_BLD)
+    k_BSHK, v_BSHK = proj('key', memory_BSD), proj('value', memory_BSD)
     if self.qk_norm:
       q_BLHK = LayerNorm(self.norm_eps, dtype, name='query_norm')(q_BLHK)
-      k_BLHK = LayerNorm(self.norm_eps, dtype, name='key_norm')(k_BLHK)
-    q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
-    k_BLHK = apply_rotary(k_BLHK, sin_BLk, cos_BLk)
+      k_BSHK = LayerNorm(self.norm_eps, dtype, name='key_norm')(k_BSHK)
+    if sin_BLk is not None:
+      q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
+      k_BSHK = apply_rotary(k_BSHK, sin_BLk, cos_BLk)
     q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
-    logits_BHLL = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BLHK, preferred_element_type=jnp.float32)
-    logits_BHLL = jnp.where(mask_B1LL, logits_BHLL, jnp.finfo(jnp.float32).min)
-    probs_BHLL = jax.nn.softmax(logits_BHLL, axis=-1).astype(dtype)
-    out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLL, v_BLHK)
+    logits_BHLS = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BSHK, preferred_element_type=jnp.float32)
+    logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
+    probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dtype)
+    out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLS, v_BSHK)
     out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
     out_HKD = weight(self, 'out', shape[1:] + shape[:1], ('heads', 'kv', 'embed'), self.init_std)
     return jnp.einsum('blhk,hkd->bld', out_BLHK, out_HKD.astype(dtype))

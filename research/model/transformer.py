@@ -1,11 +1,17 @@
-"""Decoder-only Transformer: pre-norm blocks of attention and SwiGLU, scanned over layers.
+"""Decoder-only and encoder-decoder Transformers: pre-norm blocks of attention and SwiGLU.
 
-The architecture follows the common LLaMA-style recipe (Touvron et al. 2023, arXiv 2302.13971):
-RMSNorm before each sub-layer, rotary positions, SwiGLU MLP, no biases. Parameters are float32;
-computation runs in `config.dtype` (float32 or bfloat16); logits and softmax are float32.
+The decoder follows the common LLaMA-style recipe (Touvron et al. 2023, arXiv 2302.13971):
+RMSNorm before each sub-layer, rotary positions, SwiGLU MLP, no biases. The encoder-decoder
+(Vaswani et al. 2017, arXiv 1706.03762) is laid out as in T5 (Raffel et al. 2020, arXiv 1910.10683):
+pre-norm, a final norm on each stack, one embedding shared by encoder, decoder and output layer;
+it is built from the same blocks, with rotary positions in both self-attentions where T5 has a
+relative bias. Both take one batch dict (`make_model` picks by `config.architecture`, `dummy_batch`
+makes one to initialise with). Parameters are float32; computation runs in `config.dtype` (float32
+or bfloat16); logits and softmax are float32.
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -21,14 +27,21 @@ REMAT_POLICIES = {
     'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+ARCHITECTURES = ('decoder', 'encoder_decoder')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The model's hyper-parameters; built from `config.model` by `from_config`."""
+  """The model's hyper-parameters; built from `config.model` by `from_config`.
+
+  `num_layers` counts the decoder's layers; an encoder-decoder's encoder has `num_encoder_layers`
+  (0 = num_layers).
+  """
+  architecture: str = 'decoder'
   vocab_size: int = 384
   d_model: int = 256
   num_layers: int = 4
+  num_encoder_layers: int = 0
   num_heads: int = 4
   head_dim: int = 64
   mlp_dim: int = 1024
@@ -50,19 +63,38 @@ class ModelConfig:
   def compute_dtype(self):
     return DTYPES[self.dtype]
 
+  @property
+  def encoder_layers(self) -> int:
+    return self.num_encoder_layers or self.num_layers
+
 
 class Block(nn.Module):
-  """One pre-norm Transformer layer. Returns (x, None) so that it can be scanned."""
+  """One pre-norm Transformer layer. Returns (x, None) so that it can be scanned.
+
+  Self-attention under `mask_B1LL` (causal in a decoder, bidirectional in the encoder), then, with
+  `cross_attention`, attention to the encoder's output `encoded_BED` under `cross_mask_B1LE`
+  (without rotary embeddings), then SwiGLU; each sub-layer has its RMSNorm and a residual.
+  """
   config: ModelConfig
+  cross_attention: bool = False
 
   @nn.compact
-  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic: bool):
+  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic: bool, encoded_BED=None,
+               cross_mask_B1LE=None):
     c, dtype = self.config, self.config.compute_dtype
+    attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
+                                  c.init_std, dtype)
     x_BLD = nn.with_logical_constraint(x_BLD, ('batch', 'length', 'embed'))
     h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='attention_norm')(x_BLD)
-    h_BLD = layers.Attention(c.num_heads, c.head_dim, c.qk_norm, c.norm_eps, c.init_std, dtype,
-                             name='attention')(h_BLD, mask_B1LL, sin_BLk, cos_BLk)
+    h_BLD = attention(name='attention')(h_BLD, mask_B1LL, sin_BLk, cos_BLk)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
+    if self.cross_attention:
+      h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='cross_attention_norm')(x_BLD)
+      h_BLD = attention(name='cross_attention')(h_BLD, cross_mask_B1LE, memory_BSD=encoded_BED)
+      # A query whose segment has no encoder token (decoder padding beside a full encoder row) would
+      # attend uniformly to the whole row; it gets nothing instead.
+      h_BLD = jnp.where(jnp.any(cross_mask_B1LE, axis=-1)[:, 0, :, None], h_BLD, 0)
+      x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='mlp_norm')(x_BLD)
     h_BLD = layers.SwiGLU(c.mlp_dim, c.init_std, dtype, name='mlp')(h_BLD)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
@@ -76,62 +108,164 @@ def _block_class(config: ModelConfig):
                   static_argnums=(5,))
 
 
-class Decoder(nn.Module):
-  """Decoder-only language model: token ids [B, L] -> float32 logits [B, L, V].
+def _stack(config: ModelConfig, num_layers: int, name: str, cross_attention: bool, x_BLD, *args):
+  """`num_layers` Blocks applied to x_BLD; `args` are the Block's arguments after x_BLD.
 
-  `segment_ids` keep packed documents apart (0 marks padding); `positions` restart in each
-  segment; `prefix` (bool [B, L]) marks a bidirectional prefix for prefix-LM objectives.
+  Called inside a compact method, whose module owns the layers: one module `name` scanned over a
+  leading `layers` axis when `config.scan_layers`, else modules `name_0`, `name_1`, ...
+  """
+  block = _block_class(config)
+  if config.scan_layers:
+    stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                    in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                    metadata_params={nn.PARTITION_NAME: 'layers'})
+    return stack(config, cross_attention, name=name)(x_BLD, *args)[0]
+  for i in range(num_layers):
+    x_BLD, _ = block(config, cross_attention, name=f'{name}_{i}')(x_BLD, *args)
+  return x_BLD
+
+
+def _embedding(module: nn.Module, config: ModelConfig):
+  """The input embedding [V, D] (also the output layer when tied)."""
+  return layers.weight(module, 'embedding', (config.vocab_size, config.d_model), ('vocab', 'embed'),
+                       config.init_std)
+
+
+def _logits(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
+  """The final norm and the output layer: float32 logits [B, L, V]."""
+  dtype = config.compute_dtype
+  x_BLD = layers.RMSNorm(config.norm_eps, dtype, name='final_norm')(x_BLD)
+  if config.tie_embeddings:
+    unembed_VD = embedding_VD
+  else:
+    unembed_VD = layers.weight(module, 'unembedding', (config.vocab_size, config.d_model),
+                               ('vocab', 'embed'), config.init_std)
+  # The output layer stored [V, D] with einsum 'bld,vd->blv' is the fast layout on CPU and TPU.
+  logits_BLV = jnp.einsum('bld,vd->blv', x_BLD, unembed_VD.astype(dtype),
+                          preferred_element_type=jnp.float32)
+  return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
+
+
+class Decoder(nn.Module):
+  """Decoder-only language model: a batch of token ids [B, L] -> float32 logits [B, L, V].
+
+  Reads `inputs`, `segment_ids` (packed documents stay apart; 0 marks padding), `positions` (they
+  restart in each segment) and optionally `prefix` (bool [B, L]: a bidirectional prefix for
+  prefix-LM objectives).
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, inputs_BL, segment_ids_BL, positions_BL, prefix_BL=None,
-               deterministic: bool = True):
-    c, dtype = self.config, self.config.compute_dtype
-    vocab_shape, vocab_names = (c.vocab_size, c.d_model), ('vocab', 'embed')
-    embedding_VD = layers.weight(self, 'embedding', vocab_shape, vocab_names, c.init_std)
-    x_BLD = jnp.take(embedding_VD, inputs_BL, axis=0).astype(dtype)
-    mask_B1LL = layers.attention_mask(segment_ids_BL, prefix_BL)
-    sin_BLk, cos_BLk = layers.rotary_tables(positions_BL, c.head_dim, c.rope_base)
+  def __call__(self, batch: dict, deterministic: bool = True):
+    c = self.config
+    embedding_VD = _embedding(self, c)
+    x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
+    mask_B1LL = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
+    sin_BLk, cos_BLk = layers.rotary_tables(batch['positions'], c.head_dim, c.rope_base)
+    x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
+                   deterministic)
+    return _logits(self, c, x_BLD, embedding_VD)
 
-    block = _block_class(c)
-    if c.scan_layers:
-      stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-                      in_axes=(nn.broadcast,) * 4, length=c.num_layers,
-                      metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_BLD, _ = stack(c, name='layers')(x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic)
-    else:
-      for i in range(c.num_layers):
-        x_BLD, _ = block(c, name=f'layers_{i}')(x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic)
 
-    x_BLD = layers.RMSNorm(c.norm_eps, dtype, name='final_norm')(x_BLD)
-    if c.tie_embeddings:
-      unembed_VD = embedding_VD
-    else:
-      unembed_VD = layers.weight(self, 'unembedding', vocab_shape, vocab_names, c.init_std)
-    # The output layer stored [V, D] with einsum 'bld,vd->blv' is the fast layout on CPU and TPU.
-    logits_BLV = jnp.einsum('bld,vd->blv', x_BLD, unembed_VD.astype(dtype),
-                            preferred_element_type=jnp.float32)
-    return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
+class EncoderDecoder(nn.Module):
+  """Encoder-decoder model: encoder ids [B, E] and decoder ids [B, L] -> float32 logits [B, L, V].
+
+  Vaswani et al. 2017 (arXiv 1706.03762) in T5's pre-norm layout (Raffel et al. 2020, arXiv
+  1910.10683). Reads `encoder_inputs`, `encoder_segment_ids`, `encoder_positions` [B, E] and the
+  decoder's `inputs`, `segment_ids`, `positions` [B, L]. The encoder attends bidirectionally within
+  a segment; the decoder causally within a segment and, in each layer, to the encoder tokens of its
+  own segment: a packed row numbers its examples alike on both sides (0 = padding).
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, batch: dict, deterministic: bool = True):
+    c = self.config
+    embedding_VD = _embedding(self, c)
+    encoder_segment_ids_BE = batch['encoder_segment_ids']
+    x_BED = jnp.take(embedding_VD, batch['encoder_inputs'], axis=0).astype(c.compute_dtype)
+    mask_B1EE = layers.segment_mask(encoder_segment_ids_BE, encoder_segment_ids_BE)
+    sin_BEk, cos_BEk = layers.rotary_tables(batch['encoder_positions'], c.head_dim, c.rope_base)
+    x_BED = _stack(c, c.encoder_layers, 'encoder_layers', False, x_BED, mask_B1EE, sin_BEk, cos_BEk,
+                   deterministic)
+    encoded_BED = layers.RMSNorm(c.norm_eps, c.compute_dtype, name='encoder_norm')(x_BED)
+
+    x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
+    mask_B1LL = layers.attention_mask(batch['segment_ids'])
+    cross_mask_B1LE = layers.segment_mask(batch['segment_ids'], encoder_segment_ids_BE)
+    sin_BLk, cos_BLk = layers.rotary_tables(batch['positions'], c.head_dim, c.rope_base)
+    x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
+                   deterministic, encoded_BED, cross_mask_B1LE)
+    return _logits(self, c, x_BLD, embedding_VD)
+
+
+def make_model(config: ModelConfig) -> nn.Module:
+  """The model `config.architecture` names."""
+  if config.architecture not in ARCHITECTURES:
+    raise ValueError(f'architecture={config.architecture!r} is not one of {ARCHITECTURES}.')
+  return Decoder(config) if config.architecture == 'decoder' else EncoderDecoder(config)
+
+
+def dummy_batch(config: ModelConfig, batch_size: int, seq_len: int, target_len: int) -> dict:
+  """A batch of the keys and shapes `make_model(config)` reads, to initialise it with.
+
+  Token ids 0, one segment, positions 0, 1, ...: rows [B, seq_len] for a decoder; for an
+  encoder-decoder, encoder rows [B, seq_len] and decoder rows [B, target_len].
+  """
+  def rows(length):
+    shape = (batch_size, length)
+    return {'inputs': jnp.zeros(shape, jnp.int32), 'segment_ids': jnp.ones(shape, jnp.int32),
+            'positions': jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), shape)}
+  if config.architecture == 'decoder':
+    return rows(seq_len)
+  return {**{f'encoder_{k}': v for k, v in rows(seq_len).items()}, **rows(target_len)}
 
 
 def matmul_params(config: ModelConfig) -> int:
-  """Parameters that take part in a matmul per token: every layer's projections and the output layer.
+  """Parameters that take part in a matmul: every layer's projections and the output layer.
 
-  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted.
+  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted. An
+  encoder-decoder counts its encoder layers and its decoder layers with their cross-attention
+  projections; not every token meets all of them (see `flops_per_token`).
   """
   attention = 4 * config.d_model * config.num_heads * config.head_dim
   mlp = 3 * config.d_model * config.mlp_dim
-  return config.num_layers * (attention + mlp) + config.vocab_size * config.d_model
+  total = config.num_layers * (attention + mlp) + config.vocab_size * config.d_model
+  if config.architecture == 'encoder_decoder':
+    total += config.encoder_layers * (attention + mlp) + config.num_layers * attention
+  return total
 
 
-def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True) -> float:
+def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
+                    target_len: int = 0) -> float:
   """Training FLOPs per token: 6 * matmul params + 12 * layers * seq * H*K, halved attention if causal.
 
   The forward pass costs 2 FLOPs per matmul parameter and backward twice that (6N, Kaplan et al.
   2020, arXiv 2001.08361); attention scores and values add 2 * 2 * L * H*K per layer forward, so
   12 * layers * L * H*K for training (PaLM, Chowdhery et al. 2022, arXiv 2204.02311, appendix B).
   A causal mask skips half of the score matrix, so causal attention counts at half, as MaxText does.
+
+  An encoder-decoder counts per decoder token: the FLOPs of a row of E = `seq_len` encoder and
+  L = `target_len` (0 = seq_len) decoder tokens, over L. Encoder layers and the cross-attention key
+  and value projections run on the E encoder tokens; decoder layers, the cross-attention query and
+  output projections and the output layer on the L decoder tokens. Per layer, encoder
+  self-attention adds 12 * E * H*K per encoder token (bidirectional: never halved), decoder
+  self-attention 12 * L * H*K per decoder token (halved if causal) and cross-attention 12 * E * H*K
+  per decoder token.
   """
-  attention = 12 * config.num_layers * seq_len * config.num_heads * config.head_dim
-  return 6 * matmul_params(config) + (attention / 2 if causal else attention)
+  heads = config.num_heads * config.head_dim
+  if config.architecture == 'decoder':
+    attention = 12 * config.num_layers * seq_len * heads
+    return 6 * matmul_params(config) + (attention / 2 if causal else attention)
+  encoder_len, decoder_len = seq_len, target_len or seq_len
+  layer = 4 * config.d_model * heads + 3 * config.d_model * config.mlp_dim
+  cross_kv = 2 * config.d_model * heads
+  encoder_params = config.encoder_layers * layer + config.num_layers * cross_kv
+  decoder_params = matmul_params(config) - encoder_params
+  self_attention = 12 * config.num_layers * decoder_len * heads
+  row = (6 * encoder_params * encoder_len
+         + 12 * config.encoder_layers * encoder_len * heads * encoder_len
+         + 6 * decoder_params * decoder_len
+         + (self_attention / 2 if causal else self_attention) * decoder_len
+         + 12 * config.num_layers * encoder_len * heads * decoder_len)
+  return row / decoder_len
