@@ -24,7 +24,7 @@ from research import checkpoint, config as config_lib, evaluate, metrics as metr
 from research import peak_flops, preemption, schedules, sharding
 from research.data import pipeline, vocabularies
 from research.model import transformer
-from research.objectives import losses
+from research.objectives import distillation, examples, losses
 
 
 @flax.struct.dataclass
@@ -61,26 +61,37 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    train_config: ml_collections.ConfigDict, dropout: bool) -> Callable:
+                    train_config: ml_collections.ConfigDict, dropout: bool,
+                    teacher: nn.Module | None = None,
+                    distill_config: ml_collections.ConfigDict | None = None) -> Callable:
   """The pure step: gradient over `micro_batches` micro-batches, summed, normalised once, applied.
 
   Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
   end, so accumulation over k micro-batches computes the same update as one batch of k times the size.
+  With a `teacher` model, the step's fourth argument is its parameters and the loss is
+  (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), w and
+  the temperature from `distill_config` (config.objective.distill).
   """
   num_micro = train_config.micro_batches
 
-  def loss_sums(params, batch, rng):
+  def loss_sums(params, batch, rng, teacher_params):
     logits_BLV = model.apply({'params': params}, batch, deterministic=not dropout,
                              rngs={'dropout': rng})
     sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
                                       train_config.z_loss)
-    return sums['loss_sum'], sums
+    if teacher is None:
+      return sums['loss_sum'], sums
+    teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
+    sums['distill_sum'] = distillation.distillation_sums(
+        logits_BLV, teacher_logits_BLV, batch['weights'], distill_config.temperature)['kl_sum']
+    weight = distill_config.weight
+    return (1 - weight) * sums['loss_sum'] + weight * sums['distill_sum'], sums
 
   grad_fn = jax.grad(loss_sums, has_aux=True)
 
-  def train_step(state: TrainState, batch: dict, rng):
+  def train_step(state: TrainState, batch: dict, rng, teacher_params=None):
     if num_micro == 1:
-      grads, sums = grad_fn(state.params, batch, rng)
+      grads, sums = grad_fn(state.params, batch, rng, teacher_params)
     else:
       # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
       micro = jax.tree.map(
@@ -89,11 +100,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
       def accumulate(carry, inputs):
         micro_batch, micro_rng = inputs
-        grads, sums = grad_fn(state.params, micro_batch, micro_rng)
+        grads, sums = grad_fn(state.params, micro_batch, micro_rng, teacher_params)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params,
-                                                          jax.tree.map(lambda x: x[0], micro), rng))
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+          grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params))
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro, jax.random.split(rng, num_micro)))
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight_sum'], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -127,8 +138,13 @@ class Trainer:
     self._init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
     replicated = sharding.replicated(self.mesh)
-    step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0)
-    self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
+    self.teacher, self.teacher_params, teacher_shardings = None, None, None
+    if config.objective.distill.teacher:
+      self.teacher, self.teacher_params, teacher_shardings = load_teacher(config, devices)
+    step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0,
+                           self.teacher, config.objective.distill)
+    self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated,
+                                             teacher_shardings),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)
     self._eval_step = evaluate.make_eval_step(self.model, replicated)
 
@@ -142,11 +158,22 @@ class Trainer:
 
   def step(self, state: TrainState, batch: dict, rng) -> tuple[TrainState, dict]:
     with sharding.activate(self.mesh, self.rules):
-      return self._step(state, batch, rng)
+      return self._step(state, batch, rng, self.teacher_params)
 
   def eval_step(self, params, batch):
     with sharding.activate(self.mesh, self.rules):
       return self._eval_step(params, batch)
+
+
+def load_teacher(config: ml_collections.ConfigDict, devices):
+  """The model, parameters and parameter shardings of the run in `objective.distill.teacher`
+  (its latest checkpoint), placed on this run's mesh."""
+  teacher_config = distillation.teacher_config(config)
+  teacher = Trainer(teacher_config, devices)
+  manager = checkpoint.make_manager(config.objective.distill.teacher, teacher_config.checkpoint)
+  state = checkpoint.restore_latest(manager, teacher.abstract_state)
+  manager.close()
+  return teacher.model, state.params, teacher.state_shardings.params
 
 
 def step_rng(seed: int, step: int):
@@ -188,12 +215,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
       print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
     manager.close()
     return state
-  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total)
-  eval_data = {task: pipeline.eval_batches(config.data, task, config.eval.batch_size,
-                                           config.eval.batches, config.seed)
-               for task in data.task_names}
-  token_bytes = vocabularies.token_bytes(
-      vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids))
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  objective = examples.make_objective(config, vocabulary)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total, objective)
+  # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
+  eval_data = {'/'.join(filter(None, (task, name))): pipeline.eval_batches(
+                   config.data, task, config.eval.batch_size, config.eval.batches, config.seed,
+                   eval_objective)
+               for task in data.task_names
+               for name, eval_objective in examples.eval_objectives(
+                   objective, config.eval.objectives, vocabulary).items()}
+  token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
   if first_step:
@@ -202,8 +234,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     progress.message(f'{task}: {count} of {data.stores[task].num_documents} training documents are '
                      f'longer than data.seq_len={config.data.seq_len} and span several rows '
                      '(none is dropped).')
-  tokens_per_step = config.train.batch_size * config.data.seq_len
-  flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len)
+  # Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder token).
+  decoder_len = objective.budgets[-1]
+  tokens_per_step = config.train.batch_size * decoder_len
+  flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len,
+                                                target_len=decoder_len)
   peak = peak_flops.peak_flops_per_second(config.model.dtype)
 
   def run_eval(step) -> float:

@@ -43,7 +43,7 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
   The teacher reads the student's batches, so its vocabulary, model vocabulary size and
   architecture must be the student's; its mesh becomes the student's so its parameters sit on the
-  same devices.
+  same devices; the teacher's own teacher, if it had one, is dropped.
   """
   teacher = config.objective.distill.teacher
   path = os.path.join(teacher, 'config.json')
@@ -63,6 +63,7 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
                              f'{loaded[section][field]!r} but this run has '
                              f'{config[section][field]!r}; distillation needs them equal.')
   loaded.mesh = config.mesh
+  loaded.objective.distill.teacher = ''  # the teacher's own teacher is not needed
   return loaded
 
 

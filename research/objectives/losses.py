@@ -37,11 +37,15 @@ def token_cross_entropy(logits_BLV, targets_BL, weights_BL, z_loss: float = 0.0)
 
 
 def mean_metrics(sums: dict) -> dict:
-  """Turns the sums of `token_cross_entropy` into per-token means and the token count."""
+  """Turns the sums of `token_cross_entropy` (and a `distill_sum`) into per-token means and the
+  token count."""
   weight = jnp.maximum(sums['weight_sum'], 1.0)
-  return {
+  means = {
       'loss': sums['cross_entropy_sum'] / weight,
       'z_loss': sums['z_loss_sum'] / weight,
       'accuracy': sums['correct_sum'] / weight,
       'tokens': sums['weight_sum'],
   }
+  if 'distill_sum' in sums:  # knowledge distillation (research/objectives/distillation.py)
+    means['distill'] = sums['distill_sum'] / weight
+  return means

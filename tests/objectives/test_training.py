@@ -1,0 +1,59 @@
+"""Training end to end with the objectives: UL2 on both architectures, and distillation."""
+
+import json
+import os
+
+import jax
+import pytest
+
+from experiments import base
+from research import train
+
+
+def _config(data_dir, **overrides):
+  config = base.get_config()
+  config.data.cache_dir = data_dir
+  config.data.seq_len, config.data.extra_ids = 128, 100
+  config.model.update(d_model=64, num_layers=2, num_heads=2, head_dim=32, mlp_dim=128)
+  config.train.update(steps=40, batch_size=8, log_every=10)
+  config.schedule.update(peak_lr=3e-3, warmup_steps=5)
+  config.eval.update(every=40, batches=1, batch_size=8)
+  config.checkpoint.every = 40
+  for key, value in overrides.items():
+    section, field = key.split('__')
+    config[section][field] = value
+  return config
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  merged = {}
+  for line in lines:
+    merged.setdefault(line['step'], {}).update(line)
+  return merged
+
+
+@pytest.mark.parametrize('architecture', ['decoder', 'encoder_decoder'])
+def test_ul2_trains_with_falling_loss_and_reports_each_denoiser(data_dir, tmp_path, architecture):
+  config = _config(data_dir, objective__name='ul2', model__architecture=architecture,
+                   objective__target_len=64 if architecture == 'encoder_decoder' else 0,
+                   eval__objectives=('R3_15',))
+  train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  metrics = _metrics(str(tmp_path))
+  assert metrics[40]['loss'] < 0.8 * metrics[10]['loss']
+  for task in ('stdlib_prose', 'stdlib_code'):
+    assert metrics[40][f'eval/{task}/loss'] < 4.5  # ln(384) = 5.95 at initialisation
+    for denoiser in ('R3_15', 'R8_15', 'X3_50', 'X8_50', 'X64_15', 'X64_50', 'S_25'):
+      assert 0 < metrics[40][f'eval/{task}/{denoiser}/loss'] < 6
+
+
+def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, tmp_path):
+  teacher_dir, student_dir = str(tmp_path / 'teacher'), str(tmp_path / 'student')
+  train.train(_config(data_dir, train__steps=20), teacher_dir, devices=jax.devices()[:1])
+  student = _config(data_dir, model__d_model=32, model__mlp_dim=64, model__head_dim=16)
+  student.objective.distill.update(teacher=teacher_dir, weight=0.5, temperature=2.0)
+  train.train(student, student_dir, devices=jax.devices()[:1])
+  metrics = _metrics(student_dir)
+  assert metrics[40]['distill'] < 0.7 * metrics[10]['distill']
+  assert metrics[40]['loss'] < metrics[10]['loss']
