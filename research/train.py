@@ -232,8 +232,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
   for task, count in data.split_documents.items():
     progress.message(f'{task}: {count} of {data.stores[task].num_documents} training documents are '
-                     f'longer than data.seq_len={config.data.seq_len} and span several rows '
-                     '(none is dropped).')
+                     f'longer than a chunk of {objective.chunk_len} tokens (what a row of '
+                     f'objective {objective.name} holds) and span several rows (none is dropped).')
   # Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder token).
   decoder_len = objective.budgets[-1]
   tokens_per_step = config.train.batch_size * decoder_len

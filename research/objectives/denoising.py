@@ -184,6 +184,27 @@ def inputs_and_targets(tokens: np.ndarray, mask: np.ndarray, sentinel_ids: np.nd
   return np.concatenate([mode, inputs]), targets
 
 
+def original_tokens(inputs: np.ndarray, targets: np.ndarray, sentinel_ids,
+                    mode_ids=()) -> np.ndarray:
+  """The segment's tokens back from (inputs, targets): the inverse of `inputs_and_targets`.
+
+  Mode tokens (ids in `mode_ids`) are dropped from the inputs; each sentinel of the inputs is
+  replaced by the span after it in the targets; without sentinels the targets follow the inputs.
+  """
+  sentinels, modes = set(np.asarray(sentinel_ids).tolist()), set(mode_ids)
+  inputs = [t for t in np.asarray(inputs).tolist() if t not in modes]
+  targets = np.asarray(targets).tolist()
+  if not sentinels.intersection(targets):
+    return np.array(inputs + targets, np.int64)
+  spans, current = {}, None
+  for token in targets:
+    if token in sentinels:
+      current = spans[token] = []
+    else:
+      current.append(token)
+  return np.array([x for t in inputs for x in (spans[t] if t in sentinels else [t])], np.int64)
+
+
 def denoise(tokens: np.ndarray, denoiser: Denoiser, rng: np.random.Generator,
             sentinel_ids: np.ndarray, mode_id: int | None):
   """(inputs, targets, noise mask) of one segment under `denoiser`."""

@@ -16,23 +16,6 @@ def _runs(mask):
   return int(starts.sum())
 
 
-def _reconstruct(inputs, targets, prefix: bool):
-  """The original tokens from (inputs without the mode token, targets)."""
-  if prefix:
-    return np.concatenate([inputs, targets])
-  spans, current = {}, None
-  for token in targets.tolist():
-    if token in SENTINELS:
-      current = token
-      spans[current] = []
-    else:
-      spans[current].append(token)
-  out = []
-  for token in inputs.tolist():
-    out.extend(spans[token] if token in SENTINELS else [token])
-  return np.array(out)
-
-
 @pytest.fixture(scope='module')
 def samples():
   """Per denoiser of every preset: 10,000 (length, inputs, targets, mask, tokens) at lengths 64-512."""
@@ -74,7 +57,8 @@ def test_inputs_and_targets_reconstruct_the_tokens_with_unique_sentinels(samples
   denoiser = denoising.DENOISERS[name]
   for length, inputs, targets, mask, tokens in samples[name][:500]:
     assert inputs[0] == MODE_ID
-    np.testing.assert_array_equal(_reconstruct(inputs[1:], targets, denoiser.prefix), tokens)
+    np.testing.assert_array_equal(
+        denoising.original_tokens(inputs, targets, SENTINELS, [MODE_ID]), tokens)
     used = [t for t in targets.tolist() if t in SENTINELS]
     assert len(used) == len(set(used)) == (0 if denoiser.prefix else _runs(mask))
     assert used == SENTINELS[:len(used)].tolist()  # <extra_id_0>, <extra_id_1>, ... in order

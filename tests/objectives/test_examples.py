@@ -24,21 +24,6 @@ def _objective(name='ul2', architecture='decoder', seq_len=256, target_len=0, **
   return examples.make_objective(config, VOCABULARY)
 
 
-def _original(inputs, targets):
-  """The segment's tokens from (inputs, targets) of any denoiser (mode token first in inputs)."""
-  inputs = inputs[1:] if inputs[0] in MODES else inputs
-  if not any(t in SENTINELS for t in targets.tolist()):
-    return np.concatenate([inputs, targets])
-  spans, current = {}, None
-  for t in targets.tolist():
-    if t in SENTINELS:
-      current = t
-      spans[t] = []
-    else:
-      spans[current].append(t)
-  return np.array([x for t in inputs.tolist() for x in (spans[t] if t in SENTINELS else [t])])
-
-
 @pytest.fixture(scope='module')
 def code_store(data_dir):
   from research.data import store as store_lib
@@ -98,7 +83,8 @@ def test_ul2_rows_fit_and_reconstruct_every_segment(code_store, architecture, ta
         assert np.all(weights[first_target:] == 1)
         assert np.all(batch['prefix'][b][dec][:first_target + 1])
         assert not np.any(batch['prefix'][b][dec][first_target + 1:])
-      np.testing.assert_array_equal(_original(inputs, targets), original)
+      np.testing.assert_array_equal(
+          denoising.original_tokens(inputs, targets, list(SENTINELS), MODES), original)
       assert len(record['noise']) == len(original)
       assert sum(record['noise']) == len(targets) - sum(t in SENTINELS for t in targets.tolist())
 

@@ -30,20 +30,6 @@ def _task(name):
                     output_features=features)
 
 
-def _original(inputs, targets):
-  inputs = [t for t in inputs if t not in MODES]
-  if not SENTINELS & set(targets):
-    return inputs + targets
-  spans, current = {}, None
-  for t in targets:
-    if t in SENTINELS:
-      current = t
-      spans[t] = []
-    else:
-      spans[current].append(t)
-  return [x for t in inputs for x in (spans[t] if t in SENTINELS else [t])]
-
-
 def test_seqio_task_with_the_ul2_preprocessor_denoises_every_chunk():
   task = _task('test_seqio_ul2')
   lengths = {'inputs': 64, 'targets': 64}
@@ -64,7 +50,8 @@ def test_seqio_task_with_the_ul2_preprocessor_denoises_every_chunk():
       len(ex['targets']) for ex in first)
   assert prefix_lm['decoder_target_tokens'].shape == (128,)
   originals = [VOCABULARY.encode(text) for text in TEXTS]
-  restored = [_original(ex['inputs'].tolist(), ex['targets'].tolist()) for ex in first]
+  restored = [denoising.original_tokens(ex['inputs'], ex['targets'], list(SENTINELS),
+                                        MODES).tolist() for ex in first]
   assert sum(restored, []) == sum(originals, [])  # no token lost or duplicated, order kept
   for ex, ex_again in zip(first, again):  # seeded per example: the same every time
     np.testing.assert_array_equal(ex['inputs'], ex_again['inputs'])
