@@ -118,6 +118,18 @@ def output_lengths(denoiser: Denoiser, length, mode_tokens: bool) -> tuple[np.nd
   return length - num_noise + num_spans + mode, num_noise + num_spans
 
 
+def sequence_length(denoiser: Denoiser, length, mode_tokens: bool) -> np.ndarray:
+  """Exactly how many tokens [mode] + inputs + targets of a `length`-token segment take (arrays ok).
+
+  A prefix split moves tokens from inputs to targets without adding any, so its total is fixed
+  even though each side's length is random.
+  """
+  if denoiser.prefix:
+    return np.asarray(length, np.int64) + int(mode_tokens)
+  inputs, targets = output_lengths(denoiser, length, mode_tokens)
+  return inputs + targets
+
+
 def _max_suffix(length, rate: float):
   return np.clip(_round(2 * rate * length) - 1, 1, np.maximum(length - 1, 1))
 

@@ -126,12 +126,13 @@ class Objective:
     lengths = np.asarray(lengths, np.int64)
     if not self.denoising:
       return lengths[:, None]
-    outputs = [denoising.output_lengths(d, lengths, bool(self.mode_ids)) for d in self.denoisers]
-    inputs = np.max([i for i, _ in outputs], axis=0)
-    targets = np.max([t for _, t in outputs], axis=0)
+    mode_tokens = bool(self.mode_ids)
     if self.architecture == 'encoder_decoder':
-      return np.stack([inputs, targets], axis=1)
-    return (inputs + targets)[:, None]
+      outputs = [denoising.output_lengths(d, lengths, mode_tokens) for d in self.denoisers]
+      return np.stack([np.max([i for i, _ in outputs], axis=0),
+                       np.max([t for _, t in outputs], axis=0)], axis=1)
+    return np.max([denoising.sequence_length(d, lengths, mode_tokens) for d in self.denoisers],
+                  axis=0)[:, None]
 
   @property
   def chunk_len(self) -> int:

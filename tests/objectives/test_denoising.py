@@ -66,6 +66,7 @@ def test_inputs_and_targets_reconstruct_the_tokens_with_unique_sentinels(samples
     assert len(inputs) <= limit_inputs and len(targets) <= limit_targets
     if not denoiser.prefix:  # exact for span denoisers
       assert (len(inputs), len(targets)) == (limit_inputs, limit_targets)
+    assert len(inputs) + len(targets) == denoising.sequence_length(denoiser, length, True)
 
 
 def test_noise_mask_starts_clean_and_ends_noisy_with_t5_counts():
