@@ -13,6 +13,9 @@ from experiments import quickstart
 
 
 def get_config(teacher: str = ''):
+  if not teacher:
+    raise ValueError('experiments/distillation.py needs the teacher run: '
+                     '--config=experiments/distillation.py:TEACHER_WORKDIR.')
   config = quickstart.get_config()
   config.model.d_model = 128
   config.model.num_layers = 2

@@ -6,8 +6,9 @@
 
 Sections:
   matmul  the machine's matmul ceiling: the best jitted square matmul FLOP/s, float32 and bfloat16
-  data    input-pipeline throughput: global batches of the experiment's data config assembled on the
-          host (research/data/pipeline.TrainData.batch), tokens/s as median and spread over repeats
+  data    input-pipeline throughput: global batches of the experiment's data config and objective
+          (UL2's denoisers, ...) assembled on the host (research/data/pipeline.TrainData.batch),
+          tokens (row positions) per second as median and spread over repeats
 """
 
 import json
@@ -23,7 +24,8 @@ import numpy as np
 from absl import flags
 
 from research import peak_flops
-from research.data import pipeline
+from research.data import pipeline, vocabularies
+from research.objectives import examples
 
 _OUT = flags.DEFINE_string('out', None, 'Where to write the JSON results.', required=True)
 _SECTIONS = flags.DEFINE_list('sections', ['matmul', 'data'], 'Which benchmarks to run.')
@@ -41,9 +43,12 @@ def matmul_section() -> dict:
 def data_section(config, steps: int, repeats: int = 5) -> dict:
   """Host-side tokens/s of `TrainData.batch` over `steps` consecutive steps, `repeats` times."""
   start = time.perf_counter()
-  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  objective = examples.make_objective(config, vocabulary)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
+                            objective)
   setup = time.perf_counter() - start
-  tokens_per_batch = config.train.batch_size * config.data.seq_len
+  tokens_per_batch = config.train.batch_size * objective.budgets[-1]
   rates = []
   for repeat in range(repeats):
     start = time.perf_counter()
@@ -54,6 +59,7 @@ def data_section(config, steps: int, repeats: int = 5) -> dict:
           'tokens_per_second_min': float(np.min(rates)),
           'tokens_per_second_max': float(np.max(rates)),
           'setup_seconds': setup, 'batch_size': config.train.batch_size,
+          'objective': objective.name, 'architecture': objective.architecture,
           'seq_len': config.data.seq_len, 'steps_per_repeat': steps, 'repeats': repeats}
 
 

@@ -333,8 +333,10 @@ def test_trainer_builds_and_steps_an_encoder_decoder_on_a_mesh():
   new_state, metrics = trainer.step(state, placed, train.step_rng(0, 0))
   assert int(new_state.step) == 1 and float(metrics['tokens']) == 32
   assert np.isfinite(float(metrics['loss'])) and float(metrics['grad_norm']) > 0
-  sums = trainer.eval_step(new_state.params, placed)
-  assert float(sums['weight_sum']) == 32 and np.isfinite(float(sums['cross_entropy_sum']))
+  sums = trainer.eval_step(new_state.params,
+                           trainer.place({**batch, 'text_weights': batch['weights']}))
+  assert float(sums['weight_sum']) == float(sums['text_weight_sum']) == 32
+  assert np.isfinite(float(sums['cross_entropy_sum']))
 
 
 def test_encoder_decoder_flops_per_token():

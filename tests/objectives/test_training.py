@@ -46,6 +46,9 @@ def test_ul2_trains_with_falling_loss_and_reports_each_denoiser(data_dir, tmp_pa
     assert metrics[40][f'eval/{task}/loss'] < 4.5  # ln(384) = 5.95 at initialisation
     for denoiser in ('R3_15', 'R8_15', 'X3_50', 'X8_50', 'X64_15', 'X64_50', 'S_25'):
       assert 0 < metrics[40][f'eval/{task}/{denoiser}/loss'] < 6
+    # The loss on the spans' text alone, without the sentinels' and EOS.
+    text_loss = metrics[40][f'eval/{task}/R3_15/text_loss']
+    assert 0 < text_loss < 6 and text_loss != metrics[40][f'eval/{task}/R3_15/loss']
 
 
 def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, tmp_path):
