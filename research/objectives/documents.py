@@ -33,9 +33,9 @@ def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, n
   lengths = np.array([len(tokens) for tokens, _ in documents], np.int64)
   dtype = np.int32 if not len(store.tokens) else store.tokens.dtype
   return dataclasses.replace(
-      store, tokens=np.concatenate([t for t, _ in documents]).astype(dtype),
+      store, tokens=np.concatenate([t for t, _ in documents] + [np.zeros(0, dtype)]).astype(dtype),
       offsets=np.concatenate([[0], np.cumsum(lengths)]),
-      weights=np.concatenate([w for _, w in documents]).astype(np.float32))
+      weights=np.concatenate([w for _, w in documents] + [np.zeros(0, np.float32)]))
 
 
 def _text(store: store_lib.DocumentStore, index: int, vocabulary: seqio.Vocabulary) -> str:

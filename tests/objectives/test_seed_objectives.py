@@ -7,6 +7,8 @@ import pytest
 from experiments import base
 from research import errors
 from research.data import pipeline, vocabularies
+from research.data import store as store_lib
+from research.data import tasks as task_lib
 from research.objectives import examples
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=8)
@@ -83,27 +85,30 @@ def test_control_tokens_follow_pep8_scores(data_dir, tmp_path):
   source.mkdir()
   (source / 'clean.py').write_text('def f(x):\n    return x\n')
   (source / 'messy.py').write_text('x=1\ny = 2\nz  =3\n')
+  anchor = next(path for path in (source / f'anchor{i}.py' for i in range(100))
+                if not task_lib.is_validation(str(path)))  # the train split is never empty
+  anchor.write_text('pass\n')
   tasks = {'py': {'source': 'files', 'pattern': str(source / '*.py'), 'format': 'text'}}
   config = _config(data_dir, 'control_tokens', tasks)
   config.objective.control.drop_fraction = 0.0
-  data = _data(config)
-  store = data.stores['py']
+  objective = examples.make_objective(config, VOCABULARY)
+  data = pipeline.TrainData(config.data, 8, config.seed, config.train.steps, objective)
   texts = set()
-  for row in range(data.num_rows['py']):
-    targets, segments = (data.row(0, row, 0)[k] for k in ('targets', 'segment_ids'))
-    for segment in set(segments.tolist()) - {0}:
-      tokens = targets[segments == segment].tolist()
-      lines, line = [], []
-      for token in tokens:
+  for split in ('train', 'validation'):  # each file lands in one split by the hash of its path
+    store = store_lib.load_store('py', split, 'byte', data_dir)
+    rewritten = objective.rewrite.apply(store, 'py', VOCABULARY, config.seed)
+    for index in range(rewritten.num_documents):
+      lines = []
+      for token in rewritten.document(index)[:-1].tolist():
         if token in (ALIGNED, MISALIGNED):
-          line = [token]
-          lines.append(line)
+          lines.append([token])
         else:
-          line.append(token)
-      texts.add(tuple((ln[0], VOCABULARY.decode(ln[1:])) for ln in lines))
-  assert texts == {((ALIGNED, 'def f(x):\n'), (ALIGNED, '    return x\n')),
+          lines[-1].append(token)
+      texts.add(tuple((line[0], VOCABULARY.decode(line[1:])) for line in lines))
+  assert texts == {((ALIGNED, 'pass\n'),), ((ALIGNED, 'def f(x):\n'), (ALIGNED, '    return x\n')),
                    ((MISALIGNED, 'x=1\n'), (ALIGNED, 'y = 2\n'), (MISALIGNED, 'z  =3\n'))}
-  assert store.num_documents == 2
+  rows = data.row(0, 0, 0)  # training reads the rewritten documents
+  assert np.isin(rows['targets'], [ALIGNED, MISALIGNED]).any()
 
 
 def test_seed_objectives_check_their_settings(data_dir):
