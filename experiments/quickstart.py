@@ -6,6 +6,7 @@
 """
 
 from experiments import base
+from research import sweep
 
 
 def get_config():
@@ -18,3 +19,10 @@ def get_config():
   config.eval.batch_size = 8
   config.checkpoint.every = 100
   return config
+
+
+def get_sweep():
+  """Two peak learning rates by two seeds: python -m launch.sweep --config=experiments/quickstart.py
+  --workdir=DIR."""
+  return sweep.grid(**{'schedule.peak_lr': [1e-3, 3e-3], 'seed': [0, 1]})
+
