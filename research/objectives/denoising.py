@@ -32,7 +32,7 @@ solved exactly by `max_raw_length`).
 """
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
