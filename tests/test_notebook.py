@@ -1,0 +1,38 @@
+"""notebooks/quickstart.ipynb runs top to bottom in a fresh kernel: it trains, plots and tabulates."""
+
+import json
+import math
+import os
+
+import nbclient
+import nbformat
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'quickstart.ipynb')
+STEPS = 20
+
+
+def test_notebook_is_saved_clean():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbformat.validate(nb)
+  assert nb.metadata.kernelspec.name == 'python3'
+  code = [cell for cell in nb.cells if cell.cell_type == 'code']
+  assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_notebook_trains_and_plots(tmp_path, data_dir, monkeypatch):
+  # The kernel inherits this environment: a short run, the session's data cache, one CPU device
+  # (faster on few cores than conftest's 8 simulated ones).
+  monkeypatch.setenv('QUICKSTART_STEPS', str(STEPS))
+  monkeypatch.setenv('RESEARCH_DATA_DIR', data_dir)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nbclient.NotebookClient(nb, kernel_name='python3', timeout=600,
+                          resources={'metadata': {'path': str(tmp_path)}}).execute()
+
+  with open(tmp_path / 'workdirs' / 'notebook' / 'metrics.jsonl', encoding='utf-8') as f:
+    lines = [json.loads(line) for line in f]
+  final = [line['loss'] for line in lines if line['step'] == STEPS and 'loss' in line]
+  assert final and math.isfinite(final[-1]) and final[-1] < math.log(384), final
+  outputs = [output for cell in nb.cells if cell.cell_type == 'code' for output in cell.outputs]
+  assert any('image/png' in output.get('data', {}) for output in outputs)
+  assert any('| run |' in output.get('data', {}).get('text/markdown', '') for output in outputs)
