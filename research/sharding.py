@@ -26,21 +26,22 @@ def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None
 
   It runs when `distributed.initialize` is true, a coordinator address is configured, or the
   environment sets JAX_COORDINATOR_ADDRESS. Explicit `coordinator_address`, `num_processes` and
-  `process_id` are passed on; left empty (or -1), JAX detects them (TPU pods, SLURM, Open MPI).
+  `process_id` are passed on, from the config or else from the environment variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (so one command line serves every
+  process); left unset, JAX detects them (TPU pods, SLURM, Open MPI).
   """
-  asked = (distributed.initialize or bool(distributed.coordinator_address)
-           or bool(os.environ.get('JAX_COORDINATOR_ADDRESS')))
-  if not asked or jax.distributed.is_initialized():
+  address = distributed.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS', '')
+  if not (distributed.initialize or address) or jax.distributed.is_initialized():
     return
   # Cross-process collectives between CPU devices (tests, CPU clusters); no effect on TPU or GPU.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   kwargs = {}
-  if distributed.coordinator_address:
-    kwargs['coordinator_address'] = distributed.coordinator_address
-  if distributed.num_processes > 0:
-    kwargs['num_processes'] = distributed.num_processes
-  if distributed.process_id >= 0:
-    kwargs['process_id'] = distributed.process_id
+  if address:
+    kwargs['coordinator_address'] = address
+  for key, env in (('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID')):
+    value = distributed[key] if distributed[key] >= 0 else int(os.environ.get(env, -1))
+    if value >= 0:
+      kwargs[key] = value
   jax.distributed.initialize(**kwargs)
 
 

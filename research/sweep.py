@@ -94,6 +94,15 @@ def override_flags(overrides: Mapping[str, Any]) -> list[str]:
           f'--config.{key}={value}' for key, value in overrides.items()]
 
 
+def train_command(python: Sequence[str], config_flag: str, overrides: Sequence[str], workdir: str,
+                  point: Point) -> list[str]:
+  """The point's launch.train command run with `python`: the sweep's own --config.K=V `overrides`,
+  then the point's, its workdir `workdir`/<point name>."""
+  return [*python, '-m', 'launch.train', f'--config={config_flag}',
+          f'--workdir={os.path.join(workdir, point.name)}', *overrides,
+          *override_flags(point.overrides)]
+
+
 def status(workdir: str, total_steps: int) -> tuple[str, str]:
   """(done | interrupted | failed | pending, the last line of the run's log when it failed)."""
   checkpoints = os.path.join(workdir, 'checkpoints')

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from experiments import base, quickstart
+from launch import device_shares
 from research import errors, sweep
 
 EXPERIMENT = '''
@@ -75,8 +76,10 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, data_dir)
   assert lines[1].split() == ['schedule.peak_lr=0.001,seed=1', 'done']
   assert lines[2].split()[:4] == ['model.dtype=float16', 'failed', 'error:', "model.dtype='float16'"]
 
-  # Longer training: the finished points are interrupted ones now and resume from step 2.
-  code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=4')
+  # Longer training: the finished points are interrupted ones now and resume from step 2, side by
+  # side when the machine's cores split in two.
+  parallel = 2 if len(os.sched_getaffinity(0)) % 2 == 0 else 1
+  code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=4', f'--parallel={parallel}')
   assert code == 0 and printed.count('resuming') == 2
   for seed in (0, 1):
     point = tmp_path / 'sweep' / f'schedule.peak_lr=0.001,seed={seed}'
@@ -87,3 +90,21 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, data_dir)
 
   code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=4')
   assert printed.count('done, skipped') == 2
+
+
+def test_device_shares_split_the_machine_evenly():
+  cpu = device_shares.shares('cpu', [0, 1, 2, 3], 2)
+  assert [(s.env, sorted(s.cpus)) for s in cpu] == [({}, [0, 1]), ({}, [2, 3])]
+  gpu = device_shares.shares('gpu', [0, 1, 2, 3, 4, 5, 6, 7], 4)
+  assert [s.env['CUDA_VISIBLE_DEVICES'] for s in gpu] == ['0,1', '2,3', '4,5', '6,7']
+  tpu = device_shares.shares('tpu', [0, 1, 2, 3], 4)
+  assert [(s.env['TPU_VISIBLE_CHIPS'], s.env['TPU_PROCESS_PORT']) for s in tpu] == [
+      ('0', '8476'), ('1', '8477'), ('2', '8478'), ('3', '8479')]
+  assert {s.env['TPU_PROCESS_BOUNDS'] for s in tpu} == {'1,1,1'}
+  assert device_shares.shares('tpu', [0, 1, 2, 3], 1) == [device_shares.Share({})]
+  with pytest.raises(errors.UserError, match='--parallel=3 does not split'):
+    device_shares.shares('cpu', [0, 1], 3)
+  with pytest.raises(errors.UserError, match='one chip each: use --parallel=4'):
+    device_shares.shares('tpu', [0, 1, 2, 3], 2)
+  kind, devices = device_shares.detect()
+  assert kind == 'cpu' and devices == sorted(os.sched_getaffinity(0))
