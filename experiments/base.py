@@ -86,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.95
   c.train.eps = 1e-8
   c.train.log_every = 10
+  # (a, b): a jax.profiler trace of steps a to b-1 in WORKDIR/profile/ (TensorBoard's profile
+  # plugin reads it); () = no trace. Process 0 traces; a run resumed inside [a, b) traces the rest.
+  # Traced steps run slower: the tokens/s and MFU logged for them read low.
+  c.train.profile_steps = ()
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'warmup_cosine'  # constant | warmup_cosine

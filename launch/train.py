@@ -2,13 +2,17 @@
 
   python -m launch.train --config=experiments/quickstart.py --workdir=/tmp/quickstart \
       [--config.train.steps=2000 ...]
+
+The `--config.KEY=VALUE` overrides are the run's hyperparameters in TensorBoard (DIR/tb, hparams).
 """
+
+import sys
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
 from absl import app, flags, logging
 
-from research import train
+from research import config as config_lib, train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and config.json.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -20,7 +24,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
-  train.train(cli.CONFIG.value, _WORKDIR.value)
+  config = cli.CONFIG.value
+  train.train(config, _WORKDIR.value, hparams=config_lib.command_line_overrides(sys.argv, config))
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 Every check fails with one ValueError naming the key, the bad value and the fix. The schema is
 experiments/base.py: a config must have the same keys with values of the same types, except in
 the sub-dicts whose keys are free (the mixture's task names, the mesh rules' logical axes).
+`command_line_overrides` reads back the keys a command line set (a run's hyperparameters).
 """
 
 import os
@@ -58,6 +59,22 @@ def _positive(config, *names):
       raise errors.UserError(f'Config key {name!r} must be positive, got {value!r}.')
 
 
+def check_profile_steps(train_config: ml_collections.ConfigDict) -> None:
+  """`train.profile_steps` is () or two step numbers (a, b) with 0 <= a < b <= train.steps."""
+  steps, value = train_config.steps, train_config.profile_steps
+  if not value:
+    return
+  ok = (isinstance(value, (tuple, list)) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] < value[1] <= steps)
+  if not ok:
+    raise errors.UserError(
+        f'train.profile_steps={value!r} must be two integers (a, b) with 0 <= a < b <= train.steps '
+        f'({steps}): the trace covers steps a to b-1. Use e.g. '
+        f'--config.train.profile_steps="({min(10, steps - 1)}, {min(15, steps)})", or () for no '
+        'trace.')
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
@@ -72,6 +89,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
             'eval.every', 'eval.batches', 'eval.batch_size', 'checkpoint.every', 'checkpoint.keep',
             'data.seq_len', 'data.mixture_block', 'model.d_model', 'model.num_layers',
             'model.num_heads', 'model.head_dim', 'model.mlp_dim', 'model.vocab_size')
+
+  check_profile_steps(config.train)
 
   if config.model.dtype not in transformer.DTYPES:
     raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '
@@ -110,3 +129,24 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                      f'data-parallel size {data_parallel}; use a multiple of it.')
+
+
+def command_line_overrides(argv: list[str], config: ml_collections.ConfigDict) -> dict:
+  """{key: resolved value} for every `--config.KEY=VALUE` (or `--config.KEY VALUE`) in `argv`.
+
+  A run's command-line overrides are its hyperparameters (research/train.py writes them to
+  TensorBoard); a sweep (launch/sweep.py) passes each point's values this way.
+  """
+  hparams = {}
+  for arg in argv[1:]:
+    if arg == '--':  # absl stops parsing flags here
+      break
+    flag = arg.lstrip('-').split('=', 1)[0]
+    for prefix in ('config.', 'noconfig.'):  # --noconfig.KEY sets a boolean key to False
+      if arg.startswith('-') and flag.startswith(prefix):
+        key = flag[len(prefix):]
+        value = config
+        for part in key.split('.'):
+          value = value[part]
+        hparams[key] = value
+  return hparams

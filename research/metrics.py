@@ -21,10 +21,20 @@ def _plain(value):
   return value
 
 
-class MetricsWriter:
-  """Appends metric lines to metrics.jsonl and TensorBoard. Only the main process writes."""
+def _hparam(value):
+  """A value TensorBoard's hparams plugin takes (bool, int, float, str); others as their repr."""
+  value = np.asarray(value).item() if hasattr(value, 'dtype') else value
+  return value if isinstance(value, (bool, int, float, str)) else repr(value)
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+class MetricsWriter:
+  """Appends metric lines to metrics.jsonl and TensorBoard. Only the main process writes.
+
+  `hparams` ({config key: value}, the run's command-line overrides) go to TensorBoard's hparams
+  plugin once, when the writer opens (each start of a resumed run writes them again).
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, hparams: dict | None = None):
     self.enabled = enabled
     self._tb = None
     if not enabled:
@@ -32,6 +42,9 @@ class MetricsWriter:
     self._file = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
     from flax.metrics import tensorboard  # imports TensorFlow: only where it is needed
     self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tb'))
+    if hparams:
+      self._tb.hparams({key: _hparam(value) for key, value in hparams.items()})
+      self._tb.flush()
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:

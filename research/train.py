@@ -187,12 +187,50 @@ def _write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+class ProfileTrace:
+  """A jax.profiler trace of training steps [a, b) (`train.profile_steps`) into `log_dir`.
+
+  The trace starts before step a (its batch assembly included) and stops once step b-1's state is
+  computed, so it holds the device work. A run resumed at a step in [a, b) traces from there to b;
+  one resumed at b or later traces nothing. A run that stops inside [a, b) (`stop_after`, a signal,
+  an error) ends the trace where it stops. Only the main process traces (`enabled`): every process
+  runs the same program, and one trace per run keeps WORKDIR/profile/ readable.
+  """
+
+  def __init__(self, steps, log_dir: str, first_step: int, enabled: bool = True):
+    a, b = tuple(steps) or (0, 0)
+    self.start, self.end = max(a, first_step), b
+    self.enabled = enabled and first_step < b
+    self.log_dir, self.active = log_dir, False
+
+  def before_step(self, step: int) -> None:
+    if self.enabled and step == self.start:
+      jax.profiler.start_trace(self.log_dir)
+      self.active = True
+
+  def after_step(self, done: int, state, last: bool) -> None:
+    """Stops after step `done - 1` if it ends the range, or the run stops after it (`last`)."""
+    if self.active and (done == self.end or last):
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    if self.active:  # an error inside the range: keep what was traced
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
-          devices=None) -> TrainState:
+          devices=None, hparams: dict | None = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state.
 
   `stop_after` ends this call after that many steps (with a checkpoint), as a preemption would:
-  calling again continues the same run.
+  calling again continues the same run. `hparams` ({config key: value}, launch/train.py passes the
+  command-line overrides) are written to TensorBoard's hparams plugin; None or {} writes none.
   """
   sharding.maybe_initialize_distributed(config.distributed)
   devices = jax.devices() if devices is None else devices
@@ -226,7 +264,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                for name, eval_objective in examples.eval_objectives(
                    objective, config.eval.objectives, vocabulary).items()}
   token_bytes = vocabularies.token_bytes(vocabulary)
-  writer = metrics_lib.MetricsWriter(workdir, enabled=main)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
   if first_step:
     progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
@@ -250,15 +288,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     return time.perf_counter() - start
 
   pending, window_start, window_time = [], first_step, time.perf_counter()
-  with preemption.StopSignal() as stop_signal:
+  trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
+                       enabled=main)
+  with preemption.StopSignal() as stop_signal, trace:
     for step in range(first_step, last):
+      trace.before_step(step)
       state, step_metrics = trainer.step(state, trainer.place(data.batch(step)),
                                          step_rng(config.seed, step))
       pending.append(step_metrics)
       done = step + 1
       stopping = done < last and stop_signal.should_stop(done)
+      trace.after_step(done, state, last=done == last or stopping)
       if done % config.train.log_every == 0 or done == last or stopping:
-        fetched = jax.device_get(pending)  # the only place the loop waits for the device
+        # The only place the loop waits for the device (but for the end of a profile trace).
+        fetched = jax.device_get(pending)
         elapsed = time.perf_counter() - window_time
         tokens_per_second = tokens_per_step * (done - window_start) / elapsed
         logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
