@@ -8,6 +8,7 @@ eval lines `eval/<name>/loss`, where `<name>` is a task or a task and an example
 resumed run logs again); they merge metric by metric, the later line winning.
 """
 
+import collections
 import dataclasses
 import json
 import math
@@ -25,6 +26,7 @@ from research import errors
 LOCATION_KEYS = ('workdir', 'data.cache_dir', 'checkpoint', 'distributed')
 
 _EVAL_LOSS = re.compile(r'^eval/(.+)/loss$')
+_MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
 _UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
 _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
 _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
@@ -257,16 +259,18 @@ def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x:
 def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
   """Writes PNG plots of `runs` into `out_dir` and returns their paths, in this order:
 
-  train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png for every
-  eval name (its slashes as '-'), learning_rate_vs_step.png. Every run is a curve on one pair of
-  axes, labelled by `run_labels`; a plot no run has data for is left out. Matplotlib's Figure API
-  renders with Agg and leaves pyplot's global state alone.
+  train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png and
+  eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'),
+  learning_rate_vs_step.png and, when some run's mixture changes, mixture_weights_vs_step.png.
+  Every run is a curve on one pair of axes, labelled by `run_labels`; a plot no run has data for
+  is left out. Matplotlib's Figure API renders with Agg and leaves pyplot's global state alone.
   """
   specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
            ('train_loss_vs_tokens_seen', 'Training loss vs tokens seen', 'tokens_seen', 'loss'),
-           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_loss_vs_step',
-              f'Eval loss on {name} (eval/{name}/loss) vs step', 'step', f'eval/{name}/loss')
-             for name in eval_names(runs)),
+           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_loss_vs_{x}',
+              f'Eval loss on {name} (eval/{name}/loss) vs {x.replace("_", " ")}', x,
+              f'eval/{name}/loss')
+             for name in eval_names(runs) for x in ('step', 'tokens_seen')),
            ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate')]
   labels = run_labels(runs)
   paths = []
@@ -276,4 +280,29 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
     if curves:
       paths.append(os.path.join(out_dir, f'{stem}.png'))
       _plot(curves, title, x, y, paths[-1])
+  mixture = mixture_curves(runs, labels)
+  if mixture:
+    paths.append(os.path.join(out_dir, 'mixture_weights_vs_step.png'))
+    _plot(mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch',
+          paths[-1])
   return paths
+
+
+def mixture_curves(runs: Sequence[Run], labels: Sequence[str]):
+  """(label, steps, weights) of every `data/<task>/weight` series that changes during its run.
+
+  Runs with the same schedule give one curve per task, labelled by the task; a task whose
+  schedules differ gets a curve per schedule, labelled by the task and the runs that share it.
+  """
+  found = {}  # (task, steps, weights) -> labels of the runs with that curve
+  for run, label in zip(runs, labels):
+    tasks = sorted({match[1] for values in run.metrics.values() for key in values
+                    if (match := _MIXTURE_WEIGHT.match(key))})
+    for task in tasks:
+      steps, weights = series(run, f'data/{task}/weight')
+      if len(set(weights)) > 1:
+        found.setdefault((task, tuple(steps), tuple(weights)), []).append(label)
+  curves_per_task = collections.Counter(task for task, _, _ in found)
+  return [(task if curves_per_task[task] == 1 else f'{task} ({"; ".join(run_labels)})',
+           list(steps), list(weights))
+          for (task, steps, weights), run_labels in found.items()]

@@ -159,12 +159,29 @@ def test_plots_are_pngs_one_per_metric(runs, tmp_path):
   paths = report.plot_runs(runs, str(tmp_path))
   assert [os.path.basename(p) for p in paths] == [
       'train_loss_vs_step.png', 'train_loss_vs_tokens_seen.png',
-      'eval_stdlib_code-R3_15_loss_vs_step.png', 'eval_stdlib_prose_loss_vs_step.png',
+      'eval_stdlib_code-R3_15_loss_vs_step.png', 'eval_stdlib_code-R3_15_loss_vs_tokens_seen.png',
+      'eval_stdlib_prose_loss_vs_step.png', 'eval_stdlib_prose_loss_vs_tokens_seen.png',
       'learning_rate_vs_step.png']
   for path in paths:
     with open(path, 'rb') as f:
       content = f.read()
     assert content[:8] == PNG_SIGNATURE and len(content) > 1000
+
+
+def test_mixture_weights_are_plotted_where_they_change(tmp_path):
+  def weights(code_from_step_20):
+    return {step: {'loss': 3.0, 'data/code/weight': code, 'data/prose/weight': 1 - code}
+            for step, code in ((10, 0.5), (20, code_from_step_20), (30, code_from_step_20))}
+  same = [report.Run(name, name, {'seed': i}, weights(0.2)) for i, name in enumerate('ab')]
+  assert report.mixture_curves(same, report.run_labels(same)) == [
+      ('code', [10, 20, 30], [0.5, 0.2, 0.2]), ('prose', [10, 20, 30], [0.5, 0.8, 0.8])]
+  other = same + [report.Run('c', 'c', {'seed': 2}, weights(0.9)),
+                  report.Run('fixed', 'fixed', {'seed': 3}, weights(0.5))]
+  assert [label for label, _, _ in report.mixture_curves(other, report.run_labels(other))] == [
+      'code (seed=0; seed=1)', 'prose (seed=0; seed=1)', 'code (seed=2)', 'prose (seed=2)']
+  paths = report.plot_runs(other, str(tmp_path))
+  assert os.path.basename(paths[-1]) == 'mixture_weights_vs_step.png'
+  assert report.mixture_curves(other[-1:], ['fixed']) == []  # a mixture that never changes
 
 
 def _main(argv: list[str], out: str | None) -> str:
@@ -189,7 +206,7 @@ def test_command_writes_the_report_and_its_plots(run_dirs, tmp_path, capsys):
   assert table == report.summary_table(report_command.load_runs(run_dirs))
   assert '- `ul2`: skipped unreadable lines of metrics.jsonl (torn writes): 6' in text
   images = [line[line.index('](') + 2:-1] for line in text.splitlines() if line.startswith('![')]
-  assert len(images) == 5 and sorted(os.listdir(out)) == sorted([*images, 'report.md'])
+  assert len(images) == 7 and sorted(os.listdir(out)) == sorted([*images, 'report.md'])
 
 
 def test_a_failed_report_leaves_the_previous_one_whole(run_dirs, tmp_path, monkeypatch):

@@ -210,6 +210,12 @@ class TrainData:
     examples = sum(sampler.examples_before(step) for sampler in self._samplers)
     return {name: float(n) / self.num_rows[name] for name, n in zip(self.task_names, examples)}
 
+  def mixture_weights(self, step: int) -> dict[str, float]:
+    """Each task's share of the examples of `step`'s stage, main mixture and replay together
+    (each by its rows of the batch); they sum to 1."""
+    shares = sum(sampler.proportions(step) * sampler.batch_size for sampler in self._samplers)
+    return {name: float(share) / self._batch_size for name, share in zip(self.task_names, shares)}
+
   def batch(self, step: int, with_noise: bool = False):
     """The global batch of training step `step`: a dict of [batch_size, ...] arrays.
 

@@ -82,7 +82,7 @@ class MixtureSampler:
     if not stages or stages[0].start_step != 0:
       raise ValueError('The first stage of a mixture schedule starts at step 0.')
     self.task_names = list(task_names)
-    self._batch_size, self._block_size = batch_size, block_size
+    self.batch_size, self._block_size = batch_size, block_size
     self._seed, self._stream = seed, stream
     self.start_steps = [stage.start_step for stage in stages]
     self._counts = []  # per stage: [num_tasks] slots per block
@@ -124,8 +124,13 @@ class MixtureSampler:
   def examples_before(self, step: int) -> np.ndarray:
     """[num_tasks] examples each task has given to the steps before `step`."""
     stage = self.stage_at(step)
-    examples = (step - self.start_steps[stage]) * self._batch_size
+    examples = (step - self.start_steps[stage]) * self.batch_size
     return self._offsets[stage] + self._consumed(stage, examples)
+
+  def proportions(self, step: int) -> np.ndarray:
+    """[num_tasks] each task's share of the examples of the stage `step` is in (exact per block)."""
+    counts = self._counts[self.stage_at(step)]
+    return counts / counts.sum()
 
   def stage_at(self, step: int) -> int:
     return int(np.searchsorted(self.start_steps, step, side='right')) - 1
@@ -135,11 +140,11 @@ class MixtureSampler:
     if step < 0:
       raise ValueError(f'Step {step} is negative; steps count from 0.')
     stage = self.stage_at(step)
-    first = (step - self.start_steps[stage]) * self._batch_size
-    examples_B = first + np.arange(self._batch_size, dtype=np.int64)
+    first = (step - self.start_steps[stage]) * self.batch_size
+    examples_B = first + np.arange(self.batch_size, dtype=np.int64)
     blocks_B, slots_B = np.divmod(examples_B, self._block_size)
-    tasks_B = np.empty(self._batch_size, np.int64)
-    local_B = np.empty(self._batch_size, np.int64)
+    tasks_B = np.empty(self.batch_size, np.int64)
+    local_B = np.empty(self.batch_size, np.int64)
     for block in np.unique(blocks_B):
       layout_K = self._layout(stage, int(block))
       ranks_K = np.empty(self._block_size, np.int64)

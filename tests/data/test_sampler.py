@@ -74,6 +74,9 @@ def test_train_data_stages_and_replay(data_config):
   assert set(tasks_39[:6]) == {code, prose}
   np.testing.assert_array_equal(tasks_40[:6], prose)
   np.testing.assert_array_equal(tasks_40[6:], code)  # the last quarter of every batch is replay
+  # The logged mixture weights: 6 rows of 50/50 and 2 replay rows of code, then 6 rows of prose.
+  assert data.mixture_weights(39) == {'stdlib_code': 0.625, 'stdlib_prose': 0.375}
+  assert data.mixture_weights(40) == {'stdlib_code': 0.25, 'stdlib_prose': 0.75}
   read = np.concatenate([data.example_sources(step)[0] for step in range(50)])
   epochs = data.epochs_before(50)
   for name in ('stdlib_code', 'stdlib_prose'):
