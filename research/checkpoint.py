@@ -10,6 +10,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 def make_manager(workdir: str, checkpoint_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -18,7 +19,12 @@ def make_manager(workdir: str, checkpoint_config: ml_collections.ConfigDict) -> 
       enable_async_checkpointing=checkpoint_config.async_save,
       create=True,
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  """WORKDIR/checkpoints, absolute: a local directory, or a bucket's (gs://...) as it is."""
+  return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir), 'checkpoints')
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state):

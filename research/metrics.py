@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+from etils import epath
 
 
 def _plain(value):
@@ -39,7 +40,8 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    self._file = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    # On a bucket (gs://) TensorFlow's file system re-uploads the file at every flush.
+    self._file = epath.Path(workdir, 'metrics.jsonl').open('a')
     from flax.metrics import tensorboard  # imports TensorFlow: only where it is needed
     self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tb'))
     if hparams:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from etils import epath
 
 from research import checkpoint, config as config_lib, evaluate, metrics as metrics_lib
 from research import peak_flops, preemption, schedules, sharding
@@ -180,11 +181,11 @@ def step_rng(seed: int, step: int):
   return jax.random.fold_in(jax.random.key(seed + 1), step)
 
 
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+def _write_json_atomic(path: epath.Path, obj) -> None:
+  """Writes `obj` to a temporary file beside `path`, then renames it (local disk or a bucket)."""
+  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)
 
 
 class ProfileTrace:
@@ -236,7 +237,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   devices = jax.devices() if devices is None else devices
   config_lib.validate(config, workdir, devices)
   main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local directory or gs://...
   trainer = Trainer(config, devices)
   manager = checkpoint.make_manager(workdir, config.checkpoint)
   state = checkpoint.restore_latest(manager, trainer.abstract_state)
@@ -244,7 +245,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   if state is None:
     state = trainer.init_state()
   if main:
-    _write_json_atomic(os.path.join(workdir, 'config.json'), config.to_dict())
+    _write_json_atomic(epath.Path(workdir) / 'config.json', config.to_dict())
 
   total = config.train.steps
   last = total if stop_after is None else min(total, first_step + stop_after)
@@ -310,6 +311,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                       mfu=tokens_per_second * flops_per_token / peak,
                       tokens_seen=done * tokens_per_step)
         logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
+        logged.update({f'data/{task}/weight': w for task, w in data.mixture_weights(step).items()})
         writer.write(done, logged)
         progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second',
                                                       'mfu')})

@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments import base
-from research import train
+from research import checkpoint, train
 
 
 def tiny_config(data_dir, **mesh):
@@ -57,6 +57,7 @@ def test_run_writes_the_contracted_files(single_device_run):
   for line in train_lines:
     assert {'learning_rate', 'tokens_per_second', 'mfu', 'grad_norm', 'accuracy'} <= set(line)
     assert line['tokens_per_second'] > 0 and 0 < line['mfu'] < 1
+    assert line['data/stdlib_prose/weight'] == line['data/stdlib_code/weight'] == 0.5
   eval_lines = [m for m in lines if any(k.startswith('eval/') for k in m)]
   assert [m['step'] for m in eval_lines] == [3, 6]
   for task in ('stdlib_prose', 'stdlib_code'):
@@ -65,6 +66,12 @@ def test_run_writes_the_contracted_files(single_device_run):
     assert 0 < loss < np.log(384) and bpb >= loss / np.log(2) * 0.999
   assert os.listdir(os.path.join(workdir, 'tb'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+
+def test_workdirs_on_a_bucket_keep_their_url(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert str(checkpoint.checkpoint_dir('gs://bucket/runs/a')) == 'gs://bucket/runs/a/checkpoints'
+  assert str(checkpoint.checkpoint_dir('runs/a')) == str(tmp_path / 'runs/a/checkpoints')
 
 
 def test_sharded_run_matches_one_device_and_shards_parameters(single_device_run, data_dir, tmp_path):
