@@ -2,7 +2,8 @@
 
   python -m launch.report DIR [DIR ...] --out=OUT
 
-reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train) and
+reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train, or
+every run in DIR when DIR is the --workdir of launch.sweep) and
 writes OUT/report.md: the command that made it, one table row per run (the config values that
 differ between the runs, the final training loss, the final and best loss of every evaluation,
 tokens seen) and links to the plots next to it: training and every evaluation loss by step and by
@@ -33,13 +34,28 @@ _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots a
 REPORT_FILE = 'report.md'
 
 
+def run_directories(path: str) -> list[str]:
+  """[`path`] for a run directory; for a sweep directory (launch.sweep's --workdir), its
+  sub-directories that hold a config.json, sorted. A directory with neither fails, saying so."""
+  if not os.path.isdir(path) or any(
+      os.path.exists(os.path.join(path, name)) for name in ('config.json', 'metrics.jsonl')):
+    return [path]  # a run directory, or load_run names what is missing
+  runs = sorted(os.path.join(path, name) for name in os.listdir(path)
+                if os.path.isfile(os.path.join(path, name, 'config.json')))
+  if not runs:
+    raise errors.UserError(f'{path} holds no runs: neither it nor a sub-directory has a '
+                           'config.json; pass the --workdir of launch.train runs or of a sweep.')
+  return runs
+
+
 def load_runs(paths: Sequence[str]) -> list[report.Run]:
-  """The runs in `paths`; fails naming the directory when one is not a run directory, or when two
-  share a name (runs are named by their directory's basename)."""
+  """The runs in `paths` (run directories, or sweep directories holding runs); fails naming the
+  directory when one holds no run, or when two runs share a name (runs are named by their
+  directory's basename)."""
   if not paths:
     raise errors.UserError('No run directory given; pass one or more, as in python -m '
                            'launch.report DIR [DIR ...] --out=OUT.')
-  runs = [report.load_run(path) for path in paths]
+  runs = [report.load_run(run) for path in paths for run in run_directories(path)]
   first_path = {}
   for run in runs:
     if run.name in first_path:

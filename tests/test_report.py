@@ -227,8 +227,17 @@ def test_a_failed_report_leaves_the_previous_one_whole(run_dirs, tmp_path, monke
   assert not os.path.exists((tmp_path / 'staged').read_text())
 
 
+def test_a_sweep_directory_stands_for_its_runs(run_dirs, tmp_path):
+  sweep = tmp_path / 'sweep'
+  sweep.mkdir()
+  for path in reversed(run_dirs):
+    (sweep / os.path.basename(path)).symlink_to(path)
+  (sweep / 'pending').mkdir()  # a point that has not started: no config.json yet
+  assert [run.name for run in report_command.load_runs([str(sweep)])] == ['causal', 'prefix', 'ul2']
+
+
 @pytest.mark.parametrize('problem', ['missing', 'no_metrics', 'no_config', 'duplicate', 'no_out',
-                                     'out_is_a_file', 'no_directories'])
+                                     'out_is_a_file', 'no_directories', 'no_runs'])
 def test_command_errors_name_the_path_or_flag(run_dirs, tmp_path, problem):
   (tmp_path / 'no_metrics').mkdir()
   (tmp_path / 'no_metrics' / 'config.json').write_text('{}')
@@ -236,6 +245,7 @@ def test_command_errors_name_the_path_or_flag(run_dirs, tmp_path, problem):
   (tmp_path / 'no_config' / 'metrics.jsonl').write_text('{"step": 1, "loss": 2.0}\n')
   (tmp_path / 'causal').symlink_to(run_dirs[0])
   (tmp_path / 'file').write_text('')
+  (tmp_path / 'empty').mkdir()
   out = str(tmp_path / 'out')
   argv, out, message = {
       'missing': ([str(tmp_path / 'nope')], out,
@@ -250,6 +260,9 @@ def test_command_errors_name_the_path_or_flag(run_dirs, tmp_path, problem):
       'no_out': (run_dirs, None, '--out is required'),
       'out_is_a_file': (run_dirs, str(tmp_path / 'file'), f'--out={tmp_path / "file"} is a file'),
       'no_directories': ([], out, 'No run directory given'),
+      'no_runs': ([str(tmp_path / 'empty')], out,
+                  f'{tmp_path / "empty"} holds no runs: neither it nor a sub-directory has a '
+                  'config.json'),
   }[problem]
   with pytest.raises(SystemExit, match='^error: ' + re.escape(message)):
     _main(argv, out)
