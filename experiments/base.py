@@ -110,6 +110,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.async_save = True
 
+  # Continual pretraining: a new run that starts from a checkpoint (research/checkpoint.py).
+  c.init = ml_collections.ConfigDict()
+  c.init.path = ''  # a workdir (its latest checkpoint), WORKDIR/checkpoints/<step>, or a
+  #                   launch.convert output; '' = from scratch
+  c.init.optimizer = False  # carry the optimizer state (Adam moments) too; else a fresh one
+  c.init.step = 'reset'  # reset: count from step 0 | keep: go on from the checkpoint's step
+  #                        (train.steps is then the last step, not the number of new steps)
+  c.init.schedule = 'restart'  # restart: the schedule starts over | continue: it goes on from
+  #                              the checkpoint's step
+
   # Device mesh (research/sharding.py). -1 takes all remaining devices.
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

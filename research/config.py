@@ -91,6 +91,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
             'model.num_heads', 'model.head_dim', 'model.mlp_dim', 'model.vocab_size')
 
   check_profile_steps(config.train)
+  for key, choices in (('step', ('reset', 'keep')), ('schedule', ('restart', 'continue'))):
+    if config.init[key] not in choices:
+      raise errors.UserError(f'init.{key}={config.init[key]!r} is not one of {choices}.')
 
   if config.model.dtype not in transformer.DTYPES:
     raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '

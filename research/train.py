@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from etils import epath
 
-from research import checkpoint, config as config_lib, evaluate, metrics as metrics_lib
+from research import checkpoint, config as config_lib, errors, evaluate, metrics as metrics_lib
 from research import peak_flops, preemption, schedules, sharding
 from research.data import pipeline, vocabularies
 from research.model import transformer
@@ -64,14 +64,16 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     train_config: ml_collections.ConfigDict, dropout: bool,
                     teacher: nn.Module | None = None,
-                    distill_config: ml_collections.ConfigDict | None = None) -> Callable:
+                    distill_config: ml_collections.ConfigDict | None = None,
+                    schedule: Callable | None = None) -> Callable:
   """The pure step: gradient over `micro_batches` micro-batches, summed, normalised once, applied.
 
   Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
   end, so accumulation over k micro-batches computes the same update as one batch of k times the size.
   With a `teacher` model, the step's fourth argument is its parameters and the loss is
   (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), w and
-  the temperature from `distill_config` (config.objective.distill).
+  the temperature from `distill_config` (config.objective.distill). With the optimizer's
+  `schedule`, the step also reports the learning rate it applied.
   """
   num_micro = train_config.micro_batches
 
@@ -112,6 +114,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     step_metrics = losses.mean_metrics(sums)
     step_metrics['grad_norm'] = optax.tree.norm(grads)
+    if schedule is not None:
+      step_metrics['learning_rate'] = schedule(schedule_position(state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, step_metrics
 
@@ -143,7 +147,7 @@ class Trainer:
     if config.objective.distill.teacher:
       self.teacher, self.teacher_params, teacher_shardings = load_teacher(config, devices)
     step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0,
-                           self.teacher, config.objective.distill)
+                           self.teacher, config.objective.distill, self.schedule)
     self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated,
                                              teacher_shardings),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)
@@ -151,6 +155,10 @@ class Trainer:
 
   def init_state(self) -> TrainState:
     return self._init(jax.random.key(self.config.seed))
+
+  def fresh_opt_state(self, params):
+    """A new optimizer state for `params`, placed like the state's."""
+    return jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
 
   def place(self, global_host_batch: dict) -> dict:
     """This process's rows of a global host batch, as global jax.Arrays on the mesh."""
@@ -175,6 +183,62 @@ def load_teacher(config: ml_collections.ConfigDict, devices):
   state = checkpoint.restore_latest(manager, teacher.abstract_state)
   manager.close()
   return teacher.model, state.params, teacher.state_shardings.params
+
+
+def _is_schedule_state(node) -> bool:
+  return isinstance(node, optax.ScaleByScheduleState)
+
+
+def schedule_position(opt_state):
+  """The step the learning-rate schedule is at: the count of optax's scale_by_schedule state
+  (equal to the training step, unless a continual run restarted or continued the schedule)."""
+  return next(s.count for s in jax.tree.leaves(opt_state, is_leaf=_is_schedule_state)
+              if _is_schedule_state(s))
+
+
+def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
+                          total_steps: int) -> TrainState:
+  """The first state of a run that starts from the checkpoint in `init.path` (config.init).
+
+  Continual pretraining (Gupta et al. 2023, "Continual Pre-Training of Large Language Models: How
+  to (re)warm your model?", arXiv 2308.04014; Ibrahim et al. 2024, arXiv 2403.08763): the
+  parameters always carry over; the optimizer state only with `init.optimizer`; the step counter
+  is reset to 0 or kept (`init.step`); the schedule restarts from its step 0 or continues from the
+  checkpoint's step (`init.schedule`), whatever the step counter does. Shapes are checked against
+  the model before anything is read.
+  """
+  directory, step = checkpoint.find_checkpoint(init.path)
+  where = f'init.path={init.path} (checkpoint {step})'
+  saved = checkpoint.saved_shapes(directory, step)
+  if 'params' not in saved:
+    raise errors.UserError(f'{where} holds no parameters; give a checkpoint of launch.train or '
+                           'launch.convert.')
+  abstract = trainer.abstract_state
+  checkpoint.check_shapes(saved['params'], abstract.params, where)
+  if init.optimizer and 'opt_state' not in saved:
+    raise errors.UserError(f'{where} holds parameters only (an imported checkpoint?), no optimizer '
+                           'state; set init.optimizer=False.')
+  if init.step == 'keep' and step >= total_steps:
+    raise errors.UserError(f'train.steps={total_steps} is not past step {step}, where '
+                           "init.step='keep' goes on from; set train.steps to the last step.")
+  parts = {'params': abstract.params}
+  if init.optimizer:
+    parts['opt_state'] = abstract.opt_state
+  try:
+    restored = checkpoint.restore_parts(directory, step, parts)
+  except (ValueError, KeyError) as error:  # the optimizer's structure differs
+    raise errors.UserError(f'{where}: its optimizer state does not fit this run\'s optimizer '
+                           '(train.grad_clip, train.weight_decay, ...); set init.optimizer=False '
+                           f'or configure the optimizer as that run did ({error}).') from error
+  params = restored['params']
+  opt_state = restored['opt_state'] if init.optimizer else trainer.fresh_opt_state(params)
+  position = 0 if init.schedule == 'restart' else step
+  opt_state = jax.tree.map(
+      lambda s: s._replace(count=jax.device_put(jnp.full_like(s.count, position), s.count.sharding))
+      if _is_schedule_state(s) else s, opt_state, is_leaf=_is_schedule_state)
+  first = step if init.step == 'keep' else 0
+  return TrainState(step=jax.device_put(jnp.asarray(first, jnp.int32), abstract.step.sharding),
+                    params=params, opt_state=opt_state)
 
 
 def step_rng(seed: int, step: int):
@@ -241,9 +305,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   trainer = Trainer(config, devices)
   manager = checkpoint.make_manager(workdir, config.checkpoint)
   state = checkpoint.restore_latest(manager, trainer.abstract_state)
-  first_step = 0 if state is None else int(state.step)
+  resumed = state is not None
   if state is None:
-    state = trainer.init_state()
+    state = (state_from_checkpoint(trainer, config.init, config.train.steps) if config.init.path
+             else trainer.init_state())
+  first_step = int(state.step)
   if main:
     _write_json_atomic(epath.Path(workdir) / 'config.json', config.to_dict())
 
@@ -267,8 +333,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
-  if first_step:
+  if resumed:
     progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
+  elif config.init.path:
+    progress.message(f'Starting from the checkpoint in {config.init.path} ' + ', '.join([
+        'parameters and optimizer state' if config.init.optimizer else 'parameters only',
+        f'step {config.init.step}', f'schedule {config.init.schedule}']) + '.')
   for task, count in data.split_documents.items():
     progress.message(f'{task}: {count} of {data.stores[task].num_documents} training documents are '
                      f'longer than a chunk of {objective.chunk_len} tokens (what a row of '
@@ -306,7 +376,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         elapsed = time.perf_counter() - window_time
         tokens_per_second = tokens_per_step * (done - window_start) / elapsed
         logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
-        logged.update(learning_rate=float(trainer.schedule(step)),
+        logged.update(learning_rate=float(fetched[-1]['learning_rate']),  # the last step's
                       tokens_per_second=tokens_per_second,
                       mfu=tokens_per_second * flops_per_token / peak,
                       tokens_seen=done * tokens_per_step)
