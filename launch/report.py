@@ -78,6 +78,12 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
             'Columns: the config values that differ between the runs; `step`, the last step '
             'logged; the final value of each metric (`loss` is the training loss); `best`, the '
             'lowest value of an evaluation loss.']
+  continual = report.continual_table(runs)
+  if continual:
+    lines += ['', '## Forgetting and adaptation', '', continual, '',
+              'Runs started from a checkpoint (`init.path`): each evaluation loss before the '
+              'first step and at the end. Upstream tasks (the starting run\'s mixture): a rise is '
+              'forgetting; downstream tasks: a fall is adaptation.']
   if plot_files:
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(name)[0]}]({name})\n' for name in plot_files]

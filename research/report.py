@@ -240,6 +240,49 @@ def summary_table(runs: Sequence[Run]) -> str:
                    for row in [header, align, *rows])
 
 
+def _upstream_tasks(run: Run) -> set[str] | None:
+  """The tasks of the mixture of the run that `run` started from (its config's init.path), or
+  None when `run` did not start from a run whose config.json can be read."""
+  init = run.config.get('init', {}).get('path', '')
+  if not init:
+    return None
+  workdir = os.path.normpath(init)  # relative paths: to where the report runs, as to training
+  if os.path.basename(workdir).isdigit() and os.path.basename(os.path.dirname(workdir)) == (
+      'checkpoints'):
+    workdir = os.path.dirname(os.path.dirname(workdir))  # WORKDIR/checkpoints/<step>
+  try:
+    with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
+      data = json.load(f)['data']
+    return set(data['mixture']) | set(data.get('replay', {}).get('mixture', {}))
+  except (OSError, KeyError, TypeError, ValueError):
+    return None
+
+
+def continual_table(runs: Sequence[Run]) -> str:
+  """For runs that started from a checkpoint (config init.path), a markdown table: each
+  evaluation's loss at the run's first evaluation (before its first step) and at its last, and the
+  change. A task of the starting run's mixture is `upstream` (a rise is forgetting), any other
+  `downstream` (a fall is adaptation), as in continual pretraining studies (Gupta et al. 2023,
+  arXiv 2308.04014; Ibrahim et al. 2024, arXiv 2403.08763). '' when no run started from one."""
+  rows = []
+  for run in runs:
+    if not run.config.get('init', {}).get('path'):
+      continue
+    upstream = _upstream_tasks(run)
+    for name in eval_names([run]):
+      values = series(run, f'eval/{name}/loss')[1]
+      task = name.split('/')[0]
+      role = '-' if upstream is None else 'upstream' if task in upstream else 'downstream'
+      rows.append([run.name, name, role, format_number(values[0]), format_number(values[-1]),
+                   f'{values[-1] - values[0]:+.4g}'])
+  if not rows:
+    return ''
+  header = ['run', 'eval', 'role', 'loss at start', 'final loss', 'change']
+  align = ['---'] * 3 + ['---:'] * 3
+  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
+                   for row in [header, align, *rows])
+
+
 def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
           path: str) -> None:
   """Saves one PNG: every (label, xs, ys) curve on one pair of axes."""

@@ -358,6 +358,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     progress.message(f'eval at step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
     return time.perf_counter() - start
 
+  if config.init.path and not resumed:
+    run_eval(first_step)  # where a continual run starts: the baseline of forgetting and adaptation
   pending, window_start, window_time = [], first_step, time.perf_counter()
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)

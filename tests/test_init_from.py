@@ -73,6 +73,10 @@ def test_a_restarted_schedule_with_the_optimizer_warms_up_again(pretrained, data
   # Warmup over 2 steps to 3e-3: step 0 uses half the peak, as the first run's step 0 did.
   assert lines[0]['learning_rate'] == pytest.approx(first_run[0]['learning_rate']) == 1.5e-3
   assert lines[0]['loss'] < first_run[0]['loss'] - 0.5  # it starts from the trained parameters
+  # Evaluated before its first step (where forgetting and adaptation are measured from) and at
+  # the end.
+  evals = [m for m in read_metrics(str(tmp_path)) if 'eval/stdlib_code/loss' in m]
+  assert [m['step'] for m in evals] == [0, 2]
 
 
 def test_an_imported_parameters_only_checkpoint_starts_a_run(data_dir, tmp_path):

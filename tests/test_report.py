@@ -168,6 +168,23 @@ def test_plots_are_pngs_one_per_metric(runs, tmp_path):
     assert content[:8] == PNG_SIGNATURE and len(content) > 1000
 
 
+def test_continual_runs_report_forgetting_upstream_and_adaptation_downstream(tmp_path):
+  pretrain = _write_run(tmp_path / 'pretrain', _line(_train(10, 3.0)),
+                        data__mixture={'stdlib_prose': 1.0})
+  lines = [{'step': 0, 'eval/stdlib_prose/loss': 2.0, 'eval/stdlib_code/loss': 4.0},
+           _train(10, 3.0), {'step': 10, 'eval/stdlib_prose/loss': 2.5,
+                             'eval/stdlib_code/loss': 3.0}]
+  continued = _write_run(tmp_path / 'continued', ''.join(map(_line, lines)),
+                         data__mixture={'stdlib_code': 1.0},
+                         init__path=os.path.join(pretrain, 'checkpoints', '10'))
+  runs = [report.load_run(path) for path in (pretrain, continued)]
+  header, *rows = _table(report.continual_table(runs))
+  assert header == ['run', 'eval', 'role', 'loss at start', 'final loss', 'change']
+  assert rows == [['continued', 'stdlib_code', 'downstream', '4', '3', '-1'],
+                  ['continued', 'stdlib_prose', 'upstream', '2', '2.5', '+0.5']]
+  assert report.continual_table(runs[:1]) == ''
+
+
 def test_mixture_weights_are_plotted_where_they_change(tmp_path):
   def weights(code_from_step_20):
     return {step: {'loss': 3.0, 'data/code/weight': code, 'data/prose/weight': 1 - code}
