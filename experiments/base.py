@@ -92,10 +92,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.profile_steps = ()
 
   c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = 'warmup_cosine'  # constant | warmup_cosine
+  # constant | warmup_cosine | warmup_linear | warmup_inverse_sqrt | wsd | infinite | cycles | rewarm
+  c.schedule.name = 'warmup_cosine'
   c.schedule.peak_lr = 3e-3
   c.schedule.warmup_steps = 100
-  c.schedule.final_lr_fraction = 0.1  # cosine floor as a fraction of peak_lr
+  c.schedule.final_lr_fraction = 0.1  # the decays' floor as a fraction of peak_lr
+  # wsd, cycles, rewarm and infinite's cooldown: linear | cosine | 1-sqrt | exponential | inverse_sqrt
+  c.schedule.decay_shape = 'cosine'
+  c.schedule.decay_fraction = 0.2  # wsd: the decay's share of the run, at its end
+  c.schedule.inv_sqrt_alpha = 10.0  # inverse_sqrt shape: alpha in 1/sqrt(1 + alpha u)
+  c.schedule.cooldown_fraction = 0.2  # infinite: cooldown after warmup, share of the run
+  c.schedule.const_lr_fraction = 0.5  # infinite: the constant LR as a fraction of peak_lr
+  c.schedule.anneal_fraction = 0.1  # infinite: final exponential anneal to the floor, share of the run
+  c.schedule.cycle_steps = 0  # cycles: steps per warmup + decay cycle; 0 = one cycle over the run
+  c.schedule.start_lr = 0.0  # rewarm: the LR at the phase's step 0 (e.g. the last phase's final LR)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 200  # steps; evaluation also runs at the end
