@@ -114,6 +114,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Extra example formats evaluated on every task, as eval/<task>/<name>/loss: 'causal_lm' or a
   # denoiser name of research/objectives/denoising.DENOISERS (e.g. 'R3_15' for span infilling).
   c.eval.objectives = ()
+  # Tasks evaluated besides the training mixture's, e.g. the old domain of a continual run.
+  c.eval.tasks = ()
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

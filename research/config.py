@@ -78,7 +78,7 @@ def check_profile_steps(train_config: ml_collections.ConfigDict) -> None:
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
-  from research.data import pipeline, vocabularies
+  from research.data import pipeline, tasks, vocabularies
   from research.objectives import distillation, examples
 
   check_schema(config, base.get_config())
@@ -103,9 +103,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                      f'{sorted(transformer.REMAT_POLICIES)}.')
   if config.model.head_dim % 2:
     raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
-  if config.schedule.name not in schedules.SCHEDULES:
-    raise errors.UserError(f'schedule.name={config.schedule.name!r} is not a known schedule; choose one '
-                     f'of {sorted(schedules.SCHEDULES)}.')
+  schedules.make_schedule(config.schedule, config.train.steps)  # names a bad schedule.* value
 
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:
@@ -113,6 +111,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                      f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                      f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
   pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
+  for name in config.eval.tasks:
+    tasks.check_task(name, 'eval.tasks')
   if config.model.num_encoder_layers < 0:
     raise errors.UserError(f'model.num_encoder_layers={config.model.num_encoder_layers} must be >= '
                            '0 (0 = model.num_layers).')

@@ -327,7 +327,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   eval_data = {'/'.join(filter(None, (task, name))): pipeline.eval_batches(
                    config.data, task, config.eval.batch_size, config.eval.batches, config.seed,
                    eval_objective)
-               for task in data.task_names
+               for task in dict.fromkeys([*data.task_names, *config.eval.tasks])
                for name, eval_objective in examples.eval_objectives(
                    objective, config.eval.objectives, vocabulary).items()}
   token_bytes = vocabularies.token_bytes(vocabulary)

@@ -110,6 +110,9 @@ def test_workdir_that_is_a_file(tmp_path):
     ('--config.eval.objectives=("R5",)', r"eval.objectives: 'R5' is neither"),
     ('--config.objective.distill.teacher=/nowhere',
      r"objective.distill.teacher='/nowhere' has no config.json"),
+    ('--config.eval.tasks=("stdlib_pros",)',
+     r"eval.tasks names an unknown task 'stdlib_pros'; did you mean \['stdlib_prose'"),
+    ("--config.init.step=continue", r"init.step='continue' is not one of \('reset', 'keep'\)"),
 ])
 def test_bad_values_are_named(tmp_path, override, message):
   with pytest.raises(errors.UserError, match=message):

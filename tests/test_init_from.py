@@ -1,6 +1,7 @@
 """Continual pretraining: a run that starts from another run's (or an imported) checkpoint."""
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -66,6 +67,8 @@ def test_a_restarted_schedule_with_the_optimizer_warms_up_again(pretrained, data
   stopped, whole, _ = pretrained
   config = _config(data_dir, path=stopped, optimizer=True)  # step reset, schedule restart
   config.train.steps = 2
+  config.data.mixture = ml_collections.ConfigDict({'stdlib_code': 1.0})
+  config.eval.tasks = ('stdlib_prose',)  # the old domain, evaluated though not trained on
   train.train(config, str(tmp_path), devices=_devices())
   lines = [m for m in read_metrics(str(tmp_path)) if 'loss' in m]
   first_run = [m for m in read_metrics(whole) if 'loss' in m]
@@ -77,6 +80,7 @@ def test_a_restarted_schedule_with_the_optimizer_warms_up_again(pretrained, data
   # the end.
   evals = [m for m in read_metrics(str(tmp_path)) if 'eval/stdlib_code/loss' in m]
   assert [m['step'] for m in evals] == [0, 2]
+  assert all('eval/stdlib_prose/loss' in m for m in evals)
 
 
 def test_an_imported_parameters_only_checkpoint_starts_a_run(data_dir, tmp_path):

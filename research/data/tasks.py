@@ -197,15 +197,15 @@ def register_config_tasks(data_config: ml_collections.ConfigDict) -> None:
     register(spec_from_config(name, spec))
 
 
-def check_task(name: str) -> None:
-  """Fails with the close matches unless task `name` (a key of a data mixture) is registered."""
+def check_task(name: str, where: str = 'A data mixture (data.mixture, data.stages or '
+               'data.replay.mixture)') -> None:
+  """Fails with the close matches unless task `name` (named by `where`) is registered."""
   if name not in _SPECS:
     import difflib  # only on the error path
     close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.5)
     hint = f'did you mean {close}? ' if close else ''
-    raise errors.UserError(f'A data mixture (data.mixture, data.stages or data.replay.mixture) '
-                           f'names an unknown task {name!r}; {hint}the registered tasks are '
-                           f'{sorted(_SPECS)} (define more in data.tasks).')
+    raise errors.UserError(f'{where} names an unknown task {name!r}; {hint}the registered '
+                           f'tasks are {sorted(_SPECS)} (define more in data.tasks).')
 
 
 def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Task:
