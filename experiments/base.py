@@ -20,11 +20,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.d_model = 256
   c.model.num_layers = 4
   c.model.num_heads = 4
+  c.model.num_kv_heads = 0  # key/value heads: grouped-query attention, arXiv 2305.13245; 0 = num_heads
   c.model.head_dim = 64
   c.model.mlp_dim = 1024
+  c.model.mlp = 'swiglu'  # swiglu (gate, up, down) | gelu | gelu_tanh (up, down: GPT-NeoX's MLP)
+  c.model.norm = 'rmsnorm'  # rmsnorm | layernorm (LayerNorm with a bias, GPT-NeoX)
+  c.model.attention_bias = False  # biases on the query, key, value and output projections
+  c.model.mlp_bias = False  # biases on the MLP's projections
+  c.model.parallel_residual = False  # x + attn(norm1(x)) + mlp(norm2(x)), GPT-NeoX's layer
   c.model.rope_base = 10000.0
+  c.model.rotary_fraction = 1.0  # share of each head's dims that rotary rotates (NeoX rotary_pct)
   c.model.qk_norm = False  # qk-layernorm (Wortsman et al. 2023, arXiv 2309.14322)
-  c.model.tie_embeddings = True
+  c.model.tie_embeddings = True  # the output layer is the input embedding; False = its own matrix
   c.model.dtype = 'float32'  # compute dtype: float32 or bfloat16; params stay float32
   c.model.remat = 'none'  # none | full | dots (save matmul outputs) | dots_no_batch
   c.model.scan_layers = True

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from research import train
+from research import errors, train
 from research.model import layers, transformer
 
 CONFIG = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=2, head_dim=16,
@@ -382,3 +382,119 @@ def test_encoder_decoder_unscanned_rematerialised_and_dropout():
   dropped = apply({'params': unstacked}, batch, deterministic=False,
                   rngs={'dropout': jax.random.key(2)})
   assert np.abs(dropped - logits).max() > 1e-2
+
+
+# Every architecture switch away from its default (GPT-NeoX-like and more), on the tiny model.
+SWITCHED = dataclasses.replace(CONFIG, num_heads=4, num_kv_heads=2, head_dim=8, mlp='gelu',
+                               norm='layernorm', attention_bias=True, mlp_bias=True,
+                               parallel_residual=True, rotary_fraction=0.5, tie_embeddings=False)
+
+
+def test_switched_parameters_have_logical_axis_names_and_shapes():
+  batch = transformer.dummy_batch(SWITCHED, 1, 8, 8)
+  boxed = transformer.Decoder(SWITCHED).init({'params': jax.random.key(0)}, batch)['params']
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.Partitioned))
+  assert leaves and all(isinstance(v, nn.Partitioned) for v in leaves)
+  assert all(len(v.names) == v.value.ndim for v in leaves)
+  layer = boxed['layers']
+  assert layer['attention']['key'].names == ('layers', 'embed', 'kv_heads', 'kv')
+  assert layer['attention']['key'].value.shape == (2, 32, 2, 8)
+  assert layer['attention']['query'].value.shape == (2, 32, 4, 8)
+  assert layer['attention']['value_bias'].names == ('layers', 'kv_heads', 'kv')
+  assert layer['attention']['out_bias'].names == ('layers', 'embed')
+  assert layer['attention_norm']['bias'].names == ('layers', 'embed')
+  assert set(layer['mlp']) == {'up', 'up_bias', 'down', 'down_bias'}  # no gate
+  assert layer['mlp']['up_bias'].names == ('layers', 'mlp')
+  assert set(boxed['final_norm']) == {'scale', 'bias'}
+  # Without GQA the key and value heads shard like the query heads, as before the switch existed.
+  plain = transformer.Decoder(CONFIG).init({'params': jax.random.key(0)}, batch)['params']
+  assert plain['layers']['attention']['key'].names == ('layers', 'embed', 'heads', 'kv')
+
+
+def test_grouped_query_attention_is_attention_with_shared_key_value_heads():
+  """GQA with G heads = multi-head attention whose query heads g*R .. g*R+R-1 share head g's
+  key and value projections (Hugging Face's repeat_kv)."""
+  gqa = dataclasses.replace(CONFIG, num_heads=4, num_kv_heads=2, head_dim=8)
+  tokens, segments = _tokens(16), np.array([[1] * 7 + [2] * 5], np.int32)
+  logits, params = _apply(gqa, tokens, segments)
+  attention = params['layers']['attention']
+  repeated = {**attention, 'key': jnp.repeat(attention['key'], 2, axis=2),
+              'value': jnp.repeat(attention['value'], 2, axis=2)}
+  mha_params = {**params, 'layers': {**params['layers'], 'attention': repeated}}
+  logits_mha, _ = _apply(dataclasses.replace(gqa, num_kv_heads=0), tokens, segments,
+                         params=mha_params)
+  np.testing.assert_allclose(logits, logits_mha, rtol=1e-5, atol=1e-5)
+
+
+def test_partial_rotary_rotates_the_leading_dimensions_only():
+  x = jax.random.normal(jax.random.key(0), (1, 3, 2, 16))
+  sin, cos = layers.rotary_tables(jnp.array([[0, 4, 9]]), 8, 10000.0)  # 8 of 16 dimensions
+  out = layers.apply_rotary(x, sin, cos)
+  np.testing.assert_array_equal(out[..., 8:], x[..., 8:])
+  np.testing.assert_array_equal(out[..., :8], layers.apply_rotary(x[..., :8], sin, cos))
+  assert np.abs(out[0, 1, :, :8] - x[0, 1, :, :8]).max() > 1e-2
+  assert transformer.ModelConfig(head_dim=64, rotary_fraction=0.25).rotary_dim == 16
+
+
+def test_switched_model_scanned_unscanned_and_rematerialised_agree():
+  tokens, segments = _tokens(17), np.array([[1] * 7 + [2] * 5], np.int32)
+  logits, params = _apply(SWITCHED, tokens, segments)
+  assert np.all(np.isfinite(logits))
+  logits_remat, _ = _apply(dataclasses.replace(SWITCHED, remat='full'), tokens, segments,
+                           params=params)
+  np.testing.assert_allclose(logits, logits_remat, rtol=1e-6, atol=1e-6)
+  unstacked = {k: v for k, v in params.items() if k != 'layers'}
+  for i in range(SWITCHED.num_layers):
+    unstacked[f'layers_{i}'] = jax.tree.map(lambda x: x[i], params['layers'])
+  logits_loop, _ = _apply(dataclasses.replace(SWITCHED, scan_layers=False), tokens, segments,
+                          params=unstacked)
+  np.testing.assert_allclose(logits, logits_loop, rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_residual_feeds_both_sublayers_the_layer_input():
+  """With the MLP's weights zeroed the MLP adds its bias alone; the attention output then reaches
+  the logits only through the residual, the same in both layouts, so the two agree; with the MLP
+  live they differ (sequential feeds it x + attention)."""
+  config = dataclasses.replace(SWITCHED, num_layers=1)
+  tokens, segments = _tokens(18), np.ones((1, 12), np.int32)
+  logits, params = _apply(config, tokens, segments)
+  sequential = dataclasses.replace(config, parallel_residual=False)
+  assert np.abs(_apply(sequential, tokens, segments, params=params)[0] - logits).max() > 1e-4
+  mlp = params['layers']['mlp']
+  dead = {**params, 'layers': {**params['layers'], 'mlp': {
+      **mlp, 'up': jnp.zeros_like(mlp['up']), 'up_bias': jnp.zeros_like(mlp['up_bias'])}}}
+  np.testing.assert_allclose(_apply(config, tokens, segments, params=dead)[0],
+                             _apply(sequential, tokens, segments, params=dead)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('key, value', [('norm', 'batchnorm'), ('mlp', 'relu'),
+                                        ('num_kv_heads', 3), ('rotary_fraction', 0.2),
+                                        ('rotary_fraction', 1.5)])
+def test_bad_switch_values_name_their_key(key, value):
+  with pytest.raises(errors.UserError, match=f'model.{key}'):
+    dataclasses.replace(CONFIG, **{key: value})
+
+
+def test_flops_per_token_with_grouped_query_attention_and_gelu_mlp():
+  # Per layer: query and output 2*32*4*8, key and value 2*32*2*8, GELU MLP 2*32*64 (no gate).
+  layer = 2 * 32 * 4 * 8 + 2 * 32 * 2 * 8 + 2 * 32 * 64
+  assert transformer.matmul_params(SWITCHED) == 2 * layer + 64 * 32
+  # The attention term counts every query head: 12 * layers * L * H*K, halved when causal.
+  assert transformer.flops_per_token(SWITCHED, 128) == (6 * (2 * layer + 64 * 32)
+                                                       + 12 * 2 * 128 * 32 / 2)
+
+
+@pytest.mark.parametrize('architecture', transformer.ARCHITECTURES)
+def test_switched_flops_per_token_matches_xla_count_of_the_forward_pass(architecture):
+  config = transformer.ModelConfig(architecture=architecture, vocab_size=256, d_model=128,
+                                   num_layers=2, num_encoder_layers=1, num_heads=4, num_kv_heads=1,
+                                   head_dim=32, mlp_dim=512, mlp='gelu_tanh', scan_layers=False)
+  # (XLA counts exact GELU's erf polynomial as some 75 FLOPs an element: the tanh form keeps the
+  # elementwise rest small; the matmuls are the same.)
+  model = transformer.make_model(config)
+  batch = transformer.dummy_batch(config, 1, 128, 64)
+  params = nn.meta.unbox(jax.eval_shape(model.init, {'params': jax.random.key(0)}, batch)['params'])
+  counted = jax.jit(model.apply).lower({'params': params}, batch).cost_analysis()['flops']
+  outputs = batch['inputs'].shape[1]
+  formula = transformer.flops_per_token(config, 128, causal=False, target_len=64) / 3 * outputs
+  assert formula <= counted < 1.03 * formula  # the rest is norms, softmax, rotary, GELU

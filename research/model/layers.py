@@ -1,9 +1,12 @@
 """Transformer building blocks in Flax linen, every parameter with logical axis names.
 
 Logical axes: `embed` (model dim D), `mlp` (hidden dim F), `heads` (H), `kv` (head dim K),
-`vocab` (V), `layers` (the scanned layer axis). The mesh rules in config map them to mesh axes.
+`kv_heads` (G, the key and value heads of grouped-query attention when fewer than the query heads),
+`vocab` (V), `layers` (the scanned layer axis). The mesh rules in config map them to mesh axes (a
+logical axis without a rule is replicated).
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -29,18 +32,27 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm with a learned scale and no bias, computed in float32 (used for qk-layernorm)."""
+  """LayerNorm (Ba et al. 2016, arXiv 1607.06450) with a learned scale, computed in float32.
+
+  Without a bias over the head dim `kv` for qk-layernorm (the default); with `use_bias` over `embed`
+  as GPT-NeoX's pre-norms (`model.norm='layernorm'`).
+  """
   eps: float = 1e-6
   dtype: Dtype = jnp.float32
+  axis_name: str | None = 'kv'
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, ('kv',)),
+    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
                        (x.shape[-1],), jnp.float32)
     x32 = x.astype(jnp.float32)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    return ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale).astype(self.dtype)
+    y32 = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale
+    if self.use_bias:
+      y32 = y32 + bias(self, 'bias', (x.shape[-1],), (self.axis_name,))
+    return y32.astype(self.dtype)
 
 
 def rotary_tables(positions_BL, head_dim: int, base: float):
@@ -55,7 +67,16 @@ def rotary_tables(positions_BL, head_dim: int, base: float):
 
 
 def apply_rotary(x_BLHK, sin_BLk, cos_BLk):
-  """Rotates the two halves of each head's vector by the position's angles (float32)."""
+  """Rotates the two halves of each head's vector by the position's angles (float32).
+
+  The "rotate half" layout of GPT-NeoX and Hugging Face's Llama: dimension i pairs with i + R/2 of
+  the R = 2 * k rotated dimensions. With tables for fewer dimensions than the head's (partial rotary,
+  GPT-NeoX's rotary_pct), only the first R dimensions rotate and the rest pass unchanged.
+  """
+  rotary_dim = 2 * sin_BLk.shape[-1]
+  if rotary_dim < x_BLHK.shape[-1]:
+    rotated = apply_rotary(x_BLHK[..., :rotary_dim], sin_BLk, cos_BLk)
+    return jnp.concatenate([rotated, x_BLHK[..., rotary_dim:]], axis=-1)
   x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
   sin, cos = sin_BLk[:, :, None, :], cos_BLk[:, :, None, :]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -94,6 +115,12 @@ def weight(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[st
                       jnp.float32)
 
 
+def bias(module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str, ...]):
+  """A float32 bias with logical axis names, initialised to zeros."""
+  return module.param(name, nn.with_logical_partitioning(nn.initializers.zeros, names), shape,
+                      jnp.float32)
+
+
 class Attention(nn.Module):
   """Multi-head attention with optional rotary embeddings and qk-layernorm, float32 softmax.
 
@@ -103,6 +130,9 @@ class Attention(nn.Module):
   two sides' positions count different sequences).
   qk-layernorm normalises queries and keys per head before the dot product, which stops attention
   logit growth at high learning rates (Wortsman et al. 2023, arXiv 2309.14322; Dehghani et al. 2023).
+  With `num_kv_heads` G < `num_heads` H, grouped-query attention (Ainslie et al. 2023, "GQA",
+  arXiv 2305.13245): G key and value heads, query head h reading head h // (H / G) (as Hugging
+  Face's Llama repeats them). `use_bias` adds biases to the four projections (GPT-NeoX).
   """
   num_heads: int
   head_dim: int
@@ -110,43 +140,106 @@ class Attention(nn.Module):
   norm_eps: float = 1e-6
   init_std: float = 0.02
   dtype: Dtype = jnp.float32
+  num_kv_heads: int = 0  # 0 = num_heads
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None):
     d_model, dtype = x_BLD.shape[-1], self.dtype
-    shape, names = (d_model, self.num_heads, self.head_dim), ('embed', 'heads', 'kv')
+    heads, kv_heads = self.num_heads, self.num_kv_heads or self.num_heads
+    # Key and value heads shard like the query heads when there are as many.
+    kv_name = 'heads' if kv_heads == heads else 'kv_heads'
     memory_BSD = x_BLD if memory_BSD is None else memory_BSD
-    kernel = lambda name: weight(self, name, shape, names, self.init_std).astype(dtype)
-    proj = lambda name, y_BSD: jnp.einsum('bsd,dhk->bshk', y_BSD, kernel(name))
-    q_BLHK = proj('query', x_BLD)
-    k_BSHK, v_BSHK = proj('key', memory_BSD), proj('value', memory_BSD)
+
+    def proj(name, y_BSD, num, heads_name):
+      kernel = weight(self, name, (d_model, num, self.head_dim), ('embed', heads_name, 'kv'),
+                      self.init_std)
+      out_BSNK = jnp.einsum('bsd,dhk->bshk', y_BSD, kernel.astype(dtype))
+      if self.use_bias:
+        out_BSNK = out_BSNK + bias(self, f'{name}_bias', (num, self.head_dim),
+                                   (heads_name, 'kv')).astype(dtype)
+      return out_BSNK
+
+    q_BLHK = proj('query', x_BLD, heads, 'heads')
+    k_BSGK = proj('key', memory_BSD, kv_heads, kv_name)
+    v_BSGK = proj('value', memory_BSD, kv_heads, kv_name)
     if self.qk_norm:
       q_BLHK = LayerNorm(self.norm_eps, dtype, name='query_norm')(q_BLHK)
-      k_BSHK = LayerNorm(self.norm_eps, dtype, name='key_norm')(k_BSHK)
+      k_BSGK = LayerNorm(self.norm_eps, dtype, name='key_norm')(k_BSGK)
     if sin_BLk is not None:
       q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
-      k_BSHK = apply_rotary(k_BSHK, sin_BLk, cos_BLk)
+      k_BSGK = apply_rotary(k_BSGK, sin_BLk, cos_BLk)
     q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
-    logits_BHLS = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BSHK, preferred_element_type=jnp.float32)
+    if kv_heads == heads:
+      logits_BHLS = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BSGK, preferred_element_type=jnp.float32)
+    else:  # query head h = g * R + r reads key and value head g
+      batch, length = q_BLHK.shape[:2]
+      q_BLGRK = q_BLHK.reshape(batch, length, kv_heads, heads // kv_heads, self.head_dim)
+      logits_BHLS = jnp.einsum('bqgrk,bsgk->bgrqs', q_BLGRK, k_BSGK,
+                               preferred_element_type=jnp.float32).reshape(
+                                   batch, heads, length, k_BSGK.shape[1])
     logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
     probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dtype)
-    out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLS, v_BSHK)
+    if kv_heads == heads:
+      out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLS, v_BSGK)
+    else:
+      probs_BGRLS = probs_BHLS.reshape(batch, kv_heads, heads // kv_heads, *probs_BHLS.shape[2:])
+      out_BLHK = jnp.einsum('bgrqs,bsgk->bqgrk', probs_BGRLS, v_BSGK).reshape(
+          batch, length, heads, self.head_dim)
     out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
-    out_HKD = weight(self, 'out', shape[1:] + shape[:1], ('heads', 'kv', 'embed'), self.init_std)
-    return jnp.einsum('blhk,hkd->bld', out_BLHK, out_HKD.astype(dtype))
+    out_HKD = weight(self, 'out', (heads, self.head_dim, d_model), ('heads', 'kv', 'embed'),
+                     self.init_std)
+    out_BLD = jnp.einsum('blhk,hkd->bld', out_BLHK, out_HKD.astype(dtype))
+    if self.use_bias:
+      out_BLD = out_BLD + bias(self, 'out_bias', (d_model,), ('embed',)).astype(dtype)
+    return out_BLD
 
 
 class SwiGLU(nn.Module):
-  """Gated MLP with a SiLU gate (Shazeer 2020, "GLU Variants Improve Transformer", arXiv 2002.05202)."""
+  """Gated MLP with a SiLU gate (Shazeer 2020, "GLU Variants Improve Transformer", arXiv 2002.05202).
+
+  `use_bias` adds biases to its three projections (Hugging Face Llama's mlp_bias).
+  """
   mlp_dim: int
   init_std: float = 0.02
   dtype: Dtype = jnp.float32
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x_BLD):
-    d_model, dtype = x_BLD.shape[-1], self.dtype
-    kernel = lambda name, shape, names: weight(self, name, shape, names, self.init_std).astype(dtype)
-    gate_BLF = x_BLD @ kernel('gate', (d_model, self.mlp_dim), ('embed', 'mlp'))
-    up_BLF = x_BLD @ kernel('up', (d_model, self.mlp_dim), ('embed', 'mlp'))
+    d_model = x_BLD.shape[-1]
+    dense = functools.partial(_dense, self, use_bias=self.use_bias)
+    gate_BLF = dense('gate', x_BLD, (d_model, self.mlp_dim), ('embed', 'mlp'))
+    up_BLF = dense('up', x_BLD, (d_model, self.mlp_dim), ('embed', 'mlp'))
     hidden_BLF = nn.with_logical_constraint(nn.silu(gate_BLF) * up_BLF, ('batch', 'length', 'mlp'))
-    return hidden_BLF @ kernel('down', (self.mlp_dim, d_model), ('mlp', 'embed'))
+    return dense('down', hidden_BLF, (self.mlp_dim, d_model), ('mlp', 'embed'))
+
+
+class GeluMLP(nn.Module):
+  """Two-layer MLP with a GELU (Hendrycks & Gimpel 2016, arXiv 1606.08415), as in GPT-NeoX.
+
+  `approximate` takes GELU's tanh approximation (Hugging Face's gelu_new) for the exact erf form.
+  """
+  mlp_dim: int
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+  use_bias: bool = True
+  approximate: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLD):
+    d_model = x_BLD.shape[-1]
+    dense = functools.partial(_dense, self, use_bias=self.use_bias)
+    hidden_BLF = nn.gelu(dense('up', x_BLD, (d_model, self.mlp_dim), ('embed', 'mlp')),
+                         approximate=self.approximate)
+    hidden_BLF = nn.with_logical_constraint(hidden_BLF, ('batch', 'length', 'mlp'))
+    return dense('down', hidden_BLF, (self.mlp_dim, d_model), ('mlp', 'embed'))
+
+
+def _dense(module, name: str, x_BLI, shape: tuple[int, int], names: tuple[str, str], use_bias: bool):
+  """x_BLI @ the [I, O] weight `name` (+ the bias `name`_bias [O]), in the module's dtype."""
+  dtype = module.dtype
+  y_BLO = x_BLI @ weight(module, name, shape, names, module.init_std).astype(dtype)
+  if use_bias:
+    y_BLO = y_BLO + bias(module, f'{name}_bias', shape[1:], names[1:]).astype(dtype)
+  return y_BLO

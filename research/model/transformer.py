@@ -1,7 +1,12 @@
 """Decoder-only and encoder-decoder Transformers: pre-norm blocks of attention and SwiGLU.
 
 The decoder follows the common LLaMA-style recipe (Touvron et al. 2023, arXiv 2302.13971):
-RMSNorm before each sub-layer, rotary positions, SwiGLU MLP, no biases. The encoder-decoder
+RMSNorm before each sub-layer, rotary positions, SwiGLU MLP, no biases. Switches in the config
+reach the other families Hugging Face checkpoints come in (research/hf_checkpoint.py): grouped-query
+attention (`num_kv_heads`), LayerNorm with a bias (`norm`), biases (`attention_bias`, `mlp_bias`), a
+GELU MLP (`mlp`), GPT-NeoX's parallel residual and partial rotary (`parallel_residual`,
+`rotary_fraction`; Black et al. 2022, "GPT-NeoX-20B", arXiv 2204.06745) and an untied output layer
+(`tie_embeddings`); their defaults are the recipe above. The encoder-decoder
 (Vaswani et al. 2017, arXiv 1706.03762) is laid out as in T5 (Raffel et al. 2020, arXiv 1910.10683):
 pre-norm, a final norm on each stack, one embedding shared by encoder, decoder and output layer;
 it is built from the same blocks, with rotary positions in both self-attentions where T5 has a
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from research import errors
 from research.model import layers
 
 REMAT_POLICIES = {
@@ -28,6 +34,8 @@ REMAT_POLICIES = {
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 ARCHITECTURES = ('decoder', 'encoder_decoder')
+NORMS = ('rmsnorm', 'layernorm')
+MLPS = ('swiglu', 'gelu', 'gelu_tanh')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +43,8 @@ class ModelConfig:
   """The model's hyper-parameters; built from `config.model` by `from_config`.
 
   `num_layers` counts the decoder's layers; an encoder-decoder's encoder has `num_encoder_layers`
-  (0 = num_layers).
+  (0 = num_layers). experiments/base.py documents every field (`config.model`). A bad value of a
+  switch raises a UserError naming its `model.` key when the config is built.
   """
   architecture: str = 'decoder'
   vocab_size: int = 384
@@ -43,9 +52,16 @@ class ModelConfig:
   num_layers: int = 4
   num_encoder_layers: int = 0
   num_heads: int = 4
+  num_kv_heads: int = 0
   head_dim: int = 64
   mlp_dim: int = 1024
+  mlp: str = 'swiglu'
+  norm: str = 'rmsnorm'
+  attention_bias: bool = False
+  mlp_bias: bool = False
+  parallel_residual: bool = False
   rope_base: float = 10000.0
+  rotary_fraction: float = 1.0
   qk_norm: bool = False
   tie_embeddings: bool = True
   dtype: str = 'float32'
@@ -55,9 +71,33 @@ class ModelConfig:
   norm_eps: float = 1e-6
   init_std: float = 0.02
 
+  def __post_init__(self):
+    if self.norm not in NORMS:
+      raise errors.UserError(f'model.norm={self.norm!r} is not a norm; choose one of {list(NORMS)}.')
+    if self.mlp not in MLPS:
+      raise errors.UserError(f'model.mlp={self.mlp!r} is not an MLP kind; choose one of {list(MLPS)}.')
+    if self.num_kv_heads < 0 or self.num_kv_heads and self.num_heads % self.num_kv_heads:
+      raise errors.UserError(f'model.num_kv_heads={self.num_kv_heads} must divide model.num_heads='
+                             f'{self.num_heads} (0 = as many as num_heads).')
+    if not 0 <= self.rotary_fraction <= 1 or self.rotary_dim % 2:
+      raise errors.UserError(
+          f'model.rotary_fraction={self.rotary_fraction} must be in [0, 1] and rotate an even number '
+          f'of the head_dim={self.head_dim} dimensions (int(head_dim * rotary_fraction) = '
+          f'{self.rotary_dim}).')
+
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict) -> 'ModelConfig':
     return cls(**model_config.to_dict())
+
+  @property
+  def kv_heads(self) -> int:
+    """Key and value heads: `num_kv_heads`, or num_heads when 0."""
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def rotary_dim(self) -> int:
+    """The leading dimensions of each head that rotary embeddings rotate (GPT-NeoX's rotary_ndims)."""
+    return int(self.head_dim * self.rotary_fraction)
 
   @property
   def compute_dtype(self):
@@ -68,12 +108,30 @@ class ModelConfig:
     return self.num_encoder_layers or self.num_layers
 
 
+def _norm(config: ModelConfig, name: str) -> nn.Module:
+  """The configured norm over `embed`: RMSNorm, or LayerNorm with a bias (GPT-NeoX)."""
+  if config.norm == 'layernorm':
+    return layers.LayerNorm(config.norm_eps, config.compute_dtype, 'embed', use_bias=True, name=name)
+  return layers.RMSNorm(config.norm_eps, config.compute_dtype, name=name)
+
+
+def _mlp(config: ModelConfig) -> nn.Module:
+  """The configured MLP, module `mlp`: SwiGLU or a GELU MLP (GPT-NeoX)."""
+  if config.mlp == 'swiglu':
+    return layers.SwiGLU(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
+                         name='mlp')
+  return layers.GeluMLP(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
+                        approximate=config.mlp == 'gelu_tanh', name='mlp')
+
+
 class Block(nn.Module):
   """One pre-norm Transformer layer. Returns (x, None) so that it can be scanned.
 
   Self-attention under `mask_B1LL` (causal in a decoder, bidirectional in the encoder), then, with
   `cross_attention`, attention to the encoder's output `encoded_BED` under `cross_mask_B1LE`
-  (without rotary embeddings), then SwiGLU; each sub-layer has its RMSNorm and a residual.
+  (without rotary embeddings), then the MLP; each sub-layer has its norm and a residual. With
+  `parallel_residual` every sub-layer reads the layer's input and their outputs add up, as in
+  GPT-J and GPT-NeoX (arXiv 2204.06745): x + attention(norm_1(x)) + mlp(norm_2(x)).
   """
   config: ModelConfig
   cross_attention: bool = False
@@ -83,20 +141,22 @@ class Block(nn.Module):
                cross_mask_B1LE=None):
     c, dtype = self.config, self.config.compute_dtype
     attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
-                                  c.init_std, dtype)
+                                  c.init_std, dtype, c.num_kv_heads, c.attention_bias)
     x_BLD = nn.with_logical_constraint(x_BLD, ('batch', 'length', 'embed'))
-    h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='attention_norm')(x_BLD)
+    input_BLD = x_BLD
+    sublayer_input = lambda: input_BLD if c.parallel_residual else x_BLD
+    h_BLD = _norm(c, 'attention_norm')(x_BLD)
     h_BLD = attention(name='attention')(h_BLD, mask_B1LL, sin_BLk, cos_BLk)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     if self.cross_attention:
-      h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='cross_attention_norm')(x_BLD)
+      h_BLD = _norm(c, 'cross_attention_norm')(sublayer_input())
       h_BLD = attention(name='cross_attention')(h_BLD, cross_mask_B1LE, memory_BSD=encoded_BED)
       # A query whose segment has no encoder token (decoder padding beside a full encoder row) would
       # attend uniformly to the whole row; it gets nothing instead.
       h_BLD = jnp.where(jnp.any(cross_mask_B1LE, axis=-1)[:, 0, :, None], h_BLD, 0)
       x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
-    h_BLD = layers.RMSNorm(c.norm_eps, dtype, name='mlp_norm')(x_BLD)
-    h_BLD = layers.SwiGLU(c.mlp_dim, c.init_std, dtype, name='mlp')(h_BLD)
+    h_BLD = _norm(c, 'mlp_norm')(sublayer_input())
+    h_BLD = _mlp(c)(h_BLD)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     return x_BLD, None
 
@@ -134,7 +194,7 @@ def _embedding(module: nn.Module, config: ModelConfig):
 def _logits(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
   """The final norm and the output layer: float32 logits [B, L, V]."""
   dtype = config.compute_dtype
-  x_BLD = layers.RMSNorm(config.norm_eps, dtype, name='final_norm')(x_BLD)
+  x_BLD = _norm(config, 'final_norm')(x_BLD)
   if config.tie_embeddings:
     unembed_VD = embedding_VD
   else:
@@ -144,6 +204,16 @@ def _logits(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
   logits_BLV = jnp.einsum('bld,vd->blv', x_BLD, unembed_VD.astype(dtype),
                           preferred_element_type=jnp.float32)
   return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
+
+
+def _rotary_tables(config: ModelConfig, positions_BL):
+  """sin and cos [B, L, rotary_dim / 2] for the rotated dimensions, or (None, None) if none rotate.
+
+  The frequencies count the rotated dimensions only (base^(-2i / rotary_dim)), as GPT-NeoX does.
+  """
+  if not config.rotary_dim:
+    return None, None
+  return layers.rotary_tables(positions_BL, config.rotary_dim, config.rope_base)
 
 
 class Decoder(nn.Module):
@@ -161,7 +231,7 @@ class Decoder(nn.Module):
     embedding_VD = _embedding(self, c)
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
     mask_B1LL = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
-    sin_BLk, cos_BLk = layers.rotary_tables(batch['positions'], c.head_dim, c.rope_base)
+    sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
     x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
                    deterministic)
     return _logits(self, c, x_BLD, embedding_VD)
@@ -185,15 +255,15 @@ class EncoderDecoder(nn.Module):
     encoder_segment_ids_BE = batch['encoder_segment_ids']
     x_BED = jnp.take(embedding_VD, batch['encoder_inputs'], axis=0).astype(c.compute_dtype)
     mask_B1EE = layers.segment_mask(encoder_segment_ids_BE, encoder_segment_ids_BE)
-    sin_BEk, cos_BEk = layers.rotary_tables(batch['encoder_positions'], c.head_dim, c.rope_base)
+    sin_BEk, cos_BEk = _rotary_tables(c, batch['encoder_positions'])
     x_BED = _stack(c, c.encoder_layers, 'encoder_layers', False, x_BED, mask_B1EE, sin_BEk, cos_BEk,
                    deterministic)
-    encoded_BED = layers.RMSNorm(c.norm_eps, c.compute_dtype, name='encoder_norm')(x_BED)
+    encoded_BED = _norm(c, 'encoder_norm')(x_BED)
 
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
     mask_B1LL = layers.attention_mask(batch['segment_ids'])
     cross_mask_B1LE = layers.segment_mask(batch['segment_ids'], encoder_segment_ids_BE)
-    sin_BLk, cos_BLk = layers.rotary_tables(batch['positions'], c.head_dim, c.rope_base)
+    sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
     x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
                    deterministic, encoded_BED, cross_mask_B1LE)
     return _logits(self, c, x_BLD, embedding_VD)
@@ -224,16 +294,27 @@ def dummy_batch(config: ModelConfig, batch_size: int, seq_len: int, target_len: 
 def matmul_params(config: ModelConfig) -> int:
   """Parameters that take part in a matmul: every layer's projections and the output layer.
 
-  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted. An
+  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted, and biases
+  and norms are no matmuls. Grouped-query attention has smaller key and value projections; a GELU
+  MLP has two matrices where SwiGLU has three. An
   encoder-decoder counts its encoder layers and its decoder layers with their cross-attention
   projections; not every token meets all of them (see `flops_per_token`).
   """
-  attention = 4 * config.d_model * config.num_heads * config.head_dim
-  mlp = 3 * config.d_model * config.mlp_dim
+  attention, mlp = _attention_params(config), _mlp_params(config)
   total = config.num_layers * (attention + mlp) + config.vocab_size * config.d_model
   if config.architecture == 'encoder_decoder':
     total += config.encoder_layers * (attention + mlp) + config.num_layers * attention
   return total
+
+
+def _attention_params(config: ModelConfig) -> int:
+  """One attention's projections: query and output H*K*D each, key and value G*K*D each (GQA)."""
+  return 2 * config.d_model * config.head_dim * (config.num_heads + config.kv_heads)
+
+
+def _mlp_params(config: ModelConfig) -> int:
+  """One MLP's matrices: gate, up and down for SwiGLU; up and down for a GELU MLP."""
+  return (3 if config.mlp == 'swiglu' else 2) * config.d_model * config.mlp_dim
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
@@ -242,7 +323,8 @@ def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
 
   The forward pass costs 2 FLOPs per matmul parameter and backward twice that (6N, Kaplan et al.
   2020, arXiv 2001.08361); attention scores and values add 2 * 2 * L * H*K per layer forward, so
-  12 * layers * L * H*K for training (PaLM, Chowdhery et al. 2022, arXiv 2204.02311, appendix B).
+  12 * layers * L * H*K for training (PaLM, Chowdhery et al. 2022, arXiv 2204.02311, appendix B),
+  H the query heads (with grouped-query attention too: every query head scores every key).
   A causal mask skips half of the score matrix, so causal attention counts at half, as MaxText does.
 
   An encoder-decoder counts per decoder token: the FLOPs of a row of E = `seq_len` encoder and
@@ -258,8 +340,8 @@ def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
     attention = 12 * config.num_layers * seq_len * heads
     return 6 * matmul_params(config) + (attention / 2 if causal else attention)
   encoder_len, decoder_len = seq_len, target_len or seq_len
-  layer = 4 * config.d_model * heads + 3 * config.d_model * config.mlp_dim
-  cross_kv = 2 * config.d_model * heads
+  layer = _attention_params(config) + _mlp_params(config)
+  cross_kv = 2 * config.d_model * config.head_dim * config.kv_heads
   encoder_params = config.encoder_layers * layer + config.num_layers * cross_kv
   decoder_params = matmul_params(config) - encoder_params
   self_attention = 12 * config.num_layers * decoder_len * heads
