@@ -13,7 +13,7 @@ import ml_collections
 from research import errors, schedules, sharding
 from research.model import transformer
 
-FREE_KEYS = ('data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules',
+FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules',
              'objective.denoisers', 'objective.rates')
 
 
@@ -103,7 +103,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                      f'{sorted(transformer.REMAT_POLICIES)}.')
   if config.model.head_dim % 2:
     raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
-  schedules.make_schedule(config.schedule, config.train.steps)  # names a bad schedule.* value
+  schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)  # names a bad value
 
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:

@@ -400,3 +400,62 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, total_steps: int) 
     raise errors.UserError(f'schedule.name={name!r} is not a known schedule; choose one of '
                      f'{sorted(SCHEDULES)}.')
   return SCHEDULES[name](total_steps=total_steps, **kwargs)
+
+
+_PHASE_KEYS = {'at_step', 'at_fraction', 'schedule'}
+
+
+def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int) -> int:
+  """The step where a mixture stage or a schedule phase `spec` (config key `key`) starts: `at_step`
+  (an int) or `at_fraction` of train.steps (a float in (0, 1)), exactly one, inside the run."""
+  at_step, at_fraction = spec.get('at_step'), spec.get('at_fraction')
+  if (at_step is None) == (at_fraction is None):
+    raise errors.UserError(f'{key} needs exactly one of at_step or at_fraction.')
+  start = at_step if at_fraction is None else round(at_fraction * total_steps)
+  if not 0 < start < total_steps:
+    raise errors.UserError(f'{key} starts at step {start}, outside the run (steps 1 to '
+                           f'{total_steps - 1} of train.steps={total_steps}); move its start.')
+  return start
+
+
+def make_run_schedule(schedule_config: ml_collections.ConfigDict,
+                      phases_config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
+  """The learning rate over a whole run: `schedule` alone, or one schedule per phase.
+
+  With `config.phases` (name -> ConfigDict(at_step or at_fraction, schedule=ConfigDict of the
+  `schedule.*` keys that change)), the run's `schedule` covers the steps before the first phase
+  and each phase's schedule (the run's keys with its changes) runs on the phase's own steps, up to
+  the next phase or the end: continual pretraining in one run, e.g. re-warming when the mixture
+  switches (a `data.stages` entry at the same step). A phase's `start_lr=-1` starts it from the
+  learning rate the run has reached, so a `rewarm` joins continuously.
+  """
+  if not phases_config:
+    return make_schedule(schedule_config, total_steps)
+  phases = []
+  for name, phase in phases_config.items():
+    key = f'phases.{name}'
+    if (not isinstance(phase, ml_collections.ConfigDict) or not set(phase.keys()) <= _PHASE_KEYS
+        or not isinstance(phase.get('schedule'), ml_collections.ConfigDict)):
+      raise errors.UserError(f'{key} must be a ConfigDict with a start (at_step=int or '
+                             'at_fraction=float) and schedule=ConfigDict(schedule.* keys that '
+                             f'change), got {phase!r}.')
+    unknown = sorted(set(phase.schedule.keys()) - set(schedule_config.keys()))
+    if unknown:
+      raise errors.UserError(f'{key}.schedule sets {unknown}, which are not schedule.* keys; '
+                             f'choose from {sorted(schedule_config.keys())}.')
+    phases.append((start_step(phase, key, total_steps), key, phase.schedule.to_dict()))
+  phases.sort(key=lambda p: p[0])
+  starts = [0] + [start for start, _, _ in phases]
+  if len(set(starts)) != len(starts):
+    raise errors.UserError(f'Two phases start at the same step ({starts[1:]}); give each its own.')
+  pieces = [make_schedule(schedule_config, starts[1])]
+  for index, (start, key, changes) in enumerate(phases, start=1):
+    settings = {**schedule_config.to_dict(), **changes}
+    if settings.get('start_lr', 0) == -1:  # the LR reached where the previous phase ends
+      settings['start_lr'] = float(pieces[-1](start - starts[index - 1]))
+    end = starts[index + 1] if index + 1 < len(starts) else total_steps
+    try:
+      pieces.append(make_schedule(ml_collections.ConfigDict(settings), end - start))
+    except errors.UserError as error:
+      raise errors.UserError(f'{key}: {error}') from error
+  return phased(pieces, starts)

@@ -131,7 +131,7 @@ class Trainer:
     self.rules = sharding.logical_rules(config.mesh)
     self.model_config = transformer.ModelConfig.from_config(config.model)
     self.model = transformer.make_model(self.model_config)
-    self.schedule = schedules.make_schedule(config.schedule, config.train.steps)
+    self.schedule = schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)
     self.tx = make_optimizer(config.train, self.schedule)
     init_batch = transformer.dummy_batch(self.model_config, 1, config.data.seq_len,
                                          config.objective.target_len or config.data.seq_len)

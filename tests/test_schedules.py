@@ -284,3 +284,42 @@ def test_bad_values_name_the_key_the_value_and_the_fix(kwargs, message):
   with pytest.raises(errors.UserError, match=message) as raised:
     schedules.make_schedule(config, 200)
   assert 'schedule.' in str(raised.value) and str(raised.value).endswith('.')
+
+
+def _phases(**phases):
+  return ml_collections.ConfigDict({name: ml_collections.ConfigDict(p) for name, p in phases.items()})
+
+
+def test_phases_of_one_run_rewarm_from_the_lr_reached():
+  config = base.get_config().schedule
+  config.update(peak_lr=PEAK, warmup_steps=10, final_lr_fraction=0.1)  # warmup_cosine
+  phases = _phases(code={'at_step': 60, 'schedule': {'name': 'rewarm', 'peak_lr': 2 * PEAK,
+                                                     'warmup_steps': 10, 'start_lr': -1.0}})
+  run = schedules.make_run_schedule(config, phases, 100)
+  first = schedules.make_schedule(config, 60)  # the run's schedule ends where the phase starts
+  values = _values(run, 100)
+  np.testing.assert_allclose(values[:60], _values(first, 59), rtol=1e-6)
+  assert values[59] > FLOOR and values[60] == pytest.approx(FLOOR, rel=1e-5)  # first's end value
+  assert values[70] == pytest.approx(2 * PEAK, rel=1e-6)  # the new peak after 10 warmup steps
+  assert values[100] == pytest.approx(0.1 * 2 * PEAK, rel=1e-5)  # re-decayed to its floor
+  assert abs(values[61] - values[60]) < 0.2 * PEAK  # a continuous join, then the warmup
+  jitted = jax.jit(run)
+  assert float(jitted(65)) == pytest.approx(float(run(65)))
+  assert schedules.make_run_schedule(config, _phases(), 100)(30) == schedules.make_schedule(
+      config, 100)(30)
+
+
+@pytest.mark.parametrize('phases, message', [
+    ({'p': {'at_step': 150, 'schedule': {'name': 'constant'}}},
+     r'phases.p starts at step 150, outside the run'),
+    ({'p': {'at_step': 50}}, r'phases.p must be a ConfigDict with a start'),
+    ({'p': {'at_fraction': 0.5, 'schedule': {'peak': 1.0}}},
+     r"phases.p.schedule sets \['peak'\], which are not schedule.\* keys"),
+    ({'p': {'at_step': 50, 'schedule': {'name': 'rewarm', 'warmup_steps': 80}}},
+     r'phases.p: schedule.warmup_steps=80'),
+    ({'p': {'at_step': 50, 'schedule': {}}, 'q': {'at_fraction': 0.5, 'schedule': {}}},
+     r'Two phases start at the same step'),
+])
+def test_bad_phases_are_named(phases, message):
+  with pytest.raises(errors.UserError, match=message):
+    schedules.make_run_schedule(base.get_config().schedule, _phases(**phases), 100)

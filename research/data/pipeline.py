@@ -26,7 +26,7 @@ from collections.abc import Callable
 import ml_collections
 import numpy as np
 
-from research import errors
+from research import errors, schedules
 from research.data import packing
 from research.data import sampler as sampler_lib
 from research.data import store as store_lib
@@ -71,13 +71,7 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
       raise errors.UserError(f'{key} must be a ConfigDict with keys from {sorted(_STAGE_KEYS)} (a '
                              "start, at_step=int or at_fraction=float, and a mixture), got "
                              f'{stage!r}.')
-    at_step, at_fraction = stage.get('at_step'), stage.get('at_fraction')
-    if (at_step is None) == (at_fraction is None):
-      raise errors.UserError(f'{key} needs exactly one of at_step or at_fraction.')
-    start = at_step if at_fraction is None else round(at_fraction * total_steps)
-    if not 0 < start < total_steps:
-      raise errors.UserError(f'{key} starts at step {start}, outside the run (steps 1 to '
-                             f'{total_steps - 1} of train.steps={total_steps}); move its start.')
+    start = schedules.start_step(stage, key, total_steps)
     if 'mixture' not in stage:
       raise errors.UserError(f'{key} has no mixture; set {key}.mixture to task weights.')
     stages.append(sampler_lib.Stage(start, dict(stage.mixture)))
