@@ -7,6 +7,7 @@ An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec 
     files        pattern, format ('text' or 'jsonl'), text_field            (sources.file_documents)
     tfds         name ('c4/en:3.1.0'), text_key, data_dir, train_split, validation_split
     arithmetic | lego | biographies    seed, num_documents and the generator's own parameters
+    subset       task, fraction or num_documents, seed; or scores, score_field, keep (_subset_spec)
 
 Every document is a dict with `id`, `text` and scalar metadata. A file or stdlib document is in the
 validation split when the md5 hash of its id falls in the lowest `VALIDATION_FRACTION` of the hash
@@ -35,6 +36,8 @@ SPLITS = ('train', 'validation')
 GENERATORS = {m.NAME: m for m in (arithmetic, lego, biographies)}
 _FILE_KEYS = {'source', 'pattern', 'format', 'text_field'}
 _TFDS_KEYS = {'source', 'name', 'text_key', 'data_dir', 'train_split', 'validation_split'}
+_SUBSET_KEYS = {'source', 'task', 'fraction', 'num_documents', 'seed', 'scores', 'score_field',
+                'keep'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +132,67 @@ def _generator_spec(name: str, spec: dict) -> TaskSpec:
       lambda: json.dumps({'spec': spec, 'version': generator.VERSION}, sort_keys=True))
 
 
+def _subset_ids(documents: list[dict], spec: dict, name: str) -> set[str]:
+  """The ids a subset task keeps: the best `fraction` or `num_documents` by the scores file, or a
+  seeded random sample of them."""
+  count = spec.get('num_documents') or round(spec.get('fraction', 0) * len(documents))
+  if not 0 < count <= len(documents):
+    raise errors.UserError(f'data.tasks.{name} keeps {count} of the {len(documents)} training '
+                           f'documents of {spec["task"]!r}; set fraction in (0, 1] or '
+                           f'num_documents in [1, {len(documents)}].')
+  if 'scores' not in spec:
+    seed = spec.get('seed', 0)
+    rank = lambda doc: hashlib.md5(f'{seed}:{doc["id"]}'.encode('utf-8')).digest()
+    return {doc['id'] for doc in sorted(documents, key=rank)[:count]}
+  field, keep = spec.get('score_field', 'nll'), spec.get('keep', 'lowest')
+  if keep not in ('lowest', 'highest'):
+    raise errors.UserError(f"data.tasks.{name}.keep={keep!r} must be 'lowest' or 'highest'.")
+  scores = {}
+  with tf.io.gfile.GFile(spec['scores']) as f:
+    for number, line in enumerate(f, 1):
+      record = json.loads(line)
+      if 'id' not in record or field not in record:
+        raise errors.UserError(f'{spec["scores"]} line {number} lacks "id" or "{field}" '
+                               f'(data.tasks.{name}.score_field); give the JSONL of launch.score.')
+      scores[record['id']] = float(record[field])
+  scored = [doc['id'] for doc in documents if doc['id'] in scores]
+  if len(scored) < count:
+    raise errors.UserError(f'{spec["scores"]} scores {len(scored)} of the training documents of '
+                           f'{spec["task"]!r}, fewer than the {count} that data.tasks.{name} keeps; '
+                           'score that task\'s train split.')
+  ranked = sorted(scored, key=lambda doc_id: scores[doc_id], reverse=keep == 'highest')
+  return set(ranked[:count])
+
+
+def _subset_spec(name: str, spec: dict) -> TaskSpec:
+  """Part of another task's training documents, its validation split unchanged: a random sample
+  (`fraction` or `num_documents`, `seed`) or the best by a per-document score (`scores`, a JSONL
+  of `id` and `score_field` such as launch.score writes; `keep` 'lowest' or 'highest'). Trained on
+  for several epochs, a small subset of a new domain is one of the stability-gap strategies of
+  continual pretraining (Guo et al. 2024, "Efficient Continual Pre-training by Mitigating the
+  Stability Gap", arXiv 2406.14833)."""
+  _check_keys(name, spec, _SUBSET_KEYS)
+  if 'task' not in spec or ('fraction' in spec) == ('num_documents' in spec):
+    raise errors.UserError(f'data.tasks.{name} needs task (the task to take documents from) and '
+                           'one of fraction or num_documents.')
+
+  def documents(split: str) -> Iterator[dict]:
+    base = _SPECS[spec['task']]
+    if split != 'train':
+      return base.documents(split)
+    train = list(base.documents('train'))
+    kept = _subset_ids(train, spec, name)
+    return (doc for doc in train if doc['id'] in kept)
+
+  def fingerprint() -> str:
+    scores = spec.get('scores')
+    stat = tf.io.gfile.stat(scores) if scores else None
+    return json.dumps({'spec': spec, 'task': _SPECS[spec['task']].fingerprint(),
+                       'scores': [stat.length, stat.mtime_nsec] if stat else None}, sort_keys=True)
+
+  return TaskSpec(name, documents, fingerprint)
+
+
 def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskSpec:
   """The TaskSpec that `config.data.tasks.<name>` describes."""
   spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
@@ -139,8 +203,10 @@ def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskS
     return _tfds_spec(name, spec)
   if source in GENERATORS:
     return _generator_spec(name, spec)
+  if source == 'subset':
+    return _subset_spec(name, spec)
   raise errors.UserError(f'data.tasks.{name}.source={source!r} is not a known source; use one of '
-                         f"{sorted(['files', 'tfds', *GENERATORS])}.")
+                         f"{sorted(['files', 'tfds', 'subset', *GENERATORS])}.")
 
 
 def _dataset_fn(spec: TaskSpec) -> Callable[..., tf.data.Dataset]:
@@ -195,6 +261,9 @@ def register_config_tasks(data_config: ml_collections.ConfigDict) -> None:
   """Registers every task that `config.data.tasks` defines (replacing one of the same name)."""
   for name, spec in data_config.tasks.items():
     register(spec_from_config(name, spec))
+  for name, spec in data_config.tasks.items():  # subsets name a task defined anywhere
+    if spec.get('source') == 'subset':
+      check_task(spec['task'], f'data.tasks.{name}.task')
 
 
 def check_task(name: str, where: str = 'A data mixture (data.mixture, data.stages or '

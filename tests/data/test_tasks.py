@@ -116,3 +116,38 @@ def test_a_task_with_no_training_documents_is_named(data_config, tmp_path):
   data_config.mixture = {'empty': 1.0}
   with pytest.raises(errors.UserError, match=r"Task 'empty' in the data mixture has no training"):
     pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=10)
+
+
+def test_subsets_keep_a_random_sample_or_the_best_scored_documents(data_config, tmp_path):
+  docs = [{'text': f'note {i}', 'quality': i} for i in range(100)]
+  _jsonl(tmp_path, 'notes.jsonl', docs)
+  ids = [str(tmp_path / 'notes.jsonl') + f':{i + 1}' for i in range(100)]
+  scores = tmp_path / 'scores.jsonl'
+  scores.write_text(''.join(json.dumps({'id': doc_id, 'nll': 100 - i}) + '\n'
+                            for i, doc_id in enumerate(ids)))
+  data_config.tasks = ml_collections.ConfigDict({
+      'best': {'source': 'subset', 'task': 'notes', 'num_documents': 10, 'scores': str(scores)},
+      'sample': {'source': 'subset', 'task': 'notes', 'fraction': 0.2, 'seed': 3},
+      'notes': {'source': 'files', 'pattern': str(tmp_path / 'notes.jsonl'), 'format': 'jsonl'},
+  })  # a subset may come before the task it takes from
+  tasks.register_config_tasks(data_config)
+  train = [d['id'] for d in tasks._SPECS['notes'].documents('train')]
+  best = [d['id'] for d in tasks._SPECS['best'].documents('train')]
+  # The lowest nll: the last 10 training notes, in source order.
+  assert best == train[-10:]
+  sample = [d['id'] for d in tasks._SPECS['sample'].documents('train')]
+  assert len(sample) == round(0.2 * len(train)) and set(sample) < set(train)
+  assert sample == [d['id'] for d in tasks._SPECS['sample'].documents('train')]  # deterministic
+  assert [d['id'] for d in tasks._SPECS['sample'].documents('validation')] == [
+      d['id'] for d in tasks._SPECS['notes'].documents('validation')]
+  data_config.tasks.best.num_documents = 1000
+  tasks.register_config_tasks(data_config)
+  with pytest.raises(errors.UserError, match=r"data.tasks.best keeps 1000 of the \d+ training "
+                     r"documents of 'notes'"):
+    list(tasks._SPECS['best'].documents('train'))
+  data_config.tasks = ml_collections.ConfigDict({
+      'sub': {'source': 'subset', 'task': 'nothing', 'fraction': 0.5}})
+  with pytest.raises(errors.UserError, match=r"data.tasks.sub.task names an unknown task 'nothing'"):
+    tasks.register_config_tasks(data_config)
+  with pytest.raises(errors.UserError, match=r'needs task .* and one of fraction or num_documents'):
+    tasks.spec_from_config('t', {'source': 'subset', 'task': 'notes'})
