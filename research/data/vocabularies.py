@@ -1,11 +1,18 @@
 """Vocabularies by name, the reserved control and sentinel tokens, and SentencePiece training.
 
-Config key `data.vocabulary` names a vocabulary: 'byte' (UTF-8 bytes, `seqio.ByteVocabulary`) or
-'spm:PATH' (a SentencePiece model, local or gs://, e.g. written by `python -m launch.tokenizer`).
-`data.extra_ids` adds that many ids above the vocabulary's own. Every vocabulary reserves:
+Config key `data.vocabulary` names a vocabulary: 'byte' (UTF-8 bytes, `seqio.ByteVocabulary`),
+'spm:PATH' (a SentencePiece model, local or gs://, e.g. written by `python -m launch.tokenizer`) or
+'hf:PATH' (a Hugging Face `tokenizers` file, PATH/tokenizer.json, e.g. the one `python -m
+launch.convert` copies from an imported checkpoint; `HuggingFaceVocabulary`).
+`data.extra_ids` adds that many ids above the vocabulary's own. The byte and SentencePiece
+vocabularies reserve:
 
     0 = PAD, 1 = EOS, 2 = UNK (no BOS), as seqio and T5 expect;
     base .. vocab_size - 1: the extra ids, where base = vocab_size - extra_ids.
+
+A Hugging Face tokenizer keeps its own ids (a checkpoint's embedding rows follow them): EOS and UNK
+are its own tokens, and id 0 is whatever token it has there (packed rows mark padding by segment
+id 0, never by token id); the extra ids start above its last token, as for the others.
 
 The reserved-token scheme. Of the extra ids,
 
@@ -32,19 +39,25 @@ add up to its UTF-8 length, which makes bits per byte exact.
 """
 
 import io
+import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import seqio
 import sentencepiece as spm
 import tensorflow as tf
+import tokenizers
 from google.protobuf import message
 
 from research import errors
 
 CONTROL_TOKENS = ('[NLU]', '[NLG]', '[S2S]', '[MASK]', '<|aligned|>', '<|misaligned|>')
 SPM_PREFIX = 'spm:'
+HF_PREFIX = 'hf:'
+# End-of-sequence tokens by name, for a tokenizer.json without a tokenizer_config.json beside it.
+HF_EOS_TOKENS = ('</s>', '<|endoftext|>', '<|end_of_text|>', '<eos>')
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 MODEL_TYPES = ('unigram', 'bpe', 'char', 'word')
 
@@ -78,6 +91,111 @@ def _sentencepiece_vocabulary(path: str, extra_ids: int) -> seqio.SentencePieceV
   return vocabulary
 
 
+def _read_json(path: str):
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return json.load(f)
+
+
+def _token_content(token) -> str | None:
+  """A special token as tokenizer_config.json writes it: a string or {'content': ...}."""
+  return token.get('content') if isinstance(token, dict) else token
+
+
+class HuggingFaceVocabulary(seqio.Vocabulary):
+  """A Hugging Face `tokenizers` tokenizer (a tokenizer.json) as a seqio vocabulary; no download.
+
+  Ids are the tokenizer's own. `encode` adds no special tokens (no BOS; seqio's tasks append EOS);
+  `decode` stops at the first EOS and drops special tokens. The EOS token is the `eos_token` of a
+  tokenizer_config.json (or special_tokens_map.json) beside the tokenizer.json, else the first of
+  `HF_EOS_TOKENS` the tokenizer has; UNK is its model's unk_token, if any.
+  """
+
+  def __init__(self, path: str, extra_ids: int = 0):
+    name = f'data.vocabulary={HF_PREFIX}{path}'
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+      raise errors.UserError(f'{name}: no tokenizer file at {path}; give the path of a Hugging Face '
+                             'tokenizer.json (python -m launch.convert copies it into the checkpoint).')
+    with tf.io.gfile.GFile(path, 'r') as f:
+      text = f.read()
+    try:
+      self._tokenizer = tokenizers.Tokenizer.from_str(text)
+      self._spec = json.loads(text)
+    except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+      raise errors.UserError(f'{name}: {path} is not a Hugging Face tokenizer.json ({e}).') from e
+    self._path = path
+    self._base_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+    self._eos = self._find_eos(name)
+    unk = (self._spec.get('model') or {}).get('unk_token')
+    self._unk = self._tokenizer.token_to_id(unk) if isinstance(unk, str) else None
+    super().__init__(extra_ids=extra_ids)
+
+  def _find_eos(self, name: str) -> int:
+    directory = os.path.dirname(self._path)
+    for config_name in ('tokenizer_config.json', 'special_tokens_map.json'):
+      config_path = os.path.join(directory, config_name)
+      if tf.io.gfile.exists(config_path):
+        token = _token_content(_read_json(config_path).get('eos_token'))
+        if token is not None and self._tokenizer.token_to_id(token) is not None:
+          return self._tokenizer.token_to_id(token)
+    for token in HF_EOS_TOKENS:
+      if self._tokenizer.token_to_id(token) is not None:
+        return self._tokenizer.token_to_id(token)
+    raise errors.UserError(
+        f'{name}: the tokenizer has no end-of-sequence token (none of {list(HF_EOS_TOKENS)}, and no '
+        'tokenizer_config.json with eos_token beside it); put a tokenizer_config.json with '
+        '{"eos_token": "..."} next to the tokenizer.json.')
+
+  @property
+  def tokenizer(self) -> tokenizers.Tokenizer:
+    return self._tokenizer
+
+  @property
+  def spec(self) -> dict:
+    """The parsed tokenizer.json."""
+    return self._spec
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos
+
+  @property
+  def unk_id(self) -> int | None:
+    return self._unk
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self._base_size
+
+  def _encode(self, s: str) -> Sequence[int]:
+    return self._tokenizer.encode(s, add_special_tokens=False).ids
+
+  def _decode(self, ids) -> str:
+    ids = [int(i) for i in ids]
+    if self._eos in ids:
+      ids = ids[:ids.index(self._eos)]
+    return self._tokenizer.decode([i for i in ids if 0 <= i < self._base_size],
+                                  skip_special_tokens=True)
+
+  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+    ids = tf.py_function(lambda t: np.asarray(self._encode(t.numpy().decode('utf-8')), np.int32),
+                         [s], tf.int32)
+    ids.set_shape([None])
+    return ids
+
+  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+    text = tf.py_function(lambda t: self._decode(t.numpy().tolist()).encode('utf-8'), [ids],
+                          tf.string)
+    text.set_shape([])
+    return text
+
+  def __eq__(self, other) -> bool:
+    return (isinstance(other, HuggingFaceVocabulary) and self._path == other._path
+            and self.extra_ids == other.extra_ids)
+
+  def __hash__(self) -> int:
+    return hash((self._path, self.extra_ids))
+
+
 def make_vocabulary(name: str, extra_ids: int = 0) -> seqio.Vocabulary:
   """The vocabulary `name` (config `data.vocabulary`) with `extra_ids` (`data.extra_ids`)."""
   _check_extra_ids(extra_ids)
@@ -85,8 +203,11 @@ def make_vocabulary(name: str, extra_ids: int = 0) -> seqio.Vocabulary:
     return seqio.ByteVocabulary(extra_ids=extra_ids)
   if isinstance(name, str) and name.startswith(SPM_PREFIX) and len(name) > len(SPM_PREFIX):
     return _sentencepiece_vocabulary(name[len(SPM_PREFIX):], extra_ids)
-  raise errors.UserError(f"data.vocabulary={name!r} is not a vocabulary; use 'byte' or "
-                         f"'{SPM_PREFIX}PATH' (PATH: a SentencePiece .model file).")
+  if isinstance(name, str) and name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
+    return HuggingFaceVocabulary(name[len(HF_PREFIX):], extra_ids)
+  raise errors.UserError(f"data.vocabulary={name!r} is not a vocabulary; use 'byte', "
+                         f"'{SPM_PREFIX}PATH' (PATH: a SentencePiece .model file) or "
+                         f"'{HF_PREFIX}PATH' (PATH: a Hugging Face tokenizer.json).")
 
 
 def _base_size(vocabulary: seqio.Vocabulary) -> int:
@@ -134,6 +255,41 @@ def _sentencepiece_piece_bytes(tokenizer: spm.SentencePieceProcessor, piece_id: 
   return len(piece.encode('utf-8'))
 
 
+_BYTE_FALLBACK_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')
+
+
+def _components(spec: dict | None) -> list[dict]:
+  """A tokenizer.json component (decoder, pre_tokenizer, ...) and, for a Sequence, its parts."""
+  if not spec:
+    return []
+  parts = spec.get('decoders') or spec.get('pretokenizers') or []
+  return [spec] + [p for part in parts for p in _components(part)]
+
+
+def _huggingface_token_bytes(vocabulary: HuggingFaceVocabulary) -> list[int]:
+  """The UTF-8 bytes of each of the tokenizer's tokens (see `token_bytes`)."""
+  spec, tokenizer = vocabulary.spec, vocabulary.tokenizer
+  kinds = {c.get('type') for key in ('decoder', 'pre_tokenizer') for c in _components(spec.get(key))}
+  byte_level = 'ByteLevel' in kinds
+  byte_fallback = 'ByteFallback' in kinds or (spec.get('model') or {}).get('byte_fallback', False)
+  byte_chars = set(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  added = {t['id']: t for t in spec.get('added_tokens', [])}
+  sizes = []
+  for i in range(_base_size(vocabulary)):
+    token = tokenizer.id_to_token(i)
+    if token is None or added.get(i, {}).get('special'):
+      sizes.append(0)
+    elif i in added:
+      sizes.append(len(added[i]['content'].encode('utf-8')))
+    elif byte_level:
+      sizes.append(sum(1 if ch in byte_chars else len(ch.encode('utf-8')) for ch in token))
+    elif byte_fallback and _BYTE_FALLBACK_PIECE.fullmatch(token):
+      sizes.append(1)
+    else:
+      sizes.append(len(token.replace(_WORD_BOUNDARY, ' ').encode('utf-8')))
+  return sizes
+
+
 def token_bytes(vocabulary: seqio.Vocabulary) -> np.ndarray:
   """int32 [vocab_size]: the number of UTF-8 bytes each token id stands for.
 
@@ -142,6 +298,11 @@ def token_bytes(vocabulary: seqio.Vocabulary) -> np.ndarray:
   <0x..>, 0 for control, unknown and unused pieces and the extra ids. For models that normalize
   text or add a dummy '▁' prefix (e.g. T5's), the lengths are those of the normalized text and
   each encoded text counts one byte more; models from `train_sentencepiece` do neither.
+  Hugging Face tokenizer: 0 for special tokens and the extra ids; a byte-level BPE token (GPT-2,
+  GPT-NeoX, Llama 3) counts one byte per character of its byte alphabet; otherwise as
+  SentencePiece ('▁' one space, a <0x..> piece of a byte-fallback model one byte: Llama 2's
+  tokenizer, which prepends '▁', counts one byte more per text), and a WordLevel or WordPiece
+  token its own characters.
   """
   table = np.zeros(vocabulary.vocab_size, np.int32)
   if isinstance(vocabulary, seqio.ByteVocabulary):
@@ -150,6 +311,8 @@ def token_bytes(vocabulary: seqio.Vocabulary) -> np.ndarray:
     tokenizer = vocabulary.tokenizer
     table[:_base_size(vocabulary)] = [_sentencepiece_piece_bytes(tokenizer, i)
                                       for i in range(_base_size(vocabulary))]
+  elif isinstance(vocabulary, HuggingFaceVocabulary):
+    table[:_base_size(vocabulary)] = _huggingface_token_bytes(vocabulary)
   else:
     raise TypeError(f'No token byte table for {type(vocabulary).__name__}.')
   return table
