@@ -152,8 +152,7 @@ def load_params(directory: str, config: transformer.ModelConfig):
   checkpoints = os.path.join(os.path.abspath(directory), 'checkpoints')
   step = None
   if os.path.isdir(checkpoints):
-    manager = ocp.CheckpointManager(checkpoints,
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(create=False))
     step = manager.latest_step()
   if step is None:
     raise errors.UserError(f'{checkpoints} holds no checkpoint; --src must be a checkpoint from '
