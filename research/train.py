@@ -325,7 +325,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total, objective)
   # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
   eval_data = {'/'.join(filter(None, (task, name))): pipeline.eval_batches(
-                   config.data, task, config.eval.batch_size, config.eval.batches, config.seed,
+                   config.data, task, config.eval.batch_size, config.eval.batches,
                    eval_objective)
                for task in dict.fromkeys([*data.task_names, *config.eval.tasks])
                for name, eval_objective in examples.eval_objectives(

@@ -228,21 +228,25 @@ class TrainData:
     return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
+EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for every run
+
+
 def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective,
           seed: int) -> dict[str, np.ndarray]:
   return packing.pack_documents(store, objective.row_len, seed, objective.chunk_len,
                                 objective.costs, objective.budgets)
 
 
-def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int, seed: int,
+def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
                  objective: examples_lib.Objective | None = None) -> list[dict[str, np.ndarray]]:
   """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split.
 
   When the split has fewer rows, returns as many batches as they fill (at least one), the last
   padded with all-zero rows whose weights are 0. Row i is example i of the `objective` (default
-  causal LM), so every evaluation sees the same examples.
+  causal LM). Packing and noise use `EVAL_SEED`, not the run's seed, so every evaluation of every
+  run sees the same examples and runs that differ in their seed compare on one evaluation set.
   """
-  _check_seed(seed)
+  seed = EVAL_SEED
   if batch_size <= 0 or num_batches <= 0:
     raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
                            'be positive.')

@@ -88,8 +88,8 @@ def test_bad_mixture_names_the_config_key(data_config, mixture, match):
 
 
 def test_eval_batches_are_the_first_validation_rows(data_config):
-  batches = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3, seed=0)
-  again = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3, seed=0)
+  batches = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3)
+  again = pipeline.eval_batches(data_config, 'stdlib_code', 4, 3)
   assert len(batches) == 3
   for batch, same in zip(batches, again):
     assert set(batch) == _KEYS and batch['targets'].shape == (4, data_config.seq_len)
@@ -100,7 +100,7 @@ def test_eval_batches_are_the_first_validation_rows(data_config):
 
 def test_eval_batches_pad_a_short_validation_split(data_config):
   data_config.seq_len = 1 << 16  # a few rows only
-  batches = pipeline.eval_batches(data_config, 'stdlib_prose', 4, 100, seed=0)
+  batches = pipeline.eval_batches(data_config, 'stdlib_prose', 4, 100)
   rows = np.concatenate([b['segment_ids'] for b in batches])
   num_real = int(np.sum(rows.max(axis=1) > 0))
   assert len(batches) == -(-num_real // 4) < 100
