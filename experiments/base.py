@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies', ...), see research/data/tasks.py.
   c.data.tasks = ml_collections.ConfigDict()
-  c.data.vocabulary = 'byte'  # 'byte' or 'spm:PATH' (python -m launch.tokenizer trains one)
+  # 'byte', 'spm:PATH' (python -m launch.tokenizer trains one) or 'hf:PATH/tokenizer.json'
+  c.data.vocabulary = 'byte'
   c.data.extra_ids = 0  # ids above the vocabulary: control tokens, then sentinels
   c.data.seq_len = 256
   c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data

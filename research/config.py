@@ -95,6 +95,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
     if config.init[key] not in choices:
       raise errors.UserError(f'init.{key}={config.init[key]!r} is not one of {choices}.')
 
+  transformer.ModelConfig.from_config(config.model)  # names a bad model.* switch
   if config.model.dtype not in transformer.DTYPES:
     raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '
                      f'{sorted(transformer.DTYPES)}.')

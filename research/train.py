@@ -36,9 +36,12 @@ class TrainState:
 
 
 def _decay_mask(params):
-  """Weight decay on matrices only: not on norm scales (Loshchilov & Hutter 2017, arXiv 1711.05101)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: not any(getattr(k, 'key', None) == 'scale' for k in path), params)
+  """Weight decay on matrices only, not on norm scales and biases (Loshchilov & Hutter 2017,
+  arXiv 1711.05101)."""
+  def decayed(path, _):
+    names = [str(getattr(k, 'key', '')) for k in path]
+    return not any(name == 'scale' or name == 'bias' or name.endswith('_bias') for name in names)
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:

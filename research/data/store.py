@@ -74,11 +74,13 @@ def resolve_cache_dir(cache_dir: str) -> str:
 
 
 def _vocabulary_key(vocabulary_name: str) -> str:
-  """A path component for a vocabulary: its name, or for SentencePiece the model file's md5."""
-  if not vocabulary_name.startswith(vocabularies.SPM_PREFIX):
-    return vocabulary_name
-  with tf.io.gfile.GFile(vocabulary_name[len(vocabularies.SPM_PREFIX):], 'rb') as f:
-    return 'spm-' + hashlib.md5(f.read()).hexdigest()[:16]
+  """A path component for a vocabulary: its name, or for a SentencePiece model or a Hugging Face
+  tokenizer.json the file's md5 (a changed file at the same path gives new stores)."""
+  for prefix, tag in ((vocabularies.SPM_PREFIX, 'spm'), (vocabularies.HF_PREFIX, 'hf')):
+    if vocabulary_name.startswith(prefix):
+      with tf.io.gfile.GFile(vocabulary_name[len(prefix):], 'rb') as f:
+        return f'{tag}-' + hashlib.md5(f.read()).hexdigest()[:16]
+  return vocabulary_name
 
 
 def store_dir(task_name: str, split: str, vocabulary_name: str, cache_dir: str) -> str:

@@ -92,7 +92,7 @@ class ControlTokens:
       for token, line in control_tokens.annotate(_text(store, index, vocabulary), scores[index],
                                                  self.threshold, self.drop_fraction, rng):
         pieces.extend(([ids[token]] if token else []) + vocabulary.encode(line))
-      tokens = np.array(pieces + [vocabularies.EOS_ID], np.int64)
+      tokens = np.array(pieces + [vocabulary.eos_id], np.int64)
       documents.append((tokens, np.ones(len(tokens), np.float32)))
     return _derived(store, documents)
 
