@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ _UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
 _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
 _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
 _MAX_MARKED_POINTS = 30  # a curve with at most this many points shows a marker at each
+_LEGEND_WIDTH = 60  # characters a legend line holds before it wraps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +291,7 @@ def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x:
   fig = figure.Figure(figsize=(8, 5), layout='constrained')
   ax = fig.subplots()
   for label, xs, ys in curves:
-    ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
+    ax.plot(xs, ys, label=textwrap.fill(label, _LEGEND_WIDTH), linewidth=1.5, markersize=3,
             marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
   ax.set_title(title, fontsize=13)
   ax.set_xlabel(x, fontsize=11)
