@@ -259,8 +259,8 @@ def test_export_reproduces_our_logits_and_reimports_losslessly(tmp_path, variant
     np.testing.assert_array_equal(np.asarray(a), b)  # bit for bit
 
 
-def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path):
-  hf_config = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=48,
+def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path, data_dir):
+  hf_config = transformers.LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=48,
                                        num_hidden_layers=2, **LLAMA['gqa_untied'])
   src, ckpt = tmp_path / 'hf', tmp_path / 'ckpt'
   _randomize(transformers.LlamaForCausalLM(hf_config), seed=6).save_pretrained(src)
@@ -280,6 +280,19 @@ def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path):
            'weights': rows.astype(np.float32)}
   new_state, metrics = trainer.step(state, trainer.place(batch), train.step_rng(0, 0))
   assert np.isfinite(float(metrics['loss'])) and int(new_state.step) == 1
+  # Continued pretraining from it with init.path, as a run: it starts from the imported weights.
+  config.init.path, config.data.cache_dir = str(ckpt), data_dir
+  config.train.update(steps=2, log_every=1)
+  config.schedule.warmup_steps = 1
+  config.eval.update(every=2, batches=1, batch_size=4)
+  start = train.state_from_checkpoint(train.Trainer(config), config.init, 2)
+  for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  train.train(config, str(tmp_path / 'continued'))
+  with open(tmp_path / 'continued' / 'metrics.jsonl') as f:
+    lines = [json.loads(line) for line in f]
+  assert [m['step'] for m in lines if 'loss' in m] == [1, 2]
+  assert [m['step'] for m in lines if 'eval/stdlib_code/loss' in m] == [0, 2]
 
 
 # --- bad input -----------------------------------------------------------------------------------
