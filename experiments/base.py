@@ -47,7 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.stages = ml_collections.ConfigDict()
   # Replay: this fraction of every batch (its last rows) comes from `replay.mixture`.
   c.data.replay = ml_collections.ConfigDict({'fraction': 0.0, 'mixture': ml_collections.ConfigDict()})
-  c.data.ordering = 'random'  # the order each task's packed rows are read in, per epoch
+  # The order each task's packed rows are read in, per epoch (research/data/orderings.py): random |
+  # easy_to_hard | hard_to_easy | folding (DELT) | cyclical (cyclical curriculum).
+  c.data.ordering = 'random'
+  c.data.order_by = 'difficulty'  # per-document score (lower = easier) the non-random orderings use
+  c.data.row_score = 'mean'  # a packed row's score from its documents' scores: mean | max | min
+  c.data.folds = 3  # folding: L, the number of ascending passes over interleaved slices per epoch
+  # cyclical: epoch data-size fraction cycles start -> end -> start, / or * factor per epoch.
+  c.data.cyclical = ml_collections.ConfigDict({'start': 0.25, 'end': 1.0, 'factor': 0.5})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies', ...), see research/data/tasks.py.
   c.data.tasks = ml_collections.ConfigDict()

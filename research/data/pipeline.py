@@ -8,8 +8,11 @@ fraction of every batch (the last rows) with data from `data.replay.mixture`, as
 pretraining with replay does (Ibrahim et al. 2024, arXiv 2403.08763). research/data/sampler.py
 decides which task-local example each row is; example j of a task with N packed rows reads row
 `order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.ordering`
-(a fresh seeded permutation per epoch by default). Row orders are seeded by the task's name, not
-its position in a mixture, so adding a task leaves the other tasks' row order alone.
+(research/data/orderings.py; a fresh seeded permutation per epoch by default, or an order by a
+per-row score). An ordering whose epochs read fewer rows by design (`cyclical`) has epoch lengths
+that repeat with a period, and j falls in the epoch that their running sum gives. Row orders are
+seeded by the task's name, not its position in a mixture, so adding a task leaves the other
+tasks' row order alone.
 
 The objective (research/objectives/examples.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
@@ -21,30 +24,25 @@ float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix`
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 
 from research import errors, schedules
+from research.data import orderings as orderings_lib
 from research.data import packing
 from research.data import sampler as sampler_lib
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 from research.objectives import examples as examples_lib
 
-_EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders
 _MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
 _STAGE_KEYS = {'at_step', 'at_fraction', 'mixture'}
 
 
-def random_order(num_rows: int, seed: int, task_key: int, epoch: int) -> np.ndarray:
-  """A fresh seeded permutation of a task's rows in every epoch."""
-  return np.random.default_rng([_EPOCH_STREAM, seed, task_key, epoch]).permutation(num_rows)
-
-
-# Orderings by name (config key `data.ordering`): (num_rows, seed, task_key, epoch) -> row order.
-ORDERINGS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {'random': random_order}
+# Orderings by name (config key `data.ordering`), defined in research/data/orderings.py.
+ORDERINGS = orderings_lib.ORDERINGS
+random_order = orderings_lib.random_order
 
 
 def _task_key(name: str) -> int:
@@ -95,9 +93,7 @@ class MixturePlan:
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  total_steps: int) -> MixturePlan:
   """Registers `data.tasks` and checks the mixtures, replay and ordering, before any data is read."""
-  if data_config.ordering not in ORDERINGS:
-    raise errors.UserError(f'data.ordering={data_config.ordering!r} is not a known ordering; '
-                           f'choose one of {sorted(ORDERINGS)}.')
+  orderings_lib.bind(data_config)  # fails naming a bad data.ordering or one of its keys
   fraction = data_config.replay.fraction
   num_replay = round(fraction * batch_size)
   if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
@@ -135,7 +131,7 @@ class TrainData:
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
     plan = self.plan = mixture_plan(data_config, batch_size, total_steps)
-    self._order = ORDERINGS[data_config.ordering]
+    ordering = self._ordering = orderings_lib.bind(data_config)
     names = self.task_names = plan.task_names
     block = data_config.mixture_block
     self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, batch_size - plan.num_replay,
@@ -159,19 +155,35 @@ class TrainData:
                             for name, store in self.stores.items()}
     self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._rows(0))}
     self._task_keys = [_task_key(name) for name in names]
-    self._orders = [((-1, -1), None)] * len(names)  # per task: the latest (epoch, rows), order
+    # Per packing (plain, rewritten) and task: one score per packed row, for orderings by score.
+    self._row_scores = {False: [None] * len(names), True: [None] * len(names)}
+    if ordering.score is not None:
+      for task, name in enumerate(names):
+        scores_D = orderings_lib.document_scores(self.stores[name], ordering.score, name,
+                                                 ordering.name)
+        for rewritten, packed in ((False, self._packed), (True, self._rewritten)):
+          if packed is not None:
+            self._row_scores[rewritten][task] = orderings_lib.row_scores(
+                packed[task]['documents'], scores_D, ordering.row_score)
+    self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
+
+  def _rewrites(self, step: int) -> bool:
+    """Whether step `step` reads the rewritten rows of an objective that rewrites documents."""
+    return self._rewritten is not None and self.objective.rewrite.applies_at(step)
 
   def _rows(self, step: int) -> list[dict[str, np.ndarray]]:
     """Every task's packed rows that step `step` reads."""
-    if self._rewritten is not None and self.objective.rewrite.applies_at(step):
-      return self._rewritten
-    return self._packed
+    return self._rewritten if self._rewrites(step) else self._packed
 
-  def _row_order(self, task: int, epoch: int, num_rows: int) -> np.ndarray:
+  def _row_order(self, task: int, epoch: int, rewritten: bool) -> np.ndarray:
+    """The rows that epoch `epoch` of task `task` reads, in order, of the plain or rewritten
+    packing."""
     cached, order = self._orders[task]
-    if cached != (epoch, num_rows):
-      order = self._order(num_rows, self._seed, self._task_keys[task], epoch)
-      self._orders[task] = ((epoch, num_rows), order)
+    if cached != (epoch, rewritten):
+      packed = (self._rewritten if rewritten else self._packed)[task]
+      order = self._ordering.order(len(packed['targets']), self._seed, self._task_keys[task],
+                                   epoch, self._row_scores[rewritten][task])
+      self._orders[task] = ((epoch, rewritten), order)
     return order
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,14 +194,15 @@ class TrainData:
     tasks_B = np.concatenate([t for t, _ in sources])
     local_B = np.concatenate([j for _, j in sources])
     rows_B = np.empty(self._batch_size, np.int64)
+    rewritten = self._rewrites(step)
     packed = self._rows(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
-      num_rows = len(packed[task]['targets'])
-      epochs, within = np.divmod(local_B[of_task], num_rows)
+      lengths = self._ordering.epoch_lengths(len(packed[task]['targets']))
+      epochs, within = orderings_lib.locate(local_B[of_task], lengths)
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs):
-        order = self._row_order(int(task), int(epoch), num_rows)
+        order = self._row_order(int(task), int(epoch), rewritten)
         rows[epochs == epoch] = order[within[epochs == epoch]]
       rows_B[of_task] = rows
     return tasks_B, rows_B
@@ -200,7 +213,8 @@ class TrainData:
     return {k: v[row] for k, v in self._rows(step)[task].items()}
 
   def epochs_before(self, step: int) -> dict[str, float]:
-    """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1)."""
+    """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
+    read over the task's rows, so full-data epochs for an ordering with shorter epochs."""
     examples = sum(sampler.examples_before(step) for sampler in self._samplers)
     return {name: float(n) / self.num_rows[name] for name, n in zip(self.task_names, examples)}
 

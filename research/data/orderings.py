@@ -1,0 +1,267 @@
+"""Orderings: the order in which a task's packed rows are read, epoch by epoch (`data.ordering`).
+
+An ordering is a pure numpy function `(num_rows, seed, task_key, epoch, scores_N, **params) ->
+rows`: the packed rows (indices into the task's rows) that epoch `epoch` of the task reads, in
+order. It is deterministic in its arguments, so the batch at a step stays a function of the config
+and the step (research/data/pipeline.py reads example j of a task from the epoch it falls in).
+`scores_N` is one score per packed row (lower = easier; None for orderings that use none), made
+from per-document scores by `row_scores`. Ties between equal scores are broken by the epoch's
+seeded random permutation (`random_order`), so rows of equal score are read in a fresh random
+order every epoch.
+
+- `random`: a fresh seeded permutation every epoch.
+- `easy_to_hard` / `hard_to_easy`: every row once per epoch, by ascending / descending score.
+- `folding` (DELT: Dai et al. 2025, "Data Efficacy for Language Model Training", arXiv
+  2506.21545): sort by ascending score, then concatenate L = `data.folds` folds, fold f taking
+  the sorted positions f, f + L, f + 2L, ...: L ascending easy-to-hard passes, each over a
+  disjoint, evenly spread 1/L slice of the rows; nothing repeated or dropped.
+- `cyclical` (Kesgin & Amasyali, "Cyclical Curriculum Learning", arXiv 2202.05531): epoch e reads
+  the floor(S_e * num_rows) (at least 1) easiest rows, in a seeded random order; the data-size
+  fraction S_e cycles between `data.cyclical.start` and `data.cyclical.end`, divided by
+  `data.cyclical.factor` per epoch on the way up and multiplied by it on the way down
+  (`cycle_fractions`; 0.25, 0.5, 1, 0.5, 0.25, 0.5, 1, ... by default). Its epochs are shorter than
+  the task's rows by design (the harder rows are left out of the small epochs), and their lengths
+  (`Ordering.epoch_lengths`) are periodic, so which epoch example j falls in is computed in closed
+  form and resumption stays exact. The paper draws each epoch's subset at random with probability
+  proportional to an easiness score; here the subset is the easiest fraction, deterministically.
+
+Scores come from `document_scores`: for now the per-document metadata of the document store (the
+synthetic generators' `difficulty`), named by `data.order_by`.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from research import errors
+from research.data import store as store_lib
+
+_EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders (random_order's stream)
+_SUBSET_STREAM = 0x6379636c  # seeded-stream tag of the order within a cyclical epoch
+_MAX_CYCLE = 10_000  # the most epochs one period of the cyclical sizes may take
+ROW_SCORES = ('mean', 'max', 'min')  # `data.row_score`: how a row combines its documents' scores
+
+
+def random_order(num_rows: int, seed: int, task_key: int, epoch: int,
+                 scores_N: np.ndarray | None = None) -> np.ndarray:
+  """A fresh seeded permutation of a task's rows in every epoch."""
+  del scores_N  # unused
+  return np.random.default_rng([_EPOCH_STREAM, seed, task_key, epoch]).permutation(num_rows)
+
+
+def easy_to_hard(num_rows: int, seed: int, task_key: int, epoch: int,
+                 scores_N: np.ndarray) -> np.ndarray:
+  """Every row once, by ascending score; ties in the epoch's random order."""
+  shuffled = random_order(num_rows, seed, task_key, epoch)
+  return shuffled[np.argsort(scores_N[shuffled], kind='stable')]
+
+
+def hard_to_easy(num_rows: int, seed: int, task_key: int, epoch: int,
+                 scores_N: np.ndarray) -> np.ndarray:
+  """Every row once, by descending score; ties in the epoch's random order."""
+  shuffled = random_order(num_rows, seed, task_key, epoch)
+  return shuffled[np.argsort(-scores_N[shuffled], kind='stable')]
+
+
+def fold(sorted_rows: np.ndarray, folds: int) -> np.ndarray:
+  """DELT's folding of an ascending order: fold f = sorted positions f, f + L, ...; concatenated."""
+  return np.concatenate([sorted_rows[f::folds] for f in range(folds)])
+
+
+def folding(num_rows: int, seed: int, task_key: int, epoch: int, scores_N: np.ndarray,
+            folds: int = 3) -> np.ndarray:
+  """DELT's folding ordering (arXiv 2506.21545) with `folds` folds over the ascending order."""
+  return fold(easy_to_hard(num_rows, seed, task_key, epoch, scores_N), folds)
+
+
+@functools.lru_cache(maxsize=64)
+def cycle_fractions(start: float, end: float, factor: float) -> tuple[float, ...]:
+  """One period of the cyclical curriculum's data-size fractions, from `start` up to `end` and
+  back down to just above `start` (the next period starts at `start` again).
+
+  The rule of the paper's code (`get_cycle_sizes`), float for float: from n = start, n =
+  min(n * (1 / factor), end) when n is `start` or the sizes are rising and n is not `end`, else
+  n = max(n * factor, start).
+  """
+  sizes = [start]
+  while True:
+    n = sizes[-1]
+    rising = len(sizes) > 1 and sizes[-2] < sizes[-1]
+    if n == start or (rising and n != end):
+      n = min(n * (1 / factor), end)
+    else:
+      n = max(n * factor, start)
+    if n == start:
+      return tuple(sizes)
+    sizes.append(n)
+    if len(sizes) > _MAX_CYCLE:
+      raise errors.UserError(f'data.cyclical (start={start}, end={end}, factor={factor}) takes '
+                             f'over {_MAX_CYCLE} epochs per cycle; use a smaller factor.')
+
+
+def cyclical_sizes(num_rows: int, start: float = 0.25, end: float = 1.0,
+                   factor: float = 0.5) -> list[int]:
+  """Rows read by each epoch of one period of the cyclical curriculum: floor(S_e * num_rows), at
+  least 1."""
+  return [max(1, math.floor(f * num_rows)) for f in cycle_fractions(start, end, factor)]
+
+
+def cyclical(num_rows: int, seed: int, task_key: int, epoch: int, scores_N: np.ndarray,
+             start: float = 0.25, end: float = 1.0, factor: float = 0.5) -> np.ndarray:
+  """Cyclical curriculum (arXiv 2202.05531): the easiest floor(S_e * num_rows) rows of epoch e,
+  in the epoch's random order; S_e cycles as `cycle_fractions` says."""
+  sizes = cyclical_sizes(num_rows, start, end, factor)
+  size = sizes[epoch % len(sizes)]
+  easiest = easy_to_hard(num_rows, seed, task_key, epoch, scores_N)[:size]
+  return easiest[np.random.default_rng([_SUBSET_STREAM, seed, task_key, epoch]).permutation(size)]
+
+
+def _folds(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  folds = config.folds
+  if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+    raise errors.UserError(f'data.folds={folds!r} must be a positive integer (DELT uses 3).')
+  return {'folds': folds}
+
+
+def _cyclical(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  params = dict(config.cyclical)
+  if set(params) != {'start', 'end', 'factor'}:
+    raise errors.UserError(f'data.cyclical={params!r} must have exactly the keys start, end and '
+                           'factor.')
+  numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in params.values())
+  if not numbers or not 0 < params['start'] <= params['end'] <= 1 or not 0 < params['factor'] < 1:
+    raise errors.UserError(f'data.cyclical={params!r} needs 0 < start <= end <= 1 and 0 < factor '
+                           '< 1 (the paper: start=0.25, end=1.0, factor=0.5).')
+  params = {k: float(v) for k, v in params.items()}
+  cycle_fractions(**params)  # fails now on a cycle too long
+  return params
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+  """An ordering by name: its function, whether it reads row scores, the config keys it reads
+  (`params`: config.data -> keyword arguments, checking them) and, for orderings whose epochs
+  are not the task's rows, the lengths of one period of epochs (num_rows, **params -> lengths)."""
+  order: Callable[..., np.ndarray]
+  uses_scores: bool
+  params: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda config: {}
+  epoch_lengths: Callable[..., list[int]] | None = None
+
+
+# Orderings by name (config key `data.ordering`).
+ORDERINGS: dict[str, Ordering] = {
+    'random': Ordering(random_order, uses_scores=False),
+    'easy_to_hard': Ordering(easy_to_hard, uses_scores=True),
+    'hard_to_easy': Ordering(hard_to_easy, uses_scores=True),
+    'folding': Ordering(folding, uses_scores=True, params=_folds),
+    'cyclical': Ordering(cyclical, uses_scores=True, params=_cyclical,
+                         epoch_lengths=cyclical_sizes),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundOrdering:
+  """The ordering `data.ordering` names with its parameters from config."""
+  name: str
+  order: Callable[[int, int, int, int, np.ndarray | None], np.ndarray]
+  score: str | None  # the per-document score it reads (`data.order_by`), None for none
+  row_score: str
+  _epoch_lengths: Callable[..., list[int]] | None
+
+  def epoch_lengths(self, num_rows: int) -> np.ndarray:
+    """int64 [P]: rows read by each epoch of one period of epochs (P = 1 and [num_rows] for an
+    ordering that reads every row once per epoch)."""
+    if self._epoch_lengths is None:
+      return np.array([num_rows], np.int64)
+    return np.array(self._epoch_lengths(num_rows), np.int64)
+
+
+def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
+  """The ordering of `data.ordering` with its config keys checked; fails naming a bad key."""
+  name = data_config.ordering
+  if name not in ORDERINGS:
+    raise errors.UserError(f'data.ordering={name!r} is not a known ordering; choose one of '
+                           f'{sorted(ORDERINGS)}.')
+  ordering = ORDERINGS[name]
+  params = ordering.params(data_config)
+  score = None
+  if ordering.uses_scores:
+    score = data_config.order_by
+    if not isinstance(score, str) or not score:
+      raise errors.UserError(f'data.order_by={score!r} must name a per-document score, e.g. '
+                             f"'difficulty' (data.ordering={name!r} orders rows by it).")
+    if data_config.row_score not in ROW_SCORES:
+      raise errors.UserError(f'data.row_score={data_config.row_score!r} must be one of '
+                             f'{list(ROW_SCORES)}.')
+  lengths = ordering.epoch_lengths and functools.partial(ordering.epoch_lengths, **params)
+  return BoundOrdering(name, functools.partial(ordering.order, **params), score,
+                       data_config.row_score, lengths)
+
+
+def locate(examples: np.ndarray, epoch_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(epoch, position within the epoch) of each task-local example index, for epochs whose
+  lengths repeat with period `epoch_lengths`."""
+  ends = np.cumsum(epoch_lengths)
+  cycles, rest = np.divmod(examples, ends[-1])
+  in_cycle = np.searchsorted(ends, rest, side='right')
+  return cycles * len(epoch_lengths) + in_cycle, rest - (ends - epoch_lengths)[in_cycle]
+
+
+def document_scores(store: store_lib.DocumentStore, score: str, task_name: str,
+                    ordering: str) -> np.ndarray:
+  """float64 [num_documents]: score `score` of every document of a task's store.
+
+  Read from the store's per-document metadata (the synthetic generators label `difficulty`).
+  This is the seam where scores computed by `python -m launch.score` would be read (keyed by the
+  store's `doc_ids`) once that command's output is settled; until then a score that is not in the
+  metadata fails here, naming where scores come from.
+  """
+  metadata = store.metadata
+  missing = [i for i, m in enumerate(metadata) if score not in m]
+  if missing:
+    keys = sorted({k for m in metadata for k in m})
+    raise errors.UserError(
+        f'data.order_by={score!r} (data.ordering={ordering!r}): task {task_name!r} has no '
+        f'per-document score {score!r} ({len(missing)} of its {len(metadata)} training documents '
+        f'lack it; its metadata has {keys}). Orderings read scores from the document metadata '
+        "that the task's source writes (the arithmetic and lego generators label 'difficulty'); "
+        f'model scores (python -m launch.score --checkpoint=DIR --task={task_name} --out=F.jsonl) '
+        'are not read by orderings yet. Set data.order_by to a numeric metadata field, or '
+        'data.ordering=random.')
+  values = [m[score] for m in metadata]
+  bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))
+         or not math.isfinite(v)]
+  if bad:
+    raise errors.UserError(f'data.order_by={score!r} (data.ordering={ordering!r}): task '
+                           f'{task_name!r} has non-numeric or non-finite {score!r} values such '
+                           f'as {bad[0]!r}; order by a numeric per-document score.')
+  return np.array(values, np.float64)
+
+
+def row_scores(documents_RL: np.ndarray, scores_D: np.ndarray, how: str = 'mean') -> np.ndarray:
+  """float64 [R]: each packed row's score from its documents' scores: the mean, max or min over
+  the distinct documents with a token in the row (each counted once, whatever its length; a
+  document split across rows counts in each). `documents_RL` is packing's `documents` (-1 on
+  padding); a row without documents scores 0."""
+  num_rows = len(documents_RL)
+  rows_T = np.repeat(np.arange(num_rows, dtype=np.int64), documents_RL.shape[1])
+  docs_T = documents_RL.reshape(-1).astype(np.int64)
+  real = docs_T >= 0
+  pairs = np.unique(rows_T[real] * len(scores_D) + docs_T[real])  # sorted by row
+  rows_P, docs_P = np.divmod(pairs, len(scores_D))
+  counts = np.bincount(rows_P, minlength=num_rows)
+  if how == 'mean':
+    sums = np.bincount(rows_P, weights=scores_D[docs_P], minlength=num_rows)
+    return sums / np.maximum(counts, 1)
+  reduce = {'max': np.maximum, 'min': np.minimum}[how]
+  out = np.zeros(num_rows, np.float64)
+  starts = np.cumsum(counts) - counts
+  present = counts > 0
+  if present.any():
+    out[present] = reduce.reduceat(scores_D[docs_P], starts[present])
+  return out
