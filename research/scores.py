@@ -1,0 +1,370 @@
+"""Per-document scores of a document store: length, compressibility and scores from checkpoints.
+
+Scores by name (`SCORES`: the name `launch.score --scores` takes -> the field it writes):
+
+    length        the document's tokens, EOS included
+    zlib          zlib_ratio: zlib-compressed bytes / bytes of the document's UTF-8 text (level 9;
+                  0 for an empty text). The PPL/zlib baseline of Carlini et al. 2021 ("Extracting
+                  Training Data from Large Language Models", arXiv 2012.07805) divides by it.
+    nll           mean negative log-likelihood per token, in nats
+    perplexity    exp(nll)
+    min_k         min_k_prob: the mean log-probability of the floor(k * N) (at least 1) least likely
+                  of the document's N tokens (Shi et al. 2023, "Detecting Pretraining Data from Large
+                  Language Models", arXiv 2310.16789), k = 0.2 by default. It is the paper's
+                  statistic, a log-probability (<= 0; the reference code stores its negation): high
+                  means no very surprising token, "likely seen in training".
+    el2n          the mean over the document's tokens of the per-token error L2 norm
+                  ||softmax(logits_t) - onehot(target_t)||_2, the softmax over the model's whole
+                  output vocabulary (Paul et al. 2021, "Deep Learning on a Data Diet: Finding
+                  Important Examples Early in Training", arXiv 2107.07075, whose examples are single
+                  labels; a document's score here averages its tokens' norms, so long and short
+                  documents compare)
+    learnability  nll at the early checkpoint(s) minus nll at the checkpoint(s): how much of the
+                  document training has learnt (loss drop between two checkpoints)
+    difficulty    the document's own `difficulty` metadata (the synthetic generators' labels)
+
+Model scores come from causal language-model log-probabilities. A document is cut into windows of
+the model's `data.seq_len` tokens, as training cuts it (research/data/packing.py): every token is
+predicted exactly once, from the previous tokens of its window, the first token of a window from the
+pad id 0 that stands for BOS. The windows are packed next-fit into rows with segment ids (one
+window never sees another), the rows are batched and placed on the mesh of a `research.train.Trainer`
+built from the checkpoint's config (sharded as training shards), a jitted forward pass returns each
+token's log-probability and error norm, and the host aggregates them per document. Documents are
+processed in groups of whole documents (`group_tokens` at a time), so host memory stays bounded
+whatever the store's size. Given several checkpoints (independent seeds or steps, as Data Diet
+averages EL2N over runs), each model score is the mean over the checkpoints of the per-document
+score; perplexity is exp of the mean nll.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import zlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+
+from research import checkpoint as checkpoint_lib
+from research import config as config_lib, errors, sharding
+from research.data import store as store_lib
+from research.data import sources
+from research.objectives import causal_lm
+
+SCORES = {'nll': 'nll', 'perplexity': 'perplexity', 'min_k': 'min_k_prob', 'el2n': 'el2n',
+          'length': 'length', 'zlib': 'zlib_ratio', 'learnability': 'learnability',
+          'difficulty': 'difficulty'}
+MODEL_SCORES = ('nll', 'perplexity', 'min_k', 'el2n', 'learnability')
+DEFAULT_MIN_K = 0.2
+GROUP_TOKENS = 1 << 22  # tokens per group of documents scored together (~60 host bytes each)
+
+
+# --- scores without a model ------------------------------------------------------------------------
+
+def lengths(store: store_lib.DocumentStore) -> np.ndarray:
+  """[D] int64: each document's number of tokens, EOS included."""
+  return np.diff(store.offsets)
+
+
+def zlib_ratio(data: bytes | str) -> float:
+  """len(zlib.compress(data, 9)) / len(data) of UTF-8 `data`; 0.0 for empty data."""
+  data = data.encode('utf-8') if isinstance(data, str) else data
+  return len(zlib.compress(data, 9)) / len(data) if data else 0.0
+
+
+def document_texts(store: store_lib.DocumentStore, vocabulary) -> list[str]:
+  """Each document's text, decoded from its tokens without the final EOS."""
+  eos = vocabulary.eos_id
+  texts = []
+  for i in range(store.num_documents):
+    ids = np.asarray(store.document(i)).tolist()
+    if ids and ids[-1] == eos:
+      ids = ids[:-1]
+    texts.append(vocabulary.decode(ids))
+  return texts
+
+
+# --- per-token statistics on device, per-document aggregates on host ------------------------------
+
+def token_statistics(logits_BLV, targets_BL) -> dict:
+  """Each token's `log_prob` of its target and `el2n`, ||softmax(logits) - onehot(target)||_2,
+  both [B, L] float32 (logits taken in float32)."""
+  logits_BLV = logits_BLV.astype(jnp.float32)
+  log_probs_BLV = jax.nn.log_softmax(logits_BLV, axis=-1)
+  log_prob_BL = jnp.take_along_axis(log_probs_BLV, targets_BL[..., None], axis=-1)[..., 0]
+  error_BLV = jnp.exp(log_probs_BLV) - jax.nn.one_hot(targets_BL, logits_BLV.shape[-1])
+  return {'log_prob': log_prob_BL, 'el2n': jnp.sqrt(jnp.sum(jnp.square(error_BLV), axis=-1))}
+
+
+def min_k_count(num_tokens, k: float):
+  """floor(k * N), at least 1: how many of N tokens Min-K% averages (a hair of slack absorbs float
+  error, so k = 0.3 of 10 tokens is 3)."""
+  return np.maximum(1, np.floor(np.asarray(num_tokens) * k + 1e-9).astype(np.int64))
+
+
+def document_scores(log_prob_T: np.ndarray, el2n_T: np.ndarray, offsets: np.ndarray,
+                    k: float = DEFAULT_MIN_K) -> dict[str, np.ndarray]:
+  """`nll`, `min_k_prob` and `el2n` [D] of documents whose tokens' statistics are [T] arrays, document
+  d being tokens offsets[d]:offsets[d + 1] (offsets [D + 1], from 0, every document non-empty)."""
+  offsets = np.asarray(offsets, np.int64) - offsets[0]
+  lengths_D = np.diff(offsets)
+  num_docs = len(lengths_D)
+  doc_T = np.repeat(np.arange(num_docs), lengths_D)
+  log_prob_T = np.asarray(log_prob_T, np.float64)
+  nll_D = -np.bincount(doc_T, log_prob_T, num_docs) / lengths_D
+  el2n_D = np.bincount(doc_T, np.asarray(el2n_T, np.float64), num_docs) / lengths_D
+  order_T = np.lexsort((log_prob_T, doc_T))  # by document, then ascending log-probability
+  rank_T = np.arange(len(doc_T)) - offsets[doc_T]
+  count_D = min_k_count(lengths_D, k)
+  lowest = rank_T < count_D[doc_T]
+  min_k_D = np.bincount(doc_T[lowest], log_prob_T[order_T][lowest], num_docs) / count_D
+  return {'nll': nll_D, 'min_k_prob': min_k_D, 'el2n': el2n_D}
+
+
+def pack_windows(offsets: np.ndarray, tokens_T: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
+  """Every document cut into windows of `seq_len` tokens, packed next-fit, in document order, into
+  rows: int32 `targets`, `inputs` (causal LM, research/objectives/causal_lm.py), `segment_ids` (0 on
+  padding), `positions` and `token_index` (the index into `tokens_T` of each target, -1 on padding),
+  each [rows, seq_len]. `offsets` [D + 1] delimit the documents in `tokens_T`, from 0."""
+  offsets = np.asarray(offsets, np.int64)
+  lengths_D = np.diff(offsets)
+  windows_D = -(-lengths_D // seq_len)
+  doc_W = np.repeat(np.arange(len(lengths_D)), windows_D)
+  in_doc_W = np.arange(len(doc_W)) - (np.cumsum(windows_D) - windows_D)[doc_W]
+  starts_W = offsets[doc_W] + in_doc_W * seq_len
+  lengths_W = np.minimum(seq_len, lengths_D[doc_W] - in_doc_W * seq_len)
+  rows_W, columns_W, segments_W = (np.empty(len(doc_W), np.int64) for _ in range(3))
+  row, column, segment = -1, seq_len, 0
+  for w, length in enumerate(lengths_W.tolist()):
+    if column + length > seq_len:
+      row, column, segment = row + 1, 0, 0
+    segment += 1
+    rows_W[w], columns_W[w], segments_W[w] = row, column, segment
+    column += length
+  num_rows = row + 1
+  window_T = np.repeat(np.arange(len(doc_W)), lengths_W)
+  position_T = np.arange(len(window_T)) - (np.cumsum(lengths_W) - lengths_W)[window_T]
+  destination_T = rows_W[window_T] * seq_len + columns_W[window_T] + position_T
+  source_T = starts_W[window_T] + position_T
+  rows = {key: np.zeros([num_rows, seq_len], np.int32)
+          for key in ('targets', 'segment_ids', 'positions')}
+  rows['token_index'] = np.full([num_rows, seq_len], -1, np.int64)
+  rows['targets'].reshape(-1)[destination_T] = tokens_T[source_T]
+  rows['segment_ids'].reshape(-1)[destination_T] = segments_W[window_T]
+  rows['positions'].reshape(-1)[destination_T] = position_T
+  rows['token_index'].reshape(-1)[destination_T] = source_T
+  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'])
+  return rows
+
+
+def document_groups(offsets: np.ndarray, max_tokens: int):
+  """(first, end) document ranges of at most `max_tokens` tokens each (one longer document alone)."""
+  num_docs, first = len(offsets) - 1, 0
+  while first < num_docs:
+    end = int(np.searchsorted(offsets, offsets[first] + max_tokens, side='right')) - 1
+    end = min(max(end, first + 1), num_docs)
+    yield first, end
+    first = end
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+def _merge(defaults: dict, loaded: dict, prefix: str = '') -> dict:
+  """`loaded` over `defaults`: keys this code no longer has are dropped, keys it added since keep
+  their defaults, and the free sections (config.FREE_KEYS, e.g. data.tasks) are taken whole."""
+  merged = dict(defaults)
+  for key, value in loaded.items():
+    name = f'{prefix}{key}'
+    if key not in defaults:
+      continue
+    if name not in config_lib.FREE_KEYS and isinstance(defaults[key], dict) and isinstance(
+        value, dict):
+      merged[key] = _merge(defaults[key], value, name + '.')
+    else:
+      merged[key] = value
+  return merged
+
+
+def run_directory(path: str) -> epath.Path:
+  """The directory with config.json of a checkpoint path: the workdir itself, or WORKDIR for
+  WORKDIR/checkpoints/<step>."""
+  given = epath.Path(path if '://' in path else os.path.abspath(path))
+  if given.name.isdigit() and given.parent.name == 'checkpoints':
+    return given.parent.parent
+  return given
+
+
+def checkpoint_config(path: str, flag: str = '--checkpoint') -> ml_collections.ConfigDict:
+  """The config of the run (or launch.convert output) at checkpoint path `path`: its config.json
+  over experiments/base.py's defaults. Fails naming `flag` when there is no config.json or no
+  checkpoint, or the model is not a decoder."""
+  from experiments import base  # the schema and its defaults
+
+  run = run_directory(path)
+  if not run.exists():
+    raise errors.UserError(f'{flag}={path} does not exist; give a workdir of launch.train, one of '
+                           'its checkpoints WORKDIR/checkpoints/<step> or a launch.convert output.')
+  try:
+    checkpoint_lib.find_checkpoint(path)
+  except errors.UserError:
+    raise errors.UserError(f'{flag}={path} holds no checkpoint: give a workdir with '
+                           'checkpoints/<step>/ (from launch.train or launch.convert) or one '
+                           'checkpoint directory WORKDIR/checkpoints/<step>.') from None
+  config_path = run / 'config.json'
+  if not config_path.exists():
+    raise errors.UserError(f'{flag}={path} has no config.json ({config_path}), which gives the '
+                           'model and data.vocabulary; give a workdir of launch.train or a '
+                           'launch.convert output.')
+  loaded = json.loads(config_path.read_text())
+  config = ml_collections.ConfigDict(_merge(base.get_config().to_dict(), loaded))
+  if config.model.architecture != 'decoder':
+    raise errors.UserError(f'{flag}={path} is an {config.model.architecture} model; scores are '
+                           'left-to-right log-likelihoods of a decoder (model.architecture='
+                           "'decoder').")
+  config.objective.distill.teacher = ''  # scoring needs no teacher
+  return config
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+  """A checkpoint's parameters on the mesh of its Trainer, and a jitted per-token scorer."""
+  path: str
+  step: int
+  config: ml_collections.ConfigDict
+  trainer: object  # research.train.Trainer
+  params: object
+
+  def __post_init__(self):
+    trainer = self.trainer
+    model = trainer.model
+
+    def statistics(params, batch):
+      logits_BLV = model.apply({'params': params}, batch)
+      return token_statistics(logits_BLV, batch['targets'])
+
+    self._statistics = jax.jit(statistics,
+                               in_shardings=(trainer.state_shardings.params, trainer.batch_sharding),
+                               out_shardings=sharding.replicated(trainer.mesh))
+
+  @property
+  def seq_len(self) -> int:
+    return self.config.data.seq_len
+
+  def data_parallel_size(self) -> int:
+    return sharding.data_parallel_size(dict(self.trainer.mesh.shape), self.trainer.rules)
+
+  def statistics(self, batch: dict[str, np.ndarray]) -> dict:
+    """The device arrays of `token_statistics` for a global host batch (not waited for)."""
+    model_batch = {k: batch[k] for k in ('inputs', 'targets', 'segment_ids', 'positions')}
+    with sharding.activate(self.trainer.mesh, self.trainer.rules):
+      return self._statistics(self.params, self.trainer.place(model_batch))
+
+
+def load_checkpoint(path: str, config: ml_collections.ConfigDict | None = None, devices=None,
+                    fsdp: int = 1, tensor: int = 1, flag: str = '--checkpoint') -> LoadedCheckpoint:
+  """The parameters of checkpoint path `path` (a workdir: its latest checkpoint; WORKDIR/
+  checkpoints/<step>: that one; or a launch.convert output), read onto a mesh of `fsdp` x `tensor`
+  x the remaining devices as data parallelism, with the run's mesh.rules."""
+  from research import train  # train imports much; scores without a model need none of it
+
+  config = config or checkpoint_config(path, flag)
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, fsdp, tensor
+  devices = jax.devices() if devices is None else devices
+  trainer = train.Trainer(config, devices)
+  directory, step = checkpoint_lib.find_checkpoint(path)
+  where = f'{flag}={path} (checkpoint {step})'
+  saved = checkpoint_lib.saved_shapes(directory, step)
+  if 'params' not in saved:
+    raise errors.UserError(f'{where} holds no parameters; give a checkpoint of launch.train or '
+                           'launch.convert.')
+  abstract = trainer.abstract_state.params
+  checkpoint_lib.check_shapes(saved['params'], abstract, where)
+  params = checkpoint_lib.restore_parts(directory, step, {'params': abstract})['params']
+  return LoadedCheckpoint(path=path, step=step, config=config, trainer=trainer, params=params)
+
+
+def model_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+                 k: float = DEFAULT_MIN_K, batch_size: int = 0,
+                 group_tokens: int = GROUP_TOKENS) -> dict[str, np.ndarray]:
+  """`nll`, `min_k_prob` and `el2n` [D] of the documents tokens[offsets[d]:offsets[d + 1]] under
+  the checkpoint; `batch_size` rows per forward pass (0: the run's eval.batch_size), a multiple of
+  the data-parallel size."""
+  offsets = np.asarray(offsets, np.int64)
+  batch_size = batch_size or loaded.config.eval.batch_size
+  seq_len = loaded.seq_len
+  results = {name: np.zeros(len(offsets) - 1) for name in ('nll', 'min_k_prob', 'el2n')}
+  for first, end in document_groups(offsets, group_tokens):
+    group_offsets = offsets[first:end + 1] - offsets[first]
+    group_tokens_T = np.asarray(tokens[offsets[first]:offsets[end]]).astype(np.int32)
+    rows = pack_windows(group_offsets, group_tokens_T, seq_len)
+    num_rows = len(rows['targets'])
+    padded = -(-num_rows // batch_size) * batch_size
+    rows = {key: np.concatenate([value, np.full((padded - num_rows, seq_len),
+                                                -1 if key == 'token_index' else 0, value.dtype)])
+            for key, value in rows.items()}
+    pending = [loaded.statistics({key: value[i:i + batch_size] for key, value in rows.items()})
+               for i in range(0, padded, batch_size)]  # dispatched together, fetched once
+    fetched = jax.device_get(pending)
+    real = rows['token_index'] >= 0
+    statistics = {}
+    for name in ('log_prob', 'el2n'):
+      values = np.concatenate([f[name] for f in fetched])
+      statistics[name] = np.empty(len(group_tokens_T), np.float32)
+      statistics[name][rows['token_index'][real]] = values[real]
+    scores = document_scores(statistics['log_prob'], statistics['el2n'], group_offsets, k)
+    for name, values in scores.items():
+      results[name][first:end] = values
+  return results
+
+
+def mean_scores(per_checkpoint: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The per-document mean of each score over checkpoints (Data Diet's expectation over runs)."""
+  return {name: np.mean([scores[name] for scores in per_checkpoint], axis=0)
+          for name in per_checkpoint[0]}
+
+
+# --- documents of a text file ------------------------------------------------------------------------
+
+def text_file_documents(path: str, text_field: str = 'text') -> list[dict]:
+  """The documents of `path`: a .jsonl file gives one per non-blank line (its `text_field`, other
+  scalar fields as metadata), any other file one per non-blank line of text; ids `PATH:LINE`
+  (1-based), as a `files` task over the same path with format 'jsonl' names them."""
+  if not epath.Path(path).exists():
+    raise errors.UserError(f'--text_file={path} does not exist; give a .jsonl file (one JSON '
+                           'object with a "text" field a line) or a text file (one document a '
+                           'line).')
+  if path.endswith('.jsonl'):
+    return list(sources.file_documents(path, 'jsonl', text_field))
+  documents = []
+  with epath.Path(path).open('rb') as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode('utf-8').rstrip('\r\n')
+      except UnicodeDecodeError as e:
+        raise errors.UserError(f'--text_file={path} line {number} is not valid UTF-8; re-encode '
+                               'the file as UTF-8.') from e
+      if line.strip():
+        documents.append({'id': f'{path}:{number}', 'text': line})
+  return documents
+
+
+def tokenize_documents(documents: list[dict], vocabulary) -> store_lib.DocumentStore:
+  """An in-memory DocumentStore of `documents` (each `text` encoded, then EOS, as a task's store)."""
+  eos = vocabulary.eos_id
+  pieces = [list(vocabulary.encode(d['text'])) + [eos] for d in documents]
+  lengths_D = np.array([len(p) for p in pieces], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths_D)]).astype(np.int64)
+  tokens = np.array([t for p in pieces for t in p], np.int32)
+  return store_lib.DocumentStore(tokens=tokens, offsets=offsets,
+                                 doc_ids=[d['id'] for d in documents],
+                                 manifest={'num_documents': len(documents),
+                                           'num_tokens': int(tokens.size)}, directory='')
+
+
+def check_min_k(k: float) -> None:
+  if not 0 < k <= 1 or math.isnan(k):
+    raise errors.UserError(f'--min_k={k} must be in (0, 1]: the fraction of least likely tokens '
+                           'Min-K% prob averages (0.2 in Shi et al. 2023).')

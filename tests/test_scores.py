@@ -1,0 +1,236 @@
+"""Per-document scores (research/scores.py) and the launch.score command, against numpy."""
+
+import contextlib
+import io
+import json
+import math
+import os
+import zlib
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import base
+from launch import score as score_command
+from research import scores, train
+from research.data import store as store_lib
+from research.data import tasks
+
+SEQ_LEN = 32
+TEXTS = [
+    'def f(x):\n    return x + 1',
+    'a',
+    'The quick brown fox jumps over the lazy dog. ' * 2,  # 91 tokens: windows of 32, 32 and 27
+    'import os\nimport sys\n',
+    'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz',  # 41 tokens: 32 and 9
+    'hello world',
+    'x = [i * i for i in range(10)]',
+    '# a comment',
+    'print("scores")',
+    'while True:\n    pass',
+    'ab' * 20,
+    'Min-K% prob averages the least likely tokens.',
+]
+
+
+def _config(data_dir, notes, seed=0):
+  config = base.get_config()
+  config.seed = seed
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
+  config.model.num_heads, config.model.head_dim = 2, 16
+  config.model.init_std = 0.5  # far from uniform, so the token log-probs differ
+  config.data.seq_len, config.data.cache_dir = SEQ_LEN, data_dir
+  config.data.tasks = ml_collections.ConfigDict(
+      {'notes': {'source': 'files', 'pattern': notes, 'format': 'jsonl'}})
+  config.data.mixture = ml_collections.ConfigDict({'notes': 1.0})
+  config.eval.batch_size = 8
+  return config
+
+
+def _save_run(config, workdir):
+  """A params-only checkpoint of a freshly initialised model and the run's config.json."""
+  params = train.Trainer(config, jax.devices()[:1]).init_state().params
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.StandardSave({'params': params}))
+  manager.wait_until_finished()
+  manager.close()
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(config.to_dict(), f)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def runs(data_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp('scores')
+  notes = str(root / 'notes.jsonl')
+  with open(notes, 'w') as f:
+    f.writelines(json.dumps({'text': t, 'n': i}) + '\n' for i, t in enumerate(TEXTS))
+  run_a = _save_run(_config(data_dir, notes, seed=0), str(root / 'a'))
+  run_b = _save_run(_config(data_dir, notes, seed=1), str(root / 'b'))
+  return {'root': root, 'notes': notes, 'a': run_a, 'b': run_b}
+
+
+def _reference(loaded, store):
+  """Each document's token log-probs and error norms by numpy: every window of SEQ_LEN tokens a
+  row of its own (no packing), one forward pass, log-softmax and the norm in float64."""
+  windows = [(d, start) for d in range(store.num_documents)
+             for start in range(0, len(store.document(d)), SEQ_LEN)]
+  batch = {k: np.zeros([len(windows), SEQ_LEN], np.int32)
+           for k in ('inputs', 'segment_ids', 'positions')}
+  targets = []
+  for row, (d, start) in enumerate(windows):
+    window = np.asarray(store.document(d)[start:start + SEQ_LEN], np.int32)
+    n = len(window)
+    batch['inputs'][row, 1:n] = window[:-1]
+    batch['segment_ids'][row, :n] = 1
+    batch['positions'][row, :n] = np.arange(n)
+    targets.append(window)
+  apply = jax.jit(lambda params, batch: loaded.trainer.model.apply({'params': params}, batch))
+  logits_WLV = np.asarray(apply(jax.device_get(loaded.params), batch), np.float64)
+  log_probs, norms = [[] for _ in range(store.num_documents)], [[] for _ in range(store.num_documents)]
+  for row, ((d, _), window) in enumerate(zip(windows, targets)):
+    logits = logits_WLV[row, :len(window)]
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    log_probs[d].append(log_softmax[np.arange(len(window)), window])
+    onehot = np.eye(logits.shape[-1])[window]
+    norms[d].append(np.linalg.norm(np.exp(log_softmax) - onehot, axis=-1))
+  return [np.concatenate(x) for x in log_probs], [np.concatenate(x) for x in norms]
+
+
+@pytest.fixture(scope='module')
+def notes_store(runs):
+  config = scores.checkpoint_config(runs['a'])
+  tasks.register_config_tasks(config.data)
+  return store_lib.load_store('notes', 'train', 'byte', config.data.cache_dir)
+
+
+def test_min_k_el2n_and_windowed_nll_match_numpy(runs, notes_store):
+  loaded = scores.load_checkpoint(runs['a'])  # on the 8 test devices, data-parallel
+  lengths = np.diff(notes_store.offsets)
+  assert lengths.max() == 91 and (lengths > 2 * SEQ_LEN).any() and (lengths < 5).any()
+  log_probs, norms = _reference(loaded, notes_store)
+  for k in (0.2, 0.5):
+    got = scores.model_scores(loaded, notes_store.tokens, notes_store.offsets, k, batch_size=8,
+                              group_tokens=100)  # several groups of documents
+    for d, (log_prob, norm) in enumerate(zip(log_probs, norms)):
+      lowest = np.sort(log_prob)[:max(1, math.floor(k * len(log_prob)))]
+      np.testing.assert_allclose(got['min_k_prob'][d], lowest.mean(), rtol=2e-5)
+      np.testing.assert_allclose(got['nll'][d], -log_prob.mean(), rtol=2e-5)
+      np.testing.assert_allclose(got['el2n'][d], norm.mean(), rtol=2e-5)
+    assert (got['min_k_prob'] < -got['nll']).all()  # the least likely tokens, below the mean
+
+
+def test_document_scores_on_hand_values():
+  log_prob = np.log([0.5, 0.1, 0.2, 0.9, 0.3, 0.05, 0.6, 0.7, 0.8, 0.4, 0.25])
+  got = scores.document_scores(log_prob, np.arange(11.0), np.array([0, 1, 11]), k=0.2)
+  # Document 0: one token, Min-K% of at least one token. Document 1: floor(0.2 * 10) = 2 tokens.
+  np.testing.assert_allclose(got['min_k_prob'], [np.log(0.5), np.log([0.05, 0.1]).mean()])
+  np.testing.assert_allclose(got['nll'], [-np.log(0.5), -log_prob[1:].mean()])
+  np.testing.assert_allclose(got['el2n'], [0.0, 5.5])
+  assert list(scores.min_k_count([4, 5, 10, 14, 15], 0.2)) == [1, 1, 2, 2, 3]
+
+
+def test_zlib_ratio_of_known_texts():
+  assert scores.zlib_ratio('a' * 1000) == len(zlib.compress(b'a' * 1000, 9)) / 1000 < 0.03
+  assert scores.zlib_ratio('é' * 10) == len(zlib.compress('é'.encode() * 10, 9)) / 20  # UTF-8 bytes
+  noise = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+  assert scores.zlib_ratio(noise) > 1.0  # incompressible
+  assert scores.zlib_ratio('') == 0.0
+
+
+def _run(**flag_values) -> str:
+  """launch.score's main in-process with these flags; returns what it printed."""
+  flags.FLAGS.mark_as_parsed()
+  values = {'task': None, 'text_file': None, 'early_checkpoint': [], 'batch_size': 0,
+            'scores': ['nll', 'perplexity', 'min_k', 'el2n', 'length', 'zlib'], 'min_k': 0.2,
+            'split': 'train', 'metadata': False, 'cache_dir': None, 'config': None, **flag_values}
+  printed = io.StringIO()
+  with flagsaver.flagsaver(**values), contextlib.redirect_stdout(printed):
+    score_command.main(['launch.score'])
+  return printed.getvalue()
+
+
+def _lines(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_command_scores_a_task_and_feeds_a_subset(runs, notes_store, tmp_path):
+  out = tmp_path / 'notes.jsonl'
+  printed = _run(checkpoint=[runs['a'], runs['b']], early_checkpoint=[runs['b']], task='notes',
+                 out=str(out), scores=['min_k', 'el2n', 'length', 'zlib', 'learnability'],
+                 metadata=True)
+  assert f'Scored {notes_store.num_documents} documents' in printed
+  lines = _lines(out)
+  assert [line['id'] for line in lines] == notes_store.doc_ids
+  assert list(lines[0]) == ['id', 'num_tokens', 'nll', 'min_k_prob', 'el2n', 'length', 'zlib_ratio',
+                            'learnability', 'metadata']
+  a, b = (scores.model_scores(scores.load_checkpoint(runs[r]), notes_store.tokens,
+                              notes_store.offsets) for r in 'ab')
+  for d, line in enumerate(lines):
+    assert line['num_tokens'] == line['length'] == len(notes_store.document(d))
+    assert line['nll'] == pytest.approx((a['nll'][d] + b['nll'][d]) / 2, rel=1e-6)  # averaged
+    assert line['el2n'] == pytest.approx((a['el2n'][d] + b['el2n'][d]) / 2, rel=1e-6)
+    assert line['learnability'] == pytest.approx(b['nll'][d] - line['nll'], rel=1e-5, abs=1e-6)
+    text = TEXTS[line['metadata']['n']]
+    assert line['zlib_ratio'] == scores.zlib_ratio(text)
+  manifest = json.loads((tmp_path / 'notes.jsonl.manifest.json').read_text())
+  assert manifest['task'] == 'notes' and manifest['vocabulary'] == 'byte'
+  assert [c['step'] for c in manifest['checkpoints']] == [0, 0]
+  assert sorted(os.listdir(tmp_path)) == ['notes.jsonl', 'notes.jsonl.manifest.json']
+
+  subset = {'source': 'subset', 'task': 'notes', 'scores': str(out), 'score_field': 'nll',
+            'keep': 'lowest', 'num_documents': 3}
+  tasks.register_config_tasks(ml_collections.ConfigDict({'tasks': {
+      'notes': {'source': 'files', 'pattern': runs['notes'], 'format': 'jsonl'},
+      'easiest': subset}}))
+  kept = {doc_id for doc_id, _ in tasks.split_documents('easiest', 'train')}
+  assert kept == {line['id'] for line in sorted(lines, key=lambda line: line['nll'])[:3]}
+
+
+def test_command_scores_a_text_file(runs, tmp_path):
+  text_file = tmp_path / 'docs.txt'
+  text_file.write_text('first document\n\nthe second one\n')
+  out = tmp_path / 'out' / 'docs.jsonl'
+  _run(checkpoint=[os.path.join(runs['a'], 'checkpoints', '0')], text_file=str(text_file),
+       out=str(out))
+  lines = _lines(out)
+  assert [line['id'] for line in lines] == [f'{text_file}:1', f'{text_file}:3']
+  assert [line['num_tokens'] for line in lines] == [15, 15]
+  assert lines[1]['zlib_ratio'] == scores.zlib_ratio('the second one')
+  assert lines[0]['perplexity'] == pytest.approx(math.exp(lines[0]['nll']))
+
+
+def test_user_errors_are_one_line_naming_the_flag(runs, tmp_path):
+  out = str(tmp_path / 'out.jsonl')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  cases = [
+      (dict(checkpoint=[str(empty)], task='notes'), f'--checkpoint={empty} holds no checkpoint'),
+      (dict(checkpoint=[str(tmp_path / 'nowhere')], task='notes'), 'nowhere does not exist'),
+      (dict(checkpoint=[runs['a']], task='nots'),
+       r"--task names an unknown task 'nots'; did you mean \['notes'\]"),
+      (dict(checkpoint=[runs['a']], text_file=str(tmp_path / 'missing.txt')),
+       'missing.txt does not exist'),
+      (dict(checkpoint=[runs['a']], task='notes', scores=['nll', 'gradnorm']),
+       "--scores names unknown score 'gradnorm'"),
+      (dict(checkpoint=[runs['a']], task='notes', scores=['learnability']),
+       'learnability needs --early_checkpoint'),
+      (dict(checkpoint=[runs['a']], task='notes', min_k=0.0), r'--min_k=0.0 must be in \(0, 1\]'),
+      (dict(checkpoint=[runs['a']], task='notes', batch_size=12),
+       '--batch_size=12 must be a multiple of the data-parallel size 8'),
+      (dict(checkpoint=[runs['a']]), 'Give exactly one of --task'),
+      (dict(checkpoint=[runs['a']], task='notes', scores=['difficulty']),
+       "have no 'difficulty' metadata"),
+  ]
+  for flag_values, message in cases:
+    with pytest.raises(SystemExit, match=r'^error: .*' + message):
+      _run(out=out, **flag_values)
+  assert os.listdir(tmp_path) == ['empty']  # nothing written
