@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib
 from matplotlib import figure
 
 from research import errors
@@ -32,7 +33,8 @@ _UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
 _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
 _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
 _MAX_MARKED_POINTS = 30  # a curve with at most this many points shows a marker at each
-_LEGEND_WIDTH = 60  # characters a legend line holds before it wraps
+_LEGEND_WIDTH = 100  # characters a legend line holds before it wraps
+_LINE_STYLES = ('-', '--', ':')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,17 +289,25 @@ def continual_table(runs: Sequence[Run]) -> str:
 
 def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
           path: str) -> None:
-  """Saves one PNG: every (label, xs, ys) curve on one pair of axes."""
-  fig = figure.Figure(figsize=(8, 5), layout='constrained')
+  """Saves one PNG: every (label, xs, ys) curve on one pair of axes, the legend below them.
+
+  Up to 10 curves take matplotlib's default colours, up to 20 the tab20 map; beyond that the line
+  style changes too, so every curve stays distinguishable.
+  """
+  labels = [textwrap.fill(label, _LEGEND_WIDTH) for label, _, _ in curves]
+  legend_lines = sum(label.count('\n') + 1 for label in labels)
+  fig = figure.Figure(figsize=(9, 5 + 0.2 * legend_lines), layout='constrained')
   ax = fig.subplots()
-  for label, xs, ys in curves:
-    ax.plot(xs, ys, label=textwrap.fill(label, _LEGEND_WIDTH), linewidth=1.5, markersize=3,
+  colors = matplotlib.colormaps['tab10' if len(curves) <= 10 else 'tab20'].colors
+  for index, ((_, xs, ys), label) in enumerate(zip(curves, labels)):
+    ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
+            color=colors[index % len(colors)], linestyle=_LINE_STYLES[index // len(colors) % 3],
             marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
   ax.set_title(title, fontsize=13)
   ax.set_xlabel(x, fontsize=11)
   ax.set_ylabel(y, fontsize=11)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize='small')
+  fig.legend(loc='outside lower center', fontsize='small', ncols=1 if len(curves) > 6 else 2)
   fig.savefig(path, dpi=120)
 
 
