@@ -45,7 +45,8 @@ def test_byte_vocabulary_by_name():
 @pytest.mark.parametrize('name', ['spm', 'spm:', 'bytes', 'sentencepiece:/x.model'])
 def test_unknown_vocabulary_names_config_key_and_forms(name):
   with pytest.raises(errors.UserError,
-                     match=rf"data\.vocabulary={re.escape(repr(name))} .*'byte' or 'spm:PATH'"):
+                     match=rf"data\.vocabulary={re.escape(repr(name))} is not a vocabulary; use "
+                           r"'byte', 'spm:PATH' .* or 'hf:PATH'"):
     vocabularies.make_vocabulary(name)
 
 
