@@ -59,9 +59,12 @@ def infinite_config() -> ml_collections.ConfigDict:
 
 
 def union_config() -> ml_collections.ConfigDict:
-  """Prose and code together from scratch, for the pretraining and continuation budgets."""
+  """Prose and code together from scratch, for the pretraining and continuation budgets: the
+  same number of examples of each domain as pretraining plus continuation, shuffled together."""
   config = rewarm.pretrain_config()
-  config.data.mixture = ml_collections.ConfigDict({rewarm.UPSTREAM: 0.5, rewarm.DOWNSTREAM: 0.5})
+  total = rewarm.PRETRAIN_STEPS + rewarm.CONTINUE_STEPS
+  config.data.mixture = ml_collections.ConfigDict({rewarm.UPSTREAM: rewarm.PRETRAIN_STEPS / total,
+                                                   rewarm.DOWNSTREAM: rewarm.CONTINUE_STEPS / total})
   config.eval.tasks = ()
   config.train.steps = config.checkpoint.every = rewarm.PRETRAIN_STEPS + rewarm.CONTINUE_STEPS
   return config
