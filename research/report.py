@@ -35,6 +35,7 @@ _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
 _MAX_MARKED_POINTS = 30  # a curve with at most this many points shows a marker at each
 _LEGEND_WIDTH = 100  # characters a legend line holds before it wraps
 _LINE_STYLES = ('-', '--', ':')
+_MAX_LABEL_KEYS = 4  # a run differing in more config values is labelled by its name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,10 +172,12 @@ def format_value(value: Any) -> str:
 
 def run_labels(runs: Sequence[Run]) -> list[str]:
   """Each run's legend label: its swept values (`objective.name=ul2, model.architecture=decoder`),
-  or its name when nothing differs; a label that several runs share is prefixed with the name."""
+  or its name when nothing differs or more than `_MAX_LABEL_KEYS` values do (runs of different
+  experiments: the summary table lists them); a label that several runs share is prefixed with
+  the name."""
   swept = swept_values(runs)
-  labels = [', '.join(f'{k}={format_value(v)}' for k, v in swept[run.name].items()) or run.name
-            for run in runs]
+  labels = [', '.join(f'{k}={format_value(v)}' for k, v in swept[run.name].items())
+            if 0 < len(swept[run.name]) <= _MAX_LABEL_KEYS else run.name for run in runs]
   return [f'{run.name}: {label}' if labels.count(label) > 1 and label != run.name else label
           for run, label in zip(runs, labels)]
 

@@ -135,6 +135,9 @@ def test_a_key_only_some_runs_have_is_swept_and_shared_labels_name_the_run():
   assert report.swept_values(runs) == {'a': {'data.tasks': {}}, 'b': {'data.tasks.sums.n': 5},
                                        'c': {'data.tasks': {}}}
   assert report.run_labels(runs) == ['a: data.tasks={}', 'data.tasks.sums.n=5', 'c: data.tasks={}']
+  many = [report.Run('x', 'x', {'a': 1, 'b': 1, 'c': 1, 'd': 1, 'e': 1}, {}),
+          report.Run('y', 'y', {'a': 2, 'b': 2, 'c': 2, 'd': 2, 'e': 2}, {})]
+  assert report.run_labels(many) == ['x', 'y']  # five differing values: the names
 
 
 def test_summary_table_has_a_row_per_run_with_final_and_best_losses(runs):
