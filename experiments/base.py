@@ -50,11 +50,18 @@ def get_config() -> ml_collections.ConfigDict:
   # The order each task's packed rows are read in, per epoch (research/data/orderings.py): random |
   # easy_to_hard | hard_to_easy | folding (DELT) | cyclical (cyclical curriculum).
   c.data.ordering = 'random'
-  c.data.order_by = 'difficulty'  # per-document score (lower = easier) the non-random orderings use
+  # The per-document score (lower = easier) the non-random orderings use: a metadata field
+  # ('difficulty') or SCORES:FIELD, a score launch.score computed ('ref:nll'; score_files.py).
+  c.data.order_by = 'difficulty'
   c.data.row_score = 'mean'  # a packed row's score from its documents' scores: mean | max | min
   c.data.folds = 3  # folding: L, the number of ascending passes over interleaved slices per epoch
   # cyclical: epoch data-size fraction cycles start -> end -> start, / or * factor per epoch.
   c.data.cyclical = ml_collections.ConfigDict({'start': 0.25, 'end': 1.0, 'factor': 0.5})
+  # Selection / pruning before packing and ordering (research/data/selection.py): keep `fraction`
+  # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
+  # order_by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.
+  c.data.select = ml_collections.ConfigDict(
+      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': ()})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies', ...), see research/data/tasks.py.
   c.data.tasks = ml_collections.ConfigDict()

@@ -1,8 +1,8 @@
 """Scores every document of a task split or a text file with one or more checkpoints.
 
-  python -m launch.score --checkpoint=DIR[,DIR...] (--task=NAME | --text_file=F) --out=F.jsonl \
-      [--scores=nll,perplexity,min_k,el2n,length,zlib] [--min_k=0.2] [--split=train] \
-      [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata]
+  python -m launch.score --checkpoint=DIR[,DIR...] (--task=NAME [--name=SCORES] | --text_file=F) \
+      [--out=F.jsonl] [--scores=nll,perplexity,min_k,el2n,length,zlib] [--min_k=0.2] \
+      [--split=train] [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model, data.seq_len and data.vocabulary. Several
@@ -15,13 +15,17 @@ OUT gets one JSON object a line, in store order: `id`, `num_tokens`, `nll` and t
 asked for (`perplexity`, `min_k_prob`, `el2n`, `length`, `zlib_ratio`, `learnability`,
 `difficulty`), with --metadata the document's `metadata`; OUT.manifest.json records what was scored
 (task or file, split, vocabulary, the store's fingerprint, checkpoints and steps, k). Both are
-written to temporary files and renamed, so a failure leaves neither half-written. The file is
-what a `subset` task's `scores` reads (research/data/tasks.py).
+written to temporary files and renamed, so a failure leaves neither half-written. With --task and
+no --out, OUT is STORE/scores/SCORES.jsonl beside the task's document store, SCORES being --name
+(default: the checkpoint's name, WORKDIR-STEP for WORKDIR/checkpoints/STEP): `data.order_by` and
+`data.select.by` then name a score 'SCORES:FIELD' without a path (research/data/score_files.py).
+The file is also what a `subset` task's `scores` reads (research/data/tasks.py).
 """
 
 import json
 import math
 import os
+import re
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
@@ -31,6 +35,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from research import errors, scores as scores_lib, sharding
+from research.data import score_files
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 
@@ -42,7 +47,12 @@ _EARLY = flags.DEFINE_list('early_checkpoint', [], 'Earlier checkpoint(s) for le
 _TASK = flags.DEFINE_string('task', None, 'The task whose --split is scored.', allow_override=True)
 _TEXT_FILE = flags.DEFINE_string('text_file', None, 'A .jsonl or text file of documents to score.')
 _TEXT_FIELD = flags.DEFINE_string('text_field', 'text', 'The text field of a .jsonl --text_file.')
-_OUT = flags.DEFINE_string('out', None, 'The JSONL file to write.', allow_override=True)
+_OUT = flags.DEFINE_string('out', None, "The JSONL file to write; without it, a --task's scores "
+                           'go to STORE/scores/NAME.jsonl beside its document store.',
+                           allow_override=True)
+_NAME = flags.DEFINE_string('name', None, 'Without --out: the stored score set\'s name, which data '
+                            "options use as 'NAME:FIELD' (default: the checkpoint's name).",
+                            allow_override=True)
 _SCORES = flags.DEFINE_list('scores', ['nll', 'perplexity', 'min_k', 'el2n', 'length', 'zlib'],
                             f'Scores to write, of {sorted(scores_lib.SCORES)}; nll is always '
                             'written.')
@@ -62,12 +72,23 @@ _METADATA = flags.DEFINE_bool('metadata', False, "Write each document's metadata
 
 def _check_flags() -> list[str]:
   """The score names asked for, after checking every flag that needs no file."""
-  for name, value in (('checkpoint', _CHECKPOINT.value), ('out', _OUT.value)):
-    if not value:
-      raise errors.UserError(f'--{name} is required.')
+  if not _CHECKPOINT.value:
+    raise errors.UserError('--checkpoint is required.')
   if (_TASK.value is None) == (_TEXT_FILE.value is None):
     raise errors.UserError('Give exactly one of --task=NAME (a task split) and --text_file=F (a '
                            '.jsonl or text file of documents).')
+  if _TEXT_FILE.value is not None and not _OUT.value:
+    raise errors.UserError('--out is required with --text_file (a --task\'s scores go beside its '
+                           'document store without it).')
+  if _OUT.value and _NAME.value is not None:
+    raise errors.UserError('Give --out=F.jsonl or --name=NAME (stored beside the document store), '
+                           'not both.')
+  if not _OUT.value:
+    name = _stored_name()
+    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name) or name.endswith('.jsonl'):
+      raise errors.UserError(f'--name={name!r} (the stored score set, by default the checkpoint\'s '
+                             'name) must be letters, digits, _ . and - (not ending in .jsonl); '
+                             'give --name.')
   names = list(dict.fromkeys(['nll', *_SCORES.value]))
   unknown = [n for n in names if n not in scores_lib.SCORES]
   if unknown:
@@ -81,6 +102,16 @@ def _check_flags() -> list[str]:
     raise errors.UserError(f'--batch_size={_BATCH_SIZE.value} must be positive (or 0 for the '
                            "run's eval.batch_size).")
   return names
+
+
+def _stored_name() -> str:
+  """--name, or the first checkpoint's name (WORKDIR-STEP for WORKDIR/checkpoints/STEP)."""
+  if _NAME.value is not None:
+    return _NAME.value
+  head, base = os.path.split(_CHECKPOINT.value[0].rstrip('/'))
+  if base.isdigit() and os.path.basename(head) == 'checkpoints':
+    return f'{os.path.basename(os.path.dirname(head))}-{base}'
+  return base
 
 
 def _configs():
@@ -169,11 +200,12 @@ def main(argv):
   config = configs[0][2]
   devices = jax.devices()
   batch_size = _batch_size(config, devices)
-  out = epath.Path(_OUT.value if '://' in _OUT.value else os.path.abspath(_OUT.value))
-  if out.is_dir():
-    raise errors.UserError(f'--out={_OUT.value} is a directory; give a file path (F.jsonl).')
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   store, metadata, texts, what = _documents(config, vocabulary)
+  path = _OUT.value or score_files.stored_path(store.directory, _stored_name())
+  out = epath.Path(path if '://' in path else os.path.abspath(path))
+  if out.is_dir():
+    raise errors.UserError(f'--out={_OUT.value} is a directory; give a file path (F.jsonl).')
   if not store.num_documents:
     raise errors.UserError(f'{what} holds no documents; nothing to score.')
   if 'difficulty' in names and any('difficulty' not in m for m in metadata()):
@@ -218,7 +250,9 @@ def main(argv):
   mean_nll = float(np.sum(nll * num_tokens) / np.sum(num_tokens))
   print(f'Scored {store.num_documents} documents ({int(num_tokens.sum())} tokens) of {what} with '
         + ', '.join(f'{s["path"]} (step {s["step"]})' for s in steps)
-        + f': token-mean nll {mean_nll:.4f} (perplexity {math.exp(mean_nll):.2f}); wrote {out}.')
+        + f': token-mean nll {mean_nll:.4f} (perplexity {math.exp(mean_nll):.2f}); wrote {out}.'
+        + ('' if _OUT.value else f" Data options name its scores '{_stored_name()}:FIELD', e.g. "
+           f"data.order_by='{_stored_name()}:nll'."))
 
 
 if __name__ == '__main__':

@@ -25,8 +25,9 @@ order every epoch.
   form and resumption stays exact. The paper draws each epoch's subset at random with probability
   proportional to an easiness score; here the subset is the easiest fraction, deterministically.
 
-Scores come from `document_scores`: for now the per-document metadata of the document store (the
-synthetic generators' `difficulty`), named by `data.order_by`.
+Scores come from `document_scores`, named by `data.order_by`: a field of the document store's
+per-document metadata (`difficulty`, which the synthetic generators write) or, as 'SCORES:FIELD',
+a score that `python -m launch.score` computed (research/data/score_files.py), e.g. 'ref:el2n'.
 """
 
 import dataclasses
@@ -39,6 +40,7 @@ import ml_collections
 import numpy as np
 
 from research import errors
+from research.data import score_files
 from research.data import store as store_lib
 
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders (random_order's stream)
@@ -192,9 +194,11 @@ def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
   score = None
   if ordering.uses_scores:
     score = data_config.order_by
-    if not isinstance(score, str) or not score:
-      raise errors.UserError(f'data.order_by={score!r} must name a per-document score, e.g. '
-                             f"'difficulty' (data.ordering={name!r} orders rows by it).")
+    if not isinstance(score, str) or not score_files.parse(score)[1]:
+      raise errors.UserError(f'data.order_by={score!r} must name a per-document score, a '
+                             "metadata field such as 'difficulty' or a computed score "
+                             f"SCORES:FIELD such as 'ref:nll' (data.ordering={name!r} orders rows "
+                             'by it).')
     if data_config.row_score not in ROW_SCORES:
       raise errors.UserError(f'data.row_score={data_config.row_score!r} must be one of '
                              f'{list(ROW_SCORES)}.')
@@ -213,33 +217,36 @@ def locate(examples: np.ndarray, epoch_lengths: np.ndarray) -> tuple[np.ndarray,
 
 
 def document_scores(store: store_lib.DocumentStore, score: str, task_name: str,
-                    ordering: str) -> np.ndarray:
-  """float64 [num_documents]: score `score` of every document of a task's store.
+                    key: str) -> np.ndarray:
+  """float64 [num_documents]: score `score` of every document of a task's store, in store order.
 
-  Read from the store's per-document metadata (the synthetic generators label `difficulty`).
-  This is the seam where scores computed by `python -m launch.score` would be read (keyed by the
-  store's `doc_ids`) once that command's output is settled; until then a score that is not in the
-  metadata fails here, naming where scores come from.
+  `score` is a score reference (research/data/score_files.py): 'FIELD', a field of the store's
+  per-document metadata (the synthetic generators label `difficulty`), or 'SCORES:FIELD', a field
+  of a score file that `python -m launch.score` wrote (stored next to the store under the name
+  SCORES, or at the path SCORES), checked to score this task's store in this vocabulary. `key`
+  names the config key that asks for the score (e.g. "data.order_by='ref:nll'") in every error.
+  A score that was not computed fails naming it and the command that computes it.
   """
+  scores, field = score_files.parse(score)
+  if scores is not None:
+    return score_files.read(store, task_name, scores, field, key)
   metadata = store.metadata
   missing = [i for i, m in enumerate(metadata) if score not in m]
   if missing:
     keys = sorted({k for m in metadata for k in m})
     raise errors.UserError(
-        f'data.order_by={score!r} (data.ordering={ordering!r}): task {task_name!r} has no '
-        f'per-document score {score!r} ({len(missing)} of its {len(metadata)} training documents '
-        f'lack it; its metadata has {keys}). Orderings read scores from the document metadata '
-        "that the task's source writes (the arithmetic and lego generators label 'difficulty'); "
-        f'model scores (python -m launch.score --checkpoint=DIR --task={task_name} --out=F.jsonl) '
-        'are not read by orderings yet. Set data.order_by to a numeric metadata field, or '
-        'data.ordering=random.')
+        f'{key}: task {task_name!r} has no per-document score {score!r} ({len(missing)} of its '
+        f'{len(metadata)} training documents lack it; its metadata has {keys}). A bare name is '
+        "read from the document metadata that the task's source writes (the arithmetic and lego "
+        "generators label 'difficulty'); a computed score is named SCORES:FIELD, e.g. "
+        f"'ref:{score}' once python -m launch.score --checkpoint=DIR --task={task_name} "
+        '--name=ref has written it next to the store (research/data/score_files.py).')
   values = [m[score] for m in metadata]
   bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))
          or not math.isfinite(v)]
   if bad:
-    raise errors.UserError(f'data.order_by={score!r} (data.ordering={ordering!r}): task '
-                           f'{task_name!r} has non-numeric or non-finite {score!r} values such '
-                           f'as {bad[0]!r}; order by a numeric per-document score.')
+    raise errors.UserError(f'{key}: task {task_name!r} has non-numeric or non-finite {score!r} '
+                           f'values such as {bad[0]!r}; use a numeric per-document score.')
   return np.array(values, np.float64)
 
 

@@ -12,7 +12,9 @@ decides which task-local example each row is; example j of a task with N packed 
 per-row score). An ordering whose epochs read fewer rows by design (`cyclical`) has epoch lengths
 that repeat with a period, and j falls in the epoch that their running sum gives. Row orders are
 seeded by the task's name, not its position in a mixture, so adding a task leaves the other
-tasks' row order alone.
+tasks' row order alone. Before packing, `data.select` may keep only part of a task's training
+documents by a per-document score (research/data/selection.py); the task's rows, stores and row
+scores are then those of the kept documents.
 
 The objective (research/objectives/examples.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
@@ -27,11 +29,13 @@ import hashlib
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from research import errors, schedules
 from research.data import orderings as orderings_lib
 from research.data import packing
 from research.data import sampler as sampler_lib
+from research.data import selection as selection_lib
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 from research.objectives import examples as examples_lib
@@ -88,6 +92,7 @@ class MixturePlan:
   replay: list[sampler_lib.Stage]
   num_replay: int
   task_names: list[str]
+  selection: selection_lib.Selection | None = None  # data.select; None keeps every document
 
 
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
@@ -106,7 +111,7 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
   for name in names:
     tasks.check_task(name)
-  return MixturePlan(stages, replay, num_replay, names)
+  return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names))
 
 
 def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
@@ -141,15 +146,29 @@ class TrainData:
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
     self._batch_size, self._seed = batch_size, seed
-    self.stores = {name: _train_store(name, data_config) for name in names}
+    full = {name: _train_store(name, data_config) for name in names}
+    # Selection (data.select) keeps part of a task's documents, by scores of its whole store,
+    # before packing and ordering; `stores` are then the kept documents.
+    kept = self._select(plan.selection, full, seed)
+    keep = lambda name, store: selection_lib.subset(store, kept[name]) if name in kept else store
+    scores = {}  # per task: the kept documents' scores, read (and checked) before any packing
+    for name in names:
+      if ordering.score is not None:
+        scores_D = orderings_lib.document_scores(
+            full[name], ordering.score, name,
+            f'data.order_by={ordering.score!r} (data.ordering={ordering.name!r})')
+        scores[name] = scores_D[kept[name]] if name in kept else scores_D
+    self.stores = {name: keep(name, full[name]) for name in names}
     self._packed = [_pack(self.stores[name], objective, seed) for name in names]
     # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
-    # they apply to, and the plain rows at the others (MeCo's cooldown).
+    # they apply to, and the plain rows at the others (MeCo's cooldown). They rewrite the whole
+    # store (their caches beside it are of all its documents), then the selection applies.
     self._rewritten = None
     if objective.rewrite is not None:
       vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
-      self._rewritten = [_pack(objective.rewrite.apply(self.stores[name], name, vocabulary, seed),
-                               objective, seed) for name in names]
+      self._rewritten = [
+          _pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)), objective,
+                seed) for name in names]
     # Documents longer than a chunk are split across rows (never dropped); counted for the log.
     self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
                             for name, store in self.stores.items()}
@@ -157,15 +176,27 @@ class TrainData:
     self._task_keys = [_task_key(name) for name in names]
     # Per packing (plain, rewritten) and task: one score per packed row, for orderings by score.
     self._row_scores = {False: [None] * len(names), True: [None] * len(names)}
-    if ordering.score is not None:
-      for task, name in enumerate(names):
-        scores_D = orderings_lib.document_scores(self.stores[name], ordering.score, name,
-                                                 ordering.name)
-        for rewritten, packed in ((False, self._packed), (True, self._rewritten)):
-          if packed is not None:
-            self._row_scores[rewritten][task] = orderings_lib.row_scores(
-                packed[task]['documents'], scores_D, ordering.row_score)
+    for task, name in enumerate(names):
+      for rewritten, packed in ((False, self._packed), (True, self._rewritten)):
+        if packed is not None and name in scores:
+          self._row_scores[rewritten][task] = orderings_lib.row_scores(
+              packed[task]['documents'], scores[name], ordering.row_score)
     self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
+
+  def _select(self, selection: selection_lib.Selection | None,
+              stores: dict[str, store_lib.DocumentStore], seed: int) -> dict[str, np.ndarray]:
+    """The store indices each selected task keeps; sets and logs `selected`, the reports."""
+    self.selected: dict[str, selection_lib.Report] = {}
+    kept = {}
+    for name, store in stores.items():
+      if selection is None or not selection.applies(name):
+        continue
+      scores_D = selection_lib.document_scores(selection, store, name, seed, _task_key(name))
+      kept[name] = selection_lib.kept_documents(scores_D, selection.keep, selection.fraction,
+                                                selection.offset)
+      self.selected[name] = selection_lib.report(store, kept[name])
+      logging.warning('%s', self.selected[name].describe(name, selection))
+    return kept
 
   def _rewrites(self, step: int) -> bool:
     """Whether step `step` reads the rewritten rows of an objective that rewrites documents."""

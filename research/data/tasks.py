@@ -147,6 +147,16 @@ def _subset_ids(documents: list[dict], spec: dict, name: str) -> set[str]:
   field, keep = spec.get('score_field', 'nll'), spec.get('keep', 'lowest')
   if keep not in ('lowest', 'highest'):
     raise errors.UserError(f"data.tasks.{name}.keep={keep!r} must be 'lowest' or 'highest'.")
+  manifest_path = spec['scores'] + '.manifest.json'  # launch.score's; a hand-made file may lack it
+  if tf.io.gfile.exists(manifest_path):
+    with tf.io.gfile.GFile(manifest_path) as f:
+      manifest = json.load(f)
+    if (manifest.get('task'), manifest.get('split')) != (spec['task'], 'train'):
+      raise errors.UserError(
+          f"{spec['scores']} scores task {manifest.get('task')!r} split {manifest.get('split')!r} "
+          f'(its manifest), but data.tasks.{name} keeps training documents of {spec["task"]!r}; '
+          f'score them: python -m launch.score --checkpoint=DIR --task={spec["task"]} '
+          f'--out={spec["scores"]}.')
   scores = {}
   with tf.io.gfile.GFile(spec['scores']) as f:
     for number, line in enumerate(f, 1):
@@ -167,8 +177,10 @@ def _subset_ids(documents: list[dict], spec: dict, name: str) -> set[str]:
 def _subset_spec(name: str, spec: dict) -> TaskSpec:
   """Part of another task's training documents, its validation split unchanged: a random sample
   (`fraction` or `num_documents`, `seed`) or the best by a per-document score (`scores`, a JSONL
-  of `id` and `score_field` such as launch.score writes; `keep` 'lowest' or 'highest'). Trained on
-  for several epochs, a small subset of a new domain is one of the stability-gap strategies of
+  of `id` and `score_field` such as launch.score writes, refused when its manifest, if any, scores
+  another task or split; `keep` 'lowest' or 'highest'). Pruning a task that keeps its name, by a
+  score checked against the run's vocabulary too, is `data.select` (research/data/selection.py).
+  Trained on for several epochs, a small subset of a new domain is one of the stability-gap strategies of
   continual pretraining (Guo et al. 2024, "Efficient Continual Pre-training by Mitigating the
   Stability Gap", arXiv 2406.14833)."""
   _check_keys(name, spec, _SUBSET_KEYS)

@@ -151,3 +151,22 @@ def test_subsets_keep_a_random_sample_or_the_best_scored_documents(data_config, 
     tasks.register_config_tasks(data_config)
   with pytest.raises(errors.UserError, match=r'needs task .* and one of fraction or num_documents'):
     tasks.spec_from_config('t', {'source': 'subset', 'task': 'notes'})
+
+
+def test_a_subset_refuses_a_score_file_of_another_task(data_config, tmp_path):
+  _jsonl(tmp_path, 'notes.jsonl', [{'text': f'note {i}'} for i in range(20)])
+  scores = _jsonl(tmp_path, 'scores.jsonl', [{'id': str(tmp_path / 'notes.jsonl') + f':{i + 1}',
+                                              'nll': i} for i in range(20)])
+  (tmp_path / 'scores.jsonl.manifest.json').write_text(json.dumps(
+      {'task': 'stdlib_code', 'split': 'train', 'vocabulary': 'byte'}))
+  data_config.tasks = ml_collections.ConfigDict({
+      'notes': {'source': 'files', 'pattern': str(tmp_path / 'notes.jsonl'), 'format': 'jsonl'},
+      'best': {'source': 'subset', 'task': 'notes', 'num_documents': 5, 'scores': scores}})
+  tasks.register_config_tasks(data_config)
+  with pytest.raises(errors.UserError, match=rf"{scores} scores task 'stdlib_code' split 'train' "
+                     r"\(its manifest\), but data\.tasks\.best keeps training documents of "
+                     r"'notes'; .*--task=notes"):
+    list(tasks._SPECS['best'].documents('train'))
+  (tmp_path / 'scores.jsonl.manifest.json').write_text(json.dumps(
+      {'task': 'notes', 'split': 'train', 'vocabulary': 'byte'}))
+  assert len(list(tasks._SPECS['best'].documents('train'))) == 5
