@@ -25,4 +25,3 @@ def get_sweep():
   """Two peak learning rates by two seeds: python -m launch.sweep --config=experiments/quickstart.py
   --workdir=DIR."""
   return sweep.grid(**{'schedule.peak_lr': [1e-3, 3e-3], 'seed': [0, 1]})
-

@@ -28,7 +28,7 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
     name = f'{prefix}{key}'
     if key not in reference:
       raise errors.UserError(f'Unknown config key {name!r}. Known keys here: {sorted(reference.keys())}; '
-                       'fix the spelling or add the key to experiments/base.py.')
+                             'fix the spelling or add the key to experiments/base.py.')
     value, expected = config[key], reference[key]
     if isinstance(expected, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
@@ -43,11 +43,11 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
           or isinstance(expected, (tuple, list)) and isinstance(value, (tuple, list)))
     if not ok:
       raise errors.UserError(f'Config key {name!r} must be of type {_type_name(expected)} (like '
-                       f'{expected!r}), got {value!r} of type {_type_name(value)}.')
+                             f'{expected!r}), got {value!r} of type {_type_name(value)}.')
   for key in reference.keys():
     if key not in config:
       raise errors.UserError(f'Config key {prefix}{key!r} is missing; start the experiment from '
-                       'experiments/base.get_config().')
+                             'experiments/base.get_config().')
 
 
 def _positive(config, *names):
@@ -84,7 +84,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   check_schema(config, base.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise errors.UserError(f'--workdir={workdir} is a file, not a directory; pass a directory path '
-                     '(it is created if missing).')
+                           '(it is created if missing).')
   _positive(config, 'train.steps', 'train.batch_size', 'train.micro_batches', 'train.log_every',
             'eval.every', 'eval.batches', 'eval.batch_size', 'checkpoint.every', 'checkpoint.keep',
             'data.seq_len', 'data.mixture_block', 'model.d_model', 'model.num_layers',
@@ -98,10 +98,10 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   transformer.ModelConfig.from_config(config.model)  # names a bad model.* switch
   if config.model.dtype not in transformer.DTYPES:
     raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '
-                     f'{sorted(transformer.DTYPES)}.')
+                           f'{sorted(transformer.DTYPES)}.')
   if config.model.remat not in transformer.REMAT_POLICIES:
     raise errors.UserError(f'model.remat={config.model.remat!r} is not a remat policy; choose one of '
-                     f'{sorted(transformer.REMAT_POLICIES)}.')
+                           f'{sorted(transformer.REMAT_POLICIES)}.')
   if config.model.head_dim % 2:
     raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
   schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)  # names a bad value
@@ -109,8 +109,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:
     raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
-                     f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
-                     f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
+                           f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
+                           f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
   pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
   for name in config.eval.tasks:
     tasks.check_task(name, 'eval.tasks')
@@ -132,7 +132,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
         f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
-                     f'data-parallel size {data_parallel}; use a multiple of it.')
+                           f'data-parallel size {data_parallel}; use a multiple of it.')
 
 
 def command_line_overrides(argv: list[str], config: ml_collections.ConfigDict) -> dict:

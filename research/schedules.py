@@ -398,7 +398,7 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, total_steps: int) 
   name = kwargs.pop('name')
   if name not in SCHEDULES:
     raise errors.UserError(f'schedule.name={name!r} is not a known schedule; choose one of '
-                     f'{sorted(SCHEDULES)}.')
+                           f'{sorted(SCHEDULES)}.')
   return SCHEDULES[name](total_steps=total_steps, **kwargs)
 
 

@@ -51,24 +51,24 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   for axis, size in sizes.items():
     if size == 0 or size < -1:
       raise errors.UserError(f'mesh.{axis}={size} is not a valid mesh size; use a positive size or -1 '
-                       '(all remaining devices).')
+                             '(all remaining devices).')
   free = [axis for axis, size in sizes.items() if size == -1]
   if len(free) > 1:
     raise errors.UserError(f'mesh.{" and mesh.".join(free)} are all -1; at most one mesh axis can take '
-                     'the remaining devices.')
+                           'the remaining devices.')
   fixed = math.prod(size for size in sizes.values() if size != -1)
   if free:
     if num_devices % fixed:
       raise errors.UserError(f'The mesh axes other than mesh.{free[0]} use {fixed} devices, which does not '
-                       f'divide the {num_devices} devices here; choose sizes whose product divides '
-                       f'{num_devices}.')
+                             f'divide the {num_devices} devices here; choose sizes whose product divides '
+                             f'{num_devices}.')
     sizes[free[0]] = num_devices // fixed
   total = math.prod(sizes.values())
   if total != num_devices:
     shape = ' x '.join(f'{a}={s}' for a, s in sizes.items())
     raise errors.UserError(f'The mesh {shape} needs {total} devices but {num_devices} are available; set '
-                     f'the mesh sizes (mesh.data, mesh.fsdp, mesh.tensor) so that their product is '
-                     f'{num_devices}, or use -1 for one axis.')
+                           f'the mesh sizes (mesh.data, mesh.fsdp, mesh.tensor) so that their product is '
+                           f'{num_devices}, or use -1 for one axis.')
   return tuple(sizes[axis] for axis in MESH_AXES)
 
 
@@ -86,7 +86,7 @@ def logical_rules(mesh_config: ml_collections.ConfigDict) -> tuple[tuple[str, ob
     for axis in axes:
       if axis is not None and axis not in MESH_AXES:
         raise errors.UserError(f'mesh.rules.{logical} maps to the unknown mesh axis {axis!r}; mesh axes '
-                         f'are {MESH_AXES}.')
+                               f'are {MESH_AXES}.')
     rules.append((logical, tuple(mesh_axes) if isinstance(mesh_axes, list) else mesh_axes))
   return tuple(rules)
 

@@ -481,7 +481,7 @@ def test_flops_per_token_with_grouped_query_attention_and_gelu_mlp():
   assert transformer.matmul_params(SWITCHED) == 2 * layer + 64 * 32
   # The attention term counts every query head: 12 * layers * L * H*K, halved when causal.
   assert transformer.flops_per_token(SWITCHED, 128) == (6 * (2 * layer + 64 * 32)
-                                                       + 12 * 2 * 128 * 32 / 2)
+                                                        + 12 * 2 * 128 * 32 / 2)
 
 
 @pytest.mark.parametrize('architecture', transformer.ARCHITECTURES)

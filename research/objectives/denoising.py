@@ -289,4 +289,3 @@ def choose(rates: np.ndarray, rng: np.random.Generator) -> int:
   """The index of a denoiser drawn with probabilities `rates`."""
   return int(np.searchsorted(np.cumsum(rates), rng.random() * rates.sum(), side='right').clip(
       0, len(rates) - 1))
-

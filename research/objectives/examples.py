@@ -239,14 +239,14 @@ def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabul
     metadata.check_config(config)
     settings = config.objective.meco
     return {'rewrite': documents.Meco(settings.prefix, settings.suffix,
-                                        settings.cooldown_fraction, steps)}
+                                      settings.cooldown_fraction, steps)}
   if name == 'control_tokens':
     control_tokens.check_config(config)
     settings = config.objective.control
     for token in control_tokens.BANNED_AT_GENERATION:
       vocabularies.control_token_id(vocabulary, token)  # enough extra ids, or a clear error
     return {'rewrite': documents.ControlTokens(settings.scorer, settings.threshold,
-                                                 settings.drop_fraction)}
+                                               settings.drop_fraction)}
   return {}
 
 

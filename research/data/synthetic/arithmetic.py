@@ -47,11 +47,11 @@ _MAX_DIGITS = 1000  # keeps a block's digit buffer (2 * _BLOCK * max_digits byte
 def _check_operations(task_name: str, value) -> tuple[str, ...]:
   if isinstance(value, str) or not isinstance(value, Sequence) or not value:
     checks.fail(task_name, 'operations', value, f'is invalid; set it to a non-empty list of '
-          f'{sorted(OPERATIONS)}.')
+                f'{sorted(OPERATIONS)}.')
   for operation in value:
     if operation not in OPERATIONS:
       checks.fail(task_name, 'operations', value, f'names the unknown operation {operation!r}; use '
-            f'{sorted(OPERATIONS)}.')
+                  f'{sorted(OPERATIONS)}.')
   return tuple(value)
 
 
@@ -64,7 +64,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   p['max_digits'] = checks.check_number(task_name, 'max_digits', p['max_digits'], 1, _MAX_DIGITS)
   if p['max_digits'] < p['min_digits']:
     checks.fail(task_name, 'max_digits', p['max_digits'],
-          f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
+                f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
   p['operations'] = _check_operations(task_name, p['operations'])
   p['reverse_answer'] = checks.check_bool(task_name, 'reverse_answer', p['reverse_answer'])
   return p

@@ -205,7 +205,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
   p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 2, NUM_NAMES)
   p['multiplicity'] = checks.check_number(task_name, 'multiplicity', p['multiplicity'], 1,
-                                    _MAX_MULTIPLICITY)
+                                          _MAX_MULTIPLICITY)
   for key in ('permute', 'fullname'):
     p[key] = checks.check_bool(task_name, key, p[key])
   for key in ('augmented_fraction', 'qa_train_fraction'):
@@ -213,8 +213,8 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   qa_train = _count(p['qa_train_fraction'], p['num_documents'])
   if not 0 < qa_train < p['num_documents']:
     checks.fail(task_name, 'qa_train_fraction', p['qa_train_fraction'],
-          f'leaves {qa_train} of num_documents={p["num_documents"]} individuals in the QA-train '
-          'half; choose a fraction (or more individuals) so that both halves are non-empty.')
+                f'leaves {qa_train} of num_documents={p["num_documents"]} individuals in the QA-train '
+                'half; choose a fraction (or more individuals) so that both halves are non-empty.')
   return p
 
 
