@@ -1,8 +1,6 @@
 """python -m launch.data shows, counts and dumps exactly the examples training reads."""
 
 import ast
-import contextlib
-import io
 import json
 import os
 import re
@@ -12,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 from absl import flags
-from absl.testing import flagsaver
 from ml_collections import config_flags
 
 from launch import cli
@@ -20,6 +17,7 @@ from launch import data as data_command
 from research import errors
 from research.data import pipeline, tasks, vocabularies
 from research.data import store as store_lib
+from tests import commands
 
 TASKS = ("--config.data.tasks={'sums': {'source': 'arithmetic', 'num_documents': 2000}, "
          "'chains': {'source': 'lego', 'num_documents': 500}}")
@@ -40,11 +38,7 @@ def _config(data_dir, *overrides):
 
 def _main(config, **flag_values) -> str:
   """Runs the command's main in-process with these flag values; returns what it printed."""
-  flags.FLAGS.mark_as_parsed()
-  printed = io.StringIO()
-  with flagsaver.flagsaver(config=config, **flag_values), contextlib.redirect_stdout(printed):
-    data_command.main(['launch.data'])
-  return printed.getvalue()
+  return commands.run_main(data_command.main, config=config, **flag_values)
 
 
 @pytest.fixture(scope='module')

@@ -6,8 +6,6 @@ resumed run logged steps 15 and 20 again (its first line glued to the torn one);
 mid-write of its last line and has a nan evaluation loss.
 """
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -16,12 +14,11 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 from experiments import base
 from launch import report as report_command
 from research import report
+from tests import commands
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 TOKENS_PER_STEP = 2048
@@ -206,11 +203,7 @@ def test_mixture_weights_are_plotted_where_they_change(tmp_path):
 
 def _main(argv: list[str], out: str | None) -> str:
   """Runs the command's main in-process with --out=`out`; returns what it printed."""
-  flags.FLAGS.mark_as_parsed()
-  printed = io.StringIO()
-  with flagsaver.flagsaver(out=out), contextlib.redirect_stdout(printed):
-    report_command.main(['launch.report', *argv])
-  return printed.getvalue()
+  return commands.run_main(lambda _: report_command.main(['launch.report', *argv]), out=out)
 
 
 def test_command_writes_the_report_and_its_plots(run_dirs, tmp_path, capsys):

@@ -1,7 +1,5 @@
 """Per-document scores (research/scores.py) and the launch.score command, against numpy."""
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -12,14 +10,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 from experiments import base
 from launch import score as score_command
 from research import scores, train
 from research.data import store as store_lib
 from research.data import tasks
+from tests import commands
 
 SEQ_LEN = 32
 TEXTS = [
@@ -150,16 +147,10 @@ def test_zlib_ratio_of_known_texts():
 
 def _run(**flag_values) -> str:
   """launch.score's main in-process with these flags; returns what it printed."""
-  flags.FLAGS.mark_as_parsed()
   values = {'task': None, 'text_file': None, 'early_checkpoint': [], 'batch_size': 0,
             'scores': ['nll', 'perplexity', 'min_k', 'el2n', 'length', 'zlib'], 'min_k': 0.2,
             'split': 'train', 'metadata': False, 'cache_dir': None, **flag_values}
-  # --config is left alone: launch.data, imported by other tests, marks it required, and setting
-  # it to None here would fail that check.
-  printed = io.StringIO()
-  with flagsaver.flagsaver(**values), contextlib.redirect_stdout(printed):
-    score_command.main(['launch.score'])
-  return printed.getvalue()
+  return commands.run_main(score_command.main, **values)
 
 
 def _lines(path):

@@ -2,8 +2,6 @@
 orderings by a score file, selection and pruning (research/data/selection.py), the manifest checks,
 and launch.score writing beside the document store."""
 
-import contextlib
-import io
 import json
 import logging
 import os
@@ -14,8 +12,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 from experiments import base
 from launch import score as score_command
@@ -23,6 +19,7 @@ from research import errors, train
 from research.data import orderings, pipeline, score_files, selection, tasks, vocabularies
 from research.data import store as store_lib
 from research.objectives import examples
+from tests import commands
 
 NUM_NOTES = 60
 
@@ -234,14 +231,10 @@ def test_score_names_match_launch_score():
 # --- launch.score writing beside the store -------------------------------------------------------
 
 def _run_score(**flag_values) -> str:
-  flags.FLAGS.mark_as_parsed()
   values = {'task': None, 'text_file': None, 'out': None, 'name': None, 'early_checkpoint': [],
             'batch_size': 0, 'scores': ['nll', 'el2n', 'length'], 'min_k': 0.2, 'split': 'train',
             'metadata': False, 'cache_dir': None, **flag_values}
-  printed = io.StringIO()
-  with flagsaver.flagsaver(**values), contextlib.redirect_stdout(printed):
-    score_command.main(['launch.score'])
-  return printed.getvalue()
+  return commands.run_main(score_command.main, **values)
 
 
 def test_launch_score_writes_beside_the_store_for_orderings_and_selection(data_config, tmp_path):

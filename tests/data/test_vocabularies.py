@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import seqio
 import sentencepiece as spm
-from absl import flags
-from absl.testing import flagsaver
 
 from launch import tokenizer
 from research import errors
 from research.data import tasks
 from research.data import vocabularies
+from tests import commands
 
 _WORDS = ('the river runs under a quiet bridge while naïve café owners count über large numbers '
           'of 東京 visitors each morning before seven tired bakers open their small wooden '
@@ -187,12 +186,10 @@ def test_training_errors_are_user_errors(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-def test_tokenizer_command_trains_on_a_task(tmp_path, capsys):
+def test_tokenizer_command_trains_on_a_task(tmp_path):
   out = str(tmp_path / 'prose')
-  flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(task='stdlib_prose', vocab_size=400, out=out, max_documents=50):
-    tokenizer.main(['tokenizer'])
-  printed = capsys.readouterr().out
+  printed = commands.run_main(tokenizer.main, task='stdlib_prose', vocab_size=400, out=out,
+                             max_documents=50)
   assert f'Wrote {out}.model' in printed
   assert f'--config.data.vocabulary=spm:{out}.model' in printed
   vocabulary = vocabularies.make_vocabulary(f'spm:{out}.model')
@@ -209,9 +206,8 @@ def test_tokenizer_command_trains_on_a_task(tmp_path, capsys):
     ({'vocab_size': 100_000}, r'error: SentencePiece training failed with vocab_size=100000'),
 ])
 def test_tokenizer_command_errors_name_the_flag(tmp_path, overrides, message):
-  flags.FLAGS.mark_as_parsed()
   values = {'task': 'stdlib_prose', 'vocab_size': 400, 'out': str(tmp_path / 'm'),
             'max_documents': 5, **overrides}
-  with flagsaver.flagsaver(**values), pytest.raises(SystemExit, match=message):
-    tokenizer.main(['tokenizer'])
+  with pytest.raises(SystemExit, match=message):
+    commands.run_main(tokenizer.main, **values)
   assert not os.listdir(tmp_path)
