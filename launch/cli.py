@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (under seqio) is quiet
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research import errors
@@ -58,6 +58,13 @@ def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
       sys.exit(f'error: {error}')
 
   return main_with_exit
+
+
+def quiet_absl_logging() -> None:
+  """absl logging at WARNING unless --verbosity was given (orbax logs every save and restore at
+  INFO; --verbosity=0 shows them)."""
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

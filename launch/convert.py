@@ -14,7 +14,7 @@ be new or empty; it appears only when complete.
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from research import errors, hf_checkpoint
 
@@ -31,8 +31,7 @@ flags.mark_flags_as_required(['src', 'dst'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs its save at INFO
+  cli.quiet_absl_logging()
   if (_FROM.value is None) == (_TO.value is None):
     raise errors.UserError('Give exactly one of --from=hf (import SRC into our format) and --to=hf '
                            '(export SRC to a Hugging Face directory).')

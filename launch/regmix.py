@@ -66,8 +66,7 @@ def sweep_runs(path: str) -> list[str]:
   if not os.path.isdir(path):
     raise errors.UserError(f'Sweep directory {path} does not exist or is not a directory; pass the '
                            '--workdir of launch.sweep.')
-  runs = sorted(os.path.join(path, name) for name in os.listdir(path)
-                if os.path.isfile(os.path.join(path, name, 'config.json')))
+  runs = report.sweep_runs(path)
   if not runs:
     raise errors.UserError(f'{path} holds no runs (no sub-directory with a config.json); pass the '
                            '--workdir of launch.sweep, e.g. of experiments/regmix.py.')

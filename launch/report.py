@@ -40,8 +40,7 @@ def run_directories(path: str) -> list[str]:
   if not os.path.isdir(path) or any(
       os.path.exists(os.path.join(path, name)) for name in ('config.json', 'metrics.jsonl')):
     return [path]  # a run directory, or load_run names what is missing
-  runs = sorted(os.path.join(path, name) for name in os.listdir(path)
-                if os.path.isfile(os.path.join(path, name, 'config.json')))
+  runs = report.sweep_runs(path)
   if not runs:
     raise errors.UserError(f'{path} holds no runs: neither it nor a sub-directory has a '
                            'config.json; pass the --workdir of launch.train runs or of a sweep.')

@@ -31,7 +31,7 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from etils import epath
 
 from research import errors, scores as scores_lib, sharding
@@ -193,8 +193,7 @@ def _write_atomically(path: epath.Path, text: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+  cli.quiet_absl_logging()
   names = _check_flags()
   configs = _configs()
   config = configs[0][2]

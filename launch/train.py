@@ -10,7 +10,7 @@ import sys
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from research import config as config_lib, train
 
@@ -22,8 +22,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows it
+  cli.quiet_absl_logging()
   config = cli.CONFIG.value
   train.train(config, _WORKDIR.value, hparams=config_lib.command_line_overrides(sys.argv, config))
 

@@ -135,6 +135,12 @@ def load_run(path: str) -> Run:
   return Run(os.path.basename(os.path.abspath(path)), path, config, metrics, skipped)
 
 
+def sweep_runs(directory: str) -> list[str]:
+  """The sub-directories of `directory` that hold a config.json (the runs of a sweep), sorted."""
+  return sorted(os.path.join(directory, name) for name in os.listdir(directory)
+                if os.path.isfile(os.path.join(directory, name, 'config.json')))
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   """Nested config dicts as one dict of dotted keys ('model.architecture'); {} is a value."""
   flat = {}

@@ -118,14 +118,19 @@ def test_remat_changes_memory_not_results(remat):
   np.testing.assert_allclose(logits, logits_remat, rtol=1e-6, atol=1e-6)
 
 
+def _unscanned(params, num_layers):
+  """Scanned parameters ('layers' stacked on axis 0) as the unscanned model names them."""
+  unstacked = {k: v for k, v in params.items() if k != 'layers'}
+  for i in range(num_layers):
+    unstacked[f'layers_{i}'] = jax.tree.map(lambda x: x[i], params['layers'])
+  return unstacked
+
+
 def test_unscanned_layers_compute_the_same_function():
   tokens, segments = _tokens(4), np.ones((1, 12), np.int32)
   logits, params = _apply(CONFIG, tokens, segments)
-  unstacked = {k: v for k, v in params.items() if k != 'layers'}
-  for i in range(CONFIG.num_layers):
-    unstacked[f'layers_{i}'] = jax.tree.map(lambda x: x[i], params['layers'])
   logits_loop, _ = _apply(dataclasses.replace(CONFIG, scan_layers=False), tokens, segments,
-                          params=unstacked)
+                          params=_unscanned(params, CONFIG.num_layers))
   np.testing.assert_allclose(logits, logits_loop, rtol=1e-5, atol=1e-5)
 
 
@@ -443,11 +448,8 @@ def test_switched_model_scanned_unscanned_and_rematerialised_agree():
   logits_remat, _ = _apply(dataclasses.replace(SWITCHED, remat='full'), tokens, segments,
                            params=params)
   np.testing.assert_allclose(logits, logits_remat, rtol=1e-6, atol=1e-6)
-  unstacked = {k: v for k, v in params.items() if k != 'layers'}
-  for i in range(SWITCHED.num_layers):
-    unstacked[f'layers_{i}'] = jax.tree.map(lambda x: x[i], params['layers'])
   logits_loop, _ = _apply(dataclasses.replace(SWITCHED, scan_layers=False), tokens, segments,
-                          params=unstacked)
+                          params=_unscanned(params, SWITCHED.num_layers))
   np.testing.assert_allclose(logits, logits_loop, rtol=1e-5, atol=1e-5)
 
 

@@ -49,7 +49,7 @@ def _config(data_dir, notes, seed=0):
   return config
 
 
-def _save_run(config, workdir):
+def save_run(config, workdir):
   """A params-only checkpoint of a freshly initialised model and the run's config.json."""
   params = train.Trainer(config, jax.devices()[:1]).init_state().params
   manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
@@ -71,8 +71,8 @@ def runs(data_dir, tmp_path_factory):
                if not any(tasks.is_validation(f'{path}:{i + 1}') for i in range(len(TEXTS))))
   with open(notes, 'w') as f:
     f.writelines(json.dumps({'text': t, 'n': i}) + '\n' for i, t in enumerate(TEXTS))
-  run_a = _save_run(_config(data_dir, notes, seed=0), str(root / 'a'))
-  run_b = _save_run(_config(data_dir, notes, seed=1), str(root / 'b'))
+  run_a = save_run(_config(data_dir, notes, seed=0), str(root / 'a'))
+  run_b = save_run(_config(data_dir, notes, seed=1), str(root / 'b'))
   return {'root': root, 'notes': notes, 'a': run_a, 'b': run_b}
 
 

@@ -7,19 +7,17 @@ import logging
 import os
 import re
 
-import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import base
 from launch import score as score_command
-from research import errors, train
+from research import errors
 from research.data import orderings, pipeline, score_files, selection, tasks, vocabularies
 from research.data import store as store_lib
 from research.objectives import examples
-from tests import commands
+from tests import commands, test_scores
 
 NUM_NOTES = 60
 
@@ -244,14 +242,7 @@ def test_launch_score_writes_beside_the_store_for_orderings_and_selection(data_c
   config.data, store = _notes(data_config, tmp_path, order_by='ref:nll')
   config.eval.batch_size = 8
   workdir = str(tmp_path / 'ref')
-  params = train.Trainer(config, jax.devices()[:1]).init_state().params
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(0, args=ocp.args.StandardSave({'params': params}))
-  manager.wait_until_finished()
-  manager.close()
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(config.to_dict(), f)
+  test_scores.save_run(config, workdir)
 
   printed = _run_score(checkpoint=[workdir], task='notes')  # no --out: beside the store, as 'ref'
   path = score_files.stored_path(store.directory, 'ref')
