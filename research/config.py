@@ -13,8 +13,8 @@ import ml_collections
 from research import errors, schedules, sharding
 from research.model import transformer
 
-FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks', 'mesh.rules',
-             'objective.denoisers', 'objective.rates')
+FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks',
+             'data.skillit.graph', 'mesh.rules', 'objective.denoisers', 'objective.rates')
 
 
 def _type_name(value) -> str:

@@ -22,7 +22,7 @@ import optax
 from etils import epath
 
 from research import checkpoint, config as config_lib, errors, evaluate, metrics as metrics_lib
-from research import peak_flops, preemption, schedules, sharding
+from research import peak_flops, preemption, schedules, sharding, skillit
 from research.data import pipeline, vocabularies
 from research.model import transformer
 from research.objectives import distillation, examples, losses
@@ -326,11 +326,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   objective = examples.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total, objective)
+  online = skillit.bind(config.data)
+  mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
+                                            writes=main)
+  if mixing:
+    data.set_stages(mixing.stages())  # Skill-it's p_1 and the updates up to the resumed step
   # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
   eval_data = {'/'.join(filter(None, (task, name))): pipeline.eval_batches(
                    config.data, task, config.eval.batch_size, config.eval.batches,
                    eval_objective)
-               for task in dict.fromkeys([*data.task_names, *config.eval.tasks])
+               for task in dict.fromkeys([*data.task_names, *config.eval.tasks,
+                                          *(online.eval_tasks if online else [])])
                for name, eval_objective in examples.eval_objectives(
                    objective, config.eval.objectives, vocabulary).items()}
   token_bytes = vocabularies.token_bytes(vocabulary)
@@ -353,13 +359,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                                                 target_len=decoder_len)
   peak = peak_flops.peak_flops_per_second(config.model.dtype)
 
-  def run_eval(step) -> float:
+  def run_eval(step) -> tuple[dict, float]:
     start = time.perf_counter()
     results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
                                 trainer.place)
     writer.write(step, results)
     progress.message(f'eval at step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
-    return time.perf_counter() - start
+    return results, time.perf_counter() - start
 
   if config.init.path and not resumed:
     run_eval(first_step)  # where a continual run starts: the baseline of forgetting and adaptation
@@ -391,8 +397,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second',
                                                       'mfu')})
         pending, window_start, window_time = [], done, time.perf_counter()
-      if done % config.eval.every == 0 or done == total:
-        window_time += run_eval(done)  # evaluation time does not count against training throughput
+      mixes = bool(mixing) and mixing.due(done, total)
+      if done % config.eval.every == 0 or done == total or mixes:
+        results, seconds = run_eval(done)
+        window_time += seconds  # evaluation time does not count against training throughput
+        if mixes:
+          update = mixing.update(done, results)
+          data.set_stages(mixing.stages())
+          progress.message(f'Skill-it mixture from step {done}: ' + ' '.join(
+              f'{k}={v:.3f}' for k, v in update.weights.items()))
       checkpoint.save(manager, done, state, config.checkpoint.every, final=done == last or stopping)
       if stopping:
         progress.message(f'Stopped by a signal after step {done}; its checkpoint is in {workdir}. '

@@ -6,7 +6,8 @@ The rows of a global batch come from two streams: the main mixture schedule (`da
 the stages of `data.stages`) and, when `data.replay.fraction` > 0, a replay mixture that fills that
 fraction of every batch (the last rows) with data from `data.replay.mixture`, as continual
 pretraining with replay does (Ibrahim et al. 2024, arXiv 2403.08763). research/data/sampler.py
-decides which task-local example each row is; example j of a task with N packed rows reads row
+decides which task-local example each row is (Skill-it, research/skillit.py, appends stages to
+the main schedule as it trains); example j of a task with N packed rows reads row
 `order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.ordering`
 (research/data/orderings.py; a fresh seeded permutation per epoch by default, or an order by a
 per-row score). An ordering whose epochs read fewer rows by design (`cyclical`) has epoch lengths
@@ -31,7 +32,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from research import errors, schedules
+from research import errors, schedules, skillit
 from research.data import orderings as orderings_lib
 from research.data import packing
 from research.data import sampler as sampler_lib
@@ -99,6 +100,7 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  total_steps: int) -> MixturePlan:
   """Registers `data.tasks` and checks the mixtures, replay and ordering, before any data is read."""
   orderings_lib.bind(data_config)  # fails naming a bad data.ordering or one of its keys
+  online = skillit.bind(data_config)  # fails naming a bad data.skillit key
   fraction = data_config.replay.fraction
   num_replay = round(fraction * batch_size)
   if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
@@ -111,6 +113,8 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
   for name in names:
     tasks.check_task(name)
+  for name in online.eval_tasks if online else []:
+    tasks.check_task(name, 'data.skillit.eval_tasks')
   return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names))
 
 
@@ -145,7 +149,7 @@ class TrainData:
       self._samplers.append(sampler_lib.MixtureSampler(
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
-    self._batch_size, self._seed = batch_size, seed
+    self._batch_size, self._seed, self._block = batch_size, seed, block
     full = {name: _train_store(name, data_config) for name in names}
     # Selection (data.select) keeps part of a task's documents, by scores of its whole store,
     # before packing and ordering; `stores` are then the kept documents.
@@ -254,6 +258,13 @@ class TrainData:
     (each by its rows of the batch); they sum to 1."""
     shares = sum(sampler.proportions(step) * sampler.batch_size for sampler in self._samplers)
     return {name: float(share) / self._batch_size for name, share in zip(self.task_names, shares)}
+
+  def set_stages(self, stages: list[sampler_lib.Stage]) -> None:
+    """Replaces the main mixture schedule: an online mixture (Skill-it, research/skillit.py)
+    appends a stage at each update, so the steps before it read what they read before."""
+    main = self._samplers[0]
+    self._samplers[0] = sampler_lib.MixtureSampler(
+        self.task_names, stages, main.batch_size, self._block, self._seed, _MAIN_STREAM)
 
   def batch(self, step: int, with_noise: bool = False):
     """The global batch of training step `step`: a dict of [batch_size, ...] arrays.

@@ -1,0 +1,182 @@
+"""Skill-it online data mixing (Chen et al. 2023, "Skill-It! A Data-Driven Skills Framework for
+Understanding and Training Language Models", arXiv 2307.14430).
+
+Skills are tasks: the training skills are the tasks of `data.mixture`, the evaluation skills are
+`data.skillit.eval_tasks` (default: the training tasks). The skills graph A [K train x M eval]
+says how much training on skill i helps skill j (`data.skillit.graph`, train task -> {eval task:
+weight}; missing entries are 0; an empty graph is the identity, each skill helping only itself).
+Every `data.skillit.every` steps the run evaluates, and the mixture of the next steps is the
+multiplicative-weights rule of the paper's Algorithm 1, over the eval losses L_tau of the last
+`window` updates:
+
+    p_1[i]     ∝ prior[i] * exp(eta * sum_j A[i, j])
+    p_{t+1}[i] ∝ prior[i] * exp(eta * sum_{tau = t-w+1..t} sum_j A[i, j] * L_j(f_tau))
+
+where the prior is `data.mixture`'s weights (equal weights give the paper's rule exactly), eta =
+`data.skillit.eta` (0.2 in the released scripts) and w = `data.skillit.window` (3). Each mixture
+becomes a stage of the run's mixture schedule from the step after its evaluation on, rounded to
+the exact per-block counts the sampler draws (research/data/sampler.py), so a skill whose share
+rounds to no example of a block is left out until the rule raises it again.
+
+The mixture trajectory is the run's state: each update appends a line {step, losses, weights} to
+WORKDIR/skillit.jsonl; a resumed run reads the updates up to its checkpoint's step (and drops
+later ones, which it recomputes), so the batches after a resume are those of the uninterrupted run.
+Left out from the paper: normalising losses by their value at t = 0, a growing eta, and decaying
+off-diagonal edges (`dynamic_lambda`).
+"""
+
+import dataclasses
+import json
+import math
+
+import ml_collections
+import numpy as np
+from etils import epath
+
+from research import errors
+from research.data import sampler as sampler_lib
+
+FILE = 'skillit.jsonl'
+
+
+def initial_log_weights(prior_K: np.ndarray, graph_KM: np.ndarray, eta: float) -> np.ndarray:
+  """Unnormalised log p_1: log prior + eta * A 1."""
+  return np.log(prior_K) + eta * graph_KM.sum(axis=1)
+
+
+def update_log_weights(prior_K: np.ndarray, graph_KM: np.ndarray, eta: float,
+                       losses_WM: np.ndarray) -> np.ndarray:
+  """Unnormalised log p_{t+1}: log prior + eta * A (sum of the window's eval losses [W, M])."""
+  return np.log(prior_K) + eta * graph_KM @ np.asarray(losses_WM, np.float64).sum(axis=0)
+
+
+def normalise(log_weights_K: np.ndarray) -> np.ndarray:
+  """softmax of log weights (computed stably)."""
+  shifted = np.exp(log_weights_K - np.max(log_weights_K))
+  return shifted / shifted.sum()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The checked `data.skillit` of a run."""
+  every: int
+  eta: float
+  window: int
+  train_tasks: list[str]
+  eval_tasks: list[str]
+  prior_K: np.ndarray
+  graph_KM: np.ndarray
+
+  def mixture(self, losses_WM: np.ndarray | None) -> np.ndarray:
+    """p_1 (no losses yet) or the mixture after the window of eval losses `losses_WM`."""
+    if losses_WM is None or not len(losses_WM):
+      return normalise(initial_log_weights(self.prior_K, self.graph_KM, self.eta))
+    return normalise(update_log_weights(self.prior_K, self.graph_KM, self.eta,
+                                        losses_WM[-self.window:]))
+
+
+def _number(value, key: str, low: float, integer: bool = False):
+  kind = int if integer else (int, float)
+  if isinstance(value, bool) or not isinstance(value, kind) or not low <= value < math.inf:
+    raise errors.UserError(f'data.skillit.{key}={value!r} must be a finite '
+                           f'{"integer" if integer else "number"} >= {low}.')
+  return value
+
+
+def bind(data_config: ml_collections.ConfigDict) -> Config | None:
+  """The checked `data.skillit` (None when `every` is 0, Skill-it off); fails naming a bad key."""
+  skillit = data_config.skillit
+  every = _number(skillit.every, 'every', 0, integer=True)
+  if not every:
+    return None
+  if len(data_config.stages):
+    raise errors.UserError(f'data.skillit.every={every} sets the mixture online, so data.stages '
+                           f'({sorted(data_config.stages.keys())}) cannot also set it; remove one.')
+  prior = sampler_lib.normalised_weights(dict(data_config.mixture), 'data.mixture')
+  train_tasks = list(prior)
+  eval_tasks = list(skillit.eval_tasks) or train_tasks
+  if len(set(eval_tasks)) != len(eval_tasks):
+    raise errors.UserError(f'data.skillit.eval_tasks={tuple(eval_tasks)} names a task twice.')
+  graph_KM = np.zeros([len(train_tasks), len(eval_tasks)])
+  if not len(skillit.graph):
+    for i, name in enumerate(train_tasks):
+      if name in eval_tasks:
+        graph_KM[i, eval_tasks.index(name)] = 1.0
+  for train, row in skillit.graph.items():
+    if train not in train_tasks:
+      raise errors.UserError(f'data.skillit.graph.{train} is not a task of data.mixture '
+                             f'{train_tasks}; the graph\'s rows are the training skills.')
+    if not isinstance(row, (dict, ml_collections.ConfigDict)):
+      raise errors.UserError(f'data.skillit.graph.{train}={row!r} must map evaluation tasks to '
+                             "weights, e.g. {'lego_2': 1.0, 'lego_3': 0.5}.")
+    for name, weight in dict(row).items():
+      if name not in eval_tasks:
+        raise errors.UserError(f'data.skillit.graph.{train}.{name} is not an evaluation skill '
+                               f'{eval_tasks} (data.skillit.eval_tasks).')
+      if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(
+          weight):
+        raise errors.UserError(f'data.skillit.graph.{train}.{name}={weight!r} must be a finite '
+                               'number.')
+      graph_KM[train_tasks.index(train), eval_tasks.index(name)] = weight
+  return Config(every=every, eta=float(_number(skillit.eta, 'eta', 0)),
+                window=_number(skillit.window, 'window', 1, integer=True),
+                train_tasks=train_tasks, eval_tasks=eval_tasks,
+                prior_K=np.array([prior[name] for name in train_tasks]), graph_KM=graph_KM)
+
+
+def stage_weights(weights_K: np.ndarray, tasks: list[str], block_size: int) -> dict[str, float]:
+  """The mixture as the sampler draws it: each task's exact per-block share (0 drops a task)."""
+  counts = sampler_lib.block_counts(np.asarray(weights_K, np.float64), block_size)
+  return {name: int(c) / block_size for name, c in zip(tasks, counts)}
+
+
+@dataclasses.dataclass
+class Update:
+  """One Skill-it update: the eval losses at `step` and the mixture of the steps from `step` on."""
+  step: int
+  losses: dict[str, float]
+  weights: dict[str, float]
+
+
+class OnlineMixture:
+  """A run's Skill-it mixture schedule: p_1 from step 0, then one stage per update."""
+
+  def __init__(self, config: Config, block_size: int, workdir: str, first_step: int,
+               writes: bool = True):
+    self.config, self._block, self._writes = config, block_size, writes
+    self._path = epath.Path(workdir) / FILE
+    self.updates: list[Update] = []
+    if self._path.exists():
+      lines = [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
+      self.updates = [Update(**line) for line in lines if line['step'] <= first_step]
+      if len(self.updates) < len(lines) and writes:  # past the checkpoint: recomputed on the way
+        self._path.write_text(''.join(json.dumps(dataclasses.asdict(u)) + '\n'
+                                      for u in self.updates))
+
+  def _weights(self, num_updates: int) -> dict[str, float]:
+    losses_WM = np.array([[u.losses[name] for name in self.config.eval_tasks]
+                          for u in self.updates[:num_updates]]).reshape(-1, len(
+                              self.config.eval_tasks))
+    return stage_weights(self.config.mixture(losses_WM), self.config.train_tasks, self._block)
+
+  def stages(self) -> list[sampler_lib.Stage]:
+    """The main mixture schedule: p_1 from step 0 and each update's mixture from its step on."""
+    return [sampler_lib.Stage(0, self._weights(0))] + [
+        sampler_lib.Stage(u.step, u.weights) for u in self.updates]
+
+  def due(self, step: int, total_steps: int) -> bool:
+    """Whether the mixture updates after step `step` (a multiple of `every` before the end)."""
+    return step % self.config.every == 0 and 0 < step < total_steps
+
+  def update(self, step: int, eval_results: dict[str, float]) -> Update:
+    """Appends the update at `step` from `eval/<task>/loss` of each evaluation skill."""
+    missing = [name for name in self.config.eval_tasks if f'eval/{name}/loss' not in eval_results]
+    if missing:
+      raise ValueError(f'Skill-it needs the eval losses of {missing}; they were not evaluated.')
+    losses = {name: float(eval_results[f'eval/{name}/loss']) for name in self.config.eval_tasks}
+    self.updates.append(Update(step, losses, {}))
+    self.updates[-1].weights = self._weights(len(self.updates))
+    if self._writes:
+      with self._path.open('a') as f:
+        f.write(json.dumps(dataclasses.asdict(self.updates[-1])) + '\n')
+    return self.updates[-1]
