@@ -1,11 +1,14 @@
 """Synthetic skill corpora: determinism, ground truth, skill labels and parameter errors."""
 
 import collections
+import hashlib
+import json
 import re
 
 import pytest
 
 from research import errors
+from research.data import tasks
 from research.data.synthetic import arithmetic
 from research.data.synthetic import biographies
 from research.data.synthetic import lego
@@ -80,6 +83,8 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
     (arithmetic, {'task_name': 'sums', 'min_digits': 0}, 'data.tasks.sums.min_digits'),
     (lego, {'max_chain': 27}, 'data.tasks.lego.max_chain'),
     (lego, {'max_chain': 0}, 'data.tasks.lego.max_chain'),
+    (lego, {'min_chain': 0}, 'data.tasks.lego.min_chain'),
+    (lego, {'min_chain': 4, 'max_chain': 3}, 'data.tasks.lego.min_chain=4 is above max_chain=3'),
     (lego, {'shuffle': 1}, 'data.tasks.lego.shuffle'),
     (lego, {'chain': 3}, 'data.tasks.lego.chain'),
     (biographies, {'num_documents': -5}, 'data.tasks.biographies.num_documents'),
@@ -184,6 +189,33 @@ def test_lego_chain_lengths_cover_every_skill():
   assert sorted(counts) == list(range(1, 11))
   assert min(counts.values()) > 0.7 * 200
   assert len({d['prompt'][0] for d in docs}) > 20  # variable names are drawn, not a..z
+
+
+def test_lego_default_documents_are_unchanged_by_min_chain():
+  # The md5 of the first 1100 train documents (two blocks) before min_chain existed: VERSION 1.
+  docs = _documents(lego, num_documents=1100)
+  digest = hashlib.md5(json.dumps(docs, sort_keys=True).encode()).hexdigest()
+  assert digest == 'd4fbec636e8503a00eba90e0d3ee8593'
+  assert _documents(lego, num_documents=1100, min_chain=1) == docs
+  assert lego.VERSION == 1
+
+
+def test_min_chain_bounds_the_chain_lengths():
+  docs = _documents(lego, num_documents=1500, min_chain=3, max_chain=5)
+  counts = collections.Counter(d['chain_length'] for d in docs)
+  assert sorted(counts) == [3, 4, 5] and min(counts.values()) > 0.8 * 500
+  assert all(lego.check(d) for d in docs)
+
+
+def test_a_lego_task_per_chain_length_is_one_skill():
+  spec = tasks.spec_from_config('lego_3', {'source': 'lego', 'min_chain': 3, 'max_chain': 3,
+                                           'num_documents': 200})
+  for split in ('train', 'validation'):
+    docs = list(spec.documents(split))
+    assert len(docs) == 200 and all(lego.check(d) for d in docs)
+    assert {(d['chain_length'], d['difficulty'], d['skill']) for d in docs} == {(3, 3, 'chain_3')}
+    assert all(d['id'].startswith(f'lego/{split}/') for d in docs)
+  assert len({d['prompt'] for d in docs}) > 190  # shuffled clauses and fresh names: varied chains
 
 
 def test_lego_check_rejects_a_broken_chain():

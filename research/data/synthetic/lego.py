@@ -12,8 +12,10 @@ resolved value in chain order:
     a=+1, b=-1, c=-1
 
 `prompt` is the clauses and the newline, `answer` the resolution, which records the resolved
-values. Skill and difficulty are the chain length, uniform over 1..max_chain. Variable names are a
-fresh random draw of distinct letters per chain, so their alphabetical order says nothing.
+values. Skill and difficulty are the chain length, uniform over min_chain..max_chain. Variable names
+are a fresh random draw of distinct letters per chain, so their alphabetical order says nothing.
+Skill-it's LEGO skills are one task per chain length: `data.tasks.lego_3 = {'source': 'lego',
+'min_chain': 3, 'max_chain': 3}` is the skill of chains of 3.
 
 Document i of a split is a pure function of (split, seed, i, parameters): chains are drawn in
 blocks of `_BLOCK` from `np.random.default_rng([_STREAM, seed, split index, block])`, so a corpus
@@ -35,7 +37,8 @@ VARIABLES = string.ascii_lowercase
 # Default parameters; config `data.tasks.<task>.<param>` overrides them.
 PARAMS = {
     'num_documents': 20_000,  # chains per split; about 0.8 M characters with these defaults
-    'max_chain': 6,  # the longest chain (at most 26 variables); lengths are uniform over 1..max
+    'min_chain': 1,  # the shortest chain; lengths are uniform over min_chain..max_chain
+    'max_chain': 6,  # the longest chain (at most 26 variables)
     'shuffle': True,  # write the clauses in a random order instead of chain order
 }
 
@@ -48,7 +51,11 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
   p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
   p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
+  p['min_chain'] = checks.check_number(task_name, 'min_chain', p['min_chain'], 1, len(VARIABLES))
   p['max_chain'] = checks.check_number(task_name, 'max_chain', p['max_chain'], 1, len(VARIABLES))
+  if p['min_chain'] > p['max_chain']:
+    checks.fail(task_name, 'min_chain', p['min_chain'],
+                f'is above max_chain={p["max_chain"]}; set min_chain <= max_chain.')
   p['shuffle'] = checks.check_bool(task_name, 'shuffle', p['shuffle'])
   return p
 
@@ -78,7 +85,7 @@ def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
   """The `_BLOCK` documents of one block, in order."""
   rng = np.random.default_rng([_STREAM, seed, split_index, block])
   max_chain = p['max_chain']
-  length_B = rng.integers(1, max_chain + 1, size=_BLOCK).tolist()
+  length_B = rng.integers(p['min_chain'], max_chain + 1, size=_BLOCK).tolist()
   letters_BV = rng.permuted(np.tile(np.arange(len(VARIABLES)), (_BLOCK, 1)), axis=1)
   letters_BC = letters_BV[:, :max_chain].tolist()
   signs_BC = rng.choice([-1, 1], size=(_BLOCK, max_chain)).tolist()
