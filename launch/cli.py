@@ -12,6 +12,7 @@ line, `error: <message>`, and exit status 1, without a traceback.
 import functools
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (under seqio) is quiet
@@ -65,6 +66,38 @@ def quiet_absl_logging() -> None:
   INFO; --verbosity=0 shows them)."""
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+
+
+def sweep_runs(path: str) -> list[str]:
+  """The run directories of sweep directory `path` (sub-directories holding a config.json),
+  sorted; fails naming `path` when there are none."""
+  from research import report  # only the commands that read sweeps need it
+
+  if not os.path.isdir(path):
+    raise errors.UserError(f'Sweep directory {path} does not exist or is not a directory; pass the '
+                           '--workdir of launch.sweep.')
+  runs = report.sweep_runs(path)
+  if not runs:
+    raise errors.UserError(f'{path} holds no runs (no sub-directory with a config.json); pass the '
+                           '--workdir of launch.sweep.')
+  return runs
+
+
+def write_atomically(path: str, text: str, flag: str = '--out') -> None:
+  """Writes `text` to the file `path` (given by `flag`) through a temporary file in its directory,
+  so a reader never sees half of it; fails naming the flag."""
+  if os.path.isdir(path):
+    raise errors.UserError(f'{flag}={path} is a directory; give the path of the file to write.')
+  directory = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix='.' + os.path.basename(path), dir=directory)
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(staging, path)
+  except OSError as e:
+    raise errors.UserError(f'Cannot write {flag}={path} ({e.strerror}); give a path in a writable '
+                           'directory.') from e
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -180,3 +180,22 @@ class OnlineMixture:
       with self._path.open('a') as f:
         f.write(json.dumps(dataclasses.asdict(self.updates[-1])) + '\n')
     return self.updates[-1]
+
+
+def graph_from_losses(start_RM: np.ndarray, end_RM: np.ndarray) -> np.ndarray:
+  """The brute-force skills graph of the paper (section 3): run r trained on one skill only; edge
+  [r, j] is how much that lowered skill j's eval loss, start - end, clipped at 0 (a skill that
+  training on r made worse gets no edge)."""
+  return np.maximum(np.asarray(start_RM, np.float64) - np.asarray(end_RM, np.float64), 0.0)
+
+
+def run_skill(config: dict, where: str) -> str:
+  """The one task with a positive weight in a run's data.mixture (its training skill); fails
+  naming `where` (the run's config.json) otherwise."""
+  mixture = config.get('data', {}).get('mixture', {})
+  positive = [name for name, weight in mixture.items()
+              if isinstance(weight, (int, float)) and weight > 0]
+  if len(positive) != 1:
+    raise errors.UserError(f'{where}: data.mixture={mixture} trains on {len(positive)} tasks; a '
+                           'run that estimates the skills graph trains on exactly one skill.')
+  return positive[0]

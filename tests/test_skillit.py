@@ -137,3 +137,47 @@ def test_a_resumed_skillit_run_is_bit_identical(skillit_run, data_dir, tmp_path)
   assert (tmp_path / skillit.FILE).read_text() == open(os.path.join(workdir, skillit.FILE)).read()
   for a, b in zip(jax.tree.leaves(uninterrupted.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _single_skill_run(directory, skill, losses_by_step):
+  os.makedirs(directory)
+  with open(os.path.join(directory, 'config.json'), 'w') as f:
+    json.dump({'data': {'mixture': {skill: 1.0, 'other': 0.0}}, 'train': {'steps': 20}}, f)
+  with open(os.path.join(directory, 'metrics.jsonl'), 'w') as f:
+    for step, losses in losses_by_step.items():
+      f.write(json.dumps({'step': step, **{f'eval/{k}/loss': v for k, v in losses.items()}}) + '\n')
+
+
+def test_skill_graph_command_writes_the_loss_drops_of_single_skill_runs(tmp_path):
+  from launch import skill_graph
+  from tests.commands import run_main
+  # Training on lego_1 lowers lego_1 by 1.0 and lego_2 by 0.25; on lego_2 lowers lego_2 by 0.5
+  # and raises lego_1 (no edge). The first evaluation is before training (an init.path run).
+  _single_skill_run(tmp_path / 'runs' / 'a', 'lego_1', {
+      0: {'lego_1': 3.0, 'lego_2': 3.5}, 10: {'lego_1': 2.5, 'lego_2': 3.4},
+      20: {'lego_1': 2.0, 'lego_2': 3.25}})
+  _single_skill_run(tmp_path / 'runs' / 'b', 'lego_2', {
+      0: {'lego_1': 3.0, 'lego_2': 3.5}, 20: {'lego_1': 3.1, 'lego_2': 3.0}})
+  out = tmp_path / 'graph.py'
+  printed = run_main(lambda _: skill_graph.main(['launch.skill_graph', str(tmp_path / 'runs')]),
+                     out=str(out), eval_tasks=[])
+  assert 'lego_1: lego_1=1.0000 lego_2=0.2500' in printed
+  config = tiny_config('unused')
+  exec(out.read_text(), {'config': config})
+  assert config.data.skillit.graph.to_dict() == {'lego_1': {'lego_1': 1.0, 'lego_2': 0.25},
+                                                 'lego_2': {'lego_2': 0.5}}
+  config.data.mixture = ml_collections.ConfigDict({'lego_1': 1.0, 'lego_2': 1.0})
+  config.data.skillit.every = 5
+  np.testing.assert_allclose(skillit.bind(config.data).graph_KM, [[1.0, 0.25], [0.0, 0.5]])
+
+
+def test_skill_graph_command_refuses_a_run_of_several_skills(tmp_path):
+  from launch import skill_graph
+  from tests.commands import run_main
+  _single_skill_run(tmp_path / 'runs' / 'a', 'lego_1', {0: {'lego_1': 3.0}, 20: {'lego_1': 2.0}})
+  with open(tmp_path / 'runs' / 'a' / 'config.json', 'w') as f:
+    json.dump({'data': {'mixture': {'lego_1': 1.0, 'lego_2': 1.0}}}, f)
+  with pytest.raises(SystemExit, match='error: .*a/config.json: .* trains on 2 tasks; a run that '
+                     'estimates the skills graph trains on exactly one skill'):
+    run_main(lambda _: skill_graph.main(['launch.skill_graph', str(tmp_path / 'runs')]),
+             out=str(tmp_path / 'g.py'), eval_tasks=[])
