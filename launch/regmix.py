@@ -6,8 +6,9 @@
 reads every run of the sweep directory DIR (launch.sweep's --workdir; each sub-directory with a
 config.json): its mixture (`data.mixture` in config.json, normalised over the positive weights as
 the sampler does) and the target's value at the run's last step (`train.steps`) in
-metrics.jsonl. Runs that never logged the target, or stopped before their last step, or logged a
-non-finite value, are listed and left out. It fits the regression of research/regmix.py, prints
+metrics.jsonl; several metrics, comma-separated, give their mean (e.g. the mean loss over the
+domains, a target that no single domain's data wins). Runs that never logged the target, or
+stopped before their last step, or logged a non-finite value, are listed and left out. It fits the regression of research/regmix.py, prints
 its cross-validated fit quality, draws --candidates mixtures from the RegMix prior (uniform, or
 --token_counts), and writes F.py: the mean of the --top_k best predicted mixtures as
 
@@ -24,7 +25,6 @@ import dataclasses
 import math
 import os
 import shlex
-import tempfile
 
 import numpy as np
 from absl import flags
@@ -36,8 +36,8 @@ from research import report
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The Python file the config snippet is written to.',
                            allow_override=True)
-_TARGET = flags.DEFINE_string('target', None, 'The metric to minimise, e.g. eval/stdlib_code/loss.',
-                              allow_override=True)
+_TARGET = flags.DEFINE_string('target', None, 'The metric to minimise, e.g. eval/stdlib_code/loss; '
+                              'several, comma-separated, minimise their mean.', allow_override=True)
 _CANDIDATES = flags.DEFINE_integer('candidates', 100_000, 'Candidate mixtures drawn from the prior '
                                    'and scored by the regression.', allow_override=True)
 _TOP_K = flags.DEFINE_integer('top_k', regmix.TOP_K, 'The best-predicted candidates averaged into '
@@ -60,19 +60,6 @@ class Runs:
   skipped: dict[str, list[str]]  # why -> run names
 
 
-def sweep_runs(path: str) -> list[str]:
-  """The run directories of sweep directory `path` (sub-directories holding a config.json),
-  sorted."""
-  if not os.path.isdir(path):
-    raise errors.UserError(f'Sweep directory {path} does not exist or is not a directory; pass the '
-                           '--workdir of launch.sweep.')
-  runs = report.sweep_runs(path)
-  if not runs:
-    raise errors.UserError(f'{path} holds no runs (no sub-directory with a config.json); pass the '
-                           '--workdir of launch.sweep, e.g. of experiments/regmix.py.')
-  return runs
-
-
 def mixture(run: report.Run) -> dict[str, float]:
   """The run's data.mixture, normalised over its positive weights; fails naming config.json."""
   where = os.path.join(run.path, 'config.json')
@@ -90,22 +77,26 @@ def mixture(run: report.Run) -> dict[str, float]:
 
 
 def target_value(run: report.Run, target: str) -> tuple[float | None, str]:
-  """(the target at the run's last step, '') or (None, why the run is left out)."""
-  steps = [step for step, values in run.metrics.items() if target in values]
-  if not steps:
-    return None, f'no {target}'
-  last = run.config.get('train', {}).get('steps') if isinstance(run.config.get('train'),
-                                                                dict) else None
-  if isinstance(last, int) and steps[-1] < last:
-    return None, f'unfinished (last {target} at step {steps[-1]} of {last})'
-  value = run.metrics[steps[-1]][target]
+  """(the target at the run's last step, '') or (None, why the run is left out). A target of
+  several metrics, comma-separated, is their mean (e.g. the mean loss over the domains)."""
+  values = []
+  for metric in target.split(','):
+    steps = [step for step, logged in run.metrics.items() if metric in logged]
+    if not steps:
+      return None, f'no {metric}'
+    last = run.config.get('train', {}).get('steps') if isinstance(run.config.get('train'),
+                                                                  dict) else None
+    if isinstance(last, int) and steps[-1] < last:
+      return None, f'unfinished (last {metric} at step {steps[-1]} of {last})'
+    values.append(run.metrics[steps[-1]][metric])
+  value = float(np.mean(values))
   return (value, '') if math.isfinite(value) else (None, f'non-finite {target}')
 
 
 def load_runs(path: str, target: str) -> Runs:
   """The runs of sweep directory `path` with their mixtures and the target; fails naming the path
   or --target when nothing, or too little, can be fitted."""
-  runs = [report.load_run(run) for run in sweep_runs(path)]
+  runs = [report.load_run(run) for run in cli.sweep_runs(path)]
   mixtures = {run.name: mixture(run) for run in runs}
   tasks = list(dict.fromkeys(task for run in runs for task in mixtures[run.name]))
   names, rows, losses, skipped = [], [], [], {}
@@ -117,7 +108,7 @@ def load_runs(path: str, target: str) -> Runs:
     names.append(run.name)
     rows.append([mixtures[run.name].get(task, 0.0) for task in tasks])
     losses.append(value)
-  if not names and all(why == f'no {target}' for why in skipped):
+  if not names and all(why.startswith('no ') for why in skipped):
     logged = sorted({key for run in runs for values in run.metrics.values() for key in values
                      if key.startswith('eval/') and key.endswith('/loss')})
     raise errors.UserError(f'--target={target}: no run in {path} logged it; the evaluation losses '
@@ -173,22 +164,6 @@ def snippet(command: str, target: str, runs: Runs, model: regmix.Regression,
           '})\n')
 
 
-def write_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in its directory; fails naming --out."""
-  if os.path.isdir(path):
-    raise errors.UserError(f'--out={path} is a directory; give the path of the .py file to write.')
-  directory = os.path.dirname(os.path.abspath(path))
-  try:
-    os.makedirs(directory, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix='.regmix-', suffix='.py', dir=directory)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(staging, path)
-  except OSError as e:
-    raise errors.UserError(f'Cannot write --out={path} ({e.strerror}); give a path in a writable '
-                           'directory.') from e
-
-
 @cli.exits_on_user_error
 def main(argv):
   paths, target, out = argv[1:], _TARGET.value, _OUT.value
@@ -227,7 +202,7 @@ def main(argv):
   print(f'predicted best mixture (mean of the top {best.top_k} of {_CANDIDATES.value} '
         f'candidates): ' + ', '.join(f'{task}={w:.4f}' for task, w in best.weights.items())
         + f'; predicted {target} {best.predicted_loss:.4f}.')
-  write_atomically(out, snippet(command, target, runs, model, best))
+  cli.write_atomically(out, snippet(command, target, runs, model, best))
   print(f'wrote {out}')
 
 

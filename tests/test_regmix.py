@@ -223,3 +223,12 @@ def test_command_errors_name_the_path_or_flag(sweep_dir, tmp_path, problem):
   text = str(raised.value.code)
   assert text.startswith('error: ' + message) and '\n' not in text
   assert not os.path.exists(out)
+
+
+def test_a_target_of_several_metrics_is_their_mean_at_the_last_step():
+  from research import report
+  metrics = {50: {'eval/a/loss': 9.0, 'eval/b/loss': 9.0},
+             100: {'eval/a/loss': 2.0, 'eval/b/loss': 3.5}}
+  run = report.Run('r', 'r', {'train': {'steps': 100}}, metrics, [])
+  assert regmix_command.target_value(run, 'eval/a/loss,eval/b/loss') == (2.75, '')
+  assert regmix_command.target_value(run, 'eval/a/loss,eval/c/loss') == (None, 'no eval/c/loss')
