@@ -10,7 +10,8 @@ metrics.jsonl; several metrics, comma-separated, give their mean (e.g. the mean 
 domains, a target that no single domain's data wins). Runs that never logged the target, or
 stopped before their last step, or logged a non-finite value, are listed and left out. It fits
 the regression of research/regmix.py, prints its cross-validated fit quality, draws --candidates
-mixtures from the RegMix prior (uniform, or --token_counts), and writes F.py: the mean of the --top_k best predicted mixtures as
+mixtures from the RegMix prior (uniform, or --token_counts), and writes F.py: the mean of the
+--top_k best predicted mixtures as
 
   config.data.mixture = ml_collections.ConfigDict({...})
 
