@@ -14,9 +14,16 @@ The regression from the weights to TARGET then picks the mixture for a run 4x lo
       --out=workdirs/regmix/best_mixture.py
   python -m launch.train --config=experiments/regmix.py:target --workdir=workdirs/regmix/target
   python -m launch.train --config=experiments/regmix.py:uniform --workdir=workdirs/regmix/uniform
+  python -m launch.regmix workdirs/regmix/proxies \
+      --target=eval/stdlib_prose/loss,eval/stdlib_code/loss,eval/arithmetic/loss \
+      --out=workdirs/regmix/best_mixture_mean.py
+  python -m launch.train --config=experiments/regmix.py:mean_target \
+      --workdir=workdirs/regmix/mean_target
 
 `:target` reads the mixture launch.regmix wrote (BEST_MIXTURE_FILE, relative to where the
-commands run); `:uniform` is the same longer run on equal weights, the baseline to beat.
+commands run) for TARGET, `:mean_target` the one for MEAN_TARGET (the mean loss over the three
+domains, a target no single domain wins); `:uniform` is the same longer run on equal weights, the
+baseline to beat.
 MINIMUM follows the paper's rule of at least ~100 examples of a domain in a proxy run: 2% of
 300 x 16 examples.
 """
@@ -31,6 +38,8 @@ from research import regmix
 
 TASKS = ('stdlib_prose', 'stdlib_code', 'arithmetic')
 TARGET = 'eval/stdlib_code/loss'  # what launch.regmix --target minimises
+# The second target: the mean loss over the three domains, which no single domain's data wins.
+MEAN_TARGET = ','.join(f'eval/{task}/loss' for task in TASKS)
 NUM_PROXIES = 32
 PROXY_STEPS = 300
 TARGET_STEPS = 4 * PROXY_STEPS
@@ -38,6 +47,7 @@ SEED = 0  # of the sampled mixtures
 MINIMUM = 0.02  # the smallest nonzero weight, and the grid of the weights
 PEAK_LR = 3e-3
 BEST_MIXTURE_FILE = 'workdirs/regmix/best_mixture.py'
+MEAN_MIXTURE_FILE = 'workdirs/regmix/best_mixture_mean.py'
 
 
 def proxy_config() -> ml_collections.ConfigDict:
@@ -62,20 +72,23 @@ def uniform_config() -> ml_collections.ConfigDict:
   return config
 
 
-def target_config() -> ml_collections.ConfigDict:
-  """The longer run on the mixture launch.regmix wrote to BEST_MIXTURE_FILE."""
-  if not os.path.isfile(BEST_MIXTURE_FILE):
-    raise ValueError(f'experiments/regmix.py:target reads {BEST_MIXTURE_FILE}, which does not '
-                     'exist; write it with python -m launch.regmix workdirs/regmix/proxies '
-                     f'--target={TARGET} --out={BEST_MIXTURE_FILE}.')
+def predicted_config(name: str, path: str, target: str) -> ml_collections.ConfigDict:
+  """The longer run on the mixture launch.regmix wrote to `path` for `target`."""
+  if not os.path.isfile(path):
+    raise ValueError(f'experiments/regmix.py:{name} reads {path}, which does not exist; write it '
+                     'with python -m launch.regmix workdirs/regmix/proxies '
+                     f'--target={target} --out={path}.')
   config = uniform_config()
-  with open(BEST_MIXTURE_FILE, encoding='utf-8') as f:
-    exec(compile(f.read(), BEST_MIXTURE_FILE, 'exec'), {'config': config})  # sets data.mixture
+  with open(path, encoding='utf-8') as f:
+    exec(compile(f.read(), path, 'exec'), {'config': config})  # sets data.mixture
   return config
 
 
 def get_config(arg: str = 'proxy') -> ml_collections.ConfigDict:
-  configs = {'proxy': proxy_config, 'uniform': uniform_config, 'target': target_config}
+  configs = {'proxy': proxy_config, 'uniform': uniform_config,
+             'target': lambda: predicted_config('target', BEST_MIXTURE_FILE, TARGET),
+             'mean_target': lambda: predicted_config('mean_target', MEAN_MIXTURE_FILE,
+                                                     MEAN_TARGET)}
   if arg not in configs:
     raise ValueError(f'experiments/regmix.py:{arg}: choose one of {sorted(configs)}.')
   return configs[arg]()
