@@ -64,10 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
       {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': ()})
   # Skill-it online mixing (research/skillit.py): every `every` steps (0 = off) the mixture of
   # data.mixture's tasks (its weights the prior) is reset by multiplicative weights from the eval
-  # losses of `eval_tasks` (() = the mixture's tasks) over the last `window` updates, through the
-  # skills `graph` (train task -> {eval task: weight}; empty = identity).
+  # `metric` (loss | answer_loss) of `eval_tasks` (() = the mixture's tasks) over the last `window`
+  # updates, through the skills `graph` (train task -> {eval task: weight}; empty = identity).
   c.data.skillit = ml_collections.ConfigDict(
-      {'every': 0, 'eta': 0.2, 'window': 3, 'eval_tasks': (), 'graph': ml_collections.ConfigDict()})
+      {'every': 0, 'metric': 'loss', 'eta': 0.2, 'window': 3, 'eval_tasks': (),
+       'graph': ml_collections.ConfigDict()})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies', ...), see research/data/tasks.py.
   c.data.tasks = ml_collections.ConfigDict()

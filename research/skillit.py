@@ -7,7 +7,8 @@ says how much training on skill i helps skill j (`data.skillit.graph`, train tas
 weight}; missing entries are 0; an empty graph is the identity, each skill helping only itself).
 Every `data.skillit.every` steps the run evaluates, and the mixture of the next steps is the
 multiplicative-weights rule of the paper's Algorithm 1, over the eval losses L_tau of the last
-`window` updates:
+`window` updates (`eval/<task>/<metric>`, metric = `data.skillit.metric`: 'loss' over all of a
+document's tokens, or 'answer_loss' over the answers of a task with prompts and answers):
 
     p_1[i]     ∝ prior[i] * exp(eta * sum_j A[i, j])
     p_{t+1}[i] ∝ prior[i] * exp(eta * sum_{tau = t-w+1..t} sum_j A[i, j] * L_j(f_tau))
@@ -37,6 +38,7 @@ from research import errors
 from research.data import sampler as sampler_lib
 
 FILE = 'skillit.jsonl'
+METRICS = ('loss', 'answer_loss')  # research/evaluate.py's eval/<task>/<metric>
 
 
 def initial_log_weights(prior_K: np.ndarray, graph_KM: np.ndarray, eta: float) -> np.ndarray:
@@ -60,6 +62,7 @@ def normalise(log_weights_K: np.ndarray) -> np.ndarray:
 class Config:
   """The checked `data.skillit` of a run."""
   every: int
+  metric: str
   eta: float
   window: int
   train_tasks: list[str]
@@ -118,7 +121,10 @@ def bind(data_config: ml_collections.ConfigDict) -> Config | None:
         raise errors.UserError(f'data.skillit.graph.{train}.{name}={weight!r} must be a finite '
                                'number.')
       graph_KM[train_tasks.index(train), eval_tasks.index(name)] = weight
-  return Config(every=every, eta=float(_number(skillit.eta, 'eta', 0)),
+  metric = skillit.metric
+  if metric not in METRICS:
+    raise errors.UserError(f'data.skillit.metric={metric!r} must be one of {list(METRICS)}.')
+  return Config(every=every, metric=metric, eta=float(_number(skillit.eta, 'eta', 0)),
                 window=_number(skillit.window, 'window', 1, integer=True),
                 train_tasks=train_tasks, eval_tasks=eval_tasks,
                 prior_K=np.array([prior[name] for name in train_tasks]), graph_KM=graph_KM)
@@ -169,11 +175,14 @@ class OnlineMixture:
     return step % self.config.every == 0 and 0 < step < total_steps
 
   def update(self, step: int, eval_results: dict[str, float]) -> Update:
-    """Appends the update at `step` from `eval/<task>/loss` of each evaluation skill."""
-    missing = [name for name in self.config.eval_tasks if f'eval/{name}/loss' not in eval_results]
+    """Appends the update at `step` from `eval/<task>/<metric>` of each evaluation skill."""
+    keys = {name: f'eval/{name}/{self.config.metric}' for name in self.config.eval_tasks}
+    missing = [key for key in keys.values() if key not in eval_results]
     if missing:
-      raise ValueError(f'Skill-it needs the eval losses of {missing}; they were not evaluated.')
-    losses = {name: float(eval_results[f'eval/{name}/loss']) for name in self.config.eval_tasks}
+      raise errors.UserError(f'data.skillit.metric={self.config.metric!r}: the evaluation logged no '
+                             f'{missing}; answer_loss needs tasks whose documents have prompt and '
+                             "answer metadata (arithmetic, lego), 'loss' works for every task.")
+    losses = {name: float(eval_results[key]) for name, key in keys.items()}
     self.updates.append(Update(step, losses, {}))
     self.updates[-1].weights = self._weights(len(self.updates))
     if self._writes:

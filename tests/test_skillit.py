@@ -181,3 +181,13 @@ def test_skill_graph_command_refuses_a_run_of_several_skills(tmp_path):
                      'estimates the skills graph trains on exactly one skill'):
     run_main(lambda _: skill_graph.main(['launch.skill_graph', str(tmp_path / 'runs')]),
              out=str(tmp_path / 'g.py'), eval_tasks=[])
+
+
+def test_a_metric_the_evaluation_did_not_log_names_the_key(tmp_path):
+  config = skillit.bind(_data_config(metric='answer_loss'))
+  mixing = skillit.OnlineMixture(config, block_size=1024, workdir=str(tmp_path), first_step=0)
+  with pytest.raises(errors.UserError, match=r"data.skillit.metric='answer_loss': the evaluation "
+                     r"logged no \['eval/lego_1/answer_loss', 'eval/lego_2/answer_loss'\]"):
+    mixing.update(10, {'eval/lego_1/loss': 1.0, 'eval/lego_2/loss': 1.0})
+  with pytest.raises(errors.UserError, match="data.skillit.metric='accuracy' must be one of"):
+    skillit.bind(_data_config(metric='accuracy'))
