@@ -1,7 +1,8 @@
 """RegMix's last step: fit mixture -> target loss over a sweep's runs and write the best mixture.
 
   python -m launch.regmix DIR --target=eval/stdlib_code/loss --out=F.py [--candidates=100000] \
-      [--top_k=128] [--seed=0] [--minimum=0.0002] [--token_counts=task=N,...]
+      [--top_k=128] [--seed=0] [--minimum=0.0002] [--token_counts=task=N,...] \
+      [--mixture_block=1024]
 
 reads every run of the sweep directory DIR (launch.sweep's --workdir; each sub-directory with a
 config.json): its mixture (`data.mixture` in config.json, normalised over the positive weights as
@@ -15,7 +16,9 @@ mixtures from the RegMix prior (uniform, or --token_counts), and writes F.py: th
 
   config.data.mixture = ml_collections.ConfigDict({...})
 
-with comments naming the command, the runs and the fit, for an experiment file to paste or to
+(each weight a whole number of the --mixture_block examples in which the sampler's proportions are
+exact, so a weight too small for one example drops its task rather than failing the run) with
+comments naming the command, the runs and the fit, for an experiment file to paste or to
 exec with `config` in scope (experiments/regmix.py:target does). Liu et al. 2024, "RegMix: Data
 Mixture as Regression for Language Model Pre-training", arXiv 2407.01492.
 """
@@ -47,6 +50,9 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the candidates and of the cross
                              allow_override=True)
 _MINIMUM = flags.DEFINE_float('minimum', regmix.MINIMUM, 'Candidate weights below this are zeroed '
                               'and the rest rounded to multiples of it.', allow_override=True)
+_MIXTURE_BLOCK = flags.DEFINE_integer('mixture_block', 1024, 'The data.mixture_block of the run '
+                                      'the mixture is for: each weight written is a whole number '
+                                      'of its examples.', allow_override=True)
 _TOKEN_COUNTS = flags.DEFINE_list('token_counts', [], 'task=tokens,... : the RegMix prior over the '
                                   'candidates (default uniform).', allow_override=True)
 
@@ -144,12 +150,13 @@ def token_counts(items: list[str], tasks: list[str]) -> dict[str, float] | None:
 
 
 def snippet(command: str, target: str, runs: Runs, model: regmix.Regression,
-            best: regmix.Best) -> str:
-  """F.py: comments on where the mixture comes from, then the config.data.mixture assignment
-  (weights rounded to 1e-4, still summing to 1)."""
-  weights_T = regmix.round_to_grid(np.array([list(best.weights.values())]), 1e-4)[0]
+            best: regmix.Best, mixture_block: int) -> str:
+  """F.py: comments on where the mixture comes from, then the config.data.mixture assignment,
+  each weight a whole number of the `mixture_block` examples of a block (what the sampler draws
+  exactly; a weight under half an example becomes 0, which drops the task)."""
+  weights_T = regmix.round_to_grid(np.array([list(best.weights.values())]), 1 / mixture_block)[0]
   observed = runs.losses_N
-  entries = ''.join(f'    {task!r}: {round(float(w), 4)!r},\n'
+  entries = ''.join(f'    {task!r}: {float(w)!r},  # {round(w * mixture_block)} / {mixture_block}\n'
                     for task, w in zip(best.weights, weights_T))
   return (f'# RegMix (Liu et al. 2024, arXiv 2407.01492): the mixture predicted to minimise '
           f'{target}.\n'
@@ -176,9 +183,9 @@ def main(argv):
                            '--target=eval/stdlib_code/loss.')
   if not out:
     raise errors.UserError('--out is required: the .py file the mixture is written to.')
-  if _CANDIDATES.value < 1 or _TOP_K.value < 1:
-    raise errors.UserError(f'--candidates={_CANDIDATES.value} and --top_k={_TOP_K.value} must be '
-                           'at least 1.')
+  if _CANDIDATES.value < 1 or _TOP_K.value < 1 or _MIXTURE_BLOCK.value < 1:
+    raise errors.UserError(f'--candidates={_CANDIDATES.value}, --top_k={_TOP_K.value} and '
+                           f'--mixture_block={_MIXTURE_BLOCK.value} must be at least 1.')
   runs = load_runs(paths[0], target)
   counts = token_counts(_TOKEN_COUNTS.value, runs.tasks)
   for why, names in runs.skipped.items():
@@ -187,7 +194,8 @@ def main(argv):
   best = regmix.predict_best(model, runs.tasks, _CANDIDATES.value, _SEED.value, top_k=_TOP_K.value,
                              minimum=_MINIMUM.value, token_counts=counts)
   flags_given = [f'--target={target}', f'--out={out}', f'--candidates={_CANDIDATES.value}']
-  for flag, default in ((_TOP_K, regmix.TOP_K), (_SEED, 0), (_MINIMUM, regmix.MINIMUM)):
+  for flag, default in ((_TOP_K, regmix.TOP_K), (_SEED, 0), (_MINIMUM, regmix.MINIMUM),
+                        (_MIXTURE_BLOCK, 1024)):
     if flag.value != default:
       flags_given.append(f'--{flag.name}={flag.value}')
   if counts:
@@ -203,7 +211,7 @@ def main(argv):
   print(f'predicted best mixture (mean of the top {best.top_k} of {_CANDIDATES.value} '
         f'candidates): ' + ', '.join(f'{task}={w:.4f}' for task, w in best.weights.items())
         + f'; predicted {target} {best.predicted_loss:.4f}.')
-  cli.write_atomically(out, snippet(command, target, runs, model, best))
+  cli.write_atomically(out, snippet(command, target, runs, model, best, _MIXTURE_BLOCK.value))
   print(f'wrote {out}')
 
 

@@ -232,3 +232,14 @@ def test_a_target_of_several_metrics_is_their_mean_at_the_last_step():
   run = report.Run('r', 'r', {'train': {'steps': 100}}, metrics, [])
   assert regmix_command.target_value(run, 'eval/a/loss,eval/b/loss') == (2.75, '')
   assert regmix_command.target_value(run, 'eval/a/loss,eval/c/loss') == (None, 'no eval/c/loss')
+
+
+def test_snippet_weights_are_whole_examples_of_a_block(sweep_dir, tmp_path):
+  out = str(tmp_path / 'best.py')
+  _main([sweep_dir], target=TARGET, out=out, candidates=2_000, mixture_block=8)
+  config = base.get_config()
+  exec(open(out, encoding='utf-8').read(), {'config': config})  # noqa: S102
+  eighths = {task: w * 8 for task, w in config.data.mixture.to_dict().items()}
+  # The optimum [0.219, 0.677, 0.104] of 8 examples is 1.75, 5.4 and 0.8: 2, 5 and 1, exactly (a
+  # share under half an example would be 0, dropping its task, not a weight the sampler refuses).
+  assert eighths == dict(zip(TASKS, [2.0, 5.0, 1.0]))
