@@ -3,7 +3,8 @@
   python -m launch.sweep --config=experiments/NAME.py[:ARG] --workdir=DIR [--dry_run] \
       [--runner=local [--parallel=N] | --runner=tpu_vm --tpu=... (launch/tpu_vm.py)]
 
-The experiment file's `get_sweep()` lists the points (research/sweep.py). Each runs as
+The experiment file's `get_sweep()` lists the points (research/sweep.py; `get_sweep(ARG)` for
+--config=experiments/NAME.py:ARG when it takes an argument). Each runs as
 
   python -m launch.train --config=experiments/NAME.py[:ARG] --workdir=DIR/<point> \
       [the sweep command's own --config.K=V overrides] --config.K=V ...  # the point's
@@ -20,6 +21,7 @@ any point starts. The command ends with a status table: each point done, interru
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
 import importlib.util
+import inspect
 import json
 import os
 import shlex
@@ -55,15 +57,17 @@ _KILLED = (130, 137, 143)  # 128 + SIGINT, SIGKILL, SIGTERM as a shell reports t
 
 
 def experiment_sweep(config_flag: str) -> list[dict]:
-  """The `get_sweep()` of the experiment file named by --config (its path before any ':')."""
-  path = config_flag.split(':', 1)[0]
+  """The `get_sweep()` of the experiment file named by --config (its path before any ':'), or
+  `get_sweep(ARG)` for --config=PATH:ARG when it takes an argument, as get_config does."""
+  path, has_arg, arg = config_flag.partition(':')
   spec = importlib.util.spec_from_file_location('experiment_for_sweep', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_sweep'):
     raise errors.UserError(f'--config={config_flag}: {path} has no get_sweep(); add one that '
                            'returns a list of {"config key": value} overrides.')
-  return module.get_sweep()
+  takes_arg = bool(inspect.signature(module.get_sweep).parameters)
+  return module.get_sweep(arg) if has_arg and takes_arg else module.get_sweep()
 
 
 def start_point(command: list[str], point_dir: str, share: device_shares.Share):

@@ -108,3 +108,14 @@ def test_device_shares_split_the_machine_evenly():
     device_shares.shares('tpu', [0, 1, 2, 3], 2)
   kind, devices = device_shares.detect()
   assert kind == 'cpu' and devices == sorted(os.sched_getaffinity(0))
+
+
+def test_the_sweep_of_an_experiment_argument_comes_from_get_sweep_of_that_argument(tmp_path):
+  from launch import sweep as sweep_command
+  takes = tmp_path / 'takes.py'
+  takes.write_text("def get_sweep(arg='a'):\n  return [{'seed': len(arg)}]\n")
+  plain = tmp_path / 'plain.py'
+  plain.write_text("def get_sweep():\n  return [{'seed': 7}]\n")
+  assert sweep_command.experiment_sweep(f'{takes}:three') == [{'seed': 5}]
+  assert sweep_command.experiment_sweep(str(takes)) == [{'seed': 1}]
+  assert sweep_command.experiment_sweep(f'{plain}:three') == [{'seed': 7}]
