@@ -6,13 +6,15 @@
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model, data.seq_len and data.vocabulary. Several
-DIRs (runs of other seeds) average each model score. --task names a built-in task, one of the run's
-data.tasks or one of --config's data.tasks; its store is read from (or built into) data.cache_dir.
---text_file is a .jsonl file (one document a line, its `text` field) or a text file (one document a
-non-blank line), ids PATH:LINE. research/scores.py defines the scores.
+DIRs (runs of other seeds) average each model score, as Data Diet averages EL2N and GraNd over runs.
+--task names a built-in task, one of the run's data.tasks or one of --config's data.tasks; its store
+is read from (or built into) data.cache_dir. --text_file is a .jsonl file (one document a line, its
+`text` field) or a text file (one document a non-blank line), ids PATH:LINE. research/scores.py
+defines the scores; `grand` (GraNd, a loss-gradient norm) costs a backward pass and a gradient per
+document, far more than the others, and is computed only when asked for.
 
 OUT gets one JSON object a line, in store order: `id`, `num_tokens`, `nll` and the other scores
-asked for (`perplexity`, `min_k_prob`, `el2n`, `length`, `zlib_ratio`, `learnability`,
+asked for (`perplexity`, `min_k_prob`, `el2n`, `grand`, `length`, `zlib_ratio`, `learnability`,
 `difficulty`), with --metadata the document's `metadata`; OUT.manifest.json records what was scored
 (task or file, split, vocabulary, the store's fingerprint, checkpoints and steps, k). Both are
 written to temporary files and renamed, so a failure leaves neither half-written. With --task and
@@ -61,7 +63,9 @@ _MIN_K = flags.DEFINE_float('min_k', scores_lib.DEFAULT_MIN_K, 'k of Min-K% prob
 _SPLIT = flags.DEFINE_string('split', 'train', 'The split of --task: train or validation.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 0, 'Rows of data.seq_len tokens per forward pass, '
                                    'a multiple of the data-parallel size (0: the run\'s '
-                                   'eval.batch_size, rounded up to one).')
+                                   'eval.batch_size, rounded up to one); grand takes '
+                                   'batch_size // W documents of W windows per step, each with '
+                                   'its own gradient the size of the parameters.')
 _FSDP = flags.DEFINE_integer('fsdp', 1, 'Mesh fsdp size (parameters sharded over it); the rest of '
                              'the devices are data-parallel.')
 _TENSOR = flags.DEFINE_integer('tensor', 1, 'Mesh tensor size.')
@@ -164,8 +168,9 @@ def _documents(config, vocabulary):
           f'--task={_TASK.value} --split={_SPLIT.value}')
 
 
-def _model_scores(configs, flag, store, batch_size, devices):
-  """The mean over the checkpoints of `flag` of nll, min_k_prob and el2n, and their steps."""
+def _model_scores(configs, flag, store, batch_size, devices, grand=False):
+  """The mean over the checkpoints of `flag` of nll, min_k_prob, el2n and, if `grand`, grand, and
+  their steps."""
   per_checkpoint, steps = [], []
   for path, config_flag, config in configs:
     if config_flag != flag:
@@ -173,6 +178,9 @@ def _model_scores(configs, flag, store, batch_size, devices):
     loaded = scores_lib.load_checkpoint(path, config, devices, _FSDP.value, _TENSOR.value, flag)
     per_checkpoint.append(scores_lib.model_scores(loaded, store.tokens, store.offsets,
                                                   _MIN_K.value, batch_size))
+    if grand:
+      per_checkpoint[-1].update(scores_lib.grand_scores(loaded, store.tokens, store.offsets,
+                                                        batch_size))
     steps.append({'path': path, 'step': loaded.step})
     del loaded
   return scores_lib.mean_scores(per_checkpoint), steps
@@ -211,10 +219,13 @@ def main(argv):
     raise errors.UserError(f"--scores=difficulty: the documents of {what} have no 'difficulty' "
                            'metadata (the synthetic tasks arithmetic, lego and biographies do).')
 
-  model, steps = _model_scores(configs, '--checkpoint', store, batch_size, devices)
+  model, steps = _model_scores(configs, '--checkpoint', store, batch_size, devices,
+                               'grand' in names)
   columns = {'nll': model['nll'], 'perplexity': np.exp(model['nll']),
              'min_k_prob': model['min_k_prob'], 'el2n': model['el2n'],
              'length': scores_lib.lengths(store)}
+  if 'grand' in names:
+    columns['grand'] = model['grand']
   early_steps = []
   if 'learnability' in names:
     early, early_steps = _model_scores(configs, '--early_checkpoint', store, batch_size, devices)

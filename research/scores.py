@@ -19,6 +19,12 @@ Scores by name (`SCORES`: the name `launch.score --scores` takes -> the field it
                   Important Examples Early in Training", arXiv 2107.07075, whose examples are single
                   labels; a document's score here averages its tokens' norms, so long and short
                   documents compare)
+    grand         GraNd (the same paper): ||grad_w loss(w, x)||_2, the L2 norm of the gradient over
+                  all parameters w of the document's loss, its mean token cross-entropy (every
+                  token weighted as in nll; for a document of several windows, the gradient of the
+                  mean over all its tokens, i.e. the sum of its windows' gradients). A backward pass
+                  and a gradient per document: far costlier than the forward scores, computed only
+                  when asked for
     learnability  nll at the early checkpoint(s) minus nll at the checkpoint(s): how much of the
                   document training has learnt (loss drop between two checkpoints)
     difficulty    the document's own `difficulty` metadata (the synthetic generators' labels)
@@ -33,7 +39,15 @@ token's log-probability and error norm, and the host aggregates them per documen
 processed in groups of whole documents (`group_tokens` at a time), so host memory stays bounded
 whatever the store's size. Given several checkpoints (independent seeds or steps, as Data Diet
 averages EL2N over runs), each model score is the mean over the checkpoints of the per-document
-score; perplexity is exp of the mean nll.
+score; perplexity is exp of the mean nll, and GraNd is the paper's expectation over weights.
+
+GraNd needs one gradient per document, so a document does not share rows: it has W rows of its
+own, one window each, in a batch [N, W, L]. W is its number of windows and L is data.seq_len, or
+for a one-window document its length, both rounded up to a power of two so that few shapes compile
+(the rows and tokens added have weight 0). One jit takes the per-document gradients with
+jax.vmap(jax.grad) and returns only their norms [N]. N is batch_size // W documents (each holds a
+gradient the size of the parameters), rounded up to a multiple of the data-parallel size, and the
+documents are sharded over the data-parallel axes.
 """
 
 import dataclasses
@@ -46,18 +60,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from etils import epath
 
 from research import checkpoint as checkpoint_lib
 from research import config as config_lib, errors, sharding
 from research.data import store as store_lib
 from research.data import sources
-from research.objectives import causal_lm
+from research.objectives import causal_lm, losses
 
 SCORES = {'nll': 'nll', 'perplexity': 'perplexity', 'min_k': 'min_k_prob', 'el2n': 'el2n',
           'length': 'length', 'zlib': 'zlib_ratio', 'learnability': 'learnability',
-          'difficulty': 'difficulty'}
-MODEL_SCORES = ('nll', 'perplexity', 'min_k', 'el2n', 'learnability')
+          'difficulty': 'difficulty', 'grand': 'grand'}
+MODEL_SCORES = ('nll', 'perplexity', 'min_k', 'el2n', 'learnability', 'grand')
 DEFAULT_MIN_K = 0.2
 GROUP_TOKENS = 1 << 22  # tokens per group of documents scored together (~60 host bytes each)
 
@@ -160,6 +175,29 @@ def pack_windows(offsets: np.ndarray, tokens_T: np.ndarray, seq_len: int) -> dic
   return rows
 
 
+def power_of_two_ceiling(n) -> np.ndarray:
+  """The least power of two >= n (1 for n <= 1), elementwise, int64."""
+  return (2 ** np.ceil(np.log2(np.maximum(np.asarray(n), 1)))).astype(np.int64)
+
+
+def document_rows(starts_N: np.ndarray, lengths_N: np.ndarray, tokens_T: np.ndarray, seq_len: int,
+                  num_windows: int, row_length: int) -> dict[str, np.ndarray]:
+  """N documents, document n the tokens tokens_T[starts_N[n]:][:lengths_N[n]], each alone in
+  `num_windows` rows of `row_length` tokens: row w holds its window w of `seq_len` tokens (cut as
+  pack_windows cuts it), rows past its windows are padding, and a document of length 0 is all
+  padding. int32 `inputs`, `targets`, `segment_ids` (1 on the document's tokens, 0 on padding) and
+  `positions`, each [N, num_windows, row_length]; row_length must hold every window (seq_len when
+  a document has several)."""
+  in_document_WL = np.arange(num_windows)[:, None] * seq_len + np.arange(row_length)
+  real_NWL = in_document_WL < np.asarray(lengths_N)[:, None, None]
+  source_NWL = np.where(real_NWL, np.asarray(starts_N)[:, None, None] + in_document_WL, 0)
+  rows = {'targets': np.where(real_NWL, tokens_T[source_NWL], 0).astype(np.int32),
+          'segment_ids': real_NWL.astype(np.int32),
+          'positions': np.where(real_NWL, np.arange(row_length), 0).astype(np.int32)}
+  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'])
+  return rows
+
+
 def document_groups(offsets: np.ndarray, max_tokens: int):
   """(first, end) document ranges of at most `max_tokens` tokens each (one longer document alone)."""
   num_docs, first = len(offsets) - 1, 0
@@ -245,9 +283,20 @@ class LoadedCheckpoint:
       logits_BLV = model.apply({'params': params}, batch)
       return token_statistics(logits_BLV, batch['targets'])
 
-    self._statistics = jax.jit(statistics,
-                               in_shardings=(trainer.state_shardings.params, trainer.batch_sharding),
-                               out_shardings=sharding.replicated(trainer.mesh))
+    def document_loss(params, rows):
+      """The mean token cross-entropy of one document's rows [W, L]."""
+      logits_WLV = model.apply({'params': params}, rows)
+      sums = losses.token_cross_entropy(logits_WLV, rows['targets'], rows['segment_ids'] > 0)
+      return sums['cross_entropy_sum'] / jnp.maximum(sums['weight_sum'], 1.0)
+
+    def grand(params, batch):
+      gradient_norm = lambda rows: optax.tree.norm(jax.grad(document_loss)(params, rows))
+      return jax.vmap(gradient_norm)(batch)
+
+    shardings = dict(in_shardings=(trainer.state_shardings.params, trainer.batch_sharding),
+                     out_shardings=sharding.replicated(trainer.mesh))
+    self._statistics = jax.jit(statistics, **shardings)
+    self._grand = jax.jit(grand, **shardings)
 
   @property
   def seq_len(self) -> int:
@@ -261,6 +310,13 @@ class LoadedCheckpoint:
     model_batch = {k: batch[k] for k in ('inputs', 'targets', 'segment_ids', 'positions')}
     with sharding.activate(self.trainer.mesh, self.trainer.rules):
       return self._statistics(self.params, self.trainer.place(model_batch))
+
+  def grand(self, batch: dict[str, np.ndarray]):
+    """The device array [N] of each document's GraNd for a global host batch of `document_rows`
+    [N, W, L] (not waited for). The model's activation constraints are left out (no logical rules
+    active): under vmap they would shard each document's windows instead of the documents, which
+    follow the batch's sharding."""
+    return self._grand(self.params, self.trainer.place(batch))
 
 
 def load_checkpoint(path: str, config: ml_collections.ConfigDict | None = None, devices=None,
@@ -318,6 +374,39 @@ def model_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarr
     for name, values in scores.items():
       results[name][first:end] = values
   return results
+
+
+def grand_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+                 batch_size: int = 0, group_tokens: int = GROUP_TOKENS) -> dict[str, np.ndarray]:
+  """`grand` [D] (GraNd, Paul et al. 2021, arXiv 2107.07075) of the documents
+  tokens[offsets[d]:offsets[d + 1]] under the checkpoint: batches of documents of W windows hold
+  batch_size // W of them (0: the run's eval.batch_size), rounded up to a multiple of the
+  data-parallel size."""
+  offsets = np.asarray(offsets, np.int64)
+  batch_size = batch_size or loaded.config.eval.batch_size
+  parallel, seq_len = loaded.data_parallel_size(), loaded.seq_len
+  grand_D = np.zeros(len(offsets) - 1)
+  for first, end in document_groups(offsets, group_tokens):
+    starts_N = offsets[first:end] - offsets[first]
+    lengths_N = np.diff(offsets[first:end + 1])
+    group_tokens_T = np.asarray(tokens[offsets[first]:offsets[end]]).astype(np.int32)
+    windows_N = power_of_two_ceiling(-(-lengths_N // seq_len))
+    row_length_N = np.where(windows_N > 1, seq_len,
+                            np.minimum(seq_len, power_of_two_ceiling(lengths_N)))
+    pending = []  # dispatched together, fetched once
+    for num_windows, row_length in sorted(set(zip(windows_N.tolist(), row_length_N.tolist()))):
+      bucket = np.flatnonzero((windows_N == num_windows) & (row_length_N == row_length))
+      num_documents = -(-max(1, batch_size // num_windows) // parallel) * parallel
+      for i in range(0, len(bucket), num_documents):
+        documents = bucket[i:i + num_documents]
+        padding = num_documents - len(documents)
+        batch = document_rows(np.pad(starts_N[documents], (0, padding)),
+                              np.pad(lengths_N[documents], (0, padding)), group_tokens_T, seq_len,
+                              num_windows, row_length)
+        pending.append((first + documents, loaded.grand(batch)))
+    for documents, grand_N in jax.device_get(pending):
+      grand_D[documents] = grand_N[:len(documents)]
+  return {'grand': grand_D}
 
 
 def mean_scores(per_checkpoint: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -6,6 +6,8 @@ import os
 import zlib
 
 import jax
+import jax.numpy as jnp
+from jax import flatten_util
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -15,7 +17,7 @@ from experiments import base
 from launch import score as score_command
 from research import scores, train
 from research.data import store as store_lib
-from research.data import tasks
+from research.data import tasks, vocabularies
 from tests import commands
 
 SEQ_LEN = 32
@@ -127,6 +129,70 @@ def test_min_k_el2n_and_windowed_nll_match_numpy(runs, notes_store):
     assert (got['min_k_prob'] < -got['nll']).all()  # the least likely tokens, below the mean
 
 
+def _reference_grand(loaded, store):
+  """Each document's GraNd, one document at a time: its windows of SEQ_LEN tokens as rows of a
+  plain (un-vmapped, unsharded) model apply, jax.grad of the mean token cross-entropy over all
+  its tokens, the gradient flattened and its norm taken by numpy."""
+  params = jax.device_get(loaded.params)
+
+  def loss(params, batch, targets, weights):
+    logits = loaded.trainer.model.apply({'params': params}, batch)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return -jnp.sum(target_log_probs * weights) / jnp.sum(weights)
+
+  gradient = jax.jit(jax.grad(loss))
+  norms = []
+  for d in range(store.num_documents):
+    document = np.asarray(store.document(d), np.int32)
+    num_windows = -(-len(document) // SEQ_LEN)
+    batch = {k: np.zeros([num_windows, SEQ_LEN], np.int32)
+             for k in ('inputs', 'segment_ids', 'positions')}
+    targets = np.zeros([num_windows, SEQ_LEN], np.int32)
+    for w in range(num_windows):
+      window = document[w * SEQ_LEN:(w + 1) * SEQ_LEN]
+      n = len(window)
+      targets[w, :n] = window
+      batch['inputs'][w, 1:n] = window[:-1]
+      batch['segment_ids'][w, :n] = 1
+      batch['positions'][w, :n] = np.arange(n)
+    weights = (batch['segment_ids'] > 0).astype(np.float32)
+    flat, _ = flatten_util.ravel_pytree(gradient(params, batch, targets, weights))
+    norms.append(np.linalg.norm(np.asarray(flat, np.float64)))
+  return np.array(norms)
+
+
+@pytest.fixture(scope='module')
+def loaded_runs(runs):
+  """Both runs' checkpoints, loaded once: each keeps its compiled GraNd batches."""
+  return {r: scores.load_checkpoint(runs[r]) for r in 'ab'}
+
+
+def test_grand_matches_per_document_gradients(loaded_runs):
+  # One document of 3 windows, in a batch of 4 rows a document; three of 12 to 16 tokens, in rows of
+  # 16. Batches of 8 documents (the 8 test devices), so both are mostly padding documents.
+  byte = vocabularies.make_vocabulary('byte', 0)
+  store = scores.tokenize_documents([{'id': str(i), 'text': TEXTS[i]} for i in (2, 5, 7, 8)], byte)
+  assert list(np.diff(store.offsets)) == [91, 12, 12, 16]
+  loaded = loaded_runs['a']
+  got = scores.grand_scores(loaded, store.tokens, store.offsets, batch_size=8)['grand']
+  np.testing.assert_allclose(got, _reference_grand(loaded, store), rtol=1e-5)
+  grouped = scores.grand_scores(loaded, store.tokens, store.offsets, batch_size=8,
+                                group_tokens=20)['grand']  # a group of documents each
+  np.testing.assert_allclose(grouped, got, rtol=1e-6)
+
+
+def test_document_rows_give_each_document_its_windows():
+  rows = scores.document_rows(np.array([0, 5, 0]), np.array([5, 3, 0]), np.arange(1, 9), 4, 2, 4)
+  np.testing.assert_array_equal(rows['targets'], [[[1, 2, 3, 4], [5, 0, 0, 0]],
+                                                  [[6, 7, 8, 0], [0, 0, 0, 0]],
+                                                  [[0, 0, 0, 0], [0, 0, 0, 0]]])
+  np.testing.assert_array_equal(rows['inputs'][0], [[0, 1, 2, 3], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(rows['positions'][1], [[0, 1, 2, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(rows['segment_ids'][0], [[1, 1, 1, 1], [1, 0, 0, 0]])
+  assert list(scores.power_of_two_ceiling([0, 1, 2, 3, 4, 5, 32, 33])) == [1, 1, 2, 4, 4, 8, 32, 64]
+
+
 def test_document_scores_on_hand_values():
   log_prob = np.log([0.5, 0.1, 0.2, 0.9, 0.3, 0.05, 0.6, 0.7, 0.8, 0.4, 0.25])
   got = scores.document_scores(log_prob, np.arange(11.0), np.array([0, 1, 11]), k=0.2)
@@ -202,6 +268,20 @@ def test_command_scores_a_text_file(runs, tmp_path):
   assert [line['num_tokens'] for line in lines] == [15, 15]
   assert lines[1]['zlib_ratio'] == scores.zlib_ratio('the second one')
   assert lines[0]['perplexity'] == pytest.approx(math.exp(lines[0]['nll']))
+
+
+def test_command_averages_grand_over_checkpoints(runs, loaded_runs, tmp_path):
+  text_file = tmp_path / 'docs.txt'
+  text_file.write_text('first document\nthe second one\n')  # 15 tokens each: one shape to compile
+  out = tmp_path / 'docs.jsonl'
+  _run(checkpoint=[runs['a'], runs['b']], text_file=str(text_file), out=str(out), scores=['grand'])
+  lines = _lines(out)
+  assert list(lines[0]) == ['id', 'num_tokens', 'nll', 'grand']
+  store = scores.tokenize_documents(scores.text_file_documents(str(text_file)),
+                                    vocabularies.make_vocabulary('byte', 0))
+  a, b = (scores.grand_scores(loaded_runs[r], store.tokens, store.offsets)['grand'] for r in 'ab')
+  assert not np.allclose(a, b)
+  np.testing.assert_allclose([line['grand'] for line in lines], (a + b) / 2, rtol=1e-6)
 
 
 def test_user_errors_are_one_line_naming_the_flag(runs, tmp_path):
