@@ -332,9 +332,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   if mixing:
     data.set_stages(mixing.stages())  # Skill-it's p_1 and the updates up to the resumed step
   # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
-  eval_data = {'/'.join(filter(None, (task, name))): pipeline.eval_batches(
+  # Each evaluation's answers (tasks with prompt and answer metadata) are found here, once.
+  eval_data = {'/'.join(filter(None, (task, name))): evaluate.eval_set(
                    config.data, task, config.eval.batch_size, config.eval.batches,
-                   eval_objective)
+                   eval_objective, vocabulary)
                for task in dict.fromkeys([*data.task_names, *config.eval.tasks,
                                           *(online.eval_tasks if online else [])])
                for name, eval_objective in examples.eval_objectives(

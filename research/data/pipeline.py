@@ -294,13 +294,16 @@ def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective,
 
 
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
-                 objective: examples_lib.Objective | None = None) -> list[dict[str, np.ndarray]]:
+                 objective: examples_lib.Objective | None = None,
+                 documents: bool = False) -> list[dict[str, np.ndarray]]:
   """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split.
 
   When the split has fewer rows, returns as many batches as they fill (at least one), the last
   padded with all-zero rows whose weights are 0. Row i is example i of the `objective` (default
   causal LM). Packing and noise use `EVAL_SEED`, not the run's seed, so every evaluation of every
   run sees the same examples and runs that differ in their seed compare on one evaluation set.
+  With `documents` (a causal objective only: its targets are the packed tokens), every batch also
+  holds the packed rows' `documents`, the store index of each target's document (-1 on padding).
   """
   seed = EVAL_SEED
   if batch_size <= 0 or num_batches <= 0:
@@ -309,13 +312,18 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   store = store_lib.load_store(task_name, 'validation', data_config.vocabulary,
                                data_config.cache_dir)
   objective = objective or examples_lib.causal_objective(data_config.seq_len)
+  if documents and objective.denoising:
+    raise ValueError(f'Denoising targets ({objective.name}) are not the packed documents\' tokens.')
   packed = _pack(store, objective, seed)
   num_rows = min(len(packed['targets']), batch_size * num_batches)
   num_padded = max(1, -(-num_rows // batch_size)) * batch_size
-  padded = {k: np.zeros((num_padded,) + v.shape[1:], v.dtype) for k, v in packed.items()}
+  padded = {k: np.full((num_padded,) + v.shape[1:], -1 if k == 'documents' else 0, v.dtype)
+            for k, v in packed.items()}
   for k, v in packed.items():
     padded[k][:num_rows] = v[:num_rows]
   batches = objective.examples(padded, np.arange(num_padded), seed)
+  if documents:
+    batches['documents'] = padded['documents']
   return [{k: v[i:i + batch_size] for k, v in batches.items()}
           for i in range(0, num_padded, batch_size)]
 
