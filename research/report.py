@@ -4,8 +4,10 @@ a markdown summary table and matplotlib plots (the library under `python -m laun
 A run directory holds `config.json` (the resolved config as nested JSON) and `metrics.jsonl` (one
 JSON object a line with `step`; train lines carry `loss`, `learning_rate`, `tokens_seen`, ...,
 eval lines `eval/<name>/loss`, where `<name>` is a task or a task and an example format such as
-`stdlib_code/R3_15`). A step can have several lines (a train and an eval line, and the lines a
-resumed run logs again); they merge metric by metric, the later line winning.
+`stdlib_code/R3_15`), and on tasks with answers `eval/<name>/answer_accuracy` and
+`eval/<name>/answer_accuracy/difficulty_<d>` (research/evaluate.py). A step can have several lines
+(a train and an eval line, and the lines a resumed run logs again); they merge metric by metric,
+the later line winning.
 """
 
 import collections
@@ -27,7 +29,6 @@ from research import errors
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
 LOCATION_KEYS = ('workdir', 'data.cache_dir', 'checkpoint', 'distributed')
 
-_EVAL_LOSS = re.compile(r'^eval/(.+)/loss$')
 _MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
 _UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
 _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
@@ -209,10 +210,11 @@ def best_value(run: Run, key: str) -> float | None:
   return min(finite) if finite else (math.nan if values else None)
 
 
-def eval_names(runs: Sequence[Run]) -> list[str]:
-  """The sorted `<name>`s of the `eval/<name>/loss` metrics any of `runs` logged."""
+def eval_names(runs: Sequence[Run], metric: str = 'loss') -> list[str]:
+  """The sorted `<name>`s of the `eval/<name>/<metric>` metrics any of `runs` logged."""
+  pattern = re.compile(rf'^eval/(.+)/{re.escape(metric)}$')
   return sorted({match[1] for run in runs for values in run.metrics.values() for key in values
-                 if (match := _EVAL_LOSS.match(key))})
+                 if (match := pattern.match(key))})
 
 
 def format_number(value: float | None) -> str:
@@ -234,13 +236,17 @@ def _cell(text: str) -> str:
 
 def summary_table(runs: Sequence[Run]) -> str:
   """A markdown table, one row per run: run, swept values, last step, final train `loss`, final and
-  best (lowest) `eval/<name>/loss` of every eval name, final `tokens_seen`."""
+  best (lowest) `eval/<name>/loss` of every eval name, the final `eval/<name>/answer_accuracy` of
+  every eval name that scores answers, final `tokens_seen`."""
   swept = swept_values(runs)
   keys = list(dict.fromkeys(key for values in swept.values() for key in values))
   metrics = [('loss', final_value, 'loss')]
+  answered = eval_names(runs, 'answer_accuracy')
   for name in eval_names(runs):
     key = f'eval/{name}/loss'
     metrics += [(key, final_value, key), (f'best {key}', best_value, key)]
+    if name in answered:
+      metrics.append((f'eval/{name}/answer_accuracy', final_value, f'eval/{name}/answer_accuracy'))
   metrics.append(('tokens_seen', final_value, 'tokens_seen'))
   header = ['run', *keys, 'step', *(title for title, _, _ in metrics)]
   align = ['---'] * (1 + len(keys)) + ['---:'] * (1 + len(metrics))
@@ -324,17 +330,20 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
   """Writes PNG plots of `runs` into `out_dir` and returns their paths, in this order:
 
   train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png and
-  eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'),
-  learning_rate_vs_step.png and, when some run's mixture changes, mixture_weights_vs_step.png.
-  Every run is a curve on one pair of axes, labelled by `run_labels`; a plot no run has data for
-  is left out. Matplotlib's Figure API renders with Agg and leaves pyplot's global state alone.
+  eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'), the same two of
+  `answer_accuracy` and eval_<name>_answer_accuracy_by_difficulty_vs_step.png for every eval name
+  that scores answers, learning_rate_vs_step.png and, when some run's mixture changes,
+  mixture_weights_vs_step.png. Every run is a curve on one pair of axes, labelled by
+  `run_labels` (by difficulty: a curve per run and difficulty); a plot no run has data for is left
+  out. Matplotlib's Figure API renders with Agg and leaves pyplot's global state alone.
   """
   specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
            ('train_loss_vs_tokens_seen', 'Training loss vs tokens seen', 'tokens_seen', 'loss'),
-           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_loss_vs_{x}',
-              f'Eval loss on {name} (eval/{name}/loss) vs {x.replace("_", " ")}', x,
-              f'eval/{name}/loss')
-             for name in eval_names(runs) for x in ('step', 'tokens_seen')),
+           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_{metric}_vs_{x}',
+              f'Eval {metric.replace("_", " ")} on {name} (eval/{name}/{metric}) vs '
+              f'{x.replace("_", " ")}', x, f'eval/{name}/{metric}')
+             for metric in ('loss', 'answer_accuracy') for name in eval_names(runs, metric)
+             for x in ('step', 'tokens_seen')),
            ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate')]
   labels = run_labels(runs)
   paths = []
@@ -344,12 +353,33 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
     if curves:
       paths.append(os.path.join(out_dir, f'{stem}.png'))
       _plot(curves, title, x, y, paths[-1])
+  for name in eval_names(runs, 'answer_accuracy'):
+    curves = difficulty_curves(runs, labels, name)
+    if curves:
+      stem = f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_answer_accuracy_by_difficulty_vs_step'
+      paths.append(os.path.join(out_dir, f'{stem}.png'))
+      _plot(curves, f'Answer accuracy on {name} by difficulty '
+            f'(eval/{name}/answer_accuracy/difficulty_<d>)', 'step', 'answer accuracy', paths[-1])
   mixture = mixture_curves(runs, labels)
   if mixture:
     paths.append(os.path.join(out_dir, 'mixture_weights_vs_step.png'))
     _plot(mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch',
           paths[-1])
   return paths
+
+
+def difficulty_curves(runs: Sequence[Run], labels: Sequence[str], name: str):
+  """(label: difficulty d, steps, accuracies) of every `eval/<name>/answer_accuracy/difficulty_<d>`
+  series, by run, then by difficulty (numeric difficulties in numeric order)."""
+  pattern = re.compile(rf'^eval/{re.escape(name)}/answer_accuracy/difficulty_(.+)$')
+  curves = []
+  for run, label in zip(runs, labels):
+    difficulties = {match[1] for values in run.metrics.values() for key in values
+                    if (match := pattern.match(key))}
+    for difficulty in sorted(difficulties, key=lambda d: (_number(d) is None, _number(d) or 0, d)):
+      steps, accuracies = series(run, f'eval/{name}/answer_accuracy/difficulty_{difficulty}')
+      curves.append((f'{label}: difficulty {difficulty}', steps, accuracies))
+  return curves
 
 
 def mixture_curves(runs: Sequence[Run], labels: Sequence[str]):

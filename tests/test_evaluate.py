@@ -1,5 +1,6 @@
 """Answer accuracy and loss: found once per task, equal to scoring each document on its own, by
-difficulty, only where documents have answers, with the other metrics unchanged."""
+difficulty, only where documents have answers, with the other metrics unchanged; and in the
+report."""
 
 import collections
 import copy
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import evaluate, train
+from research import evaluate, report, train
 from research.data import pipeline, store as store_lib, tasks, vocabularies
 from research.objectives import examples
 from tests.test_train import read_metrics, tiny_config
@@ -198,3 +199,24 @@ def test_training_logs_answer_accuracy(data_dir, tmp_path):
           'eval/sums/answer_accuracy/difficulty_1',
           'eval/sums/answer_accuracy/difficulty_2'} <= set(evals[0])
 
+
+def test_report_tabulates_and_plots_answer_accuracy(tmp_path):
+  metrics = {10: {'loss': 3.0, 'eval/sums/loss': 2.5, 'eval/sums/answer_accuracy': 0.25,
+                  'eval/sums/answer_accuracy/difficulty_1': 0.5,
+                  'eval/sums/answer_accuracy/difficulty_10': 0.0,
+                  'eval/sums/answer_accuracy/difficulty_2': 0.125, 'eval/prose/loss': 4.0},
+             20: {'loss': 2.0, 'eval/sums/loss': 2.0, 'eval/sums/answer_accuracy': 0.5,
+                  'eval/sums/answer_accuracy/difficulty_1': 0.75,
+                  'eval/sums/answer_accuracy/difficulty_10': 0.0,
+                  'eval/sums/answer_accuracy/difficulty_2': 0.25, 'eval/prose/loss': 3.5}}
+  runs = [report.Run('a', 'a', {'seed': 0}, metrics), report.Run('b', 'b', {'seed': 1}, {})]
+  header, _, row, _ = report.summary_table(runs).splitlines()
+  assert ('| eval/prose/loss | best eval/prose/loss | eval/sums/loss | best eval/sums/loss | '
+          'eval/sums/answer_accuracy | tokens_seen |') in header
+  assert row.endswith('| 3.5 | 3.5 | 2 | 2 | 0.5 | - |')
+  assert [label for label, _, _ in report.difficulty_curves(runs, ['a', 'b'], 'sums')] == [
+      'a: difficulty 1', 'a: difficulty 2', 'a: difficulty 10']
+  names = [os.path.basename(p) for p in report.plot_runs(runs, str(tmp_path))]
+  assert names == ['train_loss_vs_step.png', 'eval_prose_loss_vs_step.png',
+                   'eval_sums_loss_vs_step.png', 'eval_sums_answer_accuracy_vs_step.png',
+                   'eval_sums_answer_accuracy_by_difficulty_vs_step.png']
