@@ -50,9 +50,17 @@ def get_config() -> ml_collections.ConfigDict:
   # The order each task's packed rows are read in, per epoch (research/data/orderings.py): random |
   # easy_to_hard | hard_to_easy | folding (DELT) | cyclical (cyclical curriculum).
   c.data.ordering = 'random'
-  # The per-document score (lower = easier) the non-random orderings use: a metadata field
-  # ('difficulty') or SCORES:FIELD, a score launch.score computed ('ref:nll'; score_files.py).
+  # The per-document score (lower = easier) the non-random orderings and pack_order='score' use: a
+  # metadata field ('difficulty') or SCORES:FIELD, a score launch.score computed ('ref:nll').
   c.data.order_by = 'difficulty'
+  # The order packing visits each task's documents in: random | score (ascending order_by, so rows
+  # hold documents of similar score) | in_context (related documents share rows: ICLM).
+  c.data.pack_order = 'random'
+  # in_context (research/data/in_context.py): embedding 'ngrams' (hashed token n-grams: `ngram`,
+  # `dims`) or 'checkpoint:PATH' (mean final hidden state); greedy path over the `neighbours`
+  # nearest documents, chains of at most `max_chain` documents.
+  c.data.in_context = ml_collections.ConfigDict(
+      {'embedding': 'ngrams', 'ngram': 3, 'dims': 1024, 'neighbours': 10, 'max_chain': 21})
   c.data.row_score = 'mean'  # a packed row's score from its documents' scores: mean | max | min
   c.data.folds = 3  # folding: L, the number of ascending passes over interleaved slices per epoch
   # cyclical: epoch data-size fraction cycles start -> end -> start, / or * factor per epoch.

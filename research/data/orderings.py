@@ -25,9 +25,16 @@ order every epoch.
   form and resumption stays exact. The paper draws each epoch's subset at random with probability
   proportional to an easiness score; here the subset is the easiest fraction, deterministically.
 
-Scores come from `document_scores`, named by `data.order_by`: a field of the document store's
-per-document metadata (`difficulty`, which the synthetic generators write) or, as 'SCORES:FIELD',
-a score that `python -m launch.score` computed (research/data/score_files.py), e.g. 'ref:el2n'.
+Before packing, `data.pack_order` orders the documents (research/data/packing.py): 'random' (the
+default, a seeded permutation), 'score' (ascending `data.order_by`, so a row holds documents of
+similar score and its row score spreads as its documents' do; with the random order, rows mix all
+difficulties and score orderings are washed out) or 'in_context' (ICLM's path through similar
+documents, research/data/in_context.py, keys `data.in_context`).
+
+Scores, of the orderings and of 'score' packing, come from `document_scores`, named by
+`data.order_by`: a field of the document store's per-document metadata (`difficulty`, which the
+synthetic generators write) or, as 'SCORES:FIELD', a score that `python -m launch.score` computed
+(research/data/score_files.py), e.g. 'ref:el2n'.
 """
 
 import dataclasses
@@ -40,13 +47,15 @@ import ml_collections
 import numpy as np
 
 from research import errors
-from research.data import score_files
+from research.data import in_context as in_context_lib
+from research.data import packing, score_files
 from research.data import store as store_lib
 
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders (random_order's stream)
 _SUBSET_STREAM = 0x6379636c  # seeded-stream tag of the order within a cyclical epoch
 _MAX_CYCLE = 10_000  # the most epochs one period of the cyclical sizes may take
 ROW_SCORES = ('mean', 'max', 'min')  # `data.row_score`: how a row combines its documents' scores
+PACK_ORDERS = ('random', 'score', 'in_context')  # `data.pack_order`: the documents' order to pack
 
 
 def random_order(num_rows: int, seed: int, task_key: int, epoch: int,
@@ -168,12 +177,24 @@ ORDERINGS: dict[str, Ordering] = {
 
 @dataclasses.dataclass(frozen=True)
 class BoundOrdering:
-  """The ordering `data.ordering` names with its parameters from config."""
+  """The data order that config names: the ordering of `data.ordering` with its parameters, and
+  the order of the documents before packing (`data.pack_order`, `data.in_context`)."""
   name: str
   order: Callable[[int, int, int, int, np.ndarray | None], np.ndarray]
-  score: str | None  # the per-document score it reads (`data.order_by`), None for none
+  # The per-document score (`data.order_by`) that the ordering or 'score' packing reads; None for
+  # none.
+  score: str | None
   row_score: str
+  pack_order: str
+  in_context: in_context_lib.Config | None  # data.in_context, for pack_order 'in_context'
   _epoch_lengths: Callable[..., list[int]] | None
+
+  @property
+  def score_key(self) -> str:
+    """How errors name the config keys that ask for the score."""
+    reader = (f'data.ordering={self.name!r}' if ORDERINGS[self.name].uses_scores else
+              f'data.pack_order={self.pack_order!r}')
+    return f'data.order_by={self.score!r} ({reader})'
 
   def epoch_lengths(self, num_rows: int) -> np.ndarray:
     """int64 [P]: rows read by each epoch of one period of epochs (P = 1 and [num_rows] for an
@@ -182,29 +203,45 @@ class BoundOrdering:
       return np.array([num_rows], np.int64)
     return np.array(self._epoch_lengths(num_rows), np.int64)
 
+  def document_order(self, store: store_lib.DocumentStore, seed: int,
+                     scores_D: np.ndarray | None) -> np.ndarray:
+    """int64 [num_documents]: the order in which packing visits the documents of `store`
+    (`data.pack_order`); `scores_D` are their scores for 'score'."""
+    if self.pack_order == 'score':
+      return packing.by_score(scores_D, seed)
+    if self.pack_order == 'in_context':
+      return in_context_lib.document_order(store, self.in_context, seed)
+    return packing.random_documents(store.num_documents, seed)
+
 
 def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
-  """The ordering of `data.ordering` with its config keys checked; fails naming a bad key."""
-  name = data_config.ordering
+  """The data order of `data.ordering` and `data.pack_order`, their config keys checked; fails
+  naming a bad key."""
+  name, pack_order = data_config.ordering, data_config.pack_order
   if name not in ORDERINGS:
     raise errors.UserError(f'data.ordering={name!r} is not a known ordering; choose one of '
                            f'{sorted(ORDERINGS)}.')
+  if pack_order not in PACK_ORDERS:
+    raise errors.UserError(f'data.pack_order={pack_order!r} is not a known document order; choose '
+                           f'one of {list(PACK_ORDERS)}.')
   ordering = ORDERINGS[name]
   params = ordering.params(data_config)
   score = None
-  if ordering.uses_scores:
+  if ordering.uses_scores or pack_order == 'score':
     score = data_config.order_by
+    reader = (f'data.ordering={name!r} orders rows' if ordering.uses_scores else
+              "data.pack_order='score' orders documents")
     if not isinstance(score, str) or not score_files.parse(score)[1]:
       raise errors.UserError(f'data.order_by={score!r} must name a per-document score, a '
                              "metadata field such as 'difficulty' or a computed score "
-                             f"SCORES:FIELD such as 'ref:nll' (data.ordering={name!r} orders rows "
-                             'by it).')
+                             f"SCORES:FIELD such as 'ref:nll' ({reader} by it).")
     if data_config.row_score not in ROW_SCORES:
       raise errors.UserError(f'data.row_score={data_config.row_score!r} must be one of '
                              f'{list(ROW_SCORES)}.')
+  in_context = in_context_lib.bind(data_config) if pack_order == 'in_context' else None
   lengths = ordering.epoch_lengths and functools.partial(ordering.epoch_lengths, **params)
   return BoundOrdering(name, functools.partial(ordering.order, **params), score,
-                       data_config.row_score, lengths)
+                       data_config.row_score, pack_order, in_context, lengths)
 
 
 def locate(examples: np.ndarray, epoch_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

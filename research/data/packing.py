@@ -1,6 +1,10 @@
 """Packing a document store into fixed-length rows with segment ids and positions.
 
-Documents are visited in a seeded permutation. A document longer than the chunk length (the row
+Documents are visited in a given order, by default a seeded permutation (`random_documents`);
+`data.pack_order` chooses it (research/data/orderings.py): 'score' visits them by ascending score
+(`by_score`), so a row holds documents of similar score, and 'in_context' along ICLM's greedy path
+through similar documents (research/data/in_context.py), so related documents share a row. A
+document longer than the chunk length (the row
 length L by default) is cut into chunks of that many tokens (the last one shorter), each chunk its
 own segment. Chunks are placed greedily in order: a chunk goes into the current row if it fits,
 otherwise it starts a new row (next-fit; no look-back, so the row order follows the document order).
@@ -46,20 +50,36 @@ def _next_fit(lengths_P: np.ndarray, costs_PC: np.ndarray, budgets: tuple[int, .
   return np.array(rows, np.int64), np.array(columns, np.int64)
 
 
+def random_documents(num_documents: int, seed: int) -> np.ndarray:
+  """int64 [num_documents]: the default document order, a seeded permutation."""
+  return np.random.default_rng([_PACKING_STREAM, seed]).permutation(num_documents)
+
+
+def by_score(scores_D: np.ndarray, seed: int) -> np.ndarray:
+  """int64 [D]: the documents by ascending score, equal scores in `random_documents`' order."""
+  shuffled_D = random_documents(len(scores_D), seed)
+  return shuffled_D[np.argsort(scores_D[shuffled_D], kind='stable')]
+
+
 def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
                    chunk_len: int | None = None, costs=None,
-                   budgets: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+                   budgets: tuple[int, ...] | None = None,
+                   order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Packs every document of `store` into rows of `seq_len` tokens.
 
-  Documents are cut into chunks of at most `chunk_len` tokens (default `seq_len`); `costs`
-  ([P] lengths -> [P, C] costs, default the lengths) and `budgets` (C budgets, default
-  (seq_len,)) decide which chunks share a row. Returns int32 arrays `targets`, `segment_ids`,
-  `positions` and `documents`, each [num_rows, seq_len].
+  Documents are visited in `order_D`, a permutation of the store's indices (default
+  `random_documents(num_documents, seed)`), and cut into chunks of at most `chunk_len` tokens
+  (default `seq_len`); `costs` ([P] lengths -> [P, C] costs, default the lengths) and `budgets`
+  (C budgets, default (seq_len,)) decide which chunks share a row. Returns int32 arrays `targets`,
+  `segment_ids`, `positions` and `documents`, each [num_rows, seq_len].
   """
   if seq_len <= 0:
     raise errors.UserError(f'data.seq_len={seq_len} must be positive.')
   chunk_len = chunk_len or seq_len
-  order_D = np.random.default_rng([_PACKING_STREAM, seed]).permutation(store.num_documents)
+  if order_D is None:
+    order_D = random_documents(store.num_documents, seed)
+  elif not np.array_equal(np.sort(order_D), np.arange(store.num_documents)):
+    raise ValueError(f'order_D is not a permutation of the {store.num_documents} documents.')
   lengths_D = np.diff(store.offsets)[order_D]
   starts_P, lengths_P = _chunks(lengths_D, store.offsets[:-1][order_D], chunk_len)
   costs_PC = lengths_P[:, None] if costs is None else costs(lengths_P)

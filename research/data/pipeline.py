@@ -15,7 +15,9 @@ that repeat with a period, and j falls in the epoch that their running sum gives
 seeded by the task's name, not its position in a mixture, so adding a task leaves the other
 tasks' row order alone. Before packing, `data.select` may keep only part of a task's training
 documents by a per-document score (research/data/selection.py); the task's rows, stores and row
-scores are then those of the kept documents.
+scores are then those of the kept documents. Packing visits a task's documents in the
+order of `data.pack_order`: a seeded permutation, ascending score, or in-context pretraining's
+path through similar documents (research/data/in_context.py).
 
 The objective (research/objectives/examples.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
@@ -158,12 +160,14 @@ class TrainData:
     scores = {}  # per task: the kept documents' scores, read (and checked) before any packing
     for name in names:
       if ordering.score is not None:
-        scores_D = orderings_lib.document_scores(
-            full[name], ordering.score, name,
-            f'data.order_by={ordering.score!r} (data.ordering={ordering.name!r})')
+        scores_D = orderings_lib.document_scores(full[name], ordering.score, name,
+                                                 ordering.score_key)
         scores[name] = scores_D[kept[name]] if name in kept else scores_D
     self.stores = {name: keep(name, full[name]) for name in names}
-    self._packed = [_pack(self.stores[name], objective, seed) for name in names]
+    # The order packing visits each task's documents in (data.pack_order), plain or rewritten.
+    orders = {name: ordering.document_order(self.stores[name], seed, scores.get(name))
+              for name in names}
+    self._packed = [_pack(self.stores[name], objective, seed, orders[name]) for name in names]
     # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
     # they apply to, and the plain rows at the others (MeCo's cooldown). They rewrite the whole
     # store (their caches beside it are of all its documents), then the selection applies.
@@ -172,7 +176,7 @@ class TrainData:
       vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
       self._rewritten = [
           _pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)), objective,
-                seed) for name in names]
+                seed, orders[name]) for name in names]
     # Documents longer than a chunk are split across rows (never dropped); counted for the log.
     self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
                             for name, store in self.stores.items()}
@@ -287,10 +291,10 @@ class TrainData:
 EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for every run
 
 
-def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective,
-          seed: int) -> dict[str, np.ndarray]:
+def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective, seed: int,
+          order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
   return packing.pack_documents(store, objective.row_len, seed, objective.chunk_len,
-                                objective.costs, objective.budgets)
+                                objective.costs, objective.budgets, order_D)
 
 
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,

@@ -1,12 +1,13 @@
 """Orderings of a task's packed rows: permutations, folding, the cyclical sizes, scores per row, and
-the stateless batches they give (deterministic, resumable, the same on any number of hosts)."""
+the stateless batches they give (deterministic, resumable, the same on any number of hosts); the
+document order before packing (data.pack_order)."""
 
 import numpy as np
 import pytest
 
 from experiments import base
 from research import errors
-from research.data import orderings, pipeline, vocabularies
+from research.data import in_context, orderings, packing, pipeline, vocabularies
 from research.objectives import examples
 
 _SCORED = ['easy_to_hard', 'hard_to_easy', 'folding']  # every row once per epoch, by a score
@@ -220,3 +221,59 @@ def test_a_rewriting_objective_orders_its_own_rows_by_their_scores(data_config):
                 for e, w in zip(epochs, within)]
     np.testing.assert_array_equal(data.example_sources(step)[1], expected)
   assert len(data._row_scores[True][0]) != len(data._row_scores[False][0])
+
+
+# --- document order before packing (data.pack_order) ---------------------------------------------
+
+@pytest.mark.parametrize('pack_order', orderings.PACK_ORDERS)
+def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_order):
+  config = _config(data_config, 'random')
+  config.pack_order = pack_order
+  data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
+  store = data.stores['sums']
+  scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order_by')
+  order_D = {'random': None, 'score': packing.by_score(scores_D, 0),
+             'in_context': in_context.document_order(store, in_context.bind(config), 0)}[pack_order]
+  expected = packing.pack_documents(store, 64, 0, order_D=order_D)  # None: today's packing
+  for k in expected:
+    np.testing.assert_array_equal(data._packed[0][k], expected[k])
+
+
+def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_config):
+  spread = {}
+  for pack_order in ('random', 'score'):
+    config = _config(data_config, 'easy_to_hard')
+    config.pack_order, config.seq_len = pack_order, 256  # about 20 documents a row
+    data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
+    spread[pack_order] = np.std(data._row_scores[False][0])
+  scores_D = orderings.document_scores(data.stores['sums'], 'difficulty', 'sums', 'data.order_by')
+  assert spread['random'] < 0.5 * spread['score'] and spread['score'] > 0.8 * np.std(scores_D)
+
+
+@pytest.mark.parametrize('pack_order', ['score', 'in_context'])
+def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
+  config = _config(data_config, 'random', mixture=('sums', 'chains'))
+  config.pack_order = pack_order
+  data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
+  again = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
+  for step in (7, 0, 10**4):
+    np.testing.assert_array_equal(again.batch(step)['targets'], data.batch(step)['targets'])
+  other = pipeline.TrainData(config, batch_size=8, seed=1, total_steps=100)
+  assert not np.array_equal(other._packed[0]['targets'], data._packed[0]['targets'])
+
+
+@pytest.mark.parametrize('change, match', [
+    ({'pack_order': 'sorted'}, r"data\.pack_order='sorted' is not a known document order"),
+    ({'ordering': 'random', 'pack_order': 'score', 'order_by': 'nll'},
+     r"data\.order_by='nll' \(data\.pack_order='score'\): task 'sums'.*python -m launch\.score"),
+    ({'ordering': 'random', 'pack_order': 'score', 'order_by': ''},
+     r"data\.order_by='' must name a per-document score.*data\.pack_order='score'"),
+    ({'pack_order': 'in_context', 'in_context': {'embedding': 'bert'}},
+     r"data\.in_context\.embedding='bert'"),
+])
+def test_bad_pack_order_config_names_the_key(data_config, change, match):
+  config = _config(data_config, 'easy_to_hard')
+  for key, value in change.items():
+    config[key] = {**config[key].to_dict(), **value} if isinstance(value, dict) else value
+  with pytest.raises(errors.UserError, match=match):
+    pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)

@@ -115,3 +115,41 @@ def test_documents_name_each_token_source():
   np.testing.assert_array_equal(documents == -1, packed['segment_ids'] == 0)
   for doc in range(len(lengths)):  # row-major order of a document's tokens is the document
     np.testing.assert_array_equal(packed['targets'][documents == doc], store.document(doc))
+
+
+def test_the_default_order_is_the_seeded_permutation():
+  store = _toy_store([3, 9, 4, 1, 8, 2, 5, 16, 7])
+  default = packing.pack_documents(store, 4, seed=2)
+  given = packing.pack_documents(store, 4, seed=0,
+                                 order_D=packing.random_documents(store.num_documents, 2))
+  for k in default:
+    np.testing.assert_array_equal(given[k], default[k])
+  with pytest.raises(ValueError, match='not a permutation'):
+    packing.pack_documents(store, 4, seed=0, order_D=np.array([0, 1, 2, 3, 4, 5, 6, 7, 7]))
+
+
+def test_by_score_sorts_ascending_with_ties_in_the_seeded_order():
+  scores_D = np.array([2.0, 0.5, 2.0, 1.0, 0.5, 2.0, 2.0])
+  order = packing.by_score(scores_D, seed=3)
+  assert np.all(np.diff(scores_D[order]) >= 0)
+  rank = np.argsort(packing.random_documents(7, 3))  # each document's place in the permutation
+  for score in (0.5, 2.0):
+    tied = order[scores_D[order] == score]
+    assert np.all(np.diff(rank[tied]) > 0)
+
+
+def test_score_packing_gives_rows_of_similar_score_and_every_document_once():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(2, 20, 2000).tolist()
+  store = _toy_store(lengths)
+  scores_D = rng.normal(size=2000) * 1.5  # real-valued scores, as a launch.score score
+  spreads = {}
+  for name, order in (('random', None), ('score', packing.by_score(scores_D, 0))):
+    packed = packing.pack_documents(store, 64, seed=0, order_D=order)
+    _check_layout(packed, 64)
+    _assert_lossless(store, packed, 64)
+    documents = packed['documents']
+    assert sorted(np.unique(documents[documents >= 0])) == list(range(2000))
+    spreads[name] = np.mean([np.ptp(scores_D[np.unique(r[r >= 0])]) for r in documents])
+  # A random row's documents span most of the score range (about 3.5 x 1.5); a score row's few.
+  assert spreads['random'] > 3 and spreads['score'] < 0.05 * spreads['random']
