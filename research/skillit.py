@@ -70,6 +70,15 @@ class Config:
   prior_K: np.ndarray
   graph_KM: np.ndarray
 
+  def check_answers(self, answered: set[str]) -> None:
+    """Fails naming data.skillit.metric when it is answer_loss and an evaluation skill is not in
+    `answered` (the tasks whose evaluation scores answers), before any step runs."""
+    unanswered = [name for name in self.eval_tasks if name not in answered]
+    if self.metric == 'answer_loss' and unanswered:
+      raise errors.UserError(f"data.skillit.metric='answer_loss', but the evaluation of "
+                             f'{unanswered} scores no answers (their validation documents lack '
+                             "prompt and answer metadata); use metric='loss' for them.")
+
   def mixture(self, losses_WM: np.ndarray | None) -> np.ndarray:
     """p_1 (no losses yet) or the mixture after the window of eval losses `losses_WM`."""
     if losses_WM is None or not len(losses_WM):

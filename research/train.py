@@ -340,6 +340,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                                           *(online.eval_tasks if online else [])])
                for name, eval_objective in examples.eval_objectives(
                    objective, config.eval.objectives, vocabulary).items()}
+  if online:
+    online.check_answers({task for task, evaluation in eval_data.items()
+                          if evaluation.difficulties is not None})
   token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
   progress = metrics_lib.Progress(total, first_step, enabled=main)

@@ -191,3 +191,12 @@ def test_a_metric_the_evaluation_did_not_log_names_the_key(tmp_path):
     mixing.update(10, {'eval/lego_1/loss': 1.0, 'eval/lego_2/loss': 1.0})
   with pytest.raises(errors.UserError, match="data.skillit.metric='accuracy' must be one of"):
     skillit.bind(_data_config(metric='accuracy'))
+
+
+def test_answer_loss_on_a_task_without_answers_fails_before_training(data_dir, tmp_path):
+  config = tiny_config(data_dir, data=1)
+  config.data.skillit.update(every=2, metric='answer_loss')
+  with pytest.raises(errors.UserError, match=r"data.skillit.metric='answer_loss', but the "
+                     r"evaluation of \['stdlib_code', 'stdlib_prose'\] scores no answers"):
+    train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  assert not os.listdir(tmp_path / 'checkpoints') and not os.path.exists(tmp_path / skillit.FILE)
