@@ -48,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Replay: this fraction of every batch (its last rows) comes from `replay.mixture`.
   c.data.replay = ml_collections.ConfigDict({'fraction': 0.0, 'mixture': ml_collections.ConfigDict()})
   # The order each task's packed rows are read in, per epoch (research/data/orderings.py): random |
-  # easy_to_hard | hard_to_easy | folding (DELT) | cyclical (cyclical curriculum).
+  # easy_to_hard | hard_to_easy | folding (DELT) | cyclical (cyclical curriculum) | pacing (draws
+  # from the easiest rows, a pool that grows with the step: competence-based curricula).
   c.data.ordering = 'random'
   # The per-document score (lower = easier) the non-random orderings and pack_order='score' use: a
   # metadata field ('difficulty') or SCORES:FIELD, a score launch.score computed ('ref:nll').
@@ -65,6 +66,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.folds = 3  # folding: L, the number of ascending passes over interleaved slices per epoch
   # cyclical: epoch data-size fraction cycles start -> end -> start, / or * factor per epoch.
   c.data.cyclical = ml_collections.ConfigDict({'start': 0.25, 'end': 1.0, 'factor': 0.5})
+  # pacing: the pool at step s is the easiest c(s) of the rows, c(s) = `function` of s: linear |
+  # root (`power`) | step (x `increase` every `step_length` steps; 0 = spaced to be full by T),
+  # from c(0) = `start` to 1 at T = `steps` (a fraction of train.steps in (0, 1), or a step).
+  c.data.pacing = ml_collections.ConfigDict({'function': 'root', 'start': 0.1, 'steps': 0.5,
+                                             'power': 2.0, 'increase': 2.0, 'step_length': 0})
   # Selection / pruning before packing and ordering (research/data/selection.py): keep `fraction`
   # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
   # order_by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.

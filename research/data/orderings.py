@@ -24,6 +24,19 @@ order every epoch.
   (`Ordering.epoch_lengths`) are periodic, so which epoch example j falls in is computed in closed
   form and resumption stays exact. The paper draws each epoch's subset at random with probability
   proportional to an easiness score; here the subset is the easiest fraction, deterministically.
+- `pacing` (competence-based curricula: Platanios et al. 2019, "Competence-based Curriculum
+  Learning for Neural Machine Translation", arXiv 1903.09848; Hacohen & Weinshall 2019, "On The
+  Power of Curriculum Learning in Training Deep Networks", arXiv 1904.03626): a sampled ordering,
+  not a permutation. The rows are ranked by ascending score once (`easy_to_hard` of epoch 0); at
+  training step s the pool is the easiest max(1, ceil(c(s) * num_rows)) rows, and every example
+  read at step s is a seeded uniform draw from the pool, with replacement (`paced_positions`: a
+  pure function of the seed, the task, the example and the step, so resumption stays exact). The
+  competence c(s) (`competence`) is `data.pacing.function`: 'linear' c0 + (1 - c0) s / T, 'root'
+  (s (1 - c0^p) / T + c0^p)^(1/p) (Platanios' sqrt for p = `power` = 2) or 'step', Hacohen &
+  Weinshall's fixed exponential pacing c0 * increase^floor(s / step_length); each capped at 1.
+  c0 = `data.pacing.start`; T = `data.pacing.steps`, the step from which every row is in the pool
+  (a float in (0, 1): that fraction of train.steps; the default 0.5 is half the run); step_length
+  0 (the default) spaces the increases so that the pool is full by T.
 
 Before packing, `data.pack_order` orders the documents (research/data/packing.py): 'random' (the
 default, a seeded permutation), 'score' (ascending `data.order_by`, so a row holds documents of
@@ -53,9 +66,12 @@ from research.data import store as store_lib
 
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders (random_order's stream)
 _SUBSET_STREAM = 0x6379636c  # seeded-stream tag of the order within a cyclical epoch
+_DRAW_STREAM = 0x70616365  # seeded-stream tag of the pacing ordering's draws
 _MAX_CYCLE = 10_000  # the most epochs one period of the cyclical sizes may take
 ROW_SCORES = ('mean', 'max', 'min')  # `data.row_score`: how a row combines its documents' scores
 PACK_ORDERS = ('random', 'score', 'in_context')  # `data.pack_order`: the documents' order to pack
+PACING_FUNCTIONS = ('linear', 'root', 'step')  # `data.pacing.function`
+_PACING_KEYS = {'function', 'start', 'steps', 'power', 'increase', 'step_length'}
 
 
 def random_order(num_rows: int, seed: int, task_key: int, epoch: int,
@@ -132,14 +148,51 @@ def cyclical(num_rows: int, seed: int, task_key: int, epoch: int, scores_N: np.n
   return easiest[np.random.default_rng([_SUBSET_STREAM, seed, task_key, epoch]).permutation(size)]
 
 
-def _folds(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _increases(start: float, increase: float) -> int:
+  """How many times the step pacing multiplies `start` by `increase` until it reaches 1."""
+  return math.ceil(math.log(1 / start) / math.log(increase))
+
+
+def competence(step: int, function: str, start: float, full_at: int, power: float,
+               increase: float, step_length: int) -> float:
+  """The pacing function c(step) in (0, 1]: the fraction of the rows, easiest first, that the
+  `pacing` ordering draws from at training step `step` (`function` of the module docstring, c0 =
+  `start`, T = `full_at`), capped at 1."""
+  if function == 'linear':
+    c = start + (1 - start) * step / full_at
+  elif function == 'root':
+    c = (step * (1 - start**power) / full_at + start**power) ** (1 / power)
+  else:
+    c = start * increase ** min(step // step_length, _increases(start, increase))
+  return min(1.0, c)
+
+
+def pool_size(num_rows: int, step: int, **pacing) -> int:
+  """How many of the easiest rows the `pacing` ordering draws from at `step`:
+  max(1, ceil(c(step) * num_rows))."""
+  return max(1, math.ceil(competence(step, **pacing) * num_rows))
+
+
+def paced_positions(num_rows: int, seed: int, task_key: int, examples_J: np.ndarray, step: int,
+                    **pacing) -> np.ndarray:
+  """int64 [J]: the position, in the rows ranked by ascending score, of the row each task-local
+  example `examples_J` of step `step` reads: a uniform draw from the first `pool_size` positions,
+  seeded by (seed, task, example, step) alone."""
+  size = pool_size(num_rows, step, **pacing)
+  return np.array([np.random.default_rng([_DRAW_STREAM, seed, task_key, j, step]).integers(size)
+                   for j in examples_J.tolist()], np.int64)
+
+
+def _folds(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+  del total_steps  # unused
   folds = config.folds
   if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
     raise errors.UserError(f'data.folds={folds!r} must be a positive integer (DELT uses 3).')
   return {'folds': folds}
 
 
-def _cyclical(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _cyclical(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+  del total_steps  # unused
   params = dict(config.cyclical)
   if set(params) != {'start', 'end', 'factor'}:
     raise errors.UserError(f'data.cyclical={params!r} must have exactly the keys start, end and '
@@ -153,15 +206,57 @@ def _cyclical(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return params
 
 
+def _number(value) -> bool:
+  return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _pacing(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+  """`competence`'s keyword arguments from data.pacing, T resolved against `total_steps`."""
+  params = dict(config.pacing)
+  if set(params) != _PACING_KEYS:
+    raise errors.UserError(f'data.pacing={params!r} must have exactly the keys '
+                           f'{sorted(_PACING_KEYS)}.')
+  function, start, steps = params['function'], params['start'], params['steps']
+  power, increase, step_length = params['power'], params['increase'], params['step_length']
+  if function not in PACING_FUNCTIONS:
+    raise errors.UserError(f'data.pacing.function={function!r} must be one of '
+                           f'{list(PACING_FUNCTIONS)}.')
+  if not _number(start) or not 0 < start <= 1:
+    raise errors.UserError(f'data.pacing.start={start!r} must be in (0, 1]: the fraction of the '
+                           'rows drawn from at step 0 (c0; 0.1 by default).')
+  if not _number(steps) or steps <= 0 or (steps >= 1 and steps != int(steps)):
+    raise errors.UserError(f'data.pacing.steps={steps!r} must be a fraction of train.steps in '
+                           '(0, 1) or a whole number of steps >= 1: T, the step from which every '
+                           'row is drawn from (0.5 by default: half the run).')
+  if not _number(power) or power <= 0:
+    raise errors.UserError(f'data.pacing.power={power!r} must be a positive number (the root '
+                           "pacing's p; 2, Platanios et al.'s square root, by default).")
+  if not _number(increase) or increase <= 1:
+    raise errors.UserError(f'data.pacing.increase={increase!r} must be a number > 1 (the step '
+                           "pacing's factor per step_length steps).")
+  if isinstance(step_length, bool) or not isinstance(step_length, int) or step_length < 0:
+    raise errors.UserError(f'data.pacing.step_length={step_length!r} must be an integer >= 0 (0: '
+                           'the increases spaced so that every row is drawn from by step T).')
+  full_at = int(steps) if steps >= 1 else max(1, round(steps * total_steps))
+  if not step_length:
+    step_length = max(1, full_at // max(1, _increases(start, increase)))
+  return {'function': function, 'start': float(start), 'full_at': full_at, 'power': float(power),
+          'increase': float(increase), 'step_length': step_length}
+
+
 @dataclasses.dataclass(frozen=True)
 class Ordering:
   """An ordering by name: its function, whether it reads row scores, the config keys it reads
-  (`params`: config.data -> keyword arguments, checking them) and, for orderings whose epochs
-  are not the task's rows, the lengths of one period of epochs (num_rows, **params -> lengths)."""
+  (`params`: config.data and train.steps -> keyword arguments, checking them), for orderings whose
+  epochs are not the task's rows the lengths of one period of epochs (num_rows, **params ->
+  lengths), and for a sampled ordering `draw` ((num_rows, seed, task_key, examples_J, step,
+  **params) -> positions_J): the position in `order`'s one order (epoch 0) that each task-local
+  example of a step reads; `params` go to `draw` then, not to `order`."""
   order: Callable[..., np.ndarray]
   uses_scores: bool
-  params: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda config: {}
+  params: Callable[[ml_collections.ConfigDict, int], dict[str, Any]] = lambda config, steps: {}
   epoch_lengths: Callable[..., list[int]] | None = None
+  draw: Callable[..., np.ndarray] | None = None
 
 
 # Orderings by name (config key `data.ordering`).
@@ -172,6 +267,7 @@ ORDERINGS: dict[str, Ordering] = {
     'folding': Ordering(folding, uses_scores=True, params=_folds),
     'cyclical': Ordering(cyclical, uses_scores=True, params=_cyclical,
                          epoch_lengths=cyclical_sizes),
+    'pacing': Ordering(easy_to_hard, uses_scores=True, params=_pacing, draw=paced_positions),
 }
 
 
@@ -188,6 +284,7 @@ class BoundOrdering:
   pack_order: str
   in_context: in_context_lib.Config | None  # data.in_context, for pack_order 'in_context'
   _epoch_lengths: Callable[..., list[int]] | None
+  _draw: Callable[..., np.ndarray] | None
 
   @property
   def score_key(self) -> str:
@@ -203,6 +300,15 @@ class BoundOrdering:
       return np.array([num_rows], np.int64)
     return np.array(self._epoch_lengths(num_rows), np.int64)
 
+  def locate(self, examples_J: np.ndarray, num_rows: int, step: int, seed: int,
+             task_key: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch, position in that epoch's `order`) of each task-local example `examples_J` of step
+    `step` of a task with `num_rows` rows: by the periodic epoch lengths (`locate`), or for a
+    sampled ordering, drawn in its one order (epoch 0)."""
+    if self._draw is None:
+      return locate(examples_J, self.epoch_lengths(num_rows))
+    return np.zeros_like(examples_J), self._draw(num_rows, seed, task_key, examples_J, step)
+
   def document_order(self, store: store_lib.DocumentStore, seed: int,
                      scores_D: np.ndarray | None) -> np.ndarray:
     """int64 [num_documents]: the order in which packing visits the documents of `store`
@@ -214,9 +320,9 @@ class BoundOrdering:
     return packing.random_documents(store.num_documents, seed)
 
 
-def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
-  """The data order of `data.ordering` and `data.pack_order`, their config keys checked; fails
-  naming a bad key."""
+def bind(data_config: ml_collections.ConfigDict, total_steps: int) -> BoundOrdering:
+  """The data order of `data.ordering` and `data.pack_order`, their config keys checked against a
+  run of `total_steps` steps; fails naming a bad key."""
   name, pack_order = data_config.ordering, data_config.pack_order
   if name not in ORDERINGS:
     raise errors.UserError(f'data.ordering={name!r} is not a known ordering; choose one of '
@@ -225,7 +331,7 @@ def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
     raise errors.UserError(f'data.pack_order={pack_order!r} is not a known document order; choose '
                            f'one of {list(PACK_ORDERS)}.')
   ordering = ORDERINGS[name]
-  params = ordering.params(data_config)
+  params = ordering.params(data_config, total_steps)
   score = None
   if ordering.uses_scores or pack_order == 'score':
     score = data_config.order_by
@@ -240,8 +346,12 @@ def bind(data_config: ml_collections.ConfigDict) -> BoundOrdering:
                              f'{list(ROW_SCORES)}.')
   in_context = in_context_lib.bind(data_config) if pack_order == 'in_context' else None
   lengths = ordering.epoch_lengths and functools.partial(ordering.epoch_lengths, **params)
-  return BoundOrdering(name, functools.partial(ordering.order, **params), score,
-                       data_config.row_score, pack_order, in_context, lengths)
+  if ordering.draw is None:
+    order, draw = functools.partial(ordering.order, **params), None
+  else:
+    order, draw = ordering.order, functools.partial(ordering.draw, **params)
+  return BoundOrdering(name, order, score, data_config.row_score, pack_order, in_context, lengths,
+                       draw)
 
 
 def locate(examples: np.ndarray, epoch_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,11 +11,12 @@ the main schedule as it trains); example j of a task with N packed rows reads ro
 `order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.ordering`
 (research/data/orderings.py; a fresh seeded permutation per epoch by default, or an order by a
 per-row score). An ordering whose epochs read fewer rows by design (`cyclical`) has epoch lengths
-that repeat with a period, and j falls in the epoch that their running sum gives. Row orders are
-seeded by the task's name, not its position in a mixture, so adding a task leaves the other
-tasks' row order alone. Before packing, `data.select` may keep only part of a task's training
-documents by a per-document score (research/data/selection.py); the task's rows, stores and row
-scores are then those of the kept documents. Packing visits a task's documents in the
+that repeat with a period, and j falls in the epoch that their running sum gives; a sampled
+ordering (`pacing`) reads, for example j at step s, a row drawn from a pool that grows with s.
+Row orders are seeded by the task's name, not its position in a mixture, so adding a task leaves
+the other tasks' row order alone. Before packing, `data.select` may keep only part of a task's
+training documents by a per-document score (research/data/selection.py); the task's rows, stores
+and row scores are then those of the kept documents. Packing visits a task's documents in the
 order of `data.pack_order`: a seeded permutation, ascending score, or in-context pretraining's
 path through similar documents (research/data/in_context.py).
 
@@ -101,7 +102,7 @@ class MixturePlan:
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  total_steps: int) -> MixturePlan:
   """Registers `data.tasks` and checks the mixtures, replay and ordering, before any data is read."""
-  orderings_lib.bind(data_config)  # fails naming a bad data.ordering or one of its keys
+  orderings_lib.bind(data_config, total_steps)  # fails naming a bad data.ordering or its keys
   online = skillit.bind(data_config)  # fails naming a bad data.skillit key
   fraction = data_config.replay.fraction
   num_replay = round(fraction * batch_size)
@@ -142,7 +143,7 @@ class TrainData:
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
     plan = self.plan = mixture_plan(data_config, batch_size, total_steps)
-    ordering = self._ordering = orderings_lib.bind(data_config)
+    ordering = self._ordering = orderings_lib.bind(data_config, total_steps)
     names = self.task_names = plan.task_names
     block = data_config.mixture_block
     self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, batch_size - plan.num_replay,
@@ -237,8 +238,8 @@ class TrainData:
     packed = self._rows(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
-      lengths = self._ordering.epoch_lengths(len(packed[task]['targets']))
-      epochs, within = orderings_lib.locate(local_B[of_task], lengths)
+      epochs, within = self._ordering.locate(local_B[of_task], len(packed[task]['targets']), step,
+                                             self._seed, self._task_keys[task])
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs):
         order = self._row_order(int(task), int(epoch), rewritten)

@@ -1,7 +1,10 @@
-"""Orderings of a task's packed rows: permutations, folding, the cyclical sizes, scores per row, and
-the stateless batches they give (deterministic, resumable, the same on any number of hosts); the
-document order before packing (data.pack_order)."""
+"""Orderings of a task's packed rows: permutations, folding, the cyclical sizes, pacing, scores per
+row, and the stateless batches they give (deterministic, resumable, the same on any number of
+hosts); the document order before packing (data.pack_order)."""
 
+import math
+
+import ml_collections
 import numpy as np
 import pytest
 
@@ -154,7 +157,7 @@ def test_cyclical_epochs_read_the_configured_fraction_of_rows(data_config):
   assert len(set(rows[:sizes[0]].tolist())) < num_rows // 3
 
 
-@pytest.mark.parametrize('name', _SCORED + ['cyclical'])
+@pytest.mark.parametrize('name', _SCORED + ['cyclical', 'pacing'])
 def test_batches_are_resumable_and_the_same_on_any_number_of_hosts(data_config, name):
   config = _config(data_config, name, mixture=('sums', 'chains'))
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
@@ -262,6 +265,59 @@ def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
   assert not np.array_equal(other._packed[0]['targets'], data._packed[0]['targets'])
 
 
+# --- pacing (competence-based curricula) ----------------------------------------------------------
+
+def _pacing(**changes):
+  config = ml_collections.ConfigDict(base.get_config().data.to_dict())
+  config.pacing.update(changes)
+  return config
+
+
+@pytest.mark.parametrize('changes, total_steps, expected', [
+    ({'function': 'linear', 'steps': 100}, 1000,
+     {0: 0.1, 50: 0.1 + 0.9 * 0.5, 99: 0.1 + 0.9 * 0.99, 100: 1.0, 5000: 1.0}),
+    ({'function': 'root'}, 200,  # T = half of 200 steps; Platanios' sqrt
+     {0: 0.1, 25: math.sqrt(25 * 0.99 / 100 + 0.01), 100: 1.0, 101: 1.0}),
+    ({'function': 'root', 'power': 3.0, 'start': 0.2, 'steps': 0.25}, 400,
+     {50: (50 * (1 - 0.2**3) / 100 + 0.2**3) ** (1 / 3), 100: 1.0}),
+    ({'function': 'step', 'step_length': 10, 'increase': 2.0}, 1000,
+     {0: 0.1, 9: 0.1, 10: 0.2, 29: 0.4, 30: 0.8, 39: 0.8, 40: 1.0, 10**9: 1.0}),
+    ({'function': 'step'}, 200,  # step_length 0: 4 doublings from 0.1 spread over T = 100
+     {0: 0.1, 24: 0.1, 25: 0.2, 99: 0.8, 100: 1.0}),
+])
+def test_competence_follows_the_pacing_function(changes, total_steps, expected):
+  params = orderings.ORDERINGS['pacing'].params(_pacing(**changes), total_steps)
+  for step, value in expected.items():
+    assert orderings.competence(step, **params) == pytest.approx(value, rel=1e-12)
+    assert orderings.pool_size(1000, step, **params) == max(1, math.ceil(
+        orderings.competence(step, **params) * 1000))
+  assert orderings.pool_size(3, 0, **params) == 1
+
+
+def test_pacing_reads_rows_from_the_easiest_pool_of_each_step(data_config):
+  config = _config(data_config, 'pacing')
+  config.pacing.function = 'linear'
+  data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)  # T = 50
+  num_rows = data.num_rows['sums']
+  scores = data._row_scores[False][0]
+  ranked = orderings.easy_to_hard(num_rows, 0, pipeline._task_key('sums'), 0, scores)
+  params = orderings.ORDERINGS['pacing'].params(config, 100)
+  seen = set()
+  for step in range(0, 60):
+    rows = data.example_sources(step)[1]
+    size = orderings.pool_size(num_rows, step, **params)
+    assert size == math.ceil((0.1 + 0.9 * min(step / 50, 1)) * num_rows)
+    assert set(rows.tolist()) <= set(ranked[:size].tolist())
+    assert scores[rows].max() <= np.sort(scores)[size - 1]
+    seen.update(rows.tolist())
+    if step < 10:
+      assert len(seen) <= math.ceil(0.3 * num_rows)  # early steps draw from the easy rows only
+  assert np.ptp(scores) > 1 and len(seen) > num_rows // 2
+  # Draws are uniform over the pool, with replacement: late steps read hard rows too.
+  late = np.concatenate([data.example_sources(step)[1] for step in range(50, 150)])
+  assert np.mean(np.isin(late, ranked[num_rows // 2:])) > 0.3
+
+
 @pytest.mark.parametrize('change, match', [
     ({'pack_order': 'sorted'}, r"data\.pack_order='sorted' is not a known document order"),
     ({'ordering': 'random', 'pack_order': 'score', 'order_by': 'nll'},
@@ -270,8 +326,16 @@ def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
      r"data\.order_by='' must name a per-document score.*data\.pack_order='score'"),
     ({'pack_order': 'in_context', 'in_context': {'embedding': 'bert'}},
      r"data\.in_context\.embedding='bert'"),
+    ({'ordering': 'pacing', 'pacing': {'function': 'cubic'}}, r"data\.pacing\.function='cubic'"),
+    ({'ordering': 'pacing', 'pacing': {'start': 0.0}}, r'data\.pacing\.start=0\.0'),
+    ({'ordering': 'pacing', 'pacing': {'steps': 1.5}}, r'data\.pacing\.steps=1\.5'),
+    ({'ordering': 'pacing', 'pacing': {'steps': 0.0}}, r'data\.pacing\.steps=0\.0'),
+    ({'ordering': 'pacing', 'pacing': {'power': -1.0}}, r'data\.pacing\.power=-1\.0'),
+    ({'ordering': 'pacing', 'pacing': {'increase': 1.0}}, r'data\.pacing\.increase=1\.0'),
+    ({'ordering': 'pacing', 'pacing': {'step_length': -5}}, r'data\.pacing\.step_length=-5'),
+    ({'ordering': 'pacing', 'pacing': {'speed': 2}}, r'data\.pacing=.*exactly the keys'),
 ])
-def test_bad_pack_order_config_names_the_key(data_config, change, match):
+def test_bad_pack_order_or_pacing_config_names_the_key(data_config, change, match):
   config = _config(data_config, 'easy_to_hard')
   for key, value in change.items():
     config[key] = {**config[key].to_dict(), **value} if isinstance(value, dict) else value
