@@ -1,0 +1,56 @@
+"""Curricula on arithmetic: does the order of the same problems change what is learnt?
+
+Addition of 1- to 4-digit numbers (answers reversed, Lee et al. 2023, arXiv 2307.03381), the
+difficulty of a problem being the digits of its larger operand. The 0.6M-parameter model of
+experiments/continual_rewarm.py trains STEPS steps of 16 x 128 tokens (7.3 passes over the 3,268 packed
+rows of the NUM_DOCUMENTS training problems) in each order, and every run reports the validation answer
+accuracy by digits (research/evaluate.py):
+
+  random        a fresh random order of the packed rows every epoch (the baseline)
+  easy_to_hard  every epoch ascending by digits
+  folding       DELT's folding ordering, L = 3 ascending passes an epoch over interleaved thirds
+                (Dai et al. 2025, arXiv 2506.21545)
+  cyclical      the cyclical curriculum, epochs of the easiest 25%, 50%, 100%, 50%, ... of the rows
+                (Kesgin & Amasyali, arXiv 2202.05531)
+  pacing        a competence curriculum, examples drawn from the easiest c(s) of the rows, c(s) =
+                sqrt growing from 10% to all at half the run (Platanios et al. 2019, arXiv 1903.09848)
+
+The curricula pack problems of equal difficulty together (data.pack_order='score'), so a row has
+one difficulty and the ordering of rows is an ordering of problems; random packs at random.
+
+  python -m launch.sweep --config=experiments/curriculum_arithmetic.py \
+      --workdir=workdirs/curriculum_arithmetic
+"""
+
+import ml_collections
+
+from experiments import base
+from experiments import continual_rewarm as rewarm
+
+TASK = 'addition_curriculum'
+NUM_DOCUMENTS = 40_000  # problems per split: 0.40M tokens a pass
+STEPS = 1500
+PEAK_LR = 3e-3
+ORDERINGS = ('random', 'easy_to_hard', 'folding', 'cyclical', 'pacing')
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The random-order baseline; the sweep sets the ordering."""
+  config = base.get_config()
+  rewarm.small_model(config)
+  config.data.tasks = ml_collections.ConfigDict({TASK: {
+      'source': 'arithmetic', 'num_documents': NUM_DOCUMENTS, 'min_digits': 1, 'max_digits': 4,
+      'operations': ('addition',)}})
+  config.data.mixture = ml_collections.ConfigDict({TASK: 1.0})
+  config.data.order_by = 'difficulty'
+  config.eval.update(every=250, batches=16, batch_size=16)
+  config.train.steps = config.checkpoint.every = STEPS
+  config.schedule.update(name='warmup_cosine', peak_lr=PEAK_LR, warmup_steps=STEPS // 20,
+                         final_lr_fraction=0.1)
+  return config
+
+
+def get_sweep():
+  """The orderings, the curricula on rows of one difficulty each."""
+  return [{'data.ordering': name, **({} if name == 'random' else {'data.pack_order': 'score'})}
+          for name in ORDERINGS]
