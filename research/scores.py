@@ -208,6 +208,34 @@ def document_groups(offsets: np.ndarray, max_tokens: int):
     first = end
 
 
+def grouped_documents(tokens: np.ndarray, offsets: np.ndarray, group_tokens: int):
+  """The documents tokens[offsets[d]:offsets[d + 1]], a group of `document_groups` at a time: yields
+  (first, end, group_offsets, tokens_T) for documents first..end - 1, tokens_T their int32 tokens
+  and group_offsets [end - first + 1] their offsets in tokens_T, from 0."""
+  offsets = np.asarray(offsets, np.int64)
+  for first, end in document_groups(offsets, group_tokens):
+    tokens_T = np.asarray(tokens[offsets[first]:offsets[end]]).astype(np.int32)
+    yield first, end, offsets[first:end + 1] - offsets[first], tokens_T
+
+
+def window_batches(tokens: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
+                   group_tokens: int):
+  """The documents tokens[offsets[d]:offsets[d + 1]] as batches of model input, a group of
+  `grouped_documents` at a time: yields (first, end, group_offsets, batches), batches a list of
+  dicts of `batch_size` rows each, the group's windows packed into rows by `pack_windows` (its
+  token_index indexes the group's tokens) and the last batch filled out with padding rows
+  (token_index -1, 0 in the other fields)."""
+  for first, end, group_offsets, tokens_T in grouped_documents(tokens, offsets, group_tokens):
+    rows = pack_windows(group_offsets, tokens_T, seq_len)
+    padding = -len(rows['targets']) % batch_size
+    rows = {key: np.pad(value, [(0, padding), (0, 0)],
+                        constant_values=-1 if key == 'token_index' else 0)
+            for key, value in rows.items()}
+    batches = [{key: value[i:i + batch_size] for key, value in rows.items()}
+               for i in range(0, len(rows['targets']), batch_size)]
+    yield first, end, group_offsets, batches
+
+
 # --- checkpoints -----------------------------------------------------------------------------------
 
 def _merge(defaults: dict, loaded: dict, prefix: str = '') -> dict:
@@ -293,10 +321,8 @@ class LoadedCheckpoint:
       gradient_norm = lambda rows: optax.tree.norm(jax.grad(document_loss)(params, rows))
       return jax.vmap(gradient_norm)(batch)
 
-    shardings = dict(in_shardings=(trainer.state_shardings.params, trainer.batch_sharding),
-                     out_shardings=sharding.replicated(trainer.mesh))
-    self._statistics = jax.jit(statistics, **shardings)
-    self._grand = jax.jit(grand, **shardings)
+    self._statistics = self.jit(statistics)
+    self._grand = self.jit(grand)
 
   @property
   def seq_len(self) -> int:
@@ -305,11 +331,24 @@ class LoadedCheckpoint:
   def data_parallel_size(self) -> int:
     return sharding.data_parallel_size(dict(self.trainer.mesh.shape), self.trainer.rules)
 
-  def statistics(self, batch: dict[str, np.ndarray]) -> dict:
-    """The device arrays of `token_statistics` for a global host batch (not waited for)."""
+  def jit(self, fn):
+    """jax.jit of fn(params, batch) on the trainer's mesh: the parameters and the batch sharded as
+    training shards them, the outputs replicated."""
+    trainer = self.trainer
+    return jax.jit(fn, in_shardings=(trainer.state_shardings.params, trainer.batch_sharding),
+                   out_shardings=sharding.replicated(trainer.mesh))
+
+  def apply(self, jitted, batch: dict[str, np.ndarray]):
+    """The device arrays of jitted(params, batch), `jitted` from `jit`, for a global host batch of
+    `pack_windows` rows (its token_index left out), the model's logical sharding rules active (not
+    waited for)."""
     model_batch = {k: batch[k] for k in ('inputs', 'targets', 'segment_ids', 'positions')}
     with sharding.activate(self.trainer.mesh, self.trainer.rules):
-      return self._statistics(self.params, self.trainer.place(model_batch))
+      return jitted(self.params, self.trainer.place(model_batch))
+
+  def statistics(self, batch: dict[str, np.ndarray]) -> dict:
+    """The device arrays of `token_statistics` for a global host batch (not waited for)."""
+    return self.apply(self._statistics, batch)
 
   def grand(self, batch: dict[str, np.ndarray]):
     """The device array [N] of each document's GraNd for a global host batch of `document_rows`
@@ -348,28 +387,16 @@ def model_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarr
   """`nll`, `min_k_prob` and `el2n` [D] of the documents tokens[offsets[d]:offsets[d + 1]] under
   the checkpoint; `batch_size` rows per forward pass (0: the run's eval.batch_size), a multiple of
   the data-parallel size."""
-  offsets = np.asarray(offsets, np.int64)
   batch_size = batch_size or loaded.config.eval.batch_size
-  seq_len = loaded.seq_len
   results = {name: np.zeros(len(offsets) - 1) for name in ('nll', 'min_k_prob', 'el2n')}
-  for first, end in document_groups(offsets, group_tokens):
-    group_offsets = offsets[first:end + 1] - offsets[first]
-    group_tokens_T = np.asarray(tokens[offsets[first]:offsets[end]]).astype(np.int32)
-    rows = pack_windows(group_offsets, group_tokens_T, seq_len)
-    num_rows = len(rows['targets'])
-    padded = -(-num_rows // batch_size) * batch_size
-    rows = {key: np.concatenate([value, np.full((padded - num_rows, seq_len),
-                                                -1 if key == 'token_index' else 0, value.dtype)])
-            for key, value in rows.items()}
-    pending = [loaded.statistics({key: value[i:i + batch_size] for key, value in rows.items()})
-               for i in range(0, padded, batch_size)]  # dispatched together, fetched once
-    fetched = jax.device_get(pending)
-    real = rows['token_index'] >= 0
-    statistics = {}
-    for name in ('log_prob', 'el2n'):
-      values = np.concatenate([f[name] for f in fetched])
-      statistics[name] = np.empty(len(group_tokens_T), np.float32)
-      statistics[name][rows['token_index'][real]] = values[real]
+  for first, end, group_offsets, batches in window_batches(tokens, offsets, loaded.seq_len,
+                                                           batch_size, group_tokens):
+    pending = [loaded.statistics(batch) for batch in batches]  # dispatched together, fetched once
+    statistics = {name: np.empty(group_offsets[-1], np.float32) for name in ('log_prob', 'el2n')}
+    for batch, fetched in zip(batches, jax.device_get(pending)):
+      real = batch['token_index'] >= 0
+      for name, values in statistics.items():
+        values[batch['token_index'][real]] = fetched[name][real]
     scores = document_scores(statistics['log_prob'], statistics['el2n'], group_offsets, k)
     for name, values in scores.items():
       results[name][first:end] = values
@@ -382,14 +409,11 @@ def grand_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarr
   tokens[offsets[d]:offsets[d + 1]] under the checkpoint: batches of documents of W windows hold
   batch_size // W of them (0: the run's eval.batch_size), rounded up to a multiple of the
   data-parallel size."""
-  offsets = np.asarray(offsets, np.int64)
   batch_size = batch_size or loaded.config.eval.batch_size
   parallel, seq_len = loaded.data_parallel_size(), loaded.seq_len
   grand_D = np.zeros(len(offsets) - 1)
-  for first, end in document_groups(offsets, group_tokens):
-    starts_N = offsets[first:end] - offsets[first]
-    lengths_N = np.diff(offsets[first:end + 1])
-    group_tokens_T = np.asarray(tokens[offsets[first]:offsets[end]]).astype(np.int32)
+  for first, _, group_offsets, group_tokens_T in grouped_documents(tokens, offsets, group_tokens):
+    starts_N, lengths_N = group_offsets[:-1], np.diff(group_offsets)
     windows_N = power_of_two_ceiling(-(-lengths_N // seq_len))
     row_length_N = np.where(windows_N > 1, seq_len,
                             np.minimum(seq_len, power_of_two_ceiling(lengths_N)))

@@ -105,12 +105,12 @@ def ngram_embeddings(store: store_lib.DocumentStore, ngram: int, dims: int) -> n
 def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
                           batch_size: int = 0) -> np.ndarray:
   """float32 [D, d_model]: each document's mean final hidden state under the checkpoint at `path`
-  (the output of the model's final norm), its windows packed and batched as research/scores.py
-  reads them for the model scores; `batch_size` rows per forward pass (0: the run's
+  (the output of the model's final norm), its windows packed and batched as the model scores read
+  them (research/scores.py `window_batches`); `batch_size` rows per forward pass (0: the run's
   eval.batch_size)."""
   import jax  # the model is needed only for this embedding
 
-  from research import scores, sharding
+  from research import scores
 
   key = f"data.in_context.embedding='{CHECKPOINT}{path}'"
   loaded = scores.load_checkpoint(path, flag=f'data.in_context.embedding {CHECKPOINT}')
@@ -119,37 +119,25 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
     raise errors.UserError(f"{key} is a model of data.vocabulary={vocabulary!r}, but the documents "
                            f"are in {store.manifest.get('vocabulary')!r}: embed them with a "
                            f"checkpoint of the run's vocabulary, or with {NGRAMS!r}.")
-  trainer = loaded.trainer
 
   def final_hidden(params, batch):
-    _, state = trainer.model.apply(
+    _, state = loaded.trainer.model.apply(
         {'params': params}, batch,
         capture_intermediates=lambda module, method: module.name == 'final_norm')
     return state['intermediates']['final_norm']['__call__'][0]
 
-  forward = jax.jit(final_hidden, in_shardings=(trainer.state_shardings.params,
-                                                trainer.batch_sharding),
-                    out_shardings=sharding.replicated(trainer.mesh))
+  forward = loaded.jit(final_hidden)
   batch_size = batch_size or loaded.config.eval.batch_size
-  offsets = np.asarray(store.offsets, np.int64)
   sums_DE = np.zeros([store.num_documents, loaded.config.model.d_model])
-  for first, end in scores.document_groups(offsets, scores.GROUP_TOKENS):
-    group_offsets = offsets[first:end + 1] - offsets[first]
-    tokens_T = np.asarray(store.tokens[offsets[first]:offsets[end]]).astype(np.int32)
-    rows = scores.pack_windows(group_offsets, tokens_T, loaded.seq_len)
-    for start in range(0, len(rows['targets']), batch_size):
-      batch = {k: rows[k][start:start + batch_size]
-               for k in ('inputs', 'targets', 'segment_ids', 'positions', 'token_index')}
-      padding = batch_size - len(batch['targets'])  # the last batch, padded to the full size
-      batch = {k: np.pad(v, [(0, padding), (0, 0)], constant_values=-1 if k == 'token_index' else 0)
-               for k, v in batch.items()}
-      token_index_BL = batch.pop('token_index')
-      with sharding.activate(trainer.mesh, trainer.rules):
-        hidden_BLE = np.asarray(jax.device_get(forward(loaded.params, trainer.place(batch))))
-      real_BL = token_index_BL >= 0
-      doc_T = first + np.searchsorted(group_offsets, token_index_BL[real_BL], side='right') - 1
+  for first, _, group_offsets, batches in scores.window_batches(
+      store.tokens, store.offsets, loaded.seq_len, batch_size, scores.GROUP_TOKENS):
+    for batch in batches:  # each fetched before the next: [B, L, d_model] floats a batch
+      hidden_BLE = np.asarray(jax.device_get(loaded.apply(forward, batch)))
+      real_BL = batch['token_index'] >= 0
+      doc_T = first + np.searchsorted(group_offsets, batch['token_index'][real_BL],
+                                      side='right') - 1
       np.add.at(sums_DE, doc_T, hidden_BLE[real_BL])
-  return (sums_DE / np.maximum(np.diff(offsets), 1)[:, None]).astype(np.float32)
+  return (sums_DE / np.maximum(scores.lengths(store), 1)[:, None]).astype(np.float32)
 
 
 def embed(store: store_lib.DocumentStore, config: Config) -> np.ndarray:
