@@ -47,7 +47,7 @@ def get_config(arg: str = 'prune') -> ml_collections.ConfigDict:
   config.data.tasks = ml_collections.ConfigDict(
       {TASK: {'source': 'arithmetic', 'num_documents': NUM_DOCUMENTS}})
   config.data.mixture = ml_collections.ConfigDict({TASK: 1.0})
-  config.data.select.update(keep='highest', tasks=(TASK,))
+  config.data.select.keep = 'highest'  # Data Diet keeps the hardest (the sweep sets by, fraction)
   config.eval.update(every=250, batches=16, batch_size=16)
   steps = STEPS if arg == 'prune' else SCORE_STEPS
   config.train.steps = config.checkpoint.every = steps

@@ -124,3 +124,32 @@ def test_unknown_task_in_the_mixture(tmp_path):
   config.data.mixture = ml_collections.ConfigDict({'stdlib_pros': 1.0})
   with pytest.raises(errors.UserError, match=r'stdlib_pros'):
     config_lib.validate(config, str(tmp_path), jax.devices())
+
+
+@pytest.mark.parametrize('name, args', [
+    ('curriculum_arithmetic', [None]),
+    ('data_diet', ['prune', 'score_run']),
+    ('skillit_lego', ['uniform', 'target_only', 'skillit', 'graph_run']),
+])
+def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
+  """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes
+  the config's argument), passes validation: a bad data.select or mixture fails here, not in the
+  middle of a sweep."""
+  import copy
+  import importlib
+  import inspect
+  from research import sweep
+  module = importlib.import_module(f'experiments.{name}')
+  takes_arg = bool(inspect.signature(module.get_sweep).parameters)
+  for arg in args:
+    config = module.get_config() if arg is None else module.get_config(arg)
+    config_lib.validate(config, str(tmp_path / 'run'), jax.devices())
+    try:
+      points = module.get_sweep(arg) if takes_arg else module.get_sweep()
+    except ValueError:  # a config without a sweep of its own
+      points = []
+    for point in points:
+      checked = copy.deepcopy(config)
+      for key, value in point.items():
+        sweep.apply(checked, key, value, f'experiments/{name}.py:{arg}')
+      config_lib.validate(checked, str(tmp_path / 'run'), jax.devices())
