@@ -78,21 +78,28 @@ def runs(data_dir, tmp_path_factory):
   return {'root': root, 'notes': notes, 'a': run_a, 'b': run_b}
 
 
-def _reference(loaded, store):
-  """Each document's token log-probs and error norms by numpy: every window of SEQ_LEN tokens a
-  row of its own (no packing), one forward pass, log-softmax and the norm in float64."""
+def window_rows(store, seq_len):
+  """Every window of `seq_len` tokens of every document a row of its own (no packing): the
+  (document, start) of each row, and int32 `inputs`, `segment_ids` and `positions` [rows, seq_len]
+  for the model."""
   windows = [(d, start) for d in range(store.num_documents)
-             for start in range(0, len(store.document(d)), SEQ_LEN)]
-  batch = {k: np.zeros([len(windows), SEQ_LEN], np.int32)
+             for start in range(0, len(store.document(d)), seq_len)]
+  batch = {k: np.zeros([len(windows), seq_len], np.int32)
            for k in ('inputs', 'segment_ids', 'positions')}
-  targets = []
   for row, (d, start) in enumerate(windows):
-    window = np.asarray(store.document(d)[start:start + SEQ_LEN], np.int32)
+    window = np.asarray(store.document(d)[start:start + seq_len], np.int32)
     n = len(window)
     batch['inputs'][row, 1:n] = window[:-1]
     batch['segment_ids'][row, :n] = 1
     batch['positions'][row, :n] = np.arange(n)
-    targets.append(window)
+  return windows, batch
+
+
+def _reference(loaded, store):
+  """Each document's token log-probs and error norms by numpy: every window of SEQ_LEN tokens a
+  row of its own (`window_rows`), one forward pass, log-softmax and the norm in float64."""
+  windows, batch = window_rows(store, SEQ_LEN)
+  targets = [np.asarray(store.document(d)[start:start + SEQ_LEN], np.int32) for d, start in windows]
   apply = jax.jit(lambda params, batch: loaded.trainer.model.apply({'params': params}, batch))
   logits_WLV = np.asarray(apply(jax.device_get(loaded.params), batch), np.float64)
   log_probs, norms = [[] for _ in range(store.num_documents)], [[] for _ in range(store.num_documents)]

@@ -11,7 +11,7 @@ from research import errors, scores
 from research.data import in_context, packing
 from research.data import store as store_lib
 from research.data import tasks
-from tests.test_scores import save_run
+from tests.test_scores import save_run, window_rows
 
 _CONFIG = in_context.Config(embedding='ngrams', ngram=3, dims=1024, neighbours=10, max_chain=21)
 _LETTERS = ('abcdefgh', 'ijklmnop', 'qrstuvwx')  # three topics' disjoint alphabets
@@ -156,15 +156,7 @@ def test_checkpoint_embeddings_are_each_documents_mean_final_hidden_state(checkp
   embeddings = in_context.checkpoint_embeddings(store, path)
   assert embeddings.shape == (store.num_documents, 32) and embeddings.dtype == np.float32
   # Reference: every window of every document a row of its own, the final norm's output captured.
-  windows = [(d, start) for d in range(store.num_documents)
-             for start in range(0, len(store.document(d)), seq_len)]
-  batch = {k: np.zeros([len(windows), seq_len], np.int32)
-           for k in ('inputs', 'segment_ids', 'positions')}
-  for row, (d, start) in enumerate(windows):
-    window = np.asarray(store.document(d)[start:start + seq_len], np.int32)
-    batch['inputs'][row, 1:len(window)] = window[:-1]
-    batch['segment_ids'][row, :len(window)] = 1
-    batch['positions'][row, :len(window)] = np.arange(len(window))
+  windows, batch = window_rows(store, seq_len)
   loaded = scores.load_checkpoint(path)
   _, state = loaded.trainer.model.apply(
       {'params': jax.device_get(loaded.params)}, batch,
