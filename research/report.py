@@ -161,13 +161,24 @@ def swept_values(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
   """Run name -> the config values (dotted keys, config order) that differ between `runs`.
 
   A key counts when its value differs between two runs or some run lacks it; a run lacking it has
-  no entry for it. Keys of `LOCATION_KEYS` never count. One run has nothing swept.
+  no entry for it. A run that lacks a key of experiments/base.py's schema predates the key, and
+  counts as having its default (new keys default to the old behaviour). Keys of `LOCATION_KEYS`
+  never count. One run has nothing swept.
   """
+  from experiments import base  # the schema's defaults
+
+  defaults = flatten_config(base.get_config().to_dict())
+
+  def value(values: dict[str, Any], key: str) -> str | None:
+    """The run's value of `key` as JSON: its own, else the default unless the run has keys below
+    it (a free section such as data.tasks that it filled), else None."""
+    if key not in values and (key not in defaults or any(k.startswith(key + '.') for k in values)):
+      return None
+    return json.dumps(values[key] if key in values else defaults[key], sort_keys=True)
+
   flat = [flatten_config(run.config) for run in runs]
   keys = dict.fromkeys(key for values in flat for key in values if not _is_location_key(key))
-  swept = [key for key in keys
-           if len({json.dumps(values[key], sort_keys=True) if key in values else None
-                   for values in flat}) > 1]
+  swept = [key for key in keys if len({value(values, key) for values in flat}) > 1]
   return {run.name: {key: values[key] for key in swept if key in values}
           for run, values in zip(runs, flat)}
 

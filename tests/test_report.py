@@ -290,3 +290,15 @@ def test_command_line_error_is_one_line(tmp_path):
   assert result.stderr.strip() == (f'error: Run directory {tmp_path / "nope"} does not exist or is '
                                    'not a directory; pass the --workdir of launch.train runs.')
   assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_run_older_than_a_config_key_counts_as_having_its_default():
+  from experiments import base
+  default_every = base.get_config().data.skillit.every
+  old = {'data': {'mixture': {'a': 1.0}}}
+  new = {'data': {'mixture': {'a': 0.5, 'b': 0.5}, 'skillit': {'every': default_every}}}
+  runs = [report.Run(name, name, config, {}) for name, config in zip('on', (old, new))]
+  assert report.swept_values(runs) == {'o': {'data.mixture.a': 1.0},
+                                       'n': {'data.mixture.a': 0.5, 'data.mixture.b': 0.5}}
+  new['data']['skillit']['every'] = default_every + 10
+  assert report.swept_values(runs)['n']['data.skillit.every'] == default_every + 10
