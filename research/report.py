@@ -35,6 +35,7 @@ _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 
 _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
 _MAX_MARKED_POINTS = 30  # a curve with at most this many points shows a marker at each
 _LEGEND_WIDTH = 100  # characters a legend line holds before it wraps
+_TITLE_WIDTH = 90  # characters a title line holds before it wraps (9-inch figures)
 _LINE_STYLES = ('-', '--', ':')
 _MAX_LABEL_KEYS = 4  # a run differing in more config values is labelled by its name
 
@@ -329,7 +330,7 @@ def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x:
     ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
             color=colors[index % len(colors)], linestyle=_LINE_STYLES[index // len(colors) % 3],
             marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
-  ax.set_title(title, fontsize=13)
+  ax.set_title(textwrap.fill(title, _TITLE_WIDTH), fontsize=13)  # a long title wraps, not clips
   ax.set_xlabel(x, fontsize=11)
   ax.set_ylabel(y, fontsize=11)
   ax.grid(alpha=0.3)
