@@ -14,7 +14,8 @@ of those of 4) after 1,500 uniform steps, so here MAX_CHAIN = 4. At equal tokens
                 answer losses with the paper's LEGO graph (each skill 1 to itself, 0.5 to the
                 next chain length) and its defaults eta = 0.2, window 3
   :skillit_estimated  the same with the graph launch.skill_graph estimated from GRAPH_STEPS-step
-                runs on one skill each (`:graph_run`, swept over the skills)
+                runs on one skill each (`:graph_run`, swept over the skills): the drop of each
+                skill's answer loss from the first evaluation (step 50) to the last
 
 and every run evaluates every skill's answer accuracy (eval/lego_k/answer_accuracy: the model's
 greedy answer is the whole resolution, research/evaluate.py).
@@ -27,7 +28,7 @@ greedy answer is the whole resolution, research/evaluate.py).
       --workdir=workdirs/skillit_lego/skillit
   python -m launch.sweep --config=experiments/skillit_lego.py:graph_run \
       --workdir=workdirs/skillit_lego/graph_runs
-  python -m launch.skill_graph workdirs/skillit_lego/graph_runs \
+  python -m launch.skill_graph workdirs/skillit_lego/graph_runs --metric=answer_loss \
       --out=workdirs/skillit_lego/graph.py
   python -m launch.train --config=experiments/skillit_lego.py:skillit_estimated \
       --workdir=workdirs/skillit_lego/skillit_estimated
@@ -92,7 +93,7 @@ def skillit_estimated_config() -> ml_collections.ConfigDict:
   if not os.path.isfile(GRAPH_FILE):
     raise ValueError(f'experiments/skillit_lego.py:skillit_estimated reads {GRAPH_FILE}, which '
                      'does not exist; write it with python -m launch.skill_graph '
-                     f'workdirs/skillit_lego/graph_runs --out={GRAPH_FILE}.')
+                     f'workdirs/skillit_lego/graph_runs --metric=answer_loss --out={GRAPH_FILE}.')
   config = skillit_config(ml_collections.ConfigDict())
   with open(GRAPH_FILE, encoding='utf-8') as f:
     exec(compile(f.read(), GRAPH_FILE, 'exec'), {'config': config})  # sets data.skillit.graph

@@ -145,7 +145,8 @@ def _single_skill_run(directory, skill, losses_by_step):
     json.dump({'data': {'mixture': {skill: 1.0, 'other': 0.0}}, 'train': {'steps': 20}}, f)
   with open(os.path.join(directory, 'metrics.jsonl'), 'w') as f:
     for step, losses in losses_by_step.items():
-      f.write(json.dumps({'step': step, **{f'eval/{k}/loss': v for k, v in losses.items()}}) + '\n')
+      f.write(json.dumps({'step': step, **{f'eval/{k}/loss': v for k, v in losses.items()},
+                          **{f'eval/{k}/answer_loss': v / 2 for k, v in losses.items()}}) + '\n')
 
 
 def test_skill_graph_command_writes_the_loss_drops_of_single_skill_runs(tmp_path):
@@ -169,6 +170,11 @@ def test_skill_graph_command_writes_the_loss_drops_of_single_skill_runs(tmp_path
   config.data.mixture = ml_collections.ConfigDict({'lego_1': 1.0, 'lego_2': 1.0})
   config.data.skillit.every = 5
   np.testing.assert_allclose(skillit.bind(config.data).graph_KM, [[1.0, 0.25], [0.0, 0.5]])
+  # With --metric=answer_loss the drops are those of eval/<task>/answer_loss (here half as large).
+  printed = run_main(lambda _: skill_graph.main(['launch.skill_graph', str(tmp_path / 'runs')]),
+                     out=str(out), eval_tasks=[], metric='answer_loss')
+  assert 'lego_1: lego_1=0.5000 lego_2=0.1250' in printed
+  assert '--metric=answer_loss' in out.read_text()
 
 
 def test_skill_graph_command_refuses_a_run_of_several_skills(tmp_path):
