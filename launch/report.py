@@ -3,13 +3,13 @@
   python -m launch.report DIR [DIR ...] --out=OUT
 
 reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train, or
-every run in DIR when DIR is the --workdir of launch.sweep) and
-writes OUT/report.md: the command that made it, one table row per run (the config values that
-differ between the runs, the final training loss, the final and best loss of every evaluation,
-tokens seen) and links to the plots next to it: training and every evaluation loss by step and by
-tokens seen, the learning rate by step and the mixture weights by step where they change, all
-runs on one pair of axes each
-(research/report.py). Everything is written to a temporary directory in OUT first and renamed
+every run in DIR when DIR is the --workdir of launch.sweep) and writes OUT/report.md: the command
+that made it, one table row per run (the config values that differ between the runs, the final
+training loss, the final and best loss of every evaluation, the final answer accuracy where runs
+score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
+by step and by tokens seen, answer accuracy by step, by tokens seen and by difficulty, the
+learning rate by step and the mixture weights by step where they change (Skill-it's trajectory),
+all runs on one pair of axes each (research/report.py). Everything is written to a temporary directory in OUT first and renamed
 into place, report.md last, so a failed run leaves no half-written report.
 """
 
