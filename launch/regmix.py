@@ -36,6 +36,7 @@ from absl import flags
 from research import errors
 from research import regmix
 from research import report
+from research.data import sampler
 
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The Python file the config snippet is written to.',
@@ -154,10 +155,10 @@ def snippet(command: str, target: str, runs: Runs, model: regmix.Regression,
   """F.py: comments on where the mixture comes from, then the config.data.mixture assignment,
   each weight a whole number of the `mixture_block` examples of a block (what the sampler draws
   exactly; a weight under half an example becomes 0, which drops the task)."""
-  weights_T = regmix.round_to_grid(np.array([list(best.weights.values())]), 1 / mixture_block)[0]
+  shares = sampler.block_shares(best.weights, mixture_block)
   observed = runs.losses_N
-  entries = ''.join(f'    {task!r}: {float(w)!r},  # {round(w * mixture_block)} / {mixture_block}\n'
-                    for task, w in zip(best.weights, weights_T))
+  entries = ''.join(f'    {task!r}: {w!r},  # {round(w * mixture_block)} / {mixture_block}\n'
+                    for task, w in shares.items())
   return (f'# RegMix (Liu et al. 2024, arXiv 2407.01492): the mixture predicted to minimise '
           f'{target}.\n'
           f'# Made by: {command}\n'

@@ -139,12 +139,6 @@ def bind(data_config: ml_collections.ConfigDict) -> Config | None:
                 prior_K=np.array([prior[name] for name in train_tasks]), graph_KM=graph_KM)
 
 
-def stage_weights(weights_K: np.ndarray, tasks: list[str], block_size: int) -> dict[str, float]:
-  """The mixture as the sampler draws it: each task's exact per-block share (0 drops a task)."""
-  counts = sampler_lib.block_counts(np.asarray(weights_K, np.float64), block_size)
-  return {name: int(c) / block_size for name, c in zip(tasks, counts)}
-
-
 @dataclasses.dataclass
 class Update:
   """One Skill-it update: the eval losses at `step` and the mixture of the steps from `step` on."""
@@ -172,7 +166,8 @@ class OnlineMixture:
     losses_WM = np.array([[u.losses[name] for name in self.config.eval_tasks]
                           for u in self.updates[:num_updates]]).reshape(-1, len(
                               self.config.eval_tasks))
-    return stage_weights(self.config.mixture(losses_WM), self.config.train_tasks, self._block)
+    weights_K = self.config.mixture(losses_WM)
+    return sampler_lib.block_shares(dict(zip(self.config.train_tasks, weights_K)), self._block)
 
   def stages(self) -> list[sampler_lib.Stage]:
     """The main mixture schedule: p_1 from step 0 and each update's mixture from its step on."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from research import errors, skillit, train
+from research.data import sampler
 from tests.test_train import read_metrics, tiny_config
 
 
@@ -114,12 +115,13 @@ def test_training_updates_the_mixture_every_k_steps_from_eval_losses(skillit_run
     losses = [evals[update['step']][f'eval/{name}/loss'] for name in config.eval_tasks]
     assert [update['losses'][name] for name in config.eval_tasks] == losses
     losses_WM.append(losses)
-    expected = skillit.stage_weights(config.mixture(np.array(losses_WM)), config.train_tasks, 1024)
+    expected = sampler.block_shares(
+        dict(zip(config.train_tasks, config.mixture(np.array(losses_WM)))), 1024)
     assert update['weights'] == expected
   # The logged mixture weights follow the updates: step 3 logs the mixture of step 2 (update 1),
   # step 5 that of step 4 (update 2), steps 1 and 2 the initial p_1.
   weights = {m['step']: m['data/stdlib_code/weight'] for m in metrics if 'loss' in m}
-  p_1 = skillit.stage_weights(config.mixture(None), config.train_tasks, 1024)
+  p_1 = sampler.block_shares(dict(zip(config.train_tasks, config.mixture(None))), 1024)
   assert weights[1] == weights[2] == pytest.approx(p_1['stdlib_code'])
   assert weights[3] == pytest.approx(updates[0]['weights']['stdlib_code'])
   assert weights[5] == weights[6] == pytest.approx(updates[1]['weights']['stdlib_code'])

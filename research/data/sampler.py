@@ -71,6 +71,13 @@ def block_counts(weights: np.ndarray, block_size: int) -> np.ndarray:
   return counts
 
 
+def block_shares(weights: Mapping[str, float], block_size: int) -> dict[str, float]:
+  """Each task's exact share of every block of `block_size` examples at `weights` (summing to 1):
+  `block_counts` / block_size, what the sampler draws; a share of 0 drops the task."""
+  counts = block_counts(np.array(list(weights.values()), np.float64), block_size)
+  return {name: int(count) / block_size for name, count in zip(weights, counts)}
+
+
 class MixtureSampler:
   """Task and task-local example index of every slot of a stream of `batch_size` slots per step."""
 
