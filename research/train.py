@@ -326,7 +326,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   objective = examples.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total, objective)
-  online = skillit.bind(config.data)
+  online = data.plan.online
   mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
                                             writes=main)
   if mixing:

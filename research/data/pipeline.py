@@ -97,6 +97,7 @@ class MixturePlan:
   num_replay: int
   task_names: list[str]
   selection: selection_lib.Selection | None = None  # data.select; None keeps every document
+  online: skillit.Config | None = None  # data.skillit (Skill-it online mixing); None: off
 
 
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
@@ -118,7 +119,8 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
     tasks.check_task(name)
   for name in online.eval_tasks if online else []:
     tasks.check_task(name, 'data.skillit.eval_tasks')
-  return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names))
+  return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names),
+                     online)
 
 
 def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
