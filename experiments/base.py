@@ -38,6 +38,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.0
   c.model.norm_eps = 1e-6
   c.model.init_std = 0.02
+  # Mixture of experts (research/model/moe.py): `moe_experts` > 0 makes the MLP of every
+  # `moe_every`-th layer (the last of each group) `moe_experts` SwiGLU experts of hidden size
+  # `moe_mlp_dim` (0 = mlp_dim), each token routed to its top `moe_top_k`; each expert takes at most
+  # ceil(top_k * seq_len * capacity_factor / experts) tokens of a sequence (0 = dropless);
+  # normalize_gates renormalises the top-k probabilities to sum to 1 (GShard, Mixtral).
+  c.model.moe_experts = 0
+  c.model.moe_top_k = 2
+  c.model.moe_capacity_factor = 1.25
+  c.model.moe_every = 1
+  c.model.moe_mlp_dim = 0
+  c.model.moe_normalize_gates = False
 
   # Data (research/data/): a mixture of seqio tasks, packed into rows with segment ids.
   c.data = ml_collections.ConfigDict()
@@ -124,6 +135,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.micro_batches = 1  # gradient accumulation: the batch is split into this many
   c.train.grad_clip = 1.0  # global-norm clipping; 0 disables
   c.train.z_loss = 1e-4  # output z-loss coefficient (PaLM; Wortsman et al. 2023); 0 disables
+  # MoE router losses (research/objectives/load_balance.py): the load-balancing loss at scope
+  # none | sequence | micro_batch (groups of `moe_balance_rows` rows of a micro-batch; 0 = the rows
+  # of one data-parallel shard) | global_batch (Qiu et al. 2025, arXiv 2501.11873), coefficient
+  # `moe_lbl`; the router z-loss (ST-MoE), coefficient `moe_z_loss`.
+  c.train.moe_balance = 'global_batch'
+  c.train.moe_balance_rows = 0
+  c.train.moe_lbl = 1e-2
+  c.train.moe_z_loss = 1e-3
   c.train.weight_decay = 0.1
   c.train.b1 = 0.9
   c.train.b2 = 0.95
@@ -186,9 +205,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
-  # Logical axis -> mesh axes. A logical axis missing here is replicated.
+  c.mesh.expert = 1  # expert parallelism (MoE): experts split over it, the batch too
+  # Logical axis -> mesh axes. A logical axis missing here is replicated. `expert` and
+  # `expert_batch` are the expert and row axes of the tokens dispatched to MoE experts.
   c.mesh.rules = ml_collections.ConfigDict({
-      'batch': ('data', 'fsdp'),
+      'batch': ('data', 'fsdp', 'expert'),
+      'expert': 'expert',
+      'expert_batch': ('data', 'fsdp'),
       'embed': 'fsdp',
       'mlp': 'tensor',
       'heads': 'tensor',

@@ -137,7 +137,7 @@ def _configs():
 def _batch_size(config, devices) -> int:
   """--batch_size, checked against the data-parallel size, or the run's eval.batch_size rounded up."""
   mesh = config.mesh.copy_and_resolve_references()
-  mesh.data, mesh.fsdp, mesh.tensor = -1, _FSDP.value, _TENSOR.value
+  mesh.data, mesh.fsdp, mesh.tensor, mesh.expert = -1, _FSDP.value, _TENSOR.value, 1
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh, len(devices))))
   parallel = sharding.data_parallel_size(shape, sharding.logical_rules(mesh))
   if _BATCH_SIZE.value:

@@ -75,6 +75,26 @@ def check_profile_steps(train_config: ml_collections.ConfigDict) -> None:
         'trace.')
 
 
+def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
+               data_parallel: int) -> None:
+  """The router-loss switches, and the expert mesh axis against the number of experts."""
+  from research.objectives import load_balance
+
+  train, experts = config.train, config.model.moe_experts
+  if train.moe_balance not in load_balance.SCOPES:
+    raise errors.UserError(f'train.moe_balance={train.moe_balance!r} is not a balancing scope; '
+                           f'choose one of {list(load_balance.SCOPES)}.')
+  rows = train.batch_size // train.micro_batches
+  if train.moe_balance_rows < 0 or rows % (train.moe_balance_rows or rows // data_parallel):
+    raise errors.UserError(f'train.moe_balance_rows={train.moe_balance_rows} must divide the '
+                           f'{rows} rows of a micro-batch (0 = the rows of one data-parallel '
+                           'shard).')
+  if shape['expert'] > 1 and (not experts or experts % shape['expert']):
+    raise errors.UserError(f'mesh.expert={shape["expert"]} splits the experts, so '
+                           f'model.moe_experts={experts} must be a positive multiple of it; set '
+                           'mesh.expert=1 for a dense model.')
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
@@ -130,6 +150,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
         f'train.batch_size={config.train.batch_size} must be divisible by train.micro_batches '
         f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
         f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
+  _check_moe(config, shape, data_parallel)
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')

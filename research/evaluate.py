@@ -31,7 +31,7 @@ import seqio
 from absl import logging
 
 from research.data import pipeline, store as store_lib
-from research.objectives import examples, losses
+from research.objectives import examples, load_balance, losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +50,18 @@ class EvalSet:
 def make_eval_step(model, replicated):
   """A jitted (params, batch) -> loss sums on the validation batch; on a batch with
   `answer_documents` also the answer tokens' loss sums and `answer_wrong` ([B, L] bool: an answer
-  token that is not the argmax)."""
+  token that is not the argmax); with mixture-of-experts layers also `moe_counts` [M, E] and
+  `moe_dropped` [M], the batch's expert assignments and dropped assignments per MoE layer."""
   def eval_step(params, batch):
-    logits_BLV = model.apply({'params': params}, batch)
+    logits_BLV, variables = model.apply({'params': params}, batch, mutable=['intermediates'])
     sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'])
     text = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['text_weights'])
     outputs = {**sums, 'text_cross_entropy_sum': text['cross_entropy_sum'],
                'text_weight_sum': text['weight_sum']}
+    stats = load_balance.router_stats(variables.get('intermediates', {}))
+    if stats is not None:
+      outputs.update(moe_counts=jnp.sum(stats['counts'], axis=1),
+                     moe_dropped=jnp.sum(stats['dropped'], axis=1))
     if 'answer_documents' in batch:
       answers_BL = batch['answer_documents'] >= 0
       answer = losses.token_cross_entropy(logits_BLV, batch['targets'], answers_BL)
@@ -152,6 +157,12 @@ def evaluate(eval_step, params, eval_sets: dict[str, EvalSet], token_bytes: np.n
   """`eval/<task>/{loss,accuracy,bits_per_byte,text_loss}` over each task's EvalSet, and its
   `answer_loss` and `answer_accuracy` (overall and by difficulty) where it scores answers.
 
+  A model with mixture-of-experts layers also reports how the task's tokens are routed (expert
+  specialisation by domain, Qiu et al. 2025, arXiv 2501.11873): `moe/layer_<m>/expert_<e>`, the
+  share of the task's assignments in MoE layer m that go to expert e; `moe/load_entropy`, the
+  entropy of those shares averaged over layers (log N_E = spread evenly, lower = concentrated);
+  `moe/dropped_fraction`.
+
   `place_batch` turns a host batch into device arrays; `token_bytes[id]` is the number of UTF-8
   bytes token `id` stands for.
   """
@@ -161,6 +172,7 @@ def evaluate(eval_step, params, eval_sets: dict[str, EvalSet], token_bytes: np.n
     outputs = jax.device_get([eval_step(params, place_batch(
         {**b, 'text_weights': b['weights'] * (token_bytes[b['targets']] > 0)})) for b in batches])
     answer_wrong = [o.pop('answer_wrong', None) for o in outputs]
+    routing = [(o.pop('moe_counts'), o.pop('moe_dropped')) for o in outputs if 'moe_counts' in o]
     total = jax.tree.map(lambda *xs: float(np.sum(xs)), *outputs)
     text_bytes = sum(float(np.sum(token_bytes[b['targets']] * b['weights'])) for b in batches)
     weight = max(total['weight_sum'], 1.0)
@@ -175,4 +187,11 @@ def evaluate(eval_step, params, eval_sets: dict[str, EvalSet], token_bytes: np.n
       results[f'eval/{task}/answer_loss'] = (total['answer_cross_entropy_sum']
                                              / max(total['answer_weight_sum'], 1.0))
       results.update(answer_accuracy(task, eval_set, answer_wrong))
+    if routing:
+      counts_ME = np.sum([counts for counts, _ in routing], axis=0)
+      results.update({k: float(v) for k, v in load_balance.layer_loads(
+          f'eval/{task}/moe/', counts_ME).items()})
+      results[f'eval/{task}/moe/load_entropy'] = float(load_balance.load_entropy(counts_ME))
+      results[f'eval/{task}/moe/dropped_fraction'] = float(
+          np.sum([dropped for _, dropped in routing]) / max(np.sum(counts_ME), 1.0))
   return results

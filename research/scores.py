@@ -366,7 +366,7 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict | None = None, 
   from research import train  # train imports much; scores without a model need none of it
 
   config = config or checkpoint_config(path, flag)
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, fsdp, tensor
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.expert = -1, fsdp, tensor, 1
   devices = jax.devices() if devices is None else devices
   trainer = train.Trainer(config, devices)
   directory, step = checkpoint_lib.find_checkpoint(path)

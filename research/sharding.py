@@ -1,7 +1,9 @@
 """Device mesh, logical-axis rules and the placement of arrays on the mesh.
 
-The mesh has the axes ('data', 'fsdp', 'tensor') with sizes from `config.mesh`; -1 takes all
-remaining devices. Parameters carry logical axis names (research/model/layers.py) and
+The mesh has the axes ('data', 'fsdp', 'tensor', 'expert') with sizes from `config.mesh`; -1 takes
+all remaining devices. `expert` is expert parallelism: mixture-of-experts weights and the tokens
+dispatched to them split over it by expert (logical axis `expert`), while the rest of the model
+treats it as one more data-parallel axis (the default rules put it in `batch`). Parameters carry logical axis names (research/model/layers.py) and
 `config.mesh.rules` maps each logical name to mesh axes, as t5x and MaxText do.
 """
 
@@ -18,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from research import errors
 
-MESH_AXES = ('data', 'fsdp', 'tensor')
+MESH_AXES = ('data', 'fsdp', 'tensor', 'expert')
 
 
 def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None:
@@ -67,7 +69,7 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   if total != num_devices:
     shape = ' x '.join(f'{a}={s}' for a, s in sizes.items())
     raise errors.UserError(f'The mesh {shape} needs {total} devices but {num_devices} are available; set '
-                           f'the mesh sizes (mesh.data, mesh.fsdp, mesh.tensor) so that their product is '
+                           f'the mesh sizes (mesh.data, mesh.fsdp, mesh.tensor, mesh.expert) so that their product is '
                            f'{num_devices}, or use -1 for one axis.')
   return tuple(sizes[axis] for axis in MESH_AXES)
 

@@ -25,7 +25,7 @@ from research import checkpoint, config as config_lib, errors, evaluate, metrics
 from research import peak_flops, preemption, schedules, sharding, skillit
 from research.data import pipeline, vocabularies
 from research.model import transformer
-from research.objectives import distillation, examples, losses
+from research.objectives import distillation, examples, load_balance, losses
 
 
 @flax.struct.dataclass
@@ -68,7 +68,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     train_config: ml_collections.ConfigDict, dropout: bool,
                     teacher: nn.Module | None = None,
                     distill_config: ml_collections.ConfigDict | None = None,
-                    schedule: Callable | None = None) -> Callable:
+                    schedule: Callable | None = None, moe_rows: int = 1) -> Callable:
   """The pure step: gradient over `micro_batches` micro-batches, summed, normalised once, applied.
 
   Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
@@ -77,27 +77,42 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), w and
   the temperature from `distill_config` (config.objective.distill). With the optimizer's
   `schedule`, the step also reports the learning rate it applied.
+
+  A model with mixture-of-experts layers adds its router losses (research/objectives/
+  load_balance.py) at scope `train_config.moe_balance`, with micro_batch groups of `moe_rows` rows,
+  and reports the routing metrics; the global-batch expert counts carry from one micro-batch to the
+  next.
   """
   num_micro = train_config.micro_batches
+  model_config = model.config
+  routed = model_config.moe_experts > 0
 
-  def loss_sums(params, batch, rng, teacher_params):
-    logits_BLV = model.apply({'params': params}, batch, deterministic=not dropout,
-                             rngs={'dropout': rng})
+  def loss_sums(params, batch, rng, teacher_params, moe_buffer):
+    logits_BLV, variables = model.apply({'params': params}, batch, deterministic=not dropout,
+                                        rngs={'dropout': rng}, mutable=['intermediates'])
     sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
                                       train_config.z_loss)
-    if teacher is None:
-      return sums['loss_sum'], sums
-    teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
-    sums['distill_sum'] = distillation.distillation_sums(
-        logits_BLV, teacher_logits_BLV, batch['weights'], distill_config.temperature)['kl_sum']
-    weight = distill_config.weight
-    return (1 - weight) * sums['loss_sum'] + weight * sums['distill_sum'], sums
+    loss = sums['loss_sum']
+    if teacher is not None:
+      teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
+      sums['distill_sum'] = distillation.distillation_sums(
+          logits_BLV, teacher_logits_BLV, batch['weights'], distill_config.temperature)['kl_sum']
+      loss = (1 - distill_config.weight) * loss + distill_config.weight * sums['distill_sum']
+    if routed:
+      moe_sums, moe_buffer = load_balance.aux_sums(
+          load_balance.router_stats(variables['intermediates']), sums['weight_sum'], train_config,
+          moe_rows, model_config.moe_top_k, moe_buffer)
+      sums.update(moe_sums)
+      loss = loss + moe_sums['moe_loss_sum']
+    return loss, (sums, moe_buffer)
 
   grad_fn = jax.grad(loss_sums, has_aux=True)
+  moe_buffer = (load_balance.empty_buffer(transformer.moe_layers(model_config),
+                                          model_config.moe_experts) if routed else None)
 
   def train_step(state: TrainState, batch: dict, rng, teacher_params=None):
     if num_micro == 1:
-      grads, sums = grad_fn(state.params, batch, rng, teacher_params)
+      grads, (sums, _) = grad_fn(state.params, batch, rng, teacher_params, moe_buffer)
     else:
       # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
       micro = jax.tree.map(
@@ -105,18 +120,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
           batch)
 
       def accumulate(carry, inputs):
+        totals, buffer = carry
         micro_batch, micro_rng = inputs
-        grads, sums = grad_fn(state.params, micro_batch, micro_rng, teacher_params)
-        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+        grads, (sums, buffer) = grad_fn(state.params, micro_batch, micro_rng, teacher_params,
+                                        buffer)
+        return (jax.tree.map(jnp.add, totals, (grads, sums)), buffer), None
 
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-          grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params))
-      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (micro, jax.random.split(rng, num_micro)))
+      grads_shape, (sums_shape, _) = jax.eval_shape(
+          grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params,
+          moe_buffer)
+      zeros = jax.tree.map(jnp.zeros_like, (grads_shape, sums_shape))
+      ((grads, sums), _), _ = jax.lax.scan(accumulate, (zeros, moe_buffer),
+                                           (micro, jax.random.split(rng, num_micro)))
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight_sum'], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step_metrics = losses.mean_metrics(sums)
     step_metrics['grad_norm'] = optax.tree.norm(grads)
+    if routed:
+      step_metrics.update(load_balance.moe_metrics(sums))
     if schedule is not None:
       step_metrics['learning_rate'] = schedule(schedule_position(state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
@@ -149,8 +171,12 @@ class Trainer:
     self.teacher, self.teacher_params, teacher_shardings = None, None, None
     if config.objective.distill.teacher:
       self.teacher, self.teacher_params, teacher_shardings = load_teacher(config, devices)
+    shape = dict(zip(sharding.MESH_AXES, self.mesh.devices.shape))
+    rows = config.train.batch_size // config.train.micro_batches
+    moe_rows = (config.train.moe_balance_rows
+                or rows // sharding.data_parallel_size(shape, self.rules))
     step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0,
-                           self.teacher, config.objective.distill, self.schedule)
+                           self.teacher, config.objective.distill, self.schedule, moe_rows)
     self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated,
                                              teacher_shardings),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)
@@ -368,7 +394,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
                                 trainer.place)
     writer.write(step, results)
-    progress.message(f'eval at step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
+    progress.message(f'eval at step {step}: ' + ' '.join(  # the per-expert loads: metrics only
+        f'{k}={v:.4f}' for k, v in results.items() if '/moe/layer_' not in k))
     return results, time.perf_counter() - start
 
   if config.init.path and not resumed:

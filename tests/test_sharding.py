@@ -6,16 +6,18 @@ from experiments import base
 from research import errors, sharding
 
 
-def _mesh_config(data=-1, fsdp=1, tensor=1):
+def _mesh_config(data=-1, fsdp=1, tensor=1, expert=1):
   config = base.get_config()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data, fsdp, tensor
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.expert = (data, fsdp, tensor,
+                                                                                 expert)
   return config.mesh
 
 
 def test_minus_one_takes_the_remaining_devices():
-  assert sharding.mesh_shape(_mesh_config(-1, 2, 2), 8) == (2, 2, 2)
-  assert sharding.mesh_shape(_mesh_config(2, -1, 1), 8) == (2, 4, 1)
-  assert sharding.mesh_shape(_mesh_config(-1, 1, 1), 1) == (1, 1, 1)
+  assert sharding.mesh_shape(_mesh_config(-1, 2, 2), 8) == (2, 2, 2, 1)
+  assert sharding.mesh_shape(_mesh_config(2, -1, 1), 8) == (2, 4, 1, 1)
+  assert sharding.mesh_shape(_mesh_config(-1, 1, 1), 1) == (1, 1, 1, 1)
+  assert sharding.mesh_shape(_mesh_config(-1, 1, 1, 2), 8) == (4, 1, 1, 2)
 
 
 @pytest.mark.parametrize('sizes, message', [

@@ -12,7 +12,8 @@ pre-norm, a final norm on each stack, one embedding shared by encoder, decoder a
 it is built from the same blocks, with rotary positions in both self-attentions where T5 has a
 relative bias. Both take one batch dict (`make_model` picks by `config.architecture`, `dummy_batch`
 makes one to initialise with). Parameters are float32; computation runs in `config.dtype` (float32
-or bfloat16); logits and softmax are float32.
+or bfloat16); logits and softmax are float32. With `moe_experts` > 0, every `moe_every`-th layer's
+MLP is a mixture of experts (research/model/moe.py; GShard and Switch replace every other one).
 """
 
 import dataclasses
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from research import errors
-from research.model import layers
+from research.model import layers, moe
 
 REMAT_POLICIES = {
     'none': None,
@@ -70,6 +71,12 @@ class ModelConfig:
   dropout_rate: float = 0.0
   norm_eps: float = 1e-6
   init_std: float = 0.02
+  moe_experts: int = 0
+  moe_top_k: int = 2
+  moe_capacity_factor: float = 1.25
+  moe_every: int = 1
+  moe_mlp_dim: int = 0
+  moe_normalize_gates: bool = False
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -84,6 +91,17 @@ class ModelConfig:
           f'model.rotary_fraction={self.rotary_fraction} must be in [0, 1] and rotate an even number '
           f'of the head_dim={self.head_dim} dimensions (int(head_dim * rotary_fraction) = '
           f'{self.rotary_dim}).')
+    if self.moe_experts < 0 or self.moe_experts and not 1 <= self.moe_top_k <= self.moe_experts:
+      raise errors.UserError(f'model.moe_top_k={self.moe_top_k} must be between 1 and '
+                             f'model.moe_experts={self.moe_experts} (0 experts = a dense model).')
+    if self.moe_every < 1 or self.num_layers % self.moe_every or (
+        self.architecture == 'encoder_decoder' and self.encoder_layers % self.moe_every):
+      raise errors.UserError(f'model.moe_every={self.moe_every} must be >= 1 and divide the number '
+                             f'of layers of each stack (num_layers={self.num_layers}).')
+    if self.moe_capacity_factor < 0 or self.moe_mlp_dim < 0:
+      raise errors.UserError(f'model.moe_capacity_factor={self.moe_capacity_factor} and '
+                             f'model.moe_mlp_dim={self.moe_mlp_dim} must be >= 0 (0 = dropless; '
+                             '0 = model.mlp_dim).')
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict) -> 'ModelConfig':
@@ -107,6 +125,16 @@ class ModelConfig:
   def encoder_layers(self) -> int:
     return self.num_encoder_layers or self.num_layers
 
+  @property
+  def expert_dim(self) -> int:
+    """Each expert's hidden size: `moe_mlp_dim`, or mlp_dim when 0."""
+    return self.moe_mlp_dim or self.mlp_dim
+
+  def is_moe(self, layer: int) -> bool:
+    """Whether layer `layer` (from 0) of a stack has a mixture-of-experts MLP: the last of every
+    `moe_every` layers."""
+    return self.moe_experts > 0 and (layer + 1) % self.moe_every == 0
+
 
 def _norm(config: ModelConfig, name: str) -> nn.Module:
   """The configured norm over `embed`: RMSNorm, or LayerNorm with a bias (GPT-NeoX)."""
@@ -129,16 +157,18 @@ class Block(nn.Module):
 
   Self-attention under `mask_B1LL` (causal in a decoder, bidirectional in the encoder), then, with
   `cross_attention`, attention to the encoder's output `encoded_BED` under `cross_mask_B1LE`
-  (without rotary embeddings), then the MLP; each sub-layer has its norm and a residual. With
+  (without rotary embeddings), then the MLP (with `moe`, module `moe`: experts routed over the
+  tokens `valid_BL` marks); each sub-layer has its norm and a residual. With
   `parallel_residual` every sub-layer reads the layer's input and their outputs add up, as in
   GPT-J and GPT-NeoX (arXiv 2204.06745): x + attention(norm_1(x)) + mlp(norm_2(x)).
   """
   config: ModelConfig
   cross_attention: bool = False
+  moe: bool = False
 
   @nn.compact
-  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic: bool, encoded_BED=None,
-               cross_mask_B1LE=None):
+  def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic: bool, valid_BL,
+               encoded_BED=None, cross_mask_B1LE=None):
     c, dtype = self.config, self.config.compute_dtype
     attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
                                   c.init_std, dtype, c.num_kv_heads, c.attention_bias)
@@ -156,7 +186,11 @@ class Block(nn.Module):
       h_BLD = jnp.where(jnp.any(cross_mask_B1LE, axis=-1)[:, 0, :, None], h_BLD, 0)
       x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     h_BLD = _norm(c, 'mlp_norm')(sublayer_input())
-    h_BLD = _mlp(c)(h_BLD)
+    if self.moe:
+      h_BLD = moe.MoE(c.moe_experts, c.moe_top_k, c.expert_dim, c.moe_capacity_factor,
+                      c.moe_normalize_gates, c.init_std, dtype, name='moe')(h_BLD, valid_BL)
+    else:
+      h_BLD = _mlp(c)(h_BLD)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     return x_BLD, None
 
@@ -168,20 +202,41 @@ def _block_class(config: ModelConfig):
                   static_argnums=(5,))
 
 
+class BlockGroup(nn.Module):
+  """`config.moe_every` layers, the last with a mixture of experts: the unit a stack scans over when
+  MoE layers alternate with dense ones. Modules `block_0`, `block_1`, ..."""
+  config: ModelConfig
+  cross_attention: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLD, *args):
+    block = _block_class(self.config)
+    for i in range(self.config.moe_every):
+      x_BLD, _ = block(self.config, self.cross_attention, self.config.is_moe(i),
+                       name=f'block_{i}')(x_BLD, *args)
+    return x_BLD, None
+
+
 def _stack(config: ModelConfig, num_layers: int, name: str, cross_attention: bool, x_BLD, *args):
   """`num_layers` Blocks applied to x_BLD; `args` are the Block's arguments after x_BLD.
 
   Called inside a compact method, whose module owns the layers: one module `name` scanned over a
-  leading `layers` axis when `config.scan_layers`, else modules `name_0`, `name_1`, ...
+  leading `layers` axis when `config.scan_layers` (over BlockGroups of `moe_every` layers when MoE
+  layers alternate with dense ones), else modules `name_0`, `name_1`, ...
   """
-  block = _block_class(config)
   if config.scan_layers:
-    stack = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-                    in_axes=(nn.broadcast,) * len(args), length=num_layers,
+    grouped = config.moe_experts > 0 and config.moe_every > 1
+    unit = BlockGroup if grouped else _block_class(config)
+    extra = () if grouped else (config.is_moe(0),)
+    stack = nn.scan(unit, variable_axes={'params': 0, 'intermediates': 0},
+                    split_rngs={'params': True, 'dropout': True},
+                    in_axes=(nn.broadcast,) * len(args),
+                    length=num_layers // config.moe_every if grouped else num_layers,
                     metadata_params={nn.PARTITION_NAME: 'layers'})
-    return stack(config, cross_attention, name=name)(x_BLD, *args)[0]
+    return stack(config, cross_attention, *extra, name=name)(x_BLD, *args)[0]
+  block = _block_class(config)
   for i in range(num_layers):
-    x_BLD, _ = block(config, cross_attention, name=f'{name}_{i}')(x_BLD, *args)
+    x_BLD, _ = block(config, cross_attention, config.is_moe(i), name=f'{name}_{i}')(x_BLD, *args)
   return x_BLD
 
 
@@ -233,7 +288,7 @@ class Decoder(nn.Module):
     mask_B1LL = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
     sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
     x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
-                   deterministic)
+                   deterministic, batch['segment_ids'] > 0)
     return _logits(self, c, x_BLD, embedding_VD)
 
 
@@ -257,7 +312,7 @@ class EncoderDecoder(nn.Module):
     mask_B1EE = layers.segment_mask(encoder_segment_ids_BE, encoder_segment_ids_BE)
     sin_BEk, cos_BEk = _rotary_tables(c, batch['encoder_positions'])
     x_BED = _stack(c, c.encoder_layers, 'encoder_layers', False, x_BED, mask_B1EE, sin_BEk, cos_BEk,
-                   deterministic)
+                   deterministic, encoder_segment_ids_BE > 0)
     encoded_BED = _norm(c, 'encoder_norm')(x_BED)
 
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
@@ -265,7 +320,7 @@ class EncoderDecoder(nn.Module):
     cross_mask_B1LE = layers.segment_mask(batch['segment_ids'], encoder_segment_ids_BE)
     sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
     x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
-                   deterministic, encoded_BED, cross_mask_B1LE)
+                   deterministic, batch['segment_ids'] > 0, encoded_BED, cross_mask_B1LE)
     return _logits(self, c, x_BLD, embedding_VD)
 
 
@@ -291,19 +346,29 @@ def dummy_batch(config: ModelConfig, batch_size: int, seq_len: int, target_len: 
   return {**{f'encoder_{k}': v for k, v in rows(seq_len).items()}, **rows(target_len)}
 
 
+def moe_layers(config: ModelConfig) -> int:
+  """How many mixture-of-experts layers the model has (an encoder-decoder's encoder's too)."""
+  stacks = [config.num_layers] + ([config.encoder_layers]
+                                  if config.architecture == 'encoder_decoder' else [])
+  return sum(config.is_moe(i) for layers_ in stacks for i in range(layers_))
+
+
 def matmul_params(config: ModelConfig) -> int:
   """Parameters that take part in a matmul: every layer's projections and the output layer.
 
   The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted, and biases
   and norms are no matmuls. Grouped-query attention has smaller key and value projections; a GELU
-  MLP has two matrices where SwiGLU has three. An
+  MLP has two matrices where SwiGLU has three. A mixture-of-experts layer counts what one token
+  meets: its top-k experts and the router (the active parameters). An
   encoder-decoder counts its encoder layers and its decoder layers with their cross-attention
   projections; not every token meets all of them (see `flops_per_token`).
   """
-  attention, mlp = _attention_params(config), _mlp_params(config)
-  total = config.num_layers * (attention + mlp) + config.vocab_size * config.d_model
+  attention = _attention_params(config)
+  total = (config.num_layers * attention + _mlp_params(config, config.num_layers)
+           + config.vocab_size * config.d_model)
   if config.architecture == 'encoder_decoder':
-    total += config.encoder_layers * (attention + mlp) + config.num_layers * attention
+    total += (config.encoder_layers * attention + _mlp_params(config, config.encoder_layers)
+              + config.num_layers * attention)
   return total
 
 
@@ -312,9 +377,13 @@ def _attention_params(config: ModelConfig) -> int:
   return 2 * config.d_model * config.head_dim * (config.num_heads + config.kv_heads)
 
 
-def _mlp_params(config: ModelConfig) -> int:
-  """One MLP's matrices: gate, up and down for SwiGLU; up and down for a GELU MLP."""
-  return (3 if config.mlp == 'swiglu' else 2) * config.d_model * config.mlp_dim
+def _mlp_params(config: ModelConfig, num_layers: int) -> int:
+  """The MLP matrices a token meets in a stack of `num_layers`: gate, up and down for SwiGLU, up
+  and down for a GELU MLP; in a MoE layer the router and its top-k SwiGLU experts."""
+  moe_layers = sum(config.is_moe(i) for i in range(num_layers))
+  dense = (3 if config.mlp == 'swiglu' else 2) * config.d_model * config.mlp_dim
+  routed = config.d_model * (config.moe_experts + 3 * config.moe_top_k * config.expert_dim)
+  return (num_layers - moe_layers) * dense + moe_layers * routed
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
@@ -340,9 +409,9 @@ def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
     attention = 12 * config.num_layers * seq_len * heads
     return 6 * matmul_params(config) + (attention / 2 if causal else attention)
   encoder_len, decoder_len = seq_len, target_len or seq_len
-  layer = _attention_params(config) + _mlp_params(config)
   cross_kv = 2 * config.d_model * config.head_dim * config.kv_heads
-  encoder_params = config.encoder_layers * layer + config.num_layers * cross_kv
+  encoder_params = (config.encoder_layers * _attention_params(config)
+                    + _mlp_params(config, config.encoder_layers) + config.num_layers * cross_kv)
   decoder_params = matmul_params(config) - encoder_params
   self_attention = 12 * config.num_layers * decoder_len * heads
   row = (6 * encoder_params * encoder_len
