@@ -9,8 +9,12 @@ training loss, the final and best loss of every evaluation, the final answer acc
 score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
 by step and by tokens seen, answer accuracy by step, by tokens seen and by difficulty, the
 learning rate by step and the mixture weights by step where they change (Skill-it's trajectory),
-all runs on one pair of axes each (research/report.py). Everything is written to a temporary directory in OUT first and renamed
-into place, report.md last, so a failed run leaves no half-written report.
+all runs on one pair of axes each (research/report.py). Runs of mixture-of-experts models add a
+routing table (largest expert load, dropped assignments, each evaluation's expert load entropy and
+how differently the evaluation tasks use the experts), the largest expert load and load entropies
+by step, and per run a bar chart of each task's expert loads per MoE layer. Everything is written
+to a temporary directory in OUT first and renamed into place, report.md last, so a failed run
+leaves no half-written report.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -83,6 +87,16 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
               'Runs started from a checkpoint (`init.path`): each evaluation loss before the '
               'first step and at the end. Upstream tasks (the starting run\'s mixture): a rise is '
               'forgetting; downstream tasks: a fall is adaptation.']
+  routing = report.routing_table(runs)
+  if routing:
+    lines += ['', '## Expert routing', '', routing, '',
+              'Runs of mixture-of-experts models, final values: `moe/max_load`, N_E times the '
+              'largest expert load averaged over layers (1 = balanced); `moe/dropped_fraction`, '
+              'the share of assignments over capacity; `load_entropy`, the entropy (nats) of an '
+              'evaluation\'s expert loads (ln N_E = spread evenly); `domain divergence`, the '
+              'Jensen-Shannon divergence (nats, at most ln 2) between the tasks\' expert loads at '
+              'the last evaluation, averaged over task pairs and MoE layers: higher, the tasks use '
+              'more different experts (more specialisation).']
   if plot_files:
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(name)[0]}]({name})\n' for name in plot_files]

@@ -5,23 +5,29 @@ A run directory holds `config.json` (the resolved config as nested JSON) and `me
 JSON object a line with `step`; train lines carry `loss`, `learning_rate`, `tokens_seen`, ...,
 eval lines `eval/<name>/loss`, where `<name>` is a task or a task and an example format such as
 `stdlib_code/R3_15`), and on tasks with answers `eval/<name>/answer_accuracy` and
-`eval/<name>/answer_accuracy/difficulty_<d>` (research/evaluate.py). A step can have several lines
-(a train and an eval line, and the lines a resumed run logs again); they merge metric by metric,
-the later line winning.
+`eval/<name>/answer_accuracy/difficulty_<d>` (research/evaluate.py). Runs of mixture-of-experts
+models also log their routing: train lines `moe/max_load`, `moe/dropped_fraction`, ... and
+`moe/layer_<m>/expert_<e>`, eval lines `eval/<task>/moe/layer_<m>/expert_<e>`,
+`eval/<task>/moe/load_entropy` and `eval/<task>/moe/dropped_fraction` (research/objectives/
+load_balance.py). A step can have several lines (a train and an eval line, and the lines a resumed
+run logs again); they merge metric by metric, the later line winning.
 """
 
 import collections
 import dataclasses
+import itertools
 import json
 import math
 import os
 import re
+import statistics
 import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
 from matplotlib import figure
+from matplotlib import ticker
 
 from research import errors
 
@@ -30,6 +36,8 @@ from research import errors
 LOCATION_KEYS = ('workdir', 'data.cache_dir', 'checkpoint', 'distributed')
 
 _MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
+_MOE_METRIC = re.compile(r'^(eval/.+/)?moe/')
+_EXPERT_LOAD = re.compile(r'^eval/(.+)/moe/layer_(\d+)/expert_(\d+)$')
 _UNSAFE_IN_FILE_NAMES = re.compile(r'[^\w.]+')  # in an eval name: '/' above all
 _SUFFIXED_FROM = 1e4  # numbers this large are shown with a suffix: 40.96k, not 4.096e+04
 _SUFFIXES = ((1e12, 'T'), (1e9, 'B'), (1e6, 'M'), (1e3, 'k'))
@@ -271,6 +279,60 @@ def summary_table(runs: Sequence[Run]) -> str:
                    for row in [header, align, *rows])
 
 
+def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
+  """The Jensen-Shannon divergence of distributions `p` and `q` in nats,
+  JS(p, q) = (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2 and KL(p || m) = sum_i p_i ln(p_i /
+  m_i) (a term with p_i = 0 is 0): 0 for equal distributions, ln 2 for disjoint ones."""
+  m = [(a + b) / 2 for a, b in zip(p, q)]
+  return sum(a * math.log(a / c) for x in (p, q) for a, c in zip(x, m) if a > 0) / 2
+
+
+def expert_loads(run: Run) -> tuple[int, dict[str, list[list[float]]]] | None:
+  """The expert loads of `run`'s last evaluation that logged them: (its step, task -> MoE layer m ->
+  expert e -> `eval/<task>/moe/layer_<m>/expert_<e>`, the share of the task's assignments in layer
+  m that went to expert e), tasks sorted; None when no evaluation logged them (a dense model)."""
+  for step, values in reversed(run.metrics.items()):
+    found = [(match[1], int(match[2]), int(match[3]), value) for key, value in values.items()
+             if (match := _EXPERT_LOAD.match(key))]
+    if found:
+      layers, experts = (1 + max(entry[i] for entry in found) for i in (1, 2))
+      loads = {task: [[0.0] * experts for _ in range(layers)]
+               for task in sorted({task for task, _, _, _ in found})}
+      for task, layer, expert, value in found:
+        loads[task][layer][expert] = value
+      return step, loads
+  return None
+
+
+def domain_divergence(loads: Mapping[str, Sequence[Sequence[float]]]) -> float | None:
+  """How differently tasks use the experts: the `js_divergence` of two tasks' expert loads in an
+  MoE layer (`expert_loads`' task -> layer -> expert), averaged over the pairs of tasks and the
+  layers; 0 when all tasks route alike, ln 2 when no two share an expert (Qiu et al. 2025, arXiv
+  2501.11873). None with fewer than two tasks."""
+  pairs = list(itertools.combinations(loads.values(), 2))
+  return statistics.fmean(js_divergence(p, q) for a, b in pairs
+                          for p, q in zip(a, b)) if pairs else None
+
+
+def routing_table(runs: Sequence[Run]) -> str:
+  """For runs of mixture-of-experts models, a markdown table, one row per such run: final
+  `moe/max_load` and `moe/dropped_fraction`, the final `eval/<task>/moe/load_entropy` of every
+  task, and the `domain_divergence` of the last evaluation's expert loads. '' when no run routes."""
+  routed = [run for run in runs if any(_MOE_METRIC.match(key) for values in run.metrics.values()
+                                       for key in values)]
+  if not routed:
+    return ''
+  keys = ['moe/max_load', 'moe/dropped_fraction',
+          *(f'eval/{name}/moe/load_entropy' for name in eval_names(routed, 'moe/load_entropy'))]
+  header = ['run', *keys, 'domain divergence']
+  align = ['---'] + ['---:'] * (len(keys) + 1)
+  rows = [[run.name, *(format_number(final_value(run, key)) for key in keys),
+           format_number(domain_divergence(loads[1]) if (loads := expert_loads(run)) else None)]
+          for run in routed]
+  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
+                   for row in [header, align, *rows])
+
+
 def _upstream_tasks(run: Run) -> set[str] | None:
   """The tasks of the mixture of the run that `run` started from (its config's init.path), or
   None when `run` did not start from a run whose config.json can be read."""
@@ -338,16 +400,47 @@ def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x:
   fig.savefig(path, dpi=120)
 
 
+def _plot_expert_loads(loads: Mapping[str, Sequence[Sequence[float]]], title: str,
+                       path: str) -> None:
+  """Saves one PNG of `expert_loads`' task -> layer -> expert shares: a subplot per MoE layer (two
+  a row), grouped bars with the expert on the x axis and a bar per task, the legend below."""
+  tasks = list(loads)
+  layers, experts = len(loads[tasks[0]]), len(loads[tasks[0]][0])
+  columns = min(layers, 2)
+  rows = math.ceil(layers / columns)
+  fig = figure.Figure(figsize=(9, 1 + 3 * rows + 0.2 * len(tasks)), layout='constrained')
+  axes = fig.subplots(rows, columns, squeeze=False, sharey=True).flatten()
+  colors = matplotlib.colormaps['tab10' if len(tasks) <= 10 else 'tab20'].colors
+  width = 0.8 / len(tasks)
+  for layer, ax in enumerate(axes[:layers]):
+    for index, task in enumerate(tasks):
+      ax.bar([e - 0.4 + width * (index + 0.5) for e in range(experts)], loads[task][layer], width,
+             label=task if layer == 0 else None, color=colors[index % len(colors)])
+    ax.set_title(f'MoE layer {layer}', fontsize=11)
+    ax.set_xlabel('expert', fontsize=11)
+    ax.set_ylabel('share of assignments', fontsize=11)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.grid(axis='y', alpha=0.3)
+  for ax in axes[layers:]:
+    ax.set_visible(False)  # the empty cell of an odd number of layers
+  fig.suptitle(textwrap.fill(title, _TITLE_WIDTH), fontsize=13)
+  fig.legend(loc='outside lower center', fontsize='small', ncols=1 if len(tasks) > 6 else 2)
+  fig.savefig(path, dpi=120)
+
+
 def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
   """Writes PNG plots of `runs` into `out_dir` and returns their paths, in this order:
 
   train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png and
   eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'), the same two of
   `answer_accuracy` and eval_<name>_answer_accuracy_by_difficulty_vs_step.png for every eval name
-  that scores answers, learning_rate_vs_step.png and, when some run's mixture changes,
-  mixture_weights_vs_step.png. Every run is a curve on one pair of axes, labelled by
-  `run_labels` (by difficulty: a curve per run and difficulty); a plot no run has data for is left
-  out. Matplotlib's Figure API renders with Agg and leaves pyplot's global state alone.
+  that scores answers, learning_rate_vs_step.png, for mixture-of-experts runs
+  moe_max_load_vs_step.png and eval_<task>_moe_load_entropy_vs_step.png for every task, when some
+  run's mixture changes, mixture_weights_vs_step.png, and <run>_expert_loads.png for every run
+  with `expert_loads` (the per-expert metrics get no curves of their own). Every run is a curve on
+  one pair of axes, labelled by `run_labels` (by difficulty: a curve per run and difficulty); a
+  plot no run has data for is left out. Matplotlib's Figure API renders with Agg and leaves
+  pyplot's global state alone.
   """
   specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
            ('train_loss_vs_tokens_seen', 'Training loss vs tokens seen', 'tokens_seen', 'loss'),
@@ -356,7 +449,13 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
               f'{x.replace("_", " ")}', x, f'eval/{name}/{metric}')
              for metric in ('loss', 'answer_accuracy') for name in eval_names(runs, metric)
              for x in ('step', 'tokens_seen')),
-           ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate')]
+           ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate'),
+           ('moe_max_load_vs_step', 'MoE largest expert load (moe/max_load, 1 = balanced) vs step',
+            'step', 'moe/max_load'),
+           *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_moe_load_entropy_vs_step',
+              f'Expert load entropy on {name} (eval/{name}/moe/load_entropy, ln N_E = balanced) '
+              'vs step', 'step', f'eval/{name}/moe/load_entropy')
+             for name in eval_names(runs, 'moe/load_entropy'))]
   labels = run_labels(runs)
   paths = []
   for stem, title, x, y in specs:
@@ -377,6 +476,12 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
     paths.append(os.path.join(out_dir, 'mixture_weights_vs_step.png'))
     _plot(mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch',
           paths[-1])
+  for run, step, loads in [(run, *found) for run in runs if (found := expert_loads(run))]:
+    paths.append(os.path.join(out_dir, f'{_UNSAFE_IN_FILE_NAMES.sub("-", run.name)}'
+                                       '_expert_loads.png'))
+    _plot_expert_loads(loads, f'Expert loads of {run.name} at step {step}: the share of each '
+                       "task's assignments in an MoE layer per expert "
+                       '(eval/<task>/moe/layer_<m>/expert_<e>)', paths[-1])
   return paths
 
 

@@ -201,6 +201,97 @@ def test_mixture_weights_are_plotted_where_they_change(tmp_path):
   assert report.mixture_curves(other[-1:], ['fixed']) == []  # a mixture that never changes
 
 
+# A mixture-of-experts run, 2 MoE layers of 4 experts, evaluated on 2 tasks. At step 10 every
+# expert gets a quarter of every task; at step 20 in layer 0 prose goes to experts 0 and 1 and code
+# to expert 3 (disjoint: JS = ln 2), in layer 1 both still spread evenly (JS = 0), so the domain
+# divergence is (ln 2 + 0) / 2 = 0.3466. Load entropies: prose (ln 2 + ln 4) / 2 = 1.04, code
+# (0 + ln 4) / 2 = 0.6931.
+_EVEN = [[0.25] * 4, [0.25] * 4]
+_SPECIALISED = {'stdlib_prose': [[0.5, 0.5, 0.0, 0.0], [0.25] * 4],
+                'stdlib_code': [[0.0, 0.0, 0.0, 1.0], [0.25] * 4]}
+
+
+def _moe_train(step: int, max_load: float, dropped: float) -> dict:
+  """A training line of the MoE run, with its routing metrics and per-expert train loads."""
+  return {**_train(step, 3.0), 'moe/lbl': 1.1, 'moe/router_z_loss': 0.2,
+          'moe/dropped_fraction': dropped, 'moe/router_entropy': 1.2, 'moe/max_load': max_load,
+          **{f'moe/layer_{m}/expert_{e}': 0.25 for m in range(2) for e in range(4)}}
+
+
+def _moe_eval(step: int, loads: dict[str, list[list[float]]]) -> dict:
+  """An evaluation line of the MoE run: task -> layer -> expert shares, and their entropies."""
+  line = {'step': step}
+  for task, layers in loads.items():
+    line.update({f'eval/{task}/moe/layer_{m}/expert_{e}': share
+                 for m, shares in enumerate(layers) for e, share in enumerate(shares)})
+    line[f'eval/{task}/loss'] = 3.0
+    line[f'eval/{task}/moe/dropped_fraction'] = 0.0
+    line[f'eval/{task}/moe/load_entropy'] = sum(
+        -x * math.log(x) for shares in layers for x in shares if x) / len(layers)
+  return line
+
+
+@pytest.fixture(scope='module')
+def moe_dir(tmp_path_factory):
+  """The path of the MoE run `moe+top2` (its name is not safe in a file name)."""
+  lines = [_moe_train(10, 1.5, 0.02),
+           _moe_eval(10, {'stdlib_prose': _EVEN, 'stdlib_code': _EVEN}),
+           _moe_train(20, 1.25, 0.005), _moe_eval(20, _SPECIALISED), _moe_train(30, 1.125, 0.004)]
+  return _write_run(tmp_path_factory.mktemp('moe') / 'moe+top2', ''.join(map(_line, lines)),
+                    model__moe_experts=4)
+
+
+def test_js_divergence_is_zero_for_equal_and_ln2_for_disjoint_distributions():
+  assert report.js_divergence([0.3, 0.7], [0.3, 0.7]) == 0
+  assert report.js_divergence([1, 0], [0, 1]) == pytest.approx(math.log(2))
+  # [1, 0] and [0.5, 0.5]: m = [0.75, 0.25]; KL([1, 0] || m) = ln(4/3), KL([0.5, 0.5] || m) =
+  # 0.5 ln(2/3) + 0.5 ln 2 = 0.5 ln(4/3); JS = (1 + 0.5) / 2 ln(4/3) = 0.75 ln(4/3) = 0.2158.
+  assert report.js_divergence([1, 0], [0.5, 0.5]) == pytest.approx(0.75 * math.log(4 / 3))
+  # Three tasks, one layer: pairs (a, b) and (b, c) disjoint, (a, c) equal: 2 ln 2 / 3.
+  assert report.domain_divergence({'a': [[1, 0]], 'b': [[0, 1]], 'c': [[1, 0]]}) == (
+      pytest.approx(2 * math.log(2) / 3))
+  assert report.domain_divergence({'a': [[1, 0]]}) is None
+
+
+def test_expert_loads_are_those_of_the_last_evaluation_that_logged_them(moe_dir, runs):
+  moe = report.load_run(moe_dir)
+  assert report.expert_loads(moe) == (20, dict(sorted(_SPECIALISED.items())))
+  assert report.domain_divergence(report.expert_loads(moe)[1]) == pytest.approx(math.log(2) / 2)
+  assert [report.expert_loads(run) for run in runs] == [None] * 3
+
+
+def test_routing_table_has_a_row_per_moe_run(moe_dir, runs):
+  assert report.routing_table(runs) == ''
+  header, *rows = _table(report.routing_table([runs[0], report.load_run(moe_dir)]))
+  assert header == ['run', 'moe/max_load', 'moe/dropped_fraction',
+                    'eval/stdlib_code/moe/load_entropy', 'eval/stdlib_prose/moe/load_entropy',
+                    'domain divergence']
+  assert rows == [['moe+top2', '1.125', '0.004', '0.6931', '1.04', '0.3466']]
+
+
+def test_moe_runs_plot_routing_but_no_curve_per_expert(moe_dir, runs, tmp_path):
+  paths = report.plot_runs([runs[0], report.load_run(moe_dir)], str(tmp_path))
+  names = [os.path.basename(p) for p in paths]
+  assert names[names.index('learning_rate_vs_step.png') + 1:] == [
+      'moe_max_load_vs_step.png', 'eval_stdlib_code_moe_load_entropy_vs_step.png',
+      'eval_stdlib_prose_moe_load_entropy_vs_step.png', 'moe-top2_expert_loads.png']
+  assert not any('layer' in name for name in names)  # nor any other file:
+  assert sorted(os.listdir(tmp_path)) == sorted(names)
+  for path in paths:
+    with open(path, 'rb') as f:
+      assert f.read(8) == PNG_SIGNATURE
+
+
+def test_command_reports_the_routing_of_moe_runs(moe_dir, tmp_path):
+  out = tmp_path / 'out'
+  _main([moe_dir], str(out))
+  text = (out / 'report.md').read_text()
+  assert '## Expert routing' in text
+  assert '| moe+top2 | 1.125 | 0.004 | 0.6931 | 1.04 | 0.3466 |' in text
+  assert '![moe-top2_expert_loads](moe-top2_expert_loads.png)' in text
+  assert (out / 'moe-top2_expert_loads.png').read_bytes()[:8] == PNG_SIGNATURE
+
+
 def _main(argv: list[str], out: str | None) -> str:
   """Runs the command's main in-process with --out=`out`; returns what it printed."""
   return commands.run_main(lambda _: report_command.main(['launch.report', *argv]), out=out)
@@ -220,6 +311,7 @@ def test_command_writes_the_report_and_its_plots(run_dirs, tmp_path, capsys):
   assert '- `ul2`: skipped unreadable lines of metrics.jsonl (torn writes): 6' in text
   images = [line[line.index('](') + 2:-1] for line in text.splitlines() if line.startswith('![')]
   assert len(images) == 7 and sorted(os.listdir(out)) == sorted([*images, 'report.md'])
+  assert '## Expert routing' not in text  # dense runs: no routing section
 
 
 def test_a_failed_report_leaves_the_previous_one_whole(run_dirs, tmp_path, monkeypatch):
