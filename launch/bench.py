@@ -9,6 +9,10 @@ Sections:
   data    input-pipeline throughput: global batches of the experiment's data config and objective
           (UL2's denoisers, ...) assembled on the host (research/data/pipeline.TrainData.batch),
           tokens (row positions) per second as median and spread over repeats
+  moe     the experiment's mixture-of-experts layer (model.moe_*; research/model/moe.py), forward
+          and backward on one batch of train.batch_size x data.seq_len tokens, against a dense
+          SwiGLU of the same active width (top_k x the expert width): milliseconds, median of
+          repeats, and their ratio (the cost of routing, dispatch and capacity slack)
 """
 
 import json
@@ -23,14 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from research import peak_flops
+from research import errors, peak_flops
 from research.data import pipeline, vocabularies
+from research.model import layers, transformer
 from research.objectives import examples
 
 _OUT = flags.DEFINE_string('out', None, 'Where to write the JSON results.', required=True)
 _SECTIONS = flags.DEFINE_list('sections', ['matmul', 'data'], 'Which benchmarks to run.')
 _DATA_STEPS = flags.DEFINE_integer('data_steps', 200, 'Batches per data repeat.')
-SECTIONS = ('matmul', 'data')
+SECTIONS = ('matmul', 'data', 'moe')
 flags.register_validator('sections', lambda names: set(names) <= set(SECTIONS),
                          message=f'--sections takes a comma-separated subset of {SECTIONS}.')
 
@@ -63,6 +68,42 @@ def data_section(config, steps: int, repeats: int = 5) -> dict:
           'seq_len': config.data.seq_len, 'steps_per_repeat': steps, 'repeats': repeats}
 
 
+def _median_milliseconds(fn, args, repeats: int) -> float:
+  """The median wall time of `fn(*args)` over `repeats` calls after one compiling call."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return 1000 * float(np.median(times))
+
+
+def moe_section(config, repeats: int = 10) -> dict:
+  """Forward + backward milliseconds of the config's MoE layer and of a dense SwiGLU of the same
+  active width, on one global batch of random activations."""
+  c = transformer.ModelConfig.from_config(config.model)
+  if not c.moe_experts:
+    raise errors.UserError(f'--sections=moe needs a mixture-of-experts model, but --config has '
+                           f'model.moe_experts={c.moe_experts}; pass an experiment with experts '
+                           '(experiments/moe_load_balancing.py).')
+  shape = (config.train.batch_size, config.data.seq_len, c.d_model)
+  x_BLD = jax.random.normal(jax.random.key(0), shape, c.compute_dtype)
+  valid_BL = jnp.ones(shape[:2], bool)
+  dense = layers.SwiGLU(c.moe_top_k * c.expert_dim, c.init_std, c.compute_dtype)
+  modules = {'moe': (transformer.moe_mlp(c), (x_BLD, valid_BL)), 'dense': (dense, (x_BLD,))}
+  results = {}
+  for name, (module, args) in modules.items():
+    params = module.init(jax.random.key(1), *args)
+    loss = lambda p, x, m=module, a=args: jnp.sum(jnp.square(m.apply(p, x, *a[1:])))
+    results[f'{name}_milliseconds'] = _median_milliseconds(
+        jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x_BLD), repeats)
+  return {**results, 'moe_over_dense': results['moe_milliseconds'] / results['dense_milliseconds'],
+          'experts': c.moe_experts, 'top_k': c.moe_top_k, 'expert_dim': c.expert_dim,
+          'capacity_factor': c.moe_capacity_factor, 'tokens': shape[0] * shape[1],
+          'd_model': c.d_model, 'dtype': c.dtype}
+
+
 @cli.exits_on_user_error
 def main(argv):
   del argv
@@ -71,7 +112,8 @@ def main(argv):
                          'python': platform.python_version(),
                          'devices': [d.device_kind for d in jax.local_devices()]}}
   sections = {'matmul': matmul_section,
-              'data': lambda: data_section(cli.CONFIG.value, _DATA_STEPS.value)}
+              'data': lambda: data_section(cli.CONFIG.value, _DATA_STEPS.value),
+              'moe': lambda: moe_section(cli.CONFIG.value)}
   for name in _SECTIONS.value:
     results[name] = sections[name]()
     print(name, json.dumps(results[name], indent=1))

@@ -8,9 +8,9 @@ from research import errors, sharding
 
 def _mesh_config(data=-1, fsdp=1, tensor=1, expert=1):
   config = base.get_config()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.expert = (data, fsdp, tensor,
-                                                                                 expert)
-  return config.mesh
+  mesh = config.mesh
+  mesh.data, mesh.fsdp, mesh.tensor, mesh.expert = data, fsdp, tensor, expert
+  return mesh
 
 
 def test_minus_one_takes_the_remaining_devices():
@@ -38,15 +38,17 @@ def test_rules_name_unknown_mesh_axes():
     sharding.logical_rules(config.mesh)
 
 
-def test_batch_is_split_over_data_and_fsdp():
+@pytest.mark.parametrize('tensor, expert, rows', [(2, 1, 2), (1, 2, 1)])
+def test_batch_is_split_over_data_fsdp_and_expert(tensor, expert, rows):
   config = base.get_config()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+  mesh_config = config.mesh
+  mesh_config.data, mesh_config.fsdp, mesh_config.tensor, mesh_config.expert = 2, 2, tensor, expert
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(config.mesh)
-  assert sharding.batch_axes(rules) == ('data', 'fsdp')
-  assert sharding.data_parallel_size(mesh.shape, rules) == 4
+  assert sharding.batch_axes(rules) == ('data', 'fsdp', 'expert')
+  assert sharding.data_parallel_size(mesh.shape, rules) == 4 * expert
   batch = {'x': np.arange(8 * 3).reshape(8, 3)}
   placed = sharding.global_batch(batch, sharding.batch_sharding(mesh, rules))['x']
   np.testing.assert_array_equal(placed, batch['x'])
-  assert placed.sharding.spec == jax.sharding.PartitionSpec(('data', 'fsdp'), None)
-  assert {s.data.shape for s in placed.addressable_shards} == {(2, 3)}
+  assert placed.sharding.spec == jax.sharding.PartitionSpec(('data', 'fsdp', 'expert'), None)
+  assert {s.data.shape for s in placed.addressable_shards} == {(rows, 3)}

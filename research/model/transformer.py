@@ -152,6 +152,13 @@ def _mlp(config: ModelConfig) -> nn.Module:
                         approximate=config.mlp == 'gelu_tanh', name='mlp')
 
 
+def moe_mlp(config: ModelConfig, name: str | None = None) -> moe.MoE:
+  """The mixture-of-experts MLP the `model.moe_*` switches describe."""
+  return moe.MoE(config.moe_experts, config.moe_top_k, config.expert_dim,
+                 config.moe_capacity_factor, config.moe_normalize_gates, config.init_std,
+                 config.compute_dtype, name=name)
+
+
 class Block(nn.Module):
   """One pre-norm Transformer layer. Returns (x, None) so that it can be scanned.
 
@@ -187,8 +194,7 @@ class Block(nn.Module):
       x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     h_BLD = _norm(c, 'mlp_norm')(sublayer_input())
     if self.moe:
-      h_BLD = moe.MoE(c.moe_experts, c.moe_top_k, c.expert_dim, c.moe_capacity_factor,
-                      c.moe_normalize_gates, c.init_std, dtype, name='moe')(h_BLD, valid_BL)
+      h_BLD = moe_mlp(c, name='moe')(h_BLD, valid_BL)
     else:
       h_BLD = _mlp(c)(h_BLD)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
