@@ -95,6 +95,8 @@ def hf_architecture(config: transformer.ModelConfig) -> str:
     problems.append(f'model.architecture={config.architecture!r} (only decoder)')
   if config.qk_norm:
     problems.append('model.qk_norm=True')
+  if config.moe_experts:
+    problems.append(f'model.moe_experts={config.moe_experts} (only dense MLPs)')
   if config.norm == 'rmsnorm':
     llama = [f'model.{key}={getattr(config, key)!r}'
              for key, ok in (('mlp', config.mlp == 'swiglu'),

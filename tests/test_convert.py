@@ -30,7 +30,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from experiments import base  # noqa: E402
 from launch import convert  # noqa: E402
-from research import config as config_lib, errors, hf_checkpoint, train  # noqa: E402
+from research import config as config_lib, errors, hf_architectures, hf_checkpoint, train  # noqa: E402
 from research.data import vocabularies  # noqa: E402
 from research.model import transformer  # noqa: E402
 
@@ -332,6 +332,8 @@ def test_export_refuses_a_model_without_a_hugging_face_equivalent(tmp_path):
   _write_ckpt(str(tmp_path / 'ours'), config, _random_params(config, 0), training=False)
   with pytest.raises(errors.UserError, match=r'as LlamaForCausalLM .* cannot have model.qk_norm'):
     hf_checkpoint.export_checkpoint(str(tmp_path / 'ours'), str(tmp_path / 'hf'))
+  with pytest.raises(errors.UserError, match=r'model.moe_experts=4 \(only dense MLPs\)'):
+    hf_architectures.hf_architecture(dataclasses.replace(SMALL, moe_experts=4))
   (tmp_path / 'full').mkdir()
   (tmp_path / 'full' / 'x').write_text('')
   with pytest.raises(errors.UserError, match=r'full exists and is not empty'):
