@@ -263,10 +263,11 @@ def run_directory(path: str) -> epath.Path:
   return given
 
 
-def checkpoint_config(path: str, flag: str = '--checkpoint') -> ml_collections.ConfigDict:
+def checkpoint_config(path: str, flag: str = '--checkpoint',
+                      decoder_only: bool = True) -> ml_collections.ConfigDict:
   """The config of the run (or launch.convert output) at checkpoint path `path`: its config.json
   over experiments/base.py's defaults. Fails naming `flag` when there is no config.json or no
-  checkpoint, or the model is not a decoder."""
+  checkpoint, or, if `decoder_only` (as scores need), the model is not a decoder."""
   from experiments import base  # the schema and its defaults
 
   run = run_directory(path)
@@ -286,7 +287,7 @@ def checkpoint_config(path: str, flag: str = '--checkpoint') -> ml_collections.C
                            'launch.convert output.')
   loaded = json.loads(config_path.read_text())
   config = ml_collections.ConfigDict(_merge(base.get_config().to_dict(), loaded))
-  if config.model.architecture != 'decoder':
+  if decoder_only and config.model.architecture != 'decoder':
     raise errors.UserError(f'{flag}={path} is an {config.model.architecture} model; scores are '
                            'left-to-right log-likelihoods of a decoder (model.architecture='
                            "'decoder').")

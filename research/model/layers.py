@@ -99,6 +99,22 @@ def attention_mask(segment_ids_BL, prefix_BL=None):
   return allowed_BLL[:, None] & segment_mask(segment_ids_BL, segment_ids_BL)
 
 
+def cache_mask(positions_BL, cache_length: int, prefix_BL=None):
+  """Boolean mask [B, 1, L, S] of queries over a key-value cache of S slots: query q may attend
+  slot s <= its position (slot s holds the row's token at position s).
+
+  The decoding counterpart of `attention_mask` for one sequence a row, fed a few tokens at a time
+  (a prompt, then one token per step). Where `prefix_BL` is true (at the prompt), queries also see
+  the whole prefix, the row's first sum(prefix_BL) slots: a bidirectional prefix as above.
+  """
+  allowed_BLS = jnp.arange(cache_length)[None, None, :] <= positions_BL[:, :, None]
+  if prefix_BL is not None:
+    prefix_length_B = jnp.sum(prefix_BL, axis=1)
+    in_prefix_BS = jnp.arange(cache_length)[None, :] < prefix_length_B[:, None]
+    allowed_BLS = allowed_BLS | (prefix_BL[:, :, None] & in_prefix_BS[:, None, :])
+  return allowed_BLS[:, None]
+
+
 def segment_mask(query_segment_ids_BL, key_segment_ids_BS):
   """Boolean mask [B, 1, L, S]: query q may attend key k of its own segment, in either direction.
 
@@ -133,6 +149,11 @@ class Attention(nn.Module):
   With `num_kv_heads` G < `num_heads` H, grouped-query attention (Ainslie et al. 2023, "GQA",
   arXiv 2305.13245): G key and value heads, query head h reading head h // (H / G) (as Hugging
   Face's Llama repeats them). `use_bias` adds biases to the four projections (GPT-NeoX).
+
+  Decoding (given `cache_index_B`): a key-value cache, the `cache` collection's `key` and `value`
+  [B, S, G, K], S the key length of `mask_B1LS` (`cache_mask`), zeros when first made. The L new
+  keys and values of row b are written at slots cache_index_B[b] ... + L - 1 and the queries attend
+  the whole cache under the mask; keys are cached after rotary embeddings and qk-layernorm.
   """
   num_heads: int
   head_dim: int
@@ -144,7 +165,8 @@ class Attention(nn.Module):
   use_bias: bool = False
 
   @nn.compact
-  def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None):
+  def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None,
+               cache_index_B=None):
     d_model, dtype = x_BLD.shape[-1], self.dtype
     heads, kv_heads = self.num_heads, self.num_kv_heads or self.num_heads
     # Key and value heads shard like the query heads when there are as many.
@@ -169,6 +191,9 @@ class Attention(nn.Module):
     if sin_BLk is not None:
       q_BLHK = apply_rotary(q_BLHK, sin_BLk, cos_BLk)
       k_BSGK = apply_rotary(k_BSGK, sin_BLk, cos_BLk)
+    if cache_index_B is not None:
+      k_BSGK = _cached(self, 'key', k_BSGK, cache_index_B, mask_B1LS.shape[-1])
+      v_BSGK = _cached(self, 'value', v_BSGK, cache_index_B, mask_B1LS.shape[-1])
     q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
     if kv_heads == heads:
       logits_BHLS = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BSGK, preferred_element_type=jnp.float32)
@@ -193,6 +218,17 @@ class Attention(nn.Module):
     if self.use_bias:
       out_BLD = out_BLD + bias(self, 'out_bias', (d_model,), ('embed',)).astype(dtype)
     return out_BLD
+
+
+def _cached(module: nn.Module, name: str, new_BLGK, index_B, length: int):
+  """The cache `name` [B, length, G, K] of `module` with row b's new entries written at slots
+  index_B[b] ... index_B[b] + L - 1."""
+  batch, _, *rest = new_BLGK.shape
+  cache = module.variable('cache', name, jnp.zeros, (batch, length, *rest), new_BLGK.dtype)
+  write = jax.vmap(lambda cache_SGK, new_LGK, index: jax.lax.dynamic_update_slice_in_dim(
+      cache_SGK, new_LGK, index, axis=0))
+  cache.value = write(cache.value, new_BLGK, index_B)
+  return cache.value
 
 
 class SwiGLU(nn.Module):

@@ -168,6 +168,7 @@ class Block(nn.Module):
   tokens `valid_BL` marks); each sub-layer has its norm and a residual. With
   `parallel_residual` every sub-layer reads the layer's input and their outputs add up, as in
   GPT-J and GPT-NeoX (arXiv 2204.06745): x + attention(norm_1(x)) + mlp(norm_2(x)).
+  Given `cache_index_B`, the self-attention decodes with its key-value cache (layers.Attention).
   """
   config: ModelConfig
   cross_attention: bool = False
@@ -175,7 +176,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLD, mask_B1LL, sin_BLk, cos_BLk, deterministic: bool, valid_BL,
-               encoded_BED=None, cross_mask_B1LE=None):
+               encoded_BED=None, cross_mask_B1LE=None, cache_index_B=None):
     c, dtype = self.config, self.config.compute_dtype
     attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
                                   c.init_std, dtype, c.num_kv_heads, c.attention_bias)
@@ -183,7 +184,8 @@ class Block(nn.Module):
     input_BLD = x_BLD
     sublayer_input = lambda: input_BLD if c.parallel_residual else x_BLD
     h_BLD = _norm(c, 'attention_norm')(x_BLD)
-    h_BLD = attention(name='attention')(h_BLD, mask_B1LL, sin_BLk, cos_BLk)
+    h_BLD = attention(name='attention')(h_BLD, mask_B1LL, sin_BLk, cos_BLk,
+                                        cache_index_B=cache_index_B)
     x_BLD = x_BLD + nn.Dropout(c.dropout_rate)(h_BLD, deterministic=deterministic)
     if self.cross_attention:
       h_BLD = _norm(c, 'cross_attention_norm')(sublayer_input())
@@ -228,13 +230,14 @@ def _stack(config: ModelConfig, num_layers: int, name: str, cross_attention: boo
 
   Called inside a compact method, whose module owns the layers: one module `name` scanned over a
   leading `layers` axis when `config.scan_layers` (over BlockGroups of `moe_every` layers when MoE
-  layers alternate with dense ones), else modules `name_0`, `name_1`, ...
+  layers alternate with dense ones), else modules `name_0`, `name_1`, ... A decoding cache (the
+  `cache` collection) is stacked over the scanned layers like the parameters.
   """
   if config.scan_layers:
     grouped = config.moe_experts > 0 and config.moe_every > 1
     unit = BlockGroup if grouped else _block_class(config)
     extra = () if grouped else (config.is_moe(0),)
-    stack = nn.scan(unit, variable_axes={'params': 0, 'intermediates': 0},
+    stack = nn.scan(unit, variable_axes={'params': 0, 'intermediates': 0, 'cache': 0},
                     split_rngs={'params': True, 'dropout': True},
                     in_axes=(nn.broadcast,) * len(args),
                     length=num_layers // config.moe_every if grouped else num_layers,
@@ -283,18 +286,27 @@ class Decoder(nn.Module):
   Reads `inputs`, `segment_ids` (packed documents stay apart; 0 marks padding), `positions` (they
   restart in each segment) and optionally `prefix` (bool [B, L]: a bidirectional prefix for
   prefix-LM objectives).
+
+  With `cache_length` S > 0 it decodes (research/generate.py): each row is one sequence whose
+  tokens at `positions` enter every layer's key-value cache of S slots (`cache` collection, to be
+  passed mutable) at slots = positions, contiguous in each row, and attend the row's cached slots
+  up to their own (`layers.cache_mask`); `segment_ids` then only marks padding.
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, batch: dict, deterministic: bool = True):
+  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0):
     c = self.config
     embedding_VD = _embedding(self, c)
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
-    mask_B1LL = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
     sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
-    x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
-                   deterministic, batch['segment_ids'] > 0)
+    args = (deterministic, batch['segment_ids'] > 0)
+    if cache_length:
+      mask_B1LS = layers.cache_mask(batch['positions'], cache_length, batch.get('prefix'))
+      args += (None, None, batch['positions'][:, 0])
+    else:
+      mask_B1LS = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
+    x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LS, sin_BLk, cos_BLk, *args)
     return _logits(self, c, x_BLD, embedding_VD)
 
 
@@ -306,27 +318,44 @@ class EncoderDecoder(nn.Module):
   decoder's `inputs`, `segment_ids`, `positions` [B, L]. The encoder attends bidirectionally within
   a segment; the decoder causally within a segment and, in each layer, to the encoder tokens of its
   own segment: a packed row numbers its examples alike on both sides (0 = padding).
+
+  With `cache_length` S > 0 the decoder decodes as `Decoder` does. A batch with `encoder_inputs`
+  runs the encoder and keeps its output and segment ids in the `cache` collection (`encoded`,
+  `encoder_segment_ids`); a batch without (a decoding step) reads them from there, so the encoder
+  runs once per generation. The cross-attention keys and values are recomputed from them each step.
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, batch: dict, deterministic: bool = True):
+  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0):
     c = self.config
     embedding_VD = _embedding(self, c)
-    encoder_segment_ids_BE = batch['encoder_segment_ids']
-    x_BED = jnp.take(embedding_VD, batch['encoder_inputs'], axis=0).astype(c.compute_dtype)
-    mask_B1EE = layers.segment_mask(encoder_segment_ids_BE, encoder_segment_ids_BE)
-    sin_BEk, cos_BEk = _rotary_tables(c, batch['encoder_positions'])
-    x_BED = _stack(c, c.encoder_layers, 'encoder_layers', False, x_BED, mask_B1EE, sin_BEk, cos_BEk,
-                   deterministic, encoder_segment_ids_BE > 0)
-    encoded_BED = _norm(c, 'encoder_norm')(x_BED)
+    if cache_length and 'encoder_inputs' not in batch:  # a decoding step: the encoder has run
+      encoded_BED = self.get_variable('cache', 'encoded')
+      encoder_segment_ids_BE = self.get_variable('cache', 'encoder_segment_ids')
+    else:
+      encoder_segment_ids_BE = batch['encoder_segment_ids']
+      x_BED = jnp.take(embedding_VD, batch['encoder_inputs'], axis=0).astype(c.compute_dtype)
+      mask_B1EE = layers.segment_mask(encoder_segment_ids_BE, encoder_segment_ids_BE)
+      sin_BEk, cos_BEk = _rotary_tables(c, batch['encoder_positions'])
+      x_BED = _stack(c, c.encoder_layers, 'encoder_layers', False, x_BED, mask_B1EE, sin_BEk,
+                     cos_BEk, deterministic, encoder_segment_ids_BE > 0)
+      encoded_BED = _norm(c, 'encoder_norm')(x_BED)
+      if cache_length:
+        self.put_variable('cache', 'encoded', encoded_BED)
+        self.put_variable('cache', 'encoder_segment_ids', encoder_segment_ids_BE)
 
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
-    mask_B1LL = layers.attention_mask(batch['segment_ids'])
     cross_mask_B1LE = layers.segment_mask(batch['segment_ids'], encoder_segment_ids_BE)
     sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
-    x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LL, sin_BLk, cos_BLk,
-                   deterministic, batch['segment_ids'] > 0, encoded_BED, cross_mask_B1LE)
+    args = (deterministic, batch['segment_ids'] > 0, encoded_BED, cross_mask_B1LE)
+    if cache_length:
+      mask_B1LS = layers.cache_mask(batch['positions'], cache_length)
+      args += (batch['positions'][:, 0],)
+    else:
+      mask_B1LS = layers.attention_mask(batch['segment_ids'])
+    x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LS, sin_BLk, cos_BLk,
+                   *args)
     return _logits(self, c, x_BLD, embedding_VD)
 
 

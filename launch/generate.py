@@ -1,0 +1,145 @@
+"""Continues prompts with a checkpoint's model: greedy decoding or sampling, with a key-value cache.
+
+  python -m launch.generate --checkpoint=DIR --prompt='def f(x):' [--prompt=...] \
+      [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--sample_top_k=0] [--top_p=1] \
+      [--seed=0] [--stop=eos] [--ban_control_tokens]
+
+DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
+a launch.convert output; its config.json gives the model (decoder or encoder-decoder) and
+data.vocabulary. Every --prompt and every non-blank line of --prompt_file is one prompt; they are
+continued together as one batch (research/generate.py), on one device. A decoder reads BOS (id 0)
+and the prompt, as a bidirectional prefix when the run trained with a denoising objective
+(prefix LM, UL2); an encoder-decoder's encoder reads the prompt. Control-token names in a prompt,
+such as '<|aligned|>' (conditional training, research/objectives/control_tokens.py) or UL2's
+mode token '[S2S]', are those tokens when the vocabulary has them (data.extra_ids).
+--temperature=0 is greedy decoding; above it tokens are sampled, from the --sample_top_k most likely (0: all), then from the nucleus of
+probability --top_p, with --seed. A row ends at a --stop id ('eos' or integer ids; empty: none) or
+after --max_new_tokens. With --ban_control_tokens (the default) the control tokens and sentinels
+are never written; ids past the vocabulary's are never written. Each prompt and its continuation
+are printed, decoded by the run's vocabulary.
+"""
+
+from launch import cli  # first: sets TensorFlow's log level before research imports it
+
+import math
+
+import jax
+from absl import app, flags
+from etils import epath
+
+from research import errors, generate, scores
+from research.data import vocabularies
+from research.objectives import examples
+
+# --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
+# allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
+_CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to '
+                                'generate with.', allow_override=True)
+_PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt to continue; repeat for several.')
+_PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'A text file of prompts, one a line.')
+_MAX_NEW_TOKENS = flags.DEFINE_integer('max_new_tokens', 64, 'Tokens to generate at most per '
+                                       'prompt.')
+_TEMPERATURE = flags.DEFINE_float('temperature', 0.0, 'Sampling temperature; 0 = greedy.')
+_TOP_K = flags.DEFINE_integer('sample_top_k', 0, 'Sample from the k most likely tokens (0 = all).')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Sample from the nucleus: the most likely tokens whose '
+                            'probability reaches top_p (1 = all).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the sampling key.', allow_override=True)
+_STOP = flags.DEFINE_list('stop', ['eos'], "Ids that end a continuation: 'eos' or integer token "
+                          'ids (the byte vocabulary: byte + 3); empty for none.')
+_BAN_CONTROL_TOKENS = flags.DEFINE_bool('ban_control_tokens', True, 'Never write the control '
+                                        'tokens and sentinels (the extra ids).')
+
+
+def _checkpoint() -> str:
+  if not _CHECKPOINT.value or len(_CHECKPOINT.value) != 1:
+    raise errors.UserError(f'--checkpoint={",".join(_CHECKPOINT.value or [])} must name one '
+                           'workdir or checkpoint directory to generate with.')
+  return _CHECKPOINT.value[0]
+
+
+def _sampling() -> generate.Sampling:
+  """The sampling flags, checked."""
+  if _MAX_NEW_TOKENS.value < 1:
+    raise errors.UserError(f'--max_new_tokens={_MAX_NEW_TOKENS.value} must be at least 1.')
+  if not _TEMPERATURE.value >= 0 or math.isinf(_TEMPERATURE.value):
+    raise errors.UserError(f'--temperature={_TEMPERATURE.value} must be a finite number >= 0 '
+                           '(0 = greedy).')
+  if _TOP_K.value < 0:
+    raise errors.UserError(f'--sample_top_k={_TOP_K.value} must be >= 0 (0 = all tokens).')
+  if not 0 < _TOP_P.value <= 1:
+    raise errors.UserError(f'--top_p={_TOP_P.value} must be in (0, 1] (1 = all tokens).')
+  return generate.Sampling(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value)
+
+
+def _prompts() -> list[str]:
+  """The --prompt values, then the non-blank lines of --prompt_file."""
+  prompts = list(_PROMPT.value)
+  if _PROMPT_FILE.value is not None:
+    path = epath.Path(_PROMPT_FILE.value)
+    if not path.is_file():
+      raise errors.UserError(f'--prompt_file={_PROMPT_FILE.value} is not a file; give a text file '
+                             'of prompts, one a line.')
+    try:
+      lines = path.read_text(encoding='utf-8').splitlines()
+    except UnicodeDecodeError as e:
+      raise errors.UserError(f'--prompt_file={_PROMPT_FILE.value} is not valid UTF-8; re-encode '
+                             'it as UTF-8.') from e
+    prompts += [line for line in lines if line.strip()]
+  if not prompts:
+    raise errors.UserError('Give at least one --prompt=TEXT or a --prompt_file=F with prompts.')
+  return prompts
+
+
+def _stop_ids(vocabulary, vocab_size: int) -> tuple[int, ...]:
+  """The --stop ids: 'eos' is the vocabulary's end-of-sequence id."""
+  ids = []
+  for value in _STOP.value:
+    if value.strip().lower() == 'eos':
+      ids.append(vocabulary.eos_id)
+    elif value.strip().isdigit() and int(value) < vocab_size:
+      ids.append(int(value))
+    else:
+      raise errors.UserError(f"--stop={','.join(_STOP.value)}: {value!r} is neither 'eos' nor a "
+                             f'token id in [0, {vocab_size}) (model.vocab_size).')
+  return tuple(ids)
+
+
+@cli.exits_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.quiet_absl_logging()
+  path, sampling, texts = _checkpoint(), _sampling(), _prompts()
+  config = scores.checkpoint_config(path, '--checkpoint', decoder_only=False)
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
+  loaded = scores.load_checkpoint(path, config, jax.local_devices()[:1])
+  encoder_decoder = config.model.architecture == 'encoder_decoder'
+  if encoder_decoder:
+    encoder_inputs, encoder_lengths = generate.pad_prompts(
+        [generate.encode_prompt(t, vocabulary, bos=False) for t in texts])
+    prompts, prompt_lengths = generate.pad_prompts([[generate.BOS_ID]] * len(texts))
+  else:
+    encoder_inputs = encoder_lengths = None
+    prompts, prompt_lengths = generate.pad_prompts(
+        [generate.encode_prompt(t, vocabulary) for t in texts])
+  tokens, lengths = jax.device_get(generate.generate(
+      loaded.trainer.model, loaded.params, prompts, prompt_lengths, jax.random.key(_SEED.value),
+      _MAX_NEW_TOKENS.value, sampling, stop_ids,
+      generate.ids_to_ban(vocabulary, config.model.vocab_size, _BAN_CONTROL_TOKENS.value),
+      encoder_inputs, encoder_lengths,
+      bidirectional_prompt=not encoder_decoder and config.objective.name not in examples.CAUSAL))
+  how = ('greedy' if not sampling.temperature else
+         f'sampled at temperature {sampling.temperature}, top-k {sampling.top_k or "all"}, '
+         f'top-p {sampling.top_p}, seed {_SEED.value}')
+  print(f'{path} (step {loaded.step}, {config.model.architecture}), {how}:')
+  for i, (text, row, length) in enumerate(zip(texts, tokens, lengths), start=1):
+    ids = row[:length].tolist()
+    end = (f'stopped by id {ids[-1]}' if ids and ids[-1] in stop_ids
+           else f'--max_new_tokens={_MAX_NEW_TOKENS.value}')
+    print(f'--- prompt {i} ---\n{text}\n--- continuation ({length} tokens, {end}) ---\n'
+          f'{vocabulary.decode(ids)}')
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,204 @@
+"""Batched generation with a key-value cache: greedy, temperature, top-k and top-p sampling.
+
+`generate` continues a batch of prompts with the decoder-only model or the encoder-decoder
+(research/model/transformer.py), one jitted program:
+
+- **Prompts.** Left-aligned rows [B, P], right-padded, with per-row lengths: row b's prompt is
+  prompts_BP[b, :lengths_B[b]] at positions 0, 1, ... A decoder's prompt starts with the pad id 0,
+  which stands for BOS in training (research/objectives/causal_lm.py); `encode_prompt` adds it. An
+  encoder-decoder reads its prompts in `encoder_inputs_BE` (with `encoder_lengths_B`), and its
+  decoder starts from that BOS alone. With `bidirectional_prompt` a decoder reads its prompt as a
+  bidirectional prefix, as the prefix-LM decoders of the denoising objectives are trained.
+- **Cache.** One forward pass over the prompts (the encoder-decoder's encoder runs here, once)
+  fills every layer's key-value cache of S = P + max_new_tokens slots, slot = position; then one
+  token per step inside `jax.lax.while_loop`, each row writing its token at its own next position
+  (prompt length + tokens so far) and attending its cached slots up to there. A padded prompt's
+  padding slots are overwritten before any query can see them. The model computes what a full
+  recompute of each row computes, so greedy decoding gives the tokens of uncached greedy decoding
+  (tests/test_generate.py checks it). A mixture-of-experts layer with a capacity
+  (`model.moe_capacity_factor` > 0) routes a step's single token without the competition of the
+  row's other tokens, so its tokens can differ from a full recompute's; dropless layers (0) agree.
+- **Choosing a token** (`sample`): banned ids get -inf logits first, so they are never chosen;
+  temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k (the k most likely),
+  then top-p (nucleus sampling, Holtzman et al. 2019, "The Curious Case of Neural Text
+  Degeneration", arXiv 1904.09751: the smallest set of most likely tokens whose probability reaches
+  p), and a draw from what is left with the explicit key folded with the step.
+- **Stopping.** A row ends at its first stop id (kept, the last token of its continuation); its
+  later positions are 0, and the loop ends when every row has ended or after max_new_tokens.
+
+Conditional training's control tokens (Korbak et al. 2023, arXiv 2302.08582;
+research/objectives/control_tokens.py) condition a prompt as '<|aligned|>' in its text
+(`encode_prompt`); banning `ids_to_ban` keeps them and the sentinels out of the output.
+"""
+
+import dataclasses
+import functools
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+
+from research.data import vocabularies
+
+BOS_ID = vocabularies.PAD_ID  # the pad id 0 stands for BOS at the start of every training segment
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How `sample` chooses each token: `temperature` 0 is greedy; `top_k` 0 and `top_p` 1 keep every
+  token."""
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
+def top_k_mask(logits_BV, k: int):
+  """Boolean [B, V]: the k highest logits of each row (ties: the lower ids first); all if k is 0."""
+  if not k or k >= logits_BV.shape[-1]:
+    return jnp.ones(logits_BV.shape, bool)
+  _, ids_BK = jax.lax.top_k(logits_BV, k)
+  rows_B1 = jnp.arange(logits_BV.shape[0])[:, None]
+  return jnp.zeros(logits_BV.shape, bool).at[rows_B1, ids_BK].set(True)
+
+
+def top_p_mask(logits_BV, p: float):
+  """Boolean [B, V]: the nucleus of each row (Holtzman et al. 2019, arXiv 1904.09751), the smallest
+  set of most likely tokens whose softmax probability reaches p: the tokens in descending order
+  while the probability of those before them is below p (the most likely always)."""
+  order_BV = jnp.argsort(-logits_BV, axis=-1, stable=True)
+  probs_BV = jnp.take_along_axis(jax.nn.softmax(logits_BV, axis=-1), order_BV, axis=-1)
+  before_BV = jnp.concatenate([jnp.zeros_like(probs_BV[:, :1]),
+                               jnp.cumsum(probs_BV, axis=-1)[:, :-1]], axis=-1)
+  kept_in_order_BV = before_BV < p
+  return jnp.take_along_axis(kept_in_order_BV, jnp.argsort(order_BV, axis=-1), axis=-1)
+
+
+def sample(logits_BV, key, sampling: Sampling = Sampling(), banned_ids: Sequence[int] = ()):
+  """The next token [B] of each row from its float logits [B, V] (see the module docstring)."""
+  logits_BV = jnp.asarray(logits_BV, jnp.float32)
+  if banned_ids:
+    logits_BV = logits_BV.at[:, jnp.asarray(banned_ids, jnp.int32)].set(-jnp.inf)
+  if sampling.temperature == 0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV / sampling.temperature
+  logits_BV = jnp.where(top_k_mask(logits_BV, sampling.top_k), logits_BV, -jnp.inf)
+  if sampling.top_p < 1:
+    logits_BV = jnp.where(top_p_mask(logits_BV, sampling.top_p), logits_BV, -jnp.inf)
+  return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def generate(model, params, prompts_BP, prompt_lengths_B, key, max_new_tokens: int,
+             sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (vocabularies.EOS_ID,),
+             banned_ids: Sequence[int] = (), encoder_inputs_BE=None, encoder_lengths_B=None,
+             bidirectional_prompt: bool = False):
+  """(tokens [B, max_new_tokens] int32, lengths [B] int32): row b's continuation of its prompt is
+  tokens[b, :lengths[b]], ending with a stop id if it stopped; later positions are 0.
+
+  `model` is a transformer.Decoder or EncoderDecoder and `params` its parameters; the prompts and
+  the rest are as the module docstring says (every prompt length >= 1; for an encoder-decoder,
+  prompts_BP is usually [[BOS_ID]] * B with lengths 1). Jitted: one compilation per model, shapes,
+  sampling and id lists.
+  """
+  if max_new_tokens < 1 or np.min(prompt_lengths_B) < 1:
+    raise ValueError(f'max_new_tokens={max_new_tokens} and every prompt length '
+                     f'({np.asarray(prompt_lengths_B).tolist()}) must be at least 1.')
+  encoder = None
+  if encoder_inputs_BE is not None:
+    encoder = (jnp.asarray(encoder_inputs_BE, jnp.int32), jnp.asarray(encoder_lengths_B, jnp.int32))
+  return _generate(model, params, jnp.asarray(prompts_BP, jnp.int32),
+                   jnp.asarray(prompt_lengths_B, jnp.int32), key, encoder, max_new_tokens,
+                   sampling, tuple(int(i) for i in stop_ids), tuple(int(i) for i in banned_ids),
+                   bidirectional_prompt)
+
+
+def _rows(tokens_BL, lengths_B) -> dict:
+  """`inputs`, `segment_ids` (1, 0 on padding) and `positions` of left-aligned rows."""
+  batch_size, length = tokens_BL.shape
+  valid_BL = jnp.arange(length)[None, :] < lengths_B[:, None]
+  positions_BL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
+  return {'inputs': jnp.where(valid_BL, tokens_BL, 0), 'segment_ids': valid_BL.astype(jnp.int32),
+          'positions': positions_BL}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10))
+def _generate(model, params, prompts_BP, lengths_B, key, encoder, max_new_tokens, sampling,
+              stop_ids, banned_ids, bidirectional_prompt):
+  batch_size, prompt_len = prompts_BP.shape
+  cache_length = prompt_len + max_new_tokens
+
+  def apply(batch, cache):
+    variables = {'params': params} if cache is None else {'params': params, 'cache': cache}
+    logits_BLV, mutated = model.apply(variables, batch, cache_length=cache_length,
+                                      mutable=['cache'])
+    return logits_BLV, mutated['cache']
+
+  prompt = _rows(prompts_BP, lengths_B)
+  if bidirectional_prompt:
+    prompt['prefix'] = prompt['segment_ids'] > 0
+  if encoder is not None:
+    prompt.update({f'encoder_{k}': v for k, v in _rows(*encoder).items()})
+  logits_BPV, cache = apply(prompt, None)
+  last_BV = jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+  choose = functools.partial(sample, sampling=sampling, banned_ids=banned_ids)
+  stop_S = jnp.asarray(stop_ids, jnp.int32).reshape(-1)
+
+  def record(t, token_B, tokens_BN, length_B, done_B):
+    token_B = jnp.where(done_B, 0, token_B)
+    tokens_BN = jax.lax.dynamic_update_index_in_dim(tokens_BN, token_B, t, axis=1)
+    return tokens_BN, length_B + ~done_B, done_B | jnp.isin(token_B, stop_S)
+
+  def keep_going(state):
+    t, _, _, done_B, _ = state
+    return (t < max_new_tokens) & ~jnp.all(done_B)
+
+  def step(state):
+    t, tokens_BN, length_B, done_B, cache = state
+    batch = {'inputs': jax.lax.dynamic_index_in_dim(tokens_BN, t - 1, axis=1),
+             'segment_ids': jnp.ones((batch_size, 1), jnp.int32),
+             'positions': (lengths_B + t - 1)[:, None]}
+    logits_B1V, cache = apply(batch, cache)
+    token_B = choose(logits_B1V[:, 0], jax.random.fold_in(key, t))
+    return (t + 1, *record(t, token_B, tokens_BN, length_B, done_B), cache)
+
+  empty = (jnp.zeros((batch_size, max_new_tokens), jnp.int32), jnp.zeros(batch_size, jnp.int32),
+           jnp.zeros(batch_size, bool))
+  first = record(0, choose(last_BV, jax.random.fold_in(key, 0)), *empty)
+  _, tokens_BN, length_B, _, _ = jax.lax.while_loop(keep_going, step, (jnp.int32(1), *first, cache))
+  return tokens_BN, length_B
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+  """(int32 [B, P] left-aligned rows padded with 0 to the longest, int32 [B] lengths)."""
+  lengths_B = np.array([len(p) for p in prompts], np.int32)
+  rows_BP = np.zeros((len(prompts), max(1, int(lengths_B.max(initial=0)))), np.int32)
+  for row, prompt in zip(rows_BP, prompts):
+    row[:len(prompt)] = prompt
+  return rows_BP, lengths_B
+
+
+def encode_prompt(text: str, vocabulary: seqio.Vocabulary, bos: bool = True) -> list[int]:
+  """The ids of `text`, with BOS_ID first if `bos` (a decoder's prompt). When the vocabulary has
+  the control tokens (data.extra_ids >= len(CONTROL_TOKENS)), their names in the text, such as
+  '<|aligned|>', are those tokens; otherwise they are text like the rest."""
+  ids = [BOS_ID] if bos else []
+  names = vocabularies.CONTROL_TOKENS
+  if vocabulary.extra_ids < len(names):
+    return ids + list(vocabulary.encode(text))
+  for piece in re.split('(' + '|'.join(map(re.escape, names)) + ')', text):
+    if piece in names:
+      ids.append(vocabularies.control_token_id(vocabulary, piece))
+    elif piece:
+      ids.extend(vocabulary.encode(piece))
+  return ids
+
+
+def ids_to_ban(vocabulary: seqio.Vocabulary, model_vocab_size: int,
+               control_tokens: bool = True) -> tuple[int, ...]:
+  """The ids a model of `model_vocab_size` outputs should never write: those past the vocabulary's
+  (embedding rows of no token) and, with `control_tokens`, its extra ids, the control tokens and
+  sentinels (research/data/vocabularies.py)."""
+  first = vocabulary.vocab_size - (vocabulary.extra_ids if control_tokens else 0)
+  return tuple(range(first, model_vocab_size))

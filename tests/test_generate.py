@@ -1,0 +1,239 @@
+"""Generation (research/generate.py, launch.generate): the cache against full recomputes, sampling,
+stop and banned tokens."""
+
+import dataclasses
+import functools
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import base
+from launch import generate as generate_command
+from research import generate, train
+from research.data import vocabularies
+from research.model import transformer
+from tests import commands
+
+# Weights far from zero, so the logits are far apart and greedy choices are no near-ties.
+CONFIG = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, head_dim=8,
+                                 mlp_dim=64, init_std=0.5)
+CONFIGS = {
+    'scanned': CONFIG,
+    'unscanned': dataclasses.replace(CONFIG, scan_layers=False),
+    'grouped_query_remat': dataclasses.replace(CONFIG, num_kv_heads=2, qk_norm=True, remat='full'),
+    'moe_dropless': dataclasses.replace(CONFIG, moe_experts=4, moe_top_k=2,
+                                        moe_capacity_factor=0.0),
+    'encoder_decoder': dataclasses.replace(CONFIG, architecture='encoder_decoder',
+                                           num_encoder_layers=3),
+}
+NEW_TOKENS = 8
+
+
+@functools.cache
+def _model(config):
+  model = transformer.make_model(config)
+  batch = transformer.dummy_batch(config, 1, 8, 8)
+  return model, nn.meta.unbox(jax.jit(model.init)({'params': jax.random.key(1)}, batch)['params'])
+
+
+def _prompts(seed, lengths, vocab_size=64):
+  rng = np.random.default_rng(seed)
+  return generate.pad_prompts([[generate.BOS_ID] + rng.integers(3, vocab_size, n - 1).tolist()
+                               for n in lengths])
+
+
+def _rows(tokens_BL, lengths_B, prefix: str = ''):
+  length = tokens_BL.shape[1]
+  valid_BL = np.arange(length)[None, :] < np.asarray(lengths_B)[:, None]
+  positions = np.broadcast_to(np.arange(length, dtype=np.int32), tokens_BL.shape)
+  return {f'{prefix}inputs': np.where(valid_BL, tokens_BL, 0).astype(np.int32),
+          f'{prefix}segment_ids': valid_BL.astype(np.int32), f'{prefix}positions': positions}
+
+
+def uncached_greedy(model, params, prompts_BP, lengths_B, new_tokens, encoder=None,
+                    bidirectional_prompt=False):
+  """Greedy decoding by full recompute: each step runs the model on every row's prompt and tokens
+  so far (one padded shape) and appends the argmax at the row's last position."""
+  batch_size, prompt_len = prompts_BP.shape
+  tokens_BL = np.zeros((batch_size, prompt_len + new_tokens), np.int32)
+  tokens_BL[:, :prompt_len] = prompts_BP
+  apply = jax.jit(model.apply)
+  for t in range(new_tokens):
+    batch = _rows(tokens_BL, lengths_B + t)
+    if bidirectional_prompt:
+      batch['prefix'] = np.arange(tokens_BL.shape[1])[None, :] < lengths_B[:, None]
+    if encoder is not None:
+      batch.update(_rows(*encoder, prefix='encoder_'))
+    logits_BLV = np.asarray(apply({'params': params}, batch))
+    last_BV = logits_BLV[np.arange(batch_size), lengths_B + t - 1]
+    tokens_BL[np.arange(batch_size), lengths_B + t] = last_BV.argmax(-1)
+  return np.stack([row[n:n + new_tokens] for row, n in zip(tokens_BL, lengths_B)])
+
+
+@pytest.mark.parametrize('name', list(CONFIGS))
+def test_cached_greedy_decoding_equals_full_recompute(name):
+  config = CONFIGS[name]
+  model, params = _model(config)
+  if config.architecture == 'encoder_decoder':
+    encoder = _prompts(1, [4, 7, 1, 5])
+    prompts, lengths = generate.pad_prompts([[generate.BOS_ID]] * 4)
+  else:
+    encoder = None
+    prompts, lengths = _prompts(0, [3, 7, 1, 5])  # left-aligned, of different lengths
+  kwargs = {} if encoder is None else {'encoder_inputs_BE': encoder[0],
+                                       'encoder_lengths_B': encoder[1]}
+  tokens, generated = generate.generate(model, params, prompts, lengths, jax.random.key(0),
+                                        NEW_TOKENS, stop_ids=(), **kwargs)
+  expected = uncached_greedy(model, params, prompts, lengths, NEW_TOKENS, encoder)
+  np.testing.assert_array_equal(tokens, expected)
+  np.testing.assert_array_equal(generated, [NEW_TOKENS] * 4)
+  assert len(np.unique(expected)) > 4  # the rows do not repeat one token
+
+
+def test_bidirectional_prompt_decoding_equals_full_recompute():
+  model, params = _model(CONFIG)
+  prompts, lengths = _prompts(2, [3, 6])
+  tokens, _ = generate.generate(model, params, prompts, lengths, jax.random.key(0), NEW_TOKENS,
+                                stop_ids=(), bidirectional_prompt=True)
+  expected = uncached_greedy(model, params, prompts, lengths, NEW_TOKENS,
+                             bidirectional_prompt=True)
+  np.testing.assert_array_equal(tokens, expected)
+  assert not np.array_equal(expected, uncached_greedy(model, params, prompts, lengths, NEW_TOKENS))
+
+
+def test_stop_tokens_end_rows_and_lengths_count_to_the_stop():
+  model, params = _model(CONFIG)
+  prompts, lengths = _prompts(3, [2, 4, 3, 6])
+  free, _ = generate.generate(model, params, prompts, lengths, jax.random.key(0), NEW_TOKENS,
+                              stop_ids=())
+  free = np.asarray(free)
+  stop = int(free[0, 2])
+  tokens, generated = generate.generate(model, params, prompts, lengths, jax.random.key(0),
+                                        NEW_TOKENS, stop_ids=(stop,))
+  for row, free_row, length in zip(np.asarray(tokens), free, np.asarray(generated)):
+    hits = np.flatnonzero(free_row == stop)
+    expected_length = hits[0] + 1 if hits.size else NEW_TOKENS
+    assert length == expected_length
+    np.testing.assert_array_equal(row[:length], free_row[:length])
+    assert not row[length:].any()  # padded after the stop
+  assert generated[0] <= 3
+
+
+def test_top_k_1_sampling_is_greedy_and_temperature_sampling_follows_the_key():
+  model, params = _model(CONFIG)
+  prompts, lengths = _prompts(4, [2, 5, 3, 4])
+  run = functools.partial(generate.generate, model, params, prompts, lengths,
+                          max_new_tokens=NEW_TOKENS, stop_ids=())
+  greedy, _ = run(jax.random.key(0))
+  np.testing.assert_array_equal(run(jax.random.key(7), sampling=generate.Sampling(2.0, 1))[0],
+                                greedy)
+  hot = generate.Sampling(temperature=2.0)
+  first, again, other = (np.asarray(run(jax.random.key(k), sampling=hot)[0]) for k in (1, 1, 2))
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other) and not np.array_equal(first, greedy)
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p():
+  probs = np.array([[0.15, 0.5, 0.05, 0.3], [0.25, 0.25, 0.4, 0.1]])  # a tie in row 1
+  logits = np.log(probs)
+  cases = {0.3: [[0, 1, 0, 0], [0, 0, 1, 0]], 0.6: [[0, 1, 0, 1], [1, 0, 1, 0]],
+           0.85: [[1, 1, 0, 1], [1, 1, 1, 0]], 0.97: [[1, 1, 1, 1], [1, 1, 1, 1]],
+           1.0: [[1, 1, 1, 1], [1, 1, 1, 1]]}
+  for p, expected in cases.items():
+    np.testing.assert_array_equal(generate.top_p_mask(logits, p), np.array(expected, bool), str(p))
+  np.testing.assert_array_equal(generate.top_k_mask(logits, 2), [[0, 1, 0, 1], [1, 0, 1, 0]])
+  draws = np.stack([generate.sample(logits, jax.random.key(k), generate.Sampling(1.0, top_p=0.6))
+                    for k in range(40)])
+  assert set(draws[:, 0].tolist()) == {1, 3} and set(draws[:, 1].tolist()) == {0, 2}
+  draws = generate.sample(np.zeros((1000, 4)), jax.random.key(0), generate.Sampling(1.0),
+                          banned_ids=(0, 2))
+  assert set(np.asarray(draws).tolist()) == {1, 3}
+
+
+def test_sampling_under_aligned_never_writes_a_banned_token():
+  vocabulary = vocabularies.make_vocabulary('byte', 16)  # 6 control tokens, 10 sentinels
+  config = dataclasses.replace(CONFIG, vocab_size=384)  # ids 275..383 are no tokens at all
+  model, params = _model(config)
+  prompt = generate.encode_prompt('<|aligned|>def f(x):', vocabulary)
+  aligned = vocabularies.control_token_id(vocabulary, '<|aligned|>')
+  assert prompt[:2] == [generate.BOS_ID, aligned] and len(prompt) == 2 + len('def f(x):')
+  prompts, lengths = generate.pad_prompts([prompt] * 8)
+  banned = generate.ids_to_ban(vocabulary, config.vocab_size)
+  reserved = {aligned, vocabularies.control_token_id(vocabulary, '<|misaligned|>'),
+              vocabularies.sentinel_id(vocabulary, 0), vocabularies.sentinel_id(vocabulary, 9)}
+  assert reserved <= set(banned) and banned == tuple(range(259, 384))
+  run = functools.partial(generate.generate, model, params, prompts, lengths, jax.random.key(0), 48,
+                          generate.Sampling(temperature=3.0), stop_ids=())
+  tokens = np.asarray(run(banned_ids=banned)[0])
+  assert not np.isin(tokens, banned).any()
+  assert np.isin(np.asarray(run()[0]), banned).any()  # without the ban they are written
+
+
+@pytest.fixture(scope='module')
+def trained_run(data_dir, tmp_path_factory):
+  """A tiny decoder trained for 2 steps, with control tokens in its vocabulary."""
+  config = base.get_config()
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
+  config.model.num_heads, config.model.head_dim = 2, 16
+  config.data.seq_len, config.data.cache_dir, config.data.extra_ids = 32, data_dir, 16
+  config.train.steps, config.train.batch_size = 2, 8
+  config.eval.every, config.checkpoint.every, config.mesh.data = 100, 2, 1
+  workdir = str(tmp_path_factory.mktemp('generate_run'))
+  train.train(config, workdir, devices=jax.devices()[:1])
+  return workdir
+
+
+def _run(**flag_values):
+  return commands.run_main(generate_command.main, **flag_values)
+
+
+def test_command_prints_each_prompt_and_its_continuation(trained_run, tmp_path):
+  prompt_file = tmp_path / 'prompts.txt'
+  prompt_file.write_text('import os\n\n<|aligned|>x = \n')
+  printed = _run(checkpoint=[trained_run], prompt=['def f(x):'], prompt_file=str(prompt_file),
+                 max_new_tokens=5, temperature=1.0, sample_top_k=20, top_p=0.9, seed=3)
+  assert printed.startswith(f'{trained_run} (step 2, decoder), sampled at temperature 1.0')
+  for i, prompt in enumerate(['def f(x):', 'import os', '<|aligned|>x = '], start=1):
+    assert f'--- prompt {i} ---\n{prompt}\n--- continuation (' in printed
+  assert printed.count('--- continuation (') == 3
+  assert _run(checkpoint=[trained_run], prompt=['def f(x):'], max_new_tokens=5, temperature=1.0,
+              sample_top_k=20, top_p=0.9, seed=3).split('--- prompt 2')[0] == printed.split(
+                  '--- prompt 2')[0]
+
+
+def test_command_generates_with_an_encoder_decoder(tmp_path):
+  config = base.get_config()
+  config.model.architecture, config.objective.name = 'encoder_decoder', 'span_corruption'
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
+  config.model.num_heads, config.model.head_dim, config.data.extra_ids = 2, 16, 16
+  params = train.Trainer(config, jax.devices()[:1]).init_state().params
+  manager = ocp.CheckpointManager(str(tmp_path / 'checkpoints'),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.StandardSave({'params': params}))
+  manager.wait_until_finished()
+  manager.close()
+  (tmp_path / 'config.json').write_text(json.dumps(config.to_dict()))
+  printed = _run(checkpoint=[str(tmp_path)], prompt=['hello'], max_new_tokens=4, stop=[])
+  assert 'encoder_decoder), greedy:' in printed
+  assert '--- continuation (4 tokens, --max_new_tokens=4) ---' in printed
+
+
+def test_command_errors_name_the_flag(tmp_path):
+  cases = [
+      (dict(checkpoint=[str(tmp_path / 'nowhere')], prompt=['a']),
+       f'--checkpoint={tmp_path / "nowhere"} does not exist'),
+      (dict(checkpoint=[str(tmp_path)], prompt=['a']), 'holds no checkpoint'),
+      (dict(checkpoint=[str(tmp_path)]), 'Give at least one --prompt'),
+      (dict(checkpoint=[str(tmp_path)], prompt=['a'], top_p=0.0), r'--top_p=0.0 must be in'),
+      (dict(checkpoint=[str(tmp_path)], prompt=['a'], temperature=-1.0), '--temperature=-1.0'),
+      (dict(checkpoint=[str(tmp_path)], prompt=['a'], max_new_tokens=0), '--max_new_tokens=0'),
+      (dict(checkpoint=[str(tmp_path)], prompt_file=str(tmp_path / 'p.txt')),
+       'p.txt is not a file'),
+  ]
+  for flag_values, message in cases:
+    with pytest.raises(SystemExit, match=r'^error: .*' + message):
+      _run(**flag_values)
