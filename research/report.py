@@ -4,13 +4,15 @@ a markdown summary table and matplotlib plots (the library under `python -m laun
 A run directory holds `config.json` (the resolved config as nested JSON) and `metrics.jsonl` (one
 JSON object a line with `step`; train lines carry `loss`, `learning_rate`, `tokens_seen`, ...,
 eval lines `eval/<name>/loss`, where `<name>` is a task or a task and an example format such as
-`stdlib_code/R3_15`), and on tasks with answers `eval/<name>/answer_accuracy` and
-`eval/<name>/answer_accuracy/difficulty_<d>` (research/evaluate.py). Runs of mixture-of-experts
-models also log their routing: train lines `moe/max_load`, `moe/dropped_fraction`, ... and
-`moe/layer_<m>/expert_<e>`, eval lines `eval/<task>/moe/layer_<m>/expert_<e>`,
-`eval/<task>/moe/load_entropy` and `eval/<task>/moe/dropped_fraction` (research/objectives/
-load_balance.py). A step can have several lines (a train and an eval line, and the lines a resumed
-run logs again); they merge metric by metric, the later line winning.
+`stdlib_code/R3_15`), on tasks with answers `eval/<name>/answer_accuracy` and its groups
+`eval/<name>/answer_accuracy/<key>_<value>` (`difficulty_2`, `augmented_true`), and in
+span-denoising formats `eval/<name>/span_accuracy` (research/evaluate.py). Runs of
+mixture-of-experts models also log their routing: train lines `moe/max_load`,
+`moe/dropped_fraction`, ... and `moe/layer_<m>/expert_<e>`, eval lines
+`eval/<task>/moe/layer_<m>/expert_<e>`, `eval/<task>/moe/load_entropy` and
+`eval/<task>/moe/dropped_fraction` (research/objectives/load_balance.py). A step can have several
+lines (a train and an eval line, and the lines a resumed run logs again); they merge metric by
+metric, the later line winning.
 """
 
 import collections
@@ -433,12 +435,13 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
 
   train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png and
   eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'), the same two of
-  `answer_accuracy` and eval_<name>_answer_accuracy_by_difficulty_vs_step.png for every eval name
-  that scores answers, learning_rate_vs_step.png, for mixture-of-experts runs
+  `answer_accuracy` and eval_<name>_answer_accuracy_by_<key>_vs_step.png for every eval name that
+  scores answers and every metadata key its accuracy is grouped by (difficulty, augmented), the same
+  two of `span_accuracy`, learning_rate_vs_step.png, for mixture-of-experts runs
   moe_max_load_vs_step.png and eval_<task>_moe_load_entropy_vs_step.png for every task, when some
   run's mixture changes, mixture_weights_vs_step.png, and <run>_expert_loads.png for every run
   with `expert_loads` (the per-expert metrics get no curves of their own). Every run is a curve on
-  one pair of axes, labelled by `run_labels` (by difficulty: a curve per run and difficulty); a
+  one pair of axes, labelled by `run_labels` (by a key: a curve per run and value of the key); a
   plot no run has data for is left out. Matplotlib's Figure API renders with Agg and leaves
   pyplot's global state alone.
   """
@@ -447,7 +450,8 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
            *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_{metric}_vs_{x}',
               f'Eval {metric.replace("_", " ")} on {name} (eval/{name}/{metric}) vs '
               f'{x.replace("_", " ")}', x, f'eval/{name}/{metric}')
-             for metric in ('loss', 'answer_accuracy') for name in eval_names(runs, metric)
+             for metric in ('loss', 'answer_accuracy', 'span_accuracy')
+             for name in eval_names(runs, metric)
              for x in ('step', 'tokens_seen')),
            ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate'),
            ('moe_max_load_vs_step', 'MoE largest expert load (moe/max_load, 1 = balanced) vs step',
@@ -465,12 +469,11 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
       paths.append(os.path.join(out_dir, f'{stem}.png'))
       _plot(curves, title, x, y, paths[-1])
   for name in eval_names(runs, 'answer_accuracy'):
-    curves = difficulty_curves(runs, labels, name)
-    if curves:
-      stem = f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_answer_accuracy_by_difficulty_vs_step'
+    for key, curves in group_curves(runs, labels, name).items():
+      stem = f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_answer_accuracy_by_{key}_vs_step'
       paths.append(os.path.join(out_dir, f'{stem}.png'))
-      _plot(curves, f'Answer accuracy on {name} by difficulty '
-            f'(eval/{name}/answer_accuracy/difficulty_<d>)', 'step', 'answer accuracy', paths[-1])
+      _plot(curves, f'Answer accuracy on {name} by {key} '
+            f'(eval/{name}/answer_accuracy/{key}_<value>)', 'step', 'answer accuracy', paths[-1])
   mixture = mixture_curves(runs, labels)
   if mixture:
     paths.append(os.path.join(out_dir, 'mixture_weights_vs_step.png'))
@@ -485,18 +488,20 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
   return paths
 
 
-def difficulty_curves(runs: Sequence[Run], labels: Sequence[str], name: str):
-  """(label: difficulty d, steps, accuracies) of every `eval/<name>/answer_accuracy/difficulty_<d>`
-  series, by run, then by difficulty (numeric difficulties in numeric order)."""
-  pattern = re.compile(rf'^eval/{re.escape(name)}/answer_accuracy/difficulty_(.+)$')
-  curves = []
+def group_curves(runs: Sequence[Run], labels: Sequence[str], name: str) -> dict[str, list]:
+  """key -> (label: key value, steps, accuracies) of every series
+  `eval/<name>/answer_accuracy/<key>_<value>` (the value follows the last '_'), by run, then by
+  value (numeric values in numeric order); difficulty first, then the other keys sorted."""
+  pattern = re.compile(rf'^eval/{re.escape(name)}/answer_accuracy/(.+)_([^_]+)$')
+  groups = collections.defaultdict(list)
   for run, label in zip(runs, labels):
-    difficulties = {match[1] for values in run.metrics.values() for key in values
-                    if (match := pattern.match(key))}
-    for difficulty in sorted(difficulties, key=lambda d: (_number(d) is None, _number(d) or 0, d)):
-      steps, accuracies = series(run, f'eval/{name}/answer_accuracy/difficulty_{difficulty}')
-      curves.append((f'{label}: difficulty {difficulty}', steps, accuracies))
-  return curves
+    found = {match.groups() for values in run.metrics.values() for key in values
+             if (match := pattern.match(key))}
+    for key, value in sorted(found, key=lambda kv: (kv[0], _number(kv[1]) is None,
+                                                    _number(kv[1]) or 0, kv[1])):
+      steps, accuracies = series(run, f'eval/{name}/answer_accuracy/{key}_{value}')
+      groups[key].append((f'{label}: {key} {value}', steps, accuracies))
+  return {key: groups[key] for key in sorted(groups, key=lambda key: (key != 'difficulty', key))}
 
 
 def mixture_curves(runs: Sequence[Run], labels: Sequence[str]):

@@ -318,6 +318,16 @@ def test_augmentation_multiplicity_permutation_and_fullname(population):
   assert permuted > 0.9 * 80 * 3
 
 
+def test_questions_carry_their_individuals_augmentation(population):
+  """Every question's `augmented` is the draw that gave its individual 3 biographies or 1, so an
+  extraction probe can split accuracy by it (research/evaluate.py)."""
+  counts = collections.Counter(d['individual'] for d in population['train']
+                               if d['kind'] == 'biography')
+  questions = [d for split in population.values() for d in split if d['kind'] == 'qa']
+  assert all(d['augmented'] == (counts[d['individual']] == 3) for d in questions)
+  assert {d['augmented'] for d in population['validation']} == {True, False}
+
+
 def test_without_permute_and_fullname_augmented_biographies_keep_order_and_pronouns():
   docs = list(biographies.documents('train', 2, num_documents=30, multiplicity=4, permute=False,
                                     fullname=False, augmented_fraction=1.0))
