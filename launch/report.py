@@ -7,8 +7,8 @@ every run in DIR when DIR is the --workdir of launch.sweep) and writes OUT/repor
 that made it, one table row per run (the config values that differ between the runs, the final
 training loss, the final and best loss of every evaluation, the final answer accuracy where runs
 score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
-by step and by tokens seen, answer accuracy by step, by tokens seen and by difficulty, the
-learning rate by step and the mixture weights by step where they change (Skill-it's trajectory),
+by step and by tokens seen, answer accuracy by step, by tokens seen and by group (difficulty,
+augmented), span accuracy, the learning rate by step and the mixture weights by step where they change (Skill-it's trajectory),
 all runs on one pair of axes each (research/report.py). Runs of mixture-of-experts models add a
 routing table (largest expert load, dropped assignments, each evaluation's expert load entropy and
 how differently the evaluation tasks use the experts), the largest expert load and load entropies
