@@ -45,6 +45,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 
 import jax
@@ -210,9 +211,10 @@ def _plot_fit(points: Points, fit: scaling.LawFit, metric: str, path: str) -> No
                label=f'N = {report.format_number(size)}')
     ax.plot(d_grid, scaling.predict(fit, size, d_grid), color=color, linewidth=1.2)
   ax.set_xscale('log')
-  ax.set_title(f'{metric}: measured (points) and fitted E + A/N^alpha + B/D^beta (lines)\n'
-               f'E={fit.E:.4g}, A={fit.A:.4g}, B={fit.B:.4g}, alpha={fit.alpha:.4g}, '
-               f'beta={fit.beta:.4g}', fontsize=12)
+  title = (f'{metric}: measured (points) and fitted E + A/N^alpha + B/D^beta (lines): '
+           f'E={fit.E:.4g}, A={fit.A:.4g}, B={fit.B:.4g}, alpha={fit.alpha:.4g}, '
+           f'beta={fit.beta:.4g}')
+  ax.set_title(textwrap.fill(title, 90), fontsize=12)
   ax.set_xlabel('D, tokens seen', fontsize=11)
   ax.set_ylabel(metric, fontsize=11)
   ax.grid(alpha=0.3)
@@ -235,7 +237,7 @@ def _plot_compute(c_P, l_P, frontier_P, fit: scaling.ComputeLawFit,
           label=f'L(N_opt, D_opt) of the L(N, D) fit: {implied.E:.3g} + {implied.A:.3g} / '
           f'C^{implied.gamma:.3g}')
   ax.set_xscale('log')
-  ax.set_title(f'{metric} against compute C = 6 N D', fontsize=12)
+  ax.set_title(textwrap.fill(f'{metric} against compute C = 6 N D', 90), fontsize=12)
   ax.set_xlabel('C, FLOPs', fontsize=11)
   ax.set_ylabel(metric, fontsize=11)
   ax.grid(alpha=0.3)
