@@ -11,6 +11,7 @@ line, `error: <message>`, and exit status 1, without a traceback.
 
 import functools
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -98,6 +99,29 @@ def write_atomically(path: str, text: str, flag: str = '--out') -> None:
   except OSError as e:
     raise errors.UserError(f'Cannot write {flag}={path} ({e.strerror}); give a path in a writable '
                            'directory.') from e
+
+
+def write_directory(out: str, write: Callable[[str], list[str]], contents: str) -> None:
+  """Fills the directory `out` (given by --out) all or nothing: `write(staging)` writes the files
+  into a temporary directory inside `out` and returns their names in the order they are renamed
+  into `out` (the file a reader opens first, last); a failure leaves no half-written file. Errors
+  name --out and `contents`, what goes there."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.UserError(f'--out={out} is a file; give the directory {contents} go to.')
+  try:
+    os.makedirs(out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.tmp-', dir=out)
+  except OSError as e:
+    raise errors.UserError(f'Cannot write --out={out} ({e.strerror}); give a directory path in a '
+                           'writable place.') from e
+  try:
+    for name in write(staging):
+      os.replace(os.path.join(staging, name), os.path.join(out, name))
+  except OSError as e:
+    raise errors.UserError(f'Cannot write {e.filename or out} ({e.strerror}); give --out a '
+                           f'directory with room, where {contents} can go.') from e
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def run(main: Callable[[list[str]], None]) -> None:

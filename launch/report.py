@@ -21,9 +21,7 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 
 from absl import flags
@@ -104,28 +102,14 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
 
 
 def write_report(out: str, command: str, runs: Sequence[report.Run]) -> str:
-  """Writes report.md and the plots into `out` (temporary directory, then renames; report.md
-  last) and returns report.md's path."""
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise errors.UserError(f'--out={out} is a file; give the directory report.md and the plots '
-                           'are to be written to.')
-  try:
-    os.makedirs(out, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.report-tmp-', dir=out)
-  except OSError as e:
-    raise errors.UserError(f'Cannot write --out={out} ({e.strerror}); give a directory path in a '
-                           'writable place.') from e
-  try:
+  """Writes report.md and the plots into `out` (all or nothing, report.md last) and returns
+  report.md's path."""
+  def write(staging):
     plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging)]
     with open(os.path.join(staging, REPORT_FILE), 'w', encoding='utf-8') as f:
       f.write(format_report(command, runs, plot_files))
-    for name in [*plot_files, REPORT_FILE]:
-      os.replace(os.path.join(staging, name), os.path.join(out, name))
-  except OSError as e:
-    raise errors.UserError(f'Cannot write {e.filename or out} ({e.strerror}); give --out a '
-                           'directory with room, where report.md and the plots can go.') from e
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    return [*plot_files, REPORT_FILE]
+  cli.write_directory(out, write, 'report.md and the plots')
   return os.path.join(out, REPORT_FILE)
 
 

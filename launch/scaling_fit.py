@@ -43,8 +43,6 @@ import json
 import math
 import os
 import shlex
-import shutil
-import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
 
@@ -354,29 +352,16 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
 
 
 def write(out: str, files: dict[str, str], plots: dict[str, Callable[[str], None]]) -> None:
-  """Writes the text `files` and the `plots` (name -> function of the path) into `out` through a
-  temporary directory, renamed into place, `MARKDOWN_FILE` last."""
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise errors.UserError(f'--out={out} is a file; give the directory the fit is written to.')
-  try:
-    os.makedirs(out, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.scaling-fit-tmp-', dir=out)
-  except OSError as e:
-    raise errors.UserError(f'Cannot write --out={out} ({e.strerror}); give a directory path in a '
-                           'writable place.') from e
-  try:
+  """Writes the text `files` and the `plots` (name -> function of the path) into `out`, all or
+  nothing, `MARKDOWN_FILE` last."""
+  def write_files(staging):
     for name, draw in plots.items():
       draw(os.path.join(staging, name))
     for name, text in files.items():
       with open(os.path.join(staging, name), 'w', encoding='utf-8') as f:
         f.write(text)
-    for name in [*plots, *sorted(files, key=lambda n: n == MARKDOWN_FILE)]:
-      os.replace(os.path.join(staging, name), os.path.join(out, name))
-  except OSError as e:
-    raise errors.UserError(f'Cannot write {e.filename or out} ({e.strerror}); give --out a '
-                           'directory with room.') from e
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    return [*plots, *sorted(files, key=lambda n: n == MARKDOWN_FILE)]
+  cli.write_directory(out, write_files, 'the fit and its plots')
 
 
 @cli.exits_on_user_error
