@@ -270,6 +270,23 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
                     params=params, opt_state=opt_state)
 
 
+def run_data(config: ml_collections.ConfigDict, workdir: str | None, first_step: int,
+             writes: bool = False):
+  """(vocabulary, objective, TrainData, Skill-it OnlineMixture or None) of run `config`, its
+  batches as its training loop reads them from `first_step`: for a Skill-it run (data.skillit), the
+  mixture updates `workdir` logged up to there (written there from then on if `writes`)."""
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  objective = examples.make_objective(config, vocabulary)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
+                            objective)
+  online = data.plan.online
+  mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
+                                            writes=writes)
+  if mixing:
+    data.set_stages(mixing.stages())  # Skill-it's p_1 and the updates up to first_step
+  return vocabulary, objective, data, mixing or None
+
+
 def step_rng(seed: int, step: int):
   return jax.random.fold_in(jax.random.key(seed + 1), step)
 
@@ -349,14 +366,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
       print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
     manager.close()
     return state
-  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = examples.make_objective(config, vocabulary)
-  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, total, objective)
+  vocabulary, objective, data, mixing = run_data(config, workdir, first_step, writes=main)
   online = data.plan.online
-  mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
-                                            writes=main)
-  if mixing:
-    data.set_stages(mixing.stages())  # Skill-it's p_1 and the updates up to the resumed step
   # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
   # Each evaluation's answers (tasks with prompt and answer metadata) are found here, once.
   eval_data = {'/'.join(filter(None, (task, name))): evaluate.eval_set(
