@@ -299,7 +299,7 @@ def test_user_errors_are_one_line_naming_the_flag(runs, tmp_path):
       (dict(checkpoint=[str(empty)], task='notes'), f'--checkpoint={empty} holds no checkpoint'),
       (dict(checkpoint=[str(tmp_path / 'nowhere')], task='notes'), 'nowhere does not exist'),
       (dict(checkpoint=[runs['a']], task='nots'),
-       r"--task names an unknown task 'nots'; did you mean \['notes'\]"),
+       r"--task names an unknown task 'nots'; did you mean \['notes'"),  # other tests' tasks too
       (dict(checkpoint=[runs['a']], text_file=str(tmp_path / 'missing.txt')),
        'missing.txt does not exist'),
       (dict(checkpoint=[runs['a']], task='notes', scores=['nll', 'gradnorm']),
