@@ -85,7 +85,7 @@ def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
     raise errors.UserError(f'train.moe_balance={train.moe_balance!r} is not a balancing scope; '
                            f'choose one of {list(load_balance.SCOPES)}.')
   rows = train.batch_size // train.micro_batches
-  if train.moe_balance_rows < 0 or rows % (train.moe_balance_rows or rows // data_parallel):
+  if train.moe_balance_rows < 0 or rows % load_balance.group_rows(train, data_parallel):
     raise errors.UserError(f'train.moe_balance_rows={train.moe_balance_rows} must divide the '
                            f'{rows} rows of a micro-batch (0 = the rows of one data-parallel '
                            'shard).')

@@ -281,17 +281,15 @@ def evaluate(eval_step, params, eval_sets: dict[str, EvalSet], token_bytes: np.n
     if text_bytes > 0:
       results[f'eval/{task}/bits_per_byte'] = (total['cross_entropy_sum']
                                                / (math.log(2) * text_bytes))
-    if eval_set.difficulties is not None:
+    if eval_set.groups is not None:
       results[f'eval/{task}/answer_loss'] = (total['answer_cross_entropy_sum']
                                              / max(total['answer_weight_sum'], 1.0))
       results.update(answer_accuracy(task, eval_set, answer_wrong))
     if eval_set.num_spans:
       results.update(span_accuracy(task, eval_set, span_wrong))
     if routing:
-      counts_ME = np.sum([counts for counts, _ in routing], axis=0)
-      results.update({k: float(v) for k, v in load_balance.layer_loads(
-          f'eval/{task}/moe/', counts_ME).items()})
+      counts_ME, dropped_M = (np.sum(parts, axis=0) for parts in zip(*routing))
+      results.update({k: float(v) for k, v in load_balance.assignment_metrics(
+          f'eval/{task}/moe/', counts_ME, dropped_M).items()})
       results[f'eval/{task}/moe/load_entropy'] = float(load_balance.load_entropy(counts_ME))
-      results[f'eval/{task}/moe/dropped_fraction'] = float(
-          np.sum([dropped for _, dropped in routing]) / max(np.sum(counts_ME), 1.0))
   return results

@@ -171,10 +171,8 @@ class Trainer:
     self.teacher, self.teacher_params, teacher_shardings = None, None, None
     if config.objective.distill.teacher:
       self.teacher, self.teacher_params, teacher_shardings = load_teacher(config, devices)
-    shape = dict(zip(sharding.MESH_AXES, self.mesh.devices.shape))
-    rows = config.train.batch_size // config.train.micro_batches
-    moe_rows = (config.train.moe_balance_rows
-                or rows // sharding.data_parallel_size(shape, self.rules))
+    moe_rows = load_balance.group_rows(
+        config.train, sharding.data_parallel_size(self.mesh.shape, self.rules))
     step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0,
                            self.teacher, config.objective.distill, self.schedule, moe_rows)
     self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated,
@@ -379,7 +377,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                    objective, config.eval.objectives, vocabulary).items()}
   if online:
     online.check_answers({task for task, evaluation in eval_data.items()
-                          if evaluation.difficulties is not None})
+                          if evaluation.groups is not None})
   token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
   progress = metrics_lib.Progress(total, first_step, enabled=main)

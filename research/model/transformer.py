@@ -135,6 +135,10 @@ class ModelConfig:
     `moe_every` layers."""
     return self.moe_experts > 0 and (layer + 1) % self.moe_every == 0
 
+  def moe_layers_of(self, num_layers: int) -> int:
+    """How many of a stack's `num_layers` layers have a mixture-of-experts MLP."""
+    return sum(self.is_moe(i) for i in range(num_layers))
+
 
 def _norm(config: ModelConfig, name: str) -> nn.Module:
   """The configured norm over `embed`: RMSNorm, or LayerNorm with a bias (GPT-NeoX)."""
@@ -385,7 +389,7 @@ def moe_layers(config: ModelConfig) -> int:
   """How many mixture-of-experts layers the model has (an encoder-decoder's encoder's too)."""
   stacks = [config.num_layers] + ([config.encoder_layers]
                                   if config.architecture == 'encoder_decoder' else [])
-  return sum(config.is_moe(i) for layers_ in stacks for i in range(layers_))
+  return sum(config.moe_layers_of(num_layers) for num_layers in stacks)
 
 
 def matmul_params(config: ModelConfig) -> int:
@@ -415,10 +419,10 @@ def _attention_params(config: ModelConfig) -> int:
 def _mlp_params(config: ModelConfig, num_layers: int) -> int:
   """The MLP matrices a token meets in a stack of `num_layers`: gate, up and down for SwiGLU, up
   and down for a GELU MLP; in a MoE layer the router and its top-k SwiGLU experts."""
-  moe_layers = sum(config.is_moe(i) for i in range(num_layers))
+  routed_layers = config.moe_layers_of(num_layers)
   dense = (3 if config.mlp == 'swiglu' else 2) * config.d_model * config.mlp_dim
   routed = config.d_model * (config.moe_experts + 3 * config.moe_top_k * config.expert_dim)
-  return (num_layers - moe_layers) * dense + moe_layers * routed
+  return (num_layers - routed_layers) * dense + routed_layers * routed
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,

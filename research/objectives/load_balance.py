@@ -101,17 +101,23 @@ def global_balance(stats: dict, top_k: int, buffer: dict):
   return _balance(f_ME, p_ME), buffer
 
 
+def group_rows(train_config: ml_collections.ConfigDict, data_parallel: int) -> int:
+  """The micro_batch scope's group size: `train.moe_balance_rows`, or when 0 the rows of a
+  micro-batch that one of the `data_parallel` shards holds."""
+  micro_batch = train_config.batch_size // train_config.micro_batches
+  return train_config.moe_balance_rows or micro_batch // data_parallel
+
+
 def balance_loss(stats: dict, scope: str, rows: int, top_k: int, buffer: dict):
   """The load-balancing loss at `scope`, mean over MoE layers, and the updated global buffer.
 
-  `rows` is the micro_batch scope's group size (already resolved from 0); for `none` the value is
-  the global-batch one (to log; the caller does not optimise it).
+  `rows` is the micro_batch scope's group size (`group_rows`); `sequence` groups single rows; for
+  `none` the value is the global-batch one (to log; the caller does not optimise it).
   """
   global_M, buffer = global_balance(stats, top_k, buffer)
-  if scope == 'sequence':
-    return jnp.mean(_grouped_balance(stats, 1, top_k)), buffer
-  if scope == 'micro_batch':
-    return jnp.mean(_grouped_balance(stats, rows, top_k)), buffer
+  group = {'sequence': 1, 'micro_batch': rows}.get(scope)
+  if group:
+    return jnp.mean(_grouped_balance(stats, group, top_k)), buffer
   return jnp.mean(global_M), buffer
 
 
@@ -160,6 +166,13 @@ def layer_loads(prefix: str, counts_ME) -> dict:
           for m in range(loads_ME.shape[0]) for e in range(loads_ME.shape[1])}
 
 
+def assignment_metrics(prefix: str, counts_ME, dropped_M) -> dict:
+  """`prefix`dropped_fraction, the share of the assignments `counts_ME` that were dropped
+  (`dropped_M` of them per layer), and every expert's load per layer (`layer_loads`)."""
+  return {f'{prefix}dropped_fraction': jnp.sum(dropped_M) / jnp.maximum(jnp.sum(counts_ME), 1.0),
+          **layer_loads(prefix, counts_ME)}
+
+
 def moe_metrics(sums: dict) -> dict:
   """The step's routing metrics from the summed `aux_sums` of its micro-batches.
 
@@ -171,13 +184,11 @@ def moe_metrics(sums: dict) -> dict:
   """
   weight = jnp.maximum(sums['weight_sum'], 1.0)
   counts_ME = sums['moe_counts']
-  assignments = jnp.maximum(jnp.sum(counts_ME), 1.0)
   tokens = jnp.maximum(jnp.sum(sums['moe_tokens']), 1.0)
   return {
       'moe/lbl': sums['moe_lbl_sum'] / weight,
       'moe/router_z_loss': sums['moe_z_sum'] / weight,
-      'moe/dropped_fraction': jnp.sum(sums['moe_dropped']) / assignments,
       'moe/router_entropy': jnp.sum(sums['moe_entropy']) / tokens,
       'moe/max_load': jnp.mean(counts_ME.shape[-1] * jnp.max(expert_loads(counts_ME), axis=-1)),
-      **layer_loads('moe/', counts_ME),
+      **assignment_metrics('moe/', counts_ME, sums['moe_dropped']),
   }
