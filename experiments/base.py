@@ -97,6 +97,11 @@ def get_config() -> ml_collections.ConfigDict:
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies', ...), see research/data/tasks.py.
   c.data.tasks = ml_collections.ConfigDict()
+  # Knowledge-injection probes (research/data/probes.py): name -> ConfigDict(task, documents,
+  # at_step or at_fraction, times=1, every=1): the first `documents` training documents of `task`
+  # (a task in no mixture) take the first rows of the batch at steps at, at + every, ... (`times`
+  # exposures); their loss and that of the next `documents` (the control) are evaluated.
+  c.data.probes = ml_collections.ConfigDict()
   # 'byte', 'spm:PATH' (python -m launch.tokenizer trains one) or 'hf:PATH/tokenizer.json'
   c.data.vocabulary = 'byte'
   c.data.extra_ids = 0  # ids above the vocabulary: control tokens, then sentinels

@@ -85,6 +85,15 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
               'Runs started from a checkpoint (`init.path`): each evaluation loss before the '
               'first step and at the end. Upstream tasks (the starting run\'s mixture): a rise is '
               'forgetting; downstream tasks: a fall is adaptation.']
+  knowledge = report.forgetting_table(runs)
+  if knowledge:
+    lines += ['', '## Knowledge probes', '', knowledge, '',
+              'Runs with knowledge-injection probes (`data.probes`): `gap` is the control '
+              'documents\' eval loss minus the injected documents\' (nats per token): before the '
+              'first exposure, at the first evaluation after the last, at its largest and at the '
+              'end; `retained`, the final gap over the gap after; `exponent b` and `r2`, the power '
+              'law gap = a t^-b fitted to the evaluations after the last exposure (t = steps since '
+              'it; larger b = forgotten faster).']
   routing = report.routing_table(runs)
   if routing:
     lines += ['', '## Expert routing', '', routing, '',

@@ -14,7 +14,8 @@ from research import errors, schedules, sharding
 from research.model import transformer
 
 FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks',
-             'data.skillit.graph', 'mesh.rules', 'objective.denoisers', 'objective.rates')
+             'data.probes', 'data.skillit.graph', 'mesh.rules', 'objective.denoisers',
+             'objective.rates')
 
 
 def _type_name(value) -> str:

@@ -31,7 +31,7 @@ import matplotlib
 from matplotlib import figure
 from matplotlib import ticker
 
-from research import errors
+from research import errors, forgetting
 
 # Config keys that only say where things live or how they are saved, not what is trained:
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
@@ -335,6 +335,41 @@ def routing_table(runs: Sequence[Run]) -> str:
                    for row in [header, align, *rows])
 
 
+def forgetting_table(runs: Sequence[Run]) -> str:
+  """For runs with knowledge-injection probes (config data.probes, research/data/probes.py), a
+  markdown table, one row per run and probe: its exposures and last exposure step, its
+  `eval/probe/<name>/gap` (control loss minus probe loss) at the last evaluation before the first
+  exposure, at the first after the last one, at its largest and at the end, the share of the gap
+  after the last exposure that is left at the end, and the power law fitted to the gap's decay
+  (research/forgetting.py: gap = a t^-b, t the steps since the last exposure). '' when no run
+  has probes."""
+  rows = []
+  for run in runs:
+    total = run.config.get('train', {}).get('steps', 0)
+    for name, spec in sorted(run.config.get('data', {}).get('probes', {}).items()):
+      steps, gaps = series(run, f'eval/probe/{name}/gap')
+      if not steps:
+        continue
+      exposures = forgetting.exposure_steps(spec, name, total)
+      # The evaluation logged at step s follows training steps 0 .. s - 1.
+      before = [g for s, g in zip(steps, gaps) if s <= exposures[0]]
+      after = [g for s, g in zip(steps, gaps) if s > exposures[-1]]
+      fit = forgetting.forgetting_fit(steps, gaps, exposures[-1])
+      rows.append([run.name, name, str(len(exposures)), str(exposures[-1]),
+                   format_number(before[-1] if before else None),
+                   format_number(after[0] if after else None), format_number(max(gaps)),
+                   format_number(gaps[-1]),
+                   format_number(gaps[-1] / after[0] if after and after[0] > 0 else None),
+                   *(format_number(fit[k] if fit else None) for k in ('b', 'r2'))])
+  if not rows:
+    return ''
+  header = ['run', 'probe', 'exposures', 'last exposure', 'gap before', 'gap after', 'largest gap',
+            'final gap', 'retained', 'exponent b', 'r2 (log-log)']
+  align = ['---'] * 2 + ['---:'] * 9
+  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
+                   for row in [header, align, *rows])
+
+
 def _upstream_tasks(run: Run) -> set[str] | None:
   """The tasks of the mixture of the run that `run` started from (its config's init.path), or
   None when `run` did not start from a run whose config.json can be read."""
@@ -450,7 +485,7 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
            *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_{metric}_vs_{x}',
               f'Eval {metric.replace("_", " ")} on {name} (eval/{name}/{metric}) vs '
               f'{x.replace("_", " ")}', x, f'eval/{name}/{metric}')
-             for metric in ('loss', 'answer_accuracy', 'span_accuracy')
+             for metric in ('loss', 'answer_accuracy', 'span_accuracy', 'gap')
              for name in eval_names(runs, metric)
              for x in ('step', 'tokens_seen')),
            ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate'),

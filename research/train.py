@@ -21,7 +21,8 @@ import numpy as np
 import optax
 from etils import epath
 
-from research import checkpoint, config as config_lib, errors, evaluate, metrics as metrics_lib
+from research import checkpoint, config as config_lib, errors, evaluate, forgetting
+from research import metrics as metrics_lib
 from research import peak_flops, preemption, schedules, sharding, skillit
 from research.data import pipeline, vocabularies
 from research.model import transformer
@@ -375,6 +376,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                                           *(online.eval_tasks if online else [])])
                for name, eval_objective in examples.eval_objectives(
                    objective, config.eval.objectives, vocabulary).items()}
+  for probe in data.probes:  # knowledge-injection probes: the injected documents and the control
+    for suffix, rows in (('', probe.rows), ('/control', probe.control_rows)):
+      eval_data[f'probe/{probe.spec.name}{suffix}'] = evaluate.EvalSet(pipeline.row_batches(
+          rows, config.eval.batch_size, len(rows['targets']), objective))
   if online:
     online.check_answers({task for task, evaluation in eval_data.items()
                           if evaluation.groups is not None})
@@ -402,6 +407,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     start = time.perf_counter()
     results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
                                 trainer.place)
+    results.update(forgetting.gap_metrics(results, [p.spec.name for p in data.probes]))
     writer.write(step, results)
     progress.message(f'eval at step {step}: ' + ' '.join(  # the per-expert loads: metrics only
         f'{k}={v:.4f}' for k, v in results.items() if '/moe/layer_' not in k))

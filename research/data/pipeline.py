@@ -37,7 +37,7 @@ from absl import logging
 
 from research import errors, schedules, skillit
 from research.data import orderings as orderings_lib
-from research.data import packing
+from research.data import probes as probes_lib
 from research.data import sampler as sampler_lib
 from research.data import selection as selection_lib
 from research.data import store as store_lib
@@ -98,11 +98,12 @@ class MixturePlan:
   task_names: list[str]
   selection: selection_lib.Selection | None = None  # data.select; None keeps every document
   online: skillit.Config | None = None  # data.skillit (Skill-it online mixing); None: off
+  probes: tuple[probes_lib.ProbeSpec, ...] = ()  # data.probes (knowledge-injection probes)
 
 
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  total_steps: int) -> MixturePlan:
-  """Registers `data.tasks` and checks the mixtures, replay and ordering, before any data is read."""
+  """Registers `data.tasks`, checks the mixtures, replay, ordering and probes; reads no data."""
   orderings_lib.bind(data_config, total_steps)  # fails naming a bad data.ordering or its keys
   online = skillit.bind(data_config)  # fails naming a bad data.skillit key
   fraction = data_config.replay.fraction
@@ -119,8 +120,9 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
     tasks.check_task(name)
   for name in online.eval_tasks if online else []:
     tasks.check_task(name, 'data.skillit.eval_tasks')
+  probes = probes_lib.probe_specs(data_config, total_steps, set(names))
   return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names),
-                     online)
+                     online, tuple(probes))
 
 
 def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
@@ -135,7 +137,9 @@ class TrainData:
   """Training batches of a mixture schedule (and replay), addressable by step.
 
   Loads (building on first use) and packs the train split of every task named in any stage once;
-  `batch(step)` is then cheap and depends only on (data_config, seed, step).
+  `batch(step)` is then cheap and depends only on (data_config, seed, step). The knowledge-injection
+  probes of `data.probes` (research/data/probes.py) take the first rows of the batches of their
+  steps.
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
@@ -170,7 +174,7 @@ class TrainData:
     # The order packing visits each task's documents in (data.pack_order), plain or rewritten.
     orders = {name: ordering.document_order(self.stores[name], seed, scores.get(name))
               for name in names}
-    self._packed = [_pack(self.stores[name], objective, seed, orders[name]) for name in names]
+    self._packed = [objective.pack(self.stores[name], seed, orders[name]) for name in names]
     # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
     # they apply to, and the plain rows at the others (MeCo's cooldown). They rewrite the whole
     # store (their caches beside it are of all its documents), then the selection applies.
@@ -178,8 +182,8 @@ class TrainData:
     if objective.rewrite is not None:
       vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
       self._rewritten = [
-          _pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)), objective,
-                seed, orders[name]) for name in names]
+          objective.pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)),
+                         seed, orders[name]) for name in names]
     # Documents longer than a chunk are split across rows (never dropped); counted for the log.
     self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
                             for name, store in self.stores.items()}
@@ -193,6 +197,8 @@ class TrainData:
           self._row_scores[rewritten][task] = orderings_lib.row_scores(
               packed[task]['documents'], scores[name], ordering.row_score)
     self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
+    self.probes = probes_lib.make_probes(list(plan.probes), data_config, objective, seed,
+                                         batch_size - plan.num_replay)
 
   def _select(self, selection: selection_lib.Selection | None,
               stores: dict[str, store_lib.DocumentStore], seed: int) -> dict[str, np.ndarray]:
@@ -287,17 +293,12 @@ class TrainData:
       of_task = tasks_B == task
       for k in keys:
         packed[k][of_task] = rows[task][k][rows_B[of_task]]
+    probes_lib.inject(packed, step, self.probes)
     example_ids = step * self._batch_size + np.arange(self._batch_size)
     return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
 EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for every run
-
-
-def _pack(store: store_lib.DocumentStore, objective: examples_lib.Objective, seed: int,
-          order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  return packing.pack_documents(store, objective.row_len, seed, objective.chunk_len,
-                                objective.costs, objective.budgets, order_D)
 
 
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
@@ -312,7 +313,6 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   With `documents` (a causal objective only: its targets are the packed tokens), every batch also
   holds the packed rows' `documents`, the store index of each target's document (-1 on padding).
   """
-  seed = EVAL_SEED
   if batch_size <= 0 or num_batches <= 0:
     raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
                            'be positive.')
@@ -321,14 +321,24 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   objective = objective or examples_lib.causal_objective(data_config.seq_len)
   if documents and objective.denoising:
     raise ValueError(f'Denoising targets ({objective.name}) are not the packed documents\' tokens.')
-  packed = _pack(store, objective, seed)
+  return row_batches(objective.pack(store, EVAL_SEED), batch_size, num_batches, objective,
+                     documents)
+
+
+def row_batches(packed: dict[str, np.ndarray], batch_size: int, num_batches: int,
+                objective: examples_lib.Objective,
+                documents: bool = False) -> list[dict[str, np.ndarray]]:
+  """Up to `num_batches` batches of `objective`'s examples of the first of the `packed` rows,
+  with `EVAL_SEED`'s noise: as many as the rows fill (at least one), the last padded with
+  all-zero rows whose weights are 0; with `documents`, each batch also holds its rows'
+  `documents`."""
   num_rows = min(len(packed['targets']), batch_size * num_batches)
   num_padded = max(1, -(-num_rows // batch_size)) * batch_size
   padded = {k: np.full((num_padded,) + v.shape[1:], -1 if k == 'documents' else 0, v.dtype)
             for k, v in packed.items()}
   for k, v in packed.items():
     padded[k][:num_rows] = v[:num_rows]
-  batches = objective.examples(padded, np.arange(num_padded), seed)
+  batches = objective.examples(padded, np.arange(num_padded), EVAL_SEED)
   if documents:
     batches['documents'] = padded['documents']
   return [{k: v[i:i + batch_size] for k, v in batches.items()}

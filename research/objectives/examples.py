@@ -31,7 +31,7 @@ import numpy as np
 import seqio
 
 from research import errors
-from research.data import vocabularies
+from research.data import packing, vocabularies
 from research.objectives import causal_lm, control_tokens, denoising, documents, masked_thought
 from research.objectives import metadata
 
@@ -140,6 +140,12 @@ class Objective:
     budgets = np.array(self.budgets)
     return denoising.max_raw_length(lambda n: np.all(self.costs(n) <= budgets, axis=1),
                                     self.row_len)
+
+  def pack(self, store, seed: int, order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every document of `store` packed into rows this objective's examples are made from
+    (research/data/packing.py), visited in `order_D` (default: a permutation seeded by `seed`)."""
+    return packing.pack_documents(store, self.row_len, seed, self.chunk_len, self.costs,
+                                  self.budgets, order_D)
 
   def denoise(self, tokens: np.ndarray, rng: np.random.Generator):
     """(inputs, targets, record) of one segment: a denoiser drawn from the mixture, its noise.

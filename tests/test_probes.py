@@ -1,0 +1,96 @@
+"""Knowledge-injection probes: config checks, which batches hold the probe, the tracked gap, and
+the power-law forgetting fit."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from research import errors, forgetting, report, train
+from research.data import pipeline
+from tests.test_train import read_metrics, tiny_config
+
+PROBE_TASK = {'source': 'arithmetic', 'seed': 5, 'num_documents': 200}
+
+
+def probe_config(data_dir, **probe):
+  config = tiny_config(data_dir, data=1)
+  config.data.tasks = ml_collections.ConfigDict({'arith_probe': PROBE_TASK})
+  config.data.probes = ml_collections.ConfigDict(
+      {'facts': {'task': 'arith_probe', 'documents': 16, **probe}})
+  return config
+
+
+def test_the_probe_takes_the_first_rows_of_the_batches_of_its_exposures(data_dir):
+  config = probe_config(data_dir, at_step=2, times=2, every=2)
+  data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+  probe, = data.probes
+  assert probe.spec.steps == (2, 4)
+  rows = len(probe.rows['targets'])
+  assert 1 <= rows < config.train.batch_size
+  for step in range(config.train.steps):
+    batch = data.batch(step)
+    holds = np.array_equal(batch['targets'][:rows], probe.rows['targets'])
+    assert holds == (step in (2, 4)), step
+  # The control is the next 16 documents: disjoint from the probe's.
+  probe_docs = set(np.unique(probe.rows['documents'])) - {-1}
+  control_docs = set(np.unique(probe.control_rows['documents'])) - {-1}
+  assert len(probe_docs) == len(control_docs) == 16
+
+
+@pytest.mark.parametrize('probe, message', [
+    ({'at_step': 2, 'times': 3, 'every': 2}, 'last exposure, step 6'),
+    ({'at_step': 2, 'times': 0}, 'data.probes.facts.times=0'),
+    ({'at_step': 2, 'documents': 150}, 'fewer than the 300'),
+    ({'times': 2}, 'exactly one of at_step or at_fraction'),
+])
+def test_bad_probes_are_named(data_dir, probe, message):
+  config = probe_config(data_dir, **probe)
+  with pytest.raises(errors.UserError, match=message):
+    pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps)
+
+
+def test_a_probe_task_in_the_mixture_is_refused(data_dir):
+  config = probe_config(data_dir, at_step=2)
+  config.data.mixture = ml_collections.ConfigDict({'stdlib_prose': 0.5, 'arith_probe': 0.5})
+  with pytest.raises(errors.UserError, match="data.probes.facts.task='arith_probe' is in the"):
+    pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
+
+
+def test_the_gap_opens_at_the_exposures(data_dir, tmp_path):
+  config = probe_config(data_dir, at_step=3, times=4, every=1)
+  config.train.steps, config.eval.every, config.schedule.peak_lr = 9, 1, 3e-3
+  train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  gaps = {m['step']: m['eval/probe/facts/gap'] for m in read_metrics(str(tmp_path))
+          if 'eval/probe/facts/gap' in m}
+  assert sorted(gaps) == list(range(1, 10))
+  # After the exposures of steps 3 to 6, which the evaluations after them log as steps 4 to 7:
+  assert gaps[7] > max(3 * gaps[3], gaps[3] + 0.03)
+
+
+def test_the_forgetting_fit_recovers_a_power_law():
+  rng = np.random.default_rng(0)
+  steps = np.arange(0, 1001, 10)
+  t = np.maximum(steps - 200, 1)
+  gaps = np.where(steps > 200, 0.4 * t ** -0.35 * np.exp(rng.normal(0, 0.05, len(t))), 0.0)
+  fit = forgetting.forgetting_fit(steps, gaps, last_exposure=200)
+  assert fit['points'] == 80  # the evaluations after step 200
+  assert fit['b'] == pytest.approx(0.35, abs=0.03)
+  assert fit['a'] == pytest.approx(0.4, rel=0.15)
+  assert fit['r2'] > 0.9
+  assert forgetting.forgetting_fit(steps[:22], gaps[:22], last_exposure=200) is None  # 1 point after
+
+
+def test_the_report_tabulates_each_probe_and_its_forgetting_fit():
+  config = {'train': {'steps': 100}, 'data': {'probes': {'facts': {
+      'task': 'arith_probe', 'documents': 4, 'at_step': 20, 'times': 2, 'every': 10}}}}
+  # Exposures at steps 20 and 30; the gap halves with each doubling of the steps since step 30.
+  gaps = {10: 0.01, 20: 0.02, 30: 0.5, 31: 0.8, 32: 0.4, 34: 0.2, 38: 0.1, 46: 0.05, 100: 0.03}
+  run = report.Run('r', 'r', config, {s: {'eval/probe/facts/gap': g} for s, g in gaps.items()})
+  table = report.forgetting_table([run, report.Run('none', 'none', {}, {})])
+  header, _, row = [[c.strip() for c in line.strip('|').split('|')] for line in table.split('\n')]
+  assert header[:4] == ['run', 'probe', 'exposures', 'last exposure']
+  assert row[:9] == ['r', 'facts', '2', '30', '0.02', '0.8', '0.8', '0.03', '0.0375']
+  fit = forgetting.forgetting_fit(list(gaps), list(gaps.values()), 30)
+  assert row[9:] == [report.format_number(fit['b']), report.format_number(fit['r2'])]
+  assert fit['b'] == pytest.approx(0.85, abs=0.1)  # 0.8 t^-1 over t = 1..16, then the tail
