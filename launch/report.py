@@ -88,12 +88,13 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
   knowledge = report.forgetting_table(runs)
   if knowledge:
     lines += ['', '## Knowledge probes', '', knowledge, '',
-              'Runs with knowledge-injection probes (`data.probes`): `gap` is the control '
-              'documents\' eval loss minus the injected documents\' (nats per token): before the '
-              'first exposure, at the first evaluation after the last, at its largest and at the '
-              'end; `retained`, the final gap over the gap after; `exponent b` and `r2`, the power '
-              'law gap = a t^-b fitted to the evaluations after the last exposure (t = steps since '
-              'it; larger b = forgotten faster).']
+              'Runs with knowledge-injection probes (`data.probes`). The gap is the control '
+              'documents\' eval loss minus the injected documents\' (nats per token); '
+              '`baseline gap`, its mean over the 5 evaluations before the first exposure; '
+              '`added`, the gap less the baseline at the first evaluation after the last exposure '
+              'and at the end; `retained`, their ratio; `exponent b` and `r2`, the power law '
+              'a t^-b fitted to the added gap after the last exposure (t = steps since it; '
+              'larger b = forgotten faster).']
   routing = report.routing_table(runs)
   if routing:
     lines += ['', '## Expert routing', '', routing, '',

@@ -36,21 +36,41 @@ def gap_metrics(results: dict[str, float], names) -> dict[str, float]:
           - results[f'eval/probe/{name}/loss'] for name in names}
 
 
-def forgetting_fit(steps, gaps, last_exposure: int) -> dict[str, float] | None:
-  """The power law gap(t) = a * t^-b in t = steps since `last_exposure` (Chang et al. 2024), by
-  least squares on log gap against log t over the evaluations after it with a positive gap.
+BASELINE_EVALUATIONS = 5  # the evaluations before the first exposure whose mean gap is the baseline
 
-  Returns {'a', 'b' (the forgetting exponent: larger = forgotten faster), 'r2' (of the log-log
-  line), 'points'}, or None with fewer than 3 such evaluations.
+
+def forgetting_fit(steps, gaps, exposures) -> dict[str, float] | None:
+  """The decay of a probe's gap after its last exposure, fitted as a power law.
+
+  The evaluation logged at step s follows training steps 0 .. s - 1, so it sees exposure e when
+  s > e. The probe and its control are different documents, so their gap is not 0 before the
+  first exposure: the `baseline` is the mean gap of the last `BASELINE_EVALUATIONS` evaluations
+  before it (0 without any), and what the exposures added is gap - baseline. Over the evaluations
+  after the last exposure where it is positive, gap - baseline = a * t^-b with t the steps since
+  the last exposure (Chang et al. 2024) is fitted by least squares on log-log axes.
+
+  Returns {'baseline', 'after' (the added gap at the first evaluation after the last exposure),
+  'final' (at the last evaluation), 'a', 'b' (the forgetting exponent: larger = forgotten faster),
+  'r2' (of the log-log line), 'points'}; 'a', 'b' and 'r2' are None with fewer than 3 points, and
+  None is returned when no evaluation follows the last exposure.
   """
   steps, gaps = np.asarray(steps, np.float64), np.asarray(gaps, np.float64)
-  after = (steps > last_exposure) & (gaps > 0)
-  if np.sum(after) < 3:
+  before = gaps[steps <= exposures[0]][-BASELINE_EVALUATIONS:]
+  baseline = float(np.mean(before)) if len(before) else 0.0
+  later = steps > exposures[-1]
+  if not np.any(later):
     return None
-  log_t, log_gap = np.log(steps[after] - last_exposure), np.log(gaps[after])
+  added = gaps - baseline
+  fit = {'baseline': baseline, 'after': float(added[later][0]), 'final': float(added[-1]),
+         'a': None, 'b': None, 'r2': None}
+  points = later & (added > 0)
+  fit['points'] = int(np.sum(points))
+  if fit['points'] < 3:
+    return fit
+  log_t, log_gap = np.log(steps[points] - exposures[-1]), np.log(added[points])
   slope, intercept = np.polyfit(log_t, log_gap, 1)
   residual = log_gap - (slope * log_t + intercept)
   spread = np.sum(np.square(log_gap - np.mean(log_gap)))
-  r2 = 1.0 - np.sum(np.square(residual)) / spread if spread > 0 else 1.0
-  return {'a': float(np.exp(intercept)), 'b': float(-slope), 'r2': float(r2),
-          'points': int(np.sum(after))}
+  fit.update(a=float(np.exp(intercept)), b=float(-slope),
+             r2=float(1.0 - np.sum(np.square(residual)) / spread if spread > 0 else 1.0))
+  return fit

@@ -337,35 +337,29 @@ def routing_table(runs: Sequence[Run]) -> str:
 
 def forgetting_table(runs: Sequence[Run]) -> str:
   """For runs with knowledge-injection probes (config data.probes, research/data/probes.py), a
-  markdown table, one row per run and probe: its exposures and last exposure step, its
-  `eval/probe/<name>/gap` (control loss minus probe loss) at the last evaluation before the first
-  exposure, at the first after the last one, at its largest and at the end, the share of the gap
-  after the last exposure that is left at the end, and the power law fitted to the gap's decay
-  (research/forgetting.py: gap = a t^-b, t the steps since the last exposure). '' when no run
-  has probes."""
+  markdown table, one row per run and probe: its exposures and last exposure step, and from
+  `eval/probe/<name>/gap` (control loss minus probe loss) by research/forgetting.forgetting_fit:
+  the baseline gap before the first exposure, the gap the exposures added at the first evaluation
+  after the last one and at the end, the share of it left at the end, and the power law
+  a t^-b fitted to its decay. '' when no run has probes."""
   rows = []
   for run in runs:
     total = run.config.get('train', {}).get('steps', 0)
     for name, spec in sorted(run.config.get('data', {}).get('probes', {}).items()):
       steps, gaps = series(run, f'eval/probe/{name}/gap')
-      if not steps:
-        continue
       exposures = forgetting.exposure_steps(spec, name, total)
-      # The evaluation logged at step s follows training steps 0 .. s - 1.
-      before = [g for s, g in zip(steps, gaps) if s <= exposures[0]]
-      after = [g for s, g in zip(steps, gaps) if s > exposures[-1]]
-      fit = forgetting.forgetting_fit(steps, gaps, exposures[-1])
+      fit = steps and forgetting.forgetting_fit(steps, gaps, exposures)
+      if not fit:
+        continue
+      retained = fit['final'] / fit['after'] if fit['after'] > 0 else None
       rows.append([run.name, name, str(len(exposures)), str(exposures[-1]),
-                   format_number(before[-1] if before else None),
-                   format_number(after[0] if after else None), format_number(max(gaps)),
-                   format_number(gaps[-1]),
-                   format_number(gaps[-1] / after[0] if after and after[0] > 0 else None),
-                   *(format_number(fit[k] if fit else None) for k in ('b', 'r2'))])
+                   *(format_number(v) for v in (fit['baseline'], fit['after'], fit['final'],
+                                                retained, fit['b'], fit['r2']))])
   if not rows:
     return ''
-  header = ['run', 'probe', 'exposures', 'last exposure', 'gap before', 'gap after', 'largest gap',
-            'final gap', 'retained', 'exponent b', 'r2 (log-log)']
-  align = ['---'] * 2 + ['---:'] * 9
+  header = ['run', 'probe', 'exposures', 'last exposure', 'baseline gap', 'added after',
+            'added at end', 'retained', 'exponent b', 'r2 (log-log)']
+  align = ['---'] * 2 + ['---:'] * 8
   return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
                    for row in [header, align, *rows])
 

@@ -68,29 +68,36 @@ def test_the_gap_opens_at_the_exposures(data_dir, tmp_path):
   assert gaps[7] > max(3 * gaps[3], gaps[3] + 0.03)
 
 
-def test_the_forgetting_fit_recovers_a_power_law():
+def test_the_forgetting_fit_recovers_a_power_law_above_the_baseline():
   rng = np.random.default_rng(0)
   steps = np.arange(0, 1001, 10)
   t = np.maximum(steps - 200, 1)
-  gaps = np.where(steps > 200, 0.4 * t ** -0.35 * np.exp(rng.normal(0, 0.05, len(t))), 0.0)
-  fit = forgetting.forgetting_fit(steps, gaps, last_exposure=200)
+  # The probe documents start 0.05 nats harder than the control; the exposures at steps 100 and
+  # 200 add 0.4 t^-0.35.
+  gaps = -0.05 + np.where(steps > 200, 0.4 * t ** -0.35 * np.exp(rng.normal(0, 0.05, len(t))),
+                          np.where(steps > 100, 0.3, 0.0))
+  fit = forgetting.forgetting_fit(steps, gaps, exposures=(100, 200))
+  assert fit['baseline'] == pytest.approx(-0.05)  # steps 60 to 100
   assert fit['points'] == 80  # the evaluations after step 200
   assert fit['b'] == pytest.approx(0.35, abs=0.03)
   assert fit['a'] == pytest.approx(0.4, rel=0.15)
   assert fit['r2'] > 0.9
-  assert forgetting.forgetting_fit(steps[:22], gaps[:22], last_exposure=200) is None  # 1 point after
+  assert fit['after'] == pytest.approx(0.4 * 10 ** -0.35, rel=0.1)  # t = 10 at step 210
+  assert fit['final'] == pytest.approx(0.4 * 800 ** -0.35, rel=0.15)
+  short = forgetting.forgetting_fit(steps[:22], gaps[:22], exposures=(100, 200))
+  assert short['points'] == 1 and short['b'] is None  # one evaluation after: no fit
+  assert forgetting.forgetting_fit(steps[:21], gaps[:21], exposures=(100, 200)) is None
 
 
 def test_the_report_tabulates_each_probe_and_its_forgetting_fit():
   config = {'train': {'steps': 100}, 'data': {'probes': {'facts': {
       'task': 'arith_probe', 'documents': 4, 'at_step': 20, 'times': 2, 'every': 10}}}}
-  # Exposures at steps 20 and 30; the gap halves with each doubling of the steps since step 30.
-  gaps = {10: 0.01, 20: 0.02, 30: 0.5, 31: 0.8, 32: 0.4, 34: 0.2, 38: 0.1, 46: 0.05, 100: 0.03}
+  # Exposures at steps 20 and 30 over a baseline of -0.1; the added gap is 0.8 / t, t the steps
+  # since step 30.
+  added = {s: 0.8 / (s - 30) for s in (31, 32, 34, 38, 46, 100)}
+  gaps = {10: -0.1, 20: -0.1, 30: 0.4, **{s: g - 0.1 for s, g in added.items()}}
   run = report.Run('r', 'r', config, {s: {'eval/probe/facts/gap': g} for s, g in gaps.items()})
   table = report.forgetting_table([run, report.Run('none', 'none', {}, {})])
   header, _, row = [[c.strip() for c in line.strip('|').split('|')] for line in table.split('\n')]
   assert header[:4] == ['run', 'probe', 'exposures', 'last exposure']
-  assert row[:9] == ['r', 'facts', '2', '30', '0.02', '0.8', '0.8', '0.03', '0.0375']
-  fit = forgetting.forgetting_fit(list(gaps), list(gaps.values()), 30)
-  assert row[9:] == [report.format_number(fit['b']), report.format_number(fit['r2'])]
-  assert fit['b'] == pytest.approx(0.85, abs=0.1)  # 0.8 t^-1 over t = 1..16, then the tail
+  assert row == ['r', 'facts', '2', '30', '-0.1', '0.8', '0.01143', '0.01429', '1', '1']
