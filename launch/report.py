@@ -8,11 +8,13 @@ that made it, one table row per run (the config values that differ between the r
 training loss, the final and best loss of every evaluation, the final answer accuracy where runs
 score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
 by step and by tokens seen, answer accuracy by step, by tokens seen and by group (difficulty,
-augmented), span accuracy, the learning rate by step and the mixture weights by step where they change (Skill-it's trajectory),
-all runs on one pair of axes each (research/report.py). Runs of mixture-of-experts models add a
-routing table (largest expert load, dropped assignments, each evaluation's expert load entropy and
-how differently the evaluation tasks use the experts), the largest expert load and load entropies
-by step, and per run a bar chart of each task's expert loads per MoE layer. Everything is written
+augmented), span accuracy, the learning rate by step and the mixture weights by step where they
+change (Skill-it's trajectory), all runs on one pair of axes each (research/report.py). Runs of
+mixture-of-experts models add a routing table (largest expert load, dropped assignments, each
+evaluation's expert load entropy and how differently the evaluation tasks use the experts), the
+largest expert load and load entropies by step, and per run a bar chart of each task's expert
+loads per MoE layer. Runs with knowledge-injection probes (data.probes) add a table of each
+probe's gap and its fitted forgetting exponent, and the gap by step. Everything is written
 to a temporary directory in OUT first and renamed into place, report.md last, so a failed run
 leaves no half-written report.
 """
