@@ -189,6 +189,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.objectives = ()
   # Tasks evaluated besides the training mixture's, e.g. the old domain of a continual run.
   c.eval.tasks = ()
+  # Mixture-of-experts models: at every evaluation, the expert pathways of the first
+  # `pathway_rows` packed training rows of every task give monitor/<task>/pathway_distance and
+  # pathway_consistency, generalisation signals without a test set (research/pathways.py); 0 = off.
+  c.eval.pathway_rows = 0
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

@@ -152,6 +152,12 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
         f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
         f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
   _check_moe(config, shape, data_parallel)
+  rows = config.eval.pathway_rows
+  if rows and (rows < 2 or not config.model.moe_experts):
+    raise errors.UserError(f'eval.pathway_rows={rows}: the pathway monitor compares the expert '
+                           'pathways of at least 2 rows of a mixture-of-experts model '
+                           f'(model.moe_experts={config.model.moe_experts}); set it to 0 (off) '
+                           'or to 2 or more with model.moe_experts > 0.')
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')

@@ -466,8 +466,9 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
   eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'), the same two of
   `answer_accuracy` and eval_<name>_answer_accuracy_by_<key>_vs_step.png for every eval name that
   scores answers and every metadata key its accuracy is grouped by (difficulty, augmented), the same
-  two of `span_accuracy`, learning_rate_vs_step.png, for mixture-of-experts runs
-  moe_max_load_vs_step.png and eval_<task>_moe_load_entropy_vs_step.png for every task, when some
+  two of `span_accuracy` and of a knowledge probe's `gap`, learning_rate_vs_step.png, for mixture-of-experts runs
+  moe_max_load_vs_step.png and eval_<task>_moe_load_entropy_vs_step.png for every task and
+  monitor-<task>-pathway_<metric>_vs_step.png for every pathway metric logged, when some
   run's mixture changes, mixture_weights_vs_step.png, and <run>_expert_loads.png for every run
   with `expert_loads` (the per-expert metrics get no curves of their own). Every run is a curve on
   one pair of axes, labelled by `run_labels` (by a key: a curve per run and value of the key); a
@@ -488,7 +489,11 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
            *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_moe_load_entropy_vs_step',
               f'Expert load entropy on {name} (eval/{name}/moe/load_entropy, ln N_E = balanced) '
               'vs step', 'step', f'eval/{name}/moe/load_entropy')
-             for name in eval_names(runs, 'moe/load_entropy'))]
+             for name in eval_names(runs, 'moe/load_entropy')),
+           *((f'{_UNSAFE_IN_FILE_NAMES.sub("-", key)}_vs_step',
+              f'Expert pathways of training rows ({key}) vs step', 'step', key)
+             for key in sorted({key for run in runs for values in run.metrics.values()
+                                for key in values if key.startswith('monitor/')}))]
   labels = run_labels(runs)
   paths = []
   for stem, title, x, y in specs:

@@ -23,7 +23,7 @@ from etils import epath
 
 from research import checkpoint, config as config_lib, errors, evaluate, forgetting
 from research import metrics as metrics_lib
-from research import peak_flops, preemption, schedules, sharding, skillit
+from research import pathways, peak_flops, preemption, schedules, sharding, skillit
 from research.data import pipeline, vocabularies
 from research.model import transformer
 from research.objectives import distillation, examples, load_balance, losses
@@ -180,6 +180,8 @@ class Trainer:
                                              teacher_shardings),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)
     self._eval_step = evaluate.make_eval_step(self.model, replicated)
+    self._pathway_step = (pathways.make_pathway_step(self.model, replicated)
+                          if config.eval.pathway_rows else None)
 
   def init_state(self) -> TrainState:
     return self._init(jax.random.key(self.config.seed))
@@ -200,6 +202,11 @@ class Trainer:
   def eval_step(self, params, batch):
     with sharding.activate(self.mesh, self.rules):
       return self._eval_step(params, batch)
+
+  def pathway_step(self, params, batch):
+    """The MoE pathways of `batch` (research/pathways.make_pathway_step)."""
+    with sharding.activate(self.mesh, self.rules):
+      return self._pathway_step(params, batch)
 
 
 def load_teacher(config: ml_collections.ConfigDict, devices):
@@ -383,6 +390,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   if online:
     online.check_answers({task for task, evaluation in eval_data.items()
                           if evaluation.groups is not None})
+  # The pathway monitor's fixed training rows per task (eval.pathway_rows), as eval batches.
+  monitored = {task: pipeline.row_batches(
+                   data.first_rows(i, config.eval.pathway_rows), config.eval.batch_size,
+                   -(-config.eval.pathway_rows // config.eval.batch_size), objective)
+               for i, task in enumerate(data.task_names) if config.eval.pathway_rows}
   token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
@@ -408,6 +420,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
                                 trainer.place)
     results.update(forgetting.gap_metrics(results, [p.spec.name for p in data.probes]))
+    for task, batches in monitored.items():
+      results.update(pathways.pathway_metrics(
+          [trainer.pathway_step(state.params, trainer.place(b)) for b in batches],
+          f'monitor/{task}/'))
     writer.write(step, results)
     progress.message(f'eval at step {step}: ' + ' '.join(  # the per-expert loads: metrics only
         f'{k}={v:.4f}' for k, v in results.items() if '/moe/layer_' not in k))

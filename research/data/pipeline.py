@@ -260,6 +260,11 @@ class TrainData:
     its `documents`."""
     return {k: v[row] for k, v in self._rows(step)[task].items()}
 
+  def first_rows(self, task: int, count: int) -> dict[str, np.ndarray]:
+    """The first `count` (at most all) of the plain packed rows of task `task` (an index into
+    `task_names`): a fixed set of its training rows."""
+    return {k: v[:count] for k, v in self._packed[task].items()}
+
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
     read over the task's rows, so full-data epochs for an ordering with shorter epochs."""

@@ -26,6 +26,13 @@ The layer sows its per-row router statistics into the `intermediates` collection
 load-balancing and router z-losses (research/objectives/load_balance.py) and the routing metrics
 are computed from them. A caller that does not ask for the collection (mutable=['intermediates'])
 gets the output alone.
+
+It also sows each row's pathway (Li, Fan & Zhou 2025, "Where to find Grokking in LLM Pretraining?
+Monitor Memorization-to-Generalization without Test", arXiv 2506.21551) into a collection of its
+own, `pathways` (`pathway`): the top-k expert choices of its tokens and the gate-weighted sum of the
+chosen experts' router columns, from which research/pathways.py computes the pathway distance and
+consistency. Only a caller that asks for that collection (mutable=['pathways']) computes them:
+training and evaluation, which ask for `intermediates` alone, and initialisation pay nothing.
 """
 
 from typing import Any
@@ -64,7 +71,11 @@ class MoE(nn.Module):
   `counts` [B, E] (assignments chosen per expert, before capacity), `prob_sums` [B, E] (router
   probabilities summed over the row's tokens), `tokens` [B], `dropped` [B] (assignments past
   capacity), `z_sums` [B] (logsumexp(logits)^2 summed) and `entropy_sums` [B] (the router
-  distribution's entropy summed, nats).
+  distribution's entropy summed, nats). When the `pathways` collection is mutable (and not at
+  initialisation) also sows `pathway`: `choices` int32 [B, L, K] (each token's top-k experts in
+  top-k order; padding's too, to be masked by `valid_BL`) and `embedding` float32 [B, D] (the sum
+  over the row's valid tokens and their k choices of gate * the chosen expert's router column
+  W_r[:, e], with the gates the layer applies, normalised or not, dropped assignments included).
   """
   num_experts: int
   top_k: int
@@ -132,4 +143,10 @@ class MoE(nn.Module):
         'z_sums': jnp.sum(jnp.square(log_z_BL) * valid_f, axis=1),
         'entropy_sums': jnp.sum(entropy_BL * valid_f, axis=1),
     })
+    if self.is_mutable_collection('pathways') and not self.is_initializing():
+      weight_BE = jnp.einsum('blke,blk->be', chosen_BLKE.astype(jnp.float32), gates_BLK)
+      self.sow('pathways', 'pathway', {
+          'choices': choices_BLK.astype(jnp.int32),
+          'embedding': jnp.einsum('be,de->bd', weight_BE, router_DE),
+      })
     return out_BLD.astype(dtype)

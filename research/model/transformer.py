@@ -241,7 +241,8 @@ def _stack(config: ModelConfig, num_layers: int, name: str, cross_attention: boo
     grouped = config.moe_experts > 0 and config.moe_every > 1
     unit = BlockGroup if grouped else _block_class(config)
     extra = () if grouped else (config.is_moe(0),)
-    stack = nn.scan(unit, variable_axes={'params': 0, 'intermediates': 0, 'cache': 0},
+    stack = nn.scan(unit,
+                    variable_axes={'params': 0, 'intermediates': 0, 'cache': 0, 'pathways': 0},
                     split_rngs={'params': True, 'dropout': True},
                     in_axes=(nn.broadcast,) * len(args),
                     length=num_layers // config.moe_every if grouped else num_layers,

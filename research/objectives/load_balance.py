@@ -45,22 +45,32 @@ def _natural(key: str):
   return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', key)]
 
 
+def sown(collection, name: str) -> list:
+  """Every value sown under `name` in a collection's tree, in depth order.
+
+  Sub-modules are visited in natural key order (layers_2 before layers_10, block_0 before block_1),
+  which is depth order within a stack. A value from a scanned stack carries a leading layer axis.
+  """
+  found = []
+
+  def visit(tree):
+    for key in sorted(tree, key=_natural):
+      if key == name:
+        found.extend(tree[key])  # sow keeps a tuple of the values sown
+      elif hasattr(tree[key], 'keys'):
+        visit(tree[key])
+
+  visit(collection)
+  return found
+
+
 def router_stats(intermediates) -> dict | None:
   """The `router` statistics every MoE layer sowed (research/model/moe.py), in depth order.
 
   Returns {name: [M, B, E] or [M, B]} over the M MoE layers (a scanned stack sows them with a
   leading layer axis, unscanned layers one by one), or None when the model has no MoE layer.
   """
-  found = []
-
-  def visit(tree):
-    for key in sorted(tree, key=_natural):
-      if key == 'router':
-        found.extend(tree[key])  # sow keeps a tuple of the values sown
-      elif hasattr(tree[key], 'keys'):
-        visit(tree[key])
-
-  visit(intermediates)
+  found = sown(intermediates, 'router')
   if not found:
     return None
 
