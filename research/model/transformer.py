@@ -396,9 +396,10 @@ def moe_layers(config: ModelConfig) -> int:
 def matmul_params(config: ModelConfig) -> int:
   """Parameters that take part in a matmul: every layer's projections and the output layer.
 
-  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted, and biases
-  and norms are no matmuls. Grouped-query attention has smaller key and value projections; a GELU
-  MLP has two matrices where SwiGLU has three. A mixture-of-experts layer counts what one token
+  The input embedding is a lookup, not a matmul, so only one [V, D] matrix is counted, the output
+  layer's (the unembedding, or the embedding matrix itself when tied), and biases and norms are no
+  matmuls. Grouped-query attention has smaller key and value projections; a GELU MLP has two
+  matrices where SwiGLU has three. A mixture-of-experts layer counts what one token
   meets: its top-k experts and the router (the active parameters). An
   encoder-decoder counts its encoder layers and its decoder layers with their cross-attention
   projections; not every token meets all of them (see `flops_per_token`).
@@ -428,13 +429,21 @@ def _mlp_params(config: ModelConfig, num_layers: int) -> int:
 
 def flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True,
                     target_len: int = 0) -> float:
-  """Training FLOPs per token: 6 * matmul params + 12 * layers * seq * H*K, halved attention if causal.
+  """Training FLOPs per token: 6 * matmul params + 12 * layers * L * H*K, causal attention halved.
 
   The forward pass costs 2 FLOPs per matmul parameter and backward twice that (6N, Kaplan et al.
   2020, arXiv 2001.08361); attention scores and values add 2 * 2 * L * H*K per layer forward, so
   12 * layers * L * H*K for training (PaLM, Chowdhery et al. 2022, arXiv 2204.02311, appendix B),
   H the query heads (with grouped-query attention too: every query head scores every key).
   A causal mask skips half of the score matrix, so causal attention counts at half, as MaxText does.
+
+  Only matmuls count. The input embedding is a lookup (a gather, and a scatter-add backward), not
+  a matmul, and is not counted; the output layer (the unembedding [V, D], the embedding matrix
+  itself when tied) is a matmul and is counted, once, in `matmul_params`. Norms, rotary embeddings,
+  the softmax, the loss and the optimizer update are not counted either. The model computes the
+  full score matrix and masks it, so XLA's count of the whole compiled train step (`cost_analysis`)
+  compares with causal=False: 1.5% above it for launch/bench.py's `tiny` preset (4 layers of
+  d_model 256, 256 tokens; tests/test_bench.py checks it within 10%).
 
   An encoder-decoder counts per decoder token: the FLOPs of a row of E = `seq_len` encoder and
   L = `target_len` (0 = seq_len) decoder tokens, over L. Encoder layers and the cross-attention key
