@@ -269,9 +269,11 @@ def _logits(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
   else:
     unembed_VD = layers.weight(module, 'unembedding', (config.vocab_size, config.d_model),
                                ('vocab', 'embed'), config.init_std)
-  # The output layer stored [V, D] with einsum 'bld,vd->blv' is the fast layout on CPU and TPU.
-  logits_BLV = jnp.einsum('bld,vd->blv', x_BLD, unembed_VD.astype(dtype),
-                          preferred_element_type=jnp.float32)
+  # The output layer stored [V, D] ('nd,vd->nv') is the fast layout on CPU and TPU; the rows are
+  # flattened to 2-D as in layers.project.
+  logits_NV = jnp.einsum('nd,vd->nv', x_BLD.reshape(-1, config.d_model), unembed_VD.astype(dtype),
+                         preferred_element_type=jnp.float32)
+  logits_BLV = logits_NV.reshape(*x_BLD.shape[:-1], config.vocab_size)
   return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
 
 
