@@ -212,22 +212,20 @@ class Attention(nn.Module):
       k_BSGK = _cached(self, 'key', k_BSGK, cache_index_B, mask_B1LS.shape[-1])
       v_BSGK = _cached(self, 'value', v_BSGK, cache_index_B, mask_B1LS.shape[-1])
     q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
-    if kv_heads == heads:
-      logits_BHLS = jnp.einsum('bqhk,bshk->bhqs', q_BLHK, k_BSGK, preferred_element_type=jnp.float32)
-    else:  # query head h = g * R + r reads key and value head g
-      batch, length = q_BLHK.shape[:2]
-      q_BLGRK = q_BLHK.reshape(batch, length, kv_heads, heads // kv_heads, self.head_dim)
-      logits_BHLS = jnp.einsum('bqgrk,bsgk->bgrqs', q_BLGRK, k_BSGK,
-                               preferred_element_type=jnp.float32).reshape(
-                                   batch, heads, length, k_BSGK.shape[1])
+    # Heads before positions ([B, H, L, K]), so both products are plain batched matmuls: XLA:CPU
+    # runs them about 20% faster forward and backward than the einsums over [B, L, H, K].
+    batch, length = q_BLHK.shape[:2]
+    q_BGRLK = q_BLHK.transpose(0, 2, 1, 3).reshape(batch, kv_heads, heads // kv_heads, length,
+                                                   self.head_dim)
+    k_BG1SK, v_BG1SK = (x_BSGK.transpose(0, 2, 1, 3)[:, :, None] for x_BSGK in (k_BSGK, v_BSGK))
+    # Query head h = g * R + r reads key and value head g (grouped-query attention).
+    logits_BHLS = jnp.matmul(q_BGRLK, k_BG1SK.swapaxes(-1, -2),
+                             preferred_element_type=jnp.float32).reshape(batch, heads, length, -1)
     logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
-    probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dtype)
-    if kv_heads == heads:
-      out_BLHK = jnp.einsum('bhqs,bshk->bqhk', probs_BHLS, v_BSGK)
-    else:
-      probs_BGRLS = probs_BHLS.reshape(batch, kv_heads, heads // kv_heads, *probs_BHLS.shape[2:])
-      out_BLHK = jnp.einsum('bgrqs,bsgk->bqgrk', probs_BGRLS, v_BSGK).reshape(
-          batch, length, heads, self.head_dim)
+    probs_BGRLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dtype).reshape(
+        batch, kv_heads, heads // kv_heads, length, -1)
+    out_BLHK = jnp.matmul(probs_BGRLS, v_BG1SK).reshape(batch, heads, length, -1).transpose(
+        0, 2, 1, 3)
     out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
     out_HKD = weight(self, 'out', (heads, self.head_dim, d_model), ('heads', 'kv', 'embed'),
                      self.init_std)
