@@ -33,7 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.qk_norm = False  # qk-layernorm (Wortsman et al. 2023, arXiv 2309.14322)
   c.model.tie_embeddings = True  # the output layer is the input embedding; False = its own matrix
   c.model.dtype = 'float32'  # compute dtype: float32 or bfloat16; params stay float32
-  c.model.remat = 'none'  # none | full | dots (save matmul outputs) | dots_no_batch
+  # Rematerialisation (activation recomputation in the backward pass): none | full | dots (save
+  # every matmul's output) | dots_no_batch (save the projections' and MLP's outputs, recompute the
+  # attention scores and the elementwise ops): the fastest on CPU (docs/benchmarks.md) and the
+  # activation memory of the attention scores is not kept.
+  c.model.remat = 'dots_no_batch'
   c.model.scan_layers = True
   c.model.dropout_rate = 0.0
   c.model.norm_eps = 1e-6
