@@ -1,6 +1,6 @@
 """Quickstart: a 4.3M-parameter byte-level decoder on the Python install's prose and code, on CPU.
 
-300 steps of 8 x 256 tokens (0.6M tokens) take about 7 minutes on 2 CPU cores:
+300 steps of 8 x 256 tokens (0.6M tokens) take about 2 minutes on 2 CPU cores:
 
   python -m launch.train --config=experiments/quickstart.py --workdir=workdirs/quickstart
 """
