@@ -81,32 +81,29 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
             'Columns: the config values that differ between the runs; `step`, the last step '
             'logged; the final value of each metric (`loss` is the training loss); `best`, the '
             'lowest value of an evaluation loss.']
-  continual = report.continual_table(runs)
-  if continual:
-    lines += ['', '## Forgetting and adaptation', '', continual, '',
-              'Runs started from a checkpoint (`init.path`): each evaluation loss before the '
-              'first step and at the end. Upstream tasks (the starting run\'s mixture): a rise is '
-              'forgetting; downstream tasks: a fall is adaptation.']
-  knowledge = report.forgetting_table(runs)
-  if knowledge:
-    lines += ['', '## Knowledge probes', '', knowledge, '',
-              'Runs with knowledge-injection probes (`data.probes`). The gap is the control '
-              'documents\' eval loss minus the injected documents\' (nats per token); '
-              '`baseline gap`, its mean over the 5 evaluations before the first exposure; '
-              '`added`, the gap less the baseline at the first evaluation after the last exposure '
-              'and at the end; `retained`, their ratio; `exponent b` and `r2`, the power law '
-              'a t^-b fitted to the added gap after the last exposure (t = steps since it; '
-              'larger b = forgotten faster).']
-  routing = report.routing_table(runs)
-  if routing:
-    lines += ['', '## Expert routing', '', routing, '',
-              'Runs of mixture-of-experts models, final values: `moe/max_load`, N_E times the '
-              'largest expert load averaged over layers (1 = balanced); `moe/dropped_fraction`, '
-              'the share of assignments over capacity; `load_entropy`, the entropy (nats) of an '
-              'evaluation\'s expert loads (ln N_E = spread evenly); `domain divergence`, the '
-              'Jensen-Shannon divergence (nats, at most ln 2) between the tasks\' expert loads at '
-              'the last evaluation, averaged over task pairs and MoE layers: higher, the tasks use '
-              'more different experts (more specialisation).']
+  sections = (
+      ('Forgetting and adaptation', report.continual_table(runs),
+       'Runs started from a checkpoint (`init.path`): each evaluation loss before the first step '
+       'and at the end. Upstream tasks (the starting run\'s mixture): a rise is forgetting; '
+       'downstream tasks: a fall is adaptation.'),
+      ('Knowledge probes', report.forgetting_table(runs),
+       'Runs with knowledge-injection probes (`data.probes`). The gap is the control documents\' '
+       'eval loss minus the injected documents\' (nats per token); `baseline gap`, its mean over '
+       'the 5 evaluations before the first exposure; `added`, the gap less the baseline at the '
+       'first evaluation after the last exposure and at the end; `retained`, their ratio; '
+       '`exponent b` and `r2`, the power law a t^-b fitted to the added gap after the last '
+       'exposure (t = steps since it; larger b = forgotten faster).'),
+      ('Expert routing', report.routing_table(runs),
+       'Runs of mixture-of-experts models, final values: `moe/max_load`, N_E times the largest '
+       'expert load averaged over layers (1 = balanced); `moe/dropped_fraction`, the share of '
+       'assignments over capacity; `load_entropy`, the entropy (nats) of an evaluation\'s expert '
+       'loads (ln N_E = spread evenly); `domain divergence`, the Jensen-Shannon divergence (nats, '
+       'at most ln 2) between the tasks\' expert loads at the last evaluation, averaged over task '
+       'pairs and MoE layers: higher, the tasks use more different experts (more '
+       'specialisation).'))
+  for title, table, caption in sections:  # each only where some run has its data
+    if table:
+      lines += ['', f'## {title}', '', table, '', caption]
   if plot_files:
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(name)[0]}]({name})\n' for name in plot_files]
