@@ -49,3 +49,45 @@ def test_signal_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(data_dir
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from the checkpoint at step {stopped}' in resumed.stderr
   assert _logged_steps(workdir)[-3:] == [stopped, stopped + 1, stopped + 2]
+
+
+def _final_state(workdir):
+  """The latest checkpoint of `workdir` as numpy arrays, by path."""
+  import jax
+  import orbax.checkpoint as ocp
+  steps = sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints')) if p.isdigit())
+  tree = ocp.PyTreeCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(steps[-1]), 'default'))
+  return steps[-1], {jax.tree_util.keystr(path): jax.device_get(leaf)
+                     for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+@pytest.mark.parametrize('every', [1000, 1])
+def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    data_dir, tmp_path, every):
+  """SIGTERM at whatever step the run has reached after 3 logged steps; with checkpoint.every=1
+  every step starts an (asynchronous) save, so the signal arrives while one is being written."""
+  steps = 40
+  saving = [f'--config.checkpoint.every={every}']
+  signalled, whole = str(tmp_path / 'signalled'), str(tmp_path / 'whole')
+  run = subprocess.Popen(_command(signalled, data_dir, steps) + saving, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 240
+  while len(_logged_steps(signalled)) < 3 and time.monotonic() < deadline and run.poll() is None:
+    time.sleep(0.05)
+  run.send_signal(signal.SIGTERM)
+  _, stderr = run.communicate(timeout=120)
+  assert run.returncode == 0, stderr[-3000:]
+  stopped = _logged_steps(signalled)[-1]
+  assert stopped < steps, 'the run ended before the signal; make it longer'
+  assert _final_state(signalled)[0] == stopped  # a checkpoint at the step it stopped
+  for workdir in (signalled, whole):  # resume the first, run the second from scratch
+    done = subprocess.run(_command(workdir, data_dir, steps) + saving, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+  (step, resumed), (whole_step, uninterrupted) = _final_state(signalled), _final_state(whole)
+  assert step == whole_step == steps
+  assert resumed.keys() == uninterrupted.keys()
+  for path, value in uninterrupted.items():
+    assert (resumed[path] == value).all(), path  # bit-identical, parameters and optimizer state
+
