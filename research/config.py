@@ -51,13 +51,106 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
                              'experiments/base.get_config().')
 
 
+def _value(config, name):
+  value = config
+  for part in name.split('.'):
+    value = value[part]
+  return value
+
+
 def _positive(config, *names):
   for name in names:
-    value = config
-    for part in name.split('.'):
-      value = value[part]
+    value = _value(config, name)
     if value <= 0:
       raise errors.UserError(f'Config key {name!r} must be positive, got {value!r}.')
+
+
+# Ranges every numeric key must lie in whatever else is set, as (key, low, high, interval, fix):
+# `low`/`high` None = unbounded; `interval` '[]', '[)', '(]' or '()' says which ends are included.
+RANGES = (
+    ('seed', 0, None, '[)', 'numpy seeds the data order with it; use a non-negative integer'),
+    ('model.dropout_rate', 0, 1, '[)', 'use 0.0 (off) or a probability below 1, e.g. 0.1'),
+    ('model.norm_eps', 0, None, '()', 'use a small positive value such as 1e-6 or 1e-5'),
+    ('model.init_std', 0, None, '()', 'use a small positive value such as 0.02'),
+    ('model.rope_base', 0, None, '()', 'use a positive base such as 10000.0'),
+    ('train.b1', 0, 1, '[)', "Adam's first-moment decay; use e.g. 0.9"),
+    ('train.b2', 0, 1, '[)', "Adam's second-moment decay; use e.g. 0.95 or 0.999"),
+    ('train.eps', 0, None, '()', "Adam's denominator term; use a small value such as 1e-8"),
+    ('train.weight_decay', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 0.1'),
+    ('train.grad_clip', 0, None, '[)', 'use 0.0 (no clipping) or a positive norm such as 1.0'),
+    ('train.z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-4'),
+    ('train.moe_lbl', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-2'),
+    ('train.moe_z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-3'),
+)
+# Keys that only some switch reads (a schedule, an objective, an ordering): checked after the
+# modules that own them, so that a key in use gets its module's message and one not in use still
+# fails before a later switch turns it on.
+SWITCHED_RANGES = (
+    ('schedule.decay_fraction', 0, 1, '(]', 'the decay\'s share of the run (wsd); e.g. 0.2'),
+    ('schedule.inv_sqrt_alpha', 0, None, '()', 'e.g. 10.0 (Ibrahim et al. 2024)'),
+    ('schedule.cooldown_fraction', 0, 1, '[)', 'a share of the run (infinite); e.g. 0.2'),
+    ('schedule.anneal_fraction', 0, 1, '[)', 'a share of the run (infinite); e.g. 0.1'),
+    ('schedule.const_lr_fraction', 0, 1, '[]', 'a fraction of schedule.peak_lr; e.g. 0.5'),
+    ('schedule.cycle_steps', 0, None, '[)', 'steps per cycle, or 0 for one cycle over the run'),
+    ('data.skillit.eta', 0, None, '[)', 'the multiplicative-weights step; e.g. 0.2'),
+    ('data.skillit.window', 1, None, '[)', 'the evaluations summed per update; e.g. 3'),
+    ('data.in_context.ngram', 1, None, '[)', 'the hashed n-gram length; e.g. 3'),
+    ('data.in_context.dims', 1, None, '[)', 'the embedding size; e.g. 1024'),
+    ('data.in_context.neighbours', 1, None, '[)', 'the nearest documents searched; e.g. 10'),
+    ('data.in_context.max_chain', 1, None, '[)', 'the longest chain of documents; e.g. 21'),
+    ('objective.masked_thought.max_rate', 0, 1, '[]', 'a probability; e.g. 0.4'),
+    ('objective.masked_thought.warmup_fraction', 0, 1, '[]', 'a share of training; e.g. 0.66'),
+    ('objective.meco.cooldown_fraction', 0, 1, '[)', 'a share of training; e.g. 0.1'),
+    ('objective.control.drop_fraction', 0, 1, '[]', 'a probability; e.g. 0.1'),
+)
+
+
+def check_ranges(config: ml_collections.ConfigDict, ranges=RANGES) -> None:
+  """Raises on a key of `ranges` outside its interval, naming the key, the value and a fix."""
+  for name, low, high, interval, fix in ranges:
+    value = _value(config, name)
+    low_ok = low is None or (value >= low if interval[0] == '[' else value > low)
+    high_ok = high is None or (value <= high if interval[1] == ']' else value < high)
+    if not (low_ok and high_ok):  # NaN fails both comparisons
+      shown = (f'{interval[0]}{low}, {high}{interval[1]}' if high is not None else
+               f'{">=" if interval[0] == "[" else ">"} {low}')
+      where = 'in ' if high is not None else ''
+      raise errors.UserError(f'Config key {name!r} must be {where}{shown}, got {value!r}; {fix}.')
+
+
+def check_choices(config: ml_collections.ConfigDict) -> None:
+  """Raises on a switch outside its choices, even where the active settings do not read it (a typo
+  would silently do nothing until the switch that reads it is turned on). Run after the modules
+  that own these keys, as SWITCHED_RANGES."""
+  from research import skillit
+  from research.data import orderings, selection
+
+  for name, choices in (('schedule.decay_shape', tuple(schedules.DECAY_SHAPES)),
+                        ('data.row_score', orderings.ROW_SCORES),
+                        ('data.pacing.function', orderings.PACING_FUNCTIONS),
+                        ('data.select.keep', selection.KEEPS),
+                        ('data.skillit.metric', skillit.METRICS)):
+    value = _value(config, name)
+    if value not in choices:
+      raise errors.UserError(f'Config key {name!r} must be one of {list(choices)}, got {value!r}; '
+                             'fix the spelling.')
+  if config.data.folds < 1:
+    raise errors.UserError(f"Config key 'data.folds' must be >= 1, got {config.data.folds!r}; "
+                           'use the number of folding passes per epoch (DELT uses 3).')
+
+
+def check_distributed(distributed: ml_collections.ConfigDict) -> None:
+  """`distributed.num_processes` is -1 (from the environment) or >= 1; `process_id` is -1 or in
+  [0, num_processes)."""
+  processes, process_id = distributed.num_processes, distributed.process_id
+  if processes == 0 or processes < -1:
+    raise errors.UserError(f"Config key 'distributed.num_processes' must be -1 or >= 1, got "
+                           f'{processes!r}; use -1 to read it from the environment '
+                           '(JAX_NUM_PROCESSES) or the number of processes of the job.')
+  if process_id < -1 or processes > 0 and process_id >= processes:
+    raise errors.UserError(f"Config key 'distributed.process_id' must be -1 or in [0, "
+                           f'distributed.num_processes), got {process_id!r} with num_processes='
+                           f'{processes}; use -1 to read it from the environment (JAX_PROCESS_ID).')
 
 
 def check_profile_steps(train_config: ml_collections.ConfigDict) -> None:
@@ -111,6 +204,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
             'data.seq_len', 'data.mixture_block', 'model.d_model', 'model.num_layers',
             'model.num_heads', 'model.head_dim', 'model.mlp_dim', 'model.vocab_size')
 
+  check_ranges(config)
+  check_distributed(config.distributed)
   check_profile_steps(config.train)
   for key, choices in (('step', ('reset', 'keep')), ('schedule', ('restart', 'continue'))):
     if config.init[key] not in choices:
@@ -152,6 +247,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
         f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
         f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
   _check_moe(config, shape, data_parallel)
+  check_ranges(config, SWITCHED_RANGES)  # after the modules: a key in use has their message
+  check_choices(config)
   rows = config.eval.pathway_rows
   if rows and (rows < 2 or not config.model.moe_experts):
     raise errors.UserError(f'eval.pathway_rows={rows}: the pathway monitor compares the expert '

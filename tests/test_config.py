@@ -155,3 +155,87 @@ def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_pat
       for key, value in point.items():
         sweep.apply(checked, key, value, f'experiments/{name}.py:{arg}')
       config_lib.validate(checked, str(tmp_path / 'run'), jax.devices())
+
+
+def _set(config, key, value):
+  *parents, last = key.split('.')
+  for part in parents:
+    config = config[part]
+  config[last] = value
+
+
+# (overrides of experiments/base.get_config(), the message): one bad value each, caught by
+# validate before anything compiles, with the key's name in the message.
+BAD_VALUES = [
+    ({'seed': -1}, r"Config key 'seed' must be >= 0, got -1"),
+    ({'model.dropout_rate': 1.0}, r"Config key 'model.dropout_rate' must be in \[0, 1\), got 1.0"),
+    ({'model.dropout_rate': -0.1}, r"'model.dropout_rate' must be in \[0, 1\), got -0.1"),
+    ({'model.norm_eps': 0.0}, r"Config key 'model.norm_eps' must be > 0, got 0.0"),
+    ({'model.init_std': -0.02}, r"Config key 'model.init_std' must be > 0, got -0.02"),
+    ({'model.rope_base': 0.0}, r"Config key 'model.rope_base' must be > 0, got 0.0"),
+    ({'model.num_kv_heads': -2}, r'model.num_kv_heads=-2 must divide model.num_heads=4'),
+    ({'model.num_kv_heads': 3}, r'model.num_kv_heads=3 must divide model.num_heads=4'),
+    ({'model.rotary_fraction': 1.5}, r'model.rotary_fraction=1.5 must be in \[0, 1\]'),
+    ({'model.head_dim': 33}, r'rotate an even number of the head_dim=33 dimensions'),
+    ({'model.num_heads': 0}, r"Config key 'model.num_heads' must be positive, got 0"),
+    ({'model.moe_every': 3, 'model.moe_experts': 4}, r'model.moe_every=3 must be >= 1 and divide'),
+    ({'train.b1': 1.0}, r"Config key 'train.b1' must be in \[0, 1\), got 1.0; .* e.g. 0.9"),
+    ({'train.b2': 1.5}, r"Config key 'train.b2' must be in \[0, 1\), got 1.5"),
+    ({'train.eps': 0.0}, r"Config key 'train.eps' must be > 0, got 0.0"),
+    ({'train.weight_decay': -0.1}, r"Config key 'train.weight_decay' must be >= 0, got -0.1"),
+    ({'train.grad_clip': -1.0}, r"Config key 'train.grad_clip' must be >= 0, got -1.0"),
+    ({'train.z_loss': -1e-4}, r"Config key 'train.z_loss' must be >= 0, got -0.0001"),
+    ({'train.moe_lbl': -1.0}, r"Config key 'train.moe_lbl' must be >= 0"),
+    ({'train.moe_z_loss': -1.0}, r"Config key 'train.moe_z_loss' must be >= 0"),
+    ({'train.moe_balance': 'batch'}, r"train.moe_balance='batch' is not a balancing scope"),
+    ({'schedule.peak_lr': 0.0}, r'schedule.peak_lr=0.0 must be > 0'),
+    ({'schedule.warmup_steps': -1}, r'schedule.warmup_steps=-1 is negative'),
+    ({'schedule.final_lr_fraction': 1.5}, r'schedule.final_lr_fraction=1.5 puts the floor above'),
+    ({'schedule.decay_shape': 'cosin'},
+     r"Config key 'schedule.decay_shape' must be one of \['linear', 'cosine'.*got 'cosin'"),
+    ({'schedule.decay_fraction': 2.0},
+     r"Config key 'schedule.decay_fraction' must be in \(0, 1\], got 2.0"),
+    ({'schedule.name': 'wsd', 'schedule.decay_fraction': 0.0},
+     r'schedule.decay_fraction=0.0 must be in \(0, 1\]'),
+    ({'schedule.cycle_steps': -1}, r"Config key 'schedule.cycle_steps' must be >= 0, got -1"),
+    ({'eval.every': 0}, r"Config key 'eval.every' must be positive, got 0"),
+    ({'checkpoint.keep': 0}, r"Config key 'checkpoint.keep' must be positive, got 0"),
+    ({'data.seq_len': 0}, r"Config key 'data.seq_len' must be positive, got 0"),
+    ({'data.row_score': 'avg'},
+     r"Config key 'data.row_score' must be one of \['mean', 'max', 'min'\], got 'avg'"),
+    ({'data.folds': 0}, r"Config key 'data.folds' must be >= 1, got 0"),
+    ({'data.select.keep': 'low'},
+     r"Config key 'data.select.keep' must be one of \['lowest', 'highest'\], got 'low'"),
+    ({'data.skillit.metric': 'accuracy'}, r"Config key 'data.skillit.metric' must be one of"),
+    ({'data.skillit.eta': -0.2}, r"Config key 'data.skillit.eta' must be >= 0, got -0.2"),
+    ({'data.in_context.ngram': 0}, r"Config key 'data.in_context.ngram' must be >= 1, got 0"),
+    ({'data.replay.fraction': 1.5}, r'data.replay.fraction=1.5 must be in \[0, 1\)'),
+    ({'objective.name': 'span_corruption', 'data.extra_ids': 100, 'data.seq_len': 4},
+     r"data.seq_len=4 \(and objective.target_len=4\) leave no room for the denoisers \['R3_15'\]"),
+    ({'objective.meco.cooldown_fraction': 1.5},
+     r"Config key 'objective.meco.cooldown_fraction' must be in \[0, 1\), got 1.5"),
+    ({'objective.control.drop_fraction': -0.1},
+     r"Config key 'objective.control.drop_fraction' must be in \[0, 1\]"),
+    ({'mesh.data': 3}, r'The mesh data=3 x fsdp=1 x tensor=1 x expert=1 needs 3 devices but 8'),
+    ({'mesh.tensor': 3}, r'mesh.data use 3 devices, which does not divide the 8 devices'),
+    ({'mesh.data': 0}, r'mesh.data=0 is not a valid mesh size'),
+    ({'distributed.num_processes': 0},
+     r"Config key 'distributed.num_processes' must be -1 or >= 1, got 0"),
+    ({'distributed.num_processes': 2, 'distributed.process_id': 2},
+     r"'distributed.process_id' must be -1 or in \[0, distributed.num_processes\), got 2"),
+    ({'init.schedule': 'resume'},
+     r"init.schedule='resume' is not one of \('restart', 'continue'\)"),
+]
+
+
+def _case_id(value):
+  return ','.join(f'{k}={v}' for k, v in value.items()) if isinstance(value, dict) else 'message'
+
+
+@pytest.mark.parametrize('overrides, message', BAD_VALUES, ids=_case_id)
+def test_bad_value_is_caught_before_compile_naming_the_key(tmp_path, overrides, message):
+  config = base.get_config()
+  for key, value in overrides.items():
+    _set(config, key, value)
+  with pytest.raises(errors.UserError, match=message):
+    config_lib.validate(config, str(tmp_path / 'run'), jax.devices())
