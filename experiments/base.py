@@ -157,6 +157,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.95
   c.train.eps = 1e-8
   c.train.log_every = 10
+  # A step with a non-finite loss or gradient norm (NaN or inf) never applies its update: the
+  # parameters and optimizer state stay as they were (research/train.py). Policy 'skip' goes on
+  # (metrics: `nonfinite`, the window's fraction of such steps; `nonfinite_steps`, this call's
+  # total); 'stop' ends the run with an error once `max_nonfinite` consecutive steps were
+  # non-finite, saving no checkpoint there (seen at a log step: every train.log_every steps).
+  c.train.nonfinite = 'skip'  # skip | stop
+  c.train.max_nonfinite = 1  # 'stop' only: consecutive non-finite steps that stop the run
   # (a, b): a jax.profiler trace of steps a to b-1 in WORKDIR/profile/ (TensorBoard's profile
   # plugin reads it); () = no trace. Process 0 traces; a run resumed inside [a, b) traces the rest.
   # Traced steps run slower: the tokens/s and MFU logged for them read low.

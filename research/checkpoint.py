@@ -2,10 +2,19 @@
 
 A checkpoint's step is the number of completed training steps, so restoring checkpoint k and
 training on continues with the batch of step k. Orbax commits a checkpoint atomically: an
-interrupted save leaves no directory that restore would pick up.
+interrupted save leaves no directory that restore would pick up. A checkpoint that is there but
+fails to restore (truncated or corrupted files) is moved aside to WORKDIR/failed_checkpoints/ and
+the one before it is restored. A save that fails with an I/O error (disk full, unwritable workdir)
+stops the run with a UserError; the older checkpoints stay. Each checkpoint records the run's
+config.json and the code version in its orbax custom metadata.
 """
 
+import functools
+import importlib.metadata
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -15,7 +24,8 @@ from etils import epath
 from research import errors
 
 
-def make_manager(workdir: str, checkpoint_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+def make_manager(workdir: str,
+                 checkpoint_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=checkpoint_config.keep,
       enable_async_checkpointing=checkpoint_config.async_save,
@@ -29,31 +39,222 @@ def checkpoint_dir(workdir: str) -> epath.Path:
   return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir), 'checkpoints')
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
-  """The latest checkpoint restored onto the shardings of `abstract_state`, or None if there is none.
+def _warn(text: str) -> None:
+  """`text` on stderr, from the main process only."""
+  if jax.process_index() == 0:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves checkpoint `step` out of the manager's directory, to WORKDIR/failed_checkpoints/<step>
+  (a numbered suffix if that is taken), so that orbax neither counts it for `keep` nor finds it as
+  the latest step, and the run can save that step again; returns a sentence saying where it went.
+  """
+  source = epath.Path(manager.directory) / str(step)
+  aside = epath.Path(manager.directory).parent / 'failed_checkpoints'
+  target, n = aside / str(step), 1
+  moved = None
+  try:
+    if jax.process_index() == 0:
+      aside.mkdir(parents=True, exist_ok=True)
+      while target.exists():
+        target, n = aside / f'{step}.{n}', n + 1
+      source.rename(target)
+    moved = f'It was moved to {target} for inspection.'
+  except Exception as e:  # pylint: disable=broad-except  (a bucket cannot rename a directory)
+    moved = (f'It could not be moved aside ({type(e).__name__}: {e}) and is left in place: move or '
+             f'delete {source} before the run saves step {step} again.')
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f'research.checkpoint.set_aside.{step}')
+  manager.reload()
+  return moved
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state,
+                   config: ml_collections.ConfigDict | None = None):
+  """The latest checkpoint that restores, onto the shardings of `abstract_state`; None if there is
+  no checkpoint.
 
   `abstract_state` is a tree of jax.ShapeDtypeStruct with `.sharding` set, so each process reads
-  only its own shards.
+  only its own shards. A checkpoint that fails to restore (truncated or corrupted files) is
+  reported on stderr, moved to WORKDIR/failed_checkpoints/<step> (see `_set_aside`), and the next
+  older one is tried; which one was restored is reported too. Raises UserError if every checkpoint
+  fails. Given the run's `config`, the model.* keys that differ from the config.json beside the
+  checkpoints are named: in that error (a changed model cannot restore its parameters), or in a
+  note when the checkpoint restores anyway (e.g. model.dtype or model.remat changed).
   """
-  step = manager.latest_step()
-  if step is None:
+  steps = sorted(manager.all_steps(), reverse=True)
+  workdir = str(epath.Path(manager.directory).parent)
+  changed = resume_config_difference(workdir, config) if config is not None and steps else []
+  failures = []
+  for step in steps:
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+      failures.append((step, e))
+      continue
+    for failed, e in failures:
+      _warn(f'Checkpoint {failed} in {manager.directory} failed to restore '
+            f'({type(e).__name__}: {_first_line(e)}). {_set_aside(manager, failed)}')
+    if failures:
+      _warn(f'Restored checkpoint {step} instead (the newest one that restores).')
+    if changed:
+      _warn(f'Note: resuming {workdir} under another model config than the one that saved it: '
+            + '; '.join(changed) + '.')
+    return restored
+  if not failures:
     return None
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  if changed:
+    raise errors.UserError(
+        f'The checkpoints in {manager.directory} do not restore under this model config: '
+        + '; '.join(changed) + f'. Set model.* as in {workdir}/config.json to resume that run, or '
+        'give a new --workdir for the new model.') from failures[0][1]
+  failed = ', '.join(f'{s} ({type(e).__name__}: {_first_line(e)})' for s, e in failures)
+  raise errors.UserError(
+      f'No checkpoint in {manager.directory} restores: {failed}. If the model config (model.*) '
+      "changed, set it as in the workdir's config.json; otherwise the files are damaged: move the "
+      'checkpoints/ directory aside to start over, or give a new --workdir.') from failures[0][1]
+
+
+def _first_line(error: BaseException) -> str:
+  """The first line of `error`'s message, at most 300 characters (tensorstore's run long)."""
+  text = str(error).strip().splitlines()
+  return text[0][:300] if text else ''
+
+
+_IO_WORDS = ('No space left', 'Permission denied', 'Read-only file system', 'Disk quota',
+             'Input/output error', 'RESOURCE_EXHAUSTED', 'PERMISSION_DENIED')
+
+
+def _io_error(error: BaseException) -> BaseException | None:
+  """The OSError in `error`'s chain of causes, or an error whose message names an I/O failure
+  (tensorstore reports those as ValueError); None if it is neither."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) or any(word in str(error) for word in _IO_WORDS):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _save_failed(manager: ocp.CheckpointManager, step: int, error: BaseException):
+  """The UserError for a checkpoint save that failed with I/O error `error`."""
+  return errors.UserError(
+      f'Saving checkpoint {step} in {manager.directory} failed: {type(error).__name__}: '
+      f'{_first_line(error)}. Training stopped; the older checkpoints there are kept. Free space '
+      'on that disk, make the workdir writable, or point --workdir elsewhere (copying '
+      'checkpoints/ there), then re-run the same command to resume.')
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+  """Waits for the pending async save; raises UserError if it failed with an I/O error."""
+  pending = getattr(manager, '_research_pending_step', None)
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    cause = _io_error(e)
+    if cause is None:
+      raise
+    raise _save_failed(manager, pending, cause) from e
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, every: int, final: bool = False) -> bool:
-  """Saves `state` as checkpoint `step` every `every` steps and at the `final` step; async if configured.
+  """Saves `state` as checkpoint `step` every `every` steps and at the `final` step; async if
+  configured. Returns whether it saved.
 
-  (orbax's own interval would also save the first step of every run.)
+  (orbax's own interval would also save the first step of every run.) The checkpoint's custom
+  metadata records the workdir's config.json and `code_version()`. Raises UserError if this save,
+  or the previous async one, fails with an I/O error (disk full, unwritable).
   """
   if not final and step % every:
     return False
-  return manager.save(step, args=ocp.args.StandardSave(state), force=True)
+  wait_until_finished(manager)  # a failed async save surfaces here, naming its own step
+  try:
+    saved = manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                         custom_metadata=_record(manager))
+  except Exception as e:  # pylint: disable=broad-except
+    cause = _io_error(e)
+    if cause is None:
+      raise
+    raise _save_failed(manager, step, cause) from e
+  manager._research_pending_step = step  # pylint: disable=protected-access
+  return saved
+
+
+def _record(manager: ocp.CheckpointManager) -> dict:
+  """{'config': the workdir's config.json (if there is one), 'code_version': code_version()}."""
+  record = {'code_version': code_version()}
+  config_path = epath.Path(manager.directory).parent / 'config.json'
+  try:
+    record['config'] = json.loads(config_path.read_text())
+  except (OSError, ValueError):
+    pass
+  return record
+
+
+@functools.cache
+def code_version() -> dict:
+  """{'git_commit': HEAD, 'git_dirty': whether tracked files differ} when the code is a git
+  checkout, else {'package_version': the installed `research` package's version}."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
+                            check=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
+                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    return {'git_commit': commit, 'git_dirty': bool(dirty)}
+  except (OSError, subprocess.SubprocessError):
+    pass
+  try:
+    return {'package_version': importlib.metadata.version('research')}
+  except importlib.metadata.PackageNotFoundError:
+    return {'package_version': 'unknown'}
+
+
+def saved_record(manager: ocp.CheckpointManager, step: int) -> dict:
+  """What checkpoint `step` recorded ({'config': ..., 'code_version': ...}); {} for a checkpoint
+  written before checkpoints recorded them."""
+  metadata = manager.metadata(step)
+  return dict(getattr(metadata, 'custom_metadata', None) or {})
+
+
+def config_difference(saved: dict, config: dict, prefix: str = 'model') -> list[str]:
+  """The keys under `prefix` whose values differ between the config dicts `saved` and `config`,
+  each as 'model.key: A in the checkpoint, B now' (nested keys dotted, sorted; a key only one side
+  has shows as missing there)."""
+  def flat(tree, path):
+    if isinstance(tree, dict):
+      return {k: v for key, sub in tree.items() for k, v in flat(sub, f'{path}.{key}').items()}
+    return {path: tree}
+  old = flat(saved.get(prefix, {}), prefix)
+  new = flat(config.get(prefix, {}), prefix)
+  missing = '(missing)'
+
+  def same(a, b):  # JSON turns tuples into lists
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+  return [f'{key}: {json.dumps(old.get(key, missing), default=str)} in the checkpoint, '
+          f'{json.dumps(new.get(key, missing), default=str)} now'
+          for key in sorted(set(old) | set(new))
+          if not same(old.get(key, missing), new.get(key, missing))]
+
+
+def resume_config_difference(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """`config_difference` between the config.json in `workdir` (written by the run that saved its
+  checkpoints) and `config`, for model.*; [] if there is no readable config.json. Call it before
+  the run overwrites config.json."""
+  try:
+    saved = json.loads((epath.Path(workdir) / 'config.json').read_text())
+  except (OSError, ValueError):
+    return []
+  return config_difference(saved, json.loads(json.dumps(config.to_dict(), default=str)))
 
 
 def abstract_like(tree, shardings):
   """ShapeDtypeStructs with the given shardings: the target that restore fills."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)
 
 
 def find_checkpoint(path: str) -> tuple[epath.Path, int]:

@@ -65,6 +65,9 @@ def _positive(config, *names):
       raise errors.UserError(f'Config key {name!r} must be positive, got {value!r}.')
 
 
+# What a step with a non-finite loss or gradient does (research/train.py): skip its update, or stop.
+NONFINITE_POLICIES = ('skip', 'stop')
+
 # Ranges every numeric key must lie in whatever else is set, as (key, low, high, interval, fix):
 # `low`/`high` None = unbounded; `interval` '[]', '[)', '(]' or '()' says which ends are included.
 RANGES = (
@@ -81,6 +84,8 @@ RANGES = (
     ('train.z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-4'),
     ('train.moe_lbl', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-2'),
     ('train.moe_z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-3'),
+    ('train.max_nonfinite', 1, None, '[)',
+     "the consecutive non-finite steps that stop a run with train.nonfinite='stop'; e.g. 1"),
 )
 # Keys that only some switch reads (a schedule, an objective, an ordering): checked after the
 # modules that own them, so that a key in use gets its module's message and one not in use still
@@ -125,7 +130,8 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
   from research import skillit
   from research.data import orderings, selection
 
-  for name, choices in (('schedule.decay_shape', tuple(schedules.DECAY_SHAPES)),
+  for name, choices in (('train.nonfinite', NONFINITE_POLICIES),
+                        ('schedule.decay_shape', tuple(schedules.DECAY_SHAPES)),
                         ('data.row_score', orderings.ROW_SCORES),
                         ('data.pacing.function', orderings.PACING_FUNCTIONS),
                         ('data.select.keep', selection.KEEPS),

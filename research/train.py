@@ -138,6 +138,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     step_metrics = losses.mean_metrics(sums)
     step_metrics['grad_norm'] = optax.tree.norm(grads)
+    # A non-finite loss or gradient applies no update: parameters and optimizer state (Adam's
+    # moments and count) stay as they were, but for the schedule's count, which follows the step.
+    finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(step_metrics['grad_norm'])
+    params, opt_state = skip_unless(finite, (params, opt_state), (state.params, state.opt_state))
+    step_metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
     if routed:
       step_metrics.update(load_balance.moe_metrics(sums))
     if schedule is not None:
@@ -146,6 +151,77 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return new_state, step_metrics
 
   return train_step
+
+
+def skip_unless(finite, new, old):
+  """`new` where `finite` (a scalar bool), else `old`, leaf by leaf; the count of a schedule state
+  (optax.ScaleByScheduleState) is always `new`'s, so the learning rate stays a function of the step.
+
+  A select, not a branch: a NaN in the unselected tree does not reach the result.
+  """
+  def pick(n, o):
+    if _is_schedule_state(n):
+      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), n, o)._replace(count=n.count)
+    return jnp.where(finite, n, o)
+  return jax.tree.map(pick, new, old, is_leaf=_is_schedule_state)
+
+
+class Divergence:
+  """The host's record of non-finite steps and loss spikes, updated at each log from the metrics
+  the loop fetched there anyway (no extra device sync).
+
+  `observe` returns the metrics to log: `nonfinite_steps`, the steps of this call of train() whose
+  update was skipped (a resumed run counts from 0 again; the per-window `nonfinite` metric is in
+  metrics.jsonl for the whole run), and `loss_spike`, the mean loss of the window's finite steps
+  divided by an exponential moving average (decay `SPIKE_DECAY`) of the previous windows' (about
+  1 for a smooth run, 2 when the loss doubled; absent at the first log of a call and for a
+  window with no finite step). `stop` is True once the last `max_nonfinite` steps were all
+  non-finite under policy 'stop'; with log_every > 1 that is seen at the next log.
+  """
+
+  SPIKE_DECAY = 0.9
+
+  def __init__(self, train_config: ml_collections.ConfigDict):
+    self.policy, self.limit = train_config.nonfinite, train_config.max_nonfinite
+    self.total, self.streak, self.first_bad = 0, 0, None
+    self.loss_average = None
+    self.stop = False
+
+  def observe(self, first_step: int, fetched: list[dict]) -> dict:
+    """Steps first_step + 1, ... (1-based: the step count after each) had metrics `fetched`."""
+    finite_losses = []
+    for done, metrics in enumerate(fetched, first_step + 1):
+      if metrics['nonfinite'] > 0:
+        self.total += 1
+        self.streak += 1
+        self.first_bad = done if self.streak == 1 else self.first_bad
+      else:
+        self.streak = 0
+        finite_losses.append(float(metrics['loss']))
+      if self.policy == 'stop' and self.streak >= self.limit:
+        self.stop = True  # the run stops here: later steps of the window are not counted
+        break
+    logged = {'nonfinite_steps': self.total}
+    if finite_losses:
+      loss = float(np.mean(finite_losses))
+      if self.loss_average is not None:
+        logged['loss_spike'] = loss / self.loss_average
+        self.loss_average = self.SPIKE_DECAY * self.loss_average + (1 - self.SPIKE_DECAY) * loss
+      else:
+        self.loss_average = loss
+    return logged
+
+  def stop_message(self, workdir: str, last_checkpoint: int | None) -> str:
+    """The message of the UserError that stops a run, naming the steps and the checkpoint."""
+    directory = checkpoint.checkpoint_dir(workdir)
+    where = (f'the last checkpoint is step {last_checkpoint} in {directory} (no update of a '
+             'non-finite step is in it)' if last_checkpoint is not None
+             else 'there is no checkpoint yet')
+    return (f'training diverged: {self.streak} consecutive non-finite steps (loss or gradient '
+            f'NaN or inf), the first at step {self.first_bad}, reached '
+            f'train.max_nonfinite={self.limit}; {where}. Re-running resumes '
+            'from it: lower train.grad_clip or the learning rate (schedule.*), or set '
+            "train.nonfinite='skip' to skip such steps.")
 
 
 class Trainer:
@@ -356,7 +432,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local directory or gs://...
   trainer = Trainer(config, devices)
   manager = checkpoint.make_manager(workdir, config.checkpoint)
-  state = checkpoint.restore_latest(manager, trainer.abstract_state)
+  state = checkpoint.restore_latest(manager, trainer.abstract_state, config)
   resumed = state is not None
   if state is None:
     state = (state_from_checkpoint(trainer, config.init, config.train.steps) if config.init.path
@@ -432,6 +508,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   if config.init.path and not resumed:
     run_eval(first_step)  # where a continual run starts: the baseline of forgetting and adaptation
   pending, window_start, window_time = [], first_step, time.perf_counter()
+  divergence = Divergence(config.train)
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)
   with preemption.StopSignal() as stop_signal, trace:
@@ -455,10 +532,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                       tokens_seen=done * tokens_per_step)
         logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
         logged.update({f'data/{task}/weight': w for task, w in data.mixture_weights(step).items()})
+        logged.update(divergence.observe(window_start, fetched))
         writer.write(done, logged)
         progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second',
                                                       'mfu')})
         pending, window_start, window_time = [], done, time.perf_counter()
+        if divergence.stop:  # no checkpoint of this step: the latest one stays the run's last
+          checkpoint.wait_until_finished(manager)
+          message = divergence.stop_message(workdir, manager.latest_step())
+          manager.close()
+          writer.close()
+          progress.close()
+          raise errors.UserError(message)
       mixes = bool(mixing) and mixing.due(done, total)
       if done % config.eval.every == 0 or done == total or mixes:
         results, seconds = run_eval(done)
@@ -473,7 +558,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         progress.message(f'Stopped by a signal after step {done}; its checkpoint is in {workdir}. '
                          'Re-run the same command to resume.')
         break
-  manager.wait_until_finished()
+  checkpoint.wait_until_finished(manager)
   manager.close()
   writer.close()
   progress.close()
