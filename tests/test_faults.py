@@ -5,6 +5,8 @@ import errno
 import fcntl
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -13,6 +15,7 @@ import pytest
 from orbax.checkpoint._src.path import atomicity
 
 from research import checkpoint, errors, metrics, report, train
+from tests.test_preemption import _command
 from tests.test_train import read_metrics, tiny_config
 
 
@@ -208,3 +211,40 @@ def test_a_failed_final_async_save_surfaces_when_waiting(tmp_path, monkeypatch):
     checkpoint.wait_until_finished(manager)
   monkeypatch.undo()
   assert _steps(str(tmp_path)) == [1]
+
+
+_DISK_FULL = """
+import errno, runpy, sys
+from orbax.checkpoint._src.path import atomicity
+def disk_full(self, *args, **kwargs):
+  raise OSError(errno.ENOSPC, 'No space left on device', str(self.get_final()))
+atomicity.AtomicRenameTemporaryPath.finalize = disk_full
+sys.argv = ['launch.train', *sys.argv[1:]]
+runpy.run_module('launch.train', run_name='__main__')
+"""
+
+
+def test_the_command_line_survives_a_corrupt_checkpoint_and_stops_cleanly_on_a_full_disk(
+    data_dir, tmp_path):
+  """The two faults above, through `python -m launch.train` in subprocesses: the exit status and
+  what the user reads."""
+  workdir = str(tmp_path / 'run')
+  every = ['--config.checkpoint.every=3', '--config.checkpoint.async_save=False']
+  first = subprocess.run(_command(workdir, data_dir, 6) + every, capture_output=True, text=True,
+                         check=False)
+  assert first.returncode == 0, first.stderr[-3000:]
+  _corrupt(os.path.join(workdir, 'checkpoints', '6'))
+  resumed = subprocess.run(_command(workdir, data_dir, 9) + every, capture_output=True,
+                           text=True, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Restored checkpoint 3 instead (the newest one that restores).' in resumed.stderr
+  assert _steps(workdir) == [3, 6, 9]
+  full = subprocess.run([sys.executable, '-c', _DISK_FULL,
+                         *_command(workdir, data_dir, 12)[3:], *every],
+                        capture_output=True, text=True, check=False)
+  assert full.returncode == 1
+  assert (f'Saving checkpoint 12 in {os.path.join(workdir, "checkpoints")} failed: OSError: '
+          '[Errno 28] No space left on device') in full.stderr
+  assert 'Training stopped; the older checkpoints there are kept.' in full.stderr
+  assert 'Traceback' not in full.stderr
+  assert _steps(workdir) == [3, 6, 9]  # nothing lost
