@@ -91,3 +91,30 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
   for path, value in uninterrupted.items():
     assert (resumed[path] == value).all(), path  # bit-identical, parameters and optimizer state
 
+
+
+def test_a_second_sigint_stops_at_once_and_the_last_complete_checkpoint_still_resumes(
+    data_dir, tmp_path):
+  """Two Ctrl-C's in a row while a save starts at every step: the run stops without finishing its
+  step (a KeyboardInterrupt, not exit 0), and whatever checkpoint it had completed restores."""
+  workdir = str(tmp_path / 'run')
+  saving = ['--config.checkpoint.every=1', '--config.checkpoint.keep=100']
+  run = subprocess.Popen(_command(workdir, data_dir, 10_000) + saving, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 240
+  while len(_logged_steps(workdir)) < 3 and time.monotonic() < deadline and run.poll() is None:
+    time.sleep(0.05)
+  # Ctrl-C every 50 ms until it exits: signals sent back to back merge into one (POSIX does not
+  # queue them, and Python runs its handler once), so the second must come a little later.
+  while run.poll() is None:
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+  _, stderr = run.communicate(timeout=120)
+  assert run.returncode != 0, stderr[-3000:]
+  assert 'KeyboardInterrupt' in stderr
+  last = _final_state(workdir)[0]  # the newest complete checkpoint restores
+  resumed = subprocess.run(_command(workdir, data_dir, last + 1) + saving, capture_output=True,
+                           text=True, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resuming from the checkpoint at step {last}' in resumed.stderr
+  assert 'failed to restore' not in resumed.stderr
