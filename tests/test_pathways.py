@@ -11,6 +11,7 @@ import pytest
 from research import config as config_lib, errors, pathways, train
 from research.model import transformer
 from tests import test_moe
+from tests.test_model import _unscanned
 from tests.test_train import read_metrics, tiny_config
 
 
@@ -120,14 +121,6 @@ def test_sown_choices_are_the_routers_top_k_and_the_training_outputs_are_unchang
       for m in range(2)])
   np.testing.assert_allclose(outputs['embedding'], expected_MBD, rtol=1e-5, atol=1e-6)
   assert not np.any(outputs['embedding'][:, 3])  # the row of padding
-
-
-def _unscanned(params, num_layers):
-  """A scanned decoder's parameters laid out as `layers_0`, `layers_1`, ..."""
-  params = dict(params)
-  stacked = params.pop('layers')
-  return {**params, **{f'layers_{i}': jax.tree.map(lambda w: w[i], stacked)
-                       for i in range(num_layers)}}
 
 
 def test_scanned_and_unscanned_layers_give_the_same_pathways(data_dir):

@@ -8,6 +8,7 @@ from flax import linen as nn
 
 from launch import bench
 from research import train
+from tests.test_model import _unscanned
 from tests.test_train import tiny_config
 
 PRESET = bench.Preset('test', d_model=64, num_layers=2, num_heads=2, mlp_dim=128, seq_len=64,
@@ -48,9 +49,6 @@ def test_unscanned_layers_train_alike_from_the_same_weights(data_dir):
   two draw their random init differently, so the unscanned run starts from the scanned weights."""
   reference, state = _losses(_config(data_dir), steps=0)
   reference, _ = _losses(_config(data_dir))
-  params = nn.meta.unbox(state.params)
-  stacked = params.pop('layers')
-  unscanned = {**params, **{f'layers_{i}': jax.tree.map(lambda w, i=i: w[i], stacked)
-                            for i in range(2)}}
+  unscanned = _unscanned(nn.meta.unbox(state.params), 2)
   losses, _ = _losses(_config(data_dir, scan_layers=False), params=unscanned)
   np.testing.assert_allclose(losses, reference, rtol=1e-5)
