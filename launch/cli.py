@@ -62,6 +62,12 @@ def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
   return main_with_exit
 
 
+def no_arguments(argv: list[str]) -> None:
+  """Every command takes flags only: any positional argument after the program is a usage error."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+
+
 def quiet_absl_logging() -> None:
   """absl logging at WARNING unless --verbosity was given (orbax logs every save and restore at
   INFO; --verbosity=0 shows them)."""

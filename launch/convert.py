@@ -14,7 +14,7 @@ be new or empty; it appears only when complete.
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
-from absl import app, flags
+from absl import flags
 
 from research import errors, hf_checkpoint
 
@@ -29,8 +29,7 @@ flags.mark_flags_as_required(['src', 'dst'])
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   if (_FROM.value is None) == (_TO.value is None):
     raise errors.UserError('Give exactly one of --from=hf (import SRC into our format) and --to=hf '

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 import seqio
-from absl import app, flags
+from absl import flags
 
 from experiments import base
 from research import config as config_lib
@@ -237,8 +237,7 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   step, show, dump, out = _STEP.value, _SHOW.value, _DUMP.value, _OUT.value
   check_flags(step, show, dump, out, _PROPORTION_STEPS.value)
   config = cli.CONFIG.value

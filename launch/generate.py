@@ -24,7 +24,7 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 import math
 
 import jax
-from absl import app, flags
+from absl import flags
 from etils import epath
 
 from research import errors, generate, scores
@@ -106,8 +106,7 @@ def _stop_ids(vocabulary, vocab_size: int) -> tuple[int, ...]:
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path, sampling, texts = _checkpoint(), _sampling(), _prompts()
   config = scores.checkpoint_config(path, '--checkpoint', decoder_only=False)

@@ -23,7 +23,7 @@ import os
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from research import errors, membership, scores
 from research.data import selection
@@ -131,8 +131,7 @@ def table(report: dict[str, dict], fpr: float) -> str:
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path = _check_flags()
   config = scores.checkpoint_config(path, '--checkpoint')

@@ -33,7 +33,7 @@ import re
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from research import checkpoint, errors, order_test, scores
 
@@ -111,8 +111,7 @@ def _range_end(steps, order, checkpoint_step: int) -> int:
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path, steps = _check_flags()
   config = scores.checkpoint_config(path, '--checkpoint')

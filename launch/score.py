@@ -33,7 +33,7 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from etils import epath
 
 from research import errors, scores as scores_lib, sharding
@@ -199,8 +199,7 @@ def _write_atomically(path: epath.Path, text: str) -> None:
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   names = _check_flags()
   configs = _configs()

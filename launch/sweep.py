@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from launch import device_shares, tpu_vm
 from research import errors
@@ -181,8 +181,7 @@ def run_tpu_vm(config_flag: str, overrides: list[str], workdir: str, points):
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   config_flag = flags.FLAGS['config'].config_filename
   config, workdir = cli.CONFIG.value, _WORKDIR.value
   points = sweep_lib.points(experiment_sweep(config_flag), config)

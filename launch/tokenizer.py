@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import ml_collections
 import seqio
-from absl import app, flags
+from absl import flags
 
 from experiments import base
 from research import config as config_lib
@@ -79,8 +79,7 @@ def register_experiment_tasks(config: ml_collections.ConfigDict) -> None:
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   if cli.CONFIG.value is not None:
     register_experiment_tasks(cli.CONFIG.value)
   path = train_tokenizer(_TASK.value, _VOCAB_SIZE.value, _OUT.value, _MAX_DOCUMENTS.value,

@@ -10,7 +10,7 @@ import sys
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
-from absl import app, flags
+from absl import flags
 
 from research import config as config_lib, train
 
@@ -20,8 +20,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 @cli.exits_on_user_error
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   cli.quiet_absl_logging()
   config = cli.CONFIG.value
   train.train(config, _WORKDIR.value, hparams=config_lib.command_line_overrides(sys.argv, config))
