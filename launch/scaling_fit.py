@@ -290,11 +290,12 @@ def _number(value: float) -> str:
   return report.format_number(value) if abs(value) < 1e15 else f'{value:.3g}'
 
 
-def _row(name: str, entry: dict) -> str:
-  """A table row: the constant, its fitted value and its interval ('-' without a bootstrap)."""
+def _row(name: str, entry: dict) -> list[str]:
+  """A table row's cells: the constant, its fitted value and its interval ('-' without a
+  bootstrap)."""
   low_high = entry['interval']
   interval = f'{_number(low_high[0])} to {_number(low_high[1])}' if low_high else '-'
-  return f'| {name} | {_number(entry["value"])} | {interval} |'
+  return [name, _number(entry['value']), interval]
 
 
 def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
@@ -302,8 +303,11 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
   """scaling_fit.md: the command, the points, the constants with their intervals, the allocation
   and the plots."""
   level = data['interval_level']
-  header = [f'| constant | fit | {f"{level:.0%} interval" if level else "interval"} |',
-            '| --- | ---: | --- |']
+  header = ['constant', 'fit', f'{level:.0%} interval' if level else 'interval']
+
+  def constants(law: dict) -> str:
+    return report.markdown_table(header, ['---', '---:', '---'],
+                                 [_row(name, entry) for name, entry in law['constants'].items()])
   law = data['loss_law']
   lines = ['# Scaling-law fit', '', 'Made by:', '', f'    {data["command"]}', '',
            f'{len(points.l_P)} points (N, D, {metric}) from {len(points.runs)} runs; N from '
@@ -311,8 +315,7 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
            f'({len(set(points.params))} sizes), D from {report.format_number(points.d_P.min())} '
            f'to {report.format_number(points.d_P.max())} tokens.']
   lines += [f'Left out, {why}: {", ".join(names)}.' for why, names in points.skipped.items()]
-  lines += ['', '## L(N, D) = E + A / N^alpha + B / D^beta', '', *header,
-            *(_row(name, entry) for name, entry in law['constants'].items()), '',
+  lines += ['', '## L(N, D) = E + A / N^alpha + B / D^beta', '', constants(law), '',
             f'Chinchilla\'s approach 3 (arXiv 2203.15556): Huber loss (delta {scaling.DELTA}) on '
             f'log-loss, minimum {law["objective"]:.4g}, from the initialisation '
             + ', '.join(f'{k}={v:g}' for k, v in law['init'].items()) + '. '
@@ -320,20 +323,21 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
                'replacement).' if level else 'No intervals (--bootstrap=0).'), '',
             'Compute-optimal allocation (Chinchilla\'s eq. 4): N_opt(C) = G (C/6)^a, '
             f'D_opt(C) = (C/6)^b / G, G = {report.format_number(law["G"])}, a = n_opt_exponent, '
-            'b = d_opt_exponent; C = 6 N D.', '',
-            '| C (FLOPs) | N_opt | D_opt | tokens per parameter | predicted loss |',
-            '| ---: | ---: | ---: | ---: | ---: |']
+            'b = d_opt_exponent; C = 6 N D.', '']
   largest = float((6 * points.n_P * points.d_P).max())
+  allocations = []
   for scale in _ALLOCATION_SCALES:
     n_opt, d_opt = (float(v) for v in scaling.compute_optimal(fit, largest * scale))
-    lines.append(f'| {largest * scale:.3g} | {report.format_number(n_opt)} | '
-                 f'{report.format_number(d_opt)} | {report.format_number(d_opt / n_opt)} | '
-                 f'{float(scaling.predict(fit, n_opt, d_opt)):.4g} |')
+    allocations.append([f'{largest * scale:.3g}', report.format_number(n_opt),
+                        report.format_number(d_opt), report.format_number(d_opt / n_opt),
+                        f'{float(scaling.predict(fit, n_opt, d_opt)):.4g}'])
+  lines.append(report.markdown_table(
+      ['C (FLOPs)', 'N_opt', 'D_opt', 'tokens per parameter', 'predicted loss'], ['---:'] * 5,
+      allocations))
   implied = data['implied_compute_law']
   lines += ['', '## L(C) = E + A / C^gamma', '']
   if data['compute_law']:
-    lines += [*header, *(_row(name, entry) for name, entry in
-                         data['compute_law']['constants'].items()), '',
+    lines += [constants(data['compute_law']), '',
               'Fitted to the compute-efficient frontier (the points of lower loss than every '
               'point of less compute), as Kaplan et al. 2020 (arXiv 2001.08361) fit L(C_min); '
               'with the irreducible E, the form L(N, D) takes at its optimal allocation. '

@@ -256,6 +256,12 @@ def _cell(text: str) -> str:
   return text.replace('|', r'\|').replace('\n', ' ')
 
 
+def markdown_table(header: Sequence[str], align: Sequence[str], rows) -> str:
+  """A markdown table: the `header` row, the `align` row ('---', '---:'), then `rows`."""
+  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
+                   for row in [header, align, *rows])
+
+
 def summary_table(runs: Sequence[Run]) -> str:
   """A markdown table, one row per run: run, swept values, last step, final train `loss`, final and
   best (lowest) `eval/<name>/loss` of every eval name, the final `eval/<name>/answer_accuracy` of
@@ -277,8 +283,7 @@ def summary_table(runs: Sequence[Run]) -> str:
            str(max(run.metrics)) if run.metrics else '-',
            *(format_number(value(run, key)) for _, value, key in metrics)]
           for run in runs]
-  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
-                   for row in [header, align, *rows])
+  return markdown_table(header, align, rows)
 
 
 def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
@@ -331,8 +336,7 @@ def routing_table(runs: Sequence[Run]) -> str:
   rows = [[run.name, *(format_number(final_value(run, key)) for key in keys),
            format_number(domain_divergence(loads[1]) if (loads := expert_loads(run)) else None)]
           for run in routed]
-  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
-                   for row in [header, align, *rows])
+  return markdown_table(header, align, rows)
 
 
 def forgetting_table(runs: Sequence[Run]) -> str:
@@ -360,8 +364,7 @@ def forgetting_table(runs: Sequence[Run]) -> str:
   header = ['run', 'probe', 'exposures', 'last exposure', 'baseline gap', 'added after',
             'added at end', 'retained', 'exponent b', 'r2 (log-log)']
   align = ['---'] * 2 + ['---:'] * 8
-  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
-                   for row in [header, align, *rows])
+  return markdown_table(header, align, rows)
 
 
 def _upstream_tasks(run: Run) -> set[str] | None:
@@ -403,8 +406,7 @@ def continual_table(runs: Sequence[Run]) -> str:
     return ''
   header = ['run', 'eval', 'role', 'loss at start', 'final loss', 'change']
   align = ['---'] * 3 + ['---:'] * 3
-  return '\n'.join('| ' + ' | '.join(_cell(c) for c in row) + ' |'
-                   for row in [header, align, *rows])
+  return markdown_table(header, align, rows)
 
 
 def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
