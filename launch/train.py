@@ -6,6 +6,7 @@
 The `--config.KEY=VALUE` overrides are the run's hyperparameters in TensorBoard (DIR/tb, hparams).
 """
 
+import os
 import sys
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -23,7 +24,15 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_absl_logging()
   config = cli.CONFIG.value
-  train.train(config, _WORKDIR.value, hparams=config_lib.command_line_overrides(sys.argv, config))
+  try:
+    train.train(config, _WORKDIR.value, hparams=config_lib.command_line_overrides(sys.argv, config))
+  except KeyboardInterrupt:
+    # The second Ctrl-C (research/preemption.py): stop now. os._exit skips the interpreter's
+    # shutdown, which would wait on an asynchronous save still being written; orbax commits a
+    # checkpoint only once it is complete, so the last complete one is what a re-run resumes from.
+    print(f'Interrupted. Re-run the same command to resume from the last complete checkpoint in '
+          f'{_WORKDIR.value}.', file=sys.stderr, flush=True)
+    os._exit(130)  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 if __name__ == '__main__':

@@ -553,6 +553,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
           data.set_stages(mixing.stages())
           progress.message(f'Skill-it mixture from step {done}: ' + ' '.join(
               f'{k}={v:.3f}' for k, v in update.weights.items()))
+      if stopping:
+        progress.message(f'A signal asked the run to stop: saving step {done} (a second Ctrl-C '
+                         'stops at once, keeping the last complete checkpoint).')
       checkpoint.save(manager, done, state, config.checkpoint.every, final=done == last or stopping)
       if stopping:
         progress.message(f'Stopped by a signal after step {done}; its checkpoint is in {workdir}. '

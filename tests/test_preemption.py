@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from research import preemption
+
 TINY = ['--config.model.d_model=64', '--config.model.num_layers=2', '--config.model.mlp_dim=128',
         '--config.model.num_heads=2', '--config.model.head_dim=32', '--config.data.seq_len=64',
         '--config.train.batch_size=8', '--config.eval.batch_size=8', '--config.eval.batches=1',
@@ -21,6 +23,49 @@ def _command(workdir, data_dir, steps):
           f'--config.train.steps={steps}', *TINY]
 
 
+@pytest.fixture(name='start')
+def _start_fixture():
+  """start(command, log) starts a run whose stderr goes to the file `log` (a pipe nobody reads
+  while the test waits could fill and block the run); any still running at teardown (a failed or
+  timed-out test) is killed."""
+  runs = []
+
+  def start(command, log):
+    with open(log, 'w', encoding='utf-8') as f:
+      runs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=f))
+    return runs[-1]
+
+  yield start
+  for run in runs:
+    if run.poll() is None:
+      run.kill()
+      run.wait()
+
+
+def _finish(run, log, timeout=120):
+  """Waits for `run` to exit (killing it after `timeout` s, a failure) and returns its stderr."""
+  try:
+    run.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    run.kill()
+    run.wait()
+  stderr = _read(log)
+  assert run.returncode != -signal.SIGKILL, f'no exit in {timeout} s:\n{stderr[-3000:]}'
+  return stderr
+
+
+def _read(log):
+  with open(log, encoding='utf-8') as f:
+    return f.read()
+
+
+def _wait_for_steps(run, workdir, steps=3):
+  """Waits (up to 240 s) until `run` has logged `steps` steps."""
+  deadline = time.monotonic() + 240
+  while len(_logged_steps(workdir)) < steps and time.monotonic() < deadline and run.poll() is None:
+    time.sleep(0.05)
+
+
 def _logged_steps(workdir):
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
@@ -30,15 +75,13 @@ def _logged_steps(workdir):
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path, signum):
-  workdir = str(tmp_path / 'run')
-  run = subprocess.Popen(_command(workdir, data_dir, 10_000), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 240
-  while len(_logged_steps(workdir)) < 3 and time.monotonic() < deadline and run.poll() is None:
-    time.sleep(0.2)
+def test_signal_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(
+    data_dir, tmp_path, signum, start):
+  workdir, log = str(tmp_path / 'run'), str(tmp_path / 'stderr.txt')
+  run = start(_command(workdir, data_dir, 10_000), log)
+  _wait_for_steps(run, workdir)
   run.send_signal(signum)
-  _, stderr = run.communicate(timeout=120)
+  stderr = _finish(run, log)
   assert run.returncode == 0, stderr[-3000:]
   stopped = _logged_steps(workdir)[-1]
   assert 3 <= stopped < 10_000
@@ -64,19 +107,17 @@ def _final_state(workdir):
 
 @pytest.mark.parametrize('every', [1000, 1])
 def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
-    data_dir, tmp_path, every):
+    data_dir, tmp_path, every, start):
   """SIGTERM at whatever step the run has reached after 3 logged steps; with checkpoint.every=1
   every step starts an (asynchronous) save, so the signal arrives while one is being written."""
   steps = 40
   saving = [f'--config.checkpoint.every={every}']
   signalled, whole = str(tmp_path / 'signalled'), str(tmp_path / 'whole')
-  run = subprocess.Popen(_command(signalled, data_dir, steps) + saving, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 240
-  while len(_logged_steps(signalled)) < 3 and time.monotonic() < deadline and run.poll() is None:
-    time.sleep(0.05)
+  log = str(tmp_path / 'stderr.txt')
+  run = start(_command(signalled, data_dir, steps) + saving, log)
+  _wait_for_steps(run, signalled)
   run.send_signal(signal.SIGTERM)
-  _, stderr = run.communicate(timeout=120)
+  stderr = _finish(run, log)
   assert run.returncode == 0, stderr[-3000:]
   stopped = _logged_steps(signalled)[-1]
   assert stopped < steps, 'the run ended before the signal; make it longer'
@@ -92,26 +133,53 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     assert (resumed[path] == value).all(), path  # bit-identical, parameters and optimizer state
 
 
+def test_the_first_signal_asks_for_a_stop_and_a_second_sigint_interrupts():
+  previous = signal.getsignal(signal.SIGINT)
+  with preemption.StopSignal() as stop:
+    assert not stop.should_stop(1)
+    signal.raise_signal(signal.SIGTERM)
+    assert stop.should_stop(1)
+    signal.raise_signal(signal.SIGTERM)  # a repeated SIGTERM changes nothing
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is previous
+
+
+# launch.train whose final save (the one a stop writes) then takes 60 s, as on a slow disk or
+# bucket: the test's second Ctrl-C arrives while it is in flight.
+_SLOW_FINAL_SAVE = """
+import runpy, sys, time
+from research import checkpoint
+original = checkpoint.save
+def save(manager, step, state, every, final=False):
+  saved = original(manager, step, state, every, final)
+  if final:
+    time.sleep(60)
+  return saved
+checkpoint.save = save
+sys.argv = ['launch.train', *sys.argv[1:]]
+runpy.run_module('launch.train', run_name='__main__')
+"""
+
 
 def test_a_second_sigint_stops_at_once_and_the_last_complete_checkpoint_still_resumes(
-    data_dir, tmp_path):
-  """Two Ctrl-C's in a row while a save starts at every step: the run stops without finishing its
-  step (a KeyboardInterrupt, not exit 0), and whatever checkpoint it had completed restores."""
-  workdir = str(tmp_path / 'run')
+    data_dir, tmp_path, start):
+  """Ctrl-C, then Ctrl-C again while the stop's checkpoint is being written (a save also starts at
+  every step): the command exits 130 at once, and whatever checkpoint it had completed restores."""
+  workdir, log = str(tmp_path / 'run'), str(tmp_path / 'stderr.txt')
   saving = ['--config.checkpoint.every=1', '--config.checkpoint.keep=100']
-  run = subprocess.Popen(_command(workdir, data_dir, 10_000) + saving, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-  deadline = time.monotonic() + 240
-  while len(_logged_steps(workdir)) < 3 and time.monotonic() < deadline and run.poll() is None:
+  flags = _command(workdir, data_dir, 10_000)[3:] + saving
+  run = start([sys.executable, '-c', _SLOW_FINAL_SAVE, *flags], log)
+  _wait_for_steps(run, workdir)
+  run.send_signal(signal.SIGINT)
+  deadline = time.monotonic() + 120
+  while 'a second Ctrl-C stops at once' not in _read(log) and time.monotonic() < deadline:
     time.sleep(0.05)
-  # Ctrl-C every 50 ms until it exits: signals sent back to back merge into one (POSIX does not
-  # queue them, and Python runs its handler once), so the second must come a little later.
-  while run.poll() is None:
-    run.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-  _, stderr = run.communicate(timeout=120)
-  assert run.returncode != 0, stderr[-3000:]
-  assert 'KeyboardInterrupt' in stderr
+  run.send_signal(signal.SIGINT)
+  stderr = _finish(run, log, timeout=30)  # not the 60 s the final save takes
+  assert run.returncode == 130, stderr[-3000:]
+  assert 'Interrupted. Re-run the same command' in stderr
+  assert 'Stopped by a signal' not in stderr
   last = _final_state(workdir)[0]  # the newest complete checkpoint restores
   resumed = subprocess.run(_command(workdir, data_dir, last + 1) + saving, capture_output=True,
                            text=True, check=False)

@@ -12,6 +12,7 @@ import pytest
 
 from launch import tpu_vm
 from research import errors, sweep
+from tests import commands
 from tests.test_sweep import EXPERIMENT
 
 ROOT = tpu_vm.ROOT
@@ -101,15 +102,11 @@ def test_the_worker_command_trains_as_two_jax_distributed_processes(tmp_path, da
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={
-                                  **os.environ, 'JAX_PLATFORMS': 'cpu',
-                                  'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-                                  'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
-                                  'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': str(i)})
-             for i in range(2)]
-  outputs = [w.communicate(timeout=300)[0] for w in workers]
-  assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  outputs = commands.run_processes(
+      [(command, {**os.environ, 'JAX_PLATFORMS': 'cpu',
+                  'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+                  'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
+                  'JAX_PROCESS_ID': str(i)}) for i in range(2)], str(tmp_path), cwd=ROOT)
   run = tmp_path / 'sweep' / 'seed=1'
   lines = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
   # One writer (process 0) logged each training step once: the processes were one run.

@@ -3,7 +3,6 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import jax
@@ -14,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from experiments import base
 from research import checkpoint, train
+from tests import commands
 
 
 def tiny_config(data_dir, **mesh):
@@ -189,10 +189,8 @@ def test_two_processes_train_like_one_device(single_device_run, data_dir, tmp_pa
   workdir, _ = single_device_run
   address = f'127.0.0.1:{_free_port()}'
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
-  workers = [subprocess.Popen([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-  outputs = [w.communicate(timeout=300)[0] for w in workers]
-  assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  commands.run_processes(
+      [([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)], env)
+       for i in range(2)], str(tmp_path))
   np.testing.assert_allclose(train_losses(str(tmp_path)), train_losses(workdir), rtol=1e-5)
   assert sorted(os.listdir(os.path.join(str(tmp_path), 'checkpoints'))) == ['3', '6']
