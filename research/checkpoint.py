@@ -150,7 +150,7 @@ def _save_failed(manager: ocp.CheckpointManager, step: int, error: BaseException
 
 def wait_until_finished(manager: ocp.CheckpointManager) -> None:
   """Waits for the pending async save; raises UserError if it failed with an I/O error."""
-  pending = getattr(manager, '_research_pending_step', None)
+  pending = manager.latest_step()  # orbax lists a step from the start of its save
   try:
     manager.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
@@ -179,7 +179,6 @@ def save(manager: ocp.CheckpointManager, step: int, state, every: int, final: bo
     if cause is None:
       raise
     raise _save_failed(manager, step, cause) from e
-  manager._research_pending_step = step  # pylint: disable=protected-access
   return saved
 
 
