@@ -6,9 +6,11 @@ lost. A second SIGINT stops at once: a KeyboardInterrupt, on which launch.train 
 130 without waiting for a save in flight; orbax commits checkpoints atomically, so the last complete
 one stays intact. With several processes, JAX's preemption service (started by
 jax.distributed) catches the notice and `reached_preemption_sync_point` makes every host stop at
-the same step, as MaxText and t5x do.
+the same step, as MaxText and t5x do; a Ctrl-C to one of them is passed on to that service as a
+SIGTERM.
 """
 
+import os
 import signal
 import threading
 
@@ -28,6 +30,8 @@ class StopSignal:
     if self.requested and signum == signal.SIGINT:
       raise KeyboardInterrupt  # the second Ctrl-C: stop now
     self.requested = True
+    if jax.process_count() > 1:  # a Ctrl-C: pass it on as the notice every process agrees on
+      os.kill(os.getpid(), signal.SIGTERM)
 
   def __enter__(self) -> 'StopSignal':
     if threading.current_thread() is threading.main_thread():

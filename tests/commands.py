@@ -4,6 +4,7 @@ and multi-process tests do."""
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,21 +30,44 @@ def run_main(main: Callable[[list[str]], None], **flag_values) -> str:
   return printed.getvalue()
 
 
-def run_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str, timeout: float = 300,
-                  cwd: str | None = None) -> list[str]:
-  """Runs each (command, environment) at once, as the processes of one job; asserts that all exit 0
-  within `timeout` seconds (killing them all if not) and returns what each printed.
+def free_port() -> int:
+  """A TCP port free on localhost now (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def process_env(port: int, num_processes: int, process_id: int, devices: int = 2) -> dict[str, str]:
+  """The environment of process `process_id` of a jax.distributed job on localhost whose
+  coordinator listens on `port`, each process with `devices` CPU devices."""
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+          'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': str(num_processes),
+          'JAX_PROCESS_ID': str(process_id)}
+
+
+def start_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str,
+                    cwd: str | None = None) -> list[tuple[subprocess.Popen, str]]:
+  """Starts each (command, environment) at once, as the processes of one job: [(process, log)].
 
   Output goes to files in `log_dir`, not pipes: a pipe that is not read while another process is
   awaited fills up and blocks its writer, which then never reaches the collective the others wait
   in.
   """
-  logs = [os.path.join(log_dir, f'process_{i}.log') for i in range(len(runs))]
-  processes = []
-  for (command, env), log in zip(runs, logs):
+  started = []
+  for i, (command, env) in enumerate(runs):
+    log = os.path.join(log_dir, f'process_{i}.log')
     with open(log, 'w', encoding='utf-8') as f:
-      processes.append(subprocess.Popen(command, env=env, cwd=cwd, stdout=f,
-                                        stderr=subprocess.STDOUT))
+      started.append((subprocess.Popen(command, env=env, cwd=cwd, stdout=f,
+                                       stderr=subprocess.STDOUT), log))
+  return started
+
+
+def finish_processes(started: list[tuple[subprocess.Popen, str]],
+                     timeout: float = 300) -> list[str]:
+  """Asserts that every started process exits 0 within `timeout` seconds (killing them all if not);
+  returns what each printed."""
+  processes = [process for process, _ in started]
   deadline = time.monotonic() + timeout
   while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
     time.sleep(0.1)
@@ -53,10 +77,17 @@ def run_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str, ti
       p.kill()
     p.wait()
   outputs = []
-  for log in logs:
+  for _, log in started:
     with open(log, encoding='utf-8') as f:
       outputs.append(f.read())
   tails = '\n'.join(output[-3000:] for output in outputs)
   assert not any(timed_out), f'not finished in {timeout} s:\n{tails}'
-  assert [p.returncode for p in processes] == [0] * len(runs), tails
+  assert [p.returncode for p in processes] == [0] * len(processes), tails
   return outputs
+
+
+def run_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str, timeout: float = 300,
+                  cwd: str | None = None) -> list[str]:
+  """Runs each (command, environment) at once (`start_processes`); asserts that all exit 0 within
+  `timeout` seconds and returns what each printed (`finish_processes`)."""
+  return finish_processes(start_processes(runs, log_dir, cwd), timeout)

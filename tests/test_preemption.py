@@ -10,6 +10,7 @@ import time
 import pytest
 
 from research import preemption
+from tests import commands
 
 TINY = ['--config.model.d_model=64', '--config.model.num_layers=2', '--config.model.mlp_dim=128',
         '--config.model.num_heads=2', '--config.model.head_dim=32', '--config.data.seq_len=64',
@@ -186,3 +187,28 @@ def test_a_second_sigint_stops_at_once_and_the_last_complete_checkpoint_still_re
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from the checkpoint at step {last}' in resumed.stderr
   assert 'failed to restore' not in resumed.stderr
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_one_host_stops_every_host_at_the_same_step_and_the_job_resumes(
+    data_dir, tmp_path, signum):
+  """Two jax.distributed processes on localhost; the signal reaches process 1 only (not the one
+  that writes metrics). JAX's preemption service makes both stop at one step: one checkpoint, exit
+  0."""
+  workdir, port = str(tmp_path / 'run'), commands.free_port()
+  started = commands.start_processes(
+      [(_command(workdir, data_dir, 10_000), commands.process_env(port, 2, i)) for i in range(2)],
+      str(tmp_path))
+  _wait_for_steps(started[0][0], workdir)
+  started[1][0].send_signal(signum)
+  outputs = commands.finish_processes(started, timeout=120)
+  stopped = _logged_steps(workdir)[-1]
+  assert 3 <= stopped < 10_000
+  assert f'Stopped by a signal after step {stopped}' in outputs[0]
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(stopped)]
+  port = commands.free_port()
+  outputs = commands.run_processes(
+      [(_command(workdir, data_dir, stopped + 2), commands.process_env(port, 2, i))
+       for i in range(2)], str(tmp_path))
+  assert f'Resuming from the checkpoint at step {stopped}' in outputs[0]
+  assert _logged_steps(workdir)[-3:] == [stopped, stopped + 1, stopped + 2]

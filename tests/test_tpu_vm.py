@@ -4,7 +4,6 @@ jax.distributed processes on localhost."""
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 
@@ -99,14 +98,9 @@ def test_the_worker_command_trains_as_two_jax_distributed_processes(tmp_path, da
                                   ['--config.train.steps=3', f'--config.data.cache_dir={data_dir}'],
                                   str(tmp_path / 'sweep'), point, multihost=True,
                                   python=[sys.executable])
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-  outputs = commands.run_processes(
-      [(command, {**os.environ, 'JAX_PLATFORMS': 'cpu',
-                  'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-                  'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
-                  'JAX_PROCESS_ID': str(i)}) for i in range(2)], str(tmp_path), cwd=ROOT)
+  port = commands.free_port()
+  outputs = commands.run_processes([(command, commands.process_env(port, 2, i)) for i in range(2)],
+                                   str(tmp_path), cwd=ROOT)
   run = tmp_path / 'sweep' / 'seed=1'
   lines = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
   # One writer (process 0) logged each training step once: the processes were one run.

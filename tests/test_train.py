@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import sys
 
 import jax
@@ -167,12 +166,6 @@ def test_weight_decay_applies_to_matrices_not_norm_scales():
   np.testing.assert_allclose(updates['norm']['scale'], -0.1 * np.ones(2), rtol=1e-5)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 _WORKER = """
 import sys, jax
 from tests.test_train import tiny_config
@@ -187,7 +180,7 @@ train.train(config, sys.argv[4])
 def test_two_processes_train_like_one_device(single_device_run, data_dir, tmp_path):
   """A real 2-process jax.distributed run on localhost, 2 CPU devices each, matches one device."""
   workdir, _ = single_device_run
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{commands.free_port()}'
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
   commands.run_processes(
       [([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)], env)
