@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from research import sharding
-from research.data import pipeline
+from research.data import pipeline, probes
 from research.objectives import losses
 
 ALTERNATIVES = ('less', 'greater', 'two-sided')
@@ -180,17 +180,19 @@ def _row_loss_fn(loaded):
 def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> ExampleLosses:
   """Checkpoint `loaded`'s (research/scores.LoadedCheckpoint) loss on every example of training
   steps [first, last) of `data` (`training_data`), in training order; examples without a weighted
-  target are left out. Each step's global batch is one forward pass on the checkpoint's mesh, as
+  target are left out, and so are the rows a knowledge probe (data.probes) put into a batch: the
+  same documents at steps the config chose, not a shuffle's draw. Each step's global batch is one forward pass on the checkpoint's mesh, as
   evaluation runs, its rows padded to a multiple of the data-parallel size (padding has weight 0
   and is dropped)."""
   if not 0 <= first < last:
     raise ValueError(f'Steps [{first}, {last}) must be a non-empty range from step 0 on.')
   trainer, parallel = loaded.trainer, loaded.data_parallel_size()
   jitted = _row_loss_fn(loaded)
-  positions, sums, weights, pending = [], [], [], []
+  positions, drawn, sums, weights, pending = [], [], [], [], []
   for step in range(first, last):
     batch = data.batch(step)
     batch_size = len(batch['targets'])
+    drawn.append(np.arange(batch_size) >= probes.injected_rows(step, data.probes))
     padding = -batch_size % parallel
     padded = {k: np.pad(v, [(0, padding)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
     with sharding.activate(trainer.mesh, trainer.rules):
@@ -203,7 +205,7 @@ def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> E
       pending = []
   sum_N = np.concatenate(sums).astype(np.float64)
   weight_N = np.concatenate(weights).astype(np.float64)
-  scored = weight_N > 0
+  scored = (weight_N > 0) & np.concatenate(drawn)
   positions_N = np.concatenate(positions)[scored]
   return ExampleLosses(positions=positions_N, steps=positions_N // batch_size,
                        losses=sum_N[scored] / weight_N[scored])

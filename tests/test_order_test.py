@@ -138,6 +138,26 @@ def test_example_losses_are_the_losses_training_saw(run):
   np.testing.assert_allclose(padded.losses, _losses(run, 0, 78, 80).losses, rtol=1e-5)
 
 
+def test_rows_a_knowledge_probe_injected_are_left_out(run):
+  """An order with data.probes: at the probe's exposure steps its rows replace the first rows of
+  the batch; they are not a shuffle's draw, so the examples skip them."""
+  config = scores.checkpoint_config(run).copy_and_resolve_references()
+  config.data.tasks.arith_probe = {'source': 'arithmetic', 'seed': 5, 'num_documents': 200}
+  config.data.probes = ml_collections.ConfigDict(
+      {'facts': {'task': 'arith_probe', 'documents': 4, 'at_step': 77, 'times': 2, 'every': 2}})
+  data = order_test.training_data(config)
+  rows = len(data.probes[0].rows['targets'])
+  assert 1 <= rows < BATCH
+  examples = order_test.example_losses(scores.load_checkpoint(run), data, 76, 80)
+  kept = [76 * BATCH + np.arange(BATCH), 77 * BATCH + np.arange(rows, BATCH),
+          78 * BATCH + np.arange(BATCH), 79 * BATCH + np.arange(rows, BATCH)]
+  np.testing.assert_array_equal(examples.positions, np.concatenate(kept))
+  # The rows kept are the ones the order without the probe has there, with the same losses.
+  plain = _losses(run, 0, 76, 80)
+  np.testing.assert_allclose(examples.losses, plain.losses[np.isin(plain.positions,
+                                                                   examples.positions)], rtol=1e-5)
+
+
 def test_the_training_order_is_told_from_another_seeds(run):
   # The palimpsest of this tiny model lasts a few steps: over the last 5 steps (40 examples) its
   # loss falls with the step in its own order, and not in seed 1's. Measured (about the same trained

@@ -97,12 +97,17 @@ def make_probes(specs: list[ProbeSpec], data_config: ml_collections.ConfigDict, 
                         pack(np.arange(spec.documents, 2 * spec.documents))))
   for step in sorted({s for probe in probes for s in probe.spec.steps}):
     names = [p.spec.name for p in probes if step in p.spec.steps]
-    rows = sum(len(p.rows['targets']) for p in probes if step in p.spec.steps)
+    rows = injected_rows(step, probes)
     if rows > rows_per_batch:
       raise errors.UserError(f'data.probes {names} put {rows} rows into the batch of step {step}, '
                              f'which has {rows_per_batch} (train.batch_size less the replay rows); '
                              'inject fewer documents at a time or raise train.batch_size.')
   return probes
+
+
+def injected_rows(step: int, probes: list[Probe]) -> int:
+  """How many of the first rows of the batch of `step` the probes exposed at that step replace."""
+  return sum(len(p.rows['targets']) for p in probes if step in p.spec.steps)
 
 
 def inject(packed: dict[str, np.ndarray], step: int, probes: list[Probe]) -> None:
