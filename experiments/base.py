@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   # attention scores and the elementwise ops): the fastest on CPU (docs/benchmarks.md) and the
   # activation memory of the attention scores is not kept.
   c.model.remat = 'dots_no_batch'
+  # One stacked module scanned over the layers (fast to compile), or a module per layer; both start
+  # from the same init (train.make_init_fn), so flipping it keeps the run.
   c.model.scan_layers = True
   c.model.dropout_rate = 0.0
   c.model.norm_eps = 1e-6

@@ -6,6 +6,7 @@ step (a pure function of config and step, research/data/pipeline.py), so a run r
 checkpoint with no iterator state and ends bit-identical to an uninterrupted run.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -58,9 +59,16 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict
   """rng -> TrainState with boxed (logically named) parameters and optimizer state.
 
   `batch` (transformer.dummy_batch) gives the model the input keys and shapes to initialise with.
+  Unscanned layers (`scan_layers=False`) start from the scanned model's draw, unstacked, so that
+  flipping `scan_layers` does not change the run.
   """
   def init(rng):
-    params = model.init({'params': rng}, batch)['params']
+    if model.config.scan_layers:
+      params = model.init({'params': rng}, batch)['params']
+    else:
+      scanned = model.clone(config=dataclasses.replace(model.config, scan_layers=True))
+      params = transformer.unscan_params(scanned.init({'params': rng}, batch)['params'],
+                                         model.config)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 

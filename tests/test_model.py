@@ -118,20 +118,49 @@ def test_remat_changes_memory_not_results(remat):
   np.testing.assert_allclose(logits, logits_remat, rtol=1e-6, atol=1e-6)
 
 
-def _unscanned(params, num_layers):
-  """Scanned parameters ('layers' stacked on axis 0) as the unscanned model names them."""
-  unstacked = {k: v for k, v in params.items() if k != 'layers'}
-  for i in range(num_layers):
-    unstacked[f'layers_{i}'] = jax.tree.map(lambda x: x[i], params['layers'])
-  return unstacked
-
-
 def test_unscanned_layers_compute_the_same_function():
   tokens, segments = _tokens(4), np.ones((1, 12), np.int32)
   logits, params = _apply(CONFIG, tokens, segments)
   logits_loop, _ = _apply(dataclasses.replace(CONFIG, scan_layers=False), tokens, segments,
-                          params=_unscanned(params, CONFIG.num_layers))
+                          params=transformer.unscan_params(params, CONFIG))
   np.testing.assert_allclose(logits, logits_loop, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('config', [
+    CONFIG, ENC_DEC, dataclasses.replace(CONFIG, num_layers=4, moe_experts=2, moe_every=2)],
+    ids=['decoder', 'encoder_decoder', 'moe_every_2'])
+def test_unscanned_layers_start_from_the_scanned_init_unstacked(config):
+  """train.make_init_fn gives unscanned layers the scanned model's draw, a module per layer, with
+  the `layers` axis gone from each boxed parameter's logical names."""
+  batch = transformer.dummy_batch(config, 1, 8, 8)
+  tx = train.make_optimizer(base.get_config().train, lambda step: 1e-3)
+
+  def init(model_config):
+    return train.make_init_fn(transformer.make_model(model_config), tx, batch)(
+        jax.random.key(3)).params
+
+  scanned, unscanned = init(config), init(dataclasses.replace(config, scan_layers=False))
+  stacks = [k for k in scanned if k.endswith('layers')]
+  layers_per_stack = {'layers': config.num_layers, 'encoder_layers': config.encoder_layers,
+                      'decoder_layers': config.num_layers}
+  assert sorted(unscanned) == sorted(
+      [k for k in scanned if k not in stacks] +
+      [f'{k}_{i}' for k in stacks for i in range(layers_per_stack[k])])
+  is_boxed = lambda x: isinstance(x, nn.Partitioned)
+  expected = transformer.unscan_params(scanned, config)
+  assert jax.tree.structure(expected, is_leaf=is_boxed) == jax.tree.structure(
+      unscanned, is_leaf=is_boxed)
+  for want, got in zip(jax.tree.leaves(expected, is_leaf=is_boxed),
+                       jax.tree.leaves(unscanned, is_leaf=is_boxed)):
+    np.testing.assert_array_equal(got.value, want.value)
+    assert got.names == want.names and 'layers' not in got.names
+  # Apart from unscan_params: layer 1 is slice 1 of the stacked weights (block_1 of group 0 when
+  # every second layer is MoE).
+  stack = stacks[0]
+  stacked, index = ((scanned[stack]['block_1'], 0) if config.moe_every > 1
+                    else (scanned[stack], 1))
+  jax.tree.map(lambda got, want: np.testing.assert_array_equal(got, want[index]),
+               nn.meta.unbox(unscanned[f'{stack}_1']), nn.meta.unbox(stacked))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
@@ -449,7 +478,7 @@ def test_switched_model_scanned_unscanned_and_rematerialised_agree():
                            params=params)
   np.testing.assert_allclose(logits, logits_remat, rtol=1e-6, atol=1e-6)
   logits_loop, _ = _apply(dataclasses.replace(SWITCHED, scan_layers=False), tokens, segments,
-                          params=_unscanned(params, SWITCHED.num_layers))
+                          params=transformer.unscan_params(params, SWITCHED))
   np.testing.assert_allclose(logits, logits_loop, rtol=1e-5, atol=1e-5)
 
 

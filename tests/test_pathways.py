@@ -11,7 +11,6 @@ import pytest
 from research import config as config_lib, errors, pathways, train
 from research.model import transformer
 from tests import test_moe
-from tests.test_model import _unscanned
 from tests.test_train import read_metrics, tiny_config
 
 
@@ -128,7 +127,8 @@ def test_scanned_and_unscanned_layers_give_the_same_pathways(data_dir):
   params = nn.meta.unbox(variables['params'])
   scanned = pathways.make_pathway_step(model)(params, batch)
   unscanned_model, _, _ = _model(data_dir, init=False, scan_layers=False)
-  unscanned = pathways.make_pathway_step(unscanned_model)(_unscanned(params, 2), batch)
+  unscanned = pathways.make_pathway_step(unscanned_model)(
+      transformer.unscan_params(params, unscanned_model.config), batch)
   np.testing.assert_array_equal(scanned['choices'], unscanned['choices'])
   np.testing.assert_allclose(scanned['embedding'], unscanned['embedding'], rtol=1e-5, atol=1e-6)
   metrics = pathways.pathway_metrics([scanned], 'monitor/task/')

@@ -373,6 +373,34 @@ def make_model(config: ModelConfig) -> nn.Module:
   return Decoder(config) if config.architecture == 'decoder' else EncoderDecoder(config)
 
 
+def unscan_params(params: dict, config: ModelConfig) -> dict:
+  """Parameters of the scanned model of `config` as its unscanned model (`scan_layers=False`) names
+  them: each stack's leading `layers` axis becomes modules NAME_0, NAME_1, ... (with BlockGroups of
+  `moe_every` layers, group g's block_j is layer g * moe_every + j). Boxed leaves (nn.Partitioned)
+  lose the `layers` axis name with it."""
+  def take(i):
+    def leaf(x):
+      if isinstance(x, nn.Partitioned):
+        return x.replace(value=x.value[i], names=x.names[1:])
+      return x[i]
+    return lambda tree: jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+  grouped = config.moe_experts > 0 and config.moe_every > 1
+  unscanned = {}
+  for name, value in params.items():
+    if name not in ('layers', 'encoder_layers', 'decoder_layers'):
+      unscanned[name] = value
+      continue
+    groups = jax.tree.leaves(value)[0].shape[0]
+    for g in range(groups):
+      if grouped:
+        for j in range(config.moe_every):
+          unscanned[f'{name}_{g * config.moe_every + j}'] = take(g)(value[f'block_{j}'])
+      else:
+        unscanned[f'{name}_{g}'] = take(g)(value)
+  return unscanned
+
+
 def dummy_batch(config: ModelConfig, batch_size: int, seq_len: int, target_len: int) -> dict:
   """A batch of the keys and shapes `make_model(config)` reads, to initialise it with.
 
