@@ -181,9 +181,9 @@ def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> E
   """Checkpoint `loaded`'s (research/scores.LoadedCheckpoint) loss on every example of training
   steps [first, last) of `data` (`training_data`), in training order; examples without a weighted
   target are left out, and so are the rows a knowledge probe (data.probes) put into a batch: the
-  same documents at steps the config chose, not a shuffle's draw. Each step's global batch is one forward pass on the checkpoint's mesh, as
-  evaluation runs, its rows padded to a multiple of the data-parallel size (padding has weight 0
-  and is dropped)."""
+  same documents at steps the config chose, not a shuffle's draw. Each step's global batch is one
+  forward pass on the checkpoint's mesh, as evaluation runs, its rows padded to a multiple of the
+  data-parallel size (padding has weight 0 and is dropped)."""
   if not 0 <= first < last:
     raise ValueError(f'Steps [{first}, {last}) must be a non-empty range from step 0 on.')
   trainer, parallel = loaded.trainer, loaded.data_parallel_size()

@@ -3,8 +3,8 @@
 The first signal asks the loop to stop after the current step; the loop then writes a checkpoint,
 flushes its metrics and returns, so the command exits 0 and re-running it resumes with no step
 lost. A second SIGINT stops at once: a KeyboardInterrupt, on which launch.train exits with status
-130 without waiting for a save in flight; orbax commits checkpoints atomically, so the last complete
-one stays intact. With several processes, JAX's preemption service (started by
+130 without waiting for a save in flight; orbax commits checkpoints atomically, so the last
+complete one stays intact. With several processes, JAX's preemption service (started by
 jax.distributed) catches the notice and `reached_preemption_sync_point` makes every host stop at
 the same step, as MaxText and t5x do; a Ctrl-C to one of them is passed on to that service as a
 SIGTERM.
