@@ -146,6 +146,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.micro_batches = 1  # gradient accumulation: the batch is split into this many
   c.train.grad_clip = 1.0  # global-norm clipping; 0 disables
   c.train.z_loss = 1e-4  # output z-loss coefficient (PaLM; Wortsman et al. 2023); 0 disables
+  # Positions per chunk of the output layer and training loss: only [batch, chunk, vocab] logits
+  # exist at once (losses.chunked_token_cross_entropy), which saves memory with a large vocabulary
+  # (docs/benchmarks.md). 0 = the whole sequence at once. Must divide the (decoder) length.
+  c.train.loss_chunk = 0
   # MoE router losses (research/objectives/load_balance.py): the load-balancing loss at scope
   # none | sequence | micro_batch (groups of `moe_balance_rows` rows of a micro-batch; 0 = the rows
   # of one data-parallel shard) | global_batch (Qiu et al. 2025, arXiv 2501.11873), coefficient

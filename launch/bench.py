@@ -68,7 +68,7 @@ class Preset:
   """A decoder's sizes and the batch it trains on; every other setting is experiments/base.py's.
 
   head_dim is d_model / num_heads; `steps` is how many timed steps the train and eval sections run
-  (after the compiling one) unless --train_steps says otherwise.
+  (after the compiling one) unless --train_steps says otherwise; `loss_chunk` is train.loss_chunk.
   """
   name: str
   d_model: int
@@ -79,13 +79,20 @@ class Preset:
   batch_size: int
   steps: int
   vocab_size: int = 256
+  loss_chunk: int = 0
 
 
+_TINY = Preset('tiny', d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, seq_len=256,
+               batch_size=8, steps=10)
 PRESETS = {p.name: p for p in (
-    Preset('tiny', d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, seq_len=256,
-           batch_size=8, steps=10),
+    _TINY,
     Preset('small', d_model=512, num_layers=8, num_heads=8, mlp_dim=2048, seq_len=512,
-           batch_size=8, steps=5))}
+           batch_size=8, steps=5),
+    # A language model's vocabulary, where the output layer dominates: its logits whole, and 64
+    # positions at a time (train.loss_chunk).
+    dataclasses.replace(_TINY, name='tiny_v32k', vocab_size=32768, steps=5),
+    dataclasses.replace(_TINY, name='tiny_v32k_chunked', vocab_size=32768, steps=5,
+                        loss_chunk=64))}
 SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate', 'moe')
 DEFAULT_SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate')
 MATMUL_DTYPES = ('float32', 'bfloat16')
@@ -207,6 +214,7 @@ def preset_config(preset: Preset, dtype: str) -> ml_collections.ConfigDict:
                       num_heads=preset.num_heads, head_dim=preset.d_model // preset.num_heads,
                       mlp_dim=preset.mlp_dim, vocab_size=preset.vocab_size, dtype=dtype)
   config.data.seq_len, config.train.batch_size = preset.seq_len, preset.batch_size
+  config.train.loss_chunk = preset.loss_chunk
   return config
 
 
@@ -243,12 +251,16 @@ def train_benchmark(preset: Preset, dtype: str, ceiling: float, steps: int) -> d
   tokens/s), MFU against `ceiling` (the measured matmul FLOP/s of `dtype`), `compile_seconds` (the
   first step's time less a median step's: tracing and compilation) and
   `process_peak_host_mib_so_far` (ru_maxrss after the steps: the process's peak so far, which
-  includes every benchmark run before this one).
+  includes every benchmark run before this one), and `step_temp_mib`, the temporary memory XLA
+  allocates for the compiled step (activations and the like: what is not parameters, optimizer
+  state or the batch).
   """
   trainer = _trainer(preset, dtype)
   batch = trainer.place(random_batch(preset))
   rng = jax.random.key(0)
-  timing = _timed(lambda state: trainer.step(state, batch, rng)[0], steps, trainer.init_state())
+  state = trainer.init_state()
+  temp_mib = trainer.step_memory(state, batch, rng).temp_size_in_bytes / 2 ** 20
+  timing = _timed(lambda state: trainer.step(state, batch, rng)[0], steps, state)
   tokens = preset.batch_size * preset.seq_len
   flops_per_token = transformer.flops_per_token(trainer.model_config, preset.seq_len)
   tokens_per_second = _rates(tokens, timing, 'tokens_per_second')
@@ -260,7 +272,7 @@ def train_benchmark(preset: Preset, dtype: str, ceiling: float, steps: int) -> d
           'matmul_ceiling_flops_per_second': ceiling, 'mfu': model_flops / ceiling,
           'first_step_seconds': timing['first_seconds'],
           'compile_seconds': timing['first_seconds'] - timing['median_ms'] / 1000,
-          'process_peak_host_mib_so_far': _peak_host_mib()}
+          'process_peak_host_mib_so_far': _peak_host_mib(), 'step_temp_mib': temp_mib}
 
 
 def eval_benchmark(preset: Preset, dtype: str, steps: int) -> dict:
@@ -387,7 +399,8 @@ def table_row(name: str, b: dict) -> str:
     if section == 'train':
       details += (f", model {_si(b['model_flops_per_second'], 'FLOP/s')}, MFU "
                   f"{100 * b['mfu']:.1f}% of {_si(b['matmul_ceiling_flops_per_second'], 'FLOP/s')}"
-                  f", peak host memory so far {b['process_peak_host_mib_so_far']:.0f} MiB")
+                  f", XLA temporaries {b['step_temp_mib']:.0f} MiB, peak host memory so far "
+                  f"{b['process_peak_host_mib_so_far']:.0f} MiB")
     cells = (_si(b['tokens_per_second_median'], 'tokens/s'),
              _spread(b, 'tokens_per_second', 'tokens/s'), details)
   elif section == 'generate':

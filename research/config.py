@@ -82,6 +82,8 @@ RANGES = (
     ('train.weight_decay', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 0.1'),
     ('train.grad_clip', 0, None, '[)', 'use 0.0 (no clipping) or a positive norm such as 1.0'),
     ('train.z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-4'),
+    ('train.loss_chunk', 0, None, '[)',
+     'positions per chunk of the output layer and loss; 0 = the whole sequence at once'),
     ('train.moe_lbl', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-2'),
     ('train.moe_z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-3'),
     ('train.max_nonfinite', 1, None, '[)',
@@ -195,6 +197,24 @@ def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
                            'mesh.expert=1 for a dense model.')
 
 
+def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
+  """train.loss_chunk must divide the length the loss is over, and needs no whole logits."""
+  chunk = config.train.loss_chunk
+  if not chunk:
+    return
+  length, key = config.data.seq_len, 'data.seq_len'
+  if config.model.architecture == 'encoder_decoder' and config.objective.target_len:
+    length, key = config.objective.target_len, 'objective.target_len'
+  if length % chunk:
+    divisors = [d for d in (64, 128, 256, 512) if length % d == 0] or [1]
+    raise errors.UserError(f'train.loss_chunk={chunk} must divide the length of the targets, '
+                           f'{key}={length}; use a divisor such as {divisors[-1]}, or 0.')
+  if config.objective.distill.teacher:
+    raise errors.UserError(f'train.loss_chunk={chunk} cannot be used with knowledge distillation '
+                           '(objective.distill.teacher is set): the distillation term needs the '
+                           "student's whole logits; set train.loss_chunk=0.")
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
@@ -241,6 +261,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                            '0 (0 = model.num_layers).')
   objective = examples.make_objective(config, vocabulary)
   examples.eval_objectives(objective, config.eval.objectives, vocabulary)
+  check_loss_chunk(config)
   distillation.check_config(config)
 
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))

@@ -97,10 +97,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   routed = model_config.moe_experts > 0
 
   def loss_sums(params, batch, rng, teacher_params, moe_buffer):
-    logits_BLV, variables = model.apply({'params': params}, batch, deterministic=not dropout,
-                                        rngs={'dropout': rng}, mutable=['intermediates'])
-    sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
-                                      train_config.z_loss)
+    chunk = train_config.loss_chunk
+    outputs, variables = model.apply({'params': params}, batch, deterministic=not dropout,
+                                     rngs={'dropout': rng}, mutable=['intermediates'],
+                                     hidden=chunk > 0)
+    if chunk:
+      x_BLD, unembed_VD = outputs
+      sums = losses.chunked_token_cross_entropy(
+          lambda x_BCD: transformer.output_logits(model_config, x_BCD, unembed_VD), x_BLD,
+          batch['targets'], batch['weights'], train_config.z_loss, chunk)
+    else:
+      logits_BLV = outputs
+      sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
+                                        train_config.z_loss)
     loss = sums['loss_sum']
     if teacher is not None:
       teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
@@ -282,6 +291,12 @@ class Trainer:
   def step(self, state: TrainState, batch: dict, rng) -> tuple[TrainState, dict]:
     with sharding.activate(self.mesh, self.rules):
       return self._step(state, batch, rng, self.teacher_params)
+
+  def step_memory(self, state: TrainState, batch: dict, rng):
+    """XLA's memory analysis of the step compiled for these arguments (`temp_size_in_bytes`, the
+    activations and other temporaries; `argument_size_in_bytes`, ...). It compiles the step again."""
+    with sharding.activate(self.mesh, self.rules):
+      return self._step.lower(state, batch, rng, self.teacher_params).compile().memory_analysis()
 
   def eval_step(self, params, batch):
     with sharding.activate(self.mesh, self.rules):

@@ -1,7 +1,9 @@
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from research.objectives import losses
 
@@ -33,3 +35,53 @@ def test_zero_z_loss_coefficient_gives_plain_cross_entropy():
   assert float(sums['z_loss_sum']) == 0.0
   np.testing.assert_allclose(sums['loss_sum'], math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 1,
                              rtol=1e-6)
+
+
+def _output_loss(chunk, x_BLD, unembed_VD, targets_BL, weights_BL, z_loss=1e-2):
+  def logits_fn(x_BCD):
+    return jnp.einsum('bcd,vd->bcv', x_BCD, unembed_VD)
+  if chunk:
+    return losses.chunked_token_cross_entropy(logits_fn, x_BLD, targets_BL, weights_BL, z_loss,
+                                              chunk)
+  return losses.token_cross_entropy(logits_fn(x_BLD), targets_BL, weights_BL, z_loss)
+
+
+def _output_inputs(batch, length, dim, vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  weights = (rng.random((batch, length)) < 0.8).astype(np.float32)  # some tokens weigh nothing
+  return (jnp.asarray(rng.normal(size=(batch, length, dim)), jnp.float32),
+          jnp.asarray(rng.normal(size=(vocab, dim)) * 0.3, jnp.float32),
+          jnp.asarray(rng.integers(0, vocab, (batch, length))), jnp.asarray(weights))
+
+
+def test_chunked_cross_entropy_equals_the_whole_in_value_and_gradient():
+  inputs = _output_inputs(3, 32, 8, 50)
+  whole = _output_loss(0, *inputs)
+  loss = lambda chunk, x, w: _output_loss(chunk, x, w, *inputs[2:])['loss_sum']
+  grads = jax.grad(loss, argnums=(1, 2))(0, *inputs[:2])
+  for chunk in (1, 8, 32):
+    sums = _output_loss(chunk, *inputs)
+    assert sums.keys() == whole.keys()
+    for key, value in whole.items():
+      np.testing.assert_allclose(sums[key], value, rtol=1e-5, err_msg=key)
+    for got, want in zip(jax.grad(loss, argnums=(1, 2))(chunk, *inputs[:2]), grads):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match='chunk=5 must divide the length 32'):
+    _output_loss(5, *inputs)
+
+
+def test_chunked_cross_entropy_keeps_one_chunk_of_logits():
+  """XLA's temporary memory for the gradient holds the whole [B, L, V] float32 logits and their
+  gradient, or one chunk's. Measured: 64.0 MB whole, 2.5 MB in chunks of 32 of the 1024 positions
+  (the logits alone are 32 MB)."""
+  inputs = _output_inputs(2, 1024, 16, 4096)
+
+  def temp_bytes(chunk):
+    grad = jax.jit(jax.grad(lambda x, w: _output_loss(chunk, x, w, *inputs[2:])['loss_sum'],
+                            argnums=(0, 1)))
+    return grad.lower(*inputs[:2]).compile().memory_analysis().temp_size_in_bytes
+
+  whole, chunked = temp_bytes(0), temp_bytes(32)
+  logits_bytes = 2 * 1024 * 4096 * 4
+  assert whole >= logits_bytes
+  assert chunked < logits_bytes / 8

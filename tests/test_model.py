@@ -163,6 +163,23 @@ def test_unscanned_layers_start_from_the_scanned_init_unstacked(config):
                nn.meta.unbox(unscanned[f'{stack}_1']), nn.meta.unbox(stacked))
 
 
+@pytest.mark.parametrize('config', [dataclasses.replace(CONFIG, tie_embeddings=False), ENC_DEC],
+                         ids=['decoder_untied', 'encoder_decoder'])
+def test_hidden_outputs_make_the_logits(config):
+  """`hidden=True` returns the final norm's output and the output weights (the unembedding, or
+  the embedding when tied) that output_logits turns into the same logits."""
+  model = transformer.make_model(config)
+  batch = jax.tree.map(jnp.asarray, transformer.dummy_batch(config, 2, 12, 12))
+  batch['inputs'] = jnp.asarray(np.random.default_rng(0).integers(1, 64, (2, 12)), jnp.int32)
+  params = model.init(jax.random.key(0), batch)['params']
+  x_BLD, unembed_VD = model.apply({'params': params}, batch, hidden=True)
+  assert x_BLD.shape == (2, 12, config.d_model)
+  expected = params['embedding'] if config.tie_embeddings else params['unembedding']
+  np.testing.assert_array_equal(nn.meta.unbox(unembed_VD), nn.meta.unbox(expected))
+  np.testing.assert_allclose(transformer.output_logits(config, x_BLD, unembed_VD),
+                             model.apply({'params': params}, batch), rtol=1e-6, atol=1e-6)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   config = dataclasses.replace(CONFIG, dtype='bfloat16')
   tokens, segments = _tokens(5), np.ones((1, 12), np.int32)

@@ -260,18 +260,22 @@ def _embedding(module: nn.Module, config: ModelConfig):
                        config.init_std)
 
 
-def _logits(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
-  """The final norm and the output layer: float32 logits [B, L, V]."""
-  dtype = config.compute_dtype
+def _final(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
+  """The final norm's output [B, L, D] and the output layer's weights [V, D] (the input embedding
+  when tied): what `output_logits` turns into logits."""
   x_BLD = _norm(config, 'final_norm')(x_BLD)
   if config.tie_embeddings:
-    unembed_VD = embedding_VD
-  else:
-    unembed_VD = layers.weight(module, 'unembedding', (config.vocab_size, config.d_model),
-                               ('vocab', 'embed'), config.init_std)
+    return x_BLD, embedding_VD
+  return x_BLD, layers.weight(module, 'unembedding', (config.vocab_size, config.d_model),
+                              ('vocab', 'embed'), config.init_std)
+
+
+def output_logits(config: ModelConfig, x_BLD, unembed_VD):
+  """The output layer: float32 logits [B, L, V] of the final norm's output x_BLD."""
   # The output layer stored [V, D] ('nd,vd->nv') is the fast layout on CPU and TPU; the rows are
   # flattened to 2-D as in layers.project.
-  logits_NV = jnp.einsum('nd,vd->nv', x_BLD.reshape(-1, config.d_model), unembed_VD.astype(dtype),
+  logits_NV = jnp.einsum('nd,vd->nv', x_BLD.reshape(-1, config.d_model),
+                         unembed_VD.astype(config.compute_dtype),
                          preferred_element_type=jnp.float32)
   logits_BLV = logits_NV.reshape(*x_BLD.shape[:-1], config.vocab_size)
   return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
@@ -298,11 +302,16 @@ class Decoder(nn.Module):
   tokens at `positions` enter every layer's key-value cache of S slots (`cache` collection, to be
   passed mutable) at slots = positions, contiguous in each row, and attend the row's cached slots
   up to their own (`layers.cache_mask`); `segment_ids` then only marks padding.
+
+  With `hidden` it returns the final norm's output [B, L, D] and the output layer's weights [V, D]
+  instead of logits (`output_logits` makes them), for a loss that takes the logits a chunk at a time
+  (losses.chunked_token_cross_entropy).
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0):
+  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0,
+               hidden: bool = False):
     c = self.config
     embedding_VD = _embedding(self, c)
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
@@ -314,7 +323,8 @@ class Decoder(nn.Module):
     else:
       mask_B1LS = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
     x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LS, sin_BLk, cos_BLk, *args)
-    return _logits(self, c, x_BLD, embedding_VD)
+    x_BLD, unembed_VD = _final(self, c, x_BLD, embedding_VD)
+    return (x_BLD, unembed_VD) if hidden else output_logits(c, x_BLD, unembed_VD)
 
 
 class EncoderDecoder(nn.Module):
@@ -330,11 +340,13 @@ class EncoderDecoder(nn.Module):
   runs the encoder and keeps its output and segment ids in the `cache` collection (`encoded`,
   `encoder_segment_ids`); a batch without (a decoding step) reads them from there, so the encoder
   runs once per generation. The cross-attention keys and values are recomputed from them each step.
+  `hidden` returns the decoder's final hidden states and output weights, as `Decoder` does.
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0):
+  def __call__(self, batch: dict, deterministic: bool = True, cache_length: int = 0,
+               hidden: bool = False):
     c = self.config
     embedding_VD = _embedding(self, c)
     if cache_length and 'encoder_inputs' not in batch:  # a decoding step: the encoder has run
@@ -363,7 +375,8 @@ class EncoderDecoder(nn.Module):
       mask_B1LS = layers.attention_mask(batch['segment_ids'])
     x_BLD = _stack(c, c.num_layers, 'decoder_layers', True, x_BLD, mask_B1LS, sin_BLk, cos_BLk,
                    *args)
-    return _logits(self, c, x_BLD, embedding_VD)
+    x_BLD, unembed_VD = _final(self, c, x_BLD, embedding_VD)
+    return (x_BLD, unembed_VD) if hidden else output_logits(c, x_BLD, unembed_VD)
 
 
 def make_model(config: ModelConfig) -> nn.Module:

@@ -36,6 +36,37 @@ def token_cross_entropy(logits_BLV, targets_BL, weights_BL, z_loss: float = 0.0)
   }
 
 
+def chunked_token_cross_entropy(logits_fn, x_BLD, targets_BL, weights_BL, z_loss: float,
+                                chunk: int):
+  """`token_cross_entropy(logits_fn(x_BLD), ...)`, computed `chunk` positions at a time.
+
+  Only one chunk's logits [B, chunk, V] exist at once: a scan over the chunks sums the per-chunk
+  sums, and each chunk is rematerialised (jax.checkpoint), so the backward pass recomputes its
+  logits from x instead of keeping all [B, L, V] of them. With a large vocabulary those are the
+  largest activations of a step (MaxText's vocabulary tiling does the same). `logits_fn` maps
+  [B, C, D] to float32 logits [B, C, V]; `chunk` divides L. The arithmetic is the same, but sums
+  in another order: results agree with the unchunked loss to float32 rounding.
+  """
+  batch, length = targets_BL.shape
+  if length % chunk:
+    raise ValueError(f'chunk={chunk} must divide the length {length}.')
+
+  def chunks(a):  # [B, L, ...] -> [L / chunk, B, chunk, ...]
+    return a.reshape(batch, length // chunk, chunk, *a.shape[2:]).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk_sums(x_BCD, targets_BC, weights_BC):
+    return token_cross_entropy(logits_fn(x_BCD), targets_BC, weights_BC, z_loss)
+
+  def add(totals, inputs):
+    return jax.tree.map(jnp.add, totals, chunk_sums(*inputs)), None
+
+  zeros = {k: jnp.zeros((), jnp.float32) for k in
+           ('loss_sum', 'cross_entropy_sum', 'z_loss_sum', 'correct_sum', 'weight_sum')}
+  totals, _ = jax.lax.scan(add, zeros, (chunks(x_BLD), chunks(targets_BL), chunks(weights_BL)))
+  return totals
+
+
 def mean_metrics(sums: dict) -> dict:
   """Turns the sums of `token_cross_entropy` (and a `distill_sum`) into per-token means and the
   token count."""
