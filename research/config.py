@@ -198,7 +198,8 @@ def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
 
 
 def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
-  """train.loss_chunk must divide the length the loss is over, and needs no whole logits."""
+  """train.loss_chunk must divide the length of the targets, and cannot be combined with
+  distillation, whose term needs the student's whole logits."""
   chunk = config.train.loss_chunk
   if not chunk:
     return
@@ -206,9 +207,9 @@ def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
   if config.model.architecture == 'encoder_decoder' and config.objective.target_len:
     length, key = config.objective.target_len, 'objective.target_len'
   if length % chunk:
-    divisors = [d for d in (64, 128, 256, 512) if length % d == 0] or [1]
+    divisors = [d for d in (32, 64, 128) if d < length and length % d == 0] or [1]
     raise errors.UserError(f'train.loss_chunk={chunk} must divide the length of the targets, '
-                           f'{key}={length}; use a divisor such as {divisors[-1]}, or 0.')
+                           f'{key}={length}; use a divisor such as {divisors[0]}, or 0.')
   if config.objective.distill.teacher:
     raise errors.UserError(f'train.loss_chunk={chunk} cannot be used with knowledge distillation '
                            '(objective.distill.teacher is set): the distillation term needs the '
