@@ -258,10 +258,9 @@ def train_benchmark(preset: Preset, dtype: str, ceiling: float, steps: int) -> d
   trainer = _trainer(preset, dtype)
   batch = trainer.place(random_batch(preset))
   rng = jax.random.key(0)
-  state = trainer.init_state()
-  timing = _timed(lambda state: trainer.step(state, batch, rng)[0], steps, state)
+  timing = _timed(lambda state: trainer.step(state, batch, rng)[0], steps, trainer.init_state())
   # After the timed steps, whose first compiles: this lowering then hits the compilation cache.
-  temp_mib = trainer.step_memory(state, batch, rng).temp_size_in_bytes / 2 ** 20
+  temp_mib = trainer.step_memory(batch, rng).temp_size_in_bytes / 2 ** 20
   tokens = preset.batch_size * preset.seq_len
   flops_per_token = transformer.flops_per_token(trainer.model_config, preset.seq_len)
   tokens_per_second = _rates(tokens, timing, 'tokens_per_second')

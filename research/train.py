@@ -292,11 +292,13 @@ class Trainer:
     with sharding.activate(self.mesh, self.rules):
       return self._step(state, batch, rng, self.teacher_params)
 
-  def step_memory(self, state: TrainState, batch: dict, rng):
-    """XLA's memory analysis of the step compiled for these arguments (`temp_size_in_bytes`, the
-    activations and other temporaries; `argument_size_in_bytes`, ...). It compiles the step again."""
+  def step_memory(self, batch: dict, rng):
+    """XLA's memory analysis of the step compiled for `batch` (`temp_size_in_bytes`, the
+    activations and other temporaries; `argument_size_in_bytes`, ...); once the step has run on
+    such a batch, the compilation cache has it."""
     with sharding.activate(self.mesh, self.rules):
-      return self._step.lower(state, batch, rng, self.teacher_params).compile().memory_analysis()
+      return self._step.lower(self.abstract_state, batch, rng,
+                              self.teacher_params).compile().memory_analysis()
 
   def eval_step(self, params, batch):
     with sharding.activate(self.mesh, self.rules):

@@ -61,9 +61,9 @@ def chunked_token_cross_entropy(logits_fn, x_BLD, targets_BL, weights_BL, z_loss
   def add(totals, inputs):
     return jax.tree.map(jnp.add, totals, chunk_sums(*inputs)), None
 
-  zeros = {k: jnp.zeros((), jnp.float32) for k in
-           ('loss_sum', 'cross_entropy_sum', 'z_loss_sum', 'correct_sum', 'weight_sum')}
-  totals, _ = jax.lax.scan(add, zeros, (chunks(x_BLD), chunks(targets_BL), chunks(weights_BL)))
+  inputs = (chunks(x_BLD), chunks(targets_BL), chunks(weights_BL))
+  first = jax.eval_shape(chunk_sums, *(a[0] for a in inputs))
+  totals, _ = jax.lax.scan(add, jax.tree.map(jnp.zeros_like, first), inputs)
   return totals
 
 
