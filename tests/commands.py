@@ -46,9 +46,10 @@ def process_env(port: int, num_processes: int, process_id: int, devices: int = 2
           'JAX_PROCESS_ID': str(process_id)}
 
 
-def start_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str,
+def start_processes(runs: list[tuple[list[str], dict[str, str] | None]], log_dir: str,
                     cwd: str | None = None) -> list[tuple[subprocess.Popen, str]]:
-  """Starts each (command, environment) at once, as the processes of one job: [(process, log)].
+  """Starts each (command, environment) at once, as the processes of one job: [(process, log)]; an
+  environment of None is this process's.
 
   Output goes to files in `log_dir`, not pipes: a pipe that is not read while another process is
   awaited fills up and blocks its writer, which then never reaches the collective the others wait
@@ -63,26 +64,39 @@ def start_processes(runs: list[tuple[list[str], dict[str, str]]], log_dir: str,
   return started
 
 
-def finish_processes(started: list[tuple[subprocess.Popen, str]],
-                     timeout: float = 300) -> list[str]:
-  """Asserts that every started process exits 0 within `timeout` seconds (killing them all if not);
-  returns what each printed."""
+def wait_processes(started: list[tuple[subprocess.Popen, str]],
+                   timeout: float = 300) -> list[str]:
+  """Waits until every started process has exited, failing (with them all killed) after `timeout`
+  seconds; returns what each printed. Their exit statuses are their `returncode`s."""
   processes = [process for process, _ in started]
   deadline = time.monotonic() + timeout
   while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
     time.sleep(0.1)
   timed_out = [p.poll() is None for p in processes]
-  for p in processes:
-    if p.poll() is None:
-      p.kill()
-    p.wait()
+  kill_processes(started)
   outputs = []
   for _, log in started:
     with open(log, encoding='utf-8') as f:
       outputs.append(f.read())
   tails = '\n'.join(output[-3000:] for output in outputs)
   assert not any(timed_out), f'not finished in {timeout} s:\n{tails}'
-  assert [p.returncode for p in processes] == [0] * len(processes), tails
+  return outputs
+
+
+def kill_processes(started: list[tuple[subprocess.Popen, str]]) -> None:
+  """Kills every started process still running, and reaps them all."""
+  for process, _ in started:
+    if process.poll() is None:
+      process.kill()
+    process.wait()
+
+
+def finish_processes(started: list[tuple[subprocess.Popen, str]],
+                     timeout: float = 300) -> list[str]:
+  """`wait_processes`, asserting that every process exited 0."""
+  outputs = wait_processes(started, timeout)
+  assert [p.returncode for p, _ in started] == [0] * len(started), '\n'.join(
+      output[-3000:] for output in outputs)
   return outputs
 
 

@@ -25,34 +25,19 @@ def _command(workdir, data_dir, steps):
 
 
 @pytest.fixture(name='start')
-def _start_fixture():
-  """start(command, log) starts a run whose stderr goes to the file `log` (a pipe nobody reads
-  while the test waits could fill and block the run); any still running at teardown (a failed or
-  timed-out test) is killed."""
+def _start_fixture(tmp_path):
+  """start(command) starts a run (tests.commands.start_processes: its output goes to a file, read by
+  `_read`) and returns it as [(process, log)]; one still running at teardown (a failed or timed-out
+  test) is killed."""
   runs = []
 
-  def start(command, log):
-    with open(log, 'w', encoding='utf-8') as f:
-      runs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=f))
+  def start(command):
+    runs.append(commands.start_processes([(command, None)], str(tmp_path)))
     return runs[-1]
 
   yield start
-  for run in runs:
-    if run.poll() is None:
-      run.kill()
-      run.wait()
-
-
-def _finish(run, log, timeout=120):
-  """Waits for `run` to exit (killing it after `timeout` s, a failure) and returns its stderr."""
-  try:
-    run.wait(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    run.kill()
-    run.wait()
-  stderr = _read(log)
-  assert run.returncode != -signal.SIGKILL, f'no exit in {timeout} s:\n{stderr[-3000:]}'
-  return stderr
+  for started in runs:
+    commands.kill_processes(started)
 
 
 def _read(log):
@@ -78,15 +63,16 @@ def _logged_steps(workdir):
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(
     data_dir, tmp_path, signum, start):
-  workdir, log = str(tmp_path / 'run'), str(tmp_path / 'stderr.txt')
-  run = start(_command(workdir, data_dir, 10_000), log)
+  workdir = str(tmp_path / 'run')
+  started = start(_command(workdir, data_dir, 10_000))
+  (run, _), = started
   _wait_for_steps(run, workdir)
   run.send_signal(signum)
-  stderr = _finish(run, log)
-  assert run.returncode == 0, stderr[-3000:]
+  printed, = commands.wait_processes(started, timeout=120)
+  assert run.returncode == 0, printed[-3000:]
   stopped = _logged_steps(workdir)[-1]
   assert 3 <= stopped < 10_000
-  assert f'Stopped by a signal after step {stopped}' in stderr
+  assert f'Stopped by a signal after step {stopped}' in printed
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(stopped)]  # no other save
   resumed = subprocess.run(_command(workdir, data_dir, stopped + 2), capture_output=True,
                            text=True, check=False)
@@ -114,12 +100,12 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
   steps = 40
   saving = [f'--config.checkpoint.every={every}']
   signalled, whole = str(tmp_path / 'signalled'), str(tmp_path / 'whole')
-  log = str(tmp_path / 'stderr.txt')
-  run = start(_command(signalled, data_dir, steps) + saving, log)
+  started = start(_command(signalled, data_dir, steps) + saving)
+  (run, _), = started
   _wait_for_steps(run, signalled)
   run.send_signal(signal.SIGTERM)
-  stderr = _finish(run, log)
-  assert run.returncode == 0, stderr[-3000:]
+  printed, = commands.wait_processes(started, timeout=120)
+  assert run.returncode == 0, printed[-3000:]
   stopped = _logged_steps(signalled)[-1]
   assert stopped < steps, 'the run ended before the signal; make it longer'
   assert _final_state(signalled)[0] == stopped  # a checkpoint at the step it stopped
@@ -167,20 +153,21 @@ def test_a_second_sigint_stops_at_once_and_the_last_complete_checkpoint_still_re
     data_dir, tmp_path, start):
   """Ctrl-C, then Ctrl-C again while the stop's checkpoint is being written (a save also starts at
   every step): the command exits 130 at once, and whatever checkpoint it had completed restores."""
-  workdir, log = str(tmp_path / 'run'), str(tmp_path / 'stderr.txt')
+  workdir = str(tmp_path / 'run')
   saving = ['--config.checkpoint.every=1', '--config.checkpoint.keep=100']
   flags = _command(workdir, data_dir, 10_000)[3:] + saving
-  run = start([sys.executable, '-c', _SLOW_FINAL_SAVE, *flags], log)
+  started = start([sys.executable, '-c', _SLOW_FINAL_SAVE, *flags])
+  (run, log), = started
   _wait_for_steps(run, workdir)
   run.send_signal(signal.SIGINT)
   deadline = time.monotonic() + 120
   while 'a second Ctrl-C stops at once' not in _read(log) and time.monotonic() < deadline:
     time.sleep(0.05)
   run.send_signal(signal.SIGINT)
-  stderr = _finish(run, log, timeout=30)  # not the 60 s the final save takes
-  assert run.returncode == 130, stderr[-3000:]
-  assert 'Interrupted. Re-run the same command' in stderr
-  assert 'Stopped by a signal' not in stderr
+  printed, = commands.wait_processes(started, timeout=30)  # not the 60 s the final save takes
+  assert run.returncode == 130, printed[-3000:]
+  assert 'Interrupted. Re-run the same command' in printed
+  assert 'Stopped by a signal' not in printed
   last = _final_state(workdir)[0]  # the newest complete checkpoint restores
   resumed = subprocess.run(_command(workdir, data_dir, last + 1) + saving, capture_output=True,
                            text=True, check=False)
