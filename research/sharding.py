@@ -111,6 +111,24 @@ def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   return NamedSharding(mesh, nn.logical_to_mesh_axes(('batch', 'length'), rules))
 
 
+def check_divisible(abstract_tree, shardings) -> None:
+  """Fails naming the parameter, its dimension and the mesh axes when the mesh splits a
+  dimension of `abstract_tree` (shapes, e.g. the parameters) into unequal parts."""
+  leaves = jax.tree_util.tree_leaves_with_path(abstract_tree)
+  for (path, leaf), leaf_sharding in zip(leaves, jax.tree.leaves(shardings)):
+    mesh = leaf_sharding.mesh
+    for dim, (size, axes) in enumerate(zip(leaf.shape, leaf_sharding.spec)):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      parts = math.prod(mesh.shape[axis] for axis in axes)
+      if size % parts:
+        sizes = ', '.join(f'mesh.{axis}={mesh.shape[axis]}' for axis in axes)
+        raise errors.UserError(
+            f'Parameter {jax.tree_util.keystr(path)} has {size} along dimension {dim}, which '
+            f'{sizes} cannot split into {parts} equal parts; choose mesh sizes that divide the '
+            'model\'s dimensions (model.num_heads, model.num_kv_heads, model.mlp_dim, '
+            'model.d_model, model.vocab_size) or resize the model.')
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
@@ -126,6 +144,41 @@ def data_parallel_size(shape: dict[str, int], rules) -> int:
   return math.prod(shape[axis] for axis in batch_axes(rules))
 
 
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict:
-  """Assembles each process's rows into global jax.Arrays (the same code single- and multi-host)."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
+  """int64 [R]: the rows of a global [batch_size, ...] batch that this process's devices hold,
+  ascending: the union of their shards' rows (`addressable_devices_indices_map`).
+
+  All the rows when the batch is not split across processes (mesh data=1, tensor=4 over two hosts:
+  every device holds the whole batch); 1/P of them when its axes span P processes. Levanter's
+  loader takes a process's rows the same way, so the global batch never depends on the host count.
+  """
+  rows = set()
+  for index in sharding.addressable_devices_indices_map((batch_size,)).values():
+    rows.update(range(*index[0].indices(batch_size)))
+  return np.array(sorted(rows), np.int64)
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding,
+                 batch_size: int | None = None) -> dict:
+  """Global jax.Arrays of a batch whose rows each process computed in part (the same code single-
+  and multi-host). With `batch_size`, `batch` holds this process's rows of a global batch of that
+  many rows (`process_rows(sharding, batch_size)`, in order); without, `batch` is the whole global
+  batch and each process keeps its rows of it."""
+  if batch_size is None:
+    batch_size = len(next(iter(batch.values())))
+    rows = process_rows(sharding, batch_size)
+    batch = {k: v[rows] for k, v in batch.items()}
+  else:
+    rows = process_rows(sharding, batch_size)
+
+  def from_rows(local: np.ndarray):
+    def shard(index):
+      wanted = np.arange(batch_size)[index[0]]
+      return local[np.searchsorted(rows, wanted)][(slice(None), *index[1:])]
+    return jax.make_array_from_callback((batch_size, *local.shape[1:]), sharding, shard)
+
+  for key, local in batch.items():
+    if len(local) != len(rows):
+      raise ValueError(f'Batch entry {key!r} has {len(local)} rows; this process holds {len(rows)} '
+                       f'rows of the global batch of {batch_size}.')
+  return {k: from_rows(v) for k, v in batch.items()}

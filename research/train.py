@@ -258,6 +258,7 @@ class Trainer:
     # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
     boxed = jax.eval_shape(init_fn, jax.random.key(config.seed))
     self.state_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)
+    sharding.check_divisible(nn.meta.unbox(boxed).params, self.state_shardings.params)
     self.abstract_state = checkpoint.abstract_like(nn.meta.unbox(boxed), self.state_shardings)
     self._init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=self.state_shardings)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
@@ -283,10 +284,14 @@ class Trainer:
     """A new optimizer state for `params`, placed like the state's."""
     return jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
 
-  def place(self, global_host_batch: dict) -> dict:
-    """This process's rows of a global host batch, as global jax.Arrays on the mesh."""
-    local = pipeline.host_slice(global_host_batch, jax.process_index(), jax.process_count())
-    return sharding.global_batch(local, self.batch_sharding)
+  def rows(self, batch_size: int) -> np.ndarray:
+    """The rows of a global batch of `batch_size` rows that this process's devices hold."""
+    return sharding.process_rows(self.batch_sharding, batch_size)
+
+  def place(self, host_batch: dict, batch_size: int | None = None) -> dict:
+    """A host batch as global jax.Arrays on the mesh: a whole global batch, or with `batch_size`
+    this process's `rows(batch_size)` of one."""
+    return sharding.global_batch(host_batch, self.batch_sharding, batch_size)
 
   def step(self, state: TrainState, batch: dict, rng) -> tuple[TrainState, dict]:
     with sharding.activate(self.mesh, self.rules):
@@ -536,11 +541,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   divergence = Divergence(config.train)
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)
+  rows = trainer.rows(config.train.batch_size)  # this process computes only the rows it feeds
   with preemption.StopSignal() as stop_signal, trace:
     for step in range(first_step, last):
       trace.before_step(step)
-      state, step_metrics = trainer.step(state, trainer.place(data.batch(step)),
-                                         step_rng(config.seed, step))
+      batch = trainer.place(data.batch(step, rows=rows), config.train.batch_size)
+      state, step_metrics = trainer.step(state, batch, step_rng(config.seed, step))
       pending.append(step_metrics)
       done = step + 1
       stopping = done < last and stop_signal.should_stop(done)

@@ -28,8 +28,8 @@ import runpy, sys
 import numpy as np
 from research.data import pipeline
 bad, original = int(sys.argv[1]), pipeline.TrainData.batch
-def batch(self, step):
-  rows = original(self, step)
+def batch(self, step, **kwargs):
+  rows = original(self, step, **kwargs)
   return {**rows, 'weights': np.full_like(rows['weights'], np.nan)} if step == bad else rows
 pipeline.TrainData.batch = batch
 sys.argv = ['launch.train', *sys.argv[2:]]

@@ -52,3 +52,26 @@ def test_batch_is_split_over_data_fsdp_and_expert(tensor, expert, rows):
   np.testing.assert_array_equal(placed, batch['x'])
   assert placed.sharding.spec == jax.sharding.PartitionSpec(('data', 'fsdp', 'expert'), None)
   assert {s.data.shape for s in placed.addressable_shards} == {(rows, 3)}
+
+
+def test_one_process_holds_every_row_and_places_a_batch_given_by_rows():
+  mesh = sharding.make_mesh(_mesh_config(2, 2, 2))
+  batch_sharding = sharding.batch_sharding(mesh, sharding.logical_rules(_mesh_config(2, 2, 2)))
+  np.testing.assert_array_equal(sharding.process_rows(batch_sharding, 8), np.arange(8))
+  rows = {'x': np.arange(8 * 3).reshape(8, 3)}
+  placed = sharding.global_batch(rows, batch_sharding, batch_size=8)['x']
+  np.testing.assert_array_equal(placed, rows['x'])
+  with pytest.raises(ValueError, match=r"'x' has 4 rows; this process holds 8 rows"):
+    sharding.global_batch({'x': rows['x'][:4]}, batch_sharding, batch_size=8)
+
+
+def test_a_mesh_that_cannot_split_a_parameter_names_it():
+  mesh = sharding.make_mesh(_mesh_config(2, 1, 4))
+  abstract = {'attention': {'query': jax.ShapeDtypeStruct((16, 2, 8), np.float32)}}
+  shardings = {'attention': {'query': jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, 'tensor', None))}}
+  with pytest.raises(errors.UserError, match=r"\['attention'\]\['query'\] has 2 along dimension 1, "
+                     r'which mesh.tensor=4 cannot split'):
+    sharding.check_divisible(abstract, shardings)
+  abstract['attention']['query'] = jax.ShapeDtypeStruct((16, 4, 8), np.float32)
+  sharding.check_divisible(abstract, shardings)

@@ -166,24 +166,42 @@ def test_weight_decay_applies_to_matrices_not_norm_scales():
   np.testing.assert_allclose(updates['norm']['scale'], -0.1 * np.ones(2), rtol=1e-5)
 
 
+def multi_host_config(data_dir, **mesh):
+  """`tiny_config` with 4 heads, so that a tensor axis of 4 splits them."""
+  config = tiny_config(data_dir, **mesh)
+  config.model.num_heads, config.model.head_dim = 4, 16
+  return config
+
+
 _WORKER = """
 import sys, jax
-from tests.test_train import tiny_config
+from tests.test_train import multi_host_config, MULTI_HOST_MESHES
 from research import train
-config = tiny_config(sys.argv[1], data=2, fsdp=2)
-config.distributed.coordinator_address = sys.argv[2]
-config.distributed.num_processes, config.distributed.process_id = 2, int(sys.argv[3])
-train.train(config, sys.argv[4])
+for name, mesh in MULTI_HOST_MESHES.items():
+  config = multi_host_config(sys.argv[1], **mesh)
+  config.distributed.coordinator_address = sys.argv[2]
+  config.distributed.num_processes, config.distributed.process_id = 2, int(sys.argv[3])
+  train.train(config, sys.argv[4] + '/' + name)
 """
+# Meshes whose axes cross the two hosts in different ways: the batch replicated on both (the
+# tensor axis spans them), split over both, and split by fsdp.
+MULTI_HOST_MESHES = {'data1_tensor4': {'data': 1, 'tensor': 4},
+                     'data2_tensor2': {'data': 2, 'tensor': 2},
+                     'fsdp4': {'data': 1, 'fsdp': 4}}
 
 
-def test_two_processes_train_like_one_device(single_device_run, data_dir, tmp_path):
-  """A real 2-process jax.distributed run on localhost, 2 CPU devices each, matches one device."""
-  workdir, _ = single_device_run
+def test_two_processes_train_like_one_process(data_dir, tmp_path):
+  """Real 2-process jax.distributed runs on localhost, 2 CPU devices each, give the losses of one
+  process with 4 devices, whichever mesh axes cross the hosts: each host computes the rows its
+  devices hold (all of them when the batch is not split across hosts)."""
   address = f'127.0.0.1:{commands.free_port()}'
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
   commands.run_processes(
       [([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)], env)
        for i in range(2)], str(tmp_path))
-  np.testing.assert_allclose(train_losses(str(tmp_path)), train_losses(workdir), rtol=1e-5)
-  assert sorted(os.listdir(os.path.join(str(tmp_path), 'checkpoints'))) == ['3', '6']
+  for name, mesh in MULTI_HOST_MESHES.items():
+    reference = str(tmp_path / f'one_process_{name}')
+    train.train(multi_host_config(data_dir, **mesh), reference, devices=jax.devices()[:4])
+    np.testing.assert_allclose(train_losses(str(tmp_path / name)), train_losses(reference),
+                               rtol=1e-5, err_msg=name)
+    assert sorted(os.listdir(tmp_path / name / 'checkpoints')) == ['3', '6']

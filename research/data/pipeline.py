@@ -284,22 +284,27 @@ class TrainData:
     self._samplers[0] = sampler_lib.MixtureSampler(
         self.task_names, stages, main.batch_size, self._block, self._seed, _MAIN_STREAM)
 
-  def batch(self, step: int, with_noise: bool = False):
-    """The global batch of training step `step`: a dict of [batch_size, ...] arrays.
+  def batch(self, step: int, with_noise: bool = False, rows: np.ndarray | None = None):
+    """The global batch of training step `step`: a dict of [batch_size, ...] arrays; with `rows`
+    (ascending indices into the global batch), only those rows, computed alone: a host computes
+    the rows its devices hold (research/sharding.process_rows), and every row is the same
+    whichever rows are asked for.
 
     With `with_noise`, also each row's denoising record (`Objective.examples`).
     """
-    tasks_B, rows_B = self.example_sources(step)
-    rows = self._rows(step)
-    keys = [k for k in rows[0] if k != 'documents']
-    packed = {k: np.empty((self._batch_size,) + rows[0][k].shape[1:], rows[0][k].dtype)
+    rows_R = np.arange(self._batch_size) if rows is None else np.asarray(rows, np.int64)
+    tasks_B, packed_B = self.example_sources(step)
+    tasks_R, packed_R = tasks_B[rows_R], packed_B[rows_R]
+    task_rows = self._rows(step)
+    keys = [k for k in task_rows[0] if k != 'documents']
+    packed = {k: np.empty((len(rows_R),) + task_rows[0][k].shape[1:], task_rows[0][k].dtype)
               for k in keys}
-    for task in np.unique(tasks_B):
-      of_task = tasks_B == task
+    for task in np.unique(tasks_R):
+      of_task = tasks_R == task
       for k in keys:
-        packed[k][of_task] = rows[task][k][rows_B[of_task]]
-    probes_lib.inject(packed, step, self.probes)
-    example_ids = step * self._batch_size + np.arange(self._batch_size)
+        packed[k][of_task] = task_rows[task][k][packed_R[of_task]]
+    probes_lib.inject(packed, rows_R, step, self.probes)
+    example_ids = step * self._batch_size + rows_R
     return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
@@ -348,20 +353,3 @@ def row_batches(packed: dict[str, np.ndarray], batch_size: int, num_batches: int
     batches['documents'] = padded['documents']
   return [{k: v[i:i + batch_size] for k, v in batches.items()}
           for i in range(0, num_padded, batch_size)]
-
-
-def host_slice(batch: dict[str, np.ndarray], process_index: int,
-               process_count: int) -> dict[str, np.ndarray]:
-  """The rows of a global batch that process `process_index` of `process_count` feeds.
-
-  Processes take contiguous, equal blocks of rows in process order.
-  """
-  batch_size = len(next(iter(batch.values())))
-  if batch_size % process_count:
-    raise errors.UserError(f'train.batch_size={batch_size} is not divisible by the {process_count} '
-                           f'processes; set it to a multiple of {process_count}.')
-  if not 0 <= process_index < process_count:
-    raise errors.UserError(f'Process index {process_index} is outside [0, {process_count}).')
-  per_process = batch_size // process_count
-  start = process_index * per_process
-  return {k: v[start:start + per_process] for k, v in batch.items()}

@@ -110,13 +110,18 @@ def injected_rows(step: int, probes: list[Probe]) -> int:
   return sum(len(p.rows['targets']) for p in probes if step in p.spec.steps)
 
 
-def inject(packed: dict[str, np.ndarray], step: int, probes: list[Probe]) -> None:
-  """Writes the rows of every probe exposed at `step` over the first rows of the packed batch."""
+def inject(packed: dict[str, np.ndarray], rows_R: np.ndarray, step: int,
+           probes: list[Probe]) -> None:
+  """Writes the rows of every probe exposed at `step` over the first rows of the batch: `packed`
+  holds the batch's rows `rows_R` (ascending indices into the global batch)."""
   start = 0
   for probe in probes:
     if step in probe.spec.steps:
       count = len(probe.rows['targets'])
+      # Global rows start .. start + count - 1 are the probe's rows 0 .. count - 1.
+      here = (rows_R >= start) & (rows_R < start + count)
       for key, rows in packed.items():
-        rows[start:start + count] = probe.rows[key] if key in probe.rows else (
+        source = probe.rows[key] if key in probe.rows else (
             probe.rows['segment_ids'] > 0)  # loss weights of tasks that have them: 1 on tokens
+        rows[here] = source[rows_R[here] - start]
       start += count

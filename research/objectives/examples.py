@@ -172,7 +172,7 @@ class Objective:
       batch['inputs'] = causal_lm.causal_lm_example(batch['targets'], batch['segment_ids'])
       batch['weights'] = rows.get('weights', (batch['segment_ids'] > 0).astype(np.float32))
       if self.masking is not None:
-        batch = self.masking.apply(batch, step, seed)
+        batch = self.masking.apply(batch, step, seed, example_ids)
       return (batch, [[] for _ in example_ids]) if with_noise else batch
     out_rows, noise = [], []
     for targets_R, segments_R, example_id in zip(rows['targets'], rows['segment_ids'],

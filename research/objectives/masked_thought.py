@@ -64,23 +64,23 @@ def response_mask(targets_BL: np.ndarray, segment_ids_BL: np.ndarray,
 
 def mask_inputs(inputs_BL: np.ndarray, targets_BL: np.ndarray, segment_ids_BL: np.ndarray,
                 response_BL: np.ndarray, rate: float, mask_id: int,
-                rng: np.random.Generator) -> np.ndarray:
+                uniform_BL: np.ndarray) -> np.ndarray:
   """`inputs_BL` with each response token it holds replaced by `mask_id` with probability `rate`.
 
   In the causal layout (research/objectives/causal_lm.py) inputs[t] holds targets[t - 1] when
   t - 1 and t share a segment. Position t is eligible when that token is a response token
-  (response_BL[t - 1]) and inputs[t] still holds it; the draws are independent, one uniform per
-  position from `rng`. Prompt tokens, segment starts and padding are never changed, and the
+  (response_BL[t - 1]) and inputs[t] still holds it; it is masked when its draw `uniform_BL[t]`
+  (independent uniforms in [0, 1)) is below `rate`. Prompt tokens, segment starts and padding are never changed, and the
   targets (the labels) are not touched.
   """
   eligible_BL = np.zeros(inputs_BL.shape, dtype=bool)
   eligible_BL[:, 1:] = (response_BL[:, :-1] & (segment_ids_BL[:, 1:] == segment_ids_BL[:, :-1])
                         & (segment_ids_BL[:, 1:] > 0) & (inputs_BL[:, 1:] == targets_BL[:, :-1]))
-  masked_BL = eligible_BL & (rng.random(inputs_BL.shape) < rate)
+  masked_BL = eligible_BL & (uniform_BL < rate)
   return np.where(masked_BL, np.asarray(mask_id, dtype=inputs_BL.dtype), inputs_BL)
 
 
-_MASK_STREAM = 0x6d61736b  # seeded-stream tag of the per-step masking draws
+_MASK_STREAM = 0x6d61736b  # seeded-stream tag of the per-example masking draws
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +92,18 @@ class MaskedThought:
   mask_id: int
   total_steps: int
 
-  def apply(self, batch: dict[str, np.ndarray], step: int, seed: int) -> dict[str, np.ndarray]:
-    """The causal-LM batch of `step` with its response inputs masked at the step's rate."""
+  def apply(self, batch: dict[str, np.ndarray], step: int, seed: int,
+            example_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The causal-LM batch of `step` with its response inputs masked at the step's rate; each
+    row's draws are seeded by (seed, its example id), so a row is the same in any subset of the
+    batch."""
     rate = mask_rate(step, self.total_steps, self.max_rate, self.warmup_fraction)
     response_BL = response_mask(batch['targets'], batch['segment_ids'], self.delimiter_ids)
-    rng = np.random.default_rng([_MASK_STREAM, seed, step])
+    length = batch['inputs'].shape[1]
+    uniform_BL = np.array([np.random.default_rng([_MASK_STREAM, seed, i]).random(length)
+                           for i in example_ids.tolist()]).reshape(-1, length)
     inputs_BL = mask_inputs(batch['inputs'], batch['targets'], batch['segment_ids'], response_BL,
-                            rate, self.mask_id, rng)
+                            rate, self.mask_id, uniform_BL)
     return {**batch, 'inputs': inputs_BL}
 
 

@@ -87,7 +87,7 @@ def test_masks_touch_only_response_inputs_at_the_rate(rate):
   inputs_before_BL = inputs_BL.copy()
   response_BL = masked_thought.response_mask(targets_BL, segment_ids_BL, delimiter)
   masked_BL = masked_thought.mask_inputs(inputs_BL, targets_BL, segment_ids_BL, response_BL, rate,
-                                         _MASK_ID, np.random.default_rng(2))
+                                         _MASK_ID, np.random.default_rng(2).random(inputs_BL.shape))
   # The inputs that hold a response token: position t reads target t - 1 of its own segment.
   holds_response_BL = np.zeros_like(response_BL)
   holds_response_BL[:, 1:] = response_BL[:, :-1] & (segment_ids_BL[:, 1:] == segment_ids_BL[:, :-1])
@@ -104,15 +104,20 @@ def test_masks_touch_only_response_inputs_at_the_rate(rate):
   assert masked_BL.dtype == inputs_BL.dtype
 
 
-def test_masking_is_a_function_of_the_generator_seed():
+def test_each_row_is_masked_by_its_example_id_alone():
+  """A row's masking depends on (seed, its example id), not on the rows beside it, so a host that
+  computes only its rows of a batch masks them as the whole batch would."""
   rng = np.random.default_rng(3)
   targets_BL, segment_ids_BL = _packed_rows(rng, 8, 256, [7])
-  inputs_BL = causal_lm.causal_lm_example(targets_BL, segment_ids_BL)
-  response_BL = masked_thought.response_mask(targets_BL, segment_ids_BL, [7])
-  mask = lambda seed: masked_thought.mask_inputs(inputs_BL, targets_BL, segment_ids_BL, response_BL,
-                                                 0.4, _MASK_ID, np.random.default_rng(seed))
-  np.testing.assert_array_equal(mask(5), mask(5))
-  assert np.any(mask(5) != mask(6))
+  batch = {'targets': targets_BL, 'segment_ids': segment_ids_BL,
+           'inputs': causal_lm.causal_lm_example(targets_BL, segment_ids_BL)}
+  thought = masked_thought.MaskedThought(0.4, 0.0, (7,), _MASK_ID, total_steps=100)
+  ids = np.arange(16, 24)
+  whole = thought.apply(batch, 5, 0, ids)['inputs']
+  assert np.sum(whole == _MASK_ID) > 50
+  part = thought.apply({k: v[[2, 5]] for k, v in batch.items()}, 5, 0, ids[[2, 5]])['inputs']
+  np.testing.assert_array_equal(part, whole[[2, 5]])
+  assert np.any(thought.apply(batch, 5, 1, ids)['inputs'] != whole)  # another seed, other draws
 
 
 @pytest.mark.parametrize('key, value, fragment', [
