@@ -112,7 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.vocabulary = 'byte'
   c.data.extra_ids = 0  # ids above the vocabulary: control tokens, then sentinels
   c.data.seq_len = 256
-  c.data.cache_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
+  c.data.store_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
   c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact
 
   # Objective (research/objectives/): how a packed row of documents becomes an example.

@@ -4,7 +4,7 @@
       [--presets=tiny,small] [--dtypes=float32,bfloat16] [--train_steps=N] [--data_steps=N]
       [--config=experiments/NAME.py]
 
-Every section runs by default but `moe`. --config (default experiments/quickstart.py) is what the
+Every section runs by default but `build` and `moe`. --config (default experiments/quickstart.py) is what the
 `data` and `moe` sections read; `train`, `eval` and `generate` build the model presets below from
 experiments/base.py's defaults (what a researcher runs: scanned layers, no remat, AdamW with
 clipping, z-loss), vocabulary 256, on one device, fed random token ids. Every timed call is blocked
@@ -27,6 +27,10 @@ Sections:
   eval      the forward-only eval step (Trainer.eval_step) of the same presets and dtypes: tokens/s
   generate  KV-cache generation (research/generate.generate) with the tiny preset: 8 prompts of 64
             tokens, 64 new tokens each, greedy, no stop id; new tokens per second
+  build     document-store builds (research/data/build.py, Apache Beam's DirectRunner): a JSONL
+            corpus of --build_mb MB written from the standard library's sources (each file a
+            document, numbered so no two are equal) in files of 64 MB, built with the byte
+            vocabulary by 1 worker and by one per core; source MB/s and seconds; opt-in
   moe       the --config's mixture-of-experts layer (model.moe_*; research/model/moe.py), forward
             and backward on one batch of train.batch_size x data.seq_len tokens, against a dense
             SwiGLU of the same active width (top_k x the expert width): milliseconds, median of
@@ -45,6 +49,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -58,7 +63,7 @@ from absl import flags
 
 from experiments import base
 from research import errors, generate, peak_flops, train
-from research.data import pipeline, vocabularies
+from research.data import build, corpora, pipeline, tasks, vocabularies
 from research.model import layers, transformer
 from research.objectives import causal_lm, examples
 
@@ -93,8 +98,8 @@ PRESETS = {p.name: p for p in (
     dataclasses.replace(_TINY, name='tiny_v32k', vocab_size=32768, steps=5),
     dataclasses.replace(_TINY, name='tiny_v32k_chunked', vocab_size=32768, steps=5,
                         loss_chunk=64))}
-SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate', 'moe')
-DEFAULT_SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate')
+SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate', 'build', 'moe')
+DEFAULT_SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate')  # build and moe: opt-in
 MATMUL_DTYPES = ('float32', 'bfloat16')
 MATMUL_SIZES = (1024, 2048)
 
@@ -110,6 +115,8 @@ _TRAIN_STEPS = flags.DEFINE_integer(
     'train_steps', 0, 'Timed steps per preset and dtype in the train and eval sections, after the '
     "compiling one; 0 = the preset's own (tiny 10, small 5).", lower_bound=0)
 _DATA_STEPS = flags.DEFINE_integer('data_steps', 200, 'Batches per data repeat.', lower_bound=1)
+_BUILD_MB = flags.DEFINE_integer('build_mb', 1024, 'Corpus size of the build section, in MB.',
+                                 lower_bound=1)
 for _flag, _names in (('sections', SECTIONS), ('presets', tuple(PRESETS)),
                       ('dtypes', tuple(transformer.DTYPES))):
   flags.register_validator(_flag, lambda values, names=_names: set(values) <= set(names),
@@ -203,6 +210,45 @@ def data_section(config: ml_collections.ConfigDict, steps: int, repeats: int = 5
     name = f'data/{variant.objective.name}'
     if name not in results:
       results[name] = data_benchmark(variant, steps, repeats)
+  return results
+
+
+def _write_corpus(directory: str, megabytes: int, file_mb: int = 64) -> int:
+  """Writes a JSONL corpus of about `megabytes` MB into `directory`, files of `file_mb` MB;
+  returns its bytes."""
+  texts = [text for _, text in corpora.stdlib_code_documents()]
+  written, number, files = 0, 0, 0
+  while written < megabytes * 10**6:
+    with open(os.path.join(directory, f'corpus{files:05d}.jsonl'), 'w', encoding='utf-8') as out:
+      while out.tell() < file_mb * 10**6 and written < megabytes * 10**6:
+        written += out.write(json.dumps({'text': f'# {number}\n' + texts[number % len(texts)]})
+                             + '\n')
+        number += 1
+    files += 1
+  return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+
+
+def build_section(megabytes: int) -> dict:
+  """{'build/workers_N': ...}: Beam builds of a `megabytes` MB corpus with 1 worker and with one
+  per core, each into a fresh store directory."""
+  results = {}
+  with tempfile.TemporaryDirectory() as root:
+    source = os.path.join(root, 'corpus')
+    os.makedirs(source)
+    size = _write_corpus(source, megabytes)
+    tasks.register(tasks.spec_from_config('bench_corpus', {
+        'source': 'files', 'pattern': os.path.join(source, '*.jsonl'), 'format': 'jsonl'}))
+    requests = [('bench_corpus', 'train'), ('bench_corpus', 'validation')]
+    for workers in dict.fromkeys((1, os.cpu_count() or 1)):
+      start = time.perf_counter()
+      manifests = build.build(requests, 'byte', os.path.join(root, f'stores{workers}'),
+                              build.pipeline_options('DirectRunner', num_workers=workers))
+      seconds = time.perf_counter() - start
+      results[f'build/workers_{workers}'] = {
+          'section': 'build', 'source_mb_per_second': size / 1e6 / seconds, 'seconds': seconds,
+          'source_mb': size / 1e6, 'workers': workers,
+          'documents': sum(m['num_documents'] for m in manifests.values()),
+          'shards': sum(len(m['shards']) for m in manifests.values())}
   return results
 
 
@@ -409,6 +455,10 @@ def table_row(name: str, b: dict) -> str:
              f"{b['batch_size']} x ({b['prompt_len']} prompt + {b['new_tokens']} new), "
              f"{b['sampling']}, call {_ms(b['call_ms_median'])} ms, compile "
              f"{b['compile_seconds']:.1f} s")
+  elif section == 'build':
+    cells = (f"{b['source_mb_per_second']:.1f} MB/s", '',
+             f"{b['source_mb']:.0f} MB of JSONL in {b['seconds']:.1f} s, {b['workers']} DirectRunner "
+             f"worker(s), {b['documents']} documents, {b['shards']} shards, byte vocabulary")
   else:
     cells = (f"{b['moe_over_dense']:.2f} x dense", '',
              f"MoE {_ms(b['moe_milliseconds'])} ms, dense {_ms(b['dense_milliseconds'])} ms, "
@@ -439,6 +489,7 @@ def main(argv):
       'train': lambda: train_section(presets, dtypes, ceilings(benchmarks), steps),
       'eval': lambda: eval_section(presets, dtypes, steps),
       'generate': lambda: generate_section(PRESETS['tiny'], dtypes),
+      'build': lambda: build_section(_BUILD_MB.value),
       'moe': lambda: moe_section(config)}
   for section in order:
     for name, benchmark in sections[section]().items():

@@ -1,7 +1,7 @@
 """Membership inference against a checkpoint: its task's training documents versus held-out ones.
 
   python -m launch.membership --checkpoint=DIR --task=NAME [--reference=DIR] [--members=1000] \
-      [--min_k=0.2] [--fpr=0.01] [--seed=0] [--out=F.json] [--cache_dir=D]
+      [--min_k=0.2] [--fpr=0.01] [--seed=0] [--out=F.json] [--store_dir=D]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output, as launch.score takes. The members are --members documents of --task's
@@ -30,7 +30,7 @@ from research.data import selection
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 
-# --checkpoint, --task, --out and --cache_dir are launch.score's too, --min_k is launch.score's and
+# --checkpoint, --task, --out and --store_dir are launch.score's too, --min_k is launch.score's and
 # --seed launch.generate's and launch.regmix's, with the same types and defaults: allow_override
 # lets the commands load in one process (tests).
 _CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to '
@@ -50,8 +50,8 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the choice of members and non-m
                              allow_override=True)
 _OUT = flags.DEFINE_string('out', None, 'The JSON file the report is written to.',
                            allow_override=True)
-_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Document-store cache (default: the run\'s '
-                                 'data.cache_dir).', allow_override=True)
+_STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (default: the run\'s '
+                                 'data.store_dir).', allow_override=True)
 
 
 def _check_flags() -> str:
@@ -92,11 +92,11 @@ def _documents(config) -> dict[str, store_lib.DocumentStore]:
   if cli.CONFIG.value is not None:
     tasks.register_config_tasks(cli.CONFIG.value.data)
   tasks.check_task(_TASK.value, '--task')
-  cache_dir = config.data.cache_dir if _CACHE_DIR.value is None else _CACHE_DIR.value
+  store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
   chosen = {}
   for name, split, seed in (('members', 'train', _SEED.value),
                             ('nonmembers', 'validation', _SEED.value + 1)):
-    store = store_lib.load_store(_TASK.value, split, config.data.vocabulary, cache_dir)
+    store = store_lib.load_store(_TASK.value, split, config.data.vocabulary, store_dir)
     if not store.num_documents:
       raise errors.UserError(
           f'--task={_TASK.value} has no {split} documents (the {name}); give a task with both '

@@ -1,13 +1,13 @@
 """The canary-order test: was a checkpoint trained in a given data order?
 
   python -m launch.order_test --checkpoint=DIR [--order_of=RUN] [--steps=A:B] \
-      [--permutations=1000] [--seed=0] [--out=F.json] [--cache_dir=D]
+      [--permutations=1000] [--seed=0] [--out=F.json] [--store_dir=D]
 
 DIR is a launch.train workdir (its latest checkpoint) or one checkpoint WORKDIR/checkpoints/<step>
 of a decoder. RUN is a launch.train workdir (default: DIR's own run) whose config.json gives the
 training order tested: the examples (packed rows) of its steps [A, B) (0 <= A < B <= its
-train.steps), which research/data/pipeline.py rebuilds from the config alone; its data.cache_dir
-holds the document stores unless --cache_dir is given. The default range is the last epoch's worth
+train.steps), which research/data/pipeline.py rebuilds from the config alone; its data.store_dir
+holds the document stores unless --store_dir is given. The default range is the last epoch's worth
 of steps before DIR's step (the steps that read as many examples as the run's tasks have packed
 rows), from step 0 when the checkpoint has seen fewer: the examples the model saw last, if it was
 trained in that order. A small model forgets within a few steps, so a range of its last few steps
@@ -37,7 +37,7 @@ from absl import flags
 
 from research import checkpoint, errors, order_test, scores
 
-# --checkpoint, --seed, --out and --cache_dir are other commands' too (launch.membership, ...) with
+# --checkpoint, --seed, --out and --store_dir are other commands' too (launch.membership, ...) with
 # the same types and defaults: allow_override lets the commands load in one process (tests).
 _CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to test.',
                                 allow_override=True)
@@ -51,8 +51,8 @@ _PERMUTATIONS = flags.DEFINE_integer('permutations', 1000, 'Random permutations 
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the permutations.', allow_override=True)
 _OUT = flags.DEFINE_string('out', None, 'The JSON file the result is written to.',
                            allow_override=True)
-_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Document-store cache (default: the order '
-                                 'run\'s data.cache_dir).', allow_override=True)
+_STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (default: the order '
+                                 'run\'s data.store_dir).', allow_override=True)
 _MIN_EXAMPLES = 3
 
 
@@ -116,8 +116,8 @@ def main(argv):
   path, steps = _check_flags()
   config = scores.checkpoint_config(path, '--checkpoint')
   order, order_dir = _order_config(config)
-  if _CACHE_DIR.value is not None:
-    order.data.cache_dir = _CACHE_DIR.value
+  if _STORE_DIR.value is not None:
+    order.data.store_dir = _STORE_DIR.value
   last = _range_end(steps, order, checkpoint.find_checkpoint(path)[1])
   data = order_test.training_data(order, str(order_dir), last)
   confounds = order_test.order_confounds(order)

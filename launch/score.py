@@ -8,7 +8,7 @@ DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/ch
 a launch.convert output; its config.json gives the model, data.seq_len and data.vocabulary. Several
 DIRs (runs of other seeds) average each model score, as Data Diet averages EL2N and GraNd over runs.
 --task names a built-in task, one of the run's data.tasks or one of --config's data.tasks; its store
-is read from (or built into) data.cache_dir. --text_file is a .jsonl file (one document a line, its
+is read from (or built into) data.store_dir. --text_file is a .jsonl file (one document a line, its
 `text` field) or a text file (one document a non-blank line), ids PATH:LINE. research/scores.py
 defines the scores; `grand` (GraNd, a loss-gradient norm) costs a backward pass and a gradient per
 document, far more than the others, and is computed only when asked for.
@@ -69,8 +69,8 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 0, 'Rows of data.seq_len tokens
 _FSDP = flags.DEFINE_integer('fsdp', 1, 'Mesh fsdp size (parameters sharded over it); the rest of '
                              'the devices are data-parallel.')
 _TENSOR = flags.DEFINE_integer('tensor', 1, 'Mesh tensor size.')
-_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Document-store cache (default: the run\'s '
-                                 'data.cache_dir).')
+_STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (default: the run\'s '
+                                 'data.store_dir).')
 _METADATA = flags.DEFINE_bool('metadata', False, "Write each document's metadata too.")
 
 
@@ -162,8 +162,8 @@ def _documents(config, vocabulary):
   if _SPLIT.value not in tasks.SPLITS:
     raise errors.UserError(f'--split={_SPLIT.value!r} is not a split; use one of '
                            f'{list(tasks.SPLITS)}.')
-  cache_dir = config.data.cache_dir if _CACHE_DIR.value is None else _CACHE_DIR.value
-  store = store_lib.load_store(_TASK.value, _SPLIT.value, config.data.vocabulary, cache_dir)
+  store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
+  store = store_lib.load_store(_TASK.value, _SPLIT.value, config.data.vocabulary, store_dir)
   return (store, lambda: store.metadata, lambda: scores_lib.document_texts(store, vocabulary),
           f'--task={_TASK.value} --split={_SPLIT.value}')
 

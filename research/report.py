@@ -35,7 +35,7 @@ from research import errors, forgetting
 
 # Config keys that only say where things live or how they are saved, not what is trained:
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
-LOCATION_KEYS = ('workdir', 'data.cache_dir', 'checkpoint', 'distributed')
+LOCATION_KEYS = ('workdir', 'data.store_dir', 'checkpoint', 'distributed')
 
 _MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
 _MOE_METRIC = re.compile(r'^(eval/.+/)?moe/')

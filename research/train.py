@@ -458,6 +458,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   sharding.maybe_initialize_distributed(config.distributed)
   devices = jax.devices() if devices is None else devices
   config_lib.validate(config, workdir, devices)
+  pipeline.prepare_stores(config)  # builds small missing stores; refuses large ones, naming them
   main = jax.process_index() == 0
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local directory or gs://...
   trainer = Trainer(config, devices)

@@ -19,7 +19,7 @@ _TEST_PRESET = bench.Preset('test', d_model=32, num_layers=2, num_heads=2, mlp_d
 
 def test_data_benchmark_reports_throughput_of_the_configured_batches(data_dir):
   config = base.get_config()
-  config.data.cache_dir, config.data.seq_len, config.train.batch_size = data_dir, 64, 4
+  config.data.store_dir, config.data.seq_len, config.train.batch_size = data_dir, 64, 4
   result = bench.data_benchmark(config, steps=3, repeats=2)
   assert (result['batch_size'], result['seq_len'], result['steps_per_repeat']) == (4, 64, 3)
   assert 0 < result['tokens_per_second_min'] <= result['tokens_per_second_median'] <= (
@@ -28,7 +28,7 @@ def test_data_benchmark_reports_throughput_of_the_configured_batches(data_dir):
 
 def test_data_section_measures_the_configured_objective_and_ul2(data_dir):
   config = base.get_config()
-  config.data.cache_dir, config.data.seq_len, config.train.batch_size = data_dir, 64, 2
+  config.data.store_dir, config.data.seq_len, config.train.batch_size = data_dir, 64, 2
   results = bench.data_section(config, steps=2, repeats=1)
   assert list(results) == ['data/causal_lm', 'data/ul2']
   assert results['data/ul2']['objective'] == 'ul2' and config.objective.name == 'causal_lm'

@@ -281,7 +281,7 @@ def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path, data_dir):
   new_state, metrics = trainer.step(state, trainer.place(batch), train.step_rng(0, 0))
   assert np.isfinite(float(metrics['loss'])) and int(new_state.step) == 1
   # Continued pretraining from it with init.path, as a run: it starts from the imported weights.
-  config.init.path, config.data.cache_dir = str(ckpt), data_dir
+  config.init.path, config.data.store_dir = str(ckpt), data_dir
   config.train.update(steps=2, log_every=1)
   config.schedule.warmup_steps = 1
   config.eval.update(every=2, batches=1, batch_size=4)

@@ -40,7 +40,7 @@ runpy.run_module('launch.train', run_name='__main__')
 def _run(workdir, data_dir, *overrides):
   command = [sys.executable, '-c', _INJECT, str(BAD_STEP),
              '--config=experiments/quickstart.py', f'--workdir={workdir}',
-             f'--config.data.cache_dir={data_dir}', '--config.train.steps=6',
+             f'--config.data.store_dir={data_dir}', '--config.train.steps=6',
              *TINY, '--config.checkpoint.every=2', '--config.checkpoint.keep=10', *overrides]
   return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
 

@@ -33,7 +33,7 @@ def _config(data_dir):
 
 
 def _validation(config, task='sums') -> store_lib.DocumentStore:
-  return store_lib.load_store(task, 'validation', 'byte', config.data.cache_dir)
+  return store_lib.load_store(task, 'validation', 'byte', config.data.store_dir)
 
 
 def _bigram_params(params, successor: dict[int, int]):
@@ -163,13 +163,13 @@ def _toy_store(directory) -> store_lib.DocumentStore:
   texts = [p + a for p, a, _ in documents]
   texts[3] = 'ab=zz'
   tokens = [VOCABULARY.encode(t) + [VOCABULARY.eos_id] for t in texts]
-  with open(os.path.join(directory, 'metadata.jsonl'), 'w', encoding='utf-8') as f:
-    for prompt, answer, difficulty in documents:
-      f.write(json.dumps({'prompt': prompt, 'answer': answer, **(
-          {} if difficulty is None else {'difficulty': difficulty})}) + '\n')
+  metadata = [json.dumps({'prompt': prompt, 'answer': answer, **(
+      {} if difficulty is None else {'difficulty': difficulty})}) for prompt, answer, difficulty
+              in documents]
   return store_lib.DocumentStore(
       tokens=np.concatenate(tokens), offsets=np.cumsum([0] + [len(t) for t in tokens]),
-      doc_ids=[str(i) for i in range(6)], manifest={'task': 'toy'}, directory=str(directory))
+      doc_ids=[str(i) for i in range(6)], manifest={'task': 'toy'}, directory=str(directory),
+      metadata_json=metadata)
 
 
 def test_only_whole_documents_whose_tokens_are_prompt_and_answer_are_scored(tmp_path):

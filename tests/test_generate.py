@@ -179,7 +179,7 @@ def trained_run(data_dir, tmp_path_factory):
   config = base.get_config()
   config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
   config.model.num_heads, config.model.head_dim = 2, 16
-  config.data.seq_len, config.data.cache_dir, config.data.extra_ids = 32, data_dir, 16
+  config.data.seq_len, config.data.store_dir, config.data.extra_ids = 32, data_dir, 16
   config.train.steps, config.train.batch_size = 2, 8
   config.eval.every, config.checkpoint.every, config.mesh.data = 100, 2, 1
   workdir = str(tmp_path_factory.mktemp('generate_run'))

@@ -28,7 +28,7 @@ NUM_EXAMPLES = 20  # 2.5 global batches of 8
 def _config(data_dir, *overrides):
   """The quickstart config with the command-line overrides, parsed as the command parses them."""
   argv = ['launch.data', '--config=experiments/quickstart.py', TASKS,
-          f'--config.data.seq_len={SEQ_LEN}', f'--config.data.cache_dir={data_dir}', *overrides]
+          f'--config.data.seq_len={SEQ_LEN}', f'--config.data.store_dir={data_dir}', *overrides]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=values,
                                   lock_config=True, sys_argv=argv)
@@ -186,7 +186,7 @@ def test_dump_without_out_names_out(data_dir):
 def test_unknown_task_in_the_mixture_is_one_line_naming_it(data_dir):
   result = subprocess.run(
       [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py', TASKS,
-       f'--config.data.cache_dir={data_dir}', "--config.data.mixture={'sums': 0.5, 'sumz': 0.5}"],
+       f'--config.data.store_dir={data_dir}', "--config.data.mixture={'sums': 0.5, 'sumz': 0.5}"],
       capture_output=True, text=True, check=False)
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]

@@ -20,7 +20,7 @@ TINY = ['--config.model.d_model=64', '--config.model.num_layers=2', '--config.mo
 
 def _command(workdir, data_dir, steps):
   return [sys.executable, '-m', 'launch.train', '--config=experiments/quickstart.py',
-          f'--workdir={workdir}', f'--config.data.cache_dir={data_dir}',
+          f'--workdir={workdir}', f'--config.data.store_dir={data_dir}',
           f'--config.train.steps={steps}', *TINY]
 
 

@@ -73,10 +73,10 @@ def run_dirs(tmp_path_factory):
                                 _train(15, 3.7)]))
             + '{"step": 20, "loss": 3.4, "learning_r')  # torn last line
   return [
-      _write_run(root / 'causal', causal, objective__name='causal_lm', data__cache_dir='/a'),
+      _write_run(root / 'causal', causal, objective__name='causal_lm', data__store_dir='/a'),
       _write_run(root / 'ul2', ul2, objective__name='ul2', model__architecture='encoder_decoder',
-                 data__cache_dir='/b', checkpoint__every=10),
-      _write_run(root / 'prefix', prefix, objective__name='prefix_lm', data__cache_dir='/c',
+                 data__store_dir='/b', checkpoint__every=10),
+      _write_run(root / 'prefix', prefix, objective__name='prefix_lm', data__store_dir='/c',
                  distributed__coordinator_address='host:1234'),
   ]
 

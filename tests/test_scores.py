@@ -43,7 +43,7 @@ def _config(data_dir, notes, seed=0):
   config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
   config.model.num_heads, config.model.head_dim = 2, 16
   config.model.init_std = 0.5  # far from uniform, so the token log-probs differ
-  config.data.seq_len, config.data.cache_dir = SEQ_LEN, data_dir
+  config.data.seq_len, config.data.store_dir = SEQ_LEN, data_dir
   config.data.tasks = ml_collections.ConfigDict(
       {'notes': {'source': 'files', 'pattern': notes, 'format': 'jsonl'}})
   config.data.mixture = ml_collections.ConfigDict({'notes': 1.0})
@@ -117,7 +117,7 @@ def _reference(loaded, store):
 def notes_store(runs):
   config = scores.checkpoint_config(runs['a'])
   tasks.register_config_tasks(config.data)
-  return store_lib.load_store('notes', 'train', 'byte', config.data.cache_dir)
+  return store_lib.load_store('notes', 'train', 'byte', config.data.store_dir)
 
 
 def test_min_k_el2n_and_windowed_nll_match_numpy(runs, notes_store):
@@ -222,7 +222,7 @@ def _run(**flag_values) -> str:
   """launch.score's main in-process with these flags; returns what it printed."""
   values = {'task': None, 'text_file': None, 'early_checkpoint': [], 'batch_size': 0,
             'scores': ['nll', 'perplexity', 'min_k', 'el2n', 'length', 'zlib'], 'min_k': 0.2,
-            'split': 'train', 'metadata': False, 'cache_dir': None, **flag_values}
+            'split': 'train', 'metadata': False, 'store_dir': None, **flag_values}
   return commands.run_main(score_command.main, **values)
 
 

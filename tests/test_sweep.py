@@ -58,7 +58,7 @@ def test_an_unknown_or_mistyped_key_fails_before_any_run():
 
 def _sweep(tmp_path, data_dir, *flags):
   command = [sys.executable, '-m', 'launch.sweep', f'--config={tmp_path / "experiment.py"}',
-             f'--workdir={tmp_path / "sweep"}', f'--config.data.cache_dir={data_dir}', *flags]
+             f'--workdir={tmp_path / "sweep"}', f'--config.data.store_dir={data_dir}', *flags]
   result = subprocess.run(command, capture_output=True, text=True, cwd=os.getcwd())
   return result.returncode, result.stdout
 
@@ -67,7 +67,7 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, data_dir)
   (tmp_path / 'experiment.py').write_text(EXPERIMENT)
   code, printed = _sweep(tmp_path, data_dir, '--dry_run')
   assert code == 0 and printed.count('-m launch.train') == 3
-  assert '--config.data.cache_dir=' in printed and '--config.seed=1' in printed
+  assert '--config.data.store_dir=' in printed and '--config.seed=1' in printed
 
   code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=2')
   assert code == 0

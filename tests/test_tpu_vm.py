@@ -95,7 +95,7 @@ def test_the_worker_command_trains_as_two_jax_distributed_processes(tmp_path, da
   (tmp_path / 'experiment.py').write_text(EXPERIMENT)
   point = sweep.Point('seed=1', {'seed': 1})
   command = tpu_vm.worker_command(str(tmp_path / 'experiment.py'),
-                                  ['--config.train.steps=3', f'--config.data.cache_dir={data_dir}'],
+                                  ['--config.train.steps=3', f'--config.data.store_dir={data_dir}'],
                                   str(tmp_path / 'sweep'), point, multihost=True,
                                   python=[sys.executable])
   port = commands.free_port()

@@ -19,7 +19,7 @@ def tiny_config(data_dir, **mesh):
   config = base.get_config()
   config.model.d_model, config.model.num_layers, config.model.mlp_dim = 64, 2, 128
   config.model.num_heads, config.model.head_dim = 2, 32
-  config.data.seq_len, config.data.cache_dir = 64, data_dir
+  config.data.seq_len, config.data.store_dir = 64, data_dir
   config.train.steps, config.train.batch_size, config.train.log_every = 6, 8, 1
   config.schedule.warmup_steps = 2
   config.eval.every, config.eval.batches, config.eval.batch_size = 3, 1, 8

@@ -125,8 +125,22 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                      online, tuple(probes))
 
 
+def run_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """Every task run `config` reads: its mixtures, replay, probes, eval tasks and Skill-it's."""
+  plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
+  return list(dict.fromkeys([*plan.task_names, *(probe.task for probe in plan.probes),
+                             *config.eval.tasks, *(plan.online.eval_tasks if plan.online else ())]))
+
+
+def prepare_stores(config: ml_collections.ConfigDict) -> None:
+  """Makes sure the train and validation stores of every task of run `config` are built: small ones
+  are built now, a missing large one stops the run naming the launch.build_data command."""
+  store_lib.prepare([(task, split) for task in run_tasks(config) for split in tasks.SPLITS],
+                    config.data.vocabulary, config.data.store_dir)
+
+
 def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
-  store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.cache_dir)
+  store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.store_dir)
   if not store.num_documents:
     raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
                            'remove it from the mixture or give its source documents.')
@@ -327,7 +341,7 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
     raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
                            'be positive.')
   store = store_lib.load_store(task_name, 'validation', data_config.vocabulary,
-                               data_config.cache_dir)
+                               data_config.store_dir)
   objective = objective or examples_lib.causal_objective(data_config.seq_len)
   if documents and objective.denoising:
     raise ValueError(f'Denoising targets ({objective.name}) are not the packed documents\' tokens.')

@@ -86,7 +86,7 @@ def make_probes(specs: list[ProbeSpec], data_config: ml_collections.ConfigDict, 
   probes = []
   for spec in specs:
     store = store_lib.load_store(spec.task, 'train', data_config.vocabulary,
-                                 data_config.cache_dir)
+                                 data_config.store_dir)
     if store.num_documents < 2 * spec.documents:
       raise errors.UserError(
           f'data.probes.{spec.name}.documents={spec.documents}: task {spec.task!r} has '

@@ -3,7 +3,7 @@ the data options that need a score (`data.order_by`, `data.select.by`) read them
 
 Without --out, `launch.score --task=NAME` writes `STORE/scores/SCORES.jsonl` and its manifest
 `STORE/scores/SCORES.jsonl.manifest.json`, STORE being the directory of the task's document store
-(research/data/store.py: `<cache_dir>/<task>/<split>/<vocabulary>/<fingerprint>/`) and SCORES its
+(research/data/store.py: `<store_dir>/<task>/<split>/<vocabulary>/<fingerprint>/`) and SCORES its
 --name (default: the checkpoint's name). A stored score set is so keyed by task, split, vocabulary
 and the task's fingerprint by where it is, and data options name it without a path. A store built
 again (damaged, or of an older format) loses its scores: run launch.score again.
@@ -57,8 +57,8 @@ def parse(reference: str) -> tuple[str | None, str]:
   return scores or None, field
 
 
-def _cache_dir(store: store_lib.DocumentStore) -> str:
-  """The data.cache_dir of a store (its directory is <cache_dir>/<task>/<split>/<vocab>/<fp>)."""
+def _store_root(store: store_lib.DocumentStore) -> str:
+  """The data.store_dir of a store (its directory is <store_dir>/<task>/<split>/<vocab>/<fp>)."""
   return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(store.directory))))
 
 
@@ -68,7 +68,7 @@ def command(store: store_lib.DocumentStore, task_name: str, scores: str, field: 
   early = ' --early_checkpoint=EARLY_DIR' if name == 'learnability' else ''
   where = f'--out={scores}' if is_path(scores) else f'--name={scores}'
   return (f'python -m launch.score --checkpoint=DIR --task={task_name} --scores={name}{early} '
-          f'{where} --cache_dir={_cache_dir(store)} (DIR a checkpoint of data.vocabulary='
+          f'{where} --store_dir={_store_root(store)} (DIR a checkpoint of data.vocabulary='
           f"{store.manifest['vocabulary']!r}; add --config=experiments/EXPERIMENT.py when the "
           "task is defined in that experiment's data.tasks)")
 

@@ -136,13 +136,11 @@ def subset(store: store_lib.DocumentStore, kept_D: np.ndarray) -> store_lib.Docu
   offsets = np.concatenate([[0], np.cumsum(lengths_K)]).astype(np.int64)
   index_T = np.repeat(store.offsets[:-1][kept_D] - offsets[:-1], lengths_K) + np.arange(offsets[-1])
   manifest = {**store.manifest, 'num_documents': len(kept_D), 'num_tokens': int(offsets[-1])}
-  selected = dataclasses.replace(
+  return dataclasses.replace(
       store, tokens=np.asarray(store.tokens[index_T]), offsets=offsets, manifest=manifest,
       doc_ids=[store.doc_ids[i] for i in kept_D],
-      weights=None if store.weights is None else store.weights[index_T])
-  metadata = store.metadata
-  selected.__dict__['metadata'] = [metadata[i] for i in kept_D]  # the cached_property's value
-  return selected
+      weights=None if store.weights is None else store.weights[index_T],
+      metadata_json=[store.metadata_json[i] for i in kept_D])
 
 
 def report(store: store_lib.DocumentStore, kept_D: np.ndarray) -> Report:

@@ -91,19 +91,35 @@ def _jsonl_documents(paths: list[str], text_field: str, task_name: str) -> Itera
           yield _jsonl_document(line, path, line_number, text_field, task_name)
 
 
-def file_documents(pattern: str, format: str, text_field: str = 'text',
-                   task_name: str = '') -> Iterator[dict]:
-  """The documents of the files matching glob `pattern` (sorted), one per file or per JSONL line."""
-  if format not in FORMATS:
-    raise errors.UserError(f'{_key(task_name, "format")}={format!r} is not a file format; use one '
-                           f'of {list(FORMATS)}.')
+def matching_files(pattern: str, task_name: str = '') -> list[str]:
+  """The files matching glob `pattern`, sorted; fails naming the key when there are none."""
   paths = sorted(tf.io.gfile.glob(pattern))
   if not paths:
     raise errors.UserError(f'{_key(task_name, "pattern")}={pattern!r} matches no file; check the '
                            'path (a glob such as /data/*.jsonl or gs://bucket/dir/*.txt).')
+  return paths
+
+
+def _check_format(format: str, task_name: str) -> None:
+  if format not in FORMATS:
+    raise errors.UserError(f'{_key(task_name, "format")}={format!r} is not a file format; use one '
+                           f'of {list(FORMATS)}.')
+
+
+def read_files(paths: list[str], format: str, text_field: str = 'text',
+               task_name: str = '') -> Iterator[dict]:
+  """The documents of the files `paths`, in order, one per file or per JSONL line."""
+  _check_format(format, task_name)
   if format == 'text':
     return _text_documents(paths)
   return _jsonl_documents(paths, text_field, task_name)
+
+
+def file_documents(pattern: str, format: str, text_field: str = 'text',
+                   task_name: str = '') -> Iterator[dict]:
+  """The documents of the files matching glob `pattern` (sorted), one per file or per JSONL line."""
+  _check_format(format, task_name)
+  return read_files(matching_files(pattern, task_name), format, text_field, task_name)
 
 
 def _not_prepared(name: str, data_dir: str, task_name: str) -> errors.UserError:
@@ -160,8 +176,9 @@ def _metadata_value(value: Any) -> str | int | float | bool | None:
   return None
 
 
-def _tfds_examples(dataset: tf.data.Dataset, prefix: str, text_key: str) -> Iterator[dict]:
-  for index, example in enumerate(dataset.as_numpy_iterator()):
+def _tfds_examples(dataset: tf.data.Dataset, prefix: str, text_key: str,
+                   start: int = 0) -> Iterator[dict]:
+  for index, example in enumerate(dataset.as_numpy_iterator(), start):
     doc_id = f'{prefix}/{index}'
     metadata = {k: _metadata_value(v) for k, v in example.items()
                 if k != text_key and k not in _RESERVED_FIELDS}
@@ -170,14 +187,39 @@ def _tfds_examples(dataset: tf.data.Dataset, prefix: str, text_key: str) -> Iter
 
 
 def tfds_documents(name: str, split: str, text_key: str, data_dir: str = '',
-                   task_name: str = '') -> Iterator[dict]:
+                   task_name: str = '', part: tuple[int, int] | None = None) -> Iterator[dict]:
   """The documents of `split` of prepared TFDS dataset `name`, in the dataset's stored order.
 
   `name` is 'dataset[/config][:version]' (e.g. 'c4/en:3.1.0'); `split` may slice or join splits
   as TFDS allows ('train[:1%]', 'train+validation'); `data_dir` '' is TFDS's default directory.
+  `part` (start, end) reads only those examples of a plain split (`tfds_parts`); their ids are
+  the ones they have in the whole split.
   """
   builder = _prepared_builder(name, data_dir, task_name)
   _check_split(builder, name, split, task_name)
   _check_text_key(builder, name, text_key, task_name)
-  dataset = builder.as_dataset(split=split, shuffle_files=False)
-  return _tfds_examples(dataset, f'{name}/{split}', text_key)
+  start, read = (0, split) if part is None else (part[0], f'{split}[{part[0]}:{part[1]}]')
+  dataset = builder.as_dataset(split=read, shuffle_files=False)
+  return _tfds_examples(dataset, f'{name}/{split}', text_key, start)
+
+
+def tfds_parts(name: str, split: str, data_dir: str, part_bytes: int,
+               task_name: str = '') -> list[tuple[int, int] | None]:
+  """`split` of prepared TFDS dataset `name` as consecutive (start, end) example ranges of about
+  `part_bytes` each, which builder workers read in parallel; [None] (the whole split, one part)
+  for a small split or a sliced or joined one ('train[:5%]', 'train+validation')."""
+  builder = _prepared_builder(name, data_dir, task_name)
+  _check_split(builder, name, split, task_name)
+  if split not in builder.info.splits:
+    return [None]
+  info = builder.info.splits[split]
+  count = min(info.num_examples, -(-info.num_bytes // part_bytes))
+  if count <= 1:
+    return [None]
+  bounds = [info.num_examples * k // count for k in range(count + 1)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def tfds_bytes(name: str, data_dir: str, task_name: str = '') -> int:
+  """The bytes of every split of prepared TFDS dataset `name`."""
+  return int(_prepared_builder(name, data_dir, task_name).info.dataset_size)

@@ -40,12 +40,38 @@ _SUBSET_KEYS = {'source', 'task', 'fraction', 'num_documents', 'seed', 'scores',
                 'keep'}
 
 
+PART_BYTES = 256 * 2**20  # source bytes per part: what one builder worker reads alone
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """A piece of a task's source that one builder worker reads alone, in order, into shard `shard`
+  of `num_shards` of each split in `splits` (research/data/build.py). Two splits: a source without
+  splits of its own, whose documents go where `is_validation` sends them."""
+  splits: tuple[str, ...]
+  shard: int
+  num_shards: int
+  read: Callable[[], Iterator[dict]]
+
+
+def _split_parts(documents: Callable[[str], Iterator[dict]]) -> Callable[[], list[Part]]:
+  """One part per split, reading the whole split: sources that are built in (small)."""
+  return lambda: [Part((split,), 0, 1, functools.partial(documents, split)) for split in SPLITS]
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-  """A task's documents by split and the fingerprint of everything that changes them."""
+  """A task's documents by split, the fingerprint of everything that changes them, the parts a
+  parallel build reads, and the bytes of its source (0 for a built-in source: small, generated
+  here; research/data/store.py builds a store on first use only when this is small)."""
   name: str
   documents: Callable[[str], Iterator[dict]]
   fingerprint: Callable[[], str]
+  parts: Callable[[], list[Part]] | None = None  # None: `_split_parts(documents)`
+  source_bytes: Callable[[], int] = lambda: 0
+
+  def build_parts(self) -> list[Part]:
+    return (self.parts or _split_parts(self.documents))()
 
 
 _SPECS: dict[str, TaskSpec] = {}
@@ -70,6 +96,11 @@ def _hash_split(documents: Callable[[], Iterator[dict]]) -> Callable[[str], Iter
   return split_documents
 
 
+def _whole_part(documents: Callable[[], Iterator[dict]]) -> Callable[[], list[Part]]:
+  """A source without splits read as one part, each document going to its hash split."""
+  return lambda: [Part(SPLITS, 0, 1, documents)]
+
+
 @functools.cache
 def _stdlib_documents(corpus: str) -> tuple[dict, ...]:
   """All documents of a stdlib corpus, read once per process (the prose corpus parses ASTs)."""
@@ -79,8 +110,9 @@ def _stdlib_documents(corpus: str) -> tuple[dict, ...]:
 
 
 def _stdlib_spec(corpus: str) -> TaskSpec:
-  return TaskSpec(corpus, _hash_split(lambda: iter(_stdlib_documents(corpus))),
-                  lambda: f'{corpus} python {corpora.PYTHON_VERSION}')
+  documents = lambda: iter(_stdlib_documents(corpus))
+  return TaskSpec(corpus, _hash_split(documents), lambda: f'{corpus} python {corpora.PYTHON_VERSION}',
+                  _whole_part(documents))
 
 
 def _check_keys(name: str, spec: dict, allowed: set[str]) -> None:
@@ -95,14 +127,27 @@ def _files_spec(name: str, spec: dict) -> TaskSpec:
   if 'pattern' not in spec:
     raise errors.UserError(f'data.tasks.{name}.pattern is missing; set it to a glob of text or '
                            'JSONL files.')
-  args = (spec['pattern'], spec.get('format', 'text'), spec.get('text_field', 'text'), name)
+  args = (spec.get('format', 'text'), spec.get('text_field', 'text'), name)
+  files = lambda: [(p, tf.io.gfile.stat(p)) for p in sources.matching_files(spec['pattern'], name)]
 
   def fingerprint() -> str:
-    files = [(p, tf.io.gfile.stat(p).length, tf.io.gfile.stat(p).mtime_nsec)
-             for p in sorted(tf.io.gfile.glob(spec['pattern']))]
-    return json.dumps({'spec': spec, 'files': files}, sort_keys=True)
+    stats = [(p, stat.length, stat.mtime_nsec) for p, stat in files()]
+    return json.dumps({'spec': spec, 'files': stats}, sort_keys=True)
 
-  return TaskSpec(name, _hash_split(lambda: sources.file_documents(*args)), fingerprint)
+  def parts() -> list[Part]:
+    """Runs of consecutive files of about PART_BYTES each (a larger file is a part alone)."""
+    runs, size = [], 0
+    for path, stat in files():
+      if not runs or size + stat.length > PART_BYTES:
+        runs.append([])
+        size = 0
+      runs[-1].append(path)
+      size += stat.length
+    return [Part(SPLITS, k, len(runs), functools.partial(sources.read_files, run, *args))
+            for k, run in enumerate(runs)]
+
+  return TaskSpec(name, _hash_split(lambda: sources.file_documents(spec['pattern'], *args)),
+                  fingerprint, parts, lambda: sum(stat.length for _, stat in files()))
 
 
 def _tfds_spec(name: str, spec: dict) -> TaskSpec:
@@ -113,11 +158,19 @@ def _tfds_spec(name: str, spec: dict) -> TaskSpec:
                              'text_key.')
   splits = {'train': spec.get('train_split', 'train'),
             'validation': spec.get('validation_split', 'validation')}
-  return TaskSpec(
-      name,
-      lambda split: sources.tfds_documents(spec['name'], splits[split], spec['text_key'],
-                                           spec.get('data_dir', ''), name),
-      lambda: json.dumps(spec, sort_keys=True))
+  data_dir = spec.get('data_dir', '')
+  read = functools.partial(sources.tfds_documents, spec['name'], text_key=spec['text_key'],
+                           data_dir=data_dir, task_name=name)
+
+  def parts() -> list[Part]:
+    ranges = {split: sources.tfds_parts(spec['name'], splits[split], data_dir, PART_BYTES, name)
+              for split in SPLITS}
+    return [Part((split,), k, len(ranges[split]),
+                 functools.partial(read, splits[split], part=part))
+            for split in SPLITS for k, part in enumerate(ranges[split])]
+
+  return TaskSpec(name, lambda split: read(splits[split]), lambda: json.dumps(spec, sort_keys=True),
+                  parts, lambda: sources.tfds_bytes(spec['name'], data_dir, name))
 
 
 def _generator_spec(name: str, spec: dict) -> TaskSpec:
@@ -174,6 +227,15 @@ def _subset_ids(documents: list[dict], spec: dict, name: str) -> set[str]:
   return set(ranked[:count])
 
 
+def _subset_documents(base: TaskSpec, spec: dict, name: str, split: str) -> Iterator[dict]:
+  """The documents of subset task `name` (of task `base`) in `split`."""
+  if split != 'train':
+    return base.documents(split)
+  train = list(base.documents('train'))
+  kept = _subset_ids(train, spec, name)
+  return (doc for doc in train if doc['id'] in kept)
+
+
 def _subset_spec(name: str, spec: dict) -> TaskSpec:
   """Part of another task's training documents, its validation split unchanged: a random sample
   (`fraction` or `num_documents`, `seed`) or the best by a per-document score (`scores`, a JSONL
@@ -189,12 +251,11 @@ def _subset_spec(name: str, spec: dict) -> TaskSpec:
                            'one of fraction or num_documents.')
 
   def documents(split: str) -> Iterator[dict]:
-    base = _SPECS[spec['task']]
-    if split != 'train':
-      return base.documents(split)
-    train = list(base.documents('train'))
-    kept = _subset_ids(train, spec, name)
-    return (doc for doc in train if doc['id'] in kept)
+    return _subset_documents(_SPECS[spec['task']], spec, name, split)
+
+  def parts() -> list[Part]:  # the task subsetted, resolved here: a build worker has no registry
+    read = functools.partial(_subset_documents, _SPECS[spec['task']], spec, name)
+    return [Part((split,), 0, 1, functools.partial(read, split)) for split in SPLITS]
 
   def fingerprint() -> str:
     scores = spec.get('scores')
@@ -202,7 +263,8 @@ def _subset_spec(name: str, spec: dict) -> TaskSpec:
     return json.dumps({'spec': spec, 'task': _SPECS[spec['task']].fingerprint(),
                        'scores': [stat.length, stat.mtime_nsec] if stat else None}, sort_keys=True)
 
-  return TaskSpec(name, documents, fingerprint)
+  return TaskSpec(name, documents, fingerprint, parts,
+                  lambda: _SPECS[spec['task']].source_bytes())
 
 
 def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskSpec:
@@ -297,6 +359,12 @@ def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Tas
     register(_SPECS[name], vocabulary)
     task = seqio.TaskRegistry.get(name)
   return task
+
+
+def task_spec(name: str) -> TaskSpec:
+  """The TaskSpec of registered task `name`."""
+  check_task(name)
+  return _SPECS[name]
 
 
 def fingerprint(name: str) -> str:

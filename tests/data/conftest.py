@@ -13,7 +13,7 @@ from research.data import store as store_lib
 def data_config(data_dir) -> ml_collections.ConfigDict:
   """A fresh, editable copy of the default `config.data`, caching in the session's `data_dir`."""
   config = ml_collections.ConfigDict(base.get_config().data.to_dict())
-  config.cache_dir = data_dir
+  config.store_dir = data_dir
   return config
 
 

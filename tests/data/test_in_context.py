@@ -139,7 +139,7 @@ def checkpoint_run(data_dir, tmp_path_factory):
   config = base.get_config()
   config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
   config.model.num_heads, config.model.head_dim = 2, 16
-  config.data.seq_len, config.data.cache_dir = 16, data_dir
+  config.data.seq_len, config.data.store_dir = 16, data_dir
   config.data.tasks = ml_collections.ConfigDict(
       {'few_sums': {'source': 'arithmetic', 'num_documents': 30, 'max_digits': 6}})
   config.data.mixture = ml_collections.ConfigDict({'few_sums': 1.0})

@@ -35,7 +35,7 @@ def _notes(data_config, tmp_path, ordering='easy_to_hard', order_by='quality'):
   data_config.mixture_block = 16
   data_config.ordering, data_config.order_by = ordering, order_by
   tasks.register_config_tasks(data_config)
-  return data_config, store_lib.load_store('notes', 'train', 'byte', data_config.cache_dir)
+  return data_config, store_lib.load_store('notes', 'train', 'byte', data_config.store_dir)
 
 
 def _write_scores(path, store, values, field='q', **manifest):
@@ -114,7 +114,7 @@ def test_a_score_file_without_a_manifest_or_missing_documents_is_refused(data_co
 def test_a_score_that_was_not_computed_names_it_and_the_command(data_config, tmp_path):
   config, store = _notes(data_config, tmp_path, order_by='ref:el2n')
   command = (r'python -m launch\.score --checkpoint=DIR --task=notes --scores={} {} '
-             rf'--cache_dir={data_config.cache_dir} ')
+             rf'--store_dir={data_config.store_dir} ')
   with pytest.raises(errors.UserError, match=r"score 'el2n' of 'ref' was not computed for task "
                      r"'notes' \(no file .*scores/ref\.jsonl\)\. Compute it: "
                      + command.format('el2n', '--name=ref')):
@@ -231,7 +231,7 @@ def test_score_names_match_launch_score():
 def _run_score(**flag_values) -> str:
   values = {'task': None, 'text_file': None, 'out': None, 'name': None, 'early_checkpoint': [],
             'batch_size': 0, 'scores': ['nll', 'el2n', 'length'], 'min_k': 0.2, 'split': 'train',
-            'metadata': False, 'cache_dir': None, **flag_values}
+            'metadata': False, 'store_dir': None, **flag_values}
   return commands.run_main(score_command.main, **values)
 
 

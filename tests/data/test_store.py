@@ -1,14 +1,15 @@
-"""The tokenized document store: contents, caching, atomic builds and cache-dir errors."""
+"""The document store: contents, Beam builds (the same bytes with any number of workers), stopped
+and resumed builds, refusals of large stores, and damaged or mismatched stores."""
 
 import json
 import os
-import shutil
 
+import ml_collections
 import numpy as np
 import pytest
 
 from research import errors
-from research.data import corpora
+from research.data import build, corpora, records
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 
@@ -26,12 +27,16 @@ def test_store_holds_every_document_with_eos(stores, task, split):
   lengths = [len(text.encode('utf-8')) + 1 for _, text in documents]
   assert store.manifest['num_tokens'] == sum(lengths) == store.tokens.size
   np.testing.assert_array_equal(np.diff(store.offsets), lengths)
-  assert isinstance(store.tokens, np.memmap) and store.offsets.dtype == np.int64
+  assert store.tokens.dtype == np.uint16 and store.offsets.dtype == np.int64
+  shards = store.manifest.pop('shards')
   assert store.manifest == {
       'fingerprint': f'{task} python {corpora.PYTHON_VERSION}',
       'task': task, 'split': split, 'vocabulary': 'byte', 'vocab_size': 259,
       'num_documents': len(documents), 'num_tokens': sum(lengths), 'token_dtype': 'uint16',
-      'python_version': corpora.PYTHON_VERSION, 'format_version': store_lib.FORMAT_VERSION}
+      'python_version': corpora.PYTHON_VERSION, 'format_version': records.FORMAT_VERSION}
+  store.manifest['shards'] = shards
+  assert [s['file'] for s in shards] == ['documents-00000-of-00001.array_record']
+  assert shards[0]['num_documents'] == len(documents)
 
 
 def test_document_tokens_match_the_vocabulary(stores):
@@ -42,84 +47,172 @@ def test_document_tokens_match_the_vocabulary(stores):
   np.testing.assert_array_equal(store.document(index), vocabulary.encode(text) + [1])
 
 
-def test_second_load_reads_the_cache(stores, data_dir, monkeypatch):
+def test_second_load_reads_the_store(stores, data_dir, monkeypatch):
   del stores  # built already
-  monkeypatch.setattr(store_lib, '_build', lambda *args: pytest.fail('rebuilt a cached store'))
+  monkeypatch.setattr(build, 'build', lambda *args: pytest.fail('rebuilt a built store'))
   store = store_lib.load_store('stdlib_code', 'train', 'byte', data_dir)
   assert store.manifest['task'] == 'stdlib_code'
 
 
-def test_half_written_build_dir_is_ignored(tmp_path):
-  final_dir = store_lib.store_dir(*_SMALL, str(tmp_path))
-  leftover = os.path.join(os.path.dirname(final_dir), '.building-killed')
-  os.makedirs(leftover)
-  with open(os.path.join(leftover, 'tokens.npy'), 'wb') as f:
-    f.write(b'\x93NUMPY half')
-  store = store_lib.load_store(*_SMALL, str(tmp_path))
-  assert store.num_documents == len(tasks.split_documents('stdlib_prose', 'validation'))
-  assert os.path.exists(leftover)  # never mistaken for the store
+def _notes(tmp_path, count=120, files=4) -> str:
+  """A files task `notes` of `files` JSONL files (one part each when PART_BYTES is small)."""
+  for f in range(files):
+    with open(tmp_path / f'notes{f}.jsonl', 'w', encoding='utf-8') as out:
+      for i in range(count // files):
+        out.write(json.dumps({'text': f'note {f}-{i} ' + 'x' * (i % 7), 'rank': i}) + '\n')
+  tasks.register(tasks.spec_from_config('notes', ml_collections.ConfigDict(
+      {'source': 'files', 'pattern': str(tmp_path / 'notes*.jsonl'), 'format': 'jsonl'})))
+  return 'notes'
 
 
-def test_failed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-  def interrupted(*args):
-    raise KeyboardInterrupt
-  monkeypatch.setattr(store_lib, '_publish', interrupted)
-  with pytest.raises(KeyboardInterrupt):
-    store_lib.load_store(*_SMALL, str(tmp_path))
-  final_dir = store_lib.store_dir(*_SMALL, str(tmp_path))
-  assert not os.path.exists(final_dir)
-  assert os.listdir(os.path.dirname(final_dir)) == []
-  monkeypatch.undo()
-  assert store_lib.load_store(*_SMALL, str(tmp_path)).num_documents > 0
+def _files(directory: str) -> dict[str, bytes]:
+  files = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(root, name), 'rb') as f:
+        files[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return files
 
 
-def test_losing_the_rename_race_keeps_the_winner(tmp_path):
-  winner = store_lib.load_store(*_SMALL, str(tmp_path))
-  final_dir = store_lib.store_dir(*_SMALL, str(tmp_path))
-  loser = final_dir + '.loser'
-  shutil.copytree(final_dir, loser)
-  store_lib._publish(loser, final_dir)
-  assert not os.path.exists(loser)
-  assert store_lib.load_store(*_SMALL, str(tmp_path)).doc_ids == winner.doc_ids
+@pytest.fixture
+def small_parts(monkeypatch):
+  monkeypatch.setattr(tasks, 'PART_BYTES', 1)  # every file a part of its own, so a shard
 
 
-def test_cache_dir_that_is_a_file_names_the_config_key(tmp_path):
-  path = tmp_path / 'not_a_dir'
-  path.write_text('')
-  with pytest.raises(errors.UserError, match=r'data\.cache_dir'):
-    store_lib.load_store(*_SMALL, str(path))
+def test_one_and_two_workers_build_the_same_bytes(tmp_path, small_parts):
+  (tmp_path / 'source').mkdir()
+  task = _notes(tmp_path / 'source')
+  requests = [(task, 'train'), (task, 'validation')]
+  for workers in (1, 2):
+    build.build(requests, 'byte', str(tmp_path / f'workers{workers}'),
+                build.pipeline_options('DirectRunner', num_workers=workers))
+  one, two = _files(str(tmp_path / 'workers1')), _files(str(tmp_path / 'workers2'))
+  assert one == two
+  assert sum(name.endswith('.array_record') for name in one) == 8  # 4 parts x 2 splits
+  store = store_lib.load_store(task, 'train', 'byte', str(tmp_path / 'workers2'))
+  assert store.doc_ids == [doc_id for doc_id, _ in tasks.split_documents(task, 'train')]
+  assert store.metadata[0]['rank'] == 0 and len(store.manifest['shards']) == 4
 
 
-def test_empty_cache_dir_means_env_or_home(monkeypatch, tmp_path):
-  monkeypatch.setenv('RESEARCH_DATA_DIR', str(tmp_path))
-  assert store_lib.resolve_cache_dir('') == str(tmp_path)
-  monkeypatch.delenv('RESEARCH_DATA_DIR')
-  assert store_lib.resolve_cache_dir('') == os.path.expanduser('~/.cache/research/data')
+def test_stopped_build_leaves_no_manifest_and_a_rerun_keeps_complete_shards(
+    tmp_path, small_parts, monkeypatch):
+  task = _notes(tmp_path)
+  root = str(tmp_path / 'stores')
+  build.build([(task, 'train')], 'byte', root)
+  directory = records.store_path(task, 'train', 'byte', root)
+  expected = _files(directory)
+  # A build stopped while it wrote shard 2: no manifest, no summary of shard 2, no stray file.
+  os.remove(os.path.join(directory, records.MANIFEST))
+  os.remove(os.path.join(directory, records.summary_name(2, 4)))
+  os.remove(os.path.join(directory, records.shard_name(2, 4)))
+  kept = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in os.listdir(directory)}
+  written = []
+  monkeypatch.setattr(build, '_ShardWriter', _recording(build._ShardWriter, written))
+  store = store_lib.load_store(task, 'train', 'byte', root)  # small: built on first use
+  assert written == [2]  # only the missing shard was built again
+  assert {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in kept} == kept
+  assert _files(directory) == expected and store.num_documents > 0
 
 
-def test_store_of_other_format_version_is_rebuilt(tmp_path):
+def _recording(writer_class, written: list):
+  class Recording(writer_class):
+    def __init__(self, directory, shard, num_shards):
+      written.append(shard)
+      super().__init__(directory, shard, num_shards)
+  return Recording
+
+
+def test_a_failing_source_leaves_nothing_that_looks_complete(tmp_path, small_parts):
+  task = _notes(tmp_path)
+  with open(tmp_path / 'notes2.jsonl', 'a', encoding='utf-8') as f:
+    f.write('{"text": \n')  # a bad line in part 2
+  root = str(tmp_path / 'stores')
+  with pytest.raises(errors.UserError, match=r'notes2\.jsonl line 31 is not valid JSON'):
+    store_lib.load_store(task, 'train', 'byte', root)
+  directory = records.store_path(task, 'train', 'byte', root)
+  names = os.listdir(directory)
+  assert records.MANIFEST not in names and records.shard_name(2, 4) not in names
+  assert not [n for n in names if n.startswith('.')]  # no staging file left behind
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('truncate', r'has \d+ bytes, its manifest says \d+'),
+    ('garble', r'cannot be read'),
+    ('remove', r'is missing'),
+])
+def test_damaged_shard_is_named_with_the_command_that_rebuilds_it(tmp_path, damage, message):
   store_lib.load_store(*_SMALL, str(tmp_path))
-  manifest_path = os.path.join(store_lib.store_dir(*_SMALL, str(tmp_path)), 'manifest.json')
-  with open(manifest_path) as f:
+  directory = store_lib.store_path(*_SMALL, str(tmp_path))
+  shard = os.path.join(directory, records.shard_name(0, 1))
+  before = _files(directory)
+  if damage == 'truncate':
+    with open(shard, 'r+b') as f:
+      f.truncate(1000)
+  elif damage == 'garble':
+    with open(shard, 'r+b') as f:
+      f.seek(2000)
+      f.write(b'\xff' * 64)
+  else:
+    os.remove(shard)
+  with pytest.raises(errors.UserError, match=r'Shard documents-00000-of-00001\.array_record of '
+                     rf'the store .*{message}.*launch\.build_data'):
+    store_lib.load_store(*_SMALL, str(tmp_path))
+  # launch.build_data's rerun finds the damage (size or sha256) and rebuilds just that shard.
+  build.build([_SMALL[:2]], 'byte', str(tmp_path))
+  assert _files(directory) == before
+
+
+def _edit_manifest(tmp_path, **changes) -> dict:
+  """Builds the small store, then rewrites its manifest with `changes`; returns the original."""
+  store_lib.load_store(*_SMALL, str(tmp_path))
+  path = os.path.join(store_lib.store_path(*_SMALL, str(tmp_path)), records.MANIFEST)
+  with open(path) as f:
     manifest = json.load(f)
-  with open(manifest_path, 'w') as f:
-    json.dump({**manifest, 'format_version': 0}, f)
+  with open(path, 'w') as f:
+    json.dump({**manifest, **changes}, f)
+  return manifest
+
+
+def test_manifest_of_another_vocabulary_is_named(tmp_path):
+  _edit_manifest(tmp_path, vocabulary='spm:/m.model')
+  with pytest.raises(errors.UserError, match=r"built for vocabulary 'spm:/m.model', but the "
+                     r"experiment reads vocabulary 'byte'"):
+    store_lib.load_store(*_SMALL, str(tmp_path))
+
+
+def test_training_never_builds_a_large_store(tmp_path, monkeypatch):
+  task = _notes(tmp_path)
+  monkeypatch.setattr(store_lib, 'AUTO_BUILD_BYTES', 100)
+  monkeypatch.setattr('sys.argv', ['launch.train', '--config=experiments/x.py', '--workdir=/w',
+                                   '--config.data.store_dir=/s'])
+  with pytest.raises(errors.UserError, match=r'stores of notes \(train\) are not built .* run '
+                     r'`python -m launch\.build_data --config=experiments/x\.py '
+                     r'--config\.data\.store_dir=/s` first'):
+    store_lib.load_store(task, 'train', 'byte', str(tmp_path / 'stores'))
+  assert not os.path.exists(tmp_path / 'stores')
+
+
+def test_an_older_format_store_is_built_again(tmp_path):
+  manifest = _edit_manifest(tmp_path, format_version=2)
   assert store_lib.load_store(*_SMALL, str(tmp_path)).manifest == manifest
 
 
-@pytest.mark.parametrize('damage', ['truncate_tokens', 'garble_manifest', 'drop_offsets'])
-def test_damaged_store_is_rebuilt_not_used(tmp_path, damage):
-  good = store_lib.load_store(*_SMALL, str(tmp_path))
-  expected = np.array(good.tokens)
-  directory = store_lib.store_dir(*_SMALL, str(tmp_path))
-  if damage == 'truncate_tokens':
-    with open(os.path.join(directory, 'tokens.npy'), 'r+b') as f:
-      f.truncate(1000)
-  elif damage == 'garble_manifest':
-    with open(os.path.join(directory, 'manifest.json'), 'w') as f:
-      f.write('{"task": ')
-  else:
-    os.remove(os.path.join(directory, 'offsets.npy'))
-  rebuilt = store_lib.load_store(*_SMALL, str(tmp_path))
-  np.testing.assert_array_equal(rebuilt.tokens, expected)
-  assert rebuilt.doc_ids == good.doc_ids
+def test_a_bucket_without_credentials_says_how_to_authenticate():
+  with pytest.raises(errors.UserError, match=r'Cannot read gs://no-such-bucket/.*gcloud auth '
+                     'application-default login'):
+    records.read_json('gs://no-such-bucket/stores/manifest.json')
+
+
+def test_store_dir_that_is_a_file_names_the_config_key(tmp_path):
+  path = tmp_path / 'not_a_dir'
+  path.write_text('')
+  with pytest.raises(errors.UserError, match=r'data\.store_dir'):
+    store_lib.load_store(*_SMALL, str(path))
+
+
+def test_empty_store_dir_means_env_or_home(monkeypatch, tmp_path):
+  monkeypatch.setenv('RESEARCH_DATA_DIR', str(tmp_path))
+  assert store_lib.resolve_store_root('') == str(tmp_path)
+  monkeypatch.delenv('RESEARCH_DATA_DIR')
+  assert store_lib.resolve_store_root('') == os.path.expanduser('~/.cache/research/data')
+  assert store_lib.resolve_store_root('gs://bucket/stores/') == 'gs://bucket/stores'

@@ -73,11 +73,11 @@ def test_config_tasks_train_through_the_store_with_metadata(data_config, tmp_pat
   data = pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=10)
   assert data.task_names == ['notes', 'sums']
   assert set(data.example_sources(0)[0]) == {0, 1}
-  sums = store_lib.load_store('sums', 'train', 'byte', data_config.cache_dir)
+  sums = store_lib.load_store('sums', 'train', 'byte', data_config.store_dir)
   assert sums.num_documents == 500
   assert {m['operation'] for m in sums.metadata} == {'addition'}
   assert {m['difficulty'] for m in sums.metadata} == {1, 2}
-  notes = store_lib.load_store('notes', 'train', 'byte', data_config.cache_dir)
+  notes = store_lib.load_store('notes', 'train', 'byte', data_config.store_dir)
   # Which lines land in validation depends on the md5 of the id (and so on tmp_path): check every
   # train document against the line its id names.
   byte_vocabulary = vocabularies.make_vocabulary('byte')
@@ -93,13 +93,13 @@ def test_cache_key_changes_with_the_task_parameters_and_files(data_config, tmp_p
   path = _jsonl(tmp_path, 'a.jsonl', [{'text': 'one'}, {'text': 'two'}])
   spec = {'source': 'files', 'pattern': path, 'format': 'jsonl'}
   tasks.register(tasks.spec_from_config('files_task', spec))
-  before = store_lib.store_dir('files_task', 'train', 'byte', data_config.cache_dir)
+  before = store_lib.store_path('files_task', 'train', 'byte', data_config.store_dir)
   _jsonl(tmp_path, 'a.jsonl', [{'text': 'one'}, {'text': 'two'}, {'text': 'three'}])
-  assert store_lib.store_dir('files_task', 'train', 'byte', data_config.cache_dir) != before
+  assert store_lib.store_path('files_task', 'train', 'byte', data_config.store_dir) != before
   tasks.register(tasks.spec_from_config('digits', {'source': 'arithmetic', 'max_digits': 2}))
-  two = store_lib.store_dir('digits', 'train', 'byte', data_config.cache_dir)
+  two = store_lib.store_path('digits', 'train', 'byte', data_config.store_dir)
   tasks.register(tasks.spec_from_config('digits', {'source': 'arithmetic', 'max_digits': 3}))
-  assert store_lib.store_dir('digits', 'train', 'byte', data_config.cache_dir) != two
+  assert store_lib.store_path('digits', 'train', 'byte', data_config.store_dir) != two
 
 
 @pytest.mark.parametrize('spec, match', [

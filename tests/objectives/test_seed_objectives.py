@@ -22,7 +22,7 @@ def _config(data_dir, objective, tasks, seq_len=128, steps=100):
   config.objective.name = objective
   config.data.tasks = ml_collections.ConfigDict(tasks)
   config.data.mixture = ml_collections.ConfigDict({name: 1.0 for name in tasks})
-  config.data.cache_dir, config.data.seq_len, config.data.extra_ids = data_dir, seq_len, 8
+  config.data.store_dir, config.data.seq_len, config.data.extra_ids = data_dir, seq_len, 8
   config.train.steps = steps
   return config
 

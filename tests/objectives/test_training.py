@@ -12,7 +12,7 @@ from research import train
 
 def _config(data_dir, **overrides):
   config = base.get_config()
-  config.data.cache_dir = data_dir
+  config.data.store_dir = data_dir
   config.data.seq_len, config.data.extra_ids = 128, 100
   config.model.update(d_model=64, num_layers=2, num_heads=2, head_dim=32, mlp_dim=128)
   config.train.update(steps=40, batch_size=8, log_every=10)

@@ -1,0 +1,134 @@
+"""The on-disk format of a document store: paths, shard files, the document record, the manifest.
+
+A store of one (task, split, vocabulary) lives in `<store_dir>/<task>/<split>/<vocabulary>/<hash of
+the task's fingerprint>/`, on local disk or `gs://` (through tf.io.gfile and ArrayRecord's own GCS
+reader):
+
+    documents-SSSSS-of-NNNNN.array_record  one record per document (`encode_document`), in the
+                                           source's order; shard k holds part k of the source
+    documents-SSSSS-of-NNNNN.json          the shard's summary (documents, tokens, bytes, sha256),
+                                           written once the shard file is complete
+    manifest.json                          written last: task, split, vocabulary, vocab_size, the
+                                           task's fingerprint, token dtype, counts, every shard's
+                                           summary, format_version
+
+A directory without manifest.json is a build that has not finished. research/data/build.py writes
+stores (Apache Beam); research/data/store.py reads them.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import struct
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from research import errors
+from research.data import tasks, vocabularies
+
+FORMAT_VERSION = 3
+MANIFEST = 'manifest.json'
+WRITER_OPTIONS = 'group_size:1'  # one record per chunk: random access to any document (Grain)
+_HEADER = struct.Struct('<I')
+
+
+def resolve_store_root(store_dir: str) -> str:
+  """`store_dir` (a local path or gs://...), or when it is '' then $RESEARCH_DATA_DIR or
+  ~/.cache/research/data."""
+  if not store_dir:
+    store_dir = os.environ.get('RESEARCH_DATA_DIR') or '~/.cache/research/data'
+  if '://' in store_dir:
+    return store_dir.rstrip('/')
+  return os.path.abspath(os.path.expanduser(store_dir))
+
+
+def vocabulary_key(vocabulary_name: str) -> str:
+  """A path component for a vocabulary: its name, or for a SentencePiece model or a Hugging Face
+  tokenizer.json the file's md5 (a changed file at the same path gives new stores)."""
+  for prefix, tag in ((vocabularies.SPM_PREFIX, 'spm'), (vocabularies.HF_PREFIX, 'hf')):
+    if vocabulary_name.startswith(prefix):
+      with tf.io.gfile.GFile(vocabulary_name[len(prefix):], 'rb') as f:
+        return f'{tag}-' + hashlib.md5(f.read()).hexdigest()[:16]
+  return vocabulary_name
+
+
+def store_path(task_name: str, split: str, vocabulary_name: str, store_dir: str) -> str:
+  """Where the store of (task, split, vocabulary) lives: the task's fingerprint is in the path.
+
+  A change to anything that changes the tokens (the task's source, parameters or files, the
+  interpreter version of the stdlib corpora, the vocabulary's model) gives another directory, so a
+  stale store is never read.
+  """
+  fingerprint = hashlib.md5(tasks.fingerprint(task_name).encode('utf-8')).hexdigest()[:16]
+  return os.path.join(resolve_store_root(store_dir), task_name, split,
+                      vocabulary_key(vocabulary_name), fingerprint)
+
+
+def shard_name(shard: int, num_shards: int) -> str:
+  return f'documents-{shard:05d}-of-{num_shards:05d}.array_record'
+
+
+def summary_name(shard: int, num_shards: int) -> str:
+  return shard_name(shard, num_shards).replace('.array_record', '.json')
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+  return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
+
+
+def encode_document(doc_id: str, metadata_json: str, tokens: np.ndarray) -> bytes:
+  """One record: the length of a JSON header [id, metadata JSON], the header, the token bytes."""
+  header = json.dumps([doc_id, metadata_json]).encode('utf-8')
+  return _HEADER.pack(len(header)) + header + tokens.tobytes()
+
+
+def decode_document(record: bytes, dtype: np.dtype) -> tuple[str, str, np.ndarray]:
+  """(id, metadata JSON, tokens) of a record of `encode_document`."""
+  (size,) = _HEADER.unpack_from(record)
+  doc_id, metadata_json = json.loads(record[_HEADER.size:_HEADER.size + size])
+  return doc_id, metadata_json, np.frombuffer(record, dtype, offset=_HEADER.size + size)
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    while chunk := f.read(1 << 24):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def build_command() -> str:
+  """The launch.build_data command for the experiment this process runs (its --config flags), or
+  its general form."""
+  flags = [a for a in sys.argv[1:] if a.startswith('--config=') or a.startswith('--config.')]
+  return 'python -m launch.build_data ' + (
+      ' '.join(shlex.quote(a) for a in flags) if flags else '--config=experiments/NAME.py')
+
+
+def read_json(path: str) -> dict | None:
+  """The JSON object in file `path`; None when there is no such file. A bucket this process cannot
+  reach (no credentials, no network) is one line saying how to authenticate."""
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+  except tf.errors.NotFoundError:
+    return None
+  except (tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError,
+          tf.errors.UnauthenticatedError, tf.errors.UnavailableError) as e:
+    raise errors.UserError(
+        f'Cannot read {path}: {e.message.splitlines()[0]}. Authenticate to Google Cloud Storage '
+        'with `gcloud auth application-default login` (on a TPU VM, give its service account '
+        'read access to the bucket), or set data.store_dir to a local directory.') from e
+  except json.JSONDecodeError:
+    return None  # cut short: treated as absent, so the store is built again
+
+
+def write_json(path: str, value: dict) -> None:
+  """Writes `value` to `path` through a temporary file beside it, so a reader sees all or nothing."""
+  staging = f'{path}.tmp-{os.getpid()}'
+  with tf.io.gfile.GFile(staging, 'w') as f:
+    f.write(json.dumps(value, indent=2, sort_keys=True))
+  tf.io.gfile.rename(staging, path, overwrite=True)
