@@ -114,6 +114,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.seq_len = 256
   c.data.store_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
   c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact
+  # Batches each host computes ahead of the step that reads them, each on its own Grain thread.
+  c.data.prefetch = 2
 
   # Objective (research/objectives/): how a packed row of documents becomes an example.
   c.objective = ml_collections.ConfigDict()

@@ -246,7 +246,7 @@ def main(argv):
   objective = examples_lib.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
                             objective)
-  chosen = [(example, segments(example, data.stores[example['task']]))
+  chosen = [(example, segments(example, data.store(example['task'])))
             for example in itertools.islice(examples(data, step), max(show, dump))]
   for example, example_segments in chosen[:show]:
     print(format_example(example, example_segments, vocabulary), end='\n\n')

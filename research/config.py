@@ -228,7 +228,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                            '(it is created if missing).')
   _positive(config, 'train.steps', 'train.batch_size', 'train.micro_batches', 'train.log_every',
             'eval.every', 'eval.batches', 'eval.batch_size', 'checkpoint.every', 'checkpoint.keep',
-            'data.seq_len', 'data.mixture_block', 'model.d_model', 'model.num_layers',
+            'data.seq_len', 'data.mixture_block', 'data.prefetch', 'model.d_model', 'model.num_layers',
             'model.num_heads', 'model.head_dim', 'model.mlp_dim', 'model.vocab_size')
 
   check_ranges(config)

@@ -512,7 +512,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         'parameters and optimizer state' if config.init.optimizer else 'parameters only',
         f'step {config.init.step}', f'schedule {config.init.schedule}']) + '.')
   for task, count in data.split_documents.items():
-    progress.message(f'{task}: {count} of {data.stores[task].num_documents} training documents are '
+    progress.message(f'{task}: {count} of {data.num_documents[task]} training documents are '
                      f'longer than a chunk of {objective.chunk_len} tokens (what a row of '
                      f'objective {objective.name} holds) and span several rows (none is dropped).')
   # Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder token).
@@ -543,10 +543,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)
   rows = trainer.rows(config.train.batch_size)  # this process computes only the rows it feeds
+  batches = data.batches(first_step, last, rows, config.data.prefetch)
   with preemption.StopSignal() as stop_signal, trace:
     for step in range(first_step, last):
       trace.before_step(step)
-      batch = trainer.place(data.batch(step, rows=rows), config.train.batch_size)
+      batch = trainer.place(next(batches), config.train.batch_size)
       state, step_metrics = trainer.step(state, batch, step_rng(config.seed, step))
       pending.append(step_metrics)
       done = step + 1
@@ -583,6 +584,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         if mixes:
           update = mixing.update(done, results)
           data.set_stages(mixing.stages())
+          batches = data.batches(done, last, rows, config.data.prefetch)  # the new mixture's
           progress.message(f'Skill-it mixture from step {done}: ' + ' '.join(
               f'{k}={v:.3f}' for k, v in update.weights.items()))
       if stopping:

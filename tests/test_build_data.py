@@ -44,7 +44,13 @@ def test_the_command_builds_every_store_of_the_experiment_with_two_workers(tmp_p
                           cwd=os.path.dirname(os.path.dirname(__file__)))
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.strip().splitlines()
-  assert [line.split(':')[0] for line in lines] == ['notes train', 'notes validation']
+  assert [line.split(':')[0] for line in lines] == ['notes train', 'notes validation',
+                                                    'notes train']
+  # The train split packed into rows of the experiment's objective, beside its documents.
+  rows_directory = lines[2].rsplit(' in ', 1)[1]
+  with open(os.path.join(rows_directory, records.MANIFEST)) as f:
+    rows_manifest = json.load(f)
+  assert f"{rows_manifest['num_rows']} rows of 256 tokens, 1 shards" in lines[2]  # one part: 3 small files
   train_line = lines[0]
   documents = int(train_line.split(': ')[1].split(' documents')[0])
   validation = int(lines[1].split(': ')[1].split(' documents')[0])
@@ -53,6 +59,8 @@ def test_the_command_builds_every_store_of_the_experiment_with_two_workers(tmp_p
   with open(os.path.join(directory, records.MANIFEST)) as f:
     manifest = json.load(f)
   assert manifest['num_documents'] == documents and manifest['vocabulary'] == 'byte'
+  assert rows_manifest['num_tokens'] == manifest['num_tokens']  # every token in a row
+  assert rows_directory.startswith(directory)
   # A rerun finds every shard complete and writes the same bytes.
   before = {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in os.listdir(directory)
             if n.endswith('.array_record')}

@@ -4,7 +4,7 @@ A task's source comes in parts (research/data/tasks.Part: runs of files, ranges 
 a generator's split); part k becomes shard k of each of its splits, written by one worker in the
 source's order, so the same bytes come out whatever the runner and the number of workers (the
 DirectRunner on one machine, Dataflow or Flink for a corpus in a bucket). A shard is written to a
-temporary file and renamed into place, then its summary (`records.summary_name`) says it is
+temporary file and renamed into place, then its summary (`records.summary_of`) says it is
 complete; a rerun keeps every shard whose file matches its summary's sha256 and builds the others.
 Once every shard of a split is there, the driver writes manifest.json (research/data/records.py).
 """
@@ -50,10 +50,11 @@ def tokenize(vocabulary: seqio.Vocabulary, text: str, dtype: np.dtype) -> np.nda
   return np.append(ids, np.asarray(vocabulary.eos_id, dtype))
 
 
-def _complete(directory: str, shard: int, num_shards: int) -> dict | None:
-  """The summary of a shard whose file is complete and matches it; None otherwise."""
-  summary = records.read_json(os.path.join(directory, records.summary_name(shard, num_shards)))
-  path = os.path.join(directory, records.shard_name(shard, num_shards))
+def complete(directory: str, name: str) -> dict | None:
+  """The summary of shard file `name` in `directory` when the file is complete and matches it;
+  None otherwise."""
+  summary = records.read_json(os.path.join(directory, records.summary_of(name)))
+  path = os.path.join(directory, name)
   if summary is None or not tf.io.gfile.exists(path):
     return None
   if tf.io.gfile.stat(path).length != summary['bytes'] or records.sha256(path) != summary['sha256']:
@@ -61,39 +62,38 @@ def _complete(directory: str, shard: int, num_shards: int) -> dict | None:
   return summary
 
 
-class _ShardWriter:
-  """Writes one shard to a local temporary file, then moves it into place with its summary."""
+class ShardWriter:
+  """Writes one shard file `name` of records to a local temporary file, then moves it into place
+  with its summary (`records.summary_of`): records counted under `count_key`, and their tokens."""
 
-  def __init__(self, directory: str, shard: int, num_shards: int):
-    self.directory, self.shard, self.num_shards = directory, shard, num_shards
+  def __init__(self, directory: str, name: str, count_key: str):
+    self.directory, self.name, self.count_key = directory, name, count_key
     tf.io.gfile.makedirs(directory)
     local = directory if '://' not in directory else tempfile.gettempdir()
-    fd, self.staging = tempfile.mkstemp(prefix='.' + records.shard_name(shard, num_shards), dir=local)
+    fd, self.staging = tempfile.mkstemp(prefix='.' + name, dir=local)
     os.close(fd)
     os.chmod(self.staging, 0o644)  # mkstemp's 0600 would hide the store from other users
     self.writer = array_record_module.ArrayRecordWriter(self.staging, records.WRITER_OPTIONS)
-    self.num_documents = self.num_tokens = 0
+    self.count = self.num_tokens = 0
 
-  def write(self, document: dict, tokens: np.ndarray) -> None:
-    metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
-    self.writer.write(records.encode_document(
-        document['id'], json.dumps(metadata, sort_keys=True), tokens))
-    self.num_documents += 1
-    self.num_tokens += len(tokens)
+  def write(self, record: bytes, num_tokens: int) -> None:
+    self.writer.write(record)
+    self.count += 1
+    self.num_tokens += num_tokens
 
-  def close(self) -> dict:
+  def close(self, **extra) -> dict:
+    """Moves the shard into place and writes its summary (with the `extra` fields); returns it."""
     self.writer.close()
-    name = records.shard_name(self.shard, self.num_shards)
-    summary = {'file': name, 'num_documents': self.num_documents, 'num_tokens': self.num_tokens,
-               'bytes': os.path.getsize(self.staging), 'sha256': records.sha256(self.staging)}
-    final = os.path.join(self.directory, name)
+    summary = {'file': self.name, self.count_key: self.count, 'num_tokens': self.num_tokens,
+               'bytes': os.path.getsize(self.staging), 'sha256': records.sha256(self.staging),
+               **extra}
+    final = os.path.join(self.directory, self.name)
     if '://' in final:
       tf.io.gfile.copy(self.staging, final, overwrite=True)
       os.remove(self.staging)
     else:
       os.replace(self.staging, final)
-    records.write_json(os.path.join(self.directory, records.summary_name(
-        self.shard, self.num_shards)), summary)
+    records.write_json(os.path.join(self.directory, records.summary_of(self.name)), summary)
     return summary
 
   def abort(self) -> None:
@@ -107,20 +107,23 @@ def build_unit(pickled_unit: bytes, vocabulary_name: str) -> list[tuple[str, str
   complete; (task, split, summary) of each."""
   unit = cloudpickle.loads(pickled_unit)
   part = unit.part
-  done = {split: _complete(directory, part.shard, part.num_shards)
-          for split, directory in unit.directories.items()}
+  name = records.shard_name(part.shard, part.num_shards)
+  done = {split: complete(directory, name) for split, directory in unit.directories.items()}
   todo = [split for split, summary in done.items() if summary is None]
   if todo:
     vocabulary = _vocabulary(vocabulary_name)
     dtype = records.token_dtype(vocabulary.vocab_size)
-    writers = {split: _ShardWriter(unit.directories[split], part.shard, part.num_shards)
+    writers = {split: ShardWriter(unit.directories[split], name, 'num_documents')
                for split in todo}
     try:
       for document in part.read():
         split = part.splits[0] if len(part.splits) == 1 else (
             'validation' if tasks.is_validation(document['id']) else 'train')
         if split in writers:
-          writers[split].write(document, tokenize(vocabulary, document['text'], dtype))
+          tokens = tokenize(vocabulary, document['text'], dtype)
+          metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
+          writers[split].write(records.encode_document(
+              document['id'], json.dumps(metadata, sort_keys=True), tokens), len(tokens))
     except BaseException:
       for writer in writers.values():
         writer.abort()
@@ -174,14 +177,15 @@ def build(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir: 
   of an earlier build; returns each store's manifest. One Beam pipeline builds them all."""
   todo = units(requests, vocabulary_name, store_dir)
   with beam.Pipeline(options=options or pipeline_options('DirectRunner', num_workers=1)) as p:
-    _ = (p | 'Parts' >> beam.Create([cloudpickle.dumps(u) for u in todo]) | 'Spread' >> beam.Reshuffle()
+    _ = (p | 'Parts' >> beam.Create([cloudpickle.dumps(u) for u in todo])
+         | 'Spread' >> beam.Reshuffle()
          | 'Build' >> beam.FlatMap(build_unit, vocabulary_name))
   manifests = {}
   for task, split in dict.fromkeys(requests):
     directory = records.store_path(task, split, vocabulary_name, store_dir)
     parts = [u.part for u in todo if u.task == task and split in u.directories]
-    summaries = [records.read_json(os.path.join(directory, records.summary_name(
-        part.shard, part.num_shards))) for part in parts]
+    summaries = [records.read_json(os.path.join(directory, records.summary_of(
+        records.shard_name(part.shard, part.num_shards)))) for part in parts]
     if any(s is None for s in summaries):
       raise errors.UserError(f'The build of task {task!r} split {split!r} did not write every '
                              f'shard in {directory}; run it again to finish it.')

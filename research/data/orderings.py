@@ -9,7 +9,8 @@ from per-document scores by `row_scores`. Ties between equal scores are broken b
 seeded random permutation (`random_order`), so rows of equal score are read in a fresh random
 order every epoch.
 
-- `random`: a fresh seeded permutation every epoch.
+- `random`: a fresh seeded permutation every epoch, each row's place computed alone
+  (`random_rows`), so a task of any size starts at once.
 - `easy_to_hard` / `hard_to_easy`: every row once per epoch, by ascending / descending score.
 - `folding` (DELT: Dai et al. 2025, "Data Efficacy for Language Model Training", arXiv
   2506.21545): sort by ascending score, then concatenate L = `data.folds` folds, fold f taking
@@ -56,6 +57,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import grain
 import ml_collections
 import numpy as np
 
@@ -67,6 +69,7 @@ from research.data import store as store_lib
 _EPOCH_STREAM = 0x65706f63  # seeded-stream tag of the row orders (random_order's stream)
 _SUBSET_STREAM = 0x6379636c  # seeded-stream tag of the order within a cyclical epoch
 _DRAW_STREAM = 0x70616365  # seeded-stream tag of the pacing ordering's draws
+_ROUNDS = 4  # Feistel rounds of random_rows' permutation
 _MAX_CYCLE = 10_000  # the most epochs one period of the cyclical sizes may take
 ROW_SCORES = ('mean', 'max', 'min')  # `data.row_score`: how a row combines its documents' scores
 PACK_ORDERS = ('random', 'score', 'in_context')  # `data.pack_order`: the documents' order to pack
@@ -74,11 +77,21 @@ PACING_FUNCTIONS = ('linear', 'root', 'step')  # `data.pacing.function`
 _PACING_KEYS = {'function', 'start', 'steps', 'power', 'increase', 'step_length'}
 
 
+def random_rows(num_rows: int, seed: int, task_key: int, epoch: int,
+                positions_J: np.ndarray) -> np.ndarray:
+  """int64 [J]: the rows at positions `positions_J` of epoch `epoch`'s seeded permutation of a
+  task's `num_rows` rows, each computed alone (Grain's index_shuffle, a Feistel permutation), so
+  no epoch order of a large task is ever held in memory."""
+  key = int(np.random.SeedSequence([_EPOCH_STREAM, seed, task_key, epoch]).generate_state(1)[0])
+  return np.array([grain.experimental.index_shuffle(int(p), num_rows - 1, key, _ROUNDS)
+                   for p in positions_J], np.int64)
+
+
 def random_order(num_rows: int, seed: int, task_key: int, epoch: int,
                  scores_N: np.ndarray | None = None) -> np.ndarray:
-  """A fresh seeded permutation of a task's rows in every epoch."""
+  """A fresh seeded permutation of a task's rows in every epoch: `random_rows` of every row."""
   del scores_N  # unused
-  return np.random.default_rng([_EPOCH_STREAM, seed, task_key, epoch]).permutation(num_rows)
+  return random_rows(num_rows, seed, task_key, epoch, np.arange(num_rows))
 
 
 def easy_to_hard(num_rows: int, seed: int, task_key: int, epoch: int,
@@ -308,6 +321,14 @@ class BoundOrdering:
     if self._draw is None:
       return locate(examples_J, self.epoch_lengths(num_rows))
     return np.zeros_like(examples_J), self._draw(num_rows, seed, task_key, examples_J, step)
+
+  def rows(self, num_rows: int, seed: int, task_key: int, epoch: int, positions_J: np.ndarray,
+           order: Callable[[], np.ndarray]) -> np.ndarray:
+    """int64 [J]: the rows at positions `positions_J` of epoch `epoch`'s order: computed alone for
+    'random' (`random_rows`), else read from that epoch's `order()` (the caller caches it)."""
+    if self.name == 'random':
+      return random_rows(num_rows, seed, task_key, epoch, positions_J)
+    return order()[positions_J]
 
   def document_order(self, store: store_lib.DocumentStore, seed: int,
                      scores_D: np.ndarray | None) -> np.ndarray:

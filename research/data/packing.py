@@ -13,9 +13,11 @@ objective charges what its longest output can take in each of the model's rows
 (research/objectives/examples.py), so every denoised row fits.
 
 Per row, `segment_ids` number the chunks 1, 2, 3, ... and are 0 on padding; `positions` count
-from 0 within each chunk; `documents` hold the store index of each token's document (-1 on
+from 0 within each chunk; `documents` hold the store index (int64) of each token's document (-1 on
 padding), so inspection can name a row's documents and their metadata. No document is dropped.
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -61,18 +63,26 @@ def by_score(scores_D: np.ndarray, seed: int) -> np.ndarray:
   return shuffled_D[np.argsort(scores_D[shuffled_D], kind='stable')]
 
 
-def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
-                   chunk_len: int | None = None, costs=None,
-                   budgets: tuple[int, ...] | None = None,
-                   order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """Packs every document of `store` into rows of `seq_len` tokens.
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where packing puts every chunk P of a store's documents, in the order packing visits them:
+  chunk P is tokens [start_P, start_P + length_P) of the store's token array, of document doc_P,
+  at column column_P of row row_P (rows fill from column 0, chunk after chunk)."""
+  rows_P: np.ndarray
+  columns_P: np.ndarray
+  starts_P: np.ndarray
+  lengths_P: np.ndarray
+  documents_P: np.ndarray
 
-  Documents are visited in `order_D`, a permutation of the store's indices (default
-  `random_documents(num_documents, seed)`), and cut into chunks of at most `chunk_len` tokens
-  (default `seq_len`); `costs` ([P] lengths -> [P, C] costs, default the lengths) and `budgets`
-  (C budgets, default (seq_len,)) decide which chunks share a row. Returns int32 arrays `targets`,
-  `segment_ids`, `positions` and `documents`, each [num_rows, seq_len].
-  """
+  @property
+  def num_rows(self) -> int:
+    return int(self.rows_P[-1]) + 1 if len(self.rows_P) else 0
+
+
+def layout(store: store_lib.DocumentStore, seq_len: int, seed: int, chunk_len: int | None = None,
+           costs=None, budgets: tuple[int, ...] | None = None,
+           order_D: np.ndarray | None = None) -> Layout:
+  """Where `pack_documents` puts every chunk of the documents of `store`: a Layout."""
   if seq_len <= 0:
     raise errors.UserError(f'data.seq_len={seq_len} must be positive.')
   chunk_len = chunk_len or seq_len
@@ -84,22 +94,39 @@ def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
   starts_P, lengths_P = _chunks(lengths_D, store.offsets[:-1][order_D], chunk_len)
   costs_PC = lengths_P[:, None] if costs is None else costs(lengths_P)
   rows_P, columns_P = _next_fit(lengths_P, costs_PC, budgets or (seq_len,))
-  num_rows = int(rows_P[-1]) + 1 if len(rows_P) else 0
+  documents_P = np.repeat(np.asarray(order_D, np.int64), -(-lengths_D // chunk_len))
+  return Layout(rows_P, columns_P, starts_P, lengths_P, documents_P)
+
+
+def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
+                   chunk_len: int | None = None, costs=None,
+                   budgets: tuple[int, ...] | None = None,
+                   order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """Packs every document of `store` into rows of `seq_len` tokens.
+
+  Documents are visited in `order_D`, a permutation of the store's indices (default
+  `random_documents(num_documents, seed)`), and cut into chunks of at most `chunk_len` tokens
+  (default `seq_len`); `costs` ([P] lengths -> [P, C] costs, default the lengths) and `budgets`
+  (C budgets, default (seq_len,)) decide which chunks share a row. Returns int32 arrays `targets`,
+  `segment_ids`, `positions` and int64 `documents`, each [num_rows, seq_len].
+  """
+  plan = layout(store, seq_len, seed, chunk_len, costs, budgets, order_D)
+  rows_P, lengths_P, num_rows = plan.rows_P, plan.lengths_P, plan.num_rows
   first_chunk_of_row_N = np.searchsorted(rows_P, np.arange(num_rows))
   segments_P = np.arange(len(rows_P)) - first_chunk_of_row_N[rows_P] + 1
 
   chunk_T = np.repeat(np.arange(len(lengths_P)), lengths_P)
   position_T = np.arange(len(chunk_T)) - (np.cumsum(lengths_P) - lengths_P)[chunk_T]
-  destination_T = rows_P[chunk_T] * seq_len + columns_P[chunk_T] + position_T
+  destination_T = rows_P[chunk_T] * seq_len + plan.columns_P[chunk_T] + position_T
+  source_T = plan.starts_P[chunk_T] + position_T
   packed = {k: np.zeros([num_rows, seq_len], np.int32)
             for k in ('targets', 'segment_ids', 'positions')}
-  packed['documents'] = np.full([num_rows, seq_len], -1, np.int32)
+  packed['documents'] = np.full([num_rows, seq_len], -1, np.int64)
   if store.weights is not None:
     packed['weights'] = np.zeros([num_rows, seq_len], np.float32)
-    packed['weights'].reshape(-1)[destination_T] = store.weights[starts_P[chunk_T] + position_T]
-  packed['targets'].reshape(-1)[destination_T] = store.tokens[starts_P[chunk_T] + position_T]
+    packed['weights'].reshape(-1)[destination_T] = store.weights[source_T]
+  packed['targets'].reshape(-1)[destination_T] = store.tokens[source_T]
   packed['segment_ids'].reshape(-1)[destination_T] = segments_P[chunk_T]
   packed['positions'].reshape(-1)[destination_T] = position_T
-  doc_P = np.repeat(order_D, -(-lengths_D // chunk_len))  # the store index of every chunk
-  packed['documents'].reshape(-1)[destination_T] = doc_P[chunk_T]
+  packed['documents'].reshape(-1)[destination_T] = plan.documents_P[chunk_T]
   return packed

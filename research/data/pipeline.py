@@ -20,6 +20,13 @@ and row scores are then those of the kept documents. Packing visits a task's doc
 order of `data.pack_order`: a seeded permutation, ascending score, or in-context pretraining's
 path through similar documents (research/data/in_context.py).
 
+A task's rows come from its rows store (research/data/rows.py: packed once, shard by shard, read by
+row index with Grain), so a host reads only the rows of its part of the batch and memory does not
+grow with the corpus; with 'random' ordering each row's place in an epoch is computed alone
+(orderings.random_rows). The features that need the whole task (orderings and packing by score,
+in-context packing, selection, document-rewriting objectives) read its documents into memory and
+pack them here instead, up to IN_MEMORY_TOKENS tokens per task.
+
 The objective (research/objectives/examples.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
 [batch_size, seq_len] arrays: int32 `targets`, `segment_ids`, `positions` (see packing.py),
@@ -29,8 +36,12 @@ float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix`
 """
 
 import dataclasses
+import functools
 import hashlib
 
+from collections.abc import Iterator
+
+import grain
 import ml_collections
 import numpy as np
 from absl import logging
@@ -38,6 +49,7 @@ from absl import logging
 from research import errors, schedules, skillit
 from research.data import orderings as orderings_lib
 from research.data import probes as probes_lib
+from research.data import rows as rows_lib
 from research.data import sampler as sampler_lib
 from research.data import selection as selection_lib
 from research.data import store as store_lib
@@ -133,18 +145,77 @@ def run_tasks(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def prepare_stores(config: ml_collections.ConfigDict) -> None:
-  """Makes sure the train and validation stores of every task of run `config` are built: small ones
-  are built now, a missing large one stops the run naming the launch.build_data command."""
+  """Makes sure the train and validation stores of every task of run `config`, and the rows stores
+  its objective trains on, are built: small ones are built now, a missing large one stops the run
+  naming the launch.build_data command."""
   store_lib.prepare([(task, split) for task in run_tasks(config) for split in tasks.SPLITS],
                     config.data.vocabulary, config.data.store_dir)
+  recipe = rows_lib.recipe(run_objective(config))
+  for task in row_tasks(config):
+    rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir, recipe)
 
 
-def _train_store(task_name: str, data_config) -> store_lib.DocumentStore:
-  store = store_lib.load_store(task_name, 'train', data_config.vocabulary, data_config.store_dir)
+def run_objective(config: ml_collections.ConfigDict) -> examples_lib.Objective:
+  """The objective run `config` trains with (research/objectives/examples.make_objective)."""
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  return examples_lib.make_objective(config, vocabulary)
+
+
+def row_tasks(config: ml_collections.ConfigDict) -> list[str]:
+  """The tasks whose training rows run `config` reads from rows stores (research/data/rows.py):
+  those no whole-task feature reads."""
+  plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
+  ordering = orderings_lib.bind(config.data, config.train.steps)
+  objective = run_objective(config)
+  return [name for name in plan.task_names
+          if not _whole_task_feature(name, ordering, plan.selection, objective)]
+
+
+IN_MEMORY_TOKENS = 2**28  # the largest task the whole-task features read into memory
+
+
+def _train_store(task_name: str, data_config, feature: str) -> store_lib.DocumentStore:
+  """The train store of a task that `feature` reads whole, in memory; refused above
+  IN_MEMORY_TOKENS, never silently loaded."""
+  directory, manifest = store_lib.built_manifest(task_name, 'train', data_config.vocabulary,
+                                                 data_config.store_dir)
+  if manifest['num_tokens'] > IN_MEMORY_TOKENS:
+    raise errors.UserError(
+        f'{feature} reads the whole training split of task {task_name!r} into memory, and it '
+        f"holds {manifest['num_tokens']:,} tokens, over the {IN_MEMORY_TOKENS:,} these features "
+        'allow; train on this task with the default data.ordering, data.pack_order and no '
+        'data.select or document-rewriting objective, or use them on a smaller task (a subset '
+        'task, data.tasks.NAME.source=\'subset\').')
+  store = store_lib.read_documents(directory, manifest)
   if not store.num_documents:
     raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
                            'remove it from the mixture or give its source documents.')
   return store
+
+
+def _rows_store(task_name: str, data_config, recipe: rows_lib.Recipe) -> rows_lib.RowStore:
+  rows = rows_lib.load(task_name, data_config.vocabulary, data_config.store_dir, recipe)
+  if not rows.num_rows:
+    raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
+                           'remove it from the mixture or give its source documents.')
+  return rows
+
+
+def _whole_task_feature(name: str, ordering: orderings_lib.BoundOrdering,
+                        selection: selection_lib.Selection | None,
+                        objective: examples_lib.Objective) -> str | None:
+  """The config key of a feature that reads task `name` whole (orderings and packing by score,
+  in-context packing, selection, rewriting objectives); None when its rows come from a rows
+  store (research/data/rows.py)."""
+  if ordering.score is not None:
+    return ordering.score_key
+  if ordering.pack_order != 'random':
+    return f'data.pack_order={ordering.pack_order!r}'
+  if selection is not None and selection.applies(name):
+    return 'data.select'
+  if objective.rewrite is not None:
+    return f'objective {objective.name!r} (it rewrites documents)'
+  return None
 
 
 class TrainData:
@@ -173,35 +244,51 @@ class TrainData:
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
     self._batch_size, self._seed, self._block = batch_size, seed, block
-    full = {name: _train_store(name, data_config) for name in names}
+    # A task's rows come from its rows store (packed once, read by index), unless a feature reads
+    # the whole task: then its store is read into memory and packed here, as that feature asks.
+    features = {name: _whole_task_feature(name, ordering, plan.selection, objective)
+                for name in names}
+    full = {name: _train_store(name, data_config, feature)
+            for name, feature in features.items() if feature}
     # Selection (data.select) keeps part of a task's documents, by scores of its whole store,
     # before packing and ordering; `stores` are then the kept documents.
     kept = self._select(plan.selection, full, seed)
     keep = lambda name, store: selection_lib.subset(store, kept[name]) if name in kept else store
     scores = {}  # per task: the kept documents' scores, read (and checked) before any packing
-    for name in names:
+    for name in full:
       if ordering.score is not None:
         scores_D = orderings_lib.document_scores(full[name], ordering.score, name,
                                                  ordering.score_key)
         scores[name] = scores_D[kept[name]] if name in kept else scores_D
-    self.stores = {name: keep(name, full[name]) for name in names}
+    self._stores = {name: keep(name, store) for name, store in full.items()}
     # The order packing visits each task's documents in (data.pack_order), plain or rewritten.
-    orders = {name: ordering.document_order(self.stores[name], seed, scores.get(name))
-              for name in names}
-    self._packed = [objective.pack(self.stores[name], seed, orders[name]) for name in names]
+    orders = {name: ordering.document_order(store, seed, scores.get(name))
+              for name, store in self._stores.items()}
+    recipe = rows_lib.recipe(objective)
+    self._packed = [
+        rows_lib.PackedRows(objective.pack(self._stores[name], seed, orders[name]))
+        if name in full else
+        _rows_store(name, data_config, recipe) for name in names]
     # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
     # they apply to, and the plain rows at the others (MeCo's cooldown). They rewrite the whole
     # store (their caches beside it are of all its documents), then the selection applies.
     self._rewritten = None
     if objective.rewrite is not None:
       vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
-      self._rewritten = [
+      self._rewritten = [rows_lib.PackedRows(
           objective.pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)),
-                         seed, orders[name]) for name in names]
+                         seed, orders[name])) for name in names]
     # Documents longer than a chunk are split across rows (never dropped); counted for the log.
-    self.split_documents = {name: int(np.sum(np.diff(store.offsets) > objective.chunk_len))
-                            for name, store in self.stores.items()}
-    self.num_rows = {name: len(p['targets']) for name, p in zip(names, self._rows(0))}
+    self.split_documents, self.num_documents = {}, {}
+    for name, rows in zip(names, self._packed):
+      if name in self._stores:
+        lengths_D = np.diff(self._stores[name].offsets)
+        self.split_documents[name] = int(np.sum(lengths_D > objective.chunk_len))
+        self.num_documents[name] = len(lengths_D)
+      else:
+        self.split_documents[name] = rows.manifest['split_documents']
+        self.num_documents[name] = rows.manifest['num_documents']
+    self.num_rows = {name: rows.num_rows for name, rows in zip(names, self._rows(0))}
     self._task_keys = [_task_key(name) for name in names]
     # Per packing (plain, rewritten) and task: one score per packed row, for orderings by score.
     self._row_scores = {False: [None] * len(names), True: [None] * len(names)}
@@ -209,10 +296,19 @@ class TrainData:
       for rewritten, packed in ((False, self._packed), (True, self._rewritten)):
         if packed is not None and name in scores:
           self._row_scores[rewritten][task] = orderings_lib.row_scores(
-              packed[task]['documents'], scores[name], ordering.row_score)
+              packed[task].packed['documents'], scores[name], ordering.row_score)
     self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
     self.probes = probes_lib.make_probes(list(plan.probes), data_config, objective, seed,
                                          batch_size - plan.num_replay)
+    self._data_config = data_config
+
+  def store(self, name: str) -> store_lib.DocumentStore:
+    """The training documents of task `name` that its rows index (`documents`): the kept ones of a
+    selection. Read into memory: for inspecting a few rows (launch.data)."""
+    if name in self._stores:
+      return self._stores[name]
+    return store_lib.load_store(name, 'train', self._data_config.vocabulary,
+                                self._data_config.store_dir)
 
   def _select(self, selection: selection_lib.Selection | None,
               stores: dict[str, store_lib.DocumentStore], seed: int) -> dict[str, np.ndarray]:
@@ -243,8 +339,8 @@ class TrainData:
     cached, order = self._orders[task]
     if cached != (epoch, rewritten):
       packed = (self._rewritten if rewritten else self._packed)[task]
-      order = self._ordering.order(len(packed['targets']), self._seed, self._task_keys[task],
-                                   epoch, self._row_scores[rewritten][task])
+      order = self._ordering.order(packed.num_rows, self._seed, self._task_keys[task], epoch,
+                                   self._row_scores[rewritten][task])
       self._orders[task] = ((epoch, rewritten), order)
     return order
 
@@ -260,24 +356,27 @@ class TrainData:
     packed = self._rows(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
-      epochs, within = self._ordering.locate(local_B[of_task], len(packed[task]['targets']), step,
-                                             self._seed, self._task_keys[task])
+      num_rows = packed[task].num_rows
+      epochs, within = self._ordering.locate(local_B[of_task], num_rows, step, self._seed,
+                                             self._task_keys[task])
       rows = np.empty(len(within), np.int64)
-      for epoch in np.unique(epochs):
-        order = self._row_order(int(task), int(epoch), rewritten)
-        rows[epochs == epoch] = order[within[epochs == epoch]]
+      for epoch in np.unique(epochs).tolist():
+        at = epochs == epoch
+        rows[at] = self._ordering.rows(
+            num_rows, self._seed, self._task_keys[task], epoch, within[at],
+            functools.partial(self._row_order, int(task), epoch, rewritten))
       rows_B[of_task] = rows
     return tasks_B, rows_B
 
   def row(self, task: int, row: int, step: int) -> dict[str, np.ndarray]:
     """Packed row `row` of task `task` (an index into `task_names`) as step `step` reads it, with
     its `documents`."""
-    return {k: v[row] for k, v in self._rows(step)[task].items()}
+    return {k: v[0] for k, v in self._rows(step)[task].take(np.array([row])).items()}
 
   def first_rows(self, task: int, count: int) -> dict[str, np.ndarray]:
     """The first `count` (at most all) of the plain packed rows of task `task` (an index into
     `task_names`): a fixed set of its training rows."""
-    return {k: v[:count] for k, v in self._packed[task].items()}
+    return self._packed[task].take(np.arange(min(count, self._packed[task].num_rows)))
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
@@ -298,6 +397,16 @@ class TrainData:
     self._samplers[0] = sampler_lib.MixtureSampler(
         self.task_names, stages, main.batch_size, self._block, self._seed, _MAIN_STREAM)
 
+  def batches(self, first_step: int, last_step: int, rows: np.ndarray | None = None,
+              prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """The batches `batch(step, rows=rows)` of steps [first_step, last_step) in order, made ahead
+    by Grain (a MapDataset over the steps, `prefetch` batches ahead, each on its own thread) while
+    the training step runs. A new mixture (`set_stages`) needs a new iterator from its first
+    step."""
+    steps = grain.MapDataset.range(first_step, last_step)
+    return iter(steps.map(functools.partial(self.batch, rows=rows)).to_iter_dataset(
+        grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)))
+
   def batch(self, step: int, with_noise: bool = False, rows: np.ndarray | None = None):
     """The global batch of training step `step`: a dict of [batch_size, ...] arrays; with `rows`
     (ascending indices into the global batch), only those rows, computed alone: a host computes
@@ -310,13 +419,12 @@ class TrainData:
     tasks_B, packed_B = self.example_sources(step)
     tasks_R, packed_R = tasks_B[rows_R], packed_B[rows_R]
     task_rows = self._rows(step)
-    keys = [k for k in task_rows[0] if k != 'documents']
-    packed = {k: np.empty((len(rows_R),) + task_rows[0][k].shape[1:], task_rows[0][k].dtype)
-              for k in keys}
-    for task in np.unique(tasks_R):
-      of_task = tasks_R == task
-      for k in keys:
-        packed[k][of_task] = task_rows[task][k][packed_R[of_task]]
+    packed = {}
+    for task in np.unique(tasks_R).tolist():
+      of_task = np.flatnonzero(tasks_R == task)
+      for k, v in task_rows[task].take(packed_R[of_task]).items():
+        if k != 'documents':
+          packed.setdefault(k, np.empty((len(rows_R),) + v.shape[1:], v.dtype))[of_task] = v
     probes_lib.inject(packed, rows_R, step, self.probes)
     example_ids = step * self._batch_size + rows_R
     return self.objective.examples(packed, example_ids, self._seed, step, with_noise)

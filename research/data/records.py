@@ -67,12 +67,13 @@ def store_path(task_name: str, split: str, vocabulary_name: str, store_dir: str)
                       vocabulary_key(vocabulary_name), fingerprint)
 
 
-def shard_name(shard: int, num_shards: int) -> str:
-  return f'documents-{shard:05d}-of-{num_shards:05d}.array_record'
+def shard_name(shard: int, num_shards: int, kind: str = 'documents') -> str:
+  return f'{kind}-{shard:05d}-of-{num_shards:05d}.array_record'
 
 
-def summary_name(shard: int, num_shards: int) -> str:
-  return shard_name(shard, num_shards).replace('.array_record', '.json')
+def summary_of(shard_file: str) -> str:
+  """The name of a shard file's summary, written beside it once the shard is complete."""
+  return shard_file.replace('.array_record', '.json')
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

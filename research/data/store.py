@@ -88,17 +88,19 @@ def _read_shard(path: str, summary: dict, directory: str):
     raise errors.UserError(f'Shard {name} of the store {directory} cannot be read ({e}); '
                            f'{_rebuild_hint(directory)}.') from e
   if len(contents) != summary['num_documents']:
-    raise errors.UserError(f"Shard {name} of the store {directory} holds {len(contents)} documents, "
-                           f"its manifest says {summary['num_documents']}; "
+    raise errors.UserError(f'Shard {name} of the store {directory} holds {len(contents)} '
+                           f"documents, its manifest says {summary['num_documents']}; "
                            f'{_rebuild_hint(directory)}.')
   return contents
 
 
-def _open(directory: str, manifest: dict) -> DocumentStore:
-  """Reads every shard of a store into one in-memory DocumentStore."""
+def read_documents(directory: str, manifest: dict, shards: Sequence[dict] | None = None
+                   ) -> DocumentStore:
+  """Reads the shards `shards` (summaries of `manifest`; default all) of a store into one in-memory
+  DocumentStore."""
   dtype = np.dtype(manifest['token_dtype'])
   doc_ids, metadata, pieces = [], [], []
-  for summary in manifest['shards']:
+  for summary in manifest['shards'] if shards is None else shards:
     for record in _read_shard(os.path.join(directory, summary['file']), summary, directory):
       doc_id, metadata_json, tokens = records.decode_document(record, dtype)
       doc_ids.append(doc_id)
@@ -160,10 +162,20 @@ def prepare(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir
           "(or be '' for $RESEARCH_DATA_DIR or ~/.cache/research/data).") from e
 
 
-def load_store(task_name: str, split: str, vocabulary_name: str, store_dir: str) -> DocumentStore:
-  """The document store of (task, split, vocabulary), built first if it is small and missing."""
-  prepare([(task_name, split)], vocabulary_name, store_dir)
+def built_manifest(task_name: str, split: str, vocabulary_name: str,
+                   store_dir: str) -> tuple[str, dict]:
+  """(directory, manifest) of the store of (task, split, vocabulary), built first if it is small
+  and missing; fails naming a manifest that does not match the experiment."""
   directory = store_path(task_name, split, vocabulary_name, store_dir)
   manifest = records.read_json(os.path.join(directory, records.MANIFEST))
+  if not _current(manifest):
+    prepare([(task_name, split)], vocabulary_name, store_dir)
+    manifest = records.read_json(os.path.join(directory, records.MANIFEST))
   _check_manifest(manifest, task_name, split, vocabulary_name, directory)
-  return _open(directory, manifest)
+  return directory, manifest
+
+
+def load_store(task_name: str, split: str, vocabulary_name: str, store_dir: str) -> DocumentStore:
+  """The document store of (task, split, vocabulary) in memory, built first if it is small and
+  missing."""
+  return read_documents(*built_manifest(task_name, split, vocabulary_name, store_dir))

@@ -32,10 +32,17 @@ def _reference_cycle_sizes(sp, ep, alfa, T):
   return S
 
 
-def test_random_order_is_unchanged():
+def test_random_rows_are_the_random_order_computed_row_by_row_at_any_size():
   for seed, key, epoch in ((0, 7, 0), (3, 2**31, 5)):
-    expected = np.random.default_rng([0x65706f63, seed, key, epoch]).permutation(50)
-    np.testing.assert_array_equal(orderings.random_order(50, seed, key, epoch), expected)
+    order = orderings.random_order(50, seed, key, epoch)
+    np.testing.assert_array_equal(np.sort(order), np.arange(50))
+    positions = np.array([49, 0, 17])
+    np.testing.assert_array_equal(orderings.random_rows(50, seed, key, epoch, positions),
+                                  order[positions])
+  # A task of 10^12 rows: a few positions of an epoch, no array of its rows.
+  rows = orderings.random_rows(10**12, 0, 7, 3, np.arange(1000))
+  assert len(set(rows.tolist())) == 1000 and rows.min() >= 0 and rows.max() < 10**12
+  assert rows.max() > 10**11  # spread over the whole task, not its first rows
   assert pipeline.random_order is orderings.random_order
 
 
@@ -234,13 +241,15 @@ def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_o
   config = _config(data_config, 'random')
   config.pack_order = pack_order
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
-  store = data.stores['sums']
+  store = data.store('sums')
   scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order_by')
   order_D = {'random': None, 'score': packing.by_score(scores_D, 0),
              'in_context': in_context.document_order(store, in_context.bind(config), 0)}[pack_order]
-  expected = packing.pack_documents(store, 64, 0, order_D=order_D)  # None: today's packing
+  # 'random': the rows store, its one shard's documents in the order seeded by the shard (0).
+  expected = packing.pack_documents(store, 64, 0, order_D=order_D)
+  rows = data.first_rows(0, len(expected['targets']) + 1)
   for k in expected:
-    np.testing.assert_array_equal(data._packed[0][k], expected[k])
+    np.testing.assert_array_equal(rows[k], expected[k])
 
 
 def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_config):
@@ -250,7 +259,7 @@ def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_conf
     config.pack_order, config.seq_len = pack_order, 256  # about 20 documents a row
     data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
     spread[pack_order] = np.std(data._row_scores[False][0])
-  scores_D = orderings.document_scores(data.stores['sums'], 'difficulty', 'sums', 'data.order_by')
+  scores_D = orderings.document_scores(data.store('sums'), 'difficulty', 'sums', 'data.order_by')
   assert spread['random'] < 0.5 * spread['score'] and spread['score'] > 0.8 * np.std(scores_D)
 
 
@@ -263,7 +272,7 @@ def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
   for step in (7, 0, 10**4):
     np.testing.assert_array_equal(again.batch(step)['targets'], data.batch(step)['targets'])
   other = pipeline.TrainData(config, batch_size=8, seed=1, total_steps=100)
-  assert not np.array_equal(other._packed[0]['targets'], data._packed[0]['targets'])
+  assert not np.array_equal(other.first_rows(0, 100)['targets'], data.first_rows(0, 100)['targets'])
 
 
 # --- pacing (competence-based curricula) ----------------------------------------------------------

@@ -25,7 +25,8 @@ def _check_layout(packed: dict, seq_len: int) -> None:
   """Segment ids count 1, 2, ... per row then pad with 0; positions count from 0 per segment."""
   segments_NL, positions_NL = packed['segment_ids'], packed['positions']
   assert segments_NL.shape[1] == seq_len and packed['targets'].shape == segments_NL.shape
-  assert all(v.dtype == np.int32 for v in packed.values())
+  assert all(packed[k].dtype == np.int32 for k in ('targets', 'segment_ids', 'positions'))
+  assert packed['documents'].dtype == np.int64  # no overflow past 2^31 documents
   assert np.all(segments_NL[:, 0] == 1)
   steps = np.diff(segments_NL, axis=1)
   is_pad = segments_NL == 0

@@ -155,9 +155,9 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
   num = store.num_documents
   ranked = np.argsort(-values)  # distinct values: no ties
   expected = sorted(ranked[round(0.1 * num):round(0.1 * num) + round(0.5 * num)])
-  assert data.stores['notes'].doc_ids == [store.doc_ids[i] for i in expected]
-  assert _quality(data.stores['notes']) == values[expected].tolist()
-  packed = data._packed[0]['documents']
+  assert data.store('notes').doc_ids == [store.doc_ids[i] for i in expected]
+  assert _quality(data.store('notes')) == values[expected].tolist()
+  packed = data._packed[0].packed['documents']
   assert sorted(set(packed[packed >= 0].tolist())) == list(range(len(expected)))  # all, only
   report = data.selected['notes']
   assert (report.kept_documents, report.documents) == (len(expected), num)
@@ -182,7 +182,7 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
 def test_random_selection_is_a_seeded_sample(data_config, tmp_path):
   config, store = _notes(data_config, tmp_path, ordering='random')
   config.select.update({'by': 'random', 'fraction': 0.25})
-  ids = [pipeline.TrainData(config, 8, seed, 100).stores['notes'].doc_ids for seed in (0, 0, 1)]
+  ids = [pipeline.TrainData(config, 8, seed, 100).store('notes').doc_ids for seed in (0, 0, 1)]
   assert len(ids[0]) == round(0.25 * store.num_documents) and set(ids[0]) < set(store.doc_ids)
   assert ids[0] == ids[1] != ids[2]
 
@@ -200,7 +200,7 @@ def test_a_rewriting_objective_packs_only_the_kept_documents(data_config):
   objective = examples.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
   data = pipeline.TrainData(config.data, 8, 0, 100, objective)
   kept = data.selected['sums'].kept_documents
-  for rewritten, packed in ((False, data._packed[0]), (True, data._rewritten[0])):
+  for rewritten, packed in ((False, data._packed[0].packed), (True, data._rewritten[0].packed)):
     documents = packed['documents']
     assert sorted(set(documents[documents >= 0].tolist())) == list(range(kept))
     assert len(data._row_scores[rewritten][0]) == len(packed['targets'])
@@ -252,7 +252,7 @@ def test_launch_score_writes_beside_the_store_for_orderings_and_selection(data_c
   data = _data(config.data)  # orders by 'ref:nll'
   np.testing.assert_array_equal(
       data._row_scores[False][0],
-      orderings.row_scores(data._packed[0]['documents'],
+      orderings.row_scores(data._packed[0].packed['documents'],
                            np.array([nll[doc_id] for doc_id in store.doc_ids]), 'mean'))
   config.data.select.update({'by': 'ref:el2n', 'keep': 'highest', 'fraction': 0.5})
   assert pipeline.TrainData(config.data, 8, 0, 100).selected['notes'].kept_documents == round(

@@ -103,22 +103,22 @@ def test_stopped_build_leaves_no_manifest_and_a_rerun_keeps_complete_shards(
   expected = _files(directory)
   # A build stopped while it wrote shard 2: no manifest, no summary of shard 2, no stray file.
   os.remove(os.path.join(directory, records.MANIFEST))
-  os.remove(os.path.join(directory, records.summary_name(2, 4)))
+  os.remove(os.path.join(directory, records.summary_of(records.shard_name(2, 4))))
   os.remove(os.path.join(directory, records.shard_name(2, 4)))
   kept = {name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in os.listdir(directory)}
   written = []
-  monkeypatch.setattr(build, '_ShardWriter', _recording(build._ShardWriter, written))
+  monkeypatch.setattr(build, 'ShardWriter', _recording(build.ShardWriter, written))
   store = store_lib.load_store(task, 'train', 'byte', root)  # small: built on first use
-  assert written == [2]  # only the missing shard was built again
+  assert written == [records.shard_name(2, 4)]  # only the missing shard was built again
   assert {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in kept} == kept
   assert _files(directory) == expected and store.num_documents > 0
 
 
 def _recording(writer_class, written: list):
   class Recording(writer_class):
-    def __init__(self, directory, shard, num_shards):
-      written.append(shard)
-      super().__init__(directory, shard, num_shards)
+    def __init__(self, directory, name, count_key):
+      written.append(name)
+      super().__init__(directory, name, count_key)
   return Recording
 
 
