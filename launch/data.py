@@ -22,10 +22,11 @@ reads exactly the batches `launch.train` would (research/data/pipeline.py; no wo
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
+import functools
 import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -36,7 +37,6 @@ from experiments import base
 from research import config as config_lib
 from research import errors
 from research.data import pipeline, sampler, vocabularies
-from research.data import store as store_lib
 from research.objectives import examples as examples_lib
 
 _STEP = flags.DEFINE_integer('step', 0, 'First global step shown, dumped and counted.')
@@ -87,8 +87,9 @@ def examples(data: pipeline.TrainData, start_step: int) -> Iterator[dict]:
              'packed': data.row(task, row, step), 'noise': noise[index]}
 
 
-def segments(example: dict, store: store_lib.DocumentStore) -> list[dict]:
-  """The segments of `example` in order, each with its document from `store` and its tokens.
+def segments(example: dict, document: Callable[[int], tuple[str, dict]]) -> list[dict]:
+  """The segments of `example` in order, each with its document (`document(index)`: its id and
+  metadata, TrainData.document) and its tokens.
 
   Each is a dict of `segment` (the segment id), the document's `id` and `metadata`, the segment's
   original `tokens`, its number of `loss_tokens` in the model batch and, for denoising objectives,
@@ -98,9 +99,9 @@ def segments(example: dict, store: store_lib.DocumentStore) -> list[dict]:
   found = []
   for segment in np.unique(packed['segment_ids'][packed['segment_ids'] > 0]).tolist():
     in_segment = packed['segment_ids'] == segment
-    document = int(packed['documents'][in_segment][0])  # a segment is a chunk of one document
-    found.append({'segment': segment, 'id': store.doc_ids[document],
-                  'metadata': store.metadata[document], 'tokens': packed['targets'][in_segment],
+    doc_id, metadata = document(int(packed['documents'][in_segment][0]))  # one document's chunk
+    found.append({'segment': segment, 'id': doc_id,
+                  'metadata': metadata, 'tokens': packed['targets'][in_segment],
                   'loss_tokens': int(np.sum(arrays['weights'][arrays['segment_ids'] == segment]
                                             > 0)),
                   **(example['noise'][segment - 1] if example['noise'] else {})})
@@ -246,7 +247,7 @@ def main(argv):
   objective = examples_lib.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
                             objective)
-  chosen = [(example, segments(example, data.store(example['task'])))
+  chosen = [(example, segments(example, functools.partial(data.document, example['task'])))
             for example in itertools.islice(examples(data, step), max(show, dump))]
   for example, example_segments in chosen[:show]:
     print(format_example(example, example_segments, vocabulary), end='\n\n')

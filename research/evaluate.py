@@ -198,7 +198,7 @@ def eval_set(data_config: ml_collections.ConfigDict, task: str, batch_size: int,
     return EvalSet(batches, num_spans=num_spans)
   batches = pipeline.eval_batches(data_config, task, batch_size, num_batches, objective,
                                   documents=True)
-  store = store_lib.load_store(task, 'validation', data_config.vocabulary, data_config.store_dir)
+  store = pipeline.eval_store(data_config, task, batch_size, num_batches, objective)
   answers = answer_documents(store, np.concatenate([b.pop('documents') for b in batches]),
                              objective.chunk_len, vocabulary)
   if answers is None:

@@ -300,15 +300,18 @@ class TrainData:
     self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
     self.probes = probes_lib.make_probes(list(plan.probes), data_config, objective, seed,
                                          batch_size - plan.num_replay)
-    self._data_config = data_config
+    self._data_config, self._readers = data_config, {}
 
-  def store(self, name: str) -> store_lib.DocumentStore:
-    """The training documents of task `name` that its rows index (`documents`): the kept ones of a
-    selection. Read into memory: for inspecting a few rows (launch.data)."""
+  def document(self, name: str, index: int) -> tuple[str, dict]:
+    """(id, metadata) of document `index` of task `name`, as its rows' `documents` number them
+    (the kept documents of a selection): read alone from a store of any size."""
     if name in self._stores:
-      return self._stores[name]
-    return store_lib.load_store(name, 'train', self._data_config.vocabulary,
-                                self._data_config.store_dir)
+      return self._stores[name].doc_ids[index], self._stores[name].metadata[index]
+    if name not in self._readers:
+      self._readers[name] = store_lib.DocumentReader(*store_lib.built_manifest(
+          name, 'train', self._data_config.vocabulary, self._data_config.store_dir))
+    doc_id, metadata, _ = self._readers[name][index]
+    return doc_id, metadata
 
   def _select(self, selection: selection_lib.Selection | None,
               stores: dict[str, store_lib.DocumentStore], seed: int) -> dict[str, np.ndarray]:
@@ -433,10 +436,23 @@ class TrainData:
 EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for every run
 
 
+def eval_store(data_config, task_name: str, batch_size: int, num_batches: int,
+               objective: examples_lib.Objective) -> store_lib.DocumentStore:
+  """The documents `eval_batches` packs: the first shards of `task_name`'s validation split that
+  hold twice the tokens of its rows (all of a one-shard split), not the whole split."""
+  if batch_size <= 0 or num_batches <= 0:
+    raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
+                           'be positive.')
+  return store_lib.load_prefix(task_name, 'validation', data_config.vocabulary,
+                               data_config.store_dir,
+                               tokens=2 * batch_size * num_batches * objective.row_len)
+
+
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
                  objective: examples_lib.Objective | None = None,
                  documents: bool = False) -> list[dict[str, np.ndarray]]:
-  """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split.
+  """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split (of
+  its first shards, `eval_store`: a split of any size).
 
   When the split has fewer rows, returns as many batches as they fill (at least one), the last
   padded with all-zero rows whose weights are 0. Row i is example i of the `objective` (default
@@ -445,12 +461,8 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   With `documents` (a causal objective only: its targets are the packed tokens), every batch also
   holds the packed rows' `documents`, the store index of each target's document (-1 on padding).
   """
-  if batch_size <= 0 or num_batches <= 0:
-    raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
-                           'be positive.')
-  store = store_lib.load_store(task_name, 'validation', data_config.vocabulary,
-                               data_config.store_dir)
   objective = objective or examples_lib.causal_objective(data_config.seq_len)
+  store = eval_store(data_config, task_name, batch_size, num_batches, objective)
   if documents and objective.denoising:
     raise ValueError(f'Denoising targets ({objective.name}) are not the packed documents\' tokens.')
   return row_batches(objective.pack(store, EVAL_SEED), batch_size, num_batches, objective,

@@ -85,8 +85,8 @@ def make_probes(specs: list[ProbeSpec], data_config: ml_collections.ConfigDict, 
   `rows_per_batch` rows."""
   probes = []
   for spec in specs:
-    store = store_lib.load_store(spec.task, 'train', data_config.vocabulary,
-                                 data_config.store_dir)
+    store = store_lib.load_prefix(spec.task, 'train', data_config.vocabulary,
+                                  data_config.store_dir, documents=2 * spec.documents)
     if store.num_documents < 2 * spec.documents:
       raise errors.UserError(
           f'data.probes.{spec.name}.documents={spec.documents}: task {spec.task!r} has '

@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import grain
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -62,6 +63,21 @@ class DocumentStore:
   def document(self, index: int) -> np.ndarray:
     """The tokens of document `index`, EOS included."""
     return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+
+class DocumentReader:
+  """The documents of a store read one at a time by index (Grain's ArrayRecordDataSource over its
+  shards): a few documents of a store of any size, without reading the rest."""
+
+  def __init__(self, directory: str, manifest: dict):
+    self._dtype = np.dtype(manifest['token_dtype'])
+    self._source = grain.sources.ArrayRecordDataSource(
+        [os.path.join(directory, s['file']) for s in manifest['shards']])
+
+  def __getitem__(self, index: int) -> tuple[str, dict[str, Any], np.ndarray]:
+    """(id, metadata, tokens) of document `index`."""
+    doc_id, metadata_json, tokens = records.decode_document(self._source[int(index)], self._dtype)
+    return doc_id, json.loads(metadata_json), tokens
 
 
 def _rebuild_hint(directory: str) -> str:
@@ -173,6 +189,23 @@ def built_manifest(task_name: str, split: str, vocabulary_name: str,
     manifest = records.read_json(os.path.join(directory, records.MANIFEST))
   _check_manifest(manifest, task_name, split, vocabulary_name, directory)
   return directory, manifest
+
+
+def load_prefix(task_name: str, split: str, vocabulary_name: str, store_dir: str, *,
+                tokens: int = 0, documents: int = 0) -> DocumentStore:
+  """The first shards of the store of (task, split, vocabulary) that hold at least `tokens` tokens
+  and `documents` documents (all of them when the store holds fewer): what evaluation and probes
+  read of a store of any size. The same as `load_store` for a one-shard store."""
+  directory, manifest = built_manifest(task_name, split, vocabulary_name, store_dir)
+  shards = []
+  for summary in manifest['shards']:
+    if shards and sum(s['num_tokens'] for s in shards) >= tokens and sum(
+        s['num_documents'] for s in shards) >= documents:
+      break
+    shards.append(summary)
+  prefix = {**manifest, 'shards': shards, **{k: sum(s[k] for s in shards)
+                                             for k in ('num_documents', 'num_tokens')}}
+  return read_documents(directory, prefix)
 
 
 def load_store(task_name: str, split: str, vocabulary_name: str, store_dir: str) -> DocumentStore:

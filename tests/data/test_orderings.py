@@ -11,6 +11,7 @@ import pytest
 from experiments import base
 from research import errors
 from research.data import in_context, orderings, packing, pipeline, vocabularies
+from research.data import store as store_lib
 from research.objectives import examples
 
 _SCORED = ['easy_to_hard', 'hard_to_easy', 'folding']  # every row once per epoch, by a score
@@ -241,7 +242,8 @@ def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_o
   config = _config(data_config, 'random')
   config.pack_order = pack_order
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
-  store = data.store('sums')
+  store = data._stores['sums'] if pack_order != 'random' else store_lib.load_store(
+      'sums', 'train', 'byte', config.store_dir)
   scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order_by')
   order_D = {'random': None, 'score': packing.by_score(scores_D, 0),
              'in_context': in_context.document_order(store, in_context.bind(config), 0)}[pack_order]
@@ -259,7 +261,7 @@ def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_conf
     config.pack_order, config.seq_len = pack_order, 256  # about 20 documents a row
     data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
     spread[pack_order] = np.std(data._row_scores[False][0])
-  scores_D = orderings.document_scores(data.store('sums'), 'difficulty', 'sums', 'data.order_by')
+  scores_D = orderings.document_scores(data._stores['sums'], 'difficulty', 'sums', 'data.order_by')
   assert spread['random'] < 0.5 * spread['score'] and spread['score'] > 0.8 * np.std(scores_D)
 
 

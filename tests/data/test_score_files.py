@@ -155,8 +155,8 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
   num = store.num_documents
   ranked = np.argsort(-values)  # distinct values: no ties
   expected = sorted(ranked[round(0.1 * num):round(0.1 * num) + round(0.5 * num)])
-  assert data.store('notes').doc_ids == [store.doc_ids[i] for i in expected]
-  assert _quality(data.store('notes')) == values[expected].tolist()
+  assert data._stores['notes'].doc_ids == [store.doc_ids[i] for i in expected]
+  assert _quality(data._stores['notes']) == values[expected].tolist()
   packed = data._packed[0].packed['documents']
   assert sorted(set(packed[packed >= 0].tolist())) == list(range(len(expected)))  # all, only
   report = data.selected['notes']
@@ -182,7 +182,7 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
 def test_random_selection_is_a_seeded_sample(data_config, tmp_path):
   config, store = _notes(data_config, tmp_path, ordering='random')
   config.select.update({'by': 'random', 'fraction': 0.25})
-  ids = [pipeline.TrainData(config, 8, seed, 100).store('notes').doc_ids for seed in (0, 0, 1)]
+  ids = [pipeline.TrainData(config, 8, seed, 100)._stores['notes'].doc_ids for seed in (0, 0, 1)]
   assert len(ids[0]) == round(0.25 * store.num_documents) and set(ids[0]) < set(store.doc_ids)
   assert ids[0] == ids[1] != ids[2]
 

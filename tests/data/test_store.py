@@ -114,6 +114,19 @@ def test_stopped_build_leaves_no_manifest_and_a_rerun_keeps_complete_shards(
   assert _files(directory) == expected and store.num_documents > 0
 
 
+def test_a_prefix_reads_only_the_first_shards_that_hold_what_is_asked(tmp_path, small_parts):
+  task, root = _notes(tmp_path), str(tmp_path / 'stores')
+  whole = store_lib.load_store(task, 'train', 'byte', root)
+  first = whole.manifest['shards'][0]
+  one = store_lib.load_prefix(task, 'train', 'byte', root, tokens=first['num_tokens'])
+  two = store_lib.load_prefix(task, 'train', 'byte', root, documents=first['num_documents'] + 1)
+  every = store_lib.load_prefix(task, 'train', 'byte', root, tokens=10**12)
+  assert [len(s.manifest['shards']) for s in (one, two, every)] == [1, 2, 4]
+  assert one.num_documents == one.manifest['num_documents'] == first['num_documents']
+  assert two.doc_ids == whole.doc_ids[:two.num_documents]
+  np.testing.assert_array_equal(every.tokens, whole.tokens)
+
+
 def _recording(writer_class, written: list):
   class Recording(writer_class):
     def __init__(self, directory, name, count_key):
