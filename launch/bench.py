@@ -27,10 +27,15 @@ Sections:
   eval      the forward-only eval step (Trainer.eval_step) of the same presets and dtypes: tokens/s
   generate  KV-cache generation (research/generate.generate) with the tiny preset: 8 prompts of 64
             tokens, 64 new tokens each, greedy, no stop id; new tokens per second
-  build     document-store builds (research/data/build.py, Apache Beam's DirectRunner): a JSONL
-            corpus of --build_mb MB written from the standard library's sources (each file a
-            document, numbered so no two are equal) in files of 64 MB, built with the byte
-            vocabulary by 1 worker and by one per core; source MB/s and seconds; opt-in
+  build     pod-scale data on this machine (opt-in): JSONL corpora of --build_mb MB and of 10 MB
+            written from the standard library's sources (each file a document, numbered so no two
+            are equal) in files of 64 MB, byte vocabulary, as the task of experiments/quickstart.py.
+            The documents built by Beam's DirectRunner with 1 worker in this process; each corpus
+            built by `launch.build_data` (one worker per core: documents, then rows): source MB/s;
+            each trained for 1 step by `launch.train` (a fresh process: imports, store checks,
+            compile, the step, the final evaluation and checkpoint): seconds and peak RSS; and the
+            input tokens/s of the rows one host of 64 computes of a global batch of 512 x 2048
+            tokens, causal LM and UL2 (their rows packed first: pack MB/s)
   moe       the --config's mixture-of-experts layer (model.moe_*; research/model/moe.py), forward
             and backward on one batch of train.batch_size x data.seq_len tokens, against a dense
             SwiGLU of the same active width (top_k x the expert width): milliseconds, median of
@@ -48,6 +53,8 @@ import json
 import os
 import platform
 import resource
+import runpy
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +71,7 @@ from absl import flags
 from experiments import base
 from research import errors, generate, peak_flops, train
 from research.data import build, corpora, pipeline, tasks, vocabularies
+from research.data import rows as rows_lib
 from research.model import layers, transformer
 from research.objectives import causal_lm, examples
 
@@ -228,27 +236,116 @@ def _write_corpus(directory: str, megabytes: int, file_mb: int = 64) -> int:
   return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
 
 
-def build_section(megabytes: int) -> dict:
-  """{'build/workers_N': ...}: Beam builds of a `megabytes` MB corpus with 1 worker and with one
-  per core, each into a fresh store directory."""
+_CORPUS_EXPERIMENT = """
+from experiments import quickstart
+
+def get_config():
+  config = quickstart.get_config()
+  config.data.tasks = {{'corpus': {{'source': 'files', 'pattern': {pattern!r}, 'format': 'jsonl'}}}}
+  config.data.mixture = {{'corpus': 1.0}}
+  config.data.store_dir = {stores!r}
+  config.train.steps = 1
+  return config
+"""
+POD_BATCH_ROWS, POD_SEQ_LEN, POD_HOSTS = 512, 2048, 64  # a global batch of 1M tokens, 64 hosts
+
+
+def _corpus(root: str, name: str, megabytes: int) -> tuple[str, int]:
+  """An experiment file (experiments/quickstart.py, 1 step, on a `megabytes` MB JSONL corpus as
+  task `corpus`, stores under `root`/name) and the corpus's bytes."""
+  source = os.path.join(root, name, 'corpus')
+  os.makedirs(source)
+  size = _write_corpus(source, megabytes)
+  experiment = os.path.join(root, name, 'experiment.py')
+  with open(experiment, 'w', encoding='utf-8') as f:
+    f.write(_CORPUS_EXPERIMENT.format(pattern=os.path.join(source, '*.jsonl'),
+                                      stores=os.path.join(root, name, 'stores')))
+  return experiment, size
+
+
+def _command(args: list[str], workdir: str | None = None) -> dict:
+  """Runs `python -m ARGS` in `workdir`; its wall seconds, peak resident memory (MiB, its own
+  and its children's: wait4's rusage) and output."""
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, '-m', *args], cwd=workdir, stdout=out, stderr=err)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    out.seek(0)
+    err.seek(0)
+    if os.waitstatus_to_exitcode(status):
+      raise RuntimeError(f'{args} failed:\n{err.read()[-3000:]}')
+    return {'seconds': seconds, 'peak_rss_mib': usage.ru_maxrss / 1024, 'stdout': out.read()}
+
+
+def host_input_benchmark(config: ml_collections.ConfigDict, steps: int) -> dict:
+  """Tokens/s of the rows one host of POD_HOSTS computes of a global batch of POD_BATCH_ROWS x
+  POD_SEQ_LEN tokens (TrainData.batches: Grain, data.prefetch threads), as training reads them."""
+  config = copy.deepcopy(config)
+  config.data.seq_len, config.train.batch_size = POD_SEQ_LEN, POD_BATCH_ROWS
+  if config.objective.name != 'causal_lm':  # UL2's R-denoiser spans on 2048 tokens: 256 sentinels
+    config.data.extra_ids = max(config.data.extra_ids, 262)
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  objective = examples.make_objective(config, vocabulary)
+  tasks.register_config_tasks(config.data)
+  start = time.perf_counter()
+  packing = rows_lib.build_rows('corpus', config.data.vocabulary, config.data.store_dir,
+                                rows_lib.recipe(objective),
+                                build.pipeline_options('DirectRunner'))
+  pack_seconds = time.perf_counter() - start
+  data = pipeline.TrainData(config.data, POD_BATCH_ROWS, config.seed, config.train.steps,
+                            objective)
+  rows = np.arange(POD_BATCH_ROWS // POD_HOSTS)  # host 0's rows when the data axis spans hosts
+  batches = data.batches(0, steps + 1, rows, config.data.prefetch)
+  next(batches)  # the first batch: threads started, the shards' indices read
+  start = time.perf_counter()
+  for _ in range(steps):
+    next(batches)
+  seconds = time.perf_counter() - start
+  return {'section': 'build', 'tokens_per_second': len(rows) * objective.budgets[-1] * steps
+          / seconds, 'rows_per_step': len(rows), 'global_batch_rows': POD_BATCH_ROWS,
+          'seq_len': POD_SEQ_LEN, 'steps': steps, 'objective': objective.name,
+          'prefetch_threads': config.data.prefetch, 'pack_seconds': pack_seconds,
+          'pack_source_mb_per_second': packing['num_tokens'] / 1e6 / pack_seconds,
+          'num_rows': packing['num_rows']}
+
+
+def build_section(megabytes: int, steps: int) -> dict:
+  """Pod-scale data on this machine, a `megabytes` MB corpus against a 10 MB one:
+  `build/documents_workers_1` (Beam, in this process), `build/command_MB` (launch.build_data with
+  one worker per core: documents and rows), `build/first_step_MB` (launch.train for 1 step: wall
+  seconds and peak RSS), `build/host_input/OBJECTIVE` (`host_input_benchmark`)."""
   results = {}
+  repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   with tempfile.TemporaryDirectory() as root:
-    source = os.path.join(root, 'corpus')
-    os.makedirs(source)
-    size = _write_corpus(source, megabytes)
+    corpora_ = {mb: _corpus(root, f'corpus_{mb}mb', mb) for mb in (10, megabytes)}
+    experiment, size = corpora_[megabytes]
     tasks.register(tasks.spec_from_config('bench_corpus', {
-        'source': 'files', 'pattern': os.path.join(source, '*.jsonl'), 'format': 'jsonl'}))
-    requests = [('bench_corpus', 'train'), ('bench_corpus', 'validation')]
-    for workers in dict.fromkeys((1, os.cpu_count() or 1)):
-      start = time.perf_counter()
-      manifests = build.build(requests, 'byte', os.path.join(root, f'stores{workers}'),
-                              build.pipeline_options('DirectRunner', num_workers=workers))
-      seconds = time.perf_counter() - start
-      results[f'build/workers_{workers}'] = {
-          'section': 'build', 'source_mb_per_second': size / 1e6 / seconds, 'seconds': seconds,
-          'source_mb': size / 1e6, 'workers': workers,
-          'documents': sum(m['num_documents'] for m in manifests.values()),
-          'shards': sum(len(m['shards']) for m in manifests.values())}
+        'source': 'files', 'pattern': os.path.join(root, f'corpus_{megabytes}mb', 'corpus',
+                                                   '*.jsonl'), 'format': 'jsonl'}))
+    start = time.perf_counter()
+    build.build([('bench_corpus', 'train'), ('bench_corpus', 'validation')], 'byte',
+                os.path.join(root, 'documents_1'), build.pipeline_options('DirectRunner',
+                                                                          num_workers=1))
+    seconds = time.perf_counter() - start
+    results['build/documents_workers_1'] = {
+        'section': 'build', 'source_mb_per_second': size / 1e6 / seconds, 'seconds': seconds,
+        'source_mb': size / 1e6, 'workers': 1}
+    for mb, (experiment, size) in corpora_.items():
+      built = _command(['launch.build_data', f'--config={experiment}'], repository)
+      results[f'build/command_{mb}mb'] = {
+          'section': 'build', 'source_mb_per_second': size / 1e6 / built['seconds'],
+          'seconds': built['seconds'], 'source_mb': size / 1e6, 'workers': os.cpu_count(),
+          'printed': built['stdout'].strip().splitlines()}
+    for mb, (experiment, _) in corpora_.items():
+      run = _command(['launch.train', f'--config={experiment}',
+                      f'--workdir={os.path.join(root, f"run_{mb}mb")}'], repository)
+      results[f'build/first_step_{mb}mb'] = {
+          'section': 'build', 'seconds': run['seconds'], 'peak_rss_mib': run['peak_rss_mib'],
+          'corpus_mb': mb}
+    config = runpy.run_path(experiment)['get_config']()
+    for variant in (config, ul2_variant(config)):
+      results[f'build/host_input/{variant.objective.name}'] = host_input_benchmark(variant, steps)
   return results
 
 
@@ -455,10 +552,20 @@ def table_row(name: str, b: dict) -> str:
              f"{b['batch_size']} x ({b['prompt_len']} prompt + {b['new_tokens']} new), "
              f"{b['sampling']}, call {_ms(b['call_ms_median'])} ms, compile "
              f"{b['compile_seconds']:.1f} s")
+  elif section == 'build' and 'tokens_per_second' in b:
+    cells = (_si(b['tokens_per_second'], 'tokens/s'), '',
+             f"{b['objective']}: {b['rows_per_step']} of {b['global_batch_rows']} rows x "
+             f"{b['seq_len']} per step, {b['steps']} steps, {b['prefetch_threads']} Grain threads; "
+             f"{b['num_rows']} rows packed in {b['pack_seconds']:.1f} s "
+             f"({b['pack_source_mb_per_second']:.1f} MB of tokens/s)")
+  elif section == 'build' and 'peak_rss_mib' in b:
+    cells = (f"{b['seconds']:.1f} s", '',
+             f"launch.train, 1 step on the {b['corpus_mb']} MB corpus, peak RSS "
+             f"{b['peak_rss_mib']:.0f} MiB")
   elif section == 'build':
     cells = (f"{b['source_mb_per_second']:.1f} MB/s", '',
              f"{b['source_mb']:.0f} MB of JSONL in {b['seconds']:.1f} s, {b['workers']} DirectRunner "
-             f"worker(s), {b['documents']} documents, {b['shards']} shards, byte vocabulary")
+             'worker(s), byte vocabulary')
   else:
     cells = (f"{b['moe_over_dense']:.2f} x dense", '',
              f"MoE {_ms(b['moe_milliseconds'])} ms, dense {_ms(b['dense_milliseconds'])} ms, "
@@ -489,7 +596,7 @@ def main(argv):
       'train': lambda: train_section(presets, dtypes, ceilings(benchmarks), steps),
       'eval': lambda: eval_section(presets, dtypes, steps),
       'generate': lambda: generate_section(PRESETS['tiny'], dtypes),
-      'build': lambda: build_section(_BUILD_MB.value),
+      'build': lambda: build_section(_BUILD_MB.value, _DATA_STEPS.value),
       'moe': lambda: moe_section(config)}
   for section in order:
     for name, benchmark in sections[section]().items():

@@ -101,11 +101,14 @@ def decode_rows(rows: list[bytes], row_len: int, dtype: np.dtype) -> dict[str, n
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Unit:
-  """What one Beam worker packs: document shard `shard` (`summary`, its documents numbered from
-  `first_document`) of the store in `documents`, into the rows store in `directory`."""
+  """What one Beam worker packs: document shard `shard` of `num_shards` (`summary`, its documents
+  numbered from `first_document`) of the store in `documents`, into the rows store in
+  `directory`. It carries its own shard's summary only, whatever the number of shards."""
   documents: str
-  manifest: dict
+  token_dtype: str
+  summary: dict
   shard: int
+  num_shards: int
   first_document: int
   directory: str
   recipe: Recipe
@@ -113,29 +116,25 @@ class Unit:
 
 def pack_shard(unit: Unit) -> dict:
   """Packs one document shard into one rows shard unless that is complete; its summary."""
-  shards = unit.manifest['shards']
-  name = records.shard_name(unit.shard, len(shards), 'rows')
+  name = records.shard_name(unit.shard, unit.num_shards, 'rows')
   done = build.complete(unit.directory, name)
   if done is not None:
     return done
-  documents = store_lib.read_documents(unit.documents, unit.manifest, [shards[unit.shard]])
+  documents = store_lib.read_documents(unit.documents, {'token_dtype': unit.token_dtype},
+                                       [unit.summary])
   recipe_ = unit.recipe
   plan = packing.layout(documents, recipe_.row_len, unit.shard, recipe_.chunk_len, recipe_.costs,
                         recipe_.budgets, packing.random_documents(documents.num_documents,
                                                                   unit.shard))
-  ends_P = np.cumsum(plan.lengths_P)
-  tokens_T = documents.tokens[np.repeat(plan.starts_P - (ends_P - plan.lengths_P), plan.lengths_P)
-                              + np.arange(ends_P[-1] if len(ends_P) else 0)]
-  chunk_bounds = np.searchsorted(plan.rows_P, np.arange(plan.num_rows + 1))
-  token_bounds = np.concatenate([[0], ends_P])[chunk_bounds]
+  chunk_bounds = np.searchsorted(plan.rows_P, np.arange(plan.num_rows + 1)).tolist()
+  starts, ends = plan.starts_P.tolist(), (plan.starts_P + plan.lengths_P).tolist()
   writer = build.ShardWriter(unit.directory, name, 'num_rows')
   try:
     for row in range(plan.num_rows):
-      chunks = slice(chunk_bounds[row], chunk_bounds[row + 1])
-      writer.write(encode_row(plan.lengths_P[chunks], unit.first_document
-                              + plan.documents_P[chunks],
-                              tokens_T[token_bounds[row]:token_bounds[row + 1]]),
-                   int(token_bounds[row + 1] - token_bounds[row]))
+      chunks = range(chunk_bounds[row], chunk_bounds[row + 1])
+      tokens = np.concatenate([documents.tokens[starts[p]:ends[p]] for p in chunks])
+      writer.write(encode_row(plan.lengths_P[chunks.start:chunks.stop], unit.first_document
+                              + plan.documents_P[chunks.start:chunks.stop], tokens), len(tokens))
   except BaseException:
     writer.abort()
     raise
@@ -156,12 +155,14 @@ def build_rows(task_name: str, vocabulary_name: str, store_dir: str, recipe_: Re
   directory = rows_path(documents, recipe_)
   counts = [s['num_documents'] for s in manifest['shards']]
   firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64).tolist()
-  todo = [Unit(documents, manifest, k, first, directory, recipe_) for k, first in enumerate(firsts)]
+  shards = manifest['shards']
+  todo = [Unit(documents, manifest['token_dtype'], summary, k, len(shards), first, directory,
+               recipe_) for k, (summary, first) in enumerate(zip(shards, firsts))]
   with beam.Pipeline(options=options or build.pipeline_options('DirectRunner', num_workers=1)) as p:
     _ = (p | 'Shards' >> beam.Create(todo) | 'Spread' >> beam.Reshuffle()
          | 'Pack' >> beam.Map(pack_shard))
-  summaries = [build.complete(directory, records.shard_name(k, len(todo), 'rows'))
-               for k in range(len(todo))]
+  summaries = [records.read_json(os.path.join(directory, records.summary_of(
+      records.shard_name(k, len(todo), 'rows')))) for k in range(len(todo))]
   if any(s is None for s in summaries):
     raise errors.UserError(f'Packing task {task_name!r} did not write every shard in {directory}; '
                            'run it again to finish it.')
