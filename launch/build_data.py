@@ -48,8 +48,9 @@ def main(argv):
     directory = records.store_path(task, split, config.data.vocabulary, config.data.store_dir)
     print(f"{task} {split}: {manifest['num_documents']} documents, {manifest['num_tokens']} "
           f"tokens, {len(manifest['shards'])} shards in {directory}")
-  recipe = rows.recipe(pipeline.run_objective(config))
-  for task in pipeline.row_tasks(config):
+  objective = pipeline.run_objective(config)
+  recipe = rows.recipe(objective)
+  for task in pipeline.row_tasks(config, objective):
     manifest = rows.build_rows(task, config.data.vocabulary, config.data.store_dir, recipe, options)
     documents = records.store_path(task, 'train', config.data.vocabulary, config.data.store_dir)
     print(f"{task} train: {manifest['num_rows']} rows of {recipe.row_len} tokens, "

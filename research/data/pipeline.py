@@ -150,9 +150,10 @@ def prepare_stores(config: ml_collections.ConfigDict) -> None:
   naming the launch.build_data command."""
   store_lib.prepare([(task, split) for task in run_tasks(config) for split in tasks.SPLITS],
                     config.data.vocabulary, config.data.store_dir)
-  recipe = rows_lib.recipe(run_objective(config))
-  for task in row_tasks(config):
-    rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir, recipe)
+  objective = run_objective(config)
+  for task in row_tasks(config, objective):
+    rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir,
+                     rows_lib.recipe(objective))
 
 
 def run_objective(config: ml_collections.ConfigDict) -> examples_lib.Objective:
@@ -161,12 +162,11 @@ def run_objective(config: ml_collections.ConfigDict) -> examples_lib.Objective:
   return examples_lib.make_objective(config, vocabulary)
 
 
-def row_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """The tasks whose training rows run `config` reads from rows stores (research/data/rows.py):
-  those no whole-task feature reads."""
+def row_tasks(config: ml_collections.ConfigDict, objective: examples_lib.Objective) -> list[str]:
+  """The tasks whose training rows run `config` (with its `objective`) reads from rows stores
+  (research/data/rows.py): those no whole-task feature reads."""
   plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
   ordering = orderings_lib.bind(config.data, config.train.steps)
-  objective = run_objective(config)
   return [name for name in plan.task_names
           if not _whole_task_feature(name, ordering, plan.selection, objective)]
 
@@ -188,17 +188,20 @@ def _train_store(task_name: str, data_config, feature: str) -> store_lib.Documen
         'task, data.tasks.NAME.source=\'subset\').')
   store = store_lib.read_documents(directory, manifest)
   if not store.num_documents:
-    raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
-                           'remove it from the mixture or give its source documents.')
+    raise _no_documents(task_name)
   return store
 
 
 def _rows_store(task_name: str, data_config, recipe: rows_lib.Recipe) -> rows_lib.RowStore:
   rows = rows_lib.load(task_name, data_config.vocabulary, data_config.store_dir, recipe)
   if not rows.num_rows:
-    raise errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
-                           'remove it from the mixture or give its source documents.')
+    raise _no_documents(task_name)
   return rows
+
+
+def _no_documents(task_name: str) -> errors.UserError:
+  return errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
+                          'remove it from the mixture or give its source documents.')
 
 
 def _whole_task_feature(name: str, ordering: orderings_lib.BoundOrdering,

@@ -7,6 +7,7 @@ from experiments import base
 from research.data import corpora
 from research.data import packing
 from research.data import store as store_lib
+from research.data import tasks
 
 
 @pytest.fixture
@@ -33,3 +34,8 @@ def code_packed(stores) -> dict:
 @pytest.fixture(scope='session')
 def prose_documents() -> list[tuple[str, str]]:
   return list(corpora.stdlib_prose_documents())
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+  monkeypatch.setattr(tasks, 'PART_BYTES', 1)  # every file a part of its own, so a shard

@@ -6,10 +6,12 @@ import os
 import numpy as np
 import pytest
 
+from experiments import base
 from research import errors
 from research.data import build, packing, pipeline, records, rows, store as store_lib
+from research.data import vocabularies
 from research.objectives import examples
-from tests.data.test_store import _files, _notes, small_parts  # noqa: F401 (a fixture)
+from tests.data.test_store import _files, _notes
 
 
 def _recipe(seq_len=32):
@@ -17,7 +19,7 @@ def _recipe(seq_len=32):
 
 
 def test_rows_are_each_shard_packed_in_its_seeded_order_with_global_documents(
-    tmp_path, small_parts):  # noqa: F811
+    tmp_path, small_parts):
   task, root = _notes(tmp_path), str(tmp_path / 'stores')
   recipe = _recipe()
   manifest = rows.build_rows(task, 'byte', root, recipe)
@@ -44,7 +46,7 @@ def test_rows_are_each_shard_packed_in_its_seeded_order_with_global_documents(
   assert os.path.dirname(directory) == store.directory
 
 
-def test_one_and_two_workers_pack_the_same_bytes_and_a_rerun_keeps_them(tmp_path, small_parts):  # noqa: F811
+def test_one_and_two_workers_pack_the_same_bytes_and_a_rerun_keeps_them(tmp_path, small_parts):
   task = _notes(tmp_path)
   for workers in (1, 2):
     rows.build_rows(task, 'byte', str(tmp_path / f'w{workers}'), _recipe(),
@@ -64,9 +66,7 @@ def test_one_and_two_workers_pack_the_same_bytes_and_a_rerun_keeps_them(tmp_path
 
 
 def test_the_recipe_is_the_objective_s_packing_and_keys_the_store():
-  causal, ul2 = examples.causal_objective(64), None
-  from experiments import base  # noqa: PLC0415
-  from research.data import vocabularies  # noqa: PLC0415
+  causal = examples.causal_objective(64)
   config = base.get_config()
   config.data.seq_len, config.objective.name, config.data.extra_ids = 64, 'ul2', 100
   ul2 = examples.make_objective(config, vocabularies.make_vocabulary('byte', 100))

@@ -74,11 +74,6 @@ def _files(directory: str) -> dict[str, bytes]:
   return files
 
 
-@pytest.fixture
-def small_parts(monkeypatch):
-  monkeypatch.setattr(tasks, 'PART_BYTES', 1)  # every file a part of its own, so a shard
-
-
 def test_one_and_two_workers_build_the_same_bytes(tmp_path, small_parts):
   (tmp_path / 'source').mkdir()
   task = _notes(tmp_path / 'source')
