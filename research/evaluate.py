@@ -186,8 +186,9 @@ def eval_set(data_config: ml_collections.ConfigDict, task: str, batch_size: int,
   score by exact match, found once here, not at each evaluation: in a causal format of a task with
   answers, the answers; in a denoising format (which rewrites the targets, so it scores no
   answers), the masked spans."""
+  store = pipeline.eval_store(data_config, task, batch_size, num_batches, objective)
   if objective.denoising:
-    batches = pipeline.eval_batches(data_config, task, batch_size, num_batches, objective)
+    batches = pipeline.pack_eval(store, batch_size, num_batches, objective)
     span_NL, num_spans = masked_spans(
         *(np.concatenate([b[k] for b in batches]) for k in ('targets', 'segment_ids', 'weights')),
         objective.sentinel_ids, vocabularies.token_bytes(vocabulary))
@@ -196,9 +197,7 @@ def eval_set(data_config: ml_collections.ConfigDict, task: str, batch_size: int,
     for i, batch in enumerate(batches):
       batch['spans'] = span_NL[i * batch_size:(i + 1) * batch_size]
     return EvalSet(batches, num_spans=num_spans)
-  batches = pipeline.eval_batches(data_config, task, batch_size, num_batches, objective,
-                                  documents=True)
-  store = pipeline.eval_store(data_config, task, batch_size, num_batches, objective)
+  batches = pipeline.pack_eval(store, batch_size, num_batches, objective, documents=True)
   answers = answer_documents(store, np.concatenate([b.pop('documents') for b in batches]),
                              objective.chunk_len, vocabulary)
   if answers is None:

@@ -7,7 +7,6 @@ checkpoint with no iterator state and ends bit-identical to an uninterrupted run
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from etils import epath
 from research import checkpoint, config as config_lib, errors, evaluate, forgetting
 from research import metrics as metrics_lib
 from research import pathways, peak_flops, preemption, schedules, sharding, skillit
-from research.data import pipeline, vocabularies
+from research.data import pipeline, records, vocabularies
 from research.model import transformer
 from research.objectives import distillation, examples, load_balance, losses
 
@@ -403,13 +402,6 @@ def step_rng(seed: int, step: int):
   return jax.random.fold_in(jax.random.key(seed + 1), step)
 
 
-def _write_json_atomic(path: epath.Path, obj) -> None:
-  """Writes `obj` to a temporary file beside `path`, then renames it (local disk or a bucket)."""
-  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-  tmp.replace(path)
-
-
 class ProfileTrace:
   """A jax.profiler trace of training steps [a, b) (`train.profile_steps`) into `log_dir`.
 
@@ -470,7 +462,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
              else trainer.init_state())
   first_step = int(state.step)
   if main:
-    _write_json_atomic(epath.Path(workdir) / 'config.json', config.to_dict())
+    records.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   total = config.train.steps
   last = total if stop_after is None else min(total, first_step + stop_after)

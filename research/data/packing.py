@@ -78,6 +78,11 @@ class Layout:
   def num_rows(self) -> int:
     return int(self.rows_P[-1]) + 1 if len(self.rows_P) else 0
 
+  def first_rows(self, num_rows: int) -> 'Layout':
+    """The chunks of the first `num_rows` rows only (rows fill in chunk order)."""
+    end = int(np.searchsorted(self.rows_P, num_rows))
+    return Layout(*(getattr(self, f.name)[:end] for f in dataclasses.fields(self)))
+
 
 def layout(store: store_lib.DocumentStore, seq_len: int, seed: int, chunk_len: int | None = None,
            costs=None, budgets: tuple[int, ...] | None = None,
@@ -101,8 +106,10 @@ def layout(store: store_lib.DocumentStore, seq_len: int, seed: int, chunk_len: i
 def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
                    chunk_len: int | None = None, costs=None,
                    budgets: tuple[int, ...] | None = None,
-                   order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """Packs every document of `store` into rows of `seq_len` tokens.
+                   order_D: np.ndarray | None = None,
+                   num_rows: int | None = None) -> dict[str, np.ndarray]:
+  """Packs every document of `store` into rows of `seq_len` tokens (with `num_rows`, only the
+  first that many rows: the tokens of the others are never gathered).
 
   Documents are visited in `order_D`, a permutation of the store's indices (default
   `random_documents(num_documents, seed)`), and cut into chunks of at most `chunk_len` tokens
@@ -111,6 +118,8 @@ def pack_documents(store: store_lib.DocumentStore, seq_len: int, seed: int,
   `segment_ids`, `positions` and int64 `documents`, each [num_rows, seq_len].
   """
   plan = layout(store, seq_len, seed, chunk_len, costs, budgets, order_D)
+  if num_rows is not None:
+    plan = plan.first_rows(num_rows)
   rows_P, lengths_P, num_rows = plan.rows_P, plan.lengths_P, plan.num_rows
   first_chunk_of_row_N = np.searchsorted(rows_P, np.arange(num_rows))
   segments_P = np.arange(len(rows_P)) - first_chunk_of_row_N[rows_P] + 1

@@ -465,11 +465,19 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   holds the packed rows' `documents`, the store index of each target's document (-1 on padding).
   """
   objective = objective or examples_lib.causal_objective(data_config.seq_len)
-  store = eval_store(data_config, task_name, batch_size, num_batches, objective)
+  return pack_eval(eval_store(data_config, task_name, batch_size, num_batches, objective),
+                   batch_size, num_batches, objective, documents)
+
+
+def pack_eval(store: store_lib.DocumentStore, batch_size: int, num_batches: int,
+              objective: examples_lib.Objective,
+              documents: bool = False) -> list[dict[str, np.ndarray]]:
+  """`eval_batches` of the documents of `store` (`eval_store`'s): only the rows the batches hold
+  are packed."""
   if documents and objective.denoising:
     raise ValueError(f'Denoising targets ({objective.name}) are not the packed documents\' tokens.')
-  return row_batches(objective.pack(store, EVAL_SEED), batch_size, num_batches, objective,
-                     documents)
+  return row_batches(objective.pack(store, EVAL_SEED, num_rows=batch_size * num_batches),
+                     batch_size, num_batches, objective, documents)
 
 
 def row_batches(packed: dict[str, np.ndarray], batch_size: int, num_batches: int,

@@ -109,6 +109,13 @@ def build_command() -> str:
       ' '.join(shlex.quote(a) for a in flags) if flags else '--config=experiments/NAME.py')
 
 
+def finished_manifest(directory: str, version: int = FORMAT_VERSION) -> dict | None:
+  """The manifest of the store in `directory` when it is complete (the manifest is written last)
+  and of format `version`; None otherwise."""
+  manifest = read_json(os.path.join(directory, MANIFEST))
+  return manifest if manifest is not None and manifest.get('format_version') == version else None
+
+
 def read_json(path: str) -> dict | None:
   """The JSON object in file `path`; None when there is no such file. A bucket this process cannot
   reach (no credentials, no network) is one line saying how to authenticate."""

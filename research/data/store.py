@@ -146,19 +146,14 @@ def builds_on_first_use(task_name: str) -> bool:
   return tasks.task_spec(task_name).source_bytes() <= AUTO_BUILD_BYTES
 
 
-def _current(manifest: dict | None) -> bool:
-  return manifest is not None and manifest.get('format_version') == FORMAT_VERSION
-
-
 def prepare(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir: str) -> None:
   """Builds the missing or older-format stores of the (task, split) `requests` whose sources are
   small, in one pipeline; fails naming the others and the command that builds them."""
   for task_name, split in requests:
     if split not in tasks.SPLITS:
       raise errors.UserError(f'Unknown split {split!r}; use one of {list(tasks.SPLITS)}.')
-  missing = [(task, split) for task, split in dict.fromkeys(requests) if not _current(
-      records.read_json(os.path.join(store_path(task, split, vocabulary_name, store_dir),
-                                     records.MANIFEST)))]
+  missing = [(task, split) for task, split in dict.fromkeys(requests)
+             if records.finished_manifest(store_path(task, split, vocabulary_name, store_dir)) is None]
   large = [f'{task} ({split})' for task, split in missing if not builds_on_first_use(task)]
   if large:
     raise errors.UserError(
@@ -183,8 +178,8 @@ def built_manifest(task_name: str, split: str, vocabulary_name: str,
   """(directory, manifest) of the store of (task, split, vocabulary), built first if it is small
   and missing; fails naming a manifest that does not match the experiment."""
   directory = store_path(task_name, split, vocabulary_name, store_dir)
-  manifest = records.read_json(os.path.join(directory, records.MANIFEST))
-  if not _current(manifest):
+  manifest = records.finished_manifest(directory)
+  if manifest is None:
     prepare([(task_name, split)], vocabulary_name, store_dir)
     manifest = records.read_json(os.path.join(directory, records.MANIFEST))
   _check_manifest(manifest, task_name, split, vocabulary_name, directory)

@@ -141,11 +141,13 @@ class Objective:
     return denoising.max_raw_length(lambda n: np.all(self.costs(n) <= budgets, axis=1),
                                     self.row_len)
 
-  def pack(self, store, seed: int, order_D: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  def pack(self, store, seed: int, order_D: np.ndarray | None = None,
+           num_rows: int | None = None) -> dict[str, np.ndarray]:
     """Every document of `store` packed into rows this objective's examples are made from
-    (research/data/packing.py), visited in `order_D` (default: a permutation seeded by `seed`)."""
+    (research/data/packing.py), visited in `order_D` (default: a permutation seeded by `seed`);
+    with `num_rows`, only the first that many rows."""
     return packing.pack_documents(store, self.row_len, seed, self.chunk_len, self.costs,
-                                  self.budgets, order_D)
+                                  self.budgets, order_D, num_rows)
 
   def denoise(self, tokens: np.ndarray, rng: np.random.Generator):
     """(inputs, targets, record) of one segment: a denoiser drawn from the mixture, its noise.

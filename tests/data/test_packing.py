@@ -86,6 +86,17 @@ def test_toy_store_next_fit_layout():
   np.testing.assert_array_equal(packed['segment_ids'], expected_segments)
 
 
+def test_the_first_rows_alone_are_the_first_rows_of_the_whole_packing():
+  store = _toy_store([5, 17, 3, 30, 8, 8, 2, 25, 11])
+  whole = packing.pack_documents(store, 8, seed=3)
+  assert len(whole['targets']) == 16
+  for num_rows in (0, 1, 4, 16, 20):  # what evaluation packs of a validation shard
+    first = packing.pack_documents(store, 8, seed=3, num_rows=num_rows)
+    assert first.keys() == whole.keys()
+    for key, value in whole.items():
+      np.testing.assert_array_equal(first[key], value[:num_rows])
+
+
 def test_empty_store_packs_to_no_rows():
   packed = packing.pack_documents(_toy_store([]), 8, seed=0)
   assert all(v.shape == (0, 8) for v in packed.values())

@@ -46,6 +46,24 @@ def test_rows_are_each_shard_packed_in_its_seeded_order_with_global_documents(
   assert os.path.dirname(directory) == store.directory
 
 
+def test_rows_in_any_order_across_shards_and_a_shard_is_opened_only_when_read(
+    tmp_path, small_parts):
+  task, root = _notes(tmp_path), str(tmp_path / 'stores')
+  row_store = rows.load(task, 'byte', root, _recipe())
+  whole = row_store.take(np.arange(row_store.num_rows))
+  asked = np.random.default_rng(0).permutation(row_store.num_rows)[:40]
+  for key, value in row_store.take(asked).items():
+    np.testing.assert_array_equal(value, whole[key][asked])
+  # A fresh store whose last shard is gone: reading the others works, then the error names it.
+  last = row_store.manifest['shards'][-1]
+  os.remove(os.path.join(row_store.directory, last['file']))
+  fresh = rows.load(task, 'byte', root, _recipe())
+  first_rows = np.arange(row_store.num_rows - last['num_rows'])
+  np.testing.assert_array_equal(fresh.take(first_rows)['targets'], whole['targets'][first_rows])
+  with pytest.raises(errors.UserError, match=r'The rows store .* cannot be read .*rebuild it'):
+    fresh.take([row_store.num_rows - 1])
+
+
 def test_one_and_two_workers_pack_the_same_bytes_and_a_rerun_keeps_them(tmp_path, small_parts):
   task = _notes(tmp_path)
   for workers in (1, 2):

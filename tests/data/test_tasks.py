@@ -95,6 +95,9 @@ def test_cache_key_changes_with_the_task_parameters_and_files(data_config, tmp_p
   tasks.register(tasks.spec_from_config('files_task', spec))
   before = store_lib.store_path('files_task', 'train', 'byte', data_config.store_dir)
   _jsonl(tmp_path, 'a.jsonl', [{'text': 'one'}, {'text': 'two'}, {'text': 'three'}])
+  # The files are stated once per registration (a run registers its tasks when it starts).
+  assert store_lib.store_path('files_task', 'train', 'byte', data_config.store_dir) == before
+  tasks.register(tasks.spec_from_config('files_task', spec))
   assert store_lib.store_path('files_task', 'train', 'byte', data_config.store_dir) != before
   tasks.register(tasks.spec_from_config('digits', {'source': 'arithmetic', 'max_digits': 2}))
   two = store_lib.store_path('digits', 'train', 'byte', data_config.store_dir)
