@@ -1,10 +1,19 @@
 """Test set-up: 8 simulated CPU devices (set before jax is imported) and one data cache per session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# One persistent compilation cache for the session, its subprocesses included: the suite compiles
+# the same tiny models over and over (it halved tests/test_faults.py's time here).
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix='jax_compilation_cache_')
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _COMPILATION_CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 import pytest  # noqa: E402  (after XLA_FLAGS on purpose)
 
