@@ -234,6 +234,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
   c.mesh.expert = 1  # expert parallelism (MoE): experts split over it, the batch too
+  # Multislice TPU jobs: how many slices each axis spans (over the slow data-centre network);
+  # their product is the number of slices. An axis's size above is over all of them.
+  c.mesh.dcn_data = 1
+  c.mesh.dcn_fsdp = 1
+  c.mesh.dcn_tensor = 1
+  c.mesh.dcn_expert = 1
   # Logical axis -> mesh axes. A logical axis missing here is replicated. `expert` and
   # `expert_batch` are the expert and row axes of the tokens dispatched to MoE experts.
   c.mesh.rules = ml_collections.ConfigDict({

@@ -1,7 +1,8 @@
 """Device mesh, logical-axis rules and the placement of arrays on the mesh.
 
 The mesh has the axes ('data', 'fsdp', 'tensor', 'expert') with sizes from `config.mesh`; -1 takes
-all remaining devices. `expert` is expert parallelism: mixture-of-experts weights and the tokens
+all remaining devices. On a multislice TPU job, `config.mesh.dcn_<axis>` says how many slices an
+axis spans (`device_grid`). `expert` is expert parallelism: mixture-of-experts weights and the tokens
 dispatched to them split over it by expert (logical axis `expert`), while the rest of the model
 treats it as one more data-parallel axis (the default rules put it in `batch`). Parameters carry logical axis names (research/model/layers.py) and
 `config.mesh.rules` maps each logical name to mesh axes, as t5x and MaxText do.
@@ -74,10 +75,46 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   return tuple(sizes[axis] for axis in MESH_AXES)
 
 
-def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
-  devices = jax.devices() if devices is None else devices
+def num_slices(devices) -> int:
+  """How many slices (ICI domains, joined by the data-centre network) `devices` are in: a TPU
+  device's `slice_index`; 1 on CPUs and GPUs, which have none."""
+  return len({getattr(device, 'slice_index', 0) for device in devices})
+
+
+def dcn_shape(mesh_config: ml_collections.ConfigDict, shape: tuple[int, ...],
+              slices: int) -> tuple[int, ...]:
+  """How many slices each mesh axis spans (`mesh.dcn_<axis>`, default 1), checked against the
+  axis sizes `shape` and the number of `slices`."""
+  dcn = tuple(mesh_config.get(f'dcn_{axis}', 1) for axis in MESH_AXES)
+  for axis, size, spans in zip(MESH_AXES, shape, dcn):
+    if spans < 1 or size % spans:
+      raise errors.UserError(f'mesh.dcn_{axis}={spans} must be a positive divisor of mesh.{axis}='
+                             f'{size} (the slices that axis spans; its size is over all of them).')
+  if math.prod(dcn) != slices:
+    spanned = ' x '.join(f'mesh.dcn_{a}={d}' for a, d in zip(MESH_AXES, dcn) if d > 1) or (
+        'mesh.dcn_*=1')
+    raise errors.UserError(f'The devices are in {slices} slices, but {spanned} spans '
+                           f'{math.prod(dcn)}; set mesh.dcn_* so that their product is {slices} '
+                           f'(mesh.dcn_data={slices}: each slice a data-parallel replica).')
+  return dcn
+
+
+def device_grid(mesh_config: ml_collections.ConfigDict, devices) -> np.ndarray:
+  """`devices` laid out in the mesh of `config.mesh`: within a slice by the ICI topology
+  (mesh_utils.create_device_mesh); over several slices, each axis crossing only the slices that
+  `mesh.dcn_<axis>` gives it (mesh_utils.create_hybrid_device_mesh), so the axes whose
+  collectives are heavy (fsdp, tensor) stay on the fast links and the data axis takes the slow
+  data-centre network, as in MaxText's multislice meshes."""
   shape = mesh_shape(mesh_config, len(devices))
-  return Mesh(mesh_utils.create_device_mesh(shape, devices), MESH_AXES)
+  dcn = dcn_shape(mesh_config, shape, num_slices(devices))
+  if math.prod(dcn) == 1:
+    return mesh_utils.create_device_mesh(shape, devices)
+  return mesh_utils.create_hybrid_device_mesh(
+      tuple(size // spans for size, spans in zip(shape, dcn)), dcn, devices)
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  return Mesh(device_grid(mesh_config, jax.devices() if devices is None else devices), MESH_AXES)
 
 
 def logical_rules(mesh_config: ml_collections.ConfigDict) -> tuple[tuple[str, object], ...]:

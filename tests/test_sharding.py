@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -29,6 +31,56 @@ def test_minus_one_takes_the_remaining_devices():
 def test_bad_meshes_name_the_key(sizes, message):
   with pytest.raises(errors.UserError, match=message):
     sharding.mesh_shape(_mesh_config(*sizes), 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Device:
+  """What mesh_utils reads of a TPU device of a multislice job (no TPU needed)."""
+  id: int
+  slice_index: int
+  platform: str = 'cpu'
+  device_kind: str = 'cpu'
+
+
+def _slices(num_slices: int, per_slice: int) -> list[_Device]:
+  return [_Device(s * per_slice + i, s) for s in range(num_slices) for i in range(per_slice)]
+
+
+def test_two_slices_put_the_data_axis_across_them_and_keep_the_others_inside():
+  config = _mesh_config(data=4, fsdp=2, tensor=2)
+  config.dcn_data = 2
+  grid = sharding.device_grid(config, _slices(2, 8))
+  assert grid.shape == (4, 2, 2, 1)
+  slice_of = np.vectorize(lambda device: device.slice_index)(grid)
+  # Each fsdp x tensor block, the collectives that run every layer, is inside one slice; the data
+  # axis's first half is slice 0 and its second half slice 1.
+  assert (slice_of == np.array([0, 0, 1, 1])[:, None, None, None]).all()
+  config.dcn_data, config.dcn_fsdp, config.fsdp, config.data = 1, 2, 4, 2
+  grid = sharding.device_grid(config, _slices(2, 8))
+  slice_of = np.vectorize(lambda device: device.slice_index)(grid)
+  assert (slice_of == np.array([0, 0, 1, 1])[None, :, None, None]).all()  # fsdp across, by choice
+  assert (np.ptp(slice_of, axis=2) == 0).all()  # tensor never crosses
+
+
+@pytest.mark.parametrize('dcn, message', [
+    ({}, r'The devices are in 2 slices, but mesh.dcn_\*=1 spans 1; set mesh.dcn_\* so that their '
+         r'product is 2 \(mesh.dcn_data=2'),
+    ({'dcn_data': 4}, r'mesh.dcn_data=4 spans 4'),
+    ({'dcn_tensor': 3}, r'mesh.dcn_tensor=3 must be a positive divisor of mesh.tensor=2'),
+    ({'dcn_data': 0}, r'mesh.dcn_data=0 must be a positive divisor'),
+])
+def test_dcn_sizes_that_do_not_match_the_slices_name_the_key(dcn, message):
+  config = _mesh_config(data=4, fsdp=2, tensor=2)
+  config.update(dcn)
+  with pytest.raises(errors.UserError, match=message):
+    sharding.device_grid(config, _slices(2, 8))
+
+
+def test_one_slice_lays_out_as_before():
+  devices = jax.devices()
+  assert sharding.num_slices(devices) == 1
+  np.testing.assert_array_equal(sharding.device_grid(_mesh_config(2, 2, 2), devices),
+                                np.array(devices).reshape(2, 2, 2, 1))
 
 
 def test_rules_name_unknown_mesh_axes():
