@@ -43,7 +43,8 @@ class _Device:
 
 
 def _slices(num_slices: int, per_slice: int) -> list[_Device]:
-  return [_Device(s * per_slice + i, s) for s in range(num_slices) for i in range(per_slice)]
+  """Devices listed with the slices interleaved, so a layout in list order mixes the slices."""
+  return [_Device(i, i % num_slices) for i in range(num_slices * per_slice)]
 
 
 def test_two_slices_put_the_data_axis_across_them_and_keep_the_others_inside():

@@ -21,7 +21,7 @@ order of `data.pack_order`: a seeded permutation, ascending score, or in-context
 path through similar documents (research/data/in_context.py).
 
 A task's rows come from its rows store (research/data/rows.py: packed once, shard by shard, read by
-row index with Grain), so a host reads only the rows of its part of the batch and memory does not
+row index; Grain reads ahead), so a host reads only the rows of its part of the batch and memory does not
 grow with the corpus; with 'random' ordering each row's place in an epoch is computed alone
 (orderings.random_rows). The features that need the whole task (orderings and packing by score,
 in-context packing, selection, document-rewriting objectives) read its documents into memory and
@@ -151,9 +151,9 @@ def prepare_stores(config: ml_collections.ConfigDict) -> None:
   store_lib.prepare([(task, split) for task in run_tasks(config) for split in tasks.SPLITS],
                     config.data.vocabulary, config.data.store_dir)
   objective = run_objective(config)
+  recipe = rows_lib.recipe(objective)
   for task in row_tasks(config, objective):
-    rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir,
-                     rows_lib.recipe(objective))
+    rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir, recipe)
 
 
 def run_objective(config: ml_collections.ConfigDict) -> examples_lib.Objective:

@@ -22,16 +22,19 @@ import os
 import shlex
 import struct
 import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
+from array_record.python import array_record_module
 
 from research import errors
 from research.data import tasks, vocabularies
 
 FORMAT_VERSION = 3
 MANIFEST = 'manifest.json'
-WRITER_OPTIONS = 'group_size:1'  # one record per chunk: random access to any document (Grain)
+WRITER_OPTIONS = 'group_size:1'  # one record per chunk: random access to any record
+READ_BUFFER_BYTES = 32 * 2**10  # what a record's read fetches at least (a request on gs://)
 _HEADER = struct.Struct('<I')
 
 
@@ -107,6 +110,48 @@ def build_command() -> str:
   flags = [a for a in sys.argv[1:] if a.startswith('--config=') or a.startswith('--config.')]
   return 'python -m launch.build_data ' + (
       ' '.join(shlex.quote(a) for a in flags) if flags else '--config=experiments/NAME.py')
+
+
+class ShardedRecords:
+  """The records of a store's shard files (`paths`, holding `counts` records), read by global
+  index: a record is a seek and a read of its shard's ArrayRecordReader, under that reader's lock,
+  in the calling thread, and a shard is opened when a record of it is first read (not thousands at
+  once when a run starts). Measured here on a 234 MB shard: 17 us a record. The reader's
+  `read(list)` (what Grain's ArrayRecordDataSource calls) took 4.3 ms a call, and resident memory
+  grew with the records read through it (300 MiB after 2000 of one shard, 500 MiB after 8000;
+  37 MiB this way). Each opened shard keeps its index in memory, about 16 bytes a record."""
+
+  def __init__(self, paths: list[str], counts: list[int]):
+    self._paths = paths
+    self._ends = np.cumsum(counts, dtype=np.int64)
+    self._readers = [None] * len(paths)
+    self._locks = [threading.Lock() for _ in paths]
+
+  def _read(self, shard: int, positions: list[int]) -> list[bytes]:
+    with self._locks[shard]:
+      if self._readers[shard] is None:
+        self._readers[shard] = array_record_module.ArrayRecordReader(
+            self._paths[shard], 'readahead_buffer_size:0,max_parallelism:0',
+            file_reader_buffer_size=READ_BUFFER_BYTES)
+      reader, read = self._readers[shard], []
+      for position in positions:
+        reader.seek(position)
+        read.append(reader.read())
+      return read
+
+  def read(self, indices) -> list[bytes]:
+    """The records at global `indices`, in that order; a missing, cut short or damaged shard
+    (riegeli's checksums) raises the reader's error."""
+    indices = np.asarray(indices, np.int64)
+    shard_I = np.searchsorted(self._ends, indices, side='right')
+    read = [b''] * len(indices)
+    for shard in np.unique(shard_I).tolist():
+      of_shard = np.flatnonzero(shard_I == shard)
+      start = int(self._ends[shard - 1]) if shard else 0
+      positions = (indices[of_shard] - start).tolist()
+      for i, record in zip(of_shard.tolist(), self._read(shard, positions)):
+        read[i] = record
+    return read
 
 
 def finished_manifest(directory: str, version: int = FORMAT_VERSION) -> dict | None:

@@ -17,7 +17,7 @@ A rows store lives beside its documents, `<document store>/rows-<recipe hash>/`:
     rows-SSSSS-of-NNNNN.json          the shard's summary, written once the shard is complete
     manifest.json                     written last: the recipe, counts, every shard's summary
 
-Training reads rows by global index with ArrayRecord's reader, from local disk or gs://, only the
+Training reads rows by global index (`records.ShardedRecords`), from local disk or gs://, only the
 rows its host needs (`RowStore.take`), on Grain's threads: nothing of the corpus is held in memory
 but each opened shard's index (about 16 bytes a row, measured).
 """
@@ -27,12 +27,10 @@ import hashlib
 import json
 import os
 import struct
-import threading
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
-from array_record.python import array_record_module
 
 from research import errors
 from research.data import build, packing, records
@@ -40,7 +38,6 @@ from research.data import store as store_lib
 
 FORMAT_VERSION = 1
 _HEADER = struct.Struct('<I')  # the number of chunks in a row
-READ_BUFFER_BYTES = 32 * 2**10  # what a row's read fetches at least (a request on gs://)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -199,53 +196,26 @@ def prepare(task_name: str, vocabulary_name: str, store_dir: str, recipe_: Recip
 
 
 class RowStore:
-  """The packed rows of a task, read by index from their ArrayRecord shards.
-
-  A shard is opened when a row of it is first read (not thousands at once when a run starts); each
-  row is a seek and a read of its shard's reader, under that reader's lock, in the calling thread
-  (the threads that read ahead are Grain's: pipeline.TrainData.batches). Measured here on a 234 MB
-  shard: 17 us a row. The reader's `read(list)` (what Grain's ArrayRecordDataSource calls) took
-  4.3 ms a call, and resident memory grew with the rows read through it (300 MiB after 2000 rows
-  of one shard, 500 MiB after 8000; 37 MiB this way)."""
+  """The packed rows of a task, read by index from their ArrayRecord shards
+  (`records.ShardedRecords`: a shard opened when first read, a seek and a read a row, in the
+  calling thread; the threads that read ahead are Grain's, pipeline.TrainData.batches)."""
 
   def __init__(self, directory: str, manifest: dict):
     self.directory, self.manifest = directory, manifest
     self.row_len = manifest['recipe']['row_len']
     self._dtype = np.dtype(manifest['token_dtype'])
-    self._paths = [os.path.join(directory, s['file']) for s in manifest['shards']]
-    self._ends = np.cumsum([s['num_rows'] for s in manifest['shards']], dtype=np.int64)
-    self._readers = [None] * len(self._paths)
-    self._locks = [threading.Lock() for _ in self._paths]
+    self._records = records.ShardedRecords(
+        [os.path.join(directory, s['file']) for s in manifest['shards']],
+        [s['num_rows'] for s in manifest['shards']])
 
   @property
   def num_rows(self) -> int:
     return self.manifest['num_rows']
 
-  def _read(self, shard: int, positions: list[int]) -> list[bytes]:
-    """The records at `positions` of shard `shard`, its reader opened on first use."""
-    with self._locks[shard]:
-      if self._readers[shard] is None:
-        self._readers[shard] = array_record_module.ArrayRecordReader(
-            self._paths[shard], 'readahead_buffer_size:0,max_parallelism:0',
-            file_reader_buffer_size=READ_BUFFER_BYTES)
-      reader, records = self._readers[shard], []
-      for position in positions:
-        reader.seek(position)
-        records.append(reader.read())
-      return records
-
   def take(self, rows_R: np.ndarray) -> dict[str, np.ndarray]:
     """The rows `rows_R` (indices in [0, num_rows)) as `decode_rows` gives them."""
-    rows_R = np.asarray(rows_R, np.int64)
-    shard_R = np.searchsorted(self._ends, rows_R, side='right')
-    records_R = [b''] * len(rows_R)
     try:
-      for shard in np.unique(shard_R).tolist():
-        of_shard = np.flatnonzero(shard_R == shard)
-        start = int(self._ends[shard - 1]) if shard else 0
-        for i, record in zip(of_shard.tolist(),
-                             self._read(shard, (rows_R[of_shard] - start).tolist())):
-          records_R[i] = record
+      records_R = self._records.read(rows_R)
     except Exception as e:  # a missing, cut short or damaged shard (riegeli's checksums)
       raise errors.UserError(f'The rows store {self.directory} cannot be read ({e}); '
                              f'{_rebuild_hint(self.directory)}.') from e

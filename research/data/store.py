@@ -21,7 +21,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import grain
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -66,17 +65,19 @@ class DocumentStore:
 
 
 class DocumentReader:
-  """The documents of a store read one at a time by index (Grain's ArrayRecordDataSource over its
-  shards): a few documents of a store of any size, without reading the rest."""
+  """The documents of a store read one at a time by index (`records.ShardedRecords`): a few
+  documents of a store of any size, without reading the rest."""
 
   def __init__(self, directory: str, manifest: dict):
     self._dtype = np.dtype(manifest['token_dtype'])
-    self._source = grain.sources.ArrayRecordDataSource(
-        [os.path.join(directory, s['file']) for s in manifest['shards']])
+    self._records = records.ShardedRecords(
+        [os.path.join(directory, s['file']) for s in manifest['shards']],
+        [s['num_documents'] for s in manifest['shards']])
 
   def __getitem__(self, index: int) -> tuple[str, dict[str, Any], np.ndarray]:
     """(id, metadata, tokens) of document `index`."""
-    doc_id, metadata_json, tokens = records.decode_document(self._source[int(index)], self._dtype)
+    record, = self._records.read([index])
+    doc_id, metadata_json, tokens = records.decode_document(record, self._dtype)
     return doc_id, json.loads(metadata_json), tokens
 
 
@@ -152,8 +153,8 @@ def prepare(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir
   for task_name, split in requests:
     if split not in tasks.SPLITS:
       raise errors.UserError(f'Unknown split {split!r}; use one of {list(tasks.SPLITS)}.')
-  missing = [(task, split) for task, split in dict.fromkeys(requests)
-             if records.finished_manifest(store_path(task, split, vocabulary_name, store_dir)) is None]
+  missing = [(task, split) for task, split in dict.fromkeys(requests) if records.finished_manifest(
+      store_path(task, split, vocabulary_name, store_dir)) is None]
   large = [f'{task} ({split})' for task, split in missing if not builds_on_first_use(task)]
   if large:
     raise errors.UserError(
