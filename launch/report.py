@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
+from research import appendable
 from research import errors
 from research import report
 
@@ -42,7 +43,7 @@ def run_directories(path: str) -> list[str]:
   """[`path`] for a run directory; for a sweep directory (launch.sweep's --workdir), its
   sub-directories that hold a config.json, sorted. A directory with neither fails, saying so."""
   if not os.path.isdir(path) or any(
-      os.path.exists(os.path.join(path, name)) for name in ('config.json', 'metrics.jsonl')):
+      appendable.exists(os.path.join(path, name)) for name in ('config.json', 'metrics.jsonl')):
     return [path]  # a run directory, or load_run names what is missing
   runs = report.sweep_runs(path)
   if not runs:
@@ -71,10 +72,10 @@ def load_runs(paths: Sequence[str]) -> list[report.Run]:
 
 
 def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence[str]) -> str:
-  """report.md: the command, the runs' directories, the summary table and the plots (file names
-  relative to report.md)."""
+  """report.md: the command, the runs' directories and code versions, the summary table and the
+  plots (file names relative to report.md)."""
   lines = ['# Training report', '', 'Made by:', '', f'    {command}', '', '## Runs', '']
-  lines += [f'- `{run.name}`: `{run.path}`' for run in runs]
+  lines += [f'- `{run.name}`: `{run.path}`{report.code_label(run)}' for run in runs]
   lines += [f'- `{run.name}`: skipped unreadable lines of metrics.jsonl (torn writes): '
             f'{", ".join(map(str, run.skipped_lines))}' for run in runs if run.skipped_lines]
   lines += ['', '## Summary', '', report.summary_table(runs), '',

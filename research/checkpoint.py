@@ -9,19 +9,18 @@ stops the run with a UserError; the older checkpoints stay. Each checkpoint reco
 config.json and the code version in its orbax custom metadata.
 """
 
-import functools
-import importlib.metadata
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
-from research import errors
+from research import errors, provenance
 
 
 def make_manager(workdir: str,
@@ -65,10 +64,52 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
     moved = (f'It could not be moved aside ({type(e).__name__}: {e}) and is left in place: move or '
              f'delete {source} before the run saves step {step} again.')
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f'research.checkpoint.set_aside.{step}')
   manager.reload()
   return moved
+
+
+def _steps_of_process_0(manager: ocp.CheckpointManager) -> list[int]:
+  """The manager's steps, newest first, as process 0 lists them, on every process (a host whose
+  listing of the directory lags would try other steps than the rest)."""
+  steps = np.array(sorted(manager.all_steps(), reverse=True), np.int32)
+  if jax.process_count() == 1:
+    return steps.tolist()
+  count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+  if jax.process_index() != 0:
+    steps = np.zeros(count, np.int32)  # the shape broadcast_one_to_all needs; process 0 fills it
+  return multihost_utils.broadcast_one_to_all(steps).tolist() if count else []
+
+
+def _read(manager: ocp.CheckpointManager, step: int, abstract_state):
+  """(checkpoint `step` restored onto the shardings of `abstract_state`, None), or (None, the error
+  that stopped this process reading its shards of it).
+
+  It reads with orbax's handler, not `manager.restore`: that ends in a barrier (a collective) which
+  a process whose read failed never reaches, so the processes that read their shards would wait
+  there for it, or pair that barrier with the next collective it makes.
+  """
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    return handler.restore(
+        epath.Path(manager.directory) / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME,
+        args=ocp.args.StandardRestore(abstract_state)), None
+  except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
+    return None, e
+  finally:
+    handler.close()
+
+
+def _failed_anywhere(error: Exception | None) -> Exception | None:
+  """`error` (this process's, or None); if this process read the checkpoint but another did not,
+  an error naming those; None when every process read it. A collective with several processes."""
+  if jax.process_count() == 1:
+    return error
+  read = multihost_utils.process_allgather(np.int32(error is None))
+  failed = [str(i) for i, ok in enumerate(read) if not ok]
+  if error is None and failed:
+    error = RuntimeError(f'it did not restore on process {", ".join(failed)} of {len(read)}')
+  return error
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state,
@@ -83,16 +124,21 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
   fails. Given the run's `config`, the model.* keys that differ from the config.json beside the
   checkpoints are named: in that error (a changed model cannot restore its parameters), or in a
   note when the checkpoint restores anyway (e.g. model.dtype or model.remat changed).
+
+  With several processes the choice is collective: they try process 0's list of steps, and a step
+  counts as restored only if every process read its shards of it; otherwise all move on to the
+  next older step together. One host that fails to read its shards while another succeeds would
+  otherwise resume from an older step than the rest, and the job would train a mixed state.
   """
-  steps = sorted(manager.all_steps(), reverse=True)
+  steps = _steps_of_process_0(manager)
   workdir = str(epath.Path(manager.directory).parent)
   changed = resume_config_difference(workdir, config) if config is not None and steps else []
   failures = []
   for step in steps:
-    try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds)
-      failures.append((step, e))
+    restored, error = _read(manager, step, abstract_state)
+    error = _failed_anywhere(error)
+    if error is not None:
+      failures.append((step, error))
       continue
     for failed, e in failures:
       _warn(f'Checkpoint {failed} in {manager.directory} failed to restore '
@@ -165,7 +211,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, every: int, final: bo
   configured. Returns whether it saved.
 
   (orbax's own interval would also save the first step of every run.) The checkpoint's custom
-  metadata records the workdir's config.json and `code_version()`. Raises UserError if this save,
+  metadata records the workdir's config.json and the code version (research/provenance.py). Raises UserError if this save,
   or the previous async one, fails with an I/O error (disk full, unwritable).
   """
   if not final and step % every:
@@ -183,33 +229,15 @@ def save(manager: ocp.CheckpointManager, step: int, state, every: int, final: bo
 
 
 def _record(manager: ocp.CheckpointManager) -> dict:
-  """{'config': the workdir's config.json (if there is one), 'code_version': code_version()}."""
-  record = {'code_version': code_version()}
+  """{'config': the workdir's config.json (if there is one), 'code_version': the code's commit
+  (research/provenance.py)}."""
+  record = {'code_version': provenance.code_version()}
   config_path = epath.Path(manager.directory).parent / 'config.json'
   try:
     record['config'] = json.loads(config_path.read_text())
   except (OSError, ValueError):
     pass
   return record
-
-
-@functools.cache
-def code_version() -> dict:
-  """{'git_commit': HEAD, 'git_dirty': whether tracked files differ} when the code is a git
-  checkout, else {'package_version': the installed `research` package's version}."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True,
-                            check=True, timeout=10).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
-                           capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    return {'git_commit': commit, 'git_dirty': bool(dirty)}
-  except (OSError, subprocess.SubprocessError):
-    pass
-  try:
-    return {'package_version': importlib.metadata.version('research')}
-  except importlib.metadata.PackageNotFoundError:
-    return {'package_version': 'unknown'}
 
 
 def saved_record(manager: ocp.CheckpointManager, step: int) -> dict:

@@ -1,9 +1,11 @@
 """Where metrics go: DIR/metrics.jsonl, TensorBoard event files under DIR/tb/, and the terminal.
 
 metrics.jsonl holds one JSON object per logged step with at least `step` (DESIGN.md contracts).
-On a local disk each line is one `os.write` of the whole line to a file opened with O_APPEND, so a
-kill never leaves half a line behind the last complete one (a full disk can still cut one short;
-launch.report skips a torn line). On a bucket the line is written and flushed at once.
+It is written through research/appendable.py: on a local disk each line is one `os.write` to a file
+opened with O_APPEND, so a kill never leaves half a line behind the last complete one (a full disk
+can still cut one short; launch.report skips a torn line). In a bucket lines are kept and written
+at most every 30 seconds, each time as one new object under metrics.jsonl.parts/ (rewriting the
+whole file instead would cost the square of the run); `appendable.read_text` reads either layout.
 """
 
 import json
@@ -13,7 +15,8 @@ import sys
 import time
 
 import numpy as np
-from etils import epath
+
+from research import appendable
 
 
 def _plain(value):
@@ -41,11 +44,7 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    path = epath.Path(workdir, 'metrics.jsonl')
-    if '://' in str(workdir):  # a bucket: TensorFlow's file system re-uploads it at every flush
-      self._file, self._fd = path.open('a'), None
-    else:
-      self._file, self._fd = None, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    self._metrics = appendable.Appender(os.path.join(workdir, 'metrics.jsonl'))
     from flax.metrics import tensorboard  # imports TensorFlow: only where it is needed
     self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tb'))
     if hparams:
@@ -56,28 +55,14 @@ class MetricsWriter:
     if not self.enabled:
       return
     line = {'step': int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    self._append(json.dumps(line) + '\n')
+    self._metrics.write(json.dumps(line) + '\n')
     for name, value in line.items():
       if name != 'step' and isinstance(value, (int, float)):
         self._tb.scalar(name, value, step)
 
-  def _append(self, text: str) -> None:
-    """Appends `text` (one whole line): a single os.write on a local disk."""
-    if self._fd is None:
-      self._file.write(text)
-      self._file.flush()
-      return
-    data = text.encode('utf-8')
-    written = os.write(self._fd, data)
-    while written < len(data):  # only a full disk or a signal mid-write writes less
-      written += os.write(self._fd, data[written:])
-
   def close(self) -> None:
     if self.enabled:
-      if self._fd is None:
-        self._file.close()
-      else:
-        os.close(self._fd)
+      self._metrics.close()
       self._tb.close()
 
 

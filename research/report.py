@@ -31,11 +31,11 @@ import matplotlib
 from matplotlib import figure
 from matplotlib import ticker
 
-from research import errors, forgetting
+from research import appendable, errors, forgetting
 
 # Config keys that only say where things live or how they are saved, not what is trained:
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
-LOCATION_KEYS = ('workdir', 'data.store_dir', 'checkpoint', 'distributed')
+LOCATION_KEYS = ('workdir', 'data.store_dir', 'checkpoint', 'distributed', 'code_version')
 
 _MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
 _MOE_METRIC = re.compile(r'^(eval/.+/)?moe/')
@@ -61,7 +61,7 @@ class Run:
     metrics: step -> metric name -> value, steps ascending; the lines of a step merged, later lines
       winning. Non-finite values (written as "nan", "inf") are floats again.
     skipped_lines: 1-based numbers of the metrics.jsonl lines (or torn beginnings of lines) that
-      were not read.
+      were not read, counted through the file and then its parts.
   """
   name: str
   path: str
@@ -118,19 +118,19 @@ def merge_metrics(lines: Sequence[str]) -> tuple[dict[int, dict[str, float]], tu
 
 
 def load_run(path: str) -> Run:
-  """Reads the run directory `path`: its config.json and metrics.jsonl (see `merge_metrics`)."""
+  """Reads the run directory `path`: its config.json and metrics.jsonl (see `merge_metrics`), the
+  latter as a file, as the parts a run in a bucket writes, or both (research/appendable.py)."""
   if not os.path.isdir(path):
     raise errors.UserError(f'Run directory {path} does not exist or is not a directory; pass the '
                            '--workdir of launch.train runs.')
   files = {}
   for name in ('config.json', 'metrics.jsonl'):
     file_path = os.path.join(path, name)
-    if not os.path.isfile(file_path):
+    if not appendable.exists(file_path):
       raise errors.UserError(f'Run directory {path} has no {name}; pass the --workdir of a '
                              'launch.train run, which holds config.json and metrics.jsonl.')
     try:
-      with open(file_path, encoding='utf-8', errors='replace') as f:
-        files[name] = f.read()
+      files[name] = appendable.read_text(file_path)
     except OSError as e:
       raise errors.UserError(f'Cannot read {file_path} ({e.strerror}); make it readable or leave '
                              'the run out.') from e
@@ -284,6 +284,16 @@ def summary_table(runs: Sequence[Run]) -> str:
            *(format_number(value(run, key)) for _, value, key in metrics)]
           for run in runs]
   return markdown_table(header, align, rows)
+
+
+def code_label(run: Run) -> str:
+  """' (code COMMIT)' with ', uncommitted changes in code.diff' when the run's checkout was dirty,
+  from its config.json's code_version (research/provenance.py); '' when it records none."""
+  version = run.config.get('code_version') or {}
+  if 'git_commit' not in version:
+    return ''
+  dirty = ', uncommitted changes in code.diff' if version.get('git_dirty') else ''
+  return f' (code {version["git_commit"][:12]}{dirty})'
 
 
 def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:

@@ -23,7 +23,7 @@ from etils import epath
 
 from research import checkpoint, config as config_lib, errors, evaluate, forgetting
 from research import metrics as metrics_lib
-from research import pathways, peak_flops, preemption, schedules, sharding, skillit
+from research import pathways, peak_flops, preemption, provenance, schedules, sharding, skillit
 from research.data import pipeline, records, vocabularies
 from research.model import transformer
 from research.objectives import distillation, examples, load_balance, losses
@@ -461,8 +461,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
     state = (state_from_checkpoint(trainer, config.init, config.train.steps) if config.init.path
              else trainer.init_state())
   first_step = int(state.step)
-  if main:
-    records.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  if main:  # which code ran: research/provenance.py
+    records.write_json(os.path.join(workdir, 'config.json'),
+                       {**config.to_dict(), 'code_version': provenance.code_version()})
+    if provenance.code_diff():
+      (epath.Path(workdir) / provenance.SHIPPED_DIFF).write_text(provenance.code_diff())
 
   total = config.train.steps
   last = total if stop_after is None else min(total, first_step + stop_after)

@@ -139,7 +139,7 @@ def test_metrics_lines_are_one_write_each(tmp_path, monkeypatch):
   assert [m['step'] for m in read_metrics(str(tmp_path))] == list(range(1, 51))
   # Reopening appends (a resumed run), and the file is opened with O_APPEND.
   writer = metrics.MetricsWriter(str(tmp_path))
-  assert fcntl.fcntl(writer._fd, fcntl.F_GETFL) & os.O_APPEND
+  assert fcntl.fcntl(writer._metrics._fd, fcntl.F_GETFL) & os.O_APPEND
   writer.write(51, {'loss': 0.5})
   writer.close()
   assert read_metrics(str(tmp_path))[-1] == {'step': 51, 'loss': 0.5}

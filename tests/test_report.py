@@ -73,9 +73,11 @@ def run_dirs(tmp_path_factory):
                                 _train(15, 3.7)]))
             + '{"step": 20, "loss": 3.4, "learning_r')  # torn last line
   return [
-      _write_run(root / 'causal', causal, objective__name='causal_lm', data__store_dir='/a'),
+      _write_run(root / 'causal', causal, objective__name='causal_lm', data__store_dir='/a',
+                 code_version={'git_commit': '0123456789abcdef' * 2, 'git_dirty': True}),
       _write_run(root / 'ul2', ul2, objective__name='ul2', model__architecture='encoder_decoder',
-                 data__store_dir='/b', checkpoint__every=10),
+                 data__store_dir='/b', checkpoint__every=10,
+                 code_version={'git_commit': 'fedcba9876543210' * 2, 'git_dirty': False}),
       _write_run(root / 'prefix', prefix, objective__name='prefix_lm', data__store_dir='/c',
                  distributed__coordinator_address='host:1234'),
   ]
@@ -309,6 +311,10 @@ def test_command_writes_the_report_and_its_plots(run_dirs, tmp_path, capsys):
   table = '\n'.join(line for line in text.splitlines() if line.startswith('|'))
   assert table == report.summary_table(report_command.load_runs(run_dirs))
   assert '- `ul2`: skipped unreadable lines of metrics.jsonl (torn writes): 6' in text
+  # Each run's code (config.json's code_version); the code version is never a swept value.
+  assert [line for line in text.splitlines() if line.startswith('- `') and '(code' in line] == [
+      f'- `causal`: `{run_dirs[0]}` (code 0123456789ab, uncommitted changes in code.diff)',
+      f'- `ul2`: `{run_dirs[1]}` (code fedcba987654)']
   images = [line[line.index('](') + 2:-1] for line in text.splitlines() if line.startswith('![')]
   assert len(images) == 7 and sorted(os.listdir(out)) == sorted([*images, 'report.md'])
   assert '## Expert routing' not in text  # dense runs: no routing section

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import jax
@@ -174,14 +175,22 @@ def multi_host_config(data_dir, **mesh):
 
 
 _WORKER = """
-import sys, jax
-from tests.test_train import multi_host_config, MULTI_HOST_MESHES
-from research import train
-for name, mesh in MULTI_HOST_MESHES.items():
-  config = multi_host_config(sys.argv[1], **mesh)
-  config.distributed.coordinator_address = sys.argv[2]
-  config.distributed.num_processes, config.distributed.process_id = 2, int(sys.argv[3])
-  train.train(config, sys.argv[4] + '/' + name)
+import json, sys
+from research import checkpoint, train
+from tests.test_train import multi_host_config
+data_dir, address = sys.argv[1:3]
+process_id, runs = int(sys.argv[3]), json.loads(sys.argv[4])
+restore = checkpoint.restore_latest
+def restore_and_say(*args):  # each process prints the step it resumes from
+  state = restore(*args)
+  print('restored step', None if state is None else int(state.step), flush=True)
+  return state
+checkpoint.restore_latest = restore_and_say
+for workdir, mesh in runs:
+  config = multi_host_config(data_dir, **mesh)
+  config.distributed.coordinator_address = address
+  config.distributed.num_processes, config.distributed.process_id = 2, process_id
+  train.train(config, workdir)
 """
 # Meshes whose axes cross the two hosts in different ways: the batch replicated on both (the
 # tensor axis spans them), split over both, and split by fsdp.
@@ -190,18 +199,49 @@ MULTI_HOST_MESHES = {'data1_tensor4': {'data': 1, 'tensor': 4},
                      'fsdp4': {'data': 1, 'fsdp': 4}}
 
 
+def train_in_two_processes(data_dir, log_dir, runs):
+  """Trains each (workdir, mesh) of `runs` in turn, in real 2-process jax.distributed jobs on
+  localhost with 2 CPU devices each; returns what each process printed."""
+  address = f'127.0.0.1:{commands.free_port()}'
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
+  return commands.run_processes(
+      [([sys.executable, '-c', _WORKER, data_dir, address, str(i), json.dumps(runs)], env)
+       for i in range(2)], log_dir)
+
+
 def test_two_processes_train_like_one_process(data_dir, tmp_path):
   """Real 2-process jax.distributed runs on localhost, 2 CPU devices each, give the losses of one
   process with 4 devices, whichever mesh axes cross the hosts: each host computes the rows its
   devices hold (all of them when the batch is not split across hosts)."""
-  address = f'127.0.0.1:{commands.free_port()}'
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
-  commands.run_processes(
-      [([sys.executable, '-c', _WORKER, data_dir, address, str(i), str(tmp_path)], env)
-       for i in range(2)], str(tmp_path))
+  train_in_two_processes(data_dir, str(tmp_path),
+                         [(str(tmp_path / name), mesh) for name, mesh in MULTI_HOST_MESHES.items()])
   for name, mesh in MULTI_HOST_MESHES.items():
     reference = str(tmp_path / f'one_process_{name}')
     train.train(multi_host_config(data_dir, **mesh), reference, devices=jax.devices()[:4])
     np.testing.assert_allclose(train_losses(str(tmp_path / name)), train_losses(reference),
                                rtol=1e-5, err_msg=name)
     assert sorted(os.listdir(tmp_path / name / 'checkpoints')) == ['3', '6']
+
+
+def test_two_processes_fall_back_together_when_one_cannot_read_the_newest_checkpoint(
+    data_dir, tmp_path):
+  """A checkpoint that one host fails to read while the other reads its part is set aside by both:
+  every process resumes from the same older checkpoint (not a mixed state), and training on from
+  there gives the losses the uninterrupted run had."""
+  from tests.test_faults import _corrupt  # here: test_faults imports this module
+  workdir = str(tmp_path / 'run')
+  runs = [(workdir, MULTI_HOST_MESHES['fsdp4'])]  # parameters split over the hosts' devices
+  train_in_two_processes(data_dir, str(tmp_path), runs)
+  directory = os.path.join(workdir, 'checkpoints')
+  # Damages the array data process 1 wrote, which process 1 alone reads back.
+  _corrupt(os.path.join(directory, '6', 'default', 'ocdbt.process_1'))
+  printed = train_in_two_processes(data_dir, str(tmp_path), runs)
+  assert [re.findall(r'restored step (\S+)', text) for text in printed] == [['3'], ['3']]
+  aside = os.path.join(workdir, 'failed_checkpoints', '6')
+  assert (f'Checkpoint 6 in {directory} failed to restore (RuntimeError: it did not restore on '
+          f'process 1 of 2). It was moved to {aside} for inspection.') in printed[0]
+  assert 'Restored checkpoint 3 instead (the newest one that restores).' in printed[0]
+  assert sorted(os.listdir(directory)) == ['3', '6']  # step 6 saved again
+  losses = train_losses(workdir)  # steps 1-6, then 4-6 resumed
+  assert len(losses) == 9
+  np.testing.assert_allclose(losses[6:], losses[3:6], rtol=1e-6)
