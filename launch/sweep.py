@@ -16,6 +16,10 @@ the command after a kill carries on where it stopped; a point that is killed sto
 (the others running beside it finish first). Every override is checked against the config before
 any point starts. The command ends with a status table: each point done, interrupted, failed
 (with its log's last line) or pending. `--dry_run` prints the commands instead of running them.
+
+The tpu_vm runner checks every point against the TPU here, then gets the TPU, ships the code and
+starts the points as a detached job on every worker (launch/tpu_vm.py, launch/tpu_job.py); it
+returns at once, or with `--wait` follows the job through preemptions and collects the runs.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -35,22 +39,14 @@ from launch import device_shares, tpu_vm
 from research import errors
 from research import sweep as sweep_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The sweep directory: one sub-directory per point.')
+tpu_vm.define_flags()  # --workdir and the tpu_vm runner's flags
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
 _RUNNER = flags.DEFINE_enum('runner', 'local', ['local', 'tpu_vm'], 'Where the points run.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: points run at once, each on its share of '
                                  'the devices (TPU chips, GPUs or CPU cores).')
-_TPU = flags.DEFINE_string('tpu', '', 'tpu_vm: the TPU VM name (created if it does not exist).')
-_PROJECT = flags.DEFINE_string('project', '', 'tpu_vm: the Google Cloud project.')
-_ZONE = flags.DEFINE_string('zone', '', 'tpu_vm: the zone, e.g. us-central2-b.')
-_ACCELERATOR_TYPE = flags.DEFINE_string('accelerator_type', 'v4-8',
-                                        'tpu_vm: v4-8, v5litepod-16 (or v5e-16), v5p-8, v6e-8, ...')
-_RUNTIME_VERSION = flags.DEFINE_string('runtime_version', '', 'tpu_vm: the TPU software version; '
-                                       'empty = the base image of the generation.')
-_SPOT = flags.DEFINE_bool('spot', False, 'tpu_vm: create a Spot TPU VM.')
-_COLLECT_TO = flags.DEFINE_string('collect_to', '', 'tpu_vm: local directory the runs are copied '
-                                  'to and reported in; empty = workdirs/<sweep directory name>.')
-_DELETE_TPU = flags.DEFINE_bool('delete_tpu', False, 'tpu_vm: delete the TPU VM at the end.')
+_WAIT = flags.DEFINE_bool('wait', False, 'tpu_vm: wait until the job ends, recreating a preempted '
+                          'TPU and resuming, then collect and report.')
+_POLL_SECONDS = flags.DEFINE_float('poll_seconds', 60, 'tpu_vm: how often --wait looks.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _KILLED = (130, 137, 143)  # 128 + SIGINT, SIGKILL, SIGTERM as a shell reports them
@@ -140,54 +136,71 @@ def run_local(config_flag: str, overrides: list[str], workdir: str, points, tota
     sys.exit(f'Stopped: {", ".join(killed)}; re-run the command to resume.')
 
 
-def _run_or_fail(command: str) -> None:
-  print(f'+ {command}', flush=True)
-  code = subprocess.run(['bash', '-c', command]).returncode
-  if code:
-    raise errors.UserError(f'This command failed (exit {code}); its output is above: {command}')
-
-
-def run_tpu_vm(config_flag: str, overrides: list[str], workdir: str, points):
-  """Runs every point on a TPU VM or pod slice (launch/tpu_vm.py); prints the commands with
-  --dry_run."""
+def run_tpu_vm(config, config_flag: str, overrides: list[str], workdir: str, points):
+  """Runs the points as a detached job on a TPU VM, pod slice or slices (launch/tpu_vm.py), after
+  checking them here; prints the commands with --dry_run. With --wait, waits for the job (starting
+  it again after a preemption) and collects the runs."""
   tpu_vm.check_workdir(workdir)
-  tpu = tpu_vm.make_tpu(_TPU.value, _PROJECT.value, _ZONE.value, _ACCELERATOR_TYPE.value,
-                        _RUNTIME_VERSION.value, _SPOT.value)
+  tpu = tpu_vm.flag_tpu()
   remote_config = tpu_vm.remote_config_flag(config_flag)
-  multihost = tpu_vm.hosts(tpu.accelerator_type) > 1
-  collect_to = _COLLECT_TO.value or os.path.join('workdirs', os.path.basename(workdir.rstrip('/')))
-  setup = tpu_vm.setup_commands(tpu, os.path.join('/tmp', tpu_vm.ARCHIVE))
-  trains = [(p.name, tpu_vm.point_command(tpu, tpu_vm.worker_command(
-      remote_config, overrides, workdir, p, multihost))) for p in points]
-  collect = tpu_vm.collect_commands(workdir, collect_to, [p.name for p in points])
-  delete = [tpu.gcloud('delete', tpu.name, '--quiet')] if _DELETE_TPU.value else []
+  tpu_vm.check_points(config, points, tpu, workdir)
+  for store_dir in dict.fromkeys(sweep_lib.point_config(config, p).data.store_dir for p in points):
+    tpu_vm.check_store(store_dir)
+  warning = tpu_vm.bucket_warning(workdir, tpu.zone)
+  if warning:
+    print(warning, file=sys.stderr, flush=True)
+  multihost = tpu.hosts > 1
+  spec = tpu_vm.job_spec(workdir, [(p.name, tpu_vm.worker_command(
+      remote_config, overrides, workdir, p, multihost)) for p in points])
+  ship = tpu_vm.ship_commands(tpu, workdir, os.path.join('/tmp', tpu_vm.ARCHIVE))
+  start = tpu_vm.job_command(tpu, 'start', f'--spec={spec}')
+  collect = tpu_vm.collect_commands(workdir, tpu_vm.collect_to(workdir), [p.name for p in points])
+  delete = [tpu_vm.delete_command(tpu)] if flags.FLAGS.delete_tpu else []
   if _DRY_RUN.value:
-    print(f'# {tpu.accelerator_type}: {tpu_vm.hosts(tpu.accelerator_type)} worker(s)')
-    print('\n'.join([*setup, *(command for _, command in trains), *collect, *delete]))
+    print(f'# {tpu.slices} x {tpu.accelerator_type}: {tpu.hosts} worker(s), '
+          f'{tpu_vm.devices(tpu.accelerator_type) * tpu.slices} chips')
+    print(f'# capacity: the state decides; absent: create; {"/".join(tpu_vm.RECREATE)}: delete, '
+          'then create')
+    print('\n'.join([tpu_vm.state_command(tpu), *tpu_vm.capacity_commands(tpu, 'PREEMPTED'),
+                     *ship, start]))
+    print('# follow, stop, collect:\n' + '\n'.join(tpu_vm.follow_lines(tpu, workdir)))
+    if _WAIT.value:
+      print('# --wait: then, once every worker\'s job has ended:\n'
+            + '\n'.join([*collect, *delete]))
     return
-  for command in setup:
-    _run_or_fail(command)
-  failed = []
-  for name, command in trains:
-    print(f'{name}: running on {tpu.name} ...', flush=True)
-    if subprocess.run(['bash', '-c', command]).returncode:
-      failed.append(name)
+  tpu_vm.ensure_capacity(tpu, _POLL_SECONDS.value)
+  for command in [*ship, start]:
+    tpu_vm.run_or_fail(command)
+  if not _WAIT.value:
+    print('The job runs on its own. Follow it, stop it, collect its runs:\n'
+          + '\n'.join(tpu_vm.follow_lines(tpu, workdir)))
+    return
+  while True:
+    time.sleep(_POLL_SECONDS.value)
+    if tpu_vm.tpu_state(tpu) not in tpu_vm.READY:  # preempted: a new TPU resumes the points
+      tpu_vm.ensure_capacity(tpu, _POLL_SECONDS.value)
+      for command in [*ship, start]:
+        tpu_vm.run_or_fail(command)
+      continue
+    status = tpu_vm.run(tpu_vm.job_command(tpu, 'status', '--lines=0'), capture=True).stdout
+    progress = tpu_vm.job_progress(tpu, status)
+    if progress == 'ended':
+      break
+    if progress == 'died':  # the VM restarted under the job (maintenance): start it again
+      tpu_vm.run_or_fail(start)
   for command in [*collect, *delete]:
-    _run_or_fail(command)
-  if failed:
-    sys.exit(f'These points failed: {", ".join(failed)}; their output is above. Re-running the '
-             'command resumes them.')
+    tpu_vm.run_or_fail(command)
 
 
 @cli.exits_on_user_error
 def main(argv):
   cli.no_arguments(argv)
   config_flag = flags.FLAGS['config'].config_filename
-  config, workdir = cli.CONFIG.value, _WORKDIR.value
+  config, workdir = cli.CONFIG.value, flags.FLAGS.workdir
   points = sweep_lib.points(experiment_sweep(config_flag), config)
   overrides = [arg for arg in sys.argv[1:] if arg.startswith('--config.')]
   if _RUNNER.value == 'tpu_vm':
-    run_tpu_vm(config_flag, overrides, workdir, points)
+    run_tpu_vm(config, config_flag, overrides, workdir, points)
   else:
     run_local(config_flag, overrides, workdir, points, config.train.steps)
 

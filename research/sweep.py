@@ -60,14 +60,22 @@ def points(sweep: Sequence[Mapping[str, Any]], config: ml_collections.ConfigDict
   """The sweep's points, each checked against `config` (a key it lacks fails, naming it)."""
   found = []
   for index, overrides in enumerate(sweep):
-    checked = copy.deepcopy(config)
-    for key, value in overrides.items():
-      apply(checked, key, value, f'get_sweep()[{index}]')
     found.append(Point(point_name(overrides), dict(overrides)))
+    point_config(config, found[-1], f'get_sweep()[{index}]')
   names = [p.name for p in found]
   if len(set(names)) != len(names):
     raise errors.UserError(f'get_sweep() has repeated points: {names}; make each point differ.')
   return found
+
+
+def point_config(config: ml_collections.ConfigDict, point: Point,
+                 where: str = '') -> ml_collections.ConfigDict:
+  """A copy of `config` with `point`'s overrides; a bad one fails naming `where` (default: the
+  point)."""
+  updated = copy.deepcopy(config)
+  for key, value in point.overrides.items():
+    apply(updated, key, value, where or f'point {point.name}')
+  return updated
 
 
 def apply(config: ml_collections.ConfigDict, key: str, value, where: str) -> None:

@@ -36,3 +36,18 @@ def test_notebook_trains_and_plots(tmp_path, data_dir, monkeypatch):
   outputs = [output for cell in nb.cells if cell.cell_type == 'code' for output in cell.outputs]
   assert any('image/png' in output.get('data', {}) for output in outputs)
   assert any('| run |' in output.get('data', {}).get('text/markdown', '') for output in outputs)
+
+
+def test_the_device_cell_says_in_one_line_when_the_runtime_is_wrong():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  cell = next(cell.source for cell in nb.cells if cell.source.startswith('EXPECT = None'))
+  exec(cell, {'TPU_RUNTIME': False})  # this machine's CPUs, nothing expected: fine
+  for tpu_runtime, expect, message in (
+      (False, 'tpu', "EXPECT='tpu' but this runtime has cpu devices: choose a TPU runtime"),
+      (True, None, 'This runtime has TPU chips but JAX')):
+    try:
+      exec(cell.replace('EXPECT = None', f'EXPECT = {expect!r}', 1), {'TPU_RUNTIME': tpu_runtime})
+    except RuntimeError as e:
+      assert str(e).startswith(message) and '\n' not in str(e)
+    else:
+      raise AssertionError(f'no error for TPU_RUNTIME={tpu_runtime}, EXPECT={expect!r}')
