@@ -151,7 +151,7 @@ def run_tpu_vm(config, config_flag: str, overrides: list[str], workdir: str, poi
     print(warning, file=sys.stderr, flush=True)
   multihost = tpu.hosts > 1
   spec = tpu_vm.job_spec(workdir, [(p.name, tpu_vm.worker_command(
-      remote_config, overrides, workdir, p, multihost)) for p in points])
+      remote_config, overrides, workdir, p, multihost)) for p in points], tpu.slices)
   ship = tpu_vm.ship_commands(tpu, workdir, os.path.join('/tmp', tpu_vm.ARCHIVE))
   start = tpu_vm.job_command(tpu, 'start', f'--spec={spec}')
   collect = tpu_vm.collect_commands(workdir, tpu_vm.collect_to(workdir), [p.name for p in points])

@@ -17,7 +17,8 @@ worker's name; on a bucket in new objects, research/appendable.py) and to JOB_DI
 SIGTERM it passes the signal on to the running point, whose training writes its preemption
 checkpoint (research/preemption.py), waits for it and starts no other point.
 
-The spec is JSON: {"log": "gs://.../logs/{worker}.log", "points": [{"name": N, "command": [...]}]}.
+The spec is JSON: {"log": "gs://.../logs/{worker}.log", "slices": S,
+"points": [{"name": N, "command": [...]}]}.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -87,9 +89,10 @@ def device_holders(prefixes=TPU_DEVICES) -> list[int]:
   return holders
 
 
-def worker_name() -> str:
-  """This worker's log name: `worker-N` from the TPU VM's metadata (agent-worker-number), with
-  `slice-S-` before it on a multislice job (MEGASCALE_SLICE_ID); `worker-0` off a TPU VM."""
+def worker_name(multislice: bool = False) -> str:
+  """This worker's log name: `worker-N` from the TPU VM's metadata (agent-worker-number); on a
+  multislice job `slice-S-worker-N` (MEGASCALE_SLICE_ID), or `HOSTNAME-worker-N` where the slice
+  is not in the environment, so that no two workers share a log; `worker-0` off a TPU VM."""
   number = os.environ.get('TPU_WORKER_ID')
   if number is None:
     request = urllib.request.Request(_METADATA + 'agent-worker-number',
@@ -100,7 +103,9 @@ def worker_name() -> str:
     except OSError:
       number = '0'
   slice_id = os.environ.get('MEGASCALE_SLICE_ID')
-  return (f'slice-{slice_id}-' if slice_id else '') + f'worker-{number}'
+  if slice_id:
+    return f'slice-{slice_id}-worker-{number}'
+  return f'{socket.gethostname()}-worker-{number}' if multislice else f'worker-{number}'
 
 
 def start(spec: str, job_dir: str, device_prefixes=TPU_DEVICES) -> str:
@@ -133,7 +138,8 @@ def run(spec: dict, job_dir: str, flush_seconds: float = FLUSH_SECONDS) -> int:
   failed, or 143 when stopped by SIGTERM."""
   from research import appendable  # imports TensorFlow (for gs://): only in the job itself
   state_path = os.path.join(job_dir, 'state.json')
-  log_path = spec['log'].format(worker=worker_name())
+  worker = worker_name(spec.get('slices', 1) > 1)
+  log_path = spec['log'].format(worker=worker)
   if '://' not in log_path:
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
   log = appendable.Appender(log_path, flush_seconds)
@@ -162,7 +168,8 @@ def run(spec: dict, job_dir: str, flush_seconds: float = FLUSH_SECONDS) -> int:
   for index, point in enumerate(points):
     if stop.is_set():
       break
-    _write_json(state_path, {'state': 'running', 'pid': os.getpid(), 'point': point['name'],
+    _write_json(state_path, {'state': 'running', 'pid': os.getpid(), 'worker': worker,
+                             'point': point['name'],
                              'index': index + 1, 'points': len(points), 'exit_codes': exit_codes})
     write(f'=== point {index + 1}/{len(points)} {point["name"]}: {shlex.join(point["command"])}\n')
     process = subprocess.Popen(point['command'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -187,8 +194,8 @@ def run(spec: dict, job_dir: str, flush_seconds: float = FLUSH_SECONDS) -> int:
   with lock:
     log.close()
     local.close()
-  _write_json(state_path, {'state': final, 'pid': os.getpid(), 'points': len(points),
-                           'exit_codes': exit_codes})
+  _write_json(state_path, {'state': final, 'pid': os.getpid(), 'worker': worker,
+                           'points': len(points), 'exit_codes': exit_codes})
   if stop.is_set():
     return 143
   return 1 if any(exit_codes.values()) else 0
@@ -216,7 +223,8 @@ def status(job_dir: str, lines: int = 5) -> str:
       tail = f.readlines()[-lines:] if lines else []
   except OSError:
     tail = []
-  return '\n'.join([f'{worker_name()}: {line}', *('  ' + text.rstrip('\n') for text in tail)])
+  name = state.get('worker') or worker_name()  # the name its log has
+  return '\n'.join([f'{name}: {line}', *('  ' + text.rstrip('\n') for text in tail)])
 
 
 def stop(job_dir: str) -> str:

@@ -296,9 +296,10 @@ def worker_command(config_flag: str, overrides: Sequence[str], workdir: str,
   return sweep_lib.train_command(python, config_flag, [*overrides, *distributed], workdir, point)
 
 
-def job_spec(workdir: str, commands: Sequence[tuple[str, list[str]]]) -> str:
-  """The JSON launch/tpu_job.py runs: each (point name, command), each worker's log in the bucket."""
-  return json.dumps({'log': f'{workdir.rstrip("/")}/logs/{{worker}}.log',
+def job_spec(workdir: str, commands: Sequence[tuple[str, list[str]]], slices: int = 1) -> str:
+  """The JSON launch/tpu_job.py runs: each (point name, command), each worker's log in the bucket
+  (named by slice too on several)."""
+  return json.dumps({'log': f'{workdir.rstrip("/")}/logs/{{worker}}.log', 'slices': slices,
                      'points': [{'name': name, 'command': command} for name, command in commands]},
                     separators=(',', ':'))
 

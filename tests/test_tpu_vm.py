@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -102,7 +103,7 @@ def test_dry_run_prints_the_whole_sequence(fake_gcloud, accelerator_type, gcloud
   assert remote[:7] == ['cd', '~/research', '&&', '.venv/bin/python', '-m', 'launch.tpu_job',
                         'start']
   spec = json.loads(remote[7][len('--spec='):])
-  assert spec['log'] == 'gs://my-bucket/sweeps/qs/logs/{worker}.log'
+  assert spec['log'] == 'gs://my-bucket/sweeps/qs/logs/{worker}.log' and spec['slices'] == 1
   names = [f'schedule.peak_lr={lr},seed={seed}' for lr in (0.001, 0.003) for seed in (0, 1)]
   assert [point['name'] for point in spec['points']] == names
   for point in spec['points']:
@@ -436,3 +437,7 @@ def test_a_job_whose_runner_died_says_so(tmp_path, monkeypatch):
   (tmp_path / 'pid').write_text('999999999')
   assert tpu_job.status(str(tmp_path), lines=0).startswith('worker-0: died while running a')
   assert tpu_job.status(str(tmp_path / 'none'), lines=0) == 'worker-0: no job has run here'
+  # Workers of several slices never share a log name, whether or not the slice is known.
+  assert tpu_job.worker_name(multislice=True) == f'{socket.gethostname()}-worker-0'
+  monkeypatch.setenv('MEGASCALE_SLICE_ID', '1')
+  assert tpu_job.worker_name(multislice=True) == 'slice-1-worker-0'
