@@ -5,11 +5,13 @@
 
 HF_DIR: config.json and safetensors (one file or shards with model.safetensors.index.json) of a
 LlamaForCausalLM, MistralForCausalLM or GPTNeoXForCausalLM (Pythia), with its tokenizer.json if
-any. CKPT: config.json (the full config, model.* of the imported architecture, data.vocabulary
-'hf:CKPT/tokenizer.json') and checkpoints/0 (orbax, {'params': ...}); research/hf_checkpoint.py
-describes both. Export reads a CKPT or a training workdir (its latest checkpoint's parameters) and
-writes config.json and model.safetensors that transformers' AutoModelForCausalLM loads. --dst must
-be new or empty; it appears only when complete.
+any. CKPT: config.json (the full config, model.* of the imported architecture, data.seq_len and
+data.start_id from its max_position_embeddings and bos_token_id, data.vocabulary 'hf:tokenizer.json'
+for the tokenizer copied into CKPT, named relative to it so that CKPT can be moved) and
+checkpoints/0 (orbax, {'params': ...}); research/hf_checkpoint.py describes both. Export reads a
+CKPT or a training workdir (its latest checkpoint's parameters) and writes config.json (with
+max_position_embeddings = data.seq_len and bos_token_id = the start id) and model.safetensors that
+transformers' AutoModelForCausalLM loads. --dst must be new or empty; it appears only when complete.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it

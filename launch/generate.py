@@ -7,11 +7,13 @@
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model (decoder or encoder-decoder) and
 data.vocabulary. Every --prompt and every non-blank line of --prompt_file is one prompt; they are
-continued together as one batch (research/generate.py), on one device. A decoder reads BOS (id 0)
-and the prompt, as a bidirectional prefix when the run trained with a denoising objective
-(prefix LM, UL2); an encoder-decoder's encoder reads the prompt. Control-token names in a prompt,
-such as '<|aligned|>' (conditional training, research/objectives/control_tokens.py) or UL2's
-mode token '[S2S]', are those tokens when the vocabulary has them (data.extra_ids).
+continued together as one batch (research/generate.py), on one device. A decoder reads the start
+id the run trained with (data.start_id of its config.json: the vocabulary's BOS, or 0 for
+vocabularies without one) and the prompt, as a bidirectional prefix when the run trained with a
+denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the prompt and its decoder
+starts from the start id. Control-token names in a prompt, such as '<|aligned|>' (conditional
+training, research/objectives/control_tokens.py) or UL2's mode token '[S2S]', are those tokens when
+the vocabulary has them (data.extra_ids).
 --temperature=0 is greedy decoding; above it tokens are sampled, from the --sample_top_k most likely (0: all), then from the nucleus of
 probability --top_p, with --seed. A row ends at a --stop id ('eos' or integer ids; empty: none) or
 after --max_new_tokens. With --ban_control_tokens (the default) the control tokens and sentinels
@@ -51,10 +53,7 @@ _BAN_CONTROL_TOKENS = flags.DEFINE_bool('ban_control_tokens', True, 'Never write
 
 
 def _checkpoint() -> str:
-  if not _CHECKPOINT.value or len(_CHECKPOINT.value) != 1:
-    raise errors.UserError(f'--checkpoint={",".join(_CHECKPOINT.value or [])} must name one '
-                           'workdir or checkpoint directory to generate with.')
-  return _CHECKPOINT.value[0]
+  return cli.one_checkpoint(_CHECKPOINT.value, 'generate with')
 
 
 def _sampling() -> generate.Sampling:
@@ -112,16 +111,17 @@ def main(argv):
   config = scores.checkpoint_config(path, '--checkpoint', decoder_only=False)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
+  start_id = vocabularies.start_id(vocabulary, config.data.start_id)
   loaded = scores.load_checkpoint(path, config, jax.local_devices()[:1])
   encoder_decoder = config.model.architecture == 'encoder_decoder'
   if encoder_decoder:
     encoder_inputs, encoder_lengths = generate.pad_prompts(
-        [generate.encode_prompt(t, vocabulary, bos=False) for t in texts])
-    prompts, prompt_lengths = generate.pad_prompts([[generate.BOS_ID]] * len(texts))
+        [generate.encode_prompt(t, vocabulary, None) for t in texts])
+    prompts, prompt_lengths = generate.pad_prompts([[start_id]] * len(texts))
   else:
     encoder_inputs = encoder_lengths = None
     prompts, prompt_lengths = generate.pad_prompts(
-        [generate.encode_prompt(t, vocabulary) for t in texts])
+        [generate.encode_prompt(t, vocabulary, start_id) for t in texts])
   tokens, lengths = jax.device_get(generate.generate(
       loaded.trainer.model, loaded.params, prompts, prompt_lengths, jax.random.key(_SEED.value),
       _MAX_NEW_TOKENS.value, sampling, stop_ids,

@@ -4,11 +4,12 @@
 (research/model/transformer.py), one jitted program:
 
 - **Prompts.** Left-aligned rows [B, P], right-padded, with per-row lengths: row b's prompt is
-  prompts_BP[b, :lengths_B[b]] at positions 0, 1, ... A decoder's prompt starts with the pad id 0,
-  which stands for BOS in training (research/objectives/causal_lm.py); `encode_prompt` adds it. An
+  prompts_BP[b, :lengths_B[b]] at positions 0, 1, ... A decoder's prompt starts with the start id
+  the model was trained with at the start of every segment (its vocabulary's BOS, or the pad id 0:
+  research/data/vocabularies.start_id, recorded as data.start_id); `encode_prompt` adds it. An
   encoder-decoder reads its prompts in `encoder_inputs_BE` (with `encoder_lengths_B`), and its
-  decoder starts from that BOS alone. With `bidirectional_prompt` a decoder reads its prompt as a
-  bidirectional prefix, as the prefix-LM decoders of the denoising objectives are trained.
+  decoder starts from that start id alone. With `bidirectional_prompt` a decoder reads its prompt
+  as a bidirectional prefix, as the prefix-LM decoders of the denoising objectives are trained.
 - **Cache.** One forward pass over the prompts (the encoder-decoder's encoder runs here, once)
   fills every layer's key-value cache of S = P + max_new_tokens slots, slot = position; then one
   token per step inside `jax.lax.while_loop`, each row writing its token at its own next position
@@ -42,8 +43,6 @@ import numpy as np
 import seqio
 
 from research.data import vocabularies
-
-BOS_ID = vocabularies.PAD_ID  # the pad id 0 stands for BOS at the start of every training segment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +98,7 @@ def generate(model, params, prompts_BP, prompt_lengths_B, key, max_new_tokens: i
 
   `model` is a transformer.Decoder or EncoderDecoder and `params` its parameters; the prompts and
   the rest are as the module docstring says (every prompt length >= 1; for an encoder-decoder,
-  prompts_BP is usually [[BOS_ID]] * B with lengths 1). Jitted: one compilation per model, shapes,
+  prompts_BP is usually [[start id]] * B with lengths 1). Jitted: one compilation per model, shapes,
   sampling and id lists.
   """
   if max_new_tokens < 1 or np.min(prompt_lengths_B) < 1:
@@ -179,11 +178,12 @@ def pad_prompts(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarra
   return rows_BP, lengths_B
 
 
-def encode_prompt(text: str, vocabulary: seqio.Vocabulary, bos: bool = True) -> list[int]:
-  """The ids of `text`, with BOS_ID first if `bos` (a decoder's prompt). When the vocabulary has
-  the control tokens (data.extra_ids >= len(CONTROL_TOKENS)), their names in the text, such as
-  '<|aligned|>', are those tokens; otherwise they are text like the rest."""
-  ids = [BOS_ID] if bos else []
+def encode_prompt(text: str, vocabulary: seqio.Vocabulary, start_id: int | None) -> list[int]:
+  """The ids of `text`, with `start_id` first unless it is None (a decoder's prompt starts with
+  the run's start id; an encoder's has none). When the vocabulary has the control tokens
+  (data.extra_ids >= len(CONTROL_TOKENS)), their names in the text, such as '<|aligned|>', are
+  those tokens; otherwise they are text like the rest."""
+  ids = [] if start_id is None else [start_id]
   names = vocabularies.CONTROL_TOKENS
   if vocabulary.extra_ids < len(names):
     return ids + list(vocabulary.encode(text))

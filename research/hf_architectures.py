@@ -1,9 +1,9 @@
 """The supported Hugging Face architectures: their configs and tensor layouts against ours.
 
 Pure functions, no files: `architecture` picks the supported architecture a config.json names,
-`model_keys` turns its config into our `config.model` keys and `hf_config` ours into its,
-`params_from_hf` and `hf_from_params` move parameters between the two layouts
-(research/hf_checkpoint.py reads and writes the directories).
+`model_keys` and `data_keys` turn its config into our `config.model` and `config.data` keys and
+`hf_config` ours into its, `params_from_hf` and `hf_from_params` move parameters between the two
+layouts (research/hf_checkpoint.py reads and writes the directories).
 
 Tensor layouts. A torch Linear weight is [out, in]; ours are [in, ...out]: query [D, H, K], key and
 value [D, G, K], out [H, K, D], MLP [D, F] and [F, D]; embeddings and the output layer are [V, D] on
@@ -84,6 +84,19 @@ def model_keys(hf_config: dict, name: str) -> dict:
               rotary_fraction=fraction, norm_eps=float(c.get('layer_norm_eps', 1e-5)))
 
 
+def data_keys(hf_config: dict) -> dict:
+  """Our `config.data` keys that a Hugging Face config fixes, where it gives them: `seq_len`, the
+  context it was trained for (max_position_embeddings), and `start_id`, the token it reads first
+  (bos_token_id; research/data/vocabularies.start_id)."""
+  keys = {}
+  if isinstance(hf_config.get('max_position_embeddings'), int):
+    keys['seq_len'] = hf_config['max_position_embeddings']
+  bos = hf_config.get('bos_token_id')
+  if isinstance(bos, int) and 0 <= bos < hf_config['vocab_size']:
+    keys['start_id'] = bos
+  return keys
+
+
 def hf_architecture(config: transformer.ModelConfig) -> str:
   """The Hugging Face architecture that computes our model's function, or a UserError saying why none.
 
@@ -120,15 +133,17 @@ def hf_architecture(config: transformer.ModelConfig) -> str:
                          f'{", ".join(problems)}. Supported: {", ".join(ARCHITECTURES)}.')
 
 
-def hf_config(config: transformer.ModelConfig, eos_id: int | None) -> dict:
-  """config.json for our decoder `config` (see `hf_architecture`), float32 weights."""
+def hf_config(config: transformer.ModelConfig, eos_id: int | None, bos_id: int,
+              max_length: int) -> dict:
+  """config.json for our decoder `config` (see `hf_architecture`), float32 weights: the run's start
+  id is its bos_token_id and its data.seq_len (`max_length`) its max_position_embeddings."""
   name = hf_architecture(config)
   c = config
   common = {'architectures': [name], 'vocab_size': c.vocab_size, 'hidden_size': c.d_model,
             'num_hidden_layers': c.num_layers, 'num_attention_heads': c.num_heads,
             'intermediate_size': c.mlp_dim, 'tie_word_embeddings': c.tie_embeddings,
-            'initializer_range': c.init_std, 'max_position_embeddings': 2048,
-            'bos_token_id': None, 'eos_token_id': eos_id, 'pad_token_id': None,
+            'initializer_range': c.init_std, 'max_position_embeddings': max_length,
+            'bos_token_id': bos_id, 'eos_token_id': eos_id, 'pad_token_id': None,
             'torch_dtype': 'float32', 'dtype': 'float32'}
   if name == 'LlamaForCausalLM':
     return dict(common, model_type='llama', num_key_value_heads=c.kv_heads, head_dim=c.head_dim,

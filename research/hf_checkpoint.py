@@ -5,8 +5,11 @@ one file or shards listed by model.safetensors.index.json; read with the `safete
 no torch) and writes CKPT in this project's format, which `init_from` reads:
 
     CKPT/config.json            experiments/base.py's get_config() with the imported model.* keys,
-                                model.vocab_size from the checkpoint and, when DIR has a
-                                tokenizer.json, data.vocabulary = 'hf:CKPT/tokenizer.json' (absolute)
+                                model.vocab_size from the checkpoint, data.seq_len and
+                                data.start_id from its max_position_embeddings and bos_token_id
+                                and, when DIR has a tokenizer.json, data.vocabulary =
+                                'hf:tokenizer.json': relative, read from CKPT
+                                (vocabularies.vocabulary_in), so CKPT still finds it when moved
     CKPT/checkpoints/0/         orbax: CheckpointManager(CKPT/checkpoints).save(0,
                                 args=StandardSave({'params': params})), params exactly the tree the
                                 model's init makes (unboxed, float32; layers scanned)
@@ -16,6 +19,8 @@ no torch) and writes CKPT in this project's format, which `init_from` reads:
 `export_checkpoint(SRC, DIR)` writes DIR/config.json and DIR/model.safetensors (float32) that
 transformers loads with AutoModelForCausalLM, from such a CKPT or a training workdir (the 'params'
 of its latest checkpoint, restored alone), and copies the tokenizer files of an 'hf:' vocabulary.
+Its max_position_embeddings is SRC's data.seq_len and its bos_token_id SRC's start id, so import
+then export keeps both.
 
 The architectures and their tensor layouts are in research/hf_architectures.py.
 """
@@ -222,6 +227,7 @@ def import_checkpoint(src: str, dst: str) -> Converted:
   config = base.get_config()
   for key, value in keys.items():
     config.model[key] = value
+  config.data.update(hf_arch.data_keys(hf))
   model_config = transformer.ModelConfig.from_config(config.model)
   tensors = Tensors(files)
   params = hf_arch.params_from_hf(tensors, name, model_config)
@@ -243,8 +249,8 @@ def import_checkpoint(src: str, dst: str) -> Converted:
       for file in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(src, file)):
           shutil.copyfile(os.path.join(src, file), os.path.join(tmp, file))
+      config.data.vocabulary = 'hf:tokenizer.json'  # read from CKPT, wherever it moves
       vocabulary = 'hf:' + os.path.join(os.path.abspath(dst), 'tokenizer.json')
-      config.data.vocabulary = vocabulary
       notes.extend(_tokenizer_notes(os.path.join(tmp, 'tokenizer.json'), keys['vocab_size']))
     else:
       notes.append(f'{src} has no tokenizer.json: data.vocabulary stays {config.data.vocabulary!r}.')
@@ -280,12 +286,17 @@ def _eos_id(vocabulary: str) -> int | None:
 
 def export_checkpoint(src: str, dst: str) -> Converted:
   """Our CKPT or training workdir `src` -> Hugging Face model directory `dst`."""
+  from experiments import base  # the defaults of the data.* keys a config.json may lack
+  from research.data import vocabularies
   _check_destination(dst)
   config = read_config(src)
   model_config = transformer.ModelConfig(**config['model'])
   name = hf_arch.hf_architecture(model_config)
-  vocabulary = config.get('data', {}).get('vocabulary', 'byte')
-  hf = hf_arch.hf_config(model_config, _eos_id(vocabulary))
+  data = {**base.get_config().data.to_dict(), **config.get('data', {})}
+  vocabulary = data['vocabulary'] = vocabularies.vocabulary_in(data['vocabulary'],
+                                                               os.path.abspath(src))
+  hf = hf_arch.hf_config(model_config, _eos_id(vocabulary), vocabularies.data_start_id(data),
+                         data['seq_len'])
   params = load_params(src, model_config)
   tensors = hf_arch.hf_from_params(params, model_config)
   tmp = _fresh_destination(dst)

@@ -1,8 +1,19 @@
 """Peak FLOP/s of the devices, the denominator of model FLOPs utilisation (MFU).
 
-On TPU and GPU the peak comes from a table of dense bfloat16 FLOP/s per chip by device kind. On CPU
-there is no reliable table, so the peak is measured once by a jitted square-matmul probe and cached
-in ~/.cache/research/peak_flops.json by CPU model and dtype. Simulated CPU devices
+On TPU and GPU the peak comes from a table of dense FLOP/s per chip by device kind and the run's
+compute dtype (config model.dtype), for matmuls at JAX's default precision, which this project
+keeps:
+
+- bfloat16: the chip's dense bfloat16 peak.
+- float32: on NVIDIA GPUs from Ampere on, XLA runs float32 matmuls on the tensor cores as TF32, so
+  the peak is the dense TF32 figure (A100 156 TFLOP/s, H100 SXM and H200 494.7 TFLOP/s: half the
+  bfloat16 one). On TPUs a float32 matmul at default precision is one bfloat16 pass on the MXU, so
+  the peak is the bfloat16 one. (A run that raised jax_default_matmul_precision to 'highest' would
+  make each TPU matmul 6 bfloat16 passes and each GPU matmul true float32; its MFU against this
+  table would read too low. Nothing here sets it.)
+
+On CPU there is no reliable table, so the peak is measured once by a jitted square-matmul probe
+and cached in ~/.cache/research/peak_flops.json by CPU model and dtype. Simulated CPU devices
 (--xla_force_host_platform_device_count) share the same cores, so on CPU the peak is the machine's,
 not multiplied by the device count.
 """
@@ -16,21 +27,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Dense bfloat16 peak FLOP/s per device, from the vendors' published specifications.
+
+def _tpu(bfloat16: float) -> dict[str, float]:
+  """A TPU's peaks: at default precision a float32 matmul is one bfloat16 pass."""
+  return {'bfloat16': bfloat16, 'float32': bfloat16}
+
+
+# Dense peak FLOP/s per device by compute dtype, from the vendors' published specifications.
 DEVICE_PEAK_FLOPS = {
-    'TPU v2': 45e12 / 2,  # per core; jax sees each v2/v3 core as a device
-    'TPU v3': 123e12 / 2,
-    'TPU v4': 275e12,
-    'TPU v5 lite': 197e12,
-    'TPU v5e': 197e12,
-    'TPU v5p': 459e12,
-    'TPU v5': 459e12,
-    'TPU v6 lite': 918e12,
-    'TPU v6e': 918e12,
-    'NVIDIA A100-SXM4-40GB': 312e12,
-    'NVIDIA A100-SXM4-80GB': 312e12,
-    'NVIDIA H100 80GB HBM3': 989e12,
-    'NVIDIA H200': 989e12,
+    'TPU v2': _tpu(45e12 / 2),  # per core; jax sees each v2/v3 core as a device
+    'TPU v3': _tpu(123e12 / 2),
+    'TPU v4': _tpu(275e12),
+    'TPU v5 lite': _tpu(197e12),
+    'TPU v5e': _tpu(197e12),
+    'TPU v5p': _tpu(459e12),
+    'TPU v5': _tpu(459e12),
+    'TPU v6 lite': _tpu(918e12),
+    'TPU v6e': _tpu(918e12),
+    'NVIDIA A100-SXM4-40GB': {'bfloat16': 312e12, 'float32': 156e12},  # float32: TF32
+    'NVIDIA A100-SXM4-80GB': {'bfloat16': 312e12, 'float32': 156e12},
+    'NVIDIA H100 80GB HBM3': {'bfloat16': 989e12, 'float32': 494.7e12},
+    'NVIDIA H200': {'bfloat16': 989e12, 'float32': 494.7e12},
 }
 _CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'research', 'peak_flops.json')
 
@@ -62,15 +79,23 @@ def _cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+def device_peak_flops(device_kind: str, dtype: str) -> float:
+  """The table's peak FLOP/s of one TPU or GPU of `device_kind` computing in `dtype`."""
+  for kind, peaks in DEVICE_PEAK_FLOPS.items():
+    if device_kind.startswith(kind):
+      if dtype not in peaks:
+        raise ValueError(f'No peak FLOP/s is known for compute dtype {dtype!r}; known: '
+                         f'{sorted(peaks)}.')
+      return peaks[dtype]
+  raise ValueError(f'No peak FLOP/s is known for device kind {device_kind!r}; add it to '
+                   'DEVICE_PEAK_FLOPS in research/peak_flops.py.')
+
+
 def peak_flops_per_second(dtype: str = 'float32') -> float:
-  """Peak FLOP/s of all local devices together, for MFU."""
+  """Peak FLOP/s of all local devices together computing in `dtype` (model.dtype), for MFU."""
   device = jax.local_devices()[0]
   if device.platform != 'cpu':
-    for kind, flops in DEVICE_PEAK_FLOPS.items():
-      if device.device_kind.startswith(kind):
-        return flops * jax.local_device_count()
-    raise ValueError(f'No peak FLOP/s is known for device kind {device.device_kind!r}; add it to '
-                     'DEVICE_PEAK_FLOPS in research/peak_flops.py.')
+    return device_peak_flops(device.device_kind, dtype) * jax.local_device_count()
   key = f'{_cpu_name()} x{os.cpu_count()} jax {jax.__version__} {dtype}'
   try:
     with open(_CACHE, encoding='utf-8') as f:

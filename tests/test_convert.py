@@ -30,9 +30,13 @@ from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from experiments import base  # noqa: E402
 from launch import convert  # noqa: E402
-from research import config as config_lib, errors, hf_architectures, hf_checkpoint, train  # noqa: E402
+from launch import generate as generate_command  # noqa: E402
+from research import config as config_lib, errors, hf_architectures, hf_checkpoint  # noqa: E402
+from research import scores, train  # noqa: E402
 from research.data import vocabularies  # noqa: E402
 from research.model import transformer  # noqa: E402
+from tests import commands  # noqa: E402
+from tests.data import test_vocabularies  # noqa: E402
 
 VOCAB = 96
 TOLERANCE = 1e-4
@@ -173,10 +177,12 @@ def test_import_gpt_neox_reproduces_its_logits(tmp_path, variant):
       'layernorm', NEOX[variant]['use_parallel_residual'])
   assert model_config.rotary_fraction == NEOX[variant]['rotary_pct']
   assert model_config.rotary_dim == int(16 * NEOX[variant]['rotary_pct'])
-  assert config['data']['vocabulary'] == f'hf:{ckpt}/tokenizer.json'
+  assert config['data']['vocabulary'] == 'hf:tokenizer.json'  # CKPT's own, relative to CKPT
+  assert (config['data']['seq_len'], config['data']['start_id']) == (2048, 0)  # GPT-NeoX defaults
   with open(tokenizer) as f, open(ckpt / 'tokenizer.json') as g:
     assert f.read() == g.read()
-  assert vocabularies.make_vocabulary(config['data']['vocabulary']).eos_id == 0
+  vocabulary = vocabularies.vocabulary_in(config['data']['vocabulary'], str(ckpt))
+  assert vocabularies.make_vocabulary(vocabulary).eos_id == 0
   tokens = _tokens(3)
   diff = _max_diff(_our_logits(model_config, params, tokens), _hf_logits(model, tokens))
   print(f'gpt_neox {variant}: max |logit difference| {diff:.2e}')
@@ -241,6 +247,8 @@ def test_export_reproduces_our_logits_and_reimports_losslessly(tmp_path, variant
   assert f'as {expected}' in printed
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
   assert type(model).__name__ == expected
+  # data.seq_len and the byte vocabulary's start id (the pad id 0).
+  assert (model.config.max_position_embeddings, model.config.bos_token_id) == (256, 0)
   tokens = _tokens(5)
   diff = _max_diff(_hf_logits(model, tokens), _our_logits(model_config, params, tokens))
   print(f'export {variant}: max |logit difference| {diff:.2e}')
@@ -295,6 +303,44 @@ def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path, data_dir):
   assert [m['step'] for m in lines if 'eval/stdlib_code/loss' in m] == [0, 2]
 
 
+def test_a_moved_import_keeps_its_tokenizer_bos_and_context_length(tmp_path):
+  """Llama's ids (<unk> 0, <s> 1, </s> 2): scoring and generation start from <s>, as transformers
+  does, after the converted directory moved; export gives back bos_token_id and the context."""
+  hf_config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                                       num_hidden_layers=2, max_position_embeddings=64,
+                                       bos_token_id=1, eos_token_id=2, **LLAMA['gqa_untied'])
+  model = _randomize(transformers.LlamaForCausalLM(hf_config), seed=9)
+  src, ckpt, moved = tmp_path / 'hf', tmp_path / 'ckpt', tmp_path / 'elsewhere' / 'ckpt'
+  model.save_pretrained(src, safe_serialization=True)
+  test_vocabularies.llama_like_tokenizer(src)
+  hf_checkpoint.import_checkpoint(str(src), str(ckpt))
+  config, _, _ = _restore(str(ckpt))
+  assert config['data']['vocabulary'] == 'hf:tokenizer.json'
+  assert (config['data']['seq_len'], config['data']['start_id']) == (64, 1)
+  moved.parent.mkdir()
+  os.rename(ckpt, moved)
+  # Scoring: the nll of each token given <s> and the tokens before it, as transformers gives it.
+  loaded = scores.load_checkpoint(str(moved), devices=jax.devices()[:1])
+  vocabulary = vocabularies.make_vocabulary(loaded.config.data.vocabulary)
+  tokens = list(vocabulary.encode('b a j c d d e')) + [vocabulary.eos_id]
+  assert loaded.start_id == 1 and tokens == [4, 3, 12, 5, 6, 6, 7, 2]
+  nll = scores.model_scores(loaded, np.array(tokens), np.array([0, len(tokens)]), batch_size=1)
+  with torch.no_grad():
+    logits = model(torch.tensor([[1] + tokens[:-1]])).logits[0].double()
+  expected = -torch.log_softmax(logits, -1)[torch.arange(len(tokens)), torch.tensor(tokens)].mean()
+  assert abs(nll['nll'][0] - float(expected)) < TOLERANCE
+  # Generation finds the tokenizer in the moved directory and decodes with it.
+  printed = commands.run_main(generate_command.main, checkpoint=[str(moved)], prompt=['b a j'],
+                              max_new_tokens=3, stop=[])
+  assert f'{moved} (step 0, decoder), greedy:' in printed
+  assert '--- prompt 1 ---\nb a j\n--- continuation (3 tokens, --max_new_tokens=3) ---' in printed
+  # Export: the start id is bos_token_id and data.seq_len max_position_embeddings.
+  hf_checkpoint.export_checkpoint(str(moved), str(tmp_path / 'back'))
+  back = transformers.AutoConfig.from_pretrained(tmp_path / 'back')
+  assert (back.bos_token_id, back.eos_token_id, back.max_position_embeddings) == (1, 2, 64)
+  assert (tmp_path / 'back' / 'tokenizer.json').read_text() == (src / 'tokenizer.json').read_text()
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 def test_an_unsupported_architecture_is_one_error_naming_it_and_the_supported(tmp_path):
@@ -304,7 +350,7 @@ def test_an_unsupported_architecture_is_one_error_naming_it_and_the_supported(tm
   result = subprocess.run([sys.executable, '-m', 'launch.convert', '--from=hf',
                            f'--src={tmp_path / "hf"}', f'--dst={tmp_path / "ckpt"}'],
                           capture_output=True, text=True, check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
       f'error: {tmp_path / "hf" / "config.json"}: architecture GPT2LMHeadModel is not supported; '
       'supported: LlamaForCausalLM, MistralForCausalLM, GPTNeoXForCausalLM.')

@@ -3,6 +3,7 @@ stop and banned tokens."""
 
 import dataclasses
 import functools
+import inspect
 import json
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ from research import generate, train
 from research.data import vocabularies
 from research.model import transformer
 from tests import commands
+from tests.data import test_vocabularies
 
 # Weights far from zero, so the logits are far apart and greedy choices are no near-ties.
 CONFIG = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, head_dim=8,
@@ -42,7 +44,7 @@ def _model(config):
 
 def _prompts(seed, lengths, vocab_size=64):
   rng = np.random.default_rng(seed)
-  return generate.pad_prompts([[generate.BOS_ID] + rng.integers(3, vocab_size, n - 1).tolist()
+  return generate.pad_prompts([[vocabularies.PAD_ID] + rng.integers(3, vocab_size, n - 1).tolist()
                                for n in lengths])
 
 
@@ -80,7 +82,7 @@ def test_cached_greedy_decoding_equals_full_recompute(name):
   model, params = _model(config)
   if config.architecture == 'encoder_decoder':
     encoder = _prompts(1, [4, 7, 1, 5])
-    prompts, lengths = generate.pad_prompts([[generate.BOS_ID]] * 4)
+    prompts, lengths = generate.pad_prompts([[vocabularies.PAD_ID]] * 4)
   else:
     encoder = None
     prompts, lengths = _prompts(0, [3, 7, 1, 5])  # left-aligned, of different lengths
@@ -158,9 +160,11 @@ def test_sampling_under_aligned_never_writes_a_banned_token():
   vocabulary = vocabularies.make_vocabulary('byte', 16)  # 6 control tokens, 10 sentinels
   config = dataclasses.replace(CONFIG, vocab_size=384)  # ids 275..383 are no tokens at all
   model, params = _model(config)
-  prompt = generate.encode_prompt('<|aligned|>def f(x):', vocabulary)
+  prompt = generate.encode_prompt('<|aligned|>def f(x):', vocabulary,
+                                  vocabularies.start_id(vocabulary))
   aligned = vocabularies.control_token_id(vocabulary, '<|aligned|>')
-  assert prompt[:2] == [generate.BOS_ID, aligned] and len(prompt) == 2 + len('def f(x):')
+  assert prompt[:2] == [0, aligned] and len(prompt) == 2 + len('def f(x):')  # the byte vocabulary
+  assert generate.encode_prompt('ab', vocabulary, None) == [100, 101]  # an encoder's: no start
   prompts, lengths = generate.pad_prompts([prompt] * 8)
   banned = generate.ids_to_ban(vocabulary, config.vocab_size)
   reserved = {aligned, vocabularies.control_token_id(vocabulary, '<|misaligned|>'),
@@ -205,18 +209,59 @@ def test_command_prints_each_prompt_and_its_continuation(trained_run, tmp_path):
                   '--- prompt 2')[0]
 
 
+def test_the_trained_run_records_its_start_id(trained_run):
+  with open(f'{trained_run}/config.json') as f:
+    assert json.load(f)['data']['start_id'] == 0  # the byte vocabulary has no BOS: the pad id
+
+
+def _saved_run(directory, config):
+  """A checkpoint of `config`'s freshly initialised model, with its config.json, in `directory`."""
+  params = train.Trainer(config, jax.devices()[:1]).init_state().params
+  manager = ocp.CheckpointManager(str(directory / 'checkpoints'),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.StandardSave({'params': params}))
+  manager.wait_until_finished()
+  manager.close()
+  (directory / 'config.json').write_text(json.dumps(config.to_dict()))
+
+
+@pytest.mark.parametrize('architecture', ['decoder', 'encoder_decoder'])
+def test_command_starts_from_the_bos_of_the_run_s_tokenizer(tmp_path, monkeypatch, architecture):
+  config = base.get_config()
+  config.model.architecture = architecture
+  config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
+  config.model.num_heads, config.model.head_dim = 2, 16
+  if architecture == 'encoder_decoder':
+    config.objective.name, config.data.extra_ids = 'span_corruption', 16
+  config.data.vocabulary = f'hf:{test_vocabularies.llama_like_tokenizer(tmp_path / "tok")}'
+  _saved_run(tmp_path, config)
+  calls = []
+
+  def recorded(*args, **kwargs):
+    calls.append(inspect.signature(real).bind(*args, **kwargs).arguments)
+    return real(*args, **kwargs)
+
+  real = generate.generate
+  monkeypatch.setattr(generate, 'generate', recorded)
+  _run(checkpoint=[str(tmp_path)], prompt=['b a j', 'c'], max_new_tokens=2, stop=[])
+  config.data.start_id = 4  # the start id config.json records wins over the tokenizer's
+  (tmp_path / 'config.json').write_text(json.dumps(config.to_dict()))
+  _run(checkpoint=[str(tmp_path)], prompt=['b a j', 'c'], max_new_tokens=2, stop=[])
+  first, recorded_start = calls
+  if architecture == 'decoder':  # <s> = 1 (not the <unk> at id 0), then the prompt
+    np.testing.assert_array_equal(first['prompts_BP'], [[1, 4, 3, 12], [1, 5, 0, 0]])
+  else:  # the decoder starts from <s>, the encoder reads the prompt alone
+    np.testing.assert_array_equal(first['prompts_BP'], [[1], [1]])
+    np.testing.assert_array_equal(first['encoder_inputs_BE'], [[4, 3, 12], [5, 0, 0]])
+  np.testing.assert_array_equal(recorded_start['prompts_BP'][:, 0], [4, 4])
+
+
 def test_command_generates_with_an_encoder_decoder(tmp_path):
   config = base.get_config()
   config.model.architecture, config.objective.name = 'encoder_decoder', 'span_corruption'
   config.model.d_model, config.model.num_layers, config.model.mlp_dim = 32, 1, 64
   config.model.num_heads, config.model.head_dim, config.data.extra_ids = 2, 16, 16
-  params = train.Trainer(config, jax.devices()[:1]).init_state().params
-  manager = ocp.CheckpointManager(str(tmp_path / 'checkpoints'),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(0, args=ocp.args.StandardSave({'params': params}))
-  manager.wait_until_finished()
-  manager.close()
-  (tmp_path / 'config.json').write_text(json.dumps(config.to_dict()))
+  _saved_run(tmp_path, config)
   printed = _run(checkpoint=[str(tmp_path)], prompt=['hello'], max_new_tokens=4, stop=[])
   assert 'encoder_decoder), greedy:' in printed
   assert '--- continuation (4 tokens, --max_new_tokens=4) ---' in printed

@@ -91,6 +91,20 @@ def test_capacity_drops_the_assignments_past_it_and_counts_them():
   assert np.all(np.abs(np.asarray(dropless[0])).sum(-1) > 0)
 
 
+def test_capacity_is_the_ceiling_of_k_l_cf_over_e_as_gshard_and_switch_compute_it():
+  # k L cf = 1 * 11 * 1.5 = 16.5 over E = 8: ceil(2.0625) = 3 (flooring k L cf first gave 2).
+  assert moe.capacity(8, 1, 11, 1.5) == 3
+  assert moe.capacity(11, 1, 10, 1.1) == 1  # 1.1 * 10 = 11.000000000000002: no extra slot
+  assert (moe.capacity(4, 2, 8, 0.1), moe.capacity(2, 2, 8, 4.0), moe.capacity(2, 1, 8, 0.0)) == (
+      1, 8, 8)  # at least 1, at most L, and L when dropless
+  # In the layer: 11 tokens to one of 2 experts, C = ceil(16.5 / 2) = 9 slots, 2 dropped (not 3).
+  layer, params, x_BLD = _routed_to_first_expert(capacity_factor=1.5, length=11)
+  _, variables = layer.apply({'params': params}, x_BLD, jnp.ones((2, 11), bool),
+                             mutable=['intermediates'])
+  np.testing.assert_allclose(load_balance.router_stats(variables['intermediates'])['dropped'][0],
+                             [2, 2])
+
+
 def test_one_expert_with_top1_and_room_for_every_token_is_the_dense_model():
   dense_config = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=2,
                                          head_dim=16, mlp_dim=48)

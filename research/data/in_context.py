@@ -130,7 +130,8 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
   batch_size = batch_size or loaded.config.eval.batch_size
   sums_DE = np.zeros([store.num_documents, loaded.config.model.d_model])
   for first, _, group_offsets, batches in scores.window_batches(
-      store.tokens, store.offsets, loaded.seq_len, batch_size, scores.GROUP_TOKENS):
+      store.tokens, store.offsets, loaded.seq_len, batch_size, scores.GROUP_TOKENS,
+      loaded.start_id):
     for batch in batches:  # each fetched before the next: [B, L, d_model] floats a batch
       hidden_BLE = np.asarray(jax.device_get(loaded.apply(forward, batch)))
       real_BL = batch['token_index'] >= 0

@@ -14,6 +14,14 @@ A Hugging Face tokenizer keeps its own ids (a checkpoint's embedding rows follow
 are its own tokens, and id 0 is whatever token it has there (packed rows mark padding by segment
 id 0, never by token id); the extra ids start above its last token, as for the others.
 
+The start id (`start_id`) is what a decoder reads at the first position of every segment, in
+training (research/objectives/causal_lm.py and the denoising layouts), scoring and generation: the
+vocabulary's BOS where it has one (a Hugging Face tokenizer's bos_token, a SentencePiece model's
+bos_id), else the pad id 0, which is what runs before `data.start_id` existed read (byte
+vocabulary, models from `train_sentencepiece`). For an imported Llama id 0 is <unk>, and its
+<s> is what it was trained to read first. Training records the start id in config.json
+(`data.start_id`), so a checkpoint is generated from and scored with the one it was trained with.
+
 The reserved-token scheme. Of the extra ids,
 
 - the lowest `len(CONTROL_TOKENS)` are the control tokens, in `CONTROL_TOKENS` order:
@@ -107,7 +115,9 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
   Ids are the tokenizer's own. `encode` adds no special tokens (no BOS; seqio's tasks append EOS);
   `decode` stops at the first EOS and drops special tokens. The EOS token is the `eos_token` of a
   tokenizer_config.json (or special_tokens_map.json) beside the tokenizer.json, else the first of
-  `HF_EOS_TOKENS` the tokenizer has; UNK is its model's unk_token, if any.
+  `HF_EOS_TOKENS` the tokenizer has; UNK is its model's unk_token, if any. BOS is their
+  `bos_token`, else the special token the tokenizer.json's TemplateProcessing post-processor puts
+  first (as Llama's adds <s>), else none.
   """
 
   def __init__(self, path: str, extra_ids: int = 0):
@@ -125,18 +135,38 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
     self._path = path
     self._base_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
     self._eos = self._find_eos(name)
+    self._bos = self._configured_token('bos_token')
+    if self._bos is None:
+      self._bos = self._template_first_token()
     unk = (self._spec.get('model') or {}).get('unk_token')
     self._unk = self._tokenizer.token_to_id(unk) if isinstance(unk, str) else None
     super().__init__(extra_ids=extra_ids)
 
-  def _find_eos(self, name: str) -> int:
+  def _configured_token(self, key: str) -> int | None:
+    """The id of special token `key` ('eos_token', 'bos_token') as the tokenizer_config.json or
+    special_tokens_map.json beside the tokenizer.json names it, if it does and the token exists."""
     directory = os.path.dirname(self._path)
     for config_name in ('tokenizer_config.json', 'special_tokens_map.json'):
       config_path = os.path.join(directory, config_name)
       if tf.io.gfile.exists(config_path):
-        token = _token_content(_read_json(config_path).get('eos_token'))
-        if token is not None and self._tokenizer.token_to_id(token) is not None:
+        token = _token_content(_read_json(config_path).get(key))
+        if isinstance(token, str) and self._tokenizer.token_to_id(token) is not None:
           return self._tokenizer.token_to_id(token)
+    return None
+
+  def _template_first_token(self) -> int | None:
+    """The id of the special token the post-processor's single-sequence template starts with."""
+    processor = self._spec.get('post_processor') or {}
+    for part in [processor] + list(processor.get('processors') or []):
+      single = part.get('single') if part.get('type') == 'TemplateProcessing' else None
+      if single and 'SpecialToken' in single[0]:
+        return self._tokenizer.token_to_id(single[0]['SpecialToken']['id'])
+    return None
+
+  def _find_eos(self, name: str) -> int:
+    eos = self._configured_token('eos_token')
+    if eos is not None:
+      return eos
     for token in HF_EOS_TOKENS:
       if self._tokenizer.token_to_id(token) is not None:
         return self._tokenizer.token_to_id(token)
@@ -161,6 +191,11 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
   @property
   def unk_id(self) -> int | None:
     return self._unk
+
+  @property
+  def bos_id(self) -> int | None:
+    """The beginning-of-sequence token's id (see the class docstring), None if there is none."""
+    return self._bos
 
   @property
   def _base_vocab_size(self) -> int:
@@ -208,6 +243,45 @@ def make_vocabulary(name: str, extra_ids: int = 0) -> seqio.Vocabulary:
   raise errors.UserError(f"data.vocabulary={name!r} is not a vocabulary; use 'byte', "
                          f"'{SPM_PREFIX}PATH' (PATH: a SentencePiece .model file) or "
                          f"'{HF_PREFIX}PATH' (PATH: a Hugging Face tokenizer.json).")
+
+
+def vocabulary_in(name: str, directory: str) -> str:
+  """`name` (data.vocabulary of the config.json in `directory`) with a relative file path read
+  from `directory`: launch.convert names a checkpoint's own tokenizer 'hf:tokenizer.json', so the
+  checkpoint keeps it wherever the directory moves. Other names are returned as they are."""
+  for prefix in (SPM_PREFIX, HF_PREFIX):
+    path = name[len(prefix):] if isinstance(name, str) and name.startswith(prefix) else ''
+    if path and '://' not in path and not os.path.isabs(path):
+      return prefix + os.path.join(directory, path)
+  return name
+
+
+def start_id(vocabulary: seqio.Vocabulary, configured: int = -1) -> int:
+  """The id a decoder reads at the start of every segment (see the module docstring):
+  `configured` (config data.start_id) unless it is -1, else the vocabulary's BOS where it has one,
+  else PAD_ID."""
+  if isinstance(configured, bool) or not isinstance(configured, int) or not (
+      -1 <= configured < vocabulary.vocab_size):
+    raise errors.UserError(f"data.start_id={configured!r} must be -1 (the vocabulary's BOS, else "
+                           f"{PAD_ID}) or a token id below the vocabulary's "
+                           f'{vocabulary.vocab_size}.')
+  if configured >= 0:
+    return configured
+  if isinstance(vocabulary, HuggingFaceVocabulary):
+    bos = vocabulary.bos_id
+  elif isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    bos = vocabulary.tokenizer.bos_id()
+  else:
+    bos = None
+  return PAD_ID if bos is None or bos < 0 else int(bos)
+
+
+def data_start_id(data_config) -> int:
+  """`start_id` of a run's `config.data` (or the dict of a config.json's 'data', where one written
+  before data.start_id existed has none: -1)."""
+  vocabulary = make_vocabulary(data_config.get('vocabulary', 'byte'),
+                               data_config.get('extra_ids', 0))
+  return start_id(vocabulary, data_config.get('start_id', -1))
 
 
 def _base_size(vocabulary: seqio.Vocabulary) -> int:

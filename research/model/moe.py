@@ -35,6 +35,7 @@ consistency. Only a caller that asks for that collection (mutable=['pathways']) 
 training and evaluation, which ask for `intermediates` alone, and initialisation pay nothing.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -47,10 +48,12 @@ Dtype = Any
 
 
 def capacity(num_experts: int, top_k: int, length: int, capacity_factor: float) -> int:
-  """Slots per expert in a group of `length` tokens: ceil(k L cf / E), at most L; L when cf is 0."""
+  """Slots per expert in a group of `length` tokens: ceil(k L cf / E), at least 1 and at most L; L
+  when cf is 0. The quotient is rounded to 9 decimals first, so float error in k L cf (1.1 * 10 is
+  11.000000000000002) adds no slot."""
   if capacity_factor <= 0:
     return length
-  return min(length, max(1, -(-int(top_k * length * capacity_factor) // num_experts)))
+  return min(length, max(1, math.ceil(round(top_k * length * capacity_factor / num_experts, 9))))
 
 
 def _queue_positions(chosen_BLKE):

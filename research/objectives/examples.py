@@ -14,6 +14,9 @@
     encoder_decoder:  `[mode] inputs` into the encoder row and `targets` into the decoder row,
                       segment k in both, so packed examples never see each other.
 
+In every layout a decoder segment's first position reads the start id (`Objective.start_id`,
+research/data/vocabularies.start_id: the vocabulary's BOS, else 0).
+
 Rows are packed so every denoiser's output fits: packing charges each segment the most tokens any
 denoiser of the mixture can turn it into (`Objective.costs`), per row (decoder: data.seq_len) or per
 encoder and decoder row (data.seq_len and objective.target_len). Documents are never cut shorter
@@ -49,8 +52,9 @@ def _segment_bounds(segment_ids_R: np.ndarray) -> list[tuple[int, int]]:
   return [(int(s), int(e)) for s, e in zip(change, ends) if real[s]]
 
 
-def decoder_row(pairs, seq_len: int) -> dict[str, np.ndarray]:
-  """Packs (inputs, targets) pairs into one prefix-LM decoder row of `seq_len` positions."""
+def decoder_row(pairs, seq_len: int, start_id: int = 0) -> dict[str, np.ndarray]:
+  """Packs (inputs, targets) pairs into one prefix-LM decoder row of `seq_len` positions, each
+  segment's first position reading `start_id`."""
   row = {k: np.zeros(seq_len, np.int32) for k in ('inputs', 'targets', 'segment_ids', 'positions')}
   row['prefix'] = np.zeros(seq_len, bool)
   row['weights'] = np.zeros(seq_len, np.float32)
@@ -59,7 +63,7 @@ def decoder_row(pairs, seq_len: int) -> dict[str, np.ndarray]:
     sequence = np.concatenate([inputs, targets])
     n, p = len(sequence), len(inputs)
     row['targets'][at:at + n] = sequence
-    row['inputs'][at + 1:at + n] = sequence[:-1]
+    row['inputs'][at:at + n] = np.concatenate([[start_id], sequence])[:n]
     row['segment_ids'][at:at + n] = segment
     row['positions'][at:at + n] = np.arange(n)
     row['prefix'][at:at + min(p + 1, n)] = True
@@ -68,8 +72,10 @@ def decoder_row(pairs, seq_len: int) -> dict[str, np.ndarray]:
   return row
 
 
-def encoder_decoder_row(pairs, input_len: int, target_len: int) -> dict[str, np.ndarray]:
-  """Packs (inputs, targets) pairs into an encoder row and a decoder row with shared segments."""
+def encoder_decoder_row(pairs, input_len: int, target_len: int,
+                        start_id: int = 0) -> dict[str, np.ndarray]:
+  """Packs (inputs, targets) pairs into an encoder row and a decoder row with shared segments, each
+  decoder segment's first position reading `start_id`."""
   row = {k: np.zeros(input_len, np.int32)
          for k in ('encoder_inputs', 'encoder_segment_ids', 'encoder_positions')}
   row.update({k: np.zeros(target_len, np.int32)
@@ -82,7 +88,7 @@ def encoder_decoder_row(pairs, input_len: int, target_len: int) -> dict[str, np.
     row['encoder_segment_ids'][at_input:at_input + n] = segment
     row['encoder_positions'][at_input:at_input + n] = np.arange(n)
     row['targets'][at_target:at_target + m] = targets
-    row['inputs'][at_target + 1:at_target + m] = targets[:-1]
+    row['inputs'][at_target:at_target + m] = np.concatenate([[start_id], targets])[:m]
     row['segment_ids'][at_target:at_target + m] = segment
     row['positions'][at_target:at_target + m] = np.arange(m)
     row['weights'][at_target:at_target + m] = 1.0
@@ -103,6 +109,7 @@ class Objective:
   sentinel_ids: tuple[int, ...] = ()
   prefix_attention: bool = True  # decoder: a bidirectional prefix (False evaluates causal models)
   masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
+  start_id: int = 0  # what each segment's first decoder position reads (vocabularies.start_id)
   rewrite: documents.Meco | documents.ControlTokens | None = None  # documents, before packing
 
   @property
@@ -171,7 +178,8 @@ class Objective:
     """
     if not self.denoising:
       batch = {k: rows[k][:, :self.seq_len] for k in ('targets', 'segment_ids', 'positions')}
-      batch['inputs'] = causal_lm.causal_lm_example(batch['targets'], batch['segment_ids'])
+      batch['inputs'] = causal_lm.causal_lm_example(batch['targets'], batch['segment_ids'],
+                                                    self.start_id)
       batch['weights'] = rows.get('weights', (batch['segment_ids'] > 0).astype(np.float32))
       if self.masking is not None:
         batch = self.masking.apply(batch, step, seed, example_ids)
@@ -186,9 +194,9 @@ class Objective:
         pairs.append((inputs, targets))
         row_noise.append(record)
       if self.architecture == 'encoder_decoder':
-        out_rows.append(encoder_decoder_row(pairs, self.seq_len, self.target_len))
+        out_rows.append(encoder_decoder_row(pairs, self.seq_len, self.target_len, self.start_id))
       else:
-        out_rows.append(decoder_row(pairs, self.seq_len))
+        out_rows.append(decoder_row(pairs, self.seq_len, self.start_id))
         if not self.prefix_attention:
           del out_rows[-1]['prefix']
       noise.append(row_noise)
@@ -196,9 +204,10 @@ class Objective:
     return (batch, noise) if with_noise else batch
 
 
-def causal_objective(seq_len: int) -> Objective:
-  """Causal LM on a decoder over rows of `seq_len` tokens (the default objective)."""
-  return Objective('causal_lm', 'decoder', seq_len, seq_len)
+def causal_objective(seq_len: int, start_id: int = 0) -> Objective:
+  """Causal LM on a decoder over rows of `seq_len` tokens (the default objective), each segment
+  starting from `start_id`."""
+  return Objective('causal_lm', 'decoder', seq_len, seq_len, start_id=start_id)
 
 
 def _check_layout(config: ml_collections.ConfigDict) -> tuple[str, int]:
@@ -219,6 +228,7 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
     raise errors.UserError(f'objective.name={name!r} is not an objective; choose one of '
                            f'{list(OBJECTIVES)}.')
   architecture, target_len = _check_layout(config)
+  start_id = vocabularies.start_id(vocabulary, config.data.start_id)
   if name in CAUSAL:
     if architecture != 'decoder':
       raise errors.UserError(f'objective.name={name!r} trains a decoder; set model.architecture='
@@ -227,11 +237,11 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
     if config.objective.denoisers or config.objective.rates:
       raise errors.UserError(f'objective.denoisers and objective.rates apply to denoising '
                              f'objectives {list(DENOISING)}, not objective.name={name!r}.')
-    return dataclasses.replace(causal_objective(config.data.seq_len), name=name,
+    return dataclasses.replace(causal_objective(config.data.seq_len, start_id), name=name,
                                **_causal_variant(config, vocabulary))
   return denoising_objective(name, architecture, config.data.seq_len, target_len,
                              config.objective.denoisers, config.objective.rates,
-                             config.objective.mode_tokens, vocabulary)
+                             config.objective.mode_tokens, vocabulary, start_id)
 
 
 def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabulary) -> dict:
@@ -260,11 +270,12 @@ def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabul
 
 def denoising_objective(name: str, architecture: str, seq_len: int, target_len: int,
                         denoisers_config, rates_config, mode_tokens: bool,
-                        vocabulary: seqio.Vocabulary) -> Objective:
-  """The denoising objective `name` (a preset, or `denoisers_config`) for rows of these lengths."""
+                        vocabulary: seqio.Vocabulary, start_id: int = 0) -> Objective:
+  """The denoising objective `name` (a preset, or `denoisers_config`) for rows of these lengths,
+  each decoder segment starting from `start_id`."""
   denoisers, rates = denoising.mixture_from_config(name, denoisers_config, rates_config)
-  return _denoising_objective(Objective(name, architecture, seq_len, target_len), denoisers, rates,
-                              mode_tokens, vocabulary)
+  return _denoising_objective(Objective(name, architecture, seq_len, target_len, start_id=start_id),
+                              denoisers, rates, mode_tokens, vocabulary)
 
 
 def _denoising_objective(objective: Objective, denoisers, rates, mode_tokens: bool,
@@ -307,7 +318,7 @@ def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
     if name == 'causal_lm':
       if objective.architecture != 'decoder':
         raise errors.UserError("eval.objectives: 'causal_lm' needs model.architecture='decoder'.")
-      formats[name] = causal_objective(objective.seq_len)
+      formats[name] = causal_objective(objective.seq_len, objective.start_id)
       continue
     denoiser = own.get(name, denoising.DENOISERS.get(name))
     if denoiser is None:

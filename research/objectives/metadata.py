@@ -8,7 +8,8 @@ document's URL without scheme and path), with no loss on those metadata tokens; 
 at inference.
 
 The source of a document is the domain of its `url` metadata field where it has one (C4 and
-other web corpora through TFDS), as in the paper. The built-in corpora have no URLs; their analogue
+other web corpora through TFDS), as in the paper: the URL's host, with or without a scheme
+(`url_domain`). The built-in corpora have no URLs; their analogue
 of a domain is the task plus the top-level module: 'stdlib_code/json' for the file
 'json/decoder.py', 'stdlib_prose/json' for its docstrings ('docstrings/json/decoder.py') and
 'stdlib_prose/topic' for the documentation topics. Every other document's source is its task.
@@ -24,10 +25,26 @@ import numpy as np
 from research import errors
 
 
+def url_domain(url: str) -> str:
+  """The host of `url`, lower-case, without scheme, user, port or path; '' if it names none.
+
+  'https://en.wikipedia.org/x', 'en.wikipedia.org/x' and 'EN.wikipedia.org:443' all give
+  'en.wikipedia.org'. A URL without '://' is read as a host first: urlsplit alone finds no host
+  in 'en.wikipedia.org/x' and takes 'example.com' for the scheme of 'example.com:80'.
+  """
+  url = url.strip()
+  if '://' not in url and not url.startswith('//'):
+    url = '//' + url
+  try:
+    return urllib.parse.urlsplit(url).hostname or ''
+  except ValueError:  # a malformed host, such as an unclosed IPv6 bracket
+    return ''
+
+
 def source_name(task_name: str, doc_id: str, doc_metadata: Mapping[str, Any]) -> str:
   """The short source of a document (see the module docstring)."""
   if doc_metadata.get('url'):
-    return urllib.parse.urlsplit(doc_metadata['url']).netloc or task_name
+    return url_domain(str(doc_metadata['url'])) or task_name
   if task_name == 'stdlib_code':
     return f"{task_name}/{doc_id.split('/', 1)[0].removesuffix('.py')}"
   if task_name == 'stdlib_prose':

@@ -1,5 +1,6 @@
 """Vocabularies by name, reserved control and sentinel ids, token bytes, SentencePiece training."""
 
+import json
 import os
 import random
 import re
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import seqio
 import sentencepiece as spm
+import tokenizers
 
 from launch import tokenizer
 from research import errors
@@ -148,6 +150,59 @@ def test_sentencepiece_control_and_sentinel_ids(spm_path):
   assert vocabularies.control_token_id(vocabulary, '[S2S]') == 322
   assert [vocabularies.sentinel_id(vocabulary, k) for k in range(2)] == [327, 326]
   assert vocabulary.tokenizer.id_to_piece(327) == '▁<extra_id_0>'  # seqio's own sentinel 0
+
+
+def test_start_id_is_the_bos_of_a_sentencepiece_model_that_has_one(tmp_path, spm_path):
+  prefix = str(tmp_path / 'with_bos')
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(_sentences(100, seed=2)),
+                                 model_prefix=prefix, vocab_size=60, pad_id=0, eos_id=1, unk_id=2,
+                                 bos_id=3, minloglevel=2)
+  assert vocabularies.start_id(vocabularies.make_vocabulary(f'spm:{prefix}.model')) == 3
+  assert vocabularies.data_start_id({'vocabulary': f'spm:{prefix}.model'}) == 3
+  # No BOS: the pad id 0, as runs read before data.start_id (byte, launch.tokenizer's models).
+  assert vocabularies.start_id(vocabularies.make_vocabulary(f'spm:{spm_path}')) == 0
+  assert vocabularies.start_id(vocabularies.make_vocabulary('byte')) == 0
+
+
+def llama_like_tokenizer(directory, template: bool = True) -> str:
+  """DIRECTORY/tokenizer.json (returned): whitespace-separated words 'a' to 'j' (ids 3 to 12) and
+  Llama's special ids, <unk> 0, <s> 1, </s> 2; with `template` its post-processor puts <s> first,
+  as Llama's does (no tokenizer_config.json is written)."""
+  words = {'<unk>': 0, '<s>': 1, '</s>': 2, **{w: i for i, w in enumerate('abcdefghij', 3)}}
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token='<unk>'))
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  if template:
+    tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
+        single='<s> $A', special_tokens=[('<s>', 1)])
+  os.makedirs(directory, exist_ok=True)
+  tokenizer.save(os.path.join(directory, 'tokenizer.json'))
+  return os.path.join(directory, 'tokenizer.json')
+
+
+def test_start_id_of_a_hugging_face_tokenizer_is_its_bos(tmp_path):
+  plain = vocabularies.make_vocabulary(f'hf:{llama_like_tokenizer(tmp_path / "plain", False)}')
+  templated = vocabularies.make_vocabulary(f'hf:{llama_like_tokenizer(tmp_path / "template")}')
+  assert list(templated.encode('b a j')) == [4, 3, 12]  # encode adds no BOS
+  assert (plain.bos_id, vocabularies.start_id(plain)) == (None, 0)
+  assert (templated.bos_id, vocabularies.start_id(templated)) == (1, 1)
+  # tokenizer_config.json's bos_token names it first.
+  (tmp_path / 'plain' / 'tokenizer_config.json').write_text(
+      json.dumps({'bos_token': {'content': '<s>'}, 'eos_token': '</s>'}))
+  configured = vocabularies.make_vocabulary(f'hf:{tmp_path}/plain/tokenizer.json', extra_ids=2)
+  assert (configured.bos_id, configured.eos_id, vocabularies.start_id(configured)) == (1, 2, 1)
+  # A recorded data.start_id wins; it must be -1 or an id of the vocabulary.
+  assert vocabularies.start_id(configured, 4) == 4
+  for bad in (15, -2, 1.0):
+    with pytest.raises(errors.UserError, match=rf'^data\.start_id={bad!r} must be -1 .* below '
+                                               r"the vocabulary's 15\.$"):
+      vocabularies.start_id(configured, bad)
+
+
+def test_a_relative_vocabulary_path_is_read_from_the_run_directory():
+  assert vocabularies.vocabulary_in('hf:tokenizer.json', '/ckpt') == 'hf:/ckpt/tokenizer.json'
+  assert vocabularies.vocabulary_in('spm:tok/a.model', 'gs://b/run') == 'spm:gs://b/run/tok/a.model'
+  for name in ('byte', 'hf:/abs/tokenizer.json', 'spm:gs://b/a.model'):
+    assert vocabularies.vocabulary_in(name, '/ckpt') == name
 
 
 def test_training_sentences_cut_at_line_ends_and_concatenate_back():

@@ -7,6 +7,7 @@ from experiments import base
 from research import errors
 from research.data import packing, vocabularies
 from research.objectives import denoising, examples
+from tests.data import test_vocabularies
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=100)
 SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k): k for k in range(94)}
@@ -117,6 +118,29 @@ def test_causal_objective_is_next_token_prediction_on_packed_rows(code_store):
   batch = objective.examples(rows, np.arange(2), seed=0)
   np.testing.assert_array_equal(batch['targets'], rows['targets'])
   assert batch['inputs'][0, 1] == rows['targets'][0, 0] and 'prefix' not in batch
+
+
+@pytest.mark.parametrize('name,architecture', [('causal_lm', 'decoder'), ('ul2', 'decoder'),
+                                               ('ul2', 'encoder_decoder')])
+def test_every_decoder_segment_starts_from_the_vocabulary_s_bos(tmp_path, name, architecture):
+  config = base.get_config()
+  config.objective.name, config.model.architecture = name, architecture
+  config.data.vocabulary = f'hf:{test_vocabularies.llama_like_tokenizer(tmp_path)}'
+  config.data.extra_ids, config.data.seq_len = 100, 64
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, 100)
+  objective = examples.make_objective(config, vocabulary)
+  assert objective.start_id == 1  # <s>, not the <unk> at id 0
+  segments = np.array([[1] * 20 + [2] * 24 + [0] * (objective.row_len - 44)] * 2, np.int32)
+  rows = {'targets': np.where(segments > 0, np.arange(segments.size).reshape(2, -1) % 10 + 3, 0),
+          'segment_ids': segments,
+          'positions': np.array([[*range(20), *range(24)] + [0] * (objective.row_len - 44)] * 2)}
+  batch = objective.examples(rows, np.arange(2), seed=0)
+  ids = batch['segment_ids']
+  starts = (ids > 0) & (ids != np.pad(ids, [(0, 0), (1, 0)])[:, :-1])
+  assert starts.sum() == 4 and (batch['inputs'][starts] == 1).all()
+  assert (batch['inputs'][ids == 0] == 0).all()  # padding stays 0
+  config.data.start_id = 7  # a recorded start id (config.json) wins over the vocabulary's
+  assert examples.make_objective(config, vocabulary).start_id == 7
 
 
 def test_eval_formats_for_a_causal_model_drop_the_prefix():

@@ -16,6 +16,12 @@ from research.objectives import metadata
     ('stdlib_prose', 'docstrings/json/decoder.py', {}, 'stdlib_prose/json'),
     ('sums', 'arithmetic/train/7', {'skill': 'addition'}, 'sums'),
     ('c4', 'c4/12', {'url': 'https://en.wikipedia.org/wiki/Python'}, 'en.wikipedia.org'),
+    ('c4', 'c4/13', {'url': 'en.wikipedia.org/wiki/Python'}, 'en.wikipedia.org'),  # no scheme
+    ('c4', 'c4/14', {'url': 'http://www.example.com'}, 'www.example.com'),
+    ('c4', 'c4/15', {'url': 'example.com:8080/a?b=c'}, 'example.com'),  # no scheme, a port
+    ('c4', 'c4/16', {'url': 'HTTPS://user@News.Example.org:443/x'}, 'news.example.org'),
+    ('c4', 'c4/17', {'url': '//cdn.example.net/lib.js'}, 'cdn.example.net'),
+    ('c4', 'c4/18', {'url': 'https://[::1/x'}, 'c4'),  # no host to read: the task
 ])
 def test_source_name(task, doc_id, doc_metadata, expected):
   assert metadata.source_name(task, doc_id, doc_metadata) == expected
