@@ -8,7 +8,8 @@ reads exactly the batches `launch.train` would (research/data/pipeline.py; no wo
 - `--show=N` prints the first N examples (rows) of the global batches from step S on, step by step
   and row by row: the row's task and packed row, then per segment the document id, its metadata,
   its tokens and loss-bearing tokens, and its decoded text (control characters escaped, long texts
-  cut); for denoising objectives also the segment's denoiser and its inputs and targets;
+  cut); for denoising objectives also the segment's denoiser and its inputs and targets, decoded
+  with sentinel k shown as `<Xk>` as seqio shows it and the mode tokens by name ('[NLU]', ...);
 - always prints the mixture realised over steps S .. S+M-1, counted from the sampler alone (no
   batch is assembled), next to the configured weights of the stages those steps fall in and the
   replay mixture, and how many epochs of each task have been read by the end of those steps;
@@ -115,6 +116,24 @@ def shown_text(text: str, max_chars: int = MAX_SHOWN_CHARS) -> str:
   return f'{text[:max_chars]!r}... (+{len(text) - max_chars} characters)'
 
 
+def decoded(ids: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
+  """Token ids as text as seqio shows them: sentinel k as `<Xk>`, a control token by its name
+  ('[NLU]', ...), the ids between them decoded by `vocabulary`."""
+  named = {vocabularies.sentinel_id(vocabulary, k): f'<X{k}>'
+           for k in range(vocabularies.num_sentinels(vocabulary))}
+  if vocabulary.extra_ids >= len(vocabularies.CONTROL_TOKENS):
+    named.update({vocabularies.control_token_id(vocabulary, name): name
+                  for name in vocabularies.CONTROL_TOKENS})
+  pieces, run = [], []
+  for token in ids.tolist():
+    if token in named:
+      pieces += [vocabulary.decode(run), named[token]]
+      run = []
+    else:
+      run.append(token)
+  return ''.join(pieces + [vocabulary.decode(run)])
+
+
 def format_example(example: dict, example_segments: Sequence[dict],
                    vocabulary: seqio.Vocabulary) -> str:
   """An example as text: a header line, then two lines per segment (its document, its text), and
@@ -137,7 +156,8 @@ def format_example(example: dict, example_segments: Sequence[dict],
       targets = arrays['targets'][in_segment & (arrays['weights'] > 0)]
       lines.append(f"    {segment['denoiser']} (mean span {segment['mean_span']}, rate "
                    f"{segment['rate']}, {sum(segment['noise'])} noise tokens): inputs "
-                   f'{inputs.tolist()} targets {targets.tolist()}'[:4 * MAX_SHOWN_CHARS])
+                   f'{shown_text(decoded(inputs, vocabulary))} targets '
+                   f'{shown_text(decoded(targets, vocabulary))}')
   return '\n'.join(lines)
 
 
@@ -239,6 +259,7 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
 @cli.exits_on_user_error
 def main(argv):
   cli.no_arguments(argv)
+  cli.quiet_absl_logging()
   step, show, dump, out = _STEP.value, _SHOW.value, _DUMP.value, _OUT.value
   check_flags(step, show, dump, out, _PROPORTION_STEPS.value)
   config = cli.CONFIG.value

@@ -56,7 +56,7 @@ def task_texts(task_name: str, max_documents: int | None) -> Iterator[str]:
                            "'text'.")
   if max_documents is not None:
     dataset = dataset.take(max_documents)
-  return (example['text'].decode('utf-8') for example in dataset.as_numpy_iterator())
+  return (example['text'].decode('utf-8') for example in tasks.numpy_examples(dataset))
 
 
 def train_tokenizer(task_name: str, vocab_size: int, out: str, max_documents: int | None,

@@ -188,7 +188,7 @@ def test_unknown_task_in_the_mixture_is_one_line_naming_it(data_dir):
       [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py', TASKS,
        f'--config.data.store_dir={data_dir}', "--config.data.mixture={'sums': 0.5, 'sumz': 0.5}"],
       capture_output=True, text=True, check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: A data mixture (data.mixture, data.stages or data.replay.mixture) "
                          "names an unknown task 'sumz'; did you mean ['sums']?")
@@ -225,3 +225,89 @@ def test_ul2_dump_records_each_segments_denoiser_and_noise_mask(data_dir, tmp_pa
     realised = sum(map(sum, masks)) / sum(map(len, masks))
     expected = {'R3_15': 0.15, 'X3_50': 0.5, 'S_25': 0.25}[name]
     assert len(masks) > 30 and abs(realised - expected) < 0.1, (name, realised, len(masks))
+
+
+@pytest.mark.parametrize('lines, message', [
+    ([b'{"text": "one"}', b'{"text": "two"', b'{"text": "three"}'],
+     r'bad\.jsonl line 2 is not valid JSON \(Expecting .* at column 1\); with '
+     r"data\.tasks\.mine\.format='jsonl' every line must be one JSON object\."),
+    ([b'{"text": "one"}', b'{"text": "two"}', b'{"body": "three"}'],
+     r"bad\.jsonl line 3 has no string field 'text' \(its fields: \['body'\]\); set "
+     r'data\.tasks\.mine\.text_field to the field holding the text\.'),
+    ([b'{"text": "one"}', b'{"text": "caf\xe9"}'],
+     r'bad\.jsonl is not valid UTF-8 at byte offset 29 \(line 2\); re-encode the file as UTF-8 '
+     r'\(e\.g\. iconv -f LATIN1 -t UTF-8 .*/bad\.jsonl > fixed\.txt\)\.'),
+])
+def test_a_bad_source_file_is_one_line_naming_it_not_a_traceback(tmp_path, lines, message):
+  """The UserError raised while the document store is built (by Beam) reaches the user alone."""
+  path = tmp_path / 'bad.jsonl'
+  path.write_bytes(b'\n'.join(lines) + b'\n')
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py',
+       f"--config.data.tasks={{'mine': {{'source': 'files', 'pattern': '{path}', "
+       "'format': 'jsonl'}}", "--config.data.mixture={'mine': 1.0}",
+       f'--config.data.store_dir={tmp_path / "stores"}'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 2 and not result.stdout
+  stderr = result.stderr.strip().splitlines()
+  assert re.fullmatch(f'error: {re.escape(str(tmp_path))}/{message}', stderr[-1]), stderr[-1]
+  assert 'Traceback' not in result.stderr and len(stderr) <= 3, result.stderr
+
+
+def test_ul2_show_decodes_inputs_and_targets_with_sentinels(data_dir):
+  config = _config(data_dir, "--config.data.mixture={'sums': 1.0}", '--config.objective.name=ul2',
+                   '--config.data.extra_ids=100')
+  printed = _main(config, show=8)
+  shown = re.findall(r'^    (.*)\n    (\w+) \(mean span [\d.]+, rate [\d.]+, \d+ noise tokens\): '
+                     r'inputs (.*) targets (.*)$', printed, re.M)
+  assert len(shown) > 20
+  spans = 0
+  for text, denoiser, inputs, targets in shown:
+    text, inputs, targets = (ast.literal_eval(s) for s in (text, inputs, targets))
+    mode = {'R': '[NLU]', 'X': '[NLG]', 'S': '[S2S]'}[denoiser[0]]
+    assert inputs.startswith(mode)
+    inputs = inputs[len(mode):]
+    if denoiser.startswith('S'):  # prefix LM: the text continues in the targets
+      assert inputs + targets == text
+      continue
+    # Span corruption: sentinel k stands for the span after <Xk> in the targets, as seqio shows it.
+    pieces = re.split(r'(<X\d+>)', targets)
+    assert pieces[0] == '' and pieces[1] == '<X0>'
+    filled = inputs
+    for sentinel, span in zip(pieces[1::2], pieces[2::2]):
+      assert filled.count(sentinel) == 1
+      filled = filled.replace(sentinel, span)
+      spans += 1
+    assert filled == text
+  assert spans > 20
+
+
+_SEQIO_MODULE = '''
+import seqio
+import tensorflow as tf
+
+TEXTS = {'train': [f'tale {i} ' + 'x' * i for i in range(40)], 'validation': ['held']}
+seqio.TaskRegistry.add(
+    'my_tales', source=seqio.FunctionDataSource(
+        lambda split, shuffle_files: tf.data.Dataset.from_tensor_slices({'targets': TEXTS[split]}),
+        splits=('train', 'validation')),
+    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+    output_features={'targets': seqio.Feature(seqio.ByteVocabulary(), add_eos=True)})
+'''
+
+
+def test_a_seqio_task_of_a_registering_module_is_shown_by_name(tmp_path):
+  (tmp_path / 'my_tasks.py').write_text(_SEQIO_MODULE, encoding='utf-8')
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py',
+       "--config.data.seqio_modules=('my_tasks',)", "--config.data.mixture={'my_tales': 1.0}",
+       f'--config.data.store_dir={tmp_path / "stores"}', '--show=2', '--proportion_steps=10'],
+      capture_output=True, text=True, check=False,
+      env={**os.environ, 'PYTHONPATH': f'{tmp_path}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  documents = re.findall(r'^  segment \d+: document my_tales/train/(\d+) \{\}, (\d+) tokens.*\n'
+                         r"    '(.*)'$", result.stdout, re.M)
+  assert len(documents) > 4
+  for index, num_tokens, text in documents:
+    assert text == f'tale {index} ' + 'x' * int(index) and int(num_tokens) == len(text) + 1
+  assert re.search(r'^  my_tales +100\.00% ', result.stdout, re.M)

@@ -7,11 +7,16 @@ DirectRunner on one machine, Dataflow or Flink for a corpus in a bucket). A shar
 temporary file and renamed into place, then its summary (`records.summary_of`) says it is
 complete; a rerun keeps every shard whose file matches its summary's sha256 and builds the others.
 Once every shard of a split is there, the driver writes manifest.json (research/data/records.py).
+
+A UserError raised while a source is read (a bad JSONL line, bad UTF-8) reaches the caller as it was
+raised: Beam copies it with "[while running 'Build']" appended and logs the copy with its
+traceback, which `build` and `_QuietUserErrors` undo, so a command ends with the message alone.
 """
 
 import dataclasses
 import functools
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +39,26 @@ class Unit:
   task: str
   part: tasks.Part
   directories: dict[str, str]  # split -> store directory, of the splits asked for
+
+
+class _QuietUserErrors(logging.Filter):
+  """Drops Beam's log of a UserError a worker raised (its traceback, some 40 lines): `build`
+  raises the error itself, and a command prints its message alone."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not isinstance(record.msg, errors.UserError)
+
+
+logging.getLogger('apache_beam.runners.common').addFilter(_QuietUserErrors())
+
+
+def _as_raised(error: errors.UserError) -> errors.UserError:
+  """The UserError a worker raised, for the copy of it that Beam raises instead (its message with
+  the step appended, `_tagged_with_step`, the original as its context)."""
+  while getattr(error, '_tagged_with_step', False) and isinstance(error.__context__,
+                                                                  errors.UserError):
+    error = error.__context__
+  return error
 
 
 @functools.cache
@@ -118,10 +143,12 @@ def build_unit(pickled_unit: bytes, vocabulary_name: str) -> list[tuple[str, str
     try:
       for document in part.read():
         split = part.splits[0] if len(part.splits) == 1 else (
-            'validation' if tasks.is_validation(document['id']) else 'train')
+            'validation' if tasks.is_validation(document['id'], part.validation_fraction)
+            else 'train')
         if split in writers:
-          tokens = tokenize(vocabulary, document['text'], dtype)
-          metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
+          tokens = (document['tokens'].astype(dtype) if 'tokens' in document else
+                    tokenize(vocabulary, document['text'], dtype))  # a seqio Task's own ids
+          metadata = {k: v for k, v in document.items() if k not in ('id', 'text', 'tokens')}
           writers[split].write(records.encode_document(
               document['id'], json.dumps(metadata, sort_keys=True), tokens), len(tokens))
     except BaseException:
@@ -139,6 +166,7 @@ def units(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir: 
     by_task.setdefault(task, set()).add(split)
   result = []
   for task, splits in by_task.items():
+    tasks.check_vocabulary(task, _vocabulary(vocabulary_name))
     directories = {split: records.store_path(task, split, vocabulary_name, store_dir)
                    for split in splits}
     for part in tasks.task_spec(task).build_parts():
@@ -150,10 +178,14 @@ def units(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir: 
 
 def pipeline_options(runner: str, beam_args: Sequence[str] = (), num_workers: int = 0):
   """Beam options: the DirectRunner with `num_workers` processes (0: one per CPU core; 1: in this
-  process), or `runner` with `beam_args` (e.g. Dataflow's --project, --region, --temp_location)."""
+  process), or `runner` with `beam_args` (e.g. Dataflow's --project, --region, --temp_location).
+
+  The DirectRunner runs these pipelines on Beam's FnApiRunner; named as such, since the DirectRunner
+  first tries Prism, which downloads its binary from GitHub (and logs the failure offline)."""
   args = [f'--runner={runner}', *beam_args]
   if runner == 'DirectRunner':
     workers = num_workers or os.cpu_count() or 1
+    args[0] = '--runner=FnApiRunner'
     args += (['--direct_running_mode=in_memory'] if workers == 1 else
              ['--direct_running_mode=multi_processing', f'--direct_num_workers={workers}'])
   return PipelineOptions(args)
@@ -176,10 +208,13 @@ def build(requests: Sequence[tuple[str, str]], vocabulary_name: str, store_dir: 
   """Builds the stores of the (task, split) `requests` (registered tasks), keeping complete shards
   of an earlier build; returns each store's manifest. One Beam pipeline builds them all."""
   todo = units(requests, vocabulary_name, store_dir)
-  with beam.Pipeline(options=options or pipeline_options('DirectRunner', num_workers=1)) as p:
-    _ = (p | 'Parts' >> beam.Create([cloudpickle.dumps(u) for u in todo])
-         | 'Spread' >> beam.Reshuffle()
-         | 'Build' >> beam.FlatMap(build_unit, vocabulary_name))
+  try:
+    with beam.Pipeline(options=options or pipeline_options('DirectRunner', num_workers=1)) as p:
+      _ = (p | 'Parts' >> beam.Create([cloudpickle.dumps(u) for u in todo])
+           | 'Spread' >> beam.Reshuffle()
+           | 'Build' >> beam.FlatMap(build_unit, vocabulary_name))
+  except errors.UserError as error:
+    raise _as_raised(error) from None
   manifests = {}
   for task, split in dict.fromkeys(requests):
     directory = records.store_path(task, split, vocabulary_name, store_dir)

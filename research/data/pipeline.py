@@ -82,7 +82,7 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
   A stage starts `at_step` (an int) or `at_fraction` of `train.steps` (a float in (0, 1)), exactly
   one of the two, and must start inside the run.
   """
-  stages = [sampler_lib.Stage(0, dict(data_config.mixture))]
+  stages = [sampler_lib.Stage(0, tasks.expand_mixtures(dict(data_config.mixture), 'data.mixture'))]
   for name, stage in data_config.stages.items():
     key = f'data.stages.{name}'
     if not isinstance(stage, ml_collections.ConfigDict) or not set(stage.keys()) <= _STAGE_KEYS:
@@ -92,7 +92,8 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
     start = schedules.start_step(stage, key, total_steps)
     if 'mixture' not in stage:
       raise errors.UserError(f'{key} has no mixture; set {key}.mixture to task weights.')
-    stages.append(sampler_lib.Stage(start, dict(stage.mixture)))
+    stages.append(sampler_lib.Stage(start, tasks.expand_mixtures(dict(stage.mixture),
+                                                                 f'{key}.mixture')))
   stages.sort(key=lambda s: s.start_step)
   starts = [s.start_step for s in stages]
   if len(set(starts)) != len(starts):
@@ -125,7 +126,8 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                            f'one row of the batch of {batch_size} (or be 0).')
   tasks.register_config_tasks(data_config)
   stages = mixture_schedule(data_config, total_steps)
-  replay = [sampler_lib.Stage(0, dict(data_config.replay.mixture))] if num_replay else []
+  replay_weights = tasks.expand_mixtures(dict(data_config.replay.mixture), 'data.replay.mixture')
+  replay = [sampler_lib.Stage(0, replay_weights)] if num_replay else []
   names = sorted(sampler_lib.schedule_tasks(stages, 'data.mixture')
                  | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
   for name in names:
@@ -436,6 +438,20 @@ class TrainData:
     return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
+def long_document_notice(data: TrainData) -> str:
+  """One line for the whole run: how many training documents are longer than a chunk of the
+  objective and so span several rows, with each such task's count; '' when none is."""
+  counts = {name: count for name, count in data.split_documents.items() if count}
+  if not counts:
+    return ''
+  total = sum(data.num_documents.values())
+  per_task = ', '.join(f'{name} {count:,} of {data.num_documents[name]:,}'
+                       for name, count in counts.items())
+  return (f'{sum(counts.values()):,} of the {total:,} training documents ({per_task}) are longer '
+          f'than a chunk of {data.objective.chunk_len} tokens (what a row of objective '
+          f'{data.objective.name} holds) and span several rows (none is dropped).')
+
+
 EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for every run
 
 
@@ -446,9 +462,17 @@ def eval_store(data_config, task_name: str, batch_size: int, num_batches: int,
   if batch_size <= 0 or num_batches <= 0:
     raise errors.UserError(f'eval.batch_size={batch_size} and eval.batches={num_batches} must both '
                            'be positive.')
-  return store_lib.load_prefix(task_name, 'validation', data_config.vocabulary,
-                               data_config.store_dir,
-                               tokens=2 * batch_size * num_batches * objective.row_len)
+  store = store_lib.load_prefix(task_name, 'validation', data_config.vocabulary,
+                                data_config.store_dir,
+                                tokens=2 * batch_size * num_batches * objective.row_len)
+  if not store.num_documents:  # its eval loss would be a silent 0.0
+    _, train = store_lib.built_manifest(task_name, 'train', data_config.vocabulary,
+                                        data_config.store_dir)
+    raise errors.UserError(
+        f"Task {task_name!r} has no validation documents: its validation split got 0 of its "
+        f"{train['num_documents']} documents, so it cannot be evaluated; "
+        f'{tasks.task_spec(task_name).holdout}.')
+  return store
 
 
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,

@@ -5,13 +5,26 @@ skill corpora `arithmetic`, `lego` and `biographies` (synthetic/) with their def
 An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec with a `source`:
 
     files        pattern, format ('text' or 'jsonl'), text_field            (sources.file_documents)
+                 and validation_pattern (held-out files) or validation_fraction
     tfds         name ('c4/en:3.1.0'), text_key, data_dir, train_split, validation_split
+    hf           name, config, revision, data_files; or disk (save_to_disk's directory); text_field,
+                 streaming, train_split, validation_split or validation_fraction        (_hf_spec)
     arithmetic | lego | biographies    seed, num_documents and the generator's own parameters
     subset       task, fraction or num_documents, seed; or scores, score_field, keep (_subset_spec)
+    seqio        task (a registered seqio Task), train_split, validation_split   (_seqio_spec)
+
+A Task or Mixture in seqio's TaskRegistry or MixtureRegistry (registered by the experiment file, or
+by a module of `data.seqio_modules`) is a task by its own name too, with splits 'train' and
+'validation'. A seqio Task's examples are read through its own source, preprocessors and output
+features (which tokenize them), each one document of its token features ('inputs', then
+'targets'); the store keeps those ids, so its vocabulary must be the run's (`check_vocabulary`).
+Our packing and objectives come after, as for every task. A Mixture in a mixture stands for its
+Tasks, its weight shared by their mixing rates (`expand_mixtures`).
 
 Every document is a dict with `id`, `text` and scalar metadata. A file or stdlib document is in the
 validation split when the md5 hash of its id falls in the lowest `VALIDATION_FRACTION` of the hash
-range, so the split is the same on every machine and in every process; TFDS datasets and the
+range (a files task's `validation_fraction`), so the split is the same on every machine and in every
+process, unless a files task names its held-out files (`validation_pattern`); TFDS datasets and the
 synthetic generators have splits of their own. Each task has a fingerprint of everything that
 changes its documents (source, parameters, generator version, interpreter version for the stdlib
 corpora, file sizes and times, stated once when the task is registered), which the document store
@@ -22,11 +35,14 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -37,8 +53,12 @@ from research.data.synthetic import arithmetic, biographies, lego
 VALIDATION_FRACTION = 0.05
 SPLITS = ('train', 'validation')
 GENERATORS = {m.NAME: m for m in (arithmetic, lego, biographies)}
-_FILE_KEYS = {'source', 'pattern', 'format', 'text_field'}
+_FILE_KEYS = {'source', 'pattern', 'format', 'text_field', 'validation_pattern',
+              'validation_fraction'}
 _TFDS_KEYS = {'source', 'name', 'text_key', 'data_dir', 'train_split', 'validation_split'}
+_HF_KEYS = {'source', 'name', 'config', 'revision', 'data_files', 'disk', 'text_field', 'streaming',
+            'train_split', 'validation_split', 'validation_fraction'}
+_SEQIO_KEYS = {'source', 'task', 'train_split', 'validation_split'}
 _SUBSET_KEYS = {'source', 'task', 'fraction', 'num_documents', 'seed', 'scores', 'score_field',
                 'keep'}
 
@@ -51,11 +71,13 @@ STAT_THREADS = 32  # file stats in flight at once (each one a request on gs://)
 class Part:
   """A piece of a task's source that one builder worker reads alone, in order, into shard `shard`
   of `num_shards` of each split in `splits` (research/data/build.py). Two splits: a source without
-  splits of its own, whose documents go where `is_validation` sends them."""
+  splits of its own, whose documents go where `is_validation` (with `validation_fraction`) sends
+  them."""
   splits: tuple[str, ...]
   shard: int
   num_shards: int
   read: Callable[[], Iterator[dict]]
+  validation_fraction: float = VALIDATION_FRACTION
 
 
 def _split_parts(documents: Callable[[str], Iterator[dict]]) -> Callable[[], list[Part]]:
@@ -73,6 +95,11 @@ class TaskSpec:
   fingerprint: Callable[[], str]
   parts: Callable[[], list[Part]] | None = None  # None: `_split_parts(documents)`
   source_bytes: Callable[[], int] = lambda: 0
+  # How the validation split is chosen and changed, for the error an empty one gives.
+  holdout: str = 'remove it from the mixture and eval.tasks, or give it validation documents'
+  # A source of token ids (a seqio Task, tokenized by its own features; documents hold `tokens`):
+  # their vocabulary. None: documents are text, tokenized by the run's vocabulary.
+  tokens_vocabulary: Callable[[], seqio.Vocabulary] | None = None
 
   def build_parts(self) -> list[Part]:
     return (self.parts or _split_parts(self.documents))()
@@ -81,10 +108,11 @@ class TaskSpec:
 _SPECS: dict[str, TaskSpec] = {}
 
 
-def is_validation(doc_id: str) -> bool:
-  """True when document `doc_id` belongs to the validation split (stable md5 hash)."""
+def is_validation(doc_id: str, fraction: float = VALIDATION_FRACTION) -> bool:
+  """True when document `doc_id` belongs to the validation split (stable md5 hash): the ids whose
+  hash falls in the lowest `fraction` of the range."""
   digest = hashlib.md5(doc_id.encode('utf-8')).digest()
-  return int.from_bytes(digest[:8], 'big') < VALIDATION_FRACTION * 2**64
+  return int.from_bytes(digest[:8], 'big') < fraction * 2**64
 
 
 def _check_split(name: str, split: str) -> None:
@@ -92,11 +120,12 @@ def _check_split(name: str, split: str) -> None:
     raise errors.UserError(f'Unknown split {split!r} of task {name!r}; use one of {list(SPLITS)}.')
 
 
-def _hash_split(documents: Callable[[], Iterator[dict]]) -> Callable[[str], Iterator[dict]]:
+def _hash_split(documents: Callable[[], Iterator[dict]],
+                fraction: float = VALIDATION_FRACTION) -> Callable[[str], Iterator[dict]]:
   """Splits a source without splits of its own by the md5 hash of each document id."""
   def split_documents(split: str) -> Iterator[dict]:
     want_validation = split == 'validation'
-    return (d for d in documents() if is_validation(d['id']) == want_validation)
+    return (d for d in documents() if is_validation(d['id'], fraction) == want_validation)
   return split_documents
 
 
@@ -126,40 +155,91 @@ def _check_keys(name: str, spec: dict, allowed: set[str]) -> None:
                            f'task takes {sorted(allowed)}.')
 
 
+def _validation_fraction(name: str, spec: dict) -> float:
+  """A files task's hash holdout (`validation_fraction`), checked; refused beside
+  `validation_pattern`, which names the held-out files instead."""
+  fraction = spec.get('validation_fraction', VALIDATION_FRACTION)
+  if 'validation_pattern' in spec and 'validation_fraction' in spec:
+    raise errors.UserError(f'data.tasks.{name} sets both validation_pattern and '
+                           'validation_fraction; keep one (held-out files, or the share of the '
+                           'documents of pattern held out by the md5 of their ids).')
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+    raise errors.UserError(f'data.tasks.{name}.validation_fraction={fraction!r} must be a number '
+                           'in (0, 1): the share of the documents held out for validation.')
+  return fraction
+
+
 def _files_spec(name: str, spec: dict) -> TaskSpec:
+  """A task of the files matching `pattern`: validation documents are the files matching
+  `validation_pattern` when it is set, else the documents of `pattern` whose id's md5 falls in the
+  lowest `validation_fraction`."""
   _check_keys(name, spec, _FILE_KEYS)
   if 'pattern' not in spec:
     raise errors.UserError(f'data.tasks.{name}.pattern is missing; set it to a glob of text or '
                            'JSONL files.')
+  fraction = _validation_fraction(name, spec)
   args = (spec.get('format', 'text'), spec.get('text_field', 'text'), name)
+  keys = {'train': 'pattern', 'validation': 'validation_pattern'}
+  held_out = 'validation_pattern' in spec
 
   @functools.cache
-  def files() -> list[tuple[str, Any]]:
-    """Each matching file with its stat, listed once per registration: on a bucket of 10^4 files
-    a stat is a request, so they run STAT_THREADS at a time and the fingerprint, the parts and the
-    source size share them."""
-    paths = sources.matching_files(spec['pattern'], name)
+  def files(key: str) -> list[tuple[str, Any]]:
+    """Each file matching `spec[key]` with its stat, listed once per registration: on a bucket of
+    10^4 files a stat is a request, so they run STAT_THREADS at a time and the fingerprint, the
+    parts and the source size share them."""
+    paths = sources.matching_files(spec[key], name, key)
+    if key == 'validation_pattern':
+      shared = sorted(set(paths) & {path for path, _ in files('pattern')})
+      if shared:
+        raise errors.UserError(f'data.tasks.{name}.validation_pattern={spec[key]!r} matches '
+                               f'{len(shared)} files that pattern matches too ({shared[0]}, ...); '
+                               'held-out files must not be trained on.')
     with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
       return list(zip(paths, pool.map(tf.io.gfile.stat, paths)))
 
   def fingerprint() -> str:
-    stats = [(p, stat.length, stat.mtime_nsec) for p, stat in files()]
-    return json.dumps({'spec': spec, 'files': stats}, sort_keys=True)
+    stats = {key: [(p, stat.length, stat.mtime_nsec) for p, stat in files(key)]
+             for key in keys.values() if key in spec}
+    return json.dumps({'spec': spec, 'files': stats['pattern'],
+                       **({'validation_files': stats['validation_pattern']} if held_out else {})},
+                      sort_keys=True)
+
+  def runs(key: str) -> list[list[str]]:
+    """Runs of consecutive files of about PART_BYTES each (a larger file is a run alone)."""
+    result, size = [], 0
+    for path, stat in files(key):
+      if not result or size + stat.length > PART_BYTES:
+        result.append([])
+        size = 0
+      result[-1].append(path)
+      size += stat.length
+    return result
 
   def parts() -> list[Part]:
-    """Runs of consecutive files of about PART_BYTES each (a larger file is a part alone)."""
-    runs, size = [], 0
-    for path, stat in files():
-      if not runs or size + stat.length > PART_BYTES:
-        runs.append([])
-        size = 0
-      runs[-1].append(path)
-      size += stat.length
-    return [Part(SPLITS, k, len(runs), functools.partial(sources.read_files, run, *args))
-            for k, run in enumerate(runs)]
+    read = lambda run: functools.partial(sources.read_files, run, *args)
+    if not held_out:
+      pattern_runs = runs('pattern')
+      return [Part(SPLITS, k, len(pattern_runs), read(run), fraction)
+              for k, run in enumerate(pattern_runs)]
+    return [Part((split,), k, len(split_runs), read(run))
+            for split, split_runs in ((split, runs(keys[split])) for split in SPLITS)
+            for k, run in enumerate(split_runs)]
 
-  return TaskSpec(name, _hash_split(lambda: sources.file_documents(spec['pattern'], *args)),
-                  fingerprint, parts, lambda: sum(stat.length for _, stat in files()))
+  def documents(split: str) -> Iterator[dict]:
+    if held_out:
+      return sources.read_files([path for path, _ in files(keys[split])], *args)
+    everything = lambda: sources.read_files([path for path, _ in files('pattern')], *args)
+    return _hash_split(everything, fraction)(split)
+
+  holdout = (f'its validation documents are the files of data.tasks.{name}.validation_pattern'
+             if held_out else
+             f'a files task holds out the documents whose id\'s md5 falls in the lowest '
+             f'{fraction:.0%} (data.tasks.{name}.validation_fraction), and none of these did; set '
+             f'data.tasks.{name}.validation_pattern to a glob of held-out files (e.g. one file of '
+             'yours kept out of pattern), or a larger validation_fraction')
+  return TaskSpec(name, documents, fingerprint, parts,
+                  lambda: sum(stat.length for key in keys.values() if key in spec
+                              for _, stat in files(key)), holdout)
 
 
 def _tfds_spec(name: str, spec: dict) -> TaskSpec:
@@ -183,6 +263,48 @@ def _tfds_spec(name: str, spec: dict) -> TaskSpec:
 
   return TaskSpec(name, lambda split: read(splits[split]), lambda: json.dumps(spec, sort_keys=True),
                   parts, lambda: sources.tfds_bytes(spec['name'], data_dir, name))
+
+
+def _hf_spec(name: str, spec: dict) -> TaskSpec:
+  """A Hugging Face dataset (sources.HFDataset): `name` with `config`, `revision` and
+  `data_files` as datasets.load_dataset takes them, or `disk`, a directory save_to_disk wrote;
+  `streaming` for a set too large to prepare whole. Validation documents are split
+  `validation_split` when it is set, else the documents of `train_split` whose id's md5 falls in
+  the lowest `validation_fraction`, as in a files task. A store is built from each split by one
+  builder worker."""
+  _check_keys(name, spec, _HF_KEYS)
+  if ('name' in spec) == ('disk' in spec):
+    raise errors.UserError(f'data.tasks.{name} needs one of name (a dataset datasets.load_dataset '
+                           'loads) or disk (a directory save_to_disk wrote), not both or neither.')
+  held_out = bool(spec.get('validation_split'))
+  if held_out and 'validation_fraction' in spec:
+    raise errors.UserError(f'data.tasks.{name} sets both validation_split and validation_fraction; '
+                           'keep one (a split of the dataset, or the share of train_split held out '
+                           'by the md5 of the ids).')
+  fraction = _validation_fraction(name, spec)
+  sources.import_datasets()  # a missing package fails when the task is registered
+  dataset = sources.HFDataset(
+      **{key: spec[key] for key in ('name', 'config', 'revision', 'data_files', 'disk', 'streaming')
+         if key in spec}, task_name=name)
+  read = functools.partial(sources.hf_documents, dataset, text_field=spec.get('text_field', 'text'))
+  train = lambda: read(spec.get('train_split', 'train'))
+
+  def documents(split: str) -> Iterator[dict]:
+    if split == 'validation' and held_out:
+      return read(spec['validation_split'], split_key='validation_split')
+    return train() if held_out else _hash_split(train, fraction)(split)
+
+  def fingerprint() -> str:
+    same = {k: v for k, v in spec.items() if k != 'streaming'}  # streaming reads the same documents
+    return json.dumps({'spec': same, 'files': sources.hf_files(dataset)}, sort_keys=True)
+
+  holdout = (f'its validation documents are split data.tasks.{name}.validation_split' if held_out
+             else f'an hf task without validation_split holds out the documents whose id\'s md5 '
+             f'falls in the lowest {fraction:.0%} (data.tasks.{name}.validation_fraction), and '
+             f'none of these did; set data.tasks.{name}.validation_split to a split of the '
+             'dataset, or a larger validation_fraction')
+  parts = None if held_out else lambda: [Part(SPLITS, 0, 1, train, fraction)]
+  return TaskSpec(name, documents, fingerprint, parts, lambda: sources.hf_bytes(dataset), holdout)
 
 
 def _generator_spec(name: str, spec: dict) -> TaskSpec:
@@ -279,6 +401,100 @@ def _subset_spec(name: str, spec: dict) -> TaskSpec:
                   lambda: _SPECS[spec['task']].source_bytes())
 
 
+_TOKEN_FEATURES = ('inputs', 'targets')  # a seqio example's features that make its document
+_SEQIO_MODULES: list[str] = []  # the modules of data.seqio_modules imported in this process
+
+
+def _seqio_task(task_name: str, key: str) -> seqio.Task:
+  """Registered seqio Task `task_name` (named by config key `key`)."""
+  if task_name not in seqio.TaskRegistry.names():
+    kind = 'a Mixture, not a Task' if task_name in seqio.MixtureRegistry.names() else (
+        'not registered (register it in the experiment file or a module of data.seqio_modules)')
+    raise errors.UserError(f'{key}={task_name!r} names a seqio task, but it is {kind}.')
+  task = seqio.TaskRegistry.get(task_name)
+  if 'targets' not in task.output_features:
+    raise errors.UserError(f'seqio task {task_name!r} ({key}) has no output feature \'targets\' '
+                           f'(its features: {sorted(task.output_features)}); a document is its '
+                           "'inputs' and 'targets' token ids.")
+  return task
+
+
+def _metadata_scalar(value: Any) -> str | int | float | bool | None:
+  """A scalar feature of a seqio example as a Python scalar; None for arrays."""
+  if isinstance(value, bytes):
+    return value.decode('utf-8', errors='replace')
+  return value.item() if isinstance(value, np.generic) else None
+
+
+def _seqio_documents(task_name: str, split: str, modules: tuple[str, ...]) -> Iterator[dict]:
+  """The examples of `split` of seqio Task `task_name` after its own preprocessors, in order: each
+  a document of its token ids ('inputs' then 'targets', seqio's prefix-LM layout; EOS added at the
+  end if its features add none), `text` their decoding, and its scalar features as metadata
+  (not the *_pretokenized copies). `modules` register the task: a build worker in another
+  process imports them first."""
+  for module in modules:
+    importlib.import_module(module)
+  task = seqio.TaskRegistry.get(task_name)
+  features = [k for k in _TOKEN_FEATURES if k in task.output_features]
+  vocabulary = task.output_features['targets'].vocabulary
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False)
+  for index, example in enumerate(numpy_examples(dataset)):
+    pieces = [np.asarray(example[k], np.int64).reshape(-1) for k in features]
+    ends = len(pieces[-1]) and pieces[-1][-1] == vocabulary.eos_id
+    tokens = np.concatenate(pieces + ([] if ends else [np.array([vocabulary.eos_id])]))
+    metadata = {k: _metadata_scalar(v) for k, v in example.items()
+                if k not in (*features, 'id', 'text') and not k.endswith('_pretokenized')}
+    yield {**{k: v for k, v in metadata.items() if v is not None},
+           'id': f'{task_name}/{split}/{index}', 'tokens': tokens,
+           'text': ''.join(vocabulary.decode(piece.tolist()) for piece in pieces)}
+
+
+def _callable_name(function: Callable) -> str:
+  """A preprocessor's name, stable across processes (a partial: its function and keywords)."""
+  if isinstance(function, functools.partial):
+    return f'{_callable_name(function.func)}({", ".join(sorted(function.keywords))})'
+  return f'{getattr(function, "__module__", "")}.{getattr(function, "__qualname__", "")}'
+
+
+def _seqio_spec(name: str, spec: dict) -> TaskSpec:
+  """Task `name` of the registered seqio Task `spec['task']`, its splits `train_split` and
+  `validation_split` ('train' and 'validation' by default). Its fingerprint is what the task states
+  (source kind and shards, preprocessors, features), not its data: a function source states none,
+  so delete the task's stores after changing what it yields. It is built on first use (a source
+  of unknown size); a build worker in another process imports `data.seqio_modules` to find it."""
+  _check_keys(name, spec, _SEQIO_KEYS)
+  if 'task' not in spec:
+    raise errors.UserError(f'data.tasks.{name}.task is missing; set it to the name of a registered '
+                           'seqio Task.')
+  task_name = spec['task']
+  task = _seqio_task(task_name, f'data.tasks.{name}.task')
+  splits = {'train': spec.get('train_split', 'train'),
+            'validation': spec.get('validation_split', 'validation')}
+  for split, seqio_split in splits.items():
+    if seqio_split not in task.splits:
+      raise errors.UserError(
+          f'seqio task {task_name!r} has no split {seqio_split!r} (its splits: '
+          f'{list(task.splits)}), which task {name!r} reads as its {split} split; set '
+          f"data.tasks.{name} = {{'source': 'seqio', 'task': {task_name!r}, "
+          f"'{split}_split': ONE_OF_THEM}}.")
+
+  def fingerprint() -> str:
+    return json.dumps({
+        'spec': spec, 'source': type(task.source).__name__,
+        'shards': {split: list(task.source.list_shards(seqio_split))
+                   for split, seqio_split in splits.items()},
+        'preprocessors': [_callable_name(p) for p in task.preprocessors],
+        'features': {k: [type(f.vocabulary).__name__, f.vocabulary.vocab_size, f.add_eos]
+                     for k, f in sorted(task.output_features.items())}}, sort_keys=True)
+
+  modules = tuple(_SEQIO_MODULES)
+  return TaskSpec(
+      name, lambda split: _seqio_documents(task_name, splits[split], modules), fingerprint,
+      holdout=f"its validation documents are split {splits['validation']!r} of seqio task "
+              f'{task_name!r}; name another with data.tasks.{name}.validation_split',
+      tokens_vocabulary=lambda: task.output_features['targets'].vocabulary)
+
+
 def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskSpec:
   """The TaskSpec that `config.data.tasks.<name>` describes."""
   spec = spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else dict(spec)
@@ -287,12 +503,16 @@ def spec_from_config(name: str, spec: ml_collections.ConfigDict | dict) -> TaskS
     return _files_spec(name, spec)
   if source == 'tfds':
     return _tfds_spec(name, spec)
+  if source == 'hf':
+    return _hf_spec(name, spec)
   if source in GENERATORS:
     return _generator_spec(name, spec)
   if source == 'subset':
     return _subset_spec(name, spec)
+  if source == 'seqio':
+    return _seqio_spec(name, spec)
   raise errors.UserError(f'data.tasks.{name}.source={source!r} is not a known source; use one of '
-                         f"{sorted(['files', 'tfds', 'subset', *GENERATORS])}.")
+                         f"{sorted(['files', 'tfds', 'hf', 'subset', 'seqio', *GENERATORS])}.")
 
 
 def _dataset_fn(spec: TaskSpec) -> Callable[..., tf.data.Dataset]:
@@ -303,10 +523,14 @@ def _dataset_fn(spec: TaskSpec) -> Callable[..., tf.data.Dataset]:
     _check_split(spec.name, split)
 
     def examples():
-      for document in spec.documents(split):
-        metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
-        yield {'id': document['id'], 'text': document['text'],
-               'metadata': json.dumps(metadata, sort_keys=True)}
+      try:
+        for document in spec.documents(split):
+          metadata = {k: v for k, v in document.items() if k not in ('id', 'text')}
+          yield {'id': document['id'], 'text': document['text'],
+                 'metadata': json.dumps(metadata, sort_keys=True)}
+      except errors.UserError as error:  # tf.data wraps it; numpy_examples raises it again
+        _RAISED.append(error)
+        raise
 
     return tf.data.Dataset.from_generator(
         examples, output_signature={k: tf.TensorSpec([], tf.string)
@@ -315,9 +539,28 @@ def _dataset_fn(spec: TaskSpec) -> Callable[..., tf.data.Dataset]:
   return dataset_fn
 
 
+_RAISED: list[errors.UserError] = []  # raised by task sources inside tf.data, for numpy_examples
+
+
+def numpy_examples(dataset: tf.data.Dataset) -> Iterator[dict]:
+  """`dataset.as_numpy_iterator()`, ending with a task source's UserError (a bad JSONL line, bad
+  UTF-8) as it was raised: tf.data wraps it in an error whose message is its whole traceback."""
+  try:
+    yield from dataset.as_numpy_iterator()
+  except tf.errors.OpError as error:
+    raised = [e for e in _RAISED if str(e) in str(error)]
+    _RAISED.clear()
+    if raised:
+      raise raised[-1] from None
+    raise
+
+
 def register(spec: TaskSpec, vocabulary: seqio.Vocabulary | None = None) -> None:
-  """Registers (or re-registers) `spec` as a seqio Task tokenizing with `vocabulary` (bytes)."""
+  """Registers (or re-registers) `spec` as a seqio Task tokenizing with `vocabulary` (bytes). A
+  task of a seqio Task is one already: only this module records it."""
   _SPECS[spec.name] = spec
+  if spec.tokens_vocabulary is not None:
+    return
   if spec.name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(spec.name)
   seqio.TaskRegistry.add(
@@ -344,7 +587,17 @@ def register_tasks() -> None:
 
 
 def register_config_tasks(data_config: ml_collections.ConfigDict) -> None:
-  """Registers every task that `config.data.tasks` defines (replacing one of the same name)."""
+  """Imports the modules of `data.seqio_modules` (which register seqio Tasks and Mixtures), then
+  registers every task that `config.data.tasks` defines (replacing one of the same name)."""
+  for module in data_config.seqio_modules:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise errors.UserError(f'data.seqio_modules names {module!r}, which cannot be imported '
+                             f'({e}); give a module importable from the working directory or '
+                             'the environment (PYTHONPATH).') from e
+    if module not in _SEQIO_MODULES:
+      _SEQIO_MODULES.append(module)
   for name, spec in data_config.tasks.items():
     register(spec_from_config(name, spec))
   for name, spec in data_config.tasks.items():  # subsets name a task defined anywhere
@@ -354,13 +607,21 @@ def register_config_tasks(data_config: ml_collections.ConfigDict) -> None:
 
 def check_task(name: str, where: str = 'A data mixture (data.mixture, data.stages or '
                'data.replay.mixture)') -> None:
-  """Fails with the close matches unless task `name` (named by `where`) is registered."""
+  """Fails with the close matches unless task `name` (named by `where`) is registered here or is a
+  Task in seqio's registry (then registered here by its own name)."""
+  if name not in _SPECS and name in seqio.TaskRegistry.names():
+    register(_seqio_spec(name, {'source': 'seqio', 'task': name}))
+  if name not in _SPECS and name in seqio.MixtureRegistry.names():
+    raise errors.UserError(f'{where} names seqio Mixture {name!r}, which only data.mixture, '
+                           'data.stages and data.replay.mixture take (for its tasks); name its '
+                           f'tasks {[t.name for t in seqio.MixtureRegistry.get(name).tasks]} here.')
   if name not in _SPECS:
     import difflib  # only on the error path
     close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.5)
     hint = f'did you mean {close}? ' if close else ''
     raise errors.UserError(f'{where} names an unknown task {name!r}; {hint}the registered '
-                           f'tasks are {sorted(_SPECS)} (define more in data.tasks).')
+                           f'tasks are {sorted(_SPECS)} (define more in data.tasks, or register seqio Tasks '
+                           'in a module of data.seqio_modules).')
 
 
 def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Task:
@@ -371,6 +632,58 @@ def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Tas
     register(_SPECS[name], vocabulary)
     task = seqio.TaskRegistry.get(name)
   return task
+
+
+def expand_mixtures(weights: dict[str, float], key: str) -> dict[str, float]:
+  """Mixture weights `weights` (config key `key`) with each seqio Mixture named in them replaced by
+  its Tasks, its weight shared by their mixing rates (seqio's `get_rate`)."""
+  mixtures = [name for name in weights
+              if name not in _SPECS and name in seqio.MixtureRegistry.names()]
+  expanded = {name: weight for name, weight in weights.items() if name not in mixtures}
+  for name in mixtures:
+    weight, mixture = weights[name], seqio.MixtureRegistry.get(name)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+        0 <= weight < math.inf):
+      raise errors.UserError(f'{key}.{name}={weight!r} must be a finite weight >= 0 (0 drops the '
+                             'mixture).')
+    try:
+      rates = {task.name: float(mixture.get_rate(task)) for task in mixture.tasks}
+    except Exception as e:  # a rate function (e.g. by example counts) that cannot run here
+      raise errors.UserError(f'{key} names seqio Mixture {name!r}, whose mixing rates cannot be '
+                             f'computed here ({type(e).__name__}: {e}); give it fixed rates, or '
+                             f'name its tasks with weights in {key}.') from e
+    total = sum(rates.values())
+    if not total > 0:
+      raise errors.UserError(f'{key} names seqio Mixture {name!r}, whose mixing rates {rates} sum '
+                             'to 0; give its tasks positive rates.')
+    for task_name, rate in rates.items():
+      expanded[task_name] = expanded.get(task_name, 0.0) + weight * rate / total
+  return expanded
+
+
+_PROBE_TEXT = 'The quick brown fox, 1234 naïve cafés.\n\tdef f(x): return x'
+
+
+def check_vocabulary(name: str, vocabulary: seqio.Vocabulary) -> None:
+  """Fails unless the documents of task `name` can be stored with the run's `vocabulary`: text
+  always; a seqio Task's token ids when its own vocabulary gives the same ids (its size and a probe
+  text's ids; extra ids aside)."""
+  spec = task_spec(name)
+  if spec.tokens_vocabulary is None:
+    return
+  own = spec.tokens_vocabulary()
+
+  def base(v) -> int:  # the ids of a vocabulary but its extra ids (sentinels)
+    return v.vocab_size - v.extra_ids
+
+  if base(own) != base(vocabulary) or list(own.encode(_PROBE_TEXT)) != list(
+      vocabulary.encode(_PROBE_TEXT)):
+    raise errors.UserError(
+        f"Task {name!r} is a seqio Task tokenized by its own output features, with a "
+        f'{type(own).__name__} of {base(own)} ids, which is not data.vocabulary (a '
+        f'{type(vocabulary).__name__} of {base(vocabulary)} ids); its ids are trained on as they '
+        "are, so set data.vocabulary to the task's vocabulary ('byte', 'spm:PATH' for its "
+        'SentencePiece model).')
 
 
 def task_spec(name: str) -> TaskSpec:

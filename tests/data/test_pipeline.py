@@ -6,6 +6,7 @@ import pytest
 
 from research import errors
 from research.data import pipeline
+from research.data import store as store_lib
 from research.objectives import causal_lm
 
 _KEYS = {'targets', 'segment_ids', 'positions', 'inputs', 'weights'}
@@ -113,3 +114,23 @@ def test_any_rows_of_a_batch_equal_those_rows_of_the_whole_batch(train_data):
     part = train_data.batch(7, rows=np.array(rows))
     for k in _KEYS:
       np.testing.assert_array_equal(part[k], batch[k][rows])
+
+
+def test_the_long_document_notice_is_one_line_for_every_task(data_config):
+  data_config.tasks = {'sums': {'source': 'arithmetic', 'num_documents': 200}}
+  data_config.mixture = {'stdlib_code': 0.4, 'stdlib_prose': 0.4, 'sums': 0.2}
+  data = pipeline.TrainData(data_config, batch_size=8, seed=0, total_steps=100)
+  lengths = {name: np.diff(store_lib.load_store(name, 'train', 'byte',
+                                                data_config.store_dir).offsets)
+             for name in ('stdlib_code', 'stdlib_prose', 'sums')}
+  long = {name: int(np.sum(lengths_D > data_config.seq_len)) for name, lengths_D in lengths.items()}
+  assert long['sums'] == 0 and long['stdlib_code'] > 100 and long['stdlib_prose'] > 100
+  code, prose = (f'{name} {long[name]:,} of {len(lengths[name]):,}'
+                 for name in ('stdlib_code', 'stdlib_prose'))
+  total = sum(len(lengths_D) for lengths_D in lengths.values())
+  assert pipeline.long_document_notice(data) == (
+      f"{long['stdlib_code'] + long['stdlib_prose']:,} of the {total:,} training documents "
+      f'({code}, {prose}) are longer than a chunk of {data_config.seq_len} tokens (what a row of '
+      'objective causal_lm holds) and span several rows (none is dropped).')
+  data_config.mixture = {'sums': 1.0}
+  assert pipeline.long_document_notice(pipeline.TrainData(data_config, 8, 0, 100)) == ''

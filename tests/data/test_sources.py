@@ -133,7 +133,7 @@ def test_non_utf8_jsonl_line_names_the_offset_in_the_file(tmp_path):
   path.write_bytes(first + second)
   offset = len(first) + second.index(b'\xe9')
   with pytest.raises(errors.UserError, match=rf'{re.escape(str(path))} is not valid UTF-8 at byte '
-                     f'offset {offset};'):
+                     rf'offset {offset} \(line 2\);'):
     list(sources.file_documents(str(path), 'jsonl'))
 
 
