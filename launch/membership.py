@@ -56,9 +56,7 @@ _STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (defau
 
 def _check_flags() -> str:
   """The checkpoint path, after checking every flag that needs no file."""
-  if not _CHECKPOINT.value or len(_CHECKPOINT.value) != 1:
-    raise errors.UserError(f'--checkpoint={",".join(_CHECKPOINT.value or [])} must name one '
-                           'workdir or checkpoint directory to attack.')
+  checkpoint = cli.one_checkpoint(_CHECKPOINT.value, 'attack')
   if _TASK.value is None:
     raise errors.UserError('--task is required: the task the run trained on (members: its train '
                            'split; non-members: its validation split).')
@@ -70,7 +68,7 @@ def _check_flags() -> str:
   if _OUT.value and os.path.isdir(_OUT.value):
     raise errors.UserError(f'--out={_OUT.value} is a directory; give the path of the JSON file to '
                            'write.')
-  return _CHECKPOINT.value[0]
+  return checkpoint
 
 
 def _reference_config(config):

@@ -35,7 +35,7 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 import jax
 from absl import flags
 
-from research import checkpoint, errors, order_test, scores
+from research import errors, order_test, runs, scores
 
 # --checkpoint, --seed, --out and --store_dir are other commands' too (launch.membership, ...) with
 # the same types and defaults: allow_override lets the commands load in one process (tests).
@@ -59,9 +59,7 @@ _MIN_EXAMPLES = 3
 def _check_flags() -> tuple[str, tuple[int, int] | None]:
   """The checkpoint path and --steps as (A, B) (None: the default), after checking every flag that
   needs no file."""
-  if not _CHECKPOINT.value or len(_CHECKPOINT.value) != 1:
-    raise errors.UserError(f'--checkpoint={",".join(_CHECKPOINT.value or [])} must name one '
-                           'workdir or checkpoint directory to test.')
+  checkpoint = cli.one_checkpoint(_CHECKPOINT.value, 'test')
   if _PERMUTATIONS.value < 1:
     raise errors.UserError(f'--permutations={_PERMUTATIONS.value} must be at least 1 (1000 '
                            'resolves p-values down to 0.001).')
@@ -77,21 +75,21 @@ def _check_flags() -> tuple[str, tuple[int, int] | None]:
   if _OUT.value and os.path.isdir(_OUT.value):
     raise errors.UserError(f'--out={_OUT.value} is a directory; give the path of the JSON file to '
                            'write.')
-  return _CHECKPOINT.value[0], steps
+  return checkpoint, steps
 
 
 def _order_config(config):
   """The config of the run whose order is tested and its workdir, checked to share --checkpoint's
   vocabulary."""
   if _ORDER_OF.value is None:
-    return config, scores.run_directory(_CHECKPOINT.value[0])
+    return config, runs.workdir(_CHECKPOINT.value[0])
   order = scores.checkpoint_config(_ORDER_OF.value, '--order_of')
   for key in ('vocabulary', 'extra_ids'):
     if order.data[key] != config.data[key]:
       raise errors.UserError(f'--order_of={_ORDER_OF.value} has data.{key}={order.data[key]!r} but '
                              f'--checkpoint={_CHECKPOINT.value[0]} has {config.data[key]!r}; the '
                              'model must read the order\'s examples in its own vocabulary.')
-  return order, scores.run_directory(_ORDER_OF.value)
+  return order, runs.workdir(_ORDER_OF.value)
 
 
 def _range_end(steps, order, checkpoint_step: int) -> int:
@@ -118,8 +116,8 @@ def main(argv):
   order, order_dir = _order_config(config)
   if _STORE_DIR.value is not None:
     order.data.store_dir = _STORE_DIR.value
-  last = _range_end(steps, order, checkpoint.find_checkpoint(path)[1])
-  data = order_test.training_data(order, str(order_dir), last)
+  last = _range_end(steps, order, runs.find_checkpoint(path, f'--checkpoint={path}')[1])
+  data = order_test.training_data(order, order_dir, last)
   confounds = order_test.order_confounds(order)
   first = steps[0] if steps else max(0, last - order_test.epoch_steps(data, order.train.batch_size))
   count = (last - first) * order.train.batch_size

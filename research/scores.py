@@ -32,14 +32,15 @@ Scores by name (`SCORES`: the name `launch.score --scores` takes -> the field it
 Model scores come from causal language-model log-probabilities. A document is cut into windows of
 the model's `data.seq_len` tokens, as training cuts it (research/data/packing.py): every token is
 predicted exactly once, from the previous tokens of its window, the first token of a window from the
-pad id 0 that stands for BOS. The windows are packed next-fit into rows with segment ids (one
-window never sees another), the rows are batched and placed on the mesh of a `research.train.Trainer`
-built from the checkpoint's config (sharded as training shards), a jitted forward pass returns each
-token's log-probability and error norm, and the host aggregates them per document. Documents are
-processed in groups of whole documents (`group_tokens` at a time), so host memory stays bounded
-whatever the store's size. Given several checkpoints (independent seeds or steps, as Data Diet
-averages EL2N over runs), each model score is the mean over the checkpoints of the per-document
-score; perplexity is exp of the mean nll, and GraNd is the paper's expectation over weights.
+start id the run trained with (its BOS, or 0: research/data/vocabularies.start_id). The windows are
+packed next-fit into rows with segment ids (one window never sees another), the rows are batched
+and placed on the mesh of a `research.train.Trainer` built from the checkpoint's config (sharded as
+training shards), a jitted forward pass returns each token's log-probability and error norm, and
+the host aggregates them per document. Documents are processed in groups of whole documents
+(`group_tokens` at a time), so host memory stays bounded whatever the store's size. Given several
+checkpoints (independent seeds or steps, as Data Diet averages EL2N over runs), each model score
+is the mean over the checkpoints of the per-document score; perplexity is exp of the mean nll, and
+GraNd is the paper's expectation over weights.
 
 GraNd needs one gradient per document, so a document does not share rows: it has W rows of its
 own, one window each, in a batch [N, W, L]. W is its number of windows and L is data.seq_len, or
@@ -51,9 +52,7 @@ documents are sharded over the data-parallel axes.
 """
 
 import dataclasses
-import json
 import math
-import os
 import zlib
 
 import jax
@@ -63,10 +62,9 @@ import numpy as np
 import optax
 from etils import epath
 
-from research import checkpoint as checkpoint_lib
-from research import config as config_lib, errors, sharding
+from research import errors, runs, sharding
 from research.data import store as store_lib
-from research.data import sources
+from research.data import sources, vocabularies
 from research.objectives import causal_lm, losses
 
 SCORES = {'nll': 'nll', 'perplexity': 'perplexity', 'min_k': 'min_k_prob', 'el2n': 'el2n',
@@ -139,11 +137,13 @@ def document_scores(log_prob_T: np.ndarray, el2n_T: np.ndarray, offsets: np.ndar
   return {'nll': nll_D, 'min_k_prob': min_k_D, 'el2n': el2n_D}
 
 
-def pack_windows(offsets: np.ndarray, tokens_T: np.ndarray, seq_len: int) -> dict[str, np.ndarray]:
+def pack_windows(offsets: np.ndarray, tokens_T: np.ndarray, seq_len: int,
+                 start_id: int = 0) -> dict[str, np.ndarray]:
   """Every document cut into windows of `seq_len` tokens, packed next-fit, in document order, into
-  rows: int32 `targets`, `inputs` (causal LM, research/objectives/causal_lm.py), `segment_ids` (0 on
-  padding), `positions` and `token_index` (the index into `tokens_T` of each target, -1 on padding),
-  each [rows, seq_len]. `offsets` [D + 1] delimit the documents in `tokens_T`, from 0."""
+  rows: int32 `targets`, `inputs` (causal LM from `start_id`, research/objectives/causal_lm.py),
+  `segment_ids` (0 on padding), `positions` and `token_index` (the index into `tokens_T` of each
+  target, -1 on padding), each [rows, seq_len]. `offsets` [D + 1] delimit the documents in
+  `tokens_T`, from 0."""
   offsets = np.asarray(offsets, np.int64)
   lengths_D = np.diff(offsets)
   windows_D = -(-lengths_D // seq_len)
@@ -171,7 +171,7 @@ def pack_windows(offsets: np.ndarray, tokens_T: np.ndarray, seq_len: int) -> dic
   rows['segment_ids'].reshape(-1)[destination_T] = segments_W[window_T]
   rows['positions'].reshape(-1)[destination_T] = position_T
   rows['token_index'].reshape(-1)[destination_T] = source_T
-  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'])
+  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'], start_id)
   return rows
 
 
@@ -181,20 +181,20 @@ def power_of_two_ceiling(n) -> np.ndarray:
 
 
 def document_rows(starts_N: np.ndarray, lengths_N: np.ndarray, tokens_T: np.ndarray, seq_len: int,
-                  num_windows: int, row_length: int) -> dict[str, np.ndarray]:
+                  num_windows: int, row_length: int, start_id: int = 0) -> dict[str, np.ndarray]:
   """N documents, document n the tokens tokens_T[starts_N[n]:][:lengths_N[n]], each alone in
   `num_windows` rows of `row_length` tokens: row w holds its window w of `seq_len` tokens (cut as
   pack_windows cuts it), rows past its windows are padding, and a document of length 0 is all
-  padding. int32 `inputs`, `targets`, `segment_ids` (1 on the document's tokens, 0 on padding) and
-  `positions`, each [N, num_windows, row_length]; row_length must hold every window (seq_len when
-  a document has several)."""
+  padding. int32 `inputs` (from `start_id`), `targets`, `segment_ids` (1 on the document's tokens,
+  0 on padding) and `positions`, each [N, num_windows, row_length]; row_length must hold every
+  window (seq_len when a document has several)."""
   in_document_WL = np.arange(num_windows)[:, None] * seq_len + np.arange(row_length)
   real_NWL = in_document_WL < np.asarray(lengths_N)[:, None, None]
   source_NWL = np.where(real_NWL, np.asarray(starts_N)[:, None, None] + in_document_WL, 0)
   rows = {'targets': np.where(real_NWL, tokens_T[source_NWL], 0).astype(np.int32),
           'segment_ids': real_NWL.astype(np.int32),
           'positions': np.where(real_NWL, np.arange(row_length), 0).astype(np.int32)}
-  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'])
+  rows['inputs'] = causal_lm.causal_lm_example(rows['targets'], rows['segment_ids'], start_id)
   return rows
 
 
@@ -219,14 +219,14 @@ def grouped_documents(tokens: np.ndarray, offsets: np.ndarray, group_tokens: int
 
 
 def window_batches(tokens: np.ndarray, offsets: np.ndarray, seq_len: int, batch_size: int,
-                   group_tokens: int):
+                   group_tokens: int, start_id: int = 0):
   """The documents tokens[offsets[d]:offsets[d + 1]] as batches of model input, a group of
   `grouped_documents` at a time: yields (first, end, group_offsets, batches), batches a list of
   dicts of `batch_size` rows each, the group's windows packed into rows by `pack_windows` (its
   token_index indexes the group's tokens) and the last batch filled out with padding rows
   (token_index -1, 0 in the other fields)."""
   for first, end, group_offsets, tokens_T in grouped_documents(tokens, offsets, group_tokens):
-    rows = pack_windows(group_offsets, tokens_T, seq_len)
+    rows = pack_windows(group_offsets, tokens_T, seq_len, start_id)
     padding = -len(rows['targets']) % batch_size
     rows = {key: np.pad(value, [(0, padding), (0, 0)],
                         constant_values=-1 if key == 'token_index' else 0)
@@ -238,55 +238,14 @@ def window_batches(tokens: np.ndarray, offsets: np.ndarray, seq_len: int, batch_
 
 # --- checkpoints -----------------------------------------------------------------------------------
 
-def _merge(defaults: dict, loaded: dict, prefix: str = '') -> dict:
-  """`loaded` over `defaults`: keys this code no longer has are dropped, keys it added since keep
-  their defaults, and the free sections (config.FREE_KEYS, e.g. data.tasks) are taken whole."""
-  merged = dict(defaults)
-  for key, value in loaded.items():
-    name = f'{prefix}{key}'
-    if key not in defaults:
-      continue
-    if name not in config_lib.FREE_KEYS and isinstance(defaults[key], dict) and isinstance(
-        value, dict):
-      merged[key] = _merge(defaults[key], value, name + '.')
-    else:
-      merged[key] = value
-  return merged
-
-
-def run_directory(path: str) -> epath.Path:
-  """The directory with config.json of a checkpoint path: the workdir itself, or WORKDIR for
-  WORKDIR/checkpoints/<step>."""
-  given = epath.Path(path if '://' in path else os.path.abspath(path))
-  if given.name.isdigit() and given.parent.name == 'checkpoints':
-    return given.parent.parent
-  return given
-
-
 def checkpoint_config(path: str, flag: str = '--checkpoint',
                       decoder_only: bool = True) -> ml_collections.ConfigDict:
-  """The config of the run (or launch.convert output) at checkpoint path `path`: its config.json
-  over experiments/base.py's defaults. Fails naming `flag` when there is no config.json or no
-  checkpoint, or, if `decoder_only` (as scores need), the model is not a decoder."""
-  from experiments import base  # the schema and its defaults
-
-  run = run_directory(path)
-  if not run.exists():
-    raise errors.UserError(f'{flag}={path} does not exist; give a workdir of launch.train, one of '
-                           'its checkpoints WORKDIR/checkpoints/<step> or a launch.convert output.')
-  try:
-    checkpoint_lib.find_checkpoint(path)
-  except errors.UserError:
-    raise errors.UserError(f'{flag}={path} holds no checkpoint: give a workdir with '
-                           'checkpoints/<step>/ (from launch.train or launch.convert) or one '
-                           'checkpoint directory WORKDIR/checkpoints/<step>.') from None
-  config_path = run / 'config.json'
-  if not config_path.exists():
-    raise errors.UserError(f'{flag}={path} has no config.json ({config_path}), which gives the '
-                           'model and data.vocabulary; give a workdir of launch.train or a '
-                           'launch.convert output.')
-  loaded = json.loads(config_path.read_text())
-  config = ml_collections.ConfigDict(_merge(base.get_config().to_dict(), loaded))
+  """The config of the run (or launch.convert output) at checkpoint path `path`, local or gs://
+  (research/runs.py). Fails naming `flag` when there is no checkpoint or no config.json, or, if
+  `decoder_only` (as scores need), the model is not a decoder."""
+  where = f'{flag}={path}'
+  runs.find_checkpoint(path, where)
+  config = runs.load_config(path, where)
   if decoder_only and config.model.architecture != 'decoder':
     raise errors.UserError(f'{flag}={path} is an {config.model.architecture} model; scores are '
                            'left-to-right log-likelihoods of a decoder (model.architecture='
@@ -305,6 +264,7 @@ class LoadedCheckpoint:
   params: object
 
   def __post_init__(self):
+    self.start_id = vocabularies.data_start_id(self.config.data)
     trainer = self.trainer
     model = trainer.model
 
@@ -370,15 +330,7 @@ def load_checkpoint(path: str, config: ml_collections.ConfigDict | None = None, 
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.expert = -1, fsdp, tensor, 1
   devices = jax.devices() if devices is None else devices
   trainer = train.Trainer(config, devices)
-  directory, step = checkpoint_lib.find_checkpoint(path)
-  where = f'{flag}={path} (checkpoint {step})'
-  saved = checkpoint_lib.saved_shapes(directory, step)
-  if 'params' not in saved:
-    raise errors.UserError(f'{where} holds no parameters; give a checkpoint of launch.train or '
-                           'launch.convert.')
-  abstract = trainer.abstract_state.params
-  checkpoint_lib.check_shapes(saved['params'], abstract, where)
-  params = checkpoint_lib.restore_parts(directory, step, {'params': abstract})['params']
+  params, step = runs.restore_params(path, trainer.abstract_state.params, f'{flag}={path}')
   return LoadedCheckpoint(path=path, step=step, config=config, trainer=trainer, params=params)
 
 
@@ -391,7 +343,8 @@ def model_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarr
   batch_size = batch_size or loaded.config.eval.batch_size
   results = {name: np.zeros(len(offsets) - 1) for name in ('nll', 'min_k_prob', 'el2n')}
   for first, end, group_offsets, batches in window_batches(tokens, offsets, loaded.seq_len,
-                                                           batch_size, group_tokens):
+                                                           batch_size, group_tokens,
+                                                           loaded.start_id):
     pending = [loaded.statistics(batch) for batch in batches]  # dispatched together, fetched once
     statistics = {name: np.empty(group_offsets[-1], np.float32) for name in ('log_prob', 'el2n')}
     for batch, fetched in zip(batches, jax.device_get(pending)):
@@ -427,7 +380,7 @@ def grand_scores(loaded: LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarr
         padding = num_documents - len(documents)
         batch = document_rows(np.pad(starts_N[documents], (0, padding)),
                               np.pad(lengths_N[documents], (0, padding)), group_tokens_T, seq_len,
-                              num_windows, row_length)
+                              num_windows, row_length, loaded.start_id)
         pending.append((first + documents, loaded.grand(batch)))
     for documents, grand_N in jax.device_get(pending):
       grand_D[documents] = grand_N[:len(documents)]

@@ -257,7 +257,7 @@ def test_command_scores_a_task_and_feeds_a_subset(runs, notes_store, tmp_path):
 
   subset = {'source': 'subset', 'task': 'notes', 'scores': str(out), 'score_field': 'nll',
             'keep': 'lowest', 'num_documents': 3}
-  tasks.register_config_tasks(ml_collections.ConfigDict({'tasks': {
+  tasks.register_config_tasks(ml_collections.ConfigDict({'seqio_modules': (), 'tasks': {
       'notes': {'source': 'files', 'pattern': runs['notes'], 'format': 'jsonl'},
       'easiest': subset}}))
   kept = {doc_id for doc_id, _ in tasks.split_documents('easiest', 'train')}

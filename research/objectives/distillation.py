@@ -10,14 +10,11 @@ Like research/objectives/losses.py, the loss is a weighted *sum* with the total 
 so gradient accumulation and data-parallel shards combine exactly and the mean is taken once.
 """
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from research import errors
+from research import errors, runs
 
 
 def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float):
@@ -46,21 +43,13 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   same devices; the teacher's own teacher, if it had one, is dropped.
   """
   teacher = config.objective.distill.teacher
-  path = os.path.join(teacher, 'config.json')
-  if not os.path.isfile(path):
-    raise errors.UserError(f'objective.distill.teacher={teacher!r} has no config.json; give the '
-                           'workdir of a finished run of launch.train.')
-  if not os.path.isdir(os.path.join(teacher, 'checkpoints')) or not any(
-      name.isdigit() for name in os.listdir(os.path.join(teacher, 'checkpoints'))):
-    raise errors.UserError(f'objective.distill.teacher={teacher!r} has no checkpoint in '
-                           f'{teacher}/checkpoints; train the teacher first.')
-  with open(path, encoding='utf-8') as f:
-    loaded = ml_collections.ConfigDict(json.load(f))
+  where = f'objective.distill.teacher={teacher!r}'
+  loaded = runs.load_config(teacher, where)  # first: a path with no run says it has no config.json
+  runs.find_checkpoint(teacher, where)
   for key in ('data.vocabulary', 'model.vocab_size', 'model.architecture'):
     section, field = key.split('.')
     if loaded[section][field] != config[section][field]:
-      raise errors.UserError(f'objective.distill.teacher={teacher!r} has {key}='
-                             f'{loaded[section][field]!r} but this run has '
+      raise errors.UserError(f'{where} has {key}={loaded[section][field]!r} but this run has '
                              f'{config[section][field]!r}; distillation needs them equal.')
   loaded.mesh = config.mesh
   loaded.objective.distill.teacher = ''  # the teacher's own teacher is not needed
