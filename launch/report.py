@@ -1,6 +1,6 @@
 """Compares training runs: a markdown summary table and PNG plots of their metrics.
 
-  python -m launch.report DIR [DIR ...] --out=OUT
+  python -m launch.report DIR [DIR ...] --out=OUT [--log_x]
 
 reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train, or
 every run in DIR when DIR is the --workdir of launch.sweep) and writes OUT/report.md: the command
@@ -8,8 +8,9 @@ that made it, one table row per run (the config values that differ between the r
 training loss, the final and best loss of every evaluation, the final answer accuracy where runs
 score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
 by step and by tokens seen, answer accuracy by step, by tokens seen and by group (difficulty,
-augmented), span accuracy, the learning rate by step and the mixture weights by step where they
-change (Skill-it's trajectory), all runs on one pair of axes each (research/report.py). Runs of
+augmented), span accuracy, the learning rate by step (every step's, from the run's schedule) and
+the mixture weights by step where they change (Skill-it's trajectory), all runs on one pair of axes
+each (research/report.py); `--log_x` puts the loss plots on a log x axis. Runs of
 mixture-of-experts models add a routing table (largest expert load, dropped assignments, each
 evaluation's expert load entropy and how differently the evaluation tasks use the experts), the
 largest expert load and load entropies by step, and per run a bar chart of each task's expert
@@ -35,6 +36,8 @@ from research import report
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots are written to '
                            '(created if missing).', allow_override=True)
+_LOG_X = flags.DEFINE_bool('log_x', False, 'Plot the training and eval losses on a log x axis '
+                           '(step, tokens seen): the early steps spread out.')
 
 REPORT_FILE = 'report.md'
 
@@ -111,11 +114,11 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
   return '\n'.join(lines).rstrip('\n') + '\n'
 
 
-def write_report(out: str, command: str, runs: Sequence[report.Run]) -> str:
-  """Writes report.md and the plots into `out` (all or nothing, report.md last) and returns
-  report.md's path."""
+def write_report(out: str, command: str, runs: Sequence[report.Run], log_x: bool = False) -> str:
+  """Writes report.md and the plots (`log_x`: the losses on a log x axis) into `out` (all or
+  nothing, report.md last) and returns report.md's path."""
   def write(staging):
-    plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging)]
+    plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging, log_x)]
     with open(os.path.join(staging, REPORT_FILE), 'w', encoding='utf-8') as f:
       f.write(format_report(command, runs, plot_files))
     return [*plot_files, REPORT_FILE]
@@ -134,8 +137,9 @@ def main(argv):
     if run.skipped_lines:
       print(f'warning: skipped unreadable lines {list(run.skipped_lines)} of '
             f'{os.path.join(run.path, "metrics.jsonl")} (torn writes)', file=sys.stderr)
-  command = 'python -m launch.report ' + shlex.join([*paths, f'--out={out}'])
-  print(write_report(out, command, runs))
+  command = 'python -m launch.report ' + shlex.join(
+      [*paths, f'--out={out}', *(['--log_x'] if _LOG_X.value else [])])
+  print(write_report(out, command, runs, _LOG_X.value))
 
 
 if __name__ == '__main__':

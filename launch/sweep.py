@@ -1,7 +1,7 @@
 """Runs every point of an experiment file's sweep, one workdir per point, skipping finished ones.
 
-  python -m launch.sweep --config=experiments/NAME.py[:ARG] --workdir=DIR [--dry_run] \
-      [--runner=local [--parallel=N] | --runner=tpu_vm --tpu=... (launch/tpu_vm.py)]
+  python -m launch.sweep --config=experiments/NAME.py[:ARG] --workdir=DIR [--only=KEY=VALUE ...] \
+      [--dry_run | --list] [--runner=local [--parallel=N] | --runner=tpu_vm --tpu=...]
 
 The experiment file's `get_sweep()` lists the points (research/sweep.py; `get_sweep(ARG)` for
 --config=experiments/NAME.py:ARG when it takes an argument). Each runs as
@@ -15,7 +15,13 @@ DIR/<point>/train.log. Points already done are skipped and interrupted ones resu
 the command after a kill carries on where it stopped; a point that is killed stops the sweep
 (the others running beside it finish first). Every override is checked against the config before
 any point starts. The command ends with a status table: each point done, interrupted, failed
-(with its log's last line) or pending. `--dry_run` prints the commands instead of running them.
+(with its log's last line) or pending; then a table of the final losses of the points that logged
+metrics (last step, training loss, eval loss: the mean of the final eval/<task>/loss over the
+training tasks), lowest eval loss first (research/report.py). `--dry_run` prints the commands
+instead of running them; `--list` prints the status table alone and runs nothing (a local workdir's
+state: with --runner=tpu_vm, `python -m launch.tpu_vm status` follows the job instead).
+`--only=KEY=VALUE` (repeatable; all must match) keeps the points whose override KEY is VALUE as
+their name writes it, e.g. `--only=seed=0 --only=schedule.peak_lr=0.003`, with either runner.
 
 The tpu_vm runner checks every point against the TPU here, then gets the TPU, ships the code and
 starts the points as a detached job on every worker (launch/tpu_vm.py, launch/tpu_job.py); it
@@ -37,10 +43,15 @@ from absl import flags
 
 from launch import device_shares, tpu_vm
 from research import errors
+from research import report
 from research import sweep as sweep_lib
 
 tpu_vm.define_flags()  # --workdir and the tpu_vm runner's flags
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')
+_LIST = flags.DEFINE_bool('list', False, 'local: print the points and their state (done, '
+                          'interrupted, failed, pending), run nothing.')
+_ONLY = flags.DEFINE_multi_string('only', [], 'KEY=VALUE: only the points whose override KEY is '
+                                  'VALUE as their name writes it (seed=0); repeat: all must match.')
 _RUNNER = flags.DEFINE_enum('runner', 'local', ['local', 'tpu_vm'], 'Where the points run.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: points run at once, each on its share of '
                                  'the devices (TPU chips, GPUs or CPU cores).')
@@ -90,6 +101,16 @@ def status_table(workdir: str, points, total_steps: int) -> str:
                    for name, state, why in rows)
 
 
+def metrics_table(workdir: str, points) -> str:
+  """`report.final_loss_table` of the points whose runs have written config.json and metrics.jsonl,
+  lowest final eval loss first; '' when none has."""
+  directories = [os.path.join(workdir, p.name) for p in points]
+  return report.final_loss_table([
+      report.load_run(directory) for directory in directories
+      if all(os.path.isfile(os.path.join(directory, name))
+             for name in ('config.json', 'metrics.jsonl'))])
+
+
 def run_local(config_flag: str, overrides: list[str], workdir: str, points, total_steps: int):
   """Runs the points not done yet, `--parallel` at a time; stops starting new ones once a point
   is killed, and exits non-zero then."""
@@ -132,6 +153,10 @@ def run_local(config_flag: str, overrides: list[str], workdir: str, points, tota
       record_exit(os.path.join(workdir, name), process.wait())
     killed.append('the sweep (Ctrl-C)')
   print(status_table(workdir, points, total_steps))
+  table = metrics_table(workdir, points)
+  if table:
+    print('\nFinal losses, lowest eval loss first (eval loss: the mean of the final '
+          f'eval/<task>/loss over the training tasks):\n{table}')
   if killed:
     sys.exit(f'Stopped: {", ".join(killed)}; re-run the command to resume.')
 
@@ -195,11 +220,17 @@ def run_tpu_vm(config, config_flag: str, overrides: list[str], workdir: str, poi
 @cli.exits_on_user_error
 def main(argv):
   cli.no_arguments(argv)
-  config_flag = flags.FLAGS['config'].config_filename
+  config_flag = cli.experiment_file(flags.FLAGS['config'].config_filename)  # from any directory
   config, workdir = cli.CONFIG.value, flags.FLAGS.workdir
-  points = sweep_lib.points(experiment_sweep(config_flag), config)
+  points = sweep_lib.select(sweep_lib.points(experiment_sweep(config_flag), config), _ONLY.value)
   overrides = [arg for arg in sys.argv[1:] if arg.startswith('--config.')]
-  if _RUNNER.value == 'tpu_vm':
+  if _LIST.value:
+    if _RUNNER.value == 'tpu_vm':
+      raise errors.UserError('--list reads the points\' state from a local workdir; with '
+                             '--runner=tpu_vm, python -m launch.tpu_vm status follows the job and '
+                             '--dry_run lists its commands.')
+    print(status_table(workdir, points, config.train.steps))
+  elif _RUNNER.value == 'tpu_vm':
     run_tpu_vm(config, config_flag, overrides, workdir, points)
   else:
     run_local(config_flag, overrides, workdir, points, config.train.steps)

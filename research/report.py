@@ -24,18 +24,21 @@ import os
 import re
 import statistics
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib
+import ml_collections
+import numpy as np
 from matplotlib import figure
 from matplotlib import ticker
 
-from research import appendable, errors, forgetting
+from research import appendable, errors, forgetting, runs, schedules
 
 # Config keys that only say where things live or how they are saved, not what is trained:
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
-LOCATION_KEYS = ('workdir', 'data.store_dir', 'checkpoint', 'distributed', 'code_version')
+LOCATION_KEYS = ('workdir', 'data.store_dir', 'checkpoint', 'distributed', 'logging',
+                 'code_version')
 
 _MIXTURE_WEIGHT = re.compile(r'^data/(.+)/weight$')
 _MOE_METRIC = re.compile(r'^(eval/.+/)?moe/')
@@ -118,33 +121,25 @@ def merge_metrics(lines: Sequence[str]) -> tuple[dict[int, dict[str, float]], tu
 
 
 def load_run(path: str) -> Run:
-  """Reads the run directory `path`: its config.json and metrics.jsonl (see `merge_metrics`), the
-  latter as a file, as the parts a run in a bucket writes, or both (research/appendable.py)."""
-  if not os.path.isdir(path):
-    raise errors.UserError(f'Run directory {path} does not exist or is not a directory; pass the '
-                           '--workdir of launch.train runs.')
-  files = {}
-  for name in ('config.json', 'metrics.jsonl'):
-    file_path = os.path.join(path, name)
-    if not appendable.exists(file_path):
-      raise errors.UserError(f'Run directory {path} has no {name}; pass the --workdir of a '
-                             'launch.train run, which holds config.json and metrics.jsonl.')
-    try:
-      files[name] = appendable.read_text(file_path)
-    except OSError as e:
-      raise errors.UserError(f'Cannot read {file_path} ({e.strerror}); make it readable or leave '
-                             'the run out.') from e
-  config_path = os.path.join(path, 'config.json')
+  """Reads the run directory `path`, local or gs://: its config.json (research/runs.py) and
+  metrics.jsonl (see `merge_metrics`), the latter as a file, as the parts a run in a bucket writes,
+  or both (research/appendable.py)."""
+  where = f'Run directory {path}'
+  if not runs.is_directory(path, where):
+    raise errors.UserError(f'{where} does not exist or is not a directory; pass the --workdir of '
+                           'launch.train runs.')
+  config = runs.read_config(path, where)
+  metrics_path = os.path.join(path, 'metrics.jsonl')
+  if not appendable.exists(metrics_path):
+    raise errors.UserError(f'{where} has no metrics.jsonl; pass the --workdir of a launch.train '
+                           'run, which holds config.json and metrics.jsonl.')
   try:
-    config = json.loads(files['config.json'])
-  except json.JSONDecodeError as e:
-    raise errors.UserError(f'{config_path} is not valid JSON ({e}); restore the config '
-                           'launch.train wrote or leave the run out.') from e
-  if not isinstance(config, dict):
-    raise errors.UserError(f'{config_path} is not a JSON object (the resolved config launch.train '
-                           'writes); restore it or leave the run out.')
-  metrics, skipped = merge_metrics(files['metrics.jsonl'].split('\n'))
-  return Run(os.path.basename(os.path.abspath(path)), path, config, metrics, skipped)
+    text = appendable.read_text(metrics_path)
+  except OSError as e:
+    raise errors.UserError(f'Cannot read {metrics_path} ({e.strerror}); make it readable or leave '
+                           'the run out.') from e
+  metrics, skipped = merge_metrics(text.split('\n'))
+  return Run(os.path.basename(runs.workdir(path)), path, config, metrics, skipped)
 
 
 def sweep_runs(directory: str) -> list[str]:
@@ -286,6 +281,29 @@ def summary_table(runs: Sequence[Run]) -> str:
   return markdown_table(header, align, rows)
 
 
+def final_eval_loss(run: Run) -> float | None:
+  """The mean of `run`'s final `eval/<task>/loss` over the training objective's tasks (names
+  without a '/': not a task in another example format, nor a probe); None when it logged none."""
+  values = [final_value(run, f'eval/{name}/loss') for name in eval_names([run]) if '/' not in name]
+  return statistics.fmean(values) if values else None
+
+
+def final_loss_table(runs: Sequence[Run]) -> str:
+  """A markdown table, one row per run that logged metrics, lowest `final_eval_loss` first (then
+  lowest final training `loss`; a missing or nan value last): run, last step, final training loss,
+  final eval loss. '' when no run logged metrics."""
+  def last(value: float | None) -> tuple[bool, float]:
+    return (value is None or math.isnan(value), 0.0 if value is None else value)
+
+  rows = sorted(((run, final_value(run, 'loss'), final_eval_loss(run)) for run in runs
+                 if run.metrics), key=lambda row: (*last(row[2]), *last(row[1])))
+  if not rows:
+    return ''
+  return markdown_table(['run', 'step', 'loss', 'eval loss'], ['---', '---:', '---:', '---:'],
+                        [[run.name, str(max(run.metrics)), format_number(loss),
+                          format_number(eval_loss)] for run, loss, eval_loss in rows])
+
+
 def code_label(run: Run) -> str:
   """' (code COMMIT)' with ', uncommitted changes in code.diff' when the run's checkout was dirty,
   from its config.json's code_version (research/provenance.py); '' when it records none."""
@@ -383,15 +401,10 @@ def _upstream_tasks(run: Run) -> set[str] | None:
   init = run.config.get('init', {}).get('path', '')
   if not init:
     return None
-  workdir = os.path.normpath(init)  # relative paths: to where the report runs, as to training
-  if os.path.basename(workdir).isdigit() and os.path.basename(os.path.dirname(workdir)) == (
-      'checkpoints'):
-    workdir = os.path.dirname(os.path.dirname(workdir))  # WORKDIR/checkpoints/<step>
-  try:
-    with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-      data = json.load(f)['data']
+  try:  # a relative path: to where the report runs, as to training
+    data = runs.read_config(init, f'init.path={init} of {run.path}')['data']
     return set(data['mixture']) | set(data.get('replay', {}).get('mixture', {}))
-  except (OSError, KeyError, TypeError, ValueError):
+  except (errors.UserError, KeyError, TypeError, AttributeError):
     return None
 
 
@@ -419,13 +432,43 @@ def continual_table(runs: Sequence[Run]) -> str:
   return markdown_table(header, align, rows)
 
 
-def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
-          path: str) -> None:
-  """Saves one PNG: every (label, xs, ys) curve on one pair of axes, the legend below them.
+def learning_rate_curve(run: Run) -> tuple[list[float], list[float]]:
+  """The learning rate of `run` at every step from 1 to its last logged step, from its config's
+  schedule as research/train.py builds it (`schedules.make_run_schedule`; schedule keys the config
+  lacks take experiments/base.py's defaults). Step s has the rate of the update that completed it,
+  the schedule at s - 1, as metrics.jsonl's `learning_rate` has. Where the config does not give the
+  schedule (it cannot be built, or a run started from a checkpoint with only one of
+  init.step='keep' and init.schedule='continue' moves the schedule off the step by the
+  checkpoint's step), the logged values instead: one every train.log_every steps."""
+  from experiments import base  # the schema's defaults
+
+  logged = series(run, 'learning_rate')
+  try:
+    init = run.config.get('init', {})
+    if init.get('path') and (init.get('step') == 'keep') != (init.get('schedule') == 'continue'):
+      return logged
+    schedule = schedules.make_run_schedule(
+        ml_collections.ConfigDict({**base.get_config().schedule.to_dict(),
+                                   **run.config['schedule']}),
+        ml_collections.ConfigDict(run.config.get('phases', {})), run.config['train']['steps'])
+    steps = np.arange(1, max(run.metrics, default=0) + 1)
+    rates = np.asarray(schedule(steps - 1))
+  except (errors.UserError, KeyError, TypeError, ValueError, AttributeError):
+    return logged
+  return steps.tolist(), rates.tolist()
+
+
+def _line_figure(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
+                 log_x: bool = False) -> figure.Figure:
+  """Every (label, xs, ys) curve on one pair of axes, the legend below them; with `log_x` on a log
+  x axis, which leaves out the points at x <= 0 (the evaluation before the first step).
 
   Up to 10 curves take matplotlib's default colours, up to 20 the tab20 map; beyond that the line
   style changes too, so every curve stays distinguishable.
   """
+  if log_x:
+    curves = [(label, [a for a in xs if a > 0], [b for a, b in zip(xs, ys) if a > 0])
+              for label, xs, ys in curves]
   labels = [textwrap.fill(label, _LEGEND_WIDTH) for label, _, _ in curves]
   legend_lines = sum(label.count('\n') + 1 for label in labels)
   fig = figure.Figure(figsize=(9, 5 + 0.2 * legend_lines), layout='constrained')
@@ -435,18 +478,20 @@ def _plot(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x:
     ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
             color=colors[index % len(colors)], linestyle=_LINE_STYLES[index // len(colors) % 3],
             marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
+  if log_x:
+    ax.set_xscale('log')
   ax.set_title(textwrap.fill(title, _TITLE_WIDTH), fontsize=13)  # a long title wraps, not clips
-  ax.set_xlabel(x, fontsize=11)
+  ax.set_xlabel(x + (' (log scale)' if log_x else ''), fontsize=11)
   ax.set_ylabel(y, fontsize=11)
   ax.grid(alpha=0.3)
   fig.legend(loc='outside lower center', fontsize='small', ncols=1 if len(curves) > 6 else 2)
-  fig.savefig(path, dpi=120)
+  return fig
 
 
-def _plot_expert_loads(loads: Mapping[str, Sequence[Sequence[float]]], title: str,
-                       path: str) -> None:
-  """Saves one PNG of `expert_loads`' task -> layer -> expert shares: a subplot per MoE layer (two
-  a row), grouped bars with the expert on the x axis and a bar per task, the legend below."""
+def _expert_loads_figure(loads: Mapping[str, Sequence[Sequence[float]]],
+                         title: str) -> figure.Figure:
+  """`expert_loads`' task -> layer -> expert shares: a subplot per MoE layer (two a row), grouped
+  bars with the expert on the x axis and a bar per task, the legend below."""
   tasks = list(loads)
   layers, experts = len(loads[tasks[0]]), len(loads[tasks[0]][0])
   columns = min(layers, 2)
@@ -468,24 +513,26 @@ def _plot_expert_loads(loads: Mapping[str, Sequence[Sequence[float]]], title: st
     ax.set_visible(False)  # the empty cell of an odd number of layers
   fig.suptitle(textwrap.fill(title, _TITLE_WIDTH), fontsize=13)
   fig.legend(loc='outside lower center', fontsize='small', ncols=1 if len(tasks) > 6 else 2)
-  fig.savefig(path, dpi=120)
+  return fig
 
 
-def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
-  """Writes PNG plots of `runs` into `out_dir` and returns their paths, in this order:
+def figures(runs: Sequence[Run], log_x: bool = False) -> Iterator[tuple[str, figure.Figure]]:
+  """The plots of `runs`, (file name, figure) one at a time, in this order:
 
   train_loss_vs_step.png, train_loss_vs_tokens_seen.png, eval_<name>_loss_vs_step.png and
   eval_<name>_loss_vs_tokens_seen.png for every eval name (its slashes as '-'), the same two of
   `answer_accuracy` and eval_<name>_answer_accuracy_by_<key>_vs_step.png for every eval name that
   scores answers and every metadata key its accuracy is grouped by (difficulty, augmented), the same
-  two of `span_accuracy` and of a knowledge probe's `gap`, learning_rate_vs_step.png, for mixture-of-experts runs
+  two of `span_accuracy` and of a knowledge probe's `gap`, learning_rate_vs_step.png (every step's
+  rate from the run's schedule, `learning_rate_curve`), for mixture-of-experts runs
   moe_max_load_vs_step.png and eval_<task>_moe_load_entropy_vs_step.png for every task and
   monitor-<task>-pathway_<metric>_vs_step.png for every pathway metric logged, when some
   run's mixture changes, mixture_weights_vs_step.png, and <run>_expert_loads.png for every run
   with `expert_loads` (the per-expert metrics get no curves of their own). Every run is a curve on
   one pair of axes, labelled by `run_labels` (by a key: a curve per run and value of the key); a
-  plot no run has data for is left out. Matplotlib's Figure API renders with Agg and leaves
-  pyplot's global state alone.
+  plot no run has data for is left out. `log_x` puts the training and eval loss plots on a log x
+  axis (early steps spread out, late ones compressed). Matplotlib's Figure API renders with Agg
+  and leaves pyplot's global state alone.
   """
   specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
            ('train_loss_vs_tokens_seen', 'Training loss vs tokens seen', 'tokens_seen', 'loss'),
@@ -495,7 +542,8 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
              for metric in ('loss', 'answer_accuracy', 'span_accuracy', 'gap')
              for name in eval_names(runs, metric)
              for x in ('step', 'tokens_seen')),
-           ('learning_rate_vs_step', 'Learning rate vs step', 'step', 'learning_rate'),
+           ('learning_rate_vs_step', 'Learning rate vs step (the schedule of each run\'s config)',
+            'step', 'learning_rate'),
            ('moe_max_load_vs_step', 'MoE largest expert load (moe/max_load, 1 = balanced) vs step',
             'step', 'moe/max_load'),
            *((f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_moe_load_entropy_vs_step',
@@ -507,30 +555,36 @@ def plot_runs(runs: Sequence[Run], out_dir: str) -> list[str]:
              for key in sorted({key for run in runs for values in run.metrics.values()
                                 for key in values if key.startswith('monitor/')}))]
   labels = run_labels(runs)
-  paths = []
   for stem, title, x, y in specs:
-    curves = [(label, *series(run, y, x)) for run, label in zip(runs, labels)]
+    curves = [(label, *(learning_rate_curve(run) if y == 'learning_rate' else series(run, y, x)))
+              for run, label in zip(runs, labels)]
     curves = [curve for curve in curves if curve[1]]
     if curves:
-      paths.append(os.path.join(out_dir, f'{stem}.png'))
-      _plot(curves, title, x, y, paths[-1])
+      yield f'{stem}.png', _line_figure(curves, title, x, y,
+                                        log_x and (y == 'loss' or y.endswith('/loss')))
   for name in eval_names(runs, 'answer_accuracy'):
     for key, curves in group_curves(runs, labels, name).items():
       stem = f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_answer_accuracy_by_{key}_vs_step'
-      paths.append(os.path.join(out_dir, f'{stem}.png'))
-      _plot(curves, f'Answer accuracy on {name} by {key} '
-            f'(eval/{name}/answer_accuracy/{key}_<value>)', 'step', 'answer accuracy', paths[-1])
+      yield f'{stem}.png', _line_figure(
+          curves, f'Answer accuracy on {name} by {key} (eval/{name}/answer_accuracy/{key}_<value>)',
+          'step', 'answer accuracy')
   mixture = mixture_curves(runs, labels)
   if mixture:
-    paths.append(os.path.join(out_dir, 'mixture_weights_vs_step.png'))
-    _plot(mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch',
-          paths[-1])
+    yield 'mixture_weights_vs_step.png', _line_figure(
+        mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch')
   for run, step, loads in [(run, *found) for run in runs if (found := expert_loads(run))]:
-    paths.append(os.path.join(out_dir, f'{_UNSAFE_IN_FILE_NAMES.sub("-", run.name)}'
-                                       '_expert_loads.png'))
-    _plot_expert_loads(loads, f'Expert loads of {run.name} at step {step}: the share of each '
-                       "task's assignments in an MoE layer per expert "
-                       '(eval/<task>/moe/layer_<m>/expert_<e>)', paths[-1])
+    yield f'{_UNSAFE_IN_FILE_NAMES.sub("-", run.name)}_expert_loads.png', _expert_loads_figure(
+        loads, f'Expert loads of {run.name} at step {step}: the share of each task\'s assignments '
+        'in an MoE layer per expert (eval/<task>/moe/layer_<m>/expert_<e>)')
+
+
+def plot_runs(runs: Sequence[Run], out_dir: str, log_x: bool = False) -> list[str]:
+  """Writes the `figures` of `runs` (`log_x`: loss plots on a log x axis) into `out_dir` as PNGs
+  and returns their paths."""
+  paths = []
+  for name, fig in figures(runs, log_x):
+    paths.append(os.path.join(out_dir, name))
+    fig.savefig(paths[-1], dpi=120)
   return paths
 
 

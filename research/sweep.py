@@ -7,9 +7,10 @@ value}), as big_vision's sweeps do; `grid` and `zipped` build the usual ones:
       return sweep.grid(**{'schedule.peak_lr': [1e-3, 3e-3], 'seed': [0, 1]})
 
 Each point runs as `launch.train` with those `--config.KEY=VALUE` overrides in DIR/<point name>,
-the name joining the point's `key=value` pairs. A point is done when its run has a checkpoint of
-its last step, interrupted when it has an earlier one (re-running resumes it), failed when its last
-attempt exited non-zero (its log's last line says why), and pending otherwise.
+the name joining the point's `key=value` pairs (`select` picks points by them). A point is done
+when its run has a checkpoint of its last step, interrupted when it has an earlier one (re-running
+resumes it), failed when its last attempt exited non-zero (its log's last line says why), and
+pending otherwise.
 """
 
 import copy
@@ -50,10 +51,40 @@ class Point:
   overrides: dict[str, Any]
 
 
+_UNSAFE_IN_NAMES = re.compile(r'[^A-Za-z0-9_.,=+-]')  # characters a directory name should not hold
+
+
 def point_name(overrides: Mapping[str, Any]) -> str:
   """'key=value,key=value' with characters a directory name should not hold replaced by '_'."""
   text = ','.join(f'{key}={value}' for key, value in overrides.items()) or 'base'
-  return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', text)
+  return _UNSAFE_IN_NAMES.sub('_', text)
+
+
+def select(found: Sequence[Point], filters: Sequence[str]) -> list[Point]:
+  """The points of `found` that match every 'KEY=VALUE' of `filters` (--only): the point sweeps KEY
+  and its value is VALUE as the point's name writes it (`schedule.peak_lr=0.001`). A filter that
+  is not KEY=VALUE, names a key no point sweeps or a value no point has, or filters that match no
+  point together, fail naming what there is to choose from."""
+  shown = [{key: _UNSAFE_IN_NAMES.sub('_', str(value)) for key, value in p.overrides.items()}
+           for p in found]
+  selected = list(range(len(found)))
+  for text in filters:
+    key, equals, value = text.partition('=')
+    if not equals:
+      raise errors.UserError(f'--only={text} is not KEY=VALUE; write it as a point name does, '
+                             'e.g. --only=seed=0.')
+    taken = list(dict.fromkeys(values[key] for values in shown if key in values))
+    if not taken:
+      swept = list(dict.fromkeys(key for values in shown for key in values))
+      raise errors.UserError(f'--only={text}: no point sweeps {key!r}; the swept keys are '
+                             f'{swept}.')
+    if value not in taken:
+      raise errors.UserError(f'--only={text} matches no point: {key} takes the values {taken}.')
+    selected = [i for i in selected if shown[i].get(key) == value]
+  if not selected:
+    raise errors.UserError(f'--only={" --only=".join(filters)} together match no point; the '
+                           f'points are {[p.name for p in found]}.')
+  return [found[i] for i in selected]
 
 
 def points(sweep: Sequence[Mapping[str, Any]], config: ml_collections.ConfigDict) -> list[Point]:

@@ -220,7 +220,7 @@ def test_command_errors_name_the_path_or_flag(sweep_dir, tmp_path, problem):
     message = '--token_counts=stdlib_code=1e6 needs a positive count for each of'
   with pytest.raises(SystemExit) as raised:
     _main(argv, **values)
-  text = str(raised.value.code)
+  text = str(raised.value)
   assert text.startswith('error: ' + message) and '\n' not in text
   assert not os.path.exists(out)
 

@@ -325,7 +325,7 @@ def test_a_failed_report_leaves_the_previous_one_whole(run_dirs, tmp_path, monke
   _main(run_dirs[:1], str(out))
   before = {name: (out / name).read_bytes() for name in os.listdir(out)}
 
-  def failing_plots(runs, out_dir):
+  def failing_plots(runs, out_dir, log_x):
     (tmp_path / 'staged').write_text(out_dir)
     with open(os.path.join(out_dir, 'train_loss_vs_step.png'), 'wb') as f:
       f.write(PNG_SIGNATURE)  # half a plot
@@ -384,7 +384,7 @@ def test_command_line_error_is_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'launch.report', str(tmp_path / 'nope'), f'--out={tmp_path / "out"}'],
       capture_output=True, text=True, check=False)
-  assert result.returncode == 1 and not result.stdout
+  assert result.returncode == 2 and not result.stdout
   assert result.stderr.strip() == (f'error: Run directory {tmp_path / "nope"} does not exist or is '
                                    'not a directory; pass the --workdir of launch.train runs.')
   assert not os.path.exists(tmp_path / 'out')
@@ -400,3 +400,67 @@ def test_a_run_older_than_a_config_key_counts_as_having_its_default():
                                        'n': {'data.mixture.a': 0.5, 'data.mixture.b': 0.5}}
   new['data']['skillit']['every'] = default_every + 10
   assert report.swept_values(runs)['n']['data.skillit.every'] == default_every + 10
+
+
+def _cosine_rate(index: int) -> float:
+  """The warmup_cosine schedule of `lr_run` at step index `index` (peak 0.01, 20 warmup steps, 100
+  steps, floor 0.001), by its formula."""
+  if index < 20:
+    return 0.01 * (index + 1) / 20
+  return 0.001 + 0.5 * 0.009 * (1 + math.cos(math.pi * min((index - 20) / 80, 1)))
+
+
+@pytest.fixture
+def lr_run(tmp_path):
+  """A 100-step run logged every 10 steps, as research/train.py logs: the learning rate of the last
+  update (step s: the schedule at s - 1), and an evaluation before the first step and at the end."""
+  lines = [_eval(0, 6.0, 6.5), *(dict(_train(step, 5 - step / 50), learning_rate=_cosine_rate(
+      step - 1)) for step in range(10, 101, 10)), _eval(100, 3.0, 3.5)]
+  return report.load_run(_write_run(
+      tmp_path / 'cosine', ''.join(map(_line, lines)), schedule__peak_lr=0.01,
+      schedule__warmup_steps=20, train__steps=100, train__log_every=10))
+
+
+def test_the_learning_rate_plot_is_the_schedule_at_every_step(lr_run):
+  plots = dict(report.figures([lr_run]))
+  steps, rates = plots['learning_rate_vs_step.png'].axes[0].lines[0].get_data()
+  assert list(steps) == list(range(1, 101))
+  # Inside the warmup and halfway through the decay, between logged steps; the last step.
+  assert rates[5 - 1] == pytest.approx(0.0025, rel=1e-6)
+  assert rates[61 - 1] == pytest.approx(0.0055, rel=1e-6)
+  assert rates[100 - 1] == pytest.approx(_cosine_rate(99), rel=1e-6)
+  for step in range(10, 101, 10):  # where the run logged it, the logged value
+    assert rates[step - 1] == pytest.approx(lr_run.metrics[step]['learning_rate'], rel=1e-6)
+  logged = report.series(lr_run, 'learning_rate')
+  assert logged[0] == list(range(10, 101, 10))
+  # Without a schedule in the config, or with the schedule moved off the step by init.*: the log.
+  assert report.learning_rate_curve(report.Run('old', 'old', {'seed': 0}, lr_run.metrics)) == logged
+  moved = {**lr_run.config, 'init': {'path': '/runs/a', 'step': 'keep', 'schedule': 'restart'}}
+  assert report.learning_rate_curve(report.Run('moved', 'moved', moved, lr_run.metrics)) == logged
+
+
+def test_log_x_puts_the_loss_plots_on_a_log_axis(lr_run):
+  linear, log = dict(report.figures([lr_run])), dict(report.figures([lr_run], log_x=True))
+  for name in ('train_loss_vs_step.png', 'train_loss_vs_tokens_seen.png',
+               'eval_stdlib_prose_loss_vs_step.png', 'eval_stdlib_code-R3_15_loss_vs_step.png'):
+    assert (linear[name].axes[0].get_xscale(), log[name].axes[0].get_xscale()) == ('linear', 'log')
+  assert log['learning_rate_vs_step.png'].axes[0].get_xscale() == 'linear'
+  # The evaluation before the first step (step 0) has no place on a log axis.
+  assert list(linear['eval_stdlib_prose_loss_vs_step.png'].axes[0].lines[0].get_xdata()) == [0, 100]
+  assert list(log['eval_stdlib_prose_loss_vs_step.png'].axes[0].lines[0].get_xdata()) == [100]
+
+
+def test_command_log_x_flag_reaches_the_plots(lr_run, tmp_path, monkeypatch):
+  plotted = []
+
+  def recording_plots(runs, out_dir, log_x):
+    plotted.append(log_x)
+    return []
+
+  monkeypatch.setattr(report, 'plot_runs', recording_plots)
+  out = tmp_path / 'out'
+  commands.run_main(lambda _: report_command.main(['launch.report', lr_run.path]), out=str(out),
+                    log_x=True)
+  assert plotted == [True]
+  assert f'    python -m launch.report {lr_run.path} --out={out} --log_x\n' in (
+      out / 'report.md').read_text()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,10 +72,15 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, data_dir)
 
   code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=2')
   assert code == 0
-  lines = printed.strip().splitlines()[-3:]
+  states, losses = printed.split('\n\nFinal losses')
+  lines = states.strip().splitlines()[-3:]
   assert lines[0].split() == ['schedule.peak_lr=0.001,seed=0', 'done']
   assert lines[1].split() == ['schedule.peak_lr=0.001,seed=1', 'done']
   assert lines[2].split()[:4] == ['model.dtype=float16', 'failed', 'error:', "model.dtype='float16'"]
+  # The points that logged metrics, by final loss: both seeds at their last step.
+  rows = [line.strip('|').split('|') for line in losses.strip().splitlines()[3:]]
+  assert sorted((row[0].strip(), row[1].strip()) for row in rows) == [
+      ('schedule.peak_lr=0.001,seed=0', '2'), ('schedule.peak_lr=0.001,seed=1', '2')]
 
   # Longer training: the finished points are interrupted ones now and resume from step 2, side by
   # side when the machine's cores split in two.
@@ -90,6 +96,85 @@ def test_local_sweep_runs_skips_resumes_and_reports_failures(tmp_path, data_dir)
 
   code, printed = _sweep(tmp_path, data_dir, '--config.train.steps=4')
   assert printed.count('done, skipped') == 2
+
+
+def _points(sweep_list) -> list[sweep.Point]:
+  return sweep.points(sweep_list, base.get_config())
+
+
+def test_only_selects_the_points_whose_values_match_every_filter():
+  points = _points(sweep.grid(**{'schedule.peak_lr': [0.001, 0.003], 'seed': [0, 1]})
+                   + [{'model.dtype': 'bfloat16', 'data.vocabulary': 'spm:/a b'}])
+  assert sweep.select(points, []) == points
+  assert [p.name for p in sweep.select(points, ['seed=0'])] == [
+      'schedule.peak_lr=0.001,seed=0', 'schedule.peak_lr=0.003,seed=0']
+  assert [p.name for p in sweep.select(points, ['seed=0', 'schedule.peak_lr=0.003'])] == [
+      'schedule.peak_lr=0.003,seed=0']
+  assert sweep.select(points, ['data.vocabulary=spm__a_b']) == points[-1:]  # as the name has it
+  with pytest.raises(errors.UserError, match=r'^--only=seed is not KEY=VALUE'):
+    sweep.select(points, ['seed'])
+  with pytest.raises(errors.UserError, match=re.escape(
+      "--only=lr=1: no point sweeps 'lr'; the swept keys are ['schedule.peak_lr', 'seed', "
+      "'model.dtype', 'data.vocabulary'].")):
+    sweep.select(points, ['lr=1'])
+  with pytest.raises(errors.UserError, match=re.escape(
+      "--only=seed=2 matches no point: seed takes the values ['0', '1'].")):
+    sweep.select(points, ['seed=0', 'seed=2'])
+  with pytest.raises(errors.UserError, match=re.escape(
+      '--only=seed=0 --only=model.dtype=bfloat16 together match no point; the points are [')):
+    sweep.select(points, ['seed=0', 'model.dtype=bfloat16'])
+
+
+def test_list_prints_the_selected_points_and_their_state_and_runs_nothing(tmp_path):
+  (tmp_path / 'experiment.py').write_text(EXPERIMENT)
+  done, failed = (tmp_path / 'sweep' / f'schedule.peak_lr=0.001,seed={seed}' for seed in (0, 1))
+  (done / 'checkpoints' / '2').mkdir(parents=True)
+  failed.mkdir()
+  (failed / sweep.STATUS_FILE).write_text('{"exit_code": 2}')
+  (failed / sweep.LOG_FILE).write_text('error: something bad\n')
+  code, printed = _sweep(tmp_path, tmp_path / 'data', '--list', '--config.train.steps=2')
+  assert code == 0
+  assert [line.split() for line in printed.splitlines()] == [
+      ['schedule.peak_lr=0.001,seed=0', 'done'],
+      ['schedule.peak_lr=0.001,seed=1', 'failed', 'error:', 'something', 'bad'],
+      ['model.dtype=float16', 'pending']]
+  code, printed = _sweep(tmp_path, tmp_path / 'data', '--list', '--only=seed=1')
+  assert code == 0 and printed.split() == ['schedule.peak_lr=0.001,seed=1', 'failed', 'error:',
+                                           'something', 'bad']
+  assert sorted(os.listdir(tmp_path / 'sweep')) == [done.name, failed.name]  # nothing ran
+  assert sorted(os.listdir(failed)) == sorted([sweep.STATUS_FILE, sweep.LOG_FILE])
+
+
+def _fake_run(directory, lines: list[dict]) -> None:
+  """A point's run directory as launch.train leaves it: config.json and metrics.jsonl."""
+  directory.mkdir(parents=True)
+  (directory / 'config.json').write_text(json.dumps({'seed': 0}))
+  (directory / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines))
+
+
+def test_the_final_table_sorts_points_by_final_eval_loss_over_the_training_tasks(tmp_path):
+  from launch import sweep as sweep_command
+  points = _points(sweep.grid(seed=[0, 1, 2, 3, 4]))
+  workdir = tmp_path / 'sweep'
+
+  def evals(step, a, b):
+    return {'step': step, 'eval/a/loss': a, 'eval/b/loss': b}
+
+  # seed=0's earlier evaluation and its task `a` in another format (a/R3_15) have low losses: only
+  # the final values of the tasks themselves count, (2.5 + 3.5) / 2 = 3.
+  _fake_run(workdir / 'seed=0', [evals(10, 1.0, 1.0), {'step': 20, 'loss': 2.8},
+                                 {**evals(20, 2.5, 3.5), 'eval/a/R3_15/loss': 0.5}])
+  _fake_run(workdir / 'seed=1', [{'step': 20, 'loss': 3.1}, evals(20, 2.0, 3.0)])
+  _fake_run(workdir / 'seed=2', [{'step': 10, 'loss': 2.0}])  # no evaluation yet: last
+  _fake_run(workdir / 'seed=4', [{'step': 20, 'loss': 3.0}, evals(20, 2.5, 2.5)])  # ties seed=1
+  assert sweep_command.metrics_table(str(workdir), points).splitlines() == [
+      '| run | step | loss | eval loss |',
+      '| --- | ---: | ---: | ---: |',
+      '| seed=4 | 20 | 3 | 2.5 |',
+      '| seed=1 | 20 | 3.1 | 2.5 |',
+      '| seed=0 | 20 | 2.8 | 3 |',
+      '| seed=2 | 10 | 2 | - |']
+  assert sweep_command.metrics_table(str(workdir), points[3:4]) == ''  # seed=3 never started
 
 
 def test_device_shares_split_the_machine_evenly():
