@@ -101,8 +101,12 @@ def get_config() -> ml_collections.ConfigDict:
       {'every': 0, 'metric': 'loss', 'eta': 0.2, 'window': 3, 'eval_tasks': (),
        'graph': ml_collections.ConfigDict()})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
-  # 'biographies', ...), see research/data/tasks.py.
+  # 'biographies', ...), see research/data/tasks.py. A files task's validation split is the files
+  # of its `validation_pattern`, else its `validation_fraction` (0.05) of documents by id hash.
   c.data.tasks = ml_collections.ConfigDict()
+  # Modules imported before tasks are resolved, which register seqio Tasks and Mixtures (as t5x's
+  # MIXTURE_OR_TASK_MODULE): a registered seqio Task or Mixture is then a task by its name.
+  c.data.seqio_modules = ()
   # Knowledge-injection probes (research/data/probes.py): name -> ConfigDict(task, documents,
   # at_step or at_fraction, times=1, every=1): the first `documents` training documents of `task`
   # (a task in no mixture) take the first rows of the batch at steps at, at + every, ... (`times`
@@ -111,6 +115,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'byte', 'spm:PATH' (python -m launch.tokenizer trains one) or 'hf:PATH/tokenizer.json'
   c.data.vocabulary = 'byte'
   c.data.extra_ids = 0  # ids above the vocabulary: control tokens, then sentinels
+  # The id every segment's first position reads (BOS): -1 = the vocabulary's BOS where it has one,
+  # else 0 (research/data/vocabularies.start_id); config.json records the id a run trained with.
+  c.data.start_id = -1
   c.data.seq_len = 256
   c.data.store_dir = ''  # '' = $RESEARCH_DATA_DIR or ~/.cache/research/data
   c.data.mixture_block = 1024  # examples per block in which the mixture proportions are exact
@@ -262,6 +269,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.distributed.coordinator_address = ''
   c.distributed.num_processes = -1
   c.distributed.process_id = -1
+
+  # Where metrics go besides WORKDIR/metrics.jsonl and TensorBoard (research/metrics.py).
+  c.logging = ml_collections.ConfigDict()
+  # Weights & Biases (research/wandb_log.py; pip install wandb): `project` '' = off. The run's
+  # metrics at the steps of metrics.jsonl, and its config; a resumed run continues the same W&B run
+  # (its id is kept in WORKDIR/wandb_id). `name` '' = the workdir's base name; `mode` '' = W&B's
+  # default ($WANDB_MODE, else online) | online | offline (`wandb sync` uploads it) | disabled.
+  c.logging.wandb = ml_collections.ConfigDict(
+      {'project': '', 'entity': '', 'name': '', 'tags': (), 'mode': ''})
 
   c.lock()
   return c

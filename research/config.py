@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-from research import errors, schedules, sharding
+from research import errors, schedules, sharding, wandb_log
 from research.model import transformer
 
 FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks',
@@ -264,6 +264,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   examples.eval_objectives(objective, config.eval.objectives, vocabulary)
   check_loss_chunk(config)
   distillation.check_config(config)
+  wandb_log.check_config(config.logging.wandb)
 
   shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, len(devices))))
   rules = sharding.logical_rules(config.mesh)
