@@ -6,7 +6,8 @@ decorates its main with `exits_on_user_error` and ends with `cli.run(main)`:
   python -m launch.NAME --config=experiments/NAME.py[:ARG] [--config.a.b=V ...] [--flags ...]
 
 An unknown `--config.KEY` override and every `research.errors.UserError` end the command with one
-line, `error: <message>`, and exit status 1, without a traceback.
+line, `error: <message>`, and exit status 2 (a usage error, as argparse and absl give), without a
+traceback.
 """
 
 import functools
@@ -16,17 +17,61 @@ import sys
 import tempfile
 from collections.abc import Callable
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow (under seqio) is quiet
+from launch import startup
+
+startup.quiet(sys.argv)  # before anything imports TensorFlow
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from research import errors
 
-# allow_override: a command that defines its own --config can load in the same process (tests).
-CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment file (experiments/NAME.py[:ARG]); --config.KEY=VALUE overrides '
-    'one of its keys.', lock_config=True, allow_override=True)
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # experiments/ is in it
+
+
+class ConfigFileParser(config_flags.config_flags.ConfigFileFlagParser):
+  """--config: an experiment file (experiments/NAME.py[:ARG]) by a path from the working directory
+  or, failing that, from the project (so experiments/NAME.py works from any directory), or a
+  finished run's WORKDIR/config.json, which reruns that run (research/runs.py reads it)."""
+
+  def parse(self, path):
+    file, colon, _ = path.partition(':')
+    if file.endswith('.json'):
+      from research import runs  # the run readers import the model: only for a run's config
+      if os.path.basename(file) != 'config.json' or colon:
+        raise ValueError('a JSON config is the config.json of a launch.train run '
+                         '(WORKDIR/config.json), given alone.')
+      config = runs.load_config(os.path.dirname(file) or '.', 'the run')  # a local or gs:// run
+      config.lock()
+      return config
+    return super().parse(experiment_file(path))
+
+
+def experiment_file(flag: str) -> str:
+  """--config=PATH[:ARG] of an experiment file with PATH found: as given (from the working
+  directory) or else in the project; fails saying what --config accepts."""
+  file, colon, arg = flag.partition(':')
+  if os.path.isfile(file):
+    return flag
+  if os.path.isfile(os.path.join(PROJECT, file)):
+    return os.path.join(PROJECT, file) + colon + arg
+  raise errors.UserError(f'there is no file {file} in the working directory {os.getcwd()} nor in '
+                         f'the project {PROJECT}; give an experiment file '
+                         "(experiments/NAME.py[:ARG]) or a finished run's WORKDIR/config.json.")
+
+
+def define_config(flag_values: flags.FlagValues = flags.FLAGS, sys_argv=None) -> flags.FlagHolder:
+  """Defines --config (`ConfigFileParser`) in `flag_values`; --config.KEY=VALUE overrides a key.
+  allow_override: a command that defines its own --config can load in the same process (tests)."""
+  holder = config_flags.DEFINE_config_file(
+      'config', None, 'Experiment file (experiments/NAME.py[:ARG]) or a run\'s WORKDIR/config.json; '
+      '--config.KEY=VALUE overrides one of its keys.', flag_values=flag_values, lock_config=True,
+      allow_override=True, sys_argv=sys_argv)
+  flag_values['config'].parser = ConfigFileParser('config')
+  return holder
+
+
+CONFIG = define_config()
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -35,18 +80,37 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as error:  # a missing required flag, a value of the wrong type, ...
     problems = '; '.join(line.rstrip('.') for line in str(error).splitlines())
-    sys.exit(f'error: {problems}. --helpfull lists the flags.')
+    exit_with_error(f'{problems}. --helpfull lists the flags.')
   except (AttributeError, KeyError) as error:  # ConfigDict's "no such key", raised by an override
     cause = error.args[0] if error.args and isinstance(error.args[0], KeyError) else error
     missing, _, hint = str(cause.args[0]).partition('\n')  # "'key'" and "Did you mean ...?"
     overrides = [a[2:].split('=')[0] for a in argv if a.startswith('--config.')]
     named = [o for o in overrides if missing.strip("'") in o.split('.')[1:]] or overrides
-    sys.exit(f'error: unknown config key {named[0][len("config."):]!r} in --{named[0]}. '
-             f'{hint + " " if hint else ""}experiments/base.py lists every key.')
+    exit_with_error(f'unknown config key {named[0][len("config."):]!r} in --{named[0]}. '
+                    f'{hint + " " if hint else ""}experiments/base.py lists every key.')
+
+
+class ErrorExit(SystemExit):
+  """Exit status 2 after `error: <message>` was printed on stderr; str() is that line, so a test
+  can match it as it matches `sys.exit('error: ...')`."""
+
+  def __init__(self, message: str):
+    super().__init__(2)
+    self.line = f'error: {message}'
+
+  def __str__(self) -> str:
+    return self.line
+
+
+def exit_with_error(message: str) -> None:
+  """Ends the command with `error: <message>` on stderr and exit status 2."""
+  error = ErrorExit(message)
+  print(error.line, file=sys.stderr, flush=True)
+  raise error
 
 
 def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """`main`, ending with `error: <message>` on stderr and exit status 1 on a UserError.
+  """`main`, ending with `error: <message>` on stderr and exit status 2 on a UserError.
 
   The message names the key, flag or path and the fix, so no traceback is shown; any other
   exception is a bug and keeps its traceback.
@@ -57,9 +121,18 @@ def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
     try:
       main(argv)
     except errors.UserError as error:
-      sys.exit(f'error: {error}')
+      exit_with_error(str(error))
 
   return main_with_exit
+
+
+def one_checkpoint(paths: list[str] | None, purpose: str) -> str:
+  """The one path a --checkpoint list flag gives (a workdir or WORKDIR/checkpoints/<step>); fails
+  naming the flag and `purpose` ('generate with') otherwise."""
+  if not paths or len(paths) != 1:
+    raise errors.UserError(f'--checkpoint={",".join(paths or [])} must name one workdir or '
+                           f'checkpoint directory to {purpose}.')
+  return paths[0]
 
 
 def no_arguments(argv: list[str]) -> None:
@@ -131,5 +204,15 @@ def write_directory(out: str, write: Callable[[str], list[str]], contents: str) 
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """Parses the flags with `parse_flags` and runs `main` (absl's app.run)."""
-  app.run(main, flags_parser=parse_flags)
+  """Parses the flags with `parse_flags` and runs `main` (absl's app.run).
+
+  After a user error the process ends at once (os._exit), the message printed and every file the
+  command wrote closed on the way: the interpreter's teardown would let orbax's and TensorFlow's
+  background threads print tracebacks ("Event loop is closed") under the one-line message.
+  """
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except ErrorExit:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)

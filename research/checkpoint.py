@@ -9,9 +9,11 @@ stops the run with a UserError; the older checkpoints stay. Each checkpoint reco
 config.json and the code version in its orbax custom metadata.
 """
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -31,6 +33,26 @@ def make_manager(workdir: str,
       create=True,
   )
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+@contextlib.contextmanager
+def managed(workdir: str, checkpoint_config: ml_collections.ConfigDict
+            ) -> Iterator[ocp.CheckpointManager]:
+  """`make_manager`, closed however the block ends. On an error the error is what the user sees: an
+  unclosed manager leaves orbax's event loop to fail noisily at exit ("Event loop is closed"), and
+  an error in closing is not reported over the first. A KeyboardInterrupt (the second Ctrl-C,
+  research/preemption.py) leaves it open: closing would wait for a save in flight, and the command
+  is to stop at once."""
+  manager = make_manager(workdir, checkpoint_config)
+  try:
+    yield manager
+  except KeyboardInterrupt:
+    raise
+  except BaseException:
+    with contextlib.suppress(Exception):
+      manager.close()
+    raise
+  manager.close()
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -87,8 +109,17 @@ def _read(manager: ocp.CheckpointManager, step: int, abstract_state):
 
   It reads with orbax's handler, not `manager.restore`: that ends in a barrier (a collective) which
   a process whose read failed never reaches, so the processes that read their shards would wait
-  there for it, or pair that barrier with the next collective it makes.
+  there for it, or pair that barrier with the next collective it makes. The parameters' shapes are
+  compared with the checkpoint's metadata first: a failed read leaves tensorstore reads running,
+  whose callbacks then print "Event loop is closed" tracebacks over the error.
   """
+  try:  # a checkpoint of another model: reading would only fail, with reads left running
+    check_shapes(saved_shapes(epath.Path(manager.directory), step)['params'],
+                 abstract_state.params, f'checkpoint {step}')
+  except errors.UserError as e:
+    return None, e
+  except Exception:  # pylint: disable=broad-except  (unreadable metadata: the read reports it)
+    pass
   handler = ocp.StandardCheckpointHandler()
   try:
     return handler.restore(
@@ -267,13 +298,20 @@ def config_difference(saved: dict, config: dict, prefix: str = 'model') -> list[
           if not same(old.get(key, missing), new.get(key, missing))]
 
 
-def resume_config_difference(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """`config_difference` between the config.json in `workdir` (written by the run that saved its
-  checkpoints) and `config`, for model.*; [] if there is no readable config.json. Call it before
-  the run overwrites config.json."""
+def saved_config(workdir: str) -> dict | None:
+  """The config.json in `workdir`, written by the run that saved its checkpoints; None if there is
+  no readable one. Read it before the run overwrites it."""
   try:
-    saved = json.loads((epath.Path(workdir) / 'config.json').read_text())
+    return json.loads((epath.Path(workdir) / 'config.json').read_text())
   except (OSError, ValueError):
+    return None
+
+
+def resume_config_difference(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """`config_difference` between `saved_config(workdir)` and `config`, for model.*; [] if there is
+  no readable config.json."""
+  saved = saved_config(workdir)
+  if saved is None:
     return []
   return config_difference(saved, json.loads(json.dumps(config.to_dict(), default=str)))
 
@@ -282,22 +320,6 @@ def abstract_like(tree, shardings):
   """ShapeDtypeStructs with the given shardings: the target that restore fills."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
                       shardings)
-
-
-def find_checkpoint(path: str) -> tuple[epath.Path, int]:
-  """(the checkpoints directory, the step) that `init.path` names: a workdir (its latest
-  checkpoint), a checkpoint WORKDIR/checkpoints/<step>, or a launch.convert output."""
-  given = epath.Path(path if '://' in path else os.path.abspath(path))
-  if given.name.isdigit() and given.parent.name == 'checkpoints' and given.is_dir():
-    return given.parent, int(given.name)
-  directory = given / 'checkpoints'
-  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
-      directory.is_dir()) else []
-  if not steps:
-    raise errors.UserError(
-        f'init.path={path} holds no checkpoint: give a workdir with checkpoints/<step>/ (from '
-        'launch.train or launch.convert) or one checkpoint directory WORKDIR/checkpoints/<step>.')
-  return directory, steps[-1]
 
 
 def _reader(directory: epath.Path) -> ocp.CheckpointManager:

@@ -6,6 +6,7 @@ step (a pure function of config and step, research/data/pipeline.py), so a run r
 checkpoint with no iterator state and ends bit-identical to an uninterrupted run.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -21,9 +22,10 @@ import numpy as np
 import optax
 from etils import epath
 
-from research import checkpoint, config as config_lib, errors, evaluate, forgetting
+from research import checkpoint, config as config_lib, console, errors, evaluate, forgetting
 from research import metrics as metrics_lib
-from research import pathways, peak_flops, preemption, provenance, schedules, sharding, skillit
+from research import pathways, peak_flops, preemption, provenance, runs, schedules, sharding
+from research import skillit
 from research.data import pipeline, records, vocabularies
 from research.model import transformer
 from research.objectives import distillation, examples, load_balance, losses
@@ -316,13 +318,14 @@ class Trainer:
 
 def load_teacher(config: ml_collections.ConfigDict, devices):
   """The model, parameters and parameter shardings of the run in `objective.distill.teacher`
-  (its latest checkpoint), placed on this run's mesh."""
+  (its latest checkpoint, or the one it names), placed on this run's mesh. Only the parameters are
+  read, and nothing is written to the teacher's workdir (research/runs.py)."""
   teacher_config = distillation.teacher_config(config)
   teacher = Trainer(teacher_config, devices)
-  manager = checkpoint.make_manager(config.objective.distill.teacher, teacher_config.checkpoint)
-  state = checkpoint.restore_latest(manager, teacher.abstract_state)
-  manager.close()
-  return teacher.model, state.params, teacher.state_shardings.params
+  path = config.objective.distill.teacher
+  params, _ = runs.restore_params(path, teacher.abstract_state.params,
+                                  f'objective.distill.teacher={path!r}')
+  return teacher.model, params, teacher.state_shardings.params
 
 
 def _is_schedule_state(node) -> bool:
@@ -347,12 +350,8 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
   checkpoint's step (`init.schedule`), whatever the step counter does. Shapes are checked against
   the model before anything is read.
   """
-  directory, step = checkpoint.find_checkpoint(init.path)
+  directory, step, saved = runs.open_checkpoint(init.path, f'init.path={init.path}')
   where = f'init.path={init.path} (checkpoint {step})'
-  saved = checkpoint.saved_shapes(directory, step)
-  if 'params' not in saved:
-    raise errors.UserError(f'{where} holds no parameters; give a checkpoint of launch.train or '
-                           'launch.convert.')
   abstract = trainer.abstract_state
   checkpoint.check_shapes(saved['params'], abstract.params, where)
   if init.optimizer and 'opt_state' not in saved:
@@ -450,13 +449,29 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   sharding.maybe_initialize_distributed(config.distributed)
   devices = jax.devices() if devices is None else devices
   config_lib.validate(config, workdir, devices)
+  config.data.start_id = vocabularies.data_start_id(config.data)  # config.json records it
   pipeline.prepare_stores(config)  # builds small missing stores; refuses large ones, naming them
   main = jax.process_index() == 0
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local directory or gs://...
+  with errors.reaching(workdir, f'--workdir={workdir}'):  # a local directory or gs://...
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   trainer = Trainer(config, devices)
-  manager = checkpoint.make_manager(workdir, config.checkpoint)
+  # However the run ends, orbax's manager, the metrics writers and the progress line are closed,
+  # and the console is restored (research/console.py keeps it in WORKDIR/train.log meanwhile).
+  with checkpoint.managed(workdir, config.checkpoint) as manager, console.kept(
+      workdir, enabled=main), contextlib.ExitStack() as closing:
+    return _train(config, workdir, trainer, manager, closing, stop_after, hparams)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
+           manager: checkpoint.ocp.CheckpointManager, closing: contextlib.ExitStack,
+           stop_after: int | None, hparams: dict | None) -> TrainState:
+  """`train` once the workdir's checkpoint manager is open: restores (or initialises) the state,
+  then trains, evaluates and saves; what must be closed at the end goes on `closing`."""
+  main = jax.process_index() == 0
   state = checkpoint.restore_latest(manager, trainer.abstract_state, config)
   resumed = state is not None
+  saved = checkpoint.saved_config(workdir) if resumed else None  # before config.json is rewritten
+  ended_at = (saved or {}).get('train', {}).get('steps')
   if state is None:
     state = (state_from_checkpoint(trainer, config.init, config.train.steps) if config.init.path
              else trainer.init_state())
@@ -472,7 +487,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   if first_step >= total:
     if main:
       print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
-    manager.close()
     return state
   vocabulary, objective, data, mixing = run_data(config, workdir, first_step, writes=main)
   online = data.plan.online
@@ -498,24 +512,30 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                    -(-config.eval.pathway_rows // config.eval.batch_size), objective)
                for i, task in enumerate(data.task_names) if config.eval.pathway_rows}
   token_bytes = vocabularies.token_bytes(vocabulary)
-  writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams)
+  writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams, config=config)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
+  closing.callback(writer.close)
+  closing.callback(progress.close)
   if resumed:
     progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
   elif config.init.path:
     progress.message(f'Starting from the checkpoint in {config.init.path} ' + ', '.join([
         'parameters and optimizer state' if config.init.optimizer else 'parameters only',
         f'step {config.init.step}', f'schedule {config.init.schedule}']) + '.')
-  for task, count in data.split_documents.items():
-    progress.message(f'{task}: {count} of {data.num_documents[task]} training documents are '
-                     f'longer than a chunk of {objective.chunk_len} tokens (what a row of '
-                     f'objective {objective.name} holds) and span several rows (none is dropped).')
+  if ended_at not in (None, total):
+    progress.message(f'train.steps is {total} now and was {ended_at} in the run being resumed: the '
+                     f'learning-rate schedule now ends at step {total}, not {ended_at}.')
+  notice = pipeline.long_document_notice(data)  # one line for every task
+  if notice:
+    progress.message(notice)
   # Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder token).
   decoder_len = objective.budgets[-1]
   tokens_per_step = config.train.batch_size * decoder_len
   flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len,
                                                 target_len=decoder_len)
   peak = peak_flops.peak_flops_per_second(config.model.dtype)
+
+  speed = float('nan')  # training tokens per second over the last logged window
 
   def run_eval(step) -> tuple[dict, float]:
     start = time.perf_counter()
@@ -527,8 +547,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
           [trainer.pathway_step(state.params, trainer.place(b)) for b in batches],
           f'monitor/{task}/'))
     writer.write(step, results)
-    progress.message(f'eval at step {step}: ' + ' '.join(  # the per-expert loads: metrics only
-        f'{k}={v:.4f}' for k, v in results.items() if '/moe/layer_' not in k))
+    progress.message(f'eval at step {step}: {metrics_lib.eval_summary(results)}; '
+                     f'tokens_per_second={speed:.4g} eta={progress.eta(step)}')
     return results, time.perf_counter() - start
 
   if config.init.path and not resumed:
@@ -552,7 +572,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         # The only place the loop waits for the device (but for the end of a profile trace).
         fetched = jax.device_get(pending)
         elapsed = time.perf_counter() - window_time
-        tokens_per_second = tokens_per_step * (done - window_start) / elapsed
+        tokens_per_second = speed = tokens_per_step * (done - window_start) / elapsed
         logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
         logged.update(learning_rate=float(fetched[-1]['learning_rate']),  # the last step's
                       tokens_per_second=tokens_per_second,
@@ -567,11 +587,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
         pending, window_start, window_time = [], done, time.perf_counter()
         if divergence.stop:  # no checkpoint of this step: the latest one stays the run's last
           checkpoint.wait_until_finished(manager)
-          message = divergence.stop_message(workdir, manager.latest_step())
-          manager.close()
-          writer.close()
-          progress.close()
-          raise errors.UserError(message)
+          raise errors.UserError(divergence.stop_message(workdir, manager.latest_step()))
       mixes = bool(mixing) and mixing.due(done, total)
       if done % config.eval.every == 0 or done == total or mixes:
         results, seconds = run_eval(done)
@@ -591,7 +607,4 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
                          'Re-run the same command to resume.')
         break
   checkpoint.wait_until_finished(manager)
-  manager.close()
-  writer.close()
-  progress.close()
   return state

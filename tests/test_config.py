@@ -1,5 +1,6 @@
 """Bad input fails with one message naming the key, before anything compiles."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,20 +9,19 @@ import jax
 import ml_collections
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import base
+from launch import cli
 from research import config as config_lib
 from research import errors
 
 QUICKSTART = 'experiments/quickstart.py'
 
 
-def _parse(*overrides):
-  argv = ['prog', f'--config={QUICKSTART}', *overrides]
+def _parse(*overrides, config=QUICKSTART):
+  argv = ['prog', f'--config={config}', *overrides]
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'experiment', flag_values=values, lock_config=True,
-                                  sys_argv=argv)
+  cli.define_config(values, sys_argv=argv)
   values(argv)
   return values.config
 
@@ -38,10 +38,44 @@ def test_unknown_key_on_the_command_line_is_one_line_naming_it(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'launch.train', f'--config={QUICKSTART}', f'--workdir={tmp_path}',
        '--config.train.stepz=7'], capture_output=True, text=True, check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert "error: unknown config key 'train.stepz' in --config.train.stepz" in result.stderr
   assert 'Did you mean "steps"' in result.stderr and 'Traceback' not in result.stderr
   assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_an_experiment_file_is_found_from_any_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # experiments/quickstart.py is not here: the project's is taken
+  assert _parse('--config.train.steps=7').train.steps == 7
+  assert _parse(config=os.path.join(cli.PROJECT, QUICKSTART)).train.steps == 300
+
+
+def test_a_run_config_json_reruns_that_run_with_overrides(tmp_path):
+  run = _parse('--config.train.steps=7', '--config.model.d_model=96')
+  (tmp_path / 'config.json').write_text(json.dumps({**run.to_dict(), 'code_version': 'abc'}))
+  rerun = _parse('--config.train.batch_size=4', config=str(tmp_path / 'config.json'))
+  assert (rerun.train.steps, rerun.model.d_model, rerun.train.batch_size) == (7, 96, 4)
+  with rerun.unlocked():
+    rerun.train.batch_size = run.train.batch_size
+  assert json.loads(rerun.to_json()) == json.loads(run.to_json())
+  config_lib.validate(rerun, str(tmp_path / 'again'), jax.devices())
+
+
+@pytest.mark.parametrize('given, named', [
+    ('experiments/nope.py', 'there is no file experiments/nope.py in the working directory {cwd} '
+     'nor in the project {project}; give an experiment file (experiments/NAME.py[:ARG]) or a '
+     "finished run's WORKDIR/config.json"),
+    ('run/config.json', 'the run has no config.json ({cwd}/run/config.json)'),
+    ('run/settings.json', 'a JSON config is the config.json of a launch.train run')])
+def test_a_config_that_is_not_there_is_one_line_saying_what_is_accepted(tmp_path, given, named):
+  result = subprocess.run(
+      [sys.executable, '-m', 'launch.train', f'--config={given}', f'--workdir={tmp_path}/w'],
+      capture_output=True, text=True, check=False, cwd=tmp_path,
+      env={**os.environ, 'PYTHONPATH': cli.PROJECT})
+  assert result.returncode == 2
+  line, = result.stderr.strip().splitlines()
+  assert line.startswith(f'error: flag --config={given}: ' +
+                         named.format(cwd=tmp_path, project=cli.PROJECT)), line
 
 
 def test_wrong_type_on_the_command_line_is_named():

@@ -130,7 +130,7 @@ def test_stop_ends_the_run_naming_the_step_and_the_intact_checkpoint(data_dir, t
   workdir = str(tmp_path / 'run')
   result = _run(workdir, data_dir, '--config.train.nonfinite=stop',
                 '--config.train.max_nonfinite=1')
-  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.returncode == 2, result.stderr[-3000:]
   directory = checkpoint.checkpoint_dir(workdir)
   assert ('error: training diverged: 1 consecutive non-finite steps (loss or gradient NaN or '
           f'inf), the first at step {BAD_STEP + 1}, reached train.max_nonfinite=1; the last '

@@ -242,7 +242,7 @@ def test_the_command_line_survives_a_corrupt_checkpoint_and_stops_cleanly_on_a_f
   full = subprocess.run([sys.executable, '-c', _DISK_FULL,
                          *_command(workdir, data_dir, 12)[3:], *every],
                         capture_output=True, text=True, check=False)
-  assert full.returncode == 1
+  assert full.returncode == 2
   assert (f'Saving checkpoint 12 in {os.path.join(workdir, "checkpoints")} failed: OSError: '
           '[Errno 28] No space left on device') in full.stderr
   assert 'Training stopped; the older checkpoints there are kept.' in full.stderr

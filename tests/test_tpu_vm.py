@@ -271,7 +271,7 @@ def test_checks_before_set_up_name_the_point_the_tpu_and_the_key(fake_gcloud):
 
 def test_a_bad_point_stops_the_sweep_before_any_set_up(fake_gcloud):
   result = _sweep('v5e-16', '--dry_run', '--config.train.batch_size=24')
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       'error: point schedule.peak_lr=0.001,seed=0 on v5litepod-16 (16 chips): '
       'train.batch_size=24 must be divisible')
