@@ -219,6 +219,13 @@ def get_config() -> ml_collections.ConfigDict:
   # `pathway_rows` packed training rows of every task give monitor/<task>/pathway_distance and
   # pathway_consistency, generalisation signals without a test set (research/pathways.py); 0 = off.
   c.eval.pathway_rows = 0
+  # In-loop few-shot multiple choice (research/multiple_choice.py, as OLMo's in-loop downstream
+  # evaluations): on each of `tasks` (tasks whose documents are a prompt and its answer:
+  # arithmetic, lego, biographies), `examples` validation questions, each after `shots` other
+  # validation documents, answered by the likeliest of `choices` candidates (the answer and other
+  # questions' answers) -> eval/<task>/mc_accuracy and mc_accuracy_norm; () = off.
+  c.eval.multiple_choice = ml_collections.ConfigDict(
+      {'tasks': (), 'examples': 64, 'shots': 2, 'choices': 4})
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 200

@@ -88,6 +88,11 @@ RANGES = (
     ('train.moe_z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-3'),
     ('train.max_nonfinite', 1, None, '[)',
      "the consecutive non-finite steps that stop a run with train.nonfinite='stop'; e.g. 1"),
+    ('eval.multiple_choice.examples', 1, None, '[)', 'the questions asked per task; e.g. 64'),
+    ('eval.multiple_choice.shots', 0, None, '[)',
+     'the validation documents before each question; 0 = none'),
+    ('eval.multiple_choice.choices', 2, None, '[)',
+     'the candidate answers of a question, the right one among them; e.g. 4'),
 )
 # Keys that only some switch reads (a schedule, an objective, an ordering): checked after the
 # modules that own them, so that a key in use gets its module's message and one not in use still
@@ -216,6 +221,22 @@ def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
                            "student's whole logits; set train.loss_chunk=0.")
 
 
+def check_multiple_choice(config: ml_collections.ConfigDict) -> None:
+  """eval.multiple_choice.tasks are registered tasks, scored by a decoder (their scores are
+  left-to-right log-likelihoods); RANGES bounds the other keys. Whether the tasks' documents are a
+  prompt and its answer is checked where their stores are read, before training starts
+  (research/multiple_choice.choice_set)."""
+  from research.data import tasks
+
+  names = tuple(config.eval.multiple_choice.tasks)
+  for name in names:
+    tasks.check_task(name, 'eval.multiple_choice.tasks')
+  if names and config.model.architecture != 'decoder':
+    raise errors.UserError(f'eval.multiple_choice.tasks={names!r} scores answers by left-to-right '
+                           "log-likelihood, which needs a decoder (model.architecture='decoder', "
+                           f'not {config.model.architecture!r}); set it to ().')
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
   from experiments import base  # the schema
@@ -284,6 +305,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                            'pathways of at least 2 rows of a mixture-of-experts model '
                            f'(model.moe_experts={config.model.moe_experts}); set it to 0 (off) '
                            'or to 2 or more with model.moe_experts > 0.')
+  check_multiple_choice(config)
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')

@@ -23,7 +23,7 @@ import optax
 from etils import epath
 
 from research import checkpoint, config as config_lib, console, errors, evaluate, forgetting
-from research import metrics as metrics_lib
+from research import metrics as metrics_lib, multiple_choice
 from research import pathways, peak_flops, preemption, provenance, runs, schedules, sharding
 from research import skillit
 from research.data import pipeline, records, vocabularies
@@ -277,6 +277,8 @@ class Trainer:
     self._eval_step = evaluate.make_eval_step(self.model, replicated)
     self._pathway_step = (pathways.make_pathway_step(self.model, replicated)
                           if config.eval.pathway_rows else None)
+    self._choice_step = (multiple_choice.make_choice_step(self.model, replicated)
+                         if config.eval.multiple_choice.tasks else None)
 
   def init_state(self) -> TrainState:
     return self._init(jax.random.key(self.config.seed))
@@ -314,6 +316,11 @@ class Trainer:
     """The MoE pathways of `batch` (research/pathways.make_pathway_step)."""
     with sharding.activate(self.mesh, self.rules):
       return self._pathway_step(params, batch)
+
+  def choice_step(self, params, batch):
+    """Each target's log-probability in `batch` (research/multiple_choice.make_choice_step)."""
+    with sharding.activate(self.mesh, self.rules):
+      return self._choice_step(params, batch)
 
 
 def load_teacher(config: ml_collections.ConfigDict, devices):
@@ -511,6 +518,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
                    data.first_rows(i, config.eval.pathway_rows), config.eval.batch_size,
                    -(-config.eval.pathway_rows // config.eval.batch_size), objective)
                for i, task in enumerate(data.task_names) if config.eval.pathway_rows}
+  # The multiple-choice questions of eval.multiple_choice, as fixed batches.
+  choice_data = {task: multiple_choice.choice_set(
+                     config.data, task, config.eval.multiple_choice, config.eval.batch_size,
+                     vocabulary, pipeline.EVAL_SEED)
+                 for task in config.eval.multiple_choice.tasks}
   token_bytes = vocabularies.token_bytes(vocabulary)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams, config=config)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
@@ -542,6 +554,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
     results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
                                 trainer.place)
     results.update(forgetting.gap_metrics(results, [p.spec.name for p in data.probes]))
+    results.update(multiple_choice.evaluate(trainer.choice_step, state.params, choice_data,
+                                            trainer.place))
     for task, batches in monitored.items():
       results.update(pathways.pathway_metrics(
           [trainer.pathway_step(state.params, trainer.place(b)) for b in batches],

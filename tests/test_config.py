@@ -264,6 +264,15 @@ BAD_VALUES = [
      r"'distributed.process_id' must be -1 or in \[0, distributed.num_processes\), got 2"),
     ({'init.schedule': 'resume'},
      r"init.schedule='resume' is not one of \('restart', 'continue'\)"),
+    ({'eval.multiple_choice.choices': 1},
+     r"Config key 'eval.multiple_choice.choices' must be >= 2, got 1"),
+    ({'eval.multiple_choice.shots': -1},
+     r"Config key 'eval.multiple_choice.shots' must be >= 0, got -1"),
+    ({'eval.multiple_choice.tasks': ('arithmetc',)},
+     r"eval.multiple_choice.tasks names an unknown task 'arithmetc'; did you mean \['arithmetic'"),
+    ({'eval.multiple_choice.tasks': ('arithmetic',), 'model.architecture': 'encoder_decoder',
+      'objective.name': 'prefix_lm', 'data.extra_ids': 8},
+     r"eval.multiple_choice.tasks=\('arithmetic',\) scores answers by left-to-right"),
 ]
 
 

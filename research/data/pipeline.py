@@ -140,10 +140,12 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
 
 
 def run_tasks(config: ml_collections.ConfigDict) -> list[str]:
-  """Every task run `config` reads: its mixtures, replay, probes, eval tasks and Skill-it's."""
+  """Every task run `config` reads: its mixtures, replay, probes, eval tasks, multiple-choice
+  tasks and Skill-it's."""
   plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
   return list(dict.fromkeys([*plan.task_names, *(probe.task for probe in plan.probes),
-                             *config.eval.tasks, *(plan.online.eval_tasks if plan.online else ())]))
+                             *config.eval.tasks, *config.eval.multiple_choice.tasks,
+                             *(plan.online.eval_tasks if plan.online else ())]))
 
 
 def prepare_stores(config: ml_collections.ConfigDict) -> None:
