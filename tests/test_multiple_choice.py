@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 
 from research import errors, multiple_choice, scores, train
-from research.data import pipeline, store as store_lib, tasks, vocabularies
-from tests.test_train import read_metrics, tiny_config
-
-VOCABULARY = vocabularies.make_vocabulary('byte')
-SUMS = {'source': 'arithmetic', 'num_documents': 300, 'max_digits': 2,
-        'operations': ['addition']}
+from research.data import pipeline, store as store_lib, tasks
+from tests import test_evaluate
+from tests.test_evaluate import VOCABULARY
+from tests.test_train import read_metrics
 
 
 def _config(data_dir):
-  config = tiny_config(data_dir, data=1)
-  config.data.tasks = {'sums': SUMS}
-  config.data.mixture = {'sums': 1.0}
-  config.eval.batch_size, config.eval.batches = 4, 2
+  """test_evaluate's run on 2-digit sums, asking 10 two-shot questions of them."""
+  config = test_evaluate._config(data_dir)
   config.eval.multiple_choice.tasks = ('sums',)
   config.eval.multiple_choice.examples, config.eval.multiple_choice.shots = 10, 2
-  tasks.register_config_tasks(config.data)
   return config
 
 
