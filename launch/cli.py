@@ -64,9 +64,9 @@ def define_config(flag_values: flags.FlagValues = flags.FLAGS, sys_argv=None) ->
   """Defines --config (`ConfigFileParser`) in `flag_values`; --config.KEY=VALUE overrides a key.
   allow_override: a command that defines its own --config can load in the same process (tests)."""
   holder = config_flags.DEFINE_config_file(
-      'config', None, 'Experiment file (experiments/NAME.py[:ARG]) or a run\'s WORKDIR/config.json; '
-      '--config.KEY=VALUE overrides one of its keys.', flag_values=flag_values, lock_config=True,
-      allow_override=True, sys_argv=sys_argv)
+      'config', None, 'Experiment file (experiments/NAME.py[:ARG]) or a run\'s '
+      'WORKDIR/config.json; --config.KEY=VALUE overrides one of its keys.', flag_values=flag_values,
+      lock_config=True, allow_override=True, sys_argv=sys_argv)
   flag_values['config'].parser = ConfigFileParser('config')
   return holder
 

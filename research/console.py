@@ -1,5 +1,5 @@
-"""A run's console, kept: what `train` prints also goes to WORKDIR/train.log, and a console that goes
-away (`... | tee log` whose reader died at a Ctrl-C: EPIPE) never stops the run or its stop
+"""A run's console, kept: what `train` prints also goes to WORKDIR/train.log, and a console that
+goes away (`... | tee log` whose reader died at a Ctrl-C: EPIPE) never stops the run or its stop
 checkpoint.
 
 `kept(workdir)` swaps sys.stdout and sys.stderr for `Tee`s while a run trains. Where the console

@@ -1,5 +1,6 @@
-"""What a run prints: one line for a user error (no start-up or teardown noise), the run's console
-kept in WORKDIR/train.log, a lost console that never stops a run, and the compact evaluation line."""
+"""What a run prints: one line for a user error (no start-up or teardown noise), the run's
+console kept in WORKDIR/train.log, a lost console that never stops a run, and the compact
+evaluation line."""
 
 import io
 import os
@@ -128,7 +129,8 @@ def test_eta_is_the_pace_so_far_times_the_steps_left(monkeypatch):
 
 
 @pytest.mark.parametrize('argv, wanted', [
-    (['prog', '--config=x.py'], False), (['prog', '--verbosity=1'], True), (['prog', '-v', '1'], True),
+    (['prog', '--config=x.py'], False), (['prog', '--verbosity=1'], True),
+    (['prog', '-v', '1'], True),
     (['prog', '--v=0'], True), (['prog', '--config.data.vocabulary=v'], False)])
 def test_verbose_logs_are_asked_for_with_verbosity(argv, wanted):
   assert startup.verbose(argv) == wanted

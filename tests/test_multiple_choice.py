@@ -25,7 +25,8 @@ def _config(data_dir):
 
 
 def test_questions_hold_the_answer_once_among_distinct_candidates():
-  answers = [str(i % 13) for i in range(40)]  # repeated answers: distractors come from distinct ones
+  # Repeated answers: the distractors are drawn from the distinct ones.
+  answers = [str(i % 13) for i in range(40)]
   drawn = multiple_choice.questions(answers, examples=30, shots=3, choices=5, seed=7)
   assert [q.index for q in drawn] == list(range(30))
   for q in drawn:

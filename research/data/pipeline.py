@@ -126,8 +126,8 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                            f'one row of the batch of {batch_size} (or be 0).')
   tasks.register_config_tasks(data_config)
   stages = mixture_schedule(data_config, total_steps)
-  replay_weights = tasks.expand_mixtures(dict(data_config.replay.mixture), 'data.replay.mixture')
-  replay = [sampler_lib.Stage(0, replay_weights)] if num_replay else []
+  replay = [sampler_lib.Stage(0, tasks.expand_mixtures(dict(data_config.replay.mixture),
+                                                      'data.replay.mixture'))] if num_replay else []
   names = sorted(sampler_lib.schedule_tasks(stages, 'data.mixture')
                  | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
   for name in names:

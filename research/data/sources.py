@@ -22,6 +22,7 @@ data is being read, the file and line or byte offset. Bad arguments fail when th
 called, before any document is read.
 """
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -104,6 +105,16 @@ def _jsonl_documents(paths: list[str], text_field: str, task_name: str) -> Itera
         offset += len(raw)
         if line.strip():
           yield _jsonl_document(line, path, line_number, text_field, task_name)
+
+
+STAT_THREADS = 32  # file stats in flight at once (each one a request on gs://)
+
+
+def file_stats(paths: list[str]) -> list[tuple[str, Any]]:
+  """Each of `paths` with its tf.io.gfile stat: on a bucket of 10^4 files a stat is a request, so
+  they run STAT_THREADS at a time."""
+  with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
+    return list(zip(paths, pool.map(tf.io.gfile.stat, paths)))
 
 
 def matching_files(pattern: str, task_name: str = '', key: str = 'pattern') -> list[str]:
@@ -336,8 +347,7 @@ def hf_files(dataset: HFDataset) -> list[tuple[str, int, int]]:
                 for p in ([group] if isinstance(group, str) else group)]
     paths = [path for pattern in patterns if '://' not in pattern or pattern.startswith('gs://')
              for path in tf.io.gfile.glob(pattern)]
-  stats = {path: tf.io.gfile.stat(path) for path in sorted(set(paths))}
-  return [(path, stat.length, stat.mtime_nsec) for path, stat in stats.items()]
+  return [(path, stat.length, stat.mtime_nsec) for path, stat in file_stats(sorted(set(paths)))]
 
 
 def hf_bytes(dataset: HFDataset) -> int:

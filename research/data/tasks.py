@@ -31,7 +31,6 @@ corpora, file sizes and times, stated once when the task is registered), which t
 puts in its cache key.
 """
 
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -64,7 +63,6 @@ _SUBSET_KEYS = {'source', 'task', 'fraction', 'num_documents', 'seed', 'scores',
 
 
 PART_BYTES = 256 * 2**20  # source bytes per part: what one builder worker reads alone
-STAT_THREADS = 32  # file stats in flight at once (each one a request on gs://)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +182,8 @@ def _files_spec(name: str, spec: dict) -> TaskSpec:
 
   @functools.cache
   def files(key: str) -> list[tuple[str, Any]]:
-    """Each file matching `spec[key]` with its stat, listed once per registration: on a bucket of
-    10^4 files a stat is a request, so they run STAT_THREADS at a time and the fingerprint, the
-    parts and the source size share them."""
+    """Each file matching `spec[key]` with its stat (sources.file_stats), listed once per
+    registration: the fingerprint, the parts and the source size share them."""
     paths = sources.matching_files(spec[key], name, key)
     if key == 'validation_pattern':
       shared = sorted(set(paths) & {path for path, _ in files('pattern')})
@@ -194,8 +191,7 @@ def _files_spec(name: str, spec: dict) -> TaskSpec:
         raise errors.UserError(f'data.tasks.{name}.validation_pattern={spec[key]!r} matches '
                                f'{len(shared)} files that pattern matches too ({shared[0]}, ...); '
                                'held-out files must not be trained on.')
-    with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
-      return list(zip(paths, pool.map(tf.io.gfile.stat, paths)))
+    return sources.file_stats(paths)
 
   def fingerprint() -> str:
     stats = {key: [(p, stat.length, stat.mtime_nsec) for p, stat in files(key)]
@@ -620,8 +616,8 @@ def check_task(name: str, where: str = 'A data mixture (data.mixture, data.stage
     close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.5)
     hint = f'did you mean {close}? ' if close else ''
     raise errors.UserError(f'{where} names an unknown task {name!r}; {hint}the registered '
-                           f'tasks are {sorted(_SPECS)} (define more in data.tasks, or register seqio Tasks '
-                           'in a module of data.seqio_modules).')
+                           f'tasks are {sorted(_SPECS)} (define more in data.tasks, or register '
+                           'seqio Tasks in a module of data.seqio_modules).')
 
 
 def get_task(name: str, vocabulary: seqio.Vocabulary | None = None) -> seqio.Task:
