@@ -26,7 +26,7 @@ prose and code from scratch for the whole budget.
 import ml_collections
 
 from experiments import continual_rewarm as rewarm
-from research import sweep
+from research.analysis import sweep
 
 INFINITE_PRETRAIN_DIR = 'workdirs/continual_replay/pretrain_infinite'
 CONST_FRACTION = 0.5  # the infinite schedule's constant LR, a fraction of the peak

@@ -23,7 +23,7 @@ workdirs/continual_rewarm/pretrain, relative to where the commands run).
 import ml_collections
 
 from experiments import base
-from research import sweep
+from research.analysis import sweep
 
 PRETRAIN_STEPS = 1000
 CONTINUE_STEPS = 400

@@ -15,7 +15,7 @@ accuracy by digits (research/evaluate.py):
   pacing        a competence curriculum, examples drawn from the easiest c(s) of the rows, c(s) =
                 sqrt growing from 10% to all at half the run (Platanios et al. 2019, arXiv 1903.09848)
 
-The curricula pack problems of equal difficulty together (data.pack_order='score'), so a row has
+The curricula pack problems of equal difficulty together (data.order.pack='score'), so a row has
 one difficulty and the ordering of rows is an ordering of problems; random packs at random.
 
   python -m launch.sweep --config=experiments/curriculum_arithmetic.py \
@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
       'source': 'arithmetic', 'num_documents': NUM_DOCUMENTS, 'min_digits': 1, 'max_digits': 4,
       'operations': ('addition',)}})
   config.data.mixture = ml_collections.ConfigDict({TASK: 1.0})
-  config.data.order_by = 'difficulty'
+  config.data.order.by = 'difficulty'
   config.eval.update(every=250, batches=16, batch_size=16)
   config.train.steps = config.checkpoint.every = STEPS
   config.schedule.update(name='warmup_cosine', peak_lr=PEAK_LR, warmup_steps=STEPS // 20,
@@ -52,5 +52,5 @@ def get_config() -> ml_collections.ConfigDict:
 
 def get_sweep():
   """The orderings, the curricula on rows of one difficulty each."""
-  return [{'data.ordering': name, **({} if name == 'random' else {'data.pack_order': 'score'})}
+  return [{'data.order.name': name, **({} if name == 'random' else {'data.order.pack': 'score'})}
           for name in ORDERINGS]

@@ -26,7 +26,7 @@ import ml_collections
 
 from experiments import base
 from experiments import continual_rewarm as rewarm
-from research import sweep
+from research.analysis import sweep
 
 TASK = 'arithmetic_diet'
 NUM_DOCUMENTS = 20_000  # problems per split: about 130 steps of 16 x 128 tokens an epoch

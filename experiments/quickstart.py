@@ -6,7 +6,7 @@
 """
 
 from experiments import base
-from research import sweep
+from research.analysis import sweep
 
 
 def get_config():

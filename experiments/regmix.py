@@ -2,7 +2,7 @@
 
 Liu et al. 2024, "RegMix: Data Mixture as Regression for Language Model Pre-training",
 arXiv 2407.01492. NUM_PROXIES mixtures of the three built-in domains are drawn from the RegMix
-prior (research/regmix.py: uniform token prior, concentrations log-spaced over [0.1, 5], weights
+prior (research/analysis/regmix.py: uniform token prior, concentrations log-spaced over [0.1, 5], weights
 below MINIMUM dropped and the rest on a grid of MINIMUM, deduplicated; seed SEED, so the sweep
 is the same every time). Each trains the 0.6M-parameter model of experiments/continual_rewarm.py
 for PROXY_STEPS steps at a constant learning rate after warmup (the paper's proxy schedule), with
@@ -34,7 +34,7 @@ import ml_collections
 
 from experiments import base
 from experiments import continual_rewarm as rewarm
-from research import regmix
+from research.analysis import regmix
 
 TASKS = ('stdlib_prose', 'stdlib_code', 'arithmetic')
 TARGET = 'eval/stdlib_code/loss'  # what launch.regmix --target minimises

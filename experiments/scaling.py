@@ -3,7 +3,7 @@
 Byte-level decoders of 4 widths and depths train 400 steps of 16 x 128 tokens on the Python
 install's prose and code at a constant learning rate after warmup, and evaluate every 25 steps;
 every evaluation is a (parameters N, tokens D, loss L) point for Chinchilla's parametric fit
-(Hoffmann et al. 2022, arXiv 2203.15556; research/scaling.py). A constant rate keeps the
+(Hoffmann et al. 2022, arXiv 2203.15556; research/analysis/scaling.py). A constant rate keeps the
 intermediate points comparable: a cosine run's early points sit at a higher rate than a run that
 ends there would.
 

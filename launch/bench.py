@@ -6,7 +6,7 @@
 
 Every section runs by default but `build` and `moe`. --config (default experiments/quickstart.py) is what the
 `data` and `moe` sections read; `train`, `eval` and `generate` build the model presets below from
-experiments/base.py's defaults (what a researcher runs: scanned layers, no remat, AdamW with
+research/defaults.py's defaults (what a researcher runs: scanned layers, remat dots_no_batch, AdamW with
 clipping, z-loss), vocabulary 256, on one device, fed random token ids. Every timed call is blocked
 until its result is ready and comes after a warm-up call (the first, which compiles); medians are
 reported with the min and max of the repeats.
@@ -68,17 +68,18 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from experiments import base
+from research import defaults
 from research import errors, generate, peak_flops, train
 from research.data import build, corpora, pipeline, tasks, vocabularies
 from research.data import rows as rows_lib
 from research.model import layers, transformer
-from research.objectives import causal_lm, examples
+from research.objectives import causal_lm
+from research.objectives import registry
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  """A decoder's sizes and the batch it trains on; every other setting is experiments/base.py's.
+  """A decoder's sizes and the batch it trains on; every other setting is research/defaults.py's.
 
   head_dim is d_model / num_heads; `steps` is how many timed steps the train and eval sections run
   (after the compiling one) unless --train_steps says otherwise; `loss_chunk` is train.loss_chunk.
@@ -183,7 +184,7 @@ def data_benchmark(config: ml_collections.ConfigDict, steps: int, repeats: int =
   """Host-side tokens/s of `TrainData.batch` over `steps` consecutive steps, `repeats` times."""
   start = time.perf_counter()
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = examples.make_objective(config, vocabulary)
+  objective = registry.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
                             objective)
   setup = time.perf_counter() - start
@@ -286,7 +287,7 @@ def host_input_benchmark(config: ml_collections.ConfigDict, steps: int) -> dict:
   if config.objective.name != 'causal_lm':  # UL2's R-denoiser spans on 2048 tokens: 256 sentinels
     config.data.extra_ids = max(config.data.extra_ids, 262)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = examples.make_objective(config, vocabulary)
+  objective = registry.make_objective(config, vocabulary)
   tasks.register_config_tasks(config.data)
   start = time.perf_counter()
   packing = rows_lib.build_rows('corpus', config.data.vocabulary, config.data.store_dir,
@@ -350,9 +351,9 @@ def build_section(megabytes: int, steps: int) -> dict:
 
 
 def preset_config(preset: Preset, dtype: str) -> ml_collections.ConfigDict:
-  """experiments/base.py's config with `preset`'s sizes and compute dtype, not validated (the byte
+  """research/defaults.py's config with `preset`'s sizes and compute dtype, not validated (the byte
   vocabulary is larger than the preset's; the benchmarks feed ids below vocab_size themselves)."""
-  config = base.get_config()
+  config = defaults.get_config()
   config.model.update(d_model=preset.d_model, num_layers=preset.num_layers,
                       num_heads=preset.num_heads, head_dim=preset.d_model // preset.num_heads,
                       mlp_dim=preset.mlp_dim, vocab_size=preset.vocab_size, dtype=dtype)

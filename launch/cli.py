@@ -12,6 +12,7 @@ traceback.
 
 import functools
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +25,8 @@ startup.quiet(sys.argv)  # before anything imports TensorFlow
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from research import errors
+from research import defaults, errors, finished
+from research.analysis import report
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # experiments/ is in it
 
@@ -37,11 +39,10 @@ class ConfigFileParser(config_flags.config_flags.ConfigFileFlagParser):
   def parse(self, path):
     file, colon, _ = path.partition(':')
     if file.endswith('.json'):
-      from research import runs  # the run readers import the model: only for a run's config
       if os.path.basename(file) != 'config.json' or colon:
         raise ValueError('a JSON config is the config.json of a launch.train run '
                          '(WORKDIR/config.json), given alone.')
-      config = runs.load_config(os.path.dirname(file) or '.', 'the run')  # a local or gs:// run
+      config = finished.load_config(os.path.dirname(file) or '.', 'the run')  # a local or gs:// run
       config.lock()
       return config
     return super().parse(experiment_file(path))
@@ -83,11 +84,23 @@ def parse_flags(argv: list[str]) -> list[str]:
     exit_with_error(f'{problems}. --helpfull lists the flags.')
   except (AttributeError, KeyError) as error:  # ConfigDict's "no such key", raised by an override
     cause = error.args[0] if error.args and isinstance(error.args[0], KeyError) else error
-    missing, _, hint = str(cause.args[0]).partition('\n')  # "'key'" and "Did you mean ...?"
+    # "'key'" (an override) or 'Key "key" does not exist ...' (a file setting it), then, on the
+    # last line, "Did you mean ...?" where ConfigDict has a suggestion
+    text = str(cause.args[0])
+    missing = re.match(r'\W*(?:Key ")?(\w+)', text).group(1)
+    hint = text.splitlines()[-1] if text.splitlines()[-1].startswith('Did you mean') else ''
     overrides = [a[2:].split('=')[0] for a in argv if a.startswith('--config.')]
-    named = [o for o in overrides if missing.strip("'") in o.split('.')[1:]] or overrides
-    exit_with_error(f'unknown config key {named[0][len("config."):]!r} in --{named[0]}. '
-                    f'{hint + " " if hint else ""}experiments/base.py lists every key.')
+    named = [o[len('config.'):] for o in overrides if missing in o.split('.')[1:]]
+    if named:  # a --config.KEY override
+      key, where = named[0], f'--config.{named[0]}'
+    else:  # set by the experiment file itself: the error names the last part of the key only
+      key = next((old for old in defaults.MOVED_KEYS if old.rsplit('.', 1)[1] == missing), missing)
+      where = 'the experiment file ' + next(
+          (a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '(--config)')
+    if key in defaults.MOVED_KEYS:
+      exit_with_error(defaults.moved_message(key, where))
+    exit_with_error(f'unknown config key {key!r} in {where}. {hint + " " if hint else ""}'
+                    'research/defaults.py lists every key.')
 
 
 class ErrorExit(SystemExit):
@@ -151,7 +164,6 @@ def quiet_absl_logging() -> None:
 def sweep_runs(path: str) -> list[str]:
   """The run directories of sweep directory `path` (sub-directories holding a config.json),
   sorted; fails naming `path` when there are none."""
-  from research import report  # only the commands that read sweeps need it
 
   if not os.path.isdir(path):
     raise errors.UserError(f'Sweep directory {path} does not exist or is not a directory; pass the '

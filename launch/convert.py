@@ -8,7 +8,7 @@ LlamaForCausalLM, MistralForCausalLM or GPTNeoXForCausalLM (Pythia), with its to
 any. CKPT: config.json (the full config, model.* of the imported architecture, data.seq_len and
 data.start_id from its max_position_embeddings and bos_token_id, data.vocabulary 'hf:tokenizer.json'
 for the tokenizer copied into CKPT, named relative to it so that CKPT can be moved) and
-checkpoints/0 (orbax, {'params': ...}); research/hf_checkpoint.py describes both. Export reads a
+checkpoints/0 (orbax, {'params': ...}); research/interop/hf_checkpoint.py describes both. Export reads a
 CKPT or a training workdir (its latest checkpoint's parameters) and writes config.json (with
 max_position_embeddings = data.seq_len and bos_token_id = the start id) and model.safetensors that
 transformers' AutoModelForCausalLM loads. --dst must be new or empty; it appears only when complete.
@@ -18,7 +18,9 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 
 from absl import flags
 
-from research import errors, hf_checkpoint
+from research import errors
+
+from research.interop import hf_checkpoint
 
 _FROM = flags.DEFINE_enum('from', None, ['hf'], 'Import: the format of --src (hf: a Hugging Face '
                           'model directory).')

@@ -34,11 +34,11 @@ import numpy as np
 import seqio
 from absl import flags
 
-from experiments import base
+from research import defaults
 from research import config as config_lib
 from research import errors
 from research.data import pipeline, sampler, vocabularies
-from research.objectives import examples as examples_lib
+from research.objectives import registry
 
 _STEP = flags.DEFINE_integer('step', 0, 'First global step shown, dumped and counted.')
 _SHOW = flags.DEFINE_integer('show', 1, 'Print the first this many examples (rows of the global '
@@ -263,9 +263,9 @@ def main(argv):
   step, show, dump, out = _STEP.value, _SHOW.value, _DUMP.value, _OUT.value
   check_flags(step, show, dump, out, _PROPORTION_STEPS.value)
   config = cli.CONFIG.value
-  config_lib.check_schema(config, base.get_config())
+  config_lib.check_schema(config, defaults.get_config())
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = examples_lib.make_objective(config, vocabulary)
+  objective = registry.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
                             objective)
   chosen = [(example, segments(example, functools.partial(data.document, example['task'])))

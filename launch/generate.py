@@ -29,9 +29,10 @@ import jax
 from absl import flags
 from etils import epath
 
-from research import errors, generate, scores
+from research import errors, finished, generate
+
 from research.data import vocabularies
-from research.objectives import examples
+from research.objectives import registry
 
 # --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
 # allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
@@ -108,11 +109,11 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path, sampling, texts = _checkpoint(), _sampling(), _prompts()
-  config = scores.checkpoint_config(path, '--checkpoint', decoder_only=False)
+  config = finished.checkpoint_config(path, '--checkpoint', decoder_only=False)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
   start_id = vocabularies.start_id(vocabulary, config.data.start_id)
-  loaded = scores.load_checkpoint(path, config, jax.local_devices()[:1])
+  loaded = finished.load_checkpoint(path, config, jax.local_devices()[:1])
   encoder_decoder = config.model.architecture == 'encoder_decoder'
   if encoder_decoder:
     encoder_inputs, encoder_lengths = generate.pad_prompts(
@@ -123,11 +124,11 @@ def main(argv):
     prompts, prompt_lengths = generate.pad_prompts(
         [generate.encode_prompt(t, vocabulary, start_id) for t in texts])
   tokens, lengths = jax.device_get(generate.generate(
-      loaded.trainer.model, loaded.params, prompts, prompt_lengths, jax.random.key(_SEED.value),
+      loaded.model, loaded.params, prompts, prompt_lengths, jax.random.key(_SEED.value),
       _MAX_NEW_TOKENS.value, sampling, stop_ids,
       generate.ids_to_ban(vocabulary, config.model.vocab_size, _BAN_CONTROL_TOKENS.value),
       encoder_inputs, encoder_lengths,
-      bidirectional_prompt=not encoder_decoder and config.objective.name not in examples.CAUSAL))
+      bidirectional_prompt=not encoder_decoder and config.objective.name not in registry.CAUSAL))
   how = ('greedy' if not sampling.temperature else
          f'sampled at temperature {sampling.temperature}, top-k {sampling.top_k or "all"}, '
          f'top-p {sampling.top_p}, seed {_SEED.value}')

@@ -5,7 +5,7 @@
 
 DIR is a launch.train workdir (its latest checkpoint, also while the run goes on), one checkpoint
 WORKDIR/checkpoints/<step>, or a launch.convert output, of a decoder. Its model answers lm-eval's
-requests through research/lm_eval_adapter.py (scoring as launch.score, generation as
+requests through research/interop/lm_eval_adapter.py (scoring as launch.score, generation as
 launch.generate). --tasks are lm-eval task, group or tag names (`lm-eval ls tasks` lists them) or
 task YAML files; --include_path adds a directory of task YAMLs, e.g. one over a local file
 (`dataset_path: json` with `dataset_kwargs: {data_files: ...}`). lm-eval downloads the datasets of
@@ -99,7 +99,7 @@ def main(argv):
       raise
     raise errors.UserError('launch.lm_eval needs EleutherAI\'s lm-evaluation-harness: pip install '
                            'lm_eval') from None
-  from research import lm_eval_adapter
+  from research.interop import lm_eval_adapter
 
   manager = _task_manager()
   model = lm_eval_adapter.CheckpointLM(path, _BATCH_SIZE.value)

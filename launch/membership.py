@@ -9,9 +9,9 @@ train split (a seeded choice, --seed), the non-members up to --members of its va
 task's held-out documents, research/data/tasks.py): --task should be the task the run trained on,
 all of whose training documents it saw (a `subset` task's train split holds only the documents it
 keeps). --task names a built-in task, one of the run's data.tasks or one of --config's data.tasks.
-Each document is scored by research/scores.py (nll, Min-K% prob at --min_k, the zlib size of its
+Each document is scored by research/analysis/scores.py (nll, Min-K% prob at --min_k, the zlib size of its
 text), with --reference also by a reference model of the same vocabulary, and each attack of
-research/membership.py (loss, zlib, min_k, reference) is judged by its ROC AUC and its TPR at
+research/analysis/membership.py (loss, zlib, min_k, reference) is judged by its ROC AUC and its TPR at
 --fpr. A table `attack | AUC | TPR@FPR` is printed; --out gets it as JSON (written atomically):
 task, checkpoint and step, reference and step, the member and non-member counts, seed, min_k, fpr
 and `attacks`: name -> {auc, tpr_at_fpr, higher_is_member}.
@@ -25,7 +25,9 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 import jax
 from absl import flags
 
-from research import errors, membership, scores
+from research import errors, finished
+
+from research.analysis import membership, scores
 from research.data import selection
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
@@ -75,7 +77,7 @@ def _reference_config(config):
   """--reference's config, checked to share --checkpoint's vocabulary; None without it."""
   if _REFERENCE.value is None:
     return None
-  reference = scores.checkpoint_config(_REFERENCE.value, '--reference')
+  reference = finished.checkpoint_config(_REFERENCE.value, '--reference')
   for key in ('vocabulary', 'extra_ids'):
     if reference.data[key] != config.data[key]:
       raise errors.UserError(f'--reference={_REFERENCE.value} has data.{key}='
@@ -107,7 +109,7 @@ def _documents(config) -> dict[str, store_lib.DocumentStore]:
 
 def _scores(path, config, flag, documents, vocabulary, devices):
   """Each document set's `membership.document_scores` under checkpoint `path`, and its step."""
-  loaded = scores.load_checkpoint(path, config, devices, flag=flag)
+  loaded = finished.load_checkpoint(path, config, devices, flag=flag)
   parallel = loaded.data_parallel_size()
   batch_size = -(-config.eval.batch_size // parallel) * parallel
   result = {name: membership.document_scores(loaded, store, vocabulary, _MIN_K.value, batch_size)
@@ -132,7 +134,7 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path = _check_flags()
-  config = scores.checkpoint_config(path, '--checkpoint')
+  config = finished.checkpoint_config(path, '--checkpoint')
   reference_config = _reference_config(config)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   documents = _documents(config)

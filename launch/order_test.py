@@ -14,12 +14,12 @@ trained in that order. A small model forgets within a few steps, so a range of i
 can show the relation where a whole run's does not; steps from DIR's step on are examples the
 model has not seen.
 
-research/order_test.py computes DIR's mean token loss on each example, the Spearman correlation
+research/analysis/canary.py computes DIR's mean token loss on each example, the Spearman correlation
 between the examples' steps and their losses, and the one-sided permutation-test p-value of a
 negative correlation (examples of later steps have lower loss, as in a model trained in that
 order): --permutations random permutations seeded by --seed. The p-value is exact when the order is
 a random shuffle; a warning names each setting of RUN that makes the examples change with their
-step otherwise (research/order_test.order_confounds). It prints the number of examples, rho and p;
+step otherwise (research/canary.order_confounds). It prints the number of examples, rho and p;
 --out gets JSON (written atomically): checkpoint and step, order_of and its seed, steps [A, B],
 examples, spearman, p_value, permutations, seed, alternative, confounds (the warnings), and the
 per-example `positions` (step * train.batch_size + row) and `losses` (nats per token).
@@ -35,7 +35,8 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 import jax
 from absl import flags
 
-from research import errors, order_test, runs, scores
+from research import errors, finished, runs
+from research.analysis import canary
 
 # --checkpoint, --seed, --out and --store_dir are other commands' too (launch.membership, ...) with
 # the same types and defaults: allow_override lets the commands load in one process (tests).
@@ -83,7 +84,7 @@ def _order_config(config):
   vocabulary."""
   if _ORDER_OF.value is None:
     return config, runs.workdir(_CHECKPOINT.value[0])
-  order = scores.checkpoint_config(_ORDER_OF.value, '--order_of')
+  order = finished.checkpoint_config(_ORDER_OF.value, '--order_of')
   for key in ('vocabulary', 'extra_ids'):
     if order.data[key] != config.data[key]:
       raise errors.UserError(f'--order_of={_ORDER_OF.value} has data.{key}={order.data[key]!r} but '
@@ -112,22 +113,22 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_absl_logging()
   path, steps = _check_flags()
-  config = scores.checkpoint_config(path, '--checkpoint')
+  config = finished.checkpoint_config(path, '--checkpoint')
   order, order_dir = _order_config(config)
   if _STORE_DIR.value is not None:
     order.data.store_dir = _STORE_DIR.value
   last = _range_end(steps, order, runs.find_checkpoint(path, f'--checkpoint={path}')[1])
-  data = order_test.training_data(order, order_dir, last)
-  confounds = order_test.order_confounds(order)
-  first = steps[0] if steps else max(0, last - order_test.epoch_steps(data, order.train.batch_size))
+  data = canary.training_data(order, order_dir, last)
+  confounds = canary.order_confounds(order)
+  first = steps[0] if steps else max(0, last - canary.epoch_steps(data, order.train.batch_size))
   count = (last - first) * order.train.batch_size
   if count < _MIN_EXAMPLES:
     raise errors.UserError(f'--steps={first}:{last} holds {count} examples; the test needs at '
                            f'least {_MIN_EXAMPLES}: widen the range.')
-  loaded = scores.load_checkpoint(path, config)
-  examples = order_test.example_losses(loaded, data, first, last)
-  rho = order_test.spearman(examples.steps, examples.losses)
-  p_value = order_test.permutation_p_value(examples.steps, examples.losses, _PERMUTATIONS.value,
+  loaded = finished.load_checkpoint(path, config)
+  examples = canary.example_losses(loaded, data, first, last)
+  rho = canary.spearman(examples.steps, examples.losses)
+  p_value = canary.permutation_p_value(examples.steps, examples.losses, _PERMUTATIONS.value,
                                            _SEED.value)
   order_name = _ORDER_OF.value or 'its own run'
   print(f'Canary-order test of {path} (step {loaded.step}) against the training order of '

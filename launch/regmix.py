@@ -10,7 +10,7 @@ the sampler does) and the target's value at the run's last step (`train.steps`) 
 metrics.jsonl; several metrics, comma-separated, give their mean (e.g. the mean loss over the
 domains, a target that no single domain's data wins). Runs that never logged the target, or
 stopped before their last step, or logged a non-finite value, are listed and left out. It fits
-the regression of research/regmix.py, prints its cross-validated fit quality, draws --candidates
+the regression of research/analysis/regmix.py, prints its cross-validated fit quality, draws --candidates
 mixtures from the RegMix prior (uniform, or --token_counts), and writes F.py: the mean of the
 --top_k best predicted mixtures as
 
@@ -34,8 +34,8 @@ import numpy as np
 from absl import flags
 
 from research import errors
-from research import regmix
-from research import report
+from research.analysis import regmix
+from research.analysis import report
 from research.data import sampler
 
 # Other commands define --out too; allow_override lets their modules load in one process (tests).

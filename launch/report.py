@@ -10,7 +10,7 @@ score answers, tokens seen) and links to the plots next to it: training and ever
 by step and by tokens seen, answer accuracy by step, by tokens seen and by group (difficulty,
 augmented), span accuracy, the learning rate by step (every step's, from the run's schedule) and
 the mixture weights by step where they change (Skill-it's trajectory), all runs on one pair of axes
-each (research/report.py); `--log_x` puts the loss plots on a log x axis. Runs of
+each (research/analysis/report.py); `--log_x` puts the loss plots on a log x axis. Runs of
 mixture-of-experts models add a routing table (largest expert load, dropped assignments, each
 evaluation's expert load entropy and how differently the evaluation tasks use the experts), the
 largest expert load and load entropies by step, and per run a bar chart of each task's expert
@@ -31,7 +31,7 @@ from absl import flags
 
 from research import appendable
 from research import errors
-from research import report
+from research.analysis import report
 
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots are written to '

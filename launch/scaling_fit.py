@@ -7,7 +7,7 @@ reads every run of the sweep directories DIR (launch.sweep's --workdir; each sub
 config.json; a run directory itself is taken as one run) and makes each logged value of --metric a
 point (N, D, L):
 
-- N, the run's parameters from its config.json `model` (missing keys take experiments/base.py's
+- N, the run's parameters from its config.json `model` (missing keys take research/defaults.py's
   defaults, so older runs load): --x_params=matmul (default) counts those in a matmul, the output
   layer's included and the input embedding (a lookup) not, a mixture of experts' active ones
   (research.model.transformer.matmul_params: the N of the 6 N FLOPs per token); --x_params=total
@@ -24,7 +24,7 @@ not had its learning rate decayed, so its loss lies above that of a run trained 
 and a law fitted to such points over-estimates the loss of short runs (and shifts beta). Sweeps
 with one run per (N, D) and --points=final avoid it.
 
-It fits L(N, D) = E + A/N^alpha + B/D^beta (research/scaling.py: Chinchilla's approach 3, Hoffmann
+It fits L(N, D) = E + A/N^alpha + B/D^beta (research/analysis/scaling.py: Chinchilla's approach 3, Hoffmann
 et al. 2022, arXiv 2203.15556) with --bootstrap resamples of the runs (whole runs: a run's points
 are not independent) for percentile intervals (Besiroglu et al. 2024, arXiv 2404.10102), the
 compute-optimal allocation it implies (Chinchilla's eq. 4), and the compute law
@@ -54,9 +54,9 @@ from absl import flags
 from matplotlib import figure
 
 from launch import report as report_command
-from research import errors
-from research import report
-from research import scaling
+from research import defaults, errors
+from research.analysis import report, scaling
+from research.interop import hf_checkpoint
 from research.model import transformer
 
 # Other commands define --out, --metric and --seed too; allow_override lets their modules load in
@@ -98,19 +98,18 @@ class Points:
 
 
 def model_config(run: report.Run) -> transformer.ModelConfig:
-  """The run's model: config.json's `model` over experiments/base.py's defaults; fails naming
+  """The run's model: config.json's `model` over research/defaults.py's defaults; fails naming
   config.json."""
-  from experiments import base  # the schema's defaults
 
   where = os.path.join(run.path, 'config.json')
   model = run.config.get('model')
   if not isinstance(model, dict):
     raise errors.UserError(f'{where} has no model section; pass runs of launch.train.')
-  values = {**base.get_config().model.to_dict(), **model}
+  values = {**defaults.get_config().model.to_dict(), **model}
   unknown = sorted(set(values) - {f.name for f in dataclasses.fields(transformer.ModelConfig)})
   if unknown:
     raise errors.UserError(f'{where}: model keys {unknown} are not model settings of this code '
-                           '(experiments/base.py lists them); leave the run out or update the '
+                           '(research/defaults.py lists them); leave the run out or update the '
                            'code.')
   try:
     return transformer.ModelConfig.from_config(ml_collections.ConfigDict(values))
@@ -122,7 +121,6 @@ def parameters(config: transformer.ModelConfig, x_params: str) -> int:
   """N of the model: its matmul parameters, or all its parameters (from the shapes, no init)."""
   if x_params == 'matmul':
     return transformer.matmul_params(config)
-  from research import hf_checkpoint  # the parameter shapes, without initialising them
 
   shapes = hf_checkpoint.abstract_params(config)
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))

@@ -9,7 +9,7 @@ a launch.convert output; its config.json gives the model, data.seq_len and data.
 DIRs (runs of other seeds) average each model score, as Data Diet averages EL2N and GraNd over runs.
 --task names a built-in task, one of the run's data.tasks or one of --config's data.tasks; its store
 is read from (or built into) data.store_dir. --text_file is a .jsonl file (one document a line, its
-`text` field) or a text file (one document a non-blank line), ids PATH:LINE. research/scores.py
+`text` field) or a text file (one document a non-blank line), ids PATH:LINE. research/analysis/scores.py
 defines the scores; `grand` (GraNd, a loss-gradient norm) costs a backward pass and a gradient per
 document, far more than the others, and is computed only when asked for.
 
@@ -19,7 +19,7 @@ asked for (`perplexity`, `min_k_prob`, `el2n`, `grand`, `length`, `zlib_ratio`, 
 (task or file, split, vocabulary, the store's fingerprint, checkpoints and steps, k). Both are
 written to temporary files and renamed, so a failure leaves neither half-written. With --task and
 no --out, OUT is STORE/scores/SCORES.jsonl beside the task's document store, SCORES being --name
-(default: the checkpoint's name, WORKDIR-STEP for WORKDIR/checkpoints/STEP): `data.order_by` and
+(default: the checkpoint's name, WORKDIR-STEP for WORKDIR/checkpoints/STEP): `data.order.by` and
 `data.select.by` then name a score 'SCORES:FIELD' without a path (research/data/score_files.py).
 The file is also what a `subset` task's `scores` reads (research/data/tasks.py).
 """
@@ -36,10 +36,12 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from research import errors, scores as scores_lib, sharding
+from research import errors, finished, sharding
+
+from research.analysis import scores as scores_lib
 from research.data import score_files
 from research.data import store as store_lib
-from research.data import tasks, vocabularies
+from research.data import tasks, vocabularies, windows
 
 _CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'Workdir(s) or checkpoint directories to score '
                                 'with; several average each model score.')
@@ -121,7 +123,7 @@ def _stored_name() -> str:
 def _configs():
   """The checkpoints' configs (--checkpoint, then --early_checkpoint), checked to share the
   vocabulary."""
-  configs = [(path, flag, scores_lib.checkpoint_config(path, flag))
+  configs = [(path, flag, finished.checkpoint_config(path, flag))
              for flag, paths in (('--checkpoint', _CHECKPOINT.value),
                                  ('--early_checkpoint', _EARLY.value)) for path in paths]
   _, _, first = configs[0]
@@ -175,7 +177,7 @@ def _model_scores(configs, flag, store, batch_size, devices, grand=False):
   for path, config_flag, config in configs:
     if config_flag != flag:
       continue
-    loaded = scores_lib.load_checkpoint(path, config, devices, _FSDP.value, _TENSOR.value, flag)
+    loaded = finished.load_checkpoint(path, config, devices, _FSDP.value, _TENSOR.value, flag)
     per_checkpoint.append(scores_lib.model_scores(loaded, store.tokens, store.offsets,
                                                   _MIN_K.value, batch_size))
     if grand:
@@ -222,7 +224,7 @@ def main(argv):
                                'grand' in names)
   columns = {'nll': model['nll'], 'perplexity': np.exp(model['nll']),
              'min_k_prob': model['min_k_prob'], 'el2n': model['el2n'],
-             'length': scores_lib.lengths(store)}
+             'length': windows.lengths(store)}
   if 'grand' in names:
     columns['grand'] = model['grand']
   early_steps = []
@@ -234,7 +236,7 @@ def main(argv):
   if 'difficulty' in names:
     columns['difficulty'] = [m['difficulty'] for m in metadata()]
   fields = [scores_lib.SCORES[n] for n in names if n != 'nll']
-  num_tokens = scores_lib.lengths(store)
+  num_tokens = windows.lengths(store)
   documents_metadata = metadata() if _METADATA.value else None
   lines = []
   for i, doc_id in enumerate(store.doc_ids):
@@ -261,7 +263,7 @@ def main(argv):
         + ', '.join(f'{s["path"]} (step {s["step"]})' for s in steps)
         + f': token-mean nll {mean_nll:.4f} (perplexity {math.exp(mean_nll):.2f}); wrote {out}.'
         + ('' if _OUT.value else f" Data options name its scores '{_stored_name()}:FIELD', e.g. "
-           f"data.order_by='{_stored_name()}:nll'."))
+           f"data.order.by='{_stored_name()}:nll'."))
 
 
 if __name__ == '__main__':

@@ -25,7 +25,11 @@ import shlex
 import numpy as np
 from absl import flags
 
-from research import errors, report, skillit
+from research import errors
+
+from research.analysis import report
+
+from research.data import skillit
 
 _OUT = flags.DEFINE_string('out', None, 'The Python file the graph snippet is written to.',
                            allow_override=True)

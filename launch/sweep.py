@@ -3,7 +3,7 @@
   python -m launch.sweep --config=experiments/NAME.py[:ARG] --workdir=DIR [--only=KEY=VALUE ...] \
       [--dry_run | --list] [--runner=local [--parallel=N] | --runner=tpu_vm --tpu=...]
 
-The experiment file's `get_sweep()` lists the points (research/sweep.py; `get_sweep(ARG)` for
+The experiment file's `get_sweep()` lists the points (research/analysis/sweep.py; `get_sweep(ARG)` for
 --config=experiments/NAME.py:ARG when it takes an argument). Each runs as
 
   python -m launch.train --config=experiments/NAME.py[:ARG] --workdir=DIR/<point> \
@@ -17,7 +17,7 @@ the command after a kill carries on where it stopped; a point that is killed sto
 any point starts. The command ends with a status table: each point done, interrupted, failed
 (with its log's last line) or pending; then a table of the final losses of the points that logged
 metrics (last step, training loss, eval loss: the mean of the final eval/<task>/loss over the
-training tasks), lowest eval loss first (research/report.py). `--dry_run` prints the commands
+training tasks), lowest eval loss first (research/analysis/report.py). `--dry_run` prints the commands
 instead of running them; `--list` prints the status table alone and runs nothing (a local workdir's
 state: with --runner=tpu_vm, `python -m launch.tpu_vm status` follows the job instead).
 `--only=KEY=VALUE` (repeatable; all must match) keeps the points whose override KEY is VALUE as
@@ -43,8 +43,8 @@ from absl import flags
 
 from launch import device_shares, tpu_vm
 from research import errors
-from research import report
-from research import sweep as sweep_lib
+from research.analysis import report
+from research.analysis import sweep as sweep_lib
 
 tpu_vm.define_flags()  # --workdir and the tpu_vm runner's flags
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the commands, run nothing.')

@@ -17,7 +17,7 @@ import ml_collections
 import seqio
 from absl import flags
 
-from experiments import base
+from research import defaults
 from research import config as config_lib
 from research import errors
 from research.data import tasks
@@ -73,7 +73,7 @@ def train_tokenizer(task_name: str, vocab_size: int, out: str, max_documents: in
 
 def register_experiment_tasks(config: ml_collections.ConfigDict) -> None:
   """Registers the tasks `config.data.tasks` defines, after checking `config` against the schema."""
-  config_lib.check_schema(config, base.get_config())
+  config_lib.check_schema(config, defaults.get_config())
   tasks.register_config_tasks(config.data)
 
 

@@ -30,8 +30,9 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
+
+from research import appendable
 
 JOB_DIR = os.path.expanduser('~/.research-job')
 TPU_DEVICES = ('/dev/accel', '/dev/vfio/')  # v2-v5p and v5e/v6e chips: file name prefixes
@@ -136,7 +137,6 @@ def start(spec: str, job_dir: str, device_prefixes=TPU_DEVICES) -> str:
 def run(spec: dict, job_dir: str, flush_seconds: float = FLUSH_SECONDS) -> int:
   """Runs the spec's points in order (see the module docstring); returns 0, or 1 if a point
   failed, or 143 when stopped by SIGTERM."""
-  from research import appendable  # imports TensorFlow (for gs://): only in the job itself
   state_path = os.path.join(job_dir, 'state.json')
   worker = worker_name(spec.get('slices', 1) > 1)
   log_path = spec['log'].format(worker=worker)

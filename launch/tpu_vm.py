@@ -48,9 +48,8 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from research import errors
-from research import provenance
-from research import sweep as sweep_lib
+from research import config as config_lib, errors, provenance, sharding
+from research.analysis import sweep as sweep_lib
 
 ROOT = provenance.ROOT  # the checkout shipped to workers
 REMOTE_DIR = '~/research'
@@ -122,7 +121,7 @@ def make_tpu(name: str, project: str, zone: str, accelerator_type: str, runtime_
   """The TpuVm of the command-line flags; a missing or inconsistent one fails naming the flag."""
   for flag, value in (('tpu', name), ('project', project), ('zone', zone)):
     if not value:
-      raise errors.UserError(f'--runner=tpu_vm needs --{flag}; see README.md, "Run on a TPU pod".')
+      raise errors.UserError(f'--runner=tpu_vm needs --{flag}; see docs/tpu.md.')
   if slices < 1 or (slices > 1 and not queued):
     raise errors.UserError(f'--slices={slices}: use 1, or several with --queued (multislice TPUs '
                            'are created as queued resources).')
@@ -353,8 +352,6 @@ def check_points(config, points: Sequence[sweep_lib.Point], tpu: TpuVm, workdir:
   """Checks each point's config against the TPU here, before any set-up: the config itself, the
   mesh against the chips of `tpu` (all its slices), mesh.dcn_* against its slices, and the global
   batch against the data-parallel size. A failure names the point, the TPU and the key."""
-  from research import config as config_lib
-  from research import sharding
   chips = devices(tpu.accelerator_type) * tpu.slices
   for point in points:
     point_config = sweep_lib.point_config(config, point)
@@ -465,7 +462,7 @@ def main(argv: Sequence[str]) -> None:
   actions = ('status', 'logs', 'stop', 'collect', 'delete', 'pack')
   if len(argv) != 2 or argv[1] not in actions:
     raise errors.UserError(f'usage: python -m launch.tpu_vm {"|".join(actions)} --tpu=NAME '
-                           '--project=P --zone=Z ...; see README.md, "Run on a TPU pod".')
+                           '--project=P --zone=Z ...; see docs/tpu.md.')
   action, f = argv[1], flags.FLAGS
   if action == 'pack':
     print(f'Packed {pack(f.archive)} files and the code version into {f.archive}.')

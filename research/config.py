@@ -1,21 +1,23 @@
 """Validation of an experiment's ConfigDict before anything compiles.
 
 Every check fails with one ValueError naming the key, the bad value and the fix. The schema is
-experiments/base.py: a config must have the same keys with values of the same types, except in
+research/defaults.py: a config must have the same keys with values of the same types, except in
 the sub-dicts whose keys are free (the mixture's task names, the mesh rules' logical axes).
 `command_line_overrides` reads back the keys a command line set (a run's hyperparameters).
 """
 
+import dataclasses
 import os
+from collections.abc import Callable
 
 import ml_collections
+import seqio
 
-from research import errors, schedules, sharding, wandb_log
+from research import defaults, errors, schedules, sharding, wandb_log
+from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
 from research.model import transformer
+from research.objectives import distillation, load_balance, registry
 
-FREE_KEYS = ('phases', 'data.mixture', 'data.stages', 'data.replay.mixture', 'data.tasks',
-             'data.probes', 'data.skillit.graph', 'mesh.rules', 'objective.denoisers',
-             'objective.rates')
 
 
 def _type_name(value) -> str:
@@ -27,14 +29,16 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
   """Raises on a key that `reference` lacks, a missing key, or a value of another type."""
   for key in config.keys():
     name = f'{prefix}{key}'
+    if key not in reference and name in defaults.MOVED_KEYS:
+      raise errors.UserError(defaults.moved_message(name))
     if key not in reference:
       raise errors.UserError(f'Unknown config key {name!r}. Known keys here: {sorted(reference.keys())}; '
-                             'fix the spelling or add the key to experiments/base.py.')
+                             'fix the spelling or add the key to research/defaults.py.')
     value, expected = config[key], reference[key]
     if isinstance(expected, ml_collections.ConfigDict):
       if not isinstance(value, ml_collections.ConfigDict):
         raise errors.UserError(f'Config key {name!r} must be a ConfigDict, got {value!r}.')
-      if name not in FREE_KEYS:
+      if name not in defaults.FREE_KEYS:
         check_schema(value, expected, name + '.')
       continue
     if expected is None:
@@ -48,7 +52,7 @@ def check_schema(config: ml_collections.ConfigDict, reference: ml_collections.Co
   for key in reference.keys():
     if key not in config:
       raise errors.UserError(f'Config key {prefix}{key!r} is missing; start the experiment from '
-                             'experiments/base.get_config().')
+                             'experiments/base.get_config() (research/defaults.py).')
 
 
 def _value(config, name):
@@ -106,10 +110,10 @@ SWITCHED_RANGES = (
     ('schedule.cycle_steps', 0, None, '[)', 'steps per cycle, or 0 for one cycle over the run'),
     ('data.skillit.eta', 0, None, '[)', 'the multiplicative-weights step; e.g. 0.2'),
     ('data.skillit.window', 1, None, '[)', 'the evaluations summed per update; e.g. 3'),
-    ('data.in_context.ngram', 1, None, '[)', 'the hashed n-gram length; e.g. 3'),
-    ('data.in_context.dims', 1, None, '[)', 'the embedding size; e.g. 1024'),
-    ('data.in_context.neighbours', 1, None, '[)', 'the nearest documents searched; e.g. 10'),
-    ('data.in_context.max_chain', 1, None, '[)', 'the longest chain of documents; e.g. 21'),
+    ('data.order.in_context.ngram', 1, None, '[)', 'the hashed n-gram length; e.g. 3'),
+    ('data.order.in_context.dims', 1, None, '[)', 'the embedding size; e.g. 1024'),
+    ('data.order.in_context.neighbours', 1, None, '[)', 'the nearest documents searched; e.g. 10'),
+    ('data.order.in_context.max_chain', 1, None, '[)', 'the longest chain of documents; e.g. 21'),
     ('objective.masked_thought.max_rate', 0, 1, '[]', 'a probability; e.g. 0.4'),
     ('objective.masked_thought.warmup_fraction', 0, 1, '[]', 'a share of training; e.g. 0.66'),
     ('objective.meco.cooldown_fraction', 0, 1, '[)', 'a share of training; e.g. 0.1'),
@@ -134,22 +138,21 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
   """Raises on a switch outside its choices, even where the active settings do not read it (a typo
   would silently do nothing until the switch that reads it is turned on). Run after the modules
   that own these keys, as SWITCHED_RANGES."""
-  from research import skillit
-  from research.data import orderings, selection
 
   for name, choices in (('train.nonfinite', NONFINITE_POLICIES),
                         ('schedule.decay_shape', tuple(schedules.DECAY_SHAPES)),
-                        ('data.row_score', orderings.ROW_SCORES),
-                        ('data.pacing.function', orderings.PACING_FUNCTIONS),
+                        ('data.order.row_score', orderings.ROW_SCORES),
+                        ('data.order.pacing.function', orderings.PACING_FUNCTIONS),
                         ('data.select.keep', selection.KEEPS),
                         ('data.skillit.metric', skillit.METRICS)):
     value = _value(config, name)
     if value not in choices:
       raise errors.UserError(f'Config key {name!r} must be one of {list(choices)}, got {value!r}; '
                              'fix the spelling.')
-  if config.data.folds < 1:
-    raise errors.UserError(f"Config key 'data.folds' must be >= 1, got {config.data.folds!r}; "
-                           'use the number of folding passes per epoch (DELT uses 3).')
+  if config.data.order.folds < 1:
+    raise errors.UserError(f"Config key 'data.order.folds' must be >= 1, got "
+                           f'{config.data.order.folds!r}; use the number of folding passes per '
+                           'epoch (DELT uses 3).')
 
 
 def check_distributed(distributed: ml_collections.ConfigDict) -> None:
@@ -185,7 +188,6 @@ def check_profile_steps(train_config: ml_collections.ConfigDict) -> None:
 def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
                data_parallel: int) -> None:
   """The router-loss switches, and the expert mesh axis against the number of experts."""
-  from research.objectives import load_balance
 
   train, experts = config.train, config.model.moe_experts
   if train.moe_balance not in load_balance.SCOPES:
@@ -226,7 +228,6 @@ def check_multiple_choice(config: ml_collections.ConfigDict) -> None:
   left-to-right log-likelihoods); RANGES bounds the other keys. Whether the tasks' documents are a
   prompt and its answer is checked where their stores are read, before training starts
   (research/multiple_choice.choice_set)."""
-  from research.data import tasks
 
   names = tuple(config.eval.multiple_choice.tasks)
   for name in names:
@@ -237,13 +238,20 @@ def check_multiple_choice(config: ml_collections.ConfigDict) -> None:
                            f'not {config.model.architecture!r}); set it to ().')
 
 
-def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
-  """Checks `config` against the schema, the devices and the workdir; raises ValueError naming the key."""
-  from experiments import base  # the schema
-  from research.data import pipeline, tasks, vocabularies
-  from research.objectives import distillation, examples
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What `validate` built to check a config, for training to use rather than build again."""
+  schedule: Callable[[int], float]  # the learning rate at each step (research/schedules.py)
+  vocabulary: seqio.Vocabulary
+  objective: registry.Objective  # packed rows -> model batches (research/objectives/registry.py)
+  plan: pipeline.MixturePlan  # the mixture's tasks, stages and replay (research/data/pipeline.py)
+  data_parallel: int  # the devices a batch is split over (mesh axes of mesh.rules.batch)
 
-  check_schema(config, base.get_config())
+
+def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
+  """Checks `config` against the schema, the devices and the workdir; raises a UserError naming the
+  key. Returns what it built on the way (`Setup`)."""
+  check_schema(config, defaults.get_config())
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise errors.UserError(f'--workdir={workdir} is a file, not a directory; pass a directory path '
                            '(it is created if missing).')
@@ -268,21 +276,21 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
                            f'{sorted(transformer.REMAT_POLICIES)}.')
   if config.model.head_dim % 2:
     raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
-  schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)  # names a bad value
+  schedule = schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)
 
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:
     raise errors.UserError(f'model.vocab_size={config.model.vocab_size} is smaller than the vocabulary '
                            f'{config.data.vocabulary!r} ({vocabulary.vocab_size} tokens); set it to at least '
                            f'{vocabulary.vocab_size} (a multiple of 128 is fastest).')
-  pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
+  plan = pipeline.mixture_plan(config.data, config.train.batch_size, config.train.steps)
   for name in config.eval.tasks:
     tasks.check_task(name, 'eval.tasks')
   if config.model.num_encoder_layers < 0:
     raise errors.UserError(f'model.num_encoder_layers={config.model.num_encoder_layers} must be >= '
                            '0 (0 = model.num_layers).')
-  objective = examples.make_objective(config, vocabulary)
-  examples.eval_objectives(objective, config.eval.objectives, vocabulary)
+  objective = registry.make_objective(config, vocabulary)
+  registry.eval_objectives(objective, config.eval.objectives, vocabulary)
   check_loss_chunk(config)
   distillation.check_config(config)
   wandb_log.check_config(config.logging.wandb)
@@ -309,6 +317,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> None:
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')
+  return Setup(schedule, vocabulary, objective, plan, data_parallel)
 
 
 def command_line_overrides(argv: list[str], config: ml_collections.ConfigDict) -> dict:

@@ -17,7 +17,7 @@ LEGO: the chain length) as `answer_accuracy/difficulty_<d>`: exact-match accurac
 Lee et al. 2023 ("Teaching Arithmetic to Small Transformers", arXiv 2307.03381) measure arithmetic,
 and accuracy per skill is what Skill-it (Chen et al. 2023, arXiv 2307.14430) and curricula track.
 `answer_loss` is the mean cross-entropy over the same answer tokens (the loss Skill-it's rule can
-read, research/skillit.py). Accuracy is also grouped by the other `GROUP_KEYS` a task's documents
+read, research/data/skillit.py). Accuracy is also grouped by the other `GROUP_KEYS` a task's documents
 carry: by `augmented` on the biographies (`answer_accuracy/augmented_true`, `.../augmented_false`),
 the split in which Allen-Zhu & Li 2023 ("Physics of Language Models: Part 3.1, Knowledge Storage
 and Extraction", arXiv 2309.14316) find that only individuals with augmented biographies have
@@ -45,9 +45,10 @@ import seqio
 from absl import logging
 
 from research.data import pipeline, store as store_lib, vocabularies
-from research.objectives import examples, load_balance, losses
+from research.objectives import load_balance, losses
 
 # The document metadata that answer accuracy is grouped by (`answer_accuracy/<key>_<value>`).
+from research.objectives import registry
 GROUP_KEYS = ('difficulty', 'augmented')
 
 
@@ -181,7 +182,7 @@ def masked_spans(targets_NL: np.ndarray, segment_ids_NL: np.ndarray, weights_NL:
 
 
 def eval_set(data_config: ml_collections.ConfigDict, task: str, batch_size: int, num_batches: int,
-             objective: examples.Objective, vocabulary: seqio.Vocabulary) -> EvalSet:
+             objective: registry.Objective, vocabulary: seqio.Vocabulary) -> EvalSet:
   """`task`'s evaluation batches in `objective`'s format (pipeline.eval_batches) and what they
   score by exact match, found once here, not at each evaluation: in a causal format of a task with
   answers, the answers; in a denoising format (which rewrites the targets, so it scores no

@@ -17,6 +17,7 @@ import time
 
 import ml_collections
 import numpy as np
+from flax.metrics import tensorboard
 
 from research import appendable, wandb_log
 
@@ -50,7 +51,6 @@ class MetricsWriter:
       return
     self._wandb = wandb_log.open_run(config, workdir) if config is not None else None
     self._metrics = appendable.Appender(os.path.join(workdir, 'metrics.jsonl'))
-    from flax.metrics import tensorboard  # imports TensorFlow: only where it is needed
     self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tb'))
     if hparams:
       self._tb.hparams({key: _hparam(value) for key, value in hparams.items()})

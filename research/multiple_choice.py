@@ -18,8 +18,8 @@ document's answer ends at its EOS, and without it a distractor that is a prefix 
 `eval/<task>/mc_accuracy` is the fraction of questions whose pick is the answer;
 `eval/<task>/mc_accuracy_norm` picks by the score per character of the candidate (lm-eval's
 `acc_norm`, OLMo's `len_norm`). A candidate's sequence (the run's start id, then shots, prompt,
-candidate and EOS) is the project's scoring of a document (research/scores.py `window_batches`):
-when it exceeds data.seq_len its first tokens are left out, as research/lm_eval_adapter.py leaves
+candidate and EOS) is the project's scoring of a document (research/analysis/scores.py `window_batches`):
+when it exceeds data.seq_len its first tokens are left out, as research/interop/lm_eval_adapter.py leaves
 out a context's. The sequences are packed into rows of data.seq_len and eval.batch_size rows once,
 at the start of the run, so the scoring step compiles once.
 
@@ -34,8 +34,10 @@ import ml_collections
 import numpy as np
 import seqio
 
-from research import errors, scores
-from research.data import store as store_lib, vocabularies
+from research import errors
+
+from research.data import store as store_lib, vocabularies, windows
+from research.objectives import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +134,7 @@ def choice_set(data_config: ml_collections.ConfigDict, task: str,
   candidate_T = np.full(len(tokens), -1, np.int32)
   for k, (end, length) in enumerate(zip(offsets[1:], scored)):
     candidate_T[end - length:end] = k
-  (_, _, _, batches), = scores.window_batches(tokens, offsets, seq_len, batch_size, len(tokens),
+  (_, _, _, batches), = windows.window_batches(tokens, offsets, seq_len, batch_size, len(tokens),
                                               vocabularies.data_start_id(data_config))
   return ChoiceSet([{k: v for k, v in b.items() if k != 'token_index'} for b in batches],
                    [np.where(b['token_index'] >= 0, candidate_T[b['token_index']], -1)
@@ -146,7 +148,7 @@ def make_choice_step(model, replicated):
   token_statistics), replicated."""
   def choice_step(params, batch):
     logits_BLV = model.apply({'params': params}, batch)
-    return scores.token_statistics(logits_BLV, batch['targets'])['log_prob']
+    return losses.token_statistics(logits_BLV, batch['targets'])['log_prob']
   return jax.jit(choice_step, out_shardings=replicated)
 
 

@@ -4,7 +4,7 @@ A run is named by its workdir (WORKDIR: its latest checkpoint), by one of its ch
 (WORKDIR/checkpoints/<step>), or by a launch.convert output (laid out as a workdir). Every
 reader of a finished run goes through here: the distillation teacher (objective.distill.teacher),
 init.path (research/train.py), the scoring, generation and membership commands
-(research/scores.py) and the report (research/report.py). So a gs:// path works wherever a local
+(research/analysis/scores.py) and the report (research/analysis/report.py). So a gs:// path works wherever a local
 one does, and a bucket that cannot be reached is one line naming the path and how to authenticate
 (errors.reaching).
 
@@ -14,13 +14,11 @@ not wait seconds for TensorFlow. The arrays of a checkpoint are read by orbax, w
 it writes it during training.
 """
 
+import copy
 import json
 import os
 
-import ml_collections
-from etils import epath
-
-from research import errors
+from research import defaults as defaults_lib, errors
 
 
 def _remote(path: str) -> bool:
@@ -113,37 +111,46 @@ def read_config(path: str, where: str) -> dict:
   return config
 
 
-def _merge(defaults: dict, loaded: dict, prefix: str = '') -> dict:
-  """`loaded` over `defaults`: keys this code no longer has are dropped, keys it added since keep
-  their defaults, and the free sections (config.FREE_KEYS, e.g. data.tasks) are taken whole."""
-  from research import config as config_lib  # imports the model; read_config needs none of it
+def moved_keys(config: dict) -> dict:
+  """A copy of config.json `config` (nested dicts) with the keys that moved since it was written
+  (defaults.MOVED_KEYS, e.g. data.order_by -> data.order.by) at their new place; where a config has
+  a key at both places, the new one's value is kept."""
+  config = copy.deepcopy(config)
+  for old, new in defaults_lib.MOVED_KEYS.items():
+    *path, key = old.split('.')
+    parent = config
+    for part in path:
+      parent = parent.get(part) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict) or key not in parent:
+      continue
+    value = parent.pop(key)
+    *path, key = new.split('.')
+    target = config
+    for part in path:
+      target = target.setdefault(part, {}) if isinstance(target, dict) else None
+    if isinstance(target, dict):
+      target.setdefault(key, value)
+  return config
 
+
+def with_defaults(loaded: dict, defaults: dict, prefix: str = '') -> dict:
+  """A run's config.json `loaded` over `defaults` (research/defaults.py): keys that moved are read
+  at their new place (`moved_keys`), keys this code no longer has are dropped, keys it added since
+  keep their defaults, and the free sections (defaults.FREE_KEYS, e.g. data.tasks) are taken
+  whole."""
+  if not prefix:
+    loaded = moved_keys(loaded)
   merged = dict(defaults)
   for key, value in loaded.items():
     name = f'{prefix}{key}'
     if key not in defaults:
       continue
-    if name not in config_lib.FREE_KEYS and isinstance(defaults[key], dict) and isinstance(
+    if name not in defaults_lib.FREE_KEYS and isinstance(defaults[key], dict) and isinstance(
         value, dict):
-      merged[key] = _merge(defaults[key], value, name + '.')
+      merged[key] = with_defaults(value, defaults[key], name + '.')
     else:
       merged[key] = value
   return merged
-
-
-def load_config(path: str, where: str) -> ml_collections.ConfigDict:
-  """The config of the run at `path`, to build its model with: its config.json (`read_config`)
-  over experiments/base.py's defaults, so a run written by an older version of the code loads under
-  this one, and with a tokenizer the run names relative to its workdir (a launch.convert output)
-  found there."""
-  from experiments import base  # the schema and its defaults
-  from research.data import vocabularies  # TensorFlow and seqio: read_config needs neither
-
-  loaded = read_config(path, where)
-  data = loaded.get('data', {})
-  if 'vocabulary' in data:
-    data['vocabulary'] = vocabularies.vocabulary_in(data['vocabulary'], workdir(path))
-  return ml_collections.ConfigDict(_merge(base.get_config().to_dict(), loaded))
 
 
 def find_checkpoint(path: str, where: str) -> tuple[str, int]:
@@ -167,30 +174,3 @@ def find_checkpoint(path: str, where: str) -> tuple[str, int]:
         f'{where} holds no checkpoint: give a workdir with checkpoints/<step>/ (from launch.train '
         'or launch.convert) or one checkpoint directory WORKDIR/checkpoints/<step>.')
   return directory, steps[-1]
-
-
-def open_checkpoint(path: str, where: str) -> tuple[epath.Path, int, dict]:
-  """(the checkpoints directory, the step, the saved tree of (shape, dtype) leaves) of the
-  checkpoint that run path `path` names (`find_checkpoint`); fails naming `where` when it holds
-  no parameters."""
-  from research import checkpoint  # orbax: a report, which reads configs only, need not load it
-
-  directory, step = find_checkpoint(path, where)
-  directory = epath.Path(directory)  # as orbax reads it: a local directory or gs://
-  saved = checkpoint.saved_shapes(directory, step)
-  if 'params' not in saved:
-    raise errors.UserError(f'{where} (checkpoint {step}) holds no parameters; give a checkpoint of '
-                           'launch.train or launch.convert.')
-  return directory, step, saved
-
-
-def restore_params(path: str, abstract_params, where: str):
-  """(the parameters, the step) of the checkpoint that run path `path` names, restored onto the
-  shardings of `abstract_params` (ShapeDtypeStructs); the shapes are checked first, naming the
-  first parameter that differs, and the rest of the checkpoint (the optimizer state) is not read.
-  """
-  from research import checkpoint
-
-  directory, step, saved = open_checkpoint(path, where)
-  checkpoint.check_shapes(saved['params'], abstract_params, f'{where} (checkpoint {step})')
-  return checkpoint.restore_parts(directory, step, {'params': abstract_params})['params'], step

@@ -22,13 +22,12 @@ import numpy as np
 import optax
 from etils import epath
 
-from research import checkpoint, config as config_lib, console, errors, evaluate, forgetting
+from research import checkpoint, config as config_lib, console, errors, evaluate, finished
 from research import metrics as metrics_lib, multiple_choice
-from research import pathways, peak_flops, preemption, provenance, runs, schedules, sharding
-from research import skillit
-from research.data import pipeline, records, vocabularies
-from research.model import transformer
-from research.objectives import distillation, examples, load_balance, losses
+from research import pathways, peak_flops, preemption, provenance, schedules, sharding
+from research.data import pipeline, probes, records, skillit, vocabularies
+from research.model import placed, transformer
+from research.objectives import distillation, load_balance, losses, registry
 
 
 @flax.struct.dataclass
@@ -57,19 +56,12 @@ def make_optimizer(train_config: ml_collections.ConfigDict, schedule) -> optax.G
 
 
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict):
-  """rng -> TrainState with boxed (logically named) parameters and optimizer state.
+  """rng -> TrainState with boxed (logically named) parameters (research/model/placed.py
+  `make_params_init`) and optimizer state."""
+  params_init = placed.make_params_init(model, batch)
 
-  `batch` (transformer.dummy_batch) gives the model the input keys and shapes to initialise with.
-  Unscanned layers (`scan_layers=False`) start from the scanned model's draw, unstacked, so that
-  flipping `scan_layers` does not change the run.
-  """
   def init(rng):
-    if model.config.scan_layers:
-      params = model.init({'params': rng}, batch)['params']
-    else:
-      scanned = model.clone(config=dataclasses.replace(model.config, scan_layers=True))
-      params = transformer.unscan_params(scanned.init({'params': rng}, batch)['params'],
-                                         model.config)
+    params = params_init(rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 
@@ -242,27 +234,21 @@ class Divergence:
             "train.nonfinite='skip' to skip such steps.")
 
 
-class Trainer:
-  """Everything a run needs, built from a validated config: mesh, model, state shardings, steps."""
+class Trainer(placed.ModelOnMesh):
+  """Everything a run needs, built from a validated config: the model on its mesh
+  (research/model/placed.py), the optimizer, the state's shardings, the jitted steps."""
 
-  def __init__(self, config: ml_collections.ConfigDict, devices=None):
-    self.config = config
-    self.mesh = sharding.make_mesh(config.mesh, devices)
-    self.rules = sharding.logical_rules(config.mesh)
-    self.model_config = transformer.ModelConfig.from_config(config.model)
-    self.model = transformer.make_model(self.model_config)
-    self.schedule = schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)
+  def __init__(self, config: ml_collections.ConfigDict, devices=None, schedule=None):
+    """`schedule`: the learning rate at each step, if config.validate built it already."""
+    super().__init__(config, devices)
+    self.schedule = schedule or schedules.make_run_schedule(config.schedule, config.phases,
+                                                            config.train.steps)
     self.tx = make_optimizer(config.train, self.schedule)
-    init_batch = transformer.dummy_batch(self.model_config, 1, config.data.seq_len,
-                                         config.objective.target_len or config.data.seq_len)
-    init_fn = make_init_fn(self.model, self.tx, init_batch)
-    # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
+    init_fn = make_init_fn(self.model, self.tx, self.init_batch)
     boxed = jax.eval_shape(init_fn, jax.random.key(config.seed))
     self.state_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)
-    sharding.check_divisible(nn.meta.unbox(boxed).params, self.state_shardings.params)
     self.abstract_state = checkpoint.abstract_like(nn.meta.unbox(boxed), self.state_shardings)
     self._init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=self.state_shardings)
-    self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
     replicated = sharding.replicated(self.mesh)
     self.teacher, self.teacher_params, teacher_shardings = None, None, None
     if config.objective.distill.teacher:
@@ -286,15 +272,6 @@ class Trainer:
   def fresh_opt_state(self, params):
     """A new optimizer state for `params`, placed like the state's."""
     return jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
-
-  def rows(self, batch_size: int) -> np.ndarray:
-    """The rows of a global batch of `batch_size` rows that this process's devices hold."""
-    return sharding.process_rows(self.batch_sharding, batch_size)
-
-  def place(self, host_batch: dict, batch_size: int | None = None) -> dict:
-    """A host batch as global jax.Arrays on the mesh: a whole global batch, or with `batch_size`
-    this process's `rows(batch_size)` of one."""
-    return sharding.global_batch(host_batch, self.batch_sharding, batch_size)
 
   def step(self, state: TrainState, batch: dict, rng) -> tuple[TrainState, dict]:
     with sharding.activate(self.mesh, self.rules):
@@ -326,13 +303,12 @@ class Trainer:
 def load_teacher(config: ml_collections.ConfigDict, devices):
   """The model, parameters and parameter shardings of the run in `objective.distill.teacher`
   (its latest checkpoint, or the one it names), placed on this run's mesh. Only the parameters are
-  read, and nothing is written to the teacher's workdir (research/runs.py)."""
-  teacher_config = distillation.teacher_config(config)
-  teacher = Trainer(teacher_config, devices)
+  read, and nothing is written to the teacher's workdir (research/finished.py)."""
+  teacher = placed.ModelOnMesh(distillation.teacher_config(config), devices)
   path = config.objective.distill.teacher
-  params, _ = runs.restore_params(path, teacher.abstract_state.params,
-                                  f'objective.distill.teacher={path!r}')
-  return teacher.model, params, teacher.state_shardings.params
+  params, _ = finished.restore_params(path, teacher.abstract_params,
+                                    f'objective.distill.teacher={path!r}')
+  return teacher.model, params, teacher.param_shardings
 
 
 def _is_schedule_state(node) -> bool:
@@ -357,7 +333,7 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
   checkpoint's step (`init.schedule`), whatever the step counter does. Shapes are checked against
   the model before anything is read.
   """
-  directory, step, saved = runs.open_checkpoint(init.path, f'init.path={init.path}')
+  directory, step, saved = finished.open_checkpoint(init.path, f'init.path={init.path}')
   where = f'init.path={init.path} (checkpoint {step})'
   abstract = trainer.abstract_state
   checkpoint.check_shapes(saved['params'], abstract.params, where)
@@ -388,14 +364,18 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
 
 
 def run_data(config: ml_collections.ConfigDict, workdir: str | None, first_step: int,
-             writes: bool = False):
+             writes: bool = False, setup: config_lib.Setup | None = None):
   """(vocabulary, objective, TrainData, Skill-it OnlineMixture or None) of run `config`, its
   batches as its training loop reads them from `first_step`: for a Skill-it run (data.skillit), the
-  mixture updates `workdir` logged up to there (written there from then on if `writes`)."""
-  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = examples.make_objective(config, vocabulary)
+  mixture updates `workdir` logged up to there (written there from then on if `writes`). `setup`
+  (config.validate's) holds the vocabulary, objective and mixture plan, else they are built here."""
+  if setup:
+    vocabulary, objective, plan = setup.vocabulary, setup.objective, setup.plan
+  else:
+    vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+    objective, plan = registry.make_objective(config, vocabulary), None
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
-                            objective)
+                            objective, plan)
   online = data.plan.online
   mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
                                             writes=writes)
@@ -445,6 +425,94 @@ class ProfileTrace:
       self.active = False
 
 
+@dataclasses.dataclass
+class Evaluations:
+  """What every evaluation of a run reads, built once: the eval sets (eval/<task>/... for the
+  training objective, eval/<task>/<format>/... for the other formats, eval/probe/<name>/... for the
+  knowledge-injection probes and their controls), the pathway monitor's fixed training rows
+  (eval.pathway_rows) and the multiple-choice questions (eval.multiple_choice)."""
+  sets: dict[str, evaluate.EvalSet]
+  token_bytes: np.ndarray
+  probe_names: list[str]
+  monitored: dict[str, list[dict]]
+  choices: dict[str, multiple_choice.ChoiceSet]
+
+  def run(self, trainer: Trainer, params) -> dict[str, float]:
+    results = evaluate.evaluate(trainer.eval_step, params, self.sets, self.token_bytes,
+                                trainer.place)
+    results.update(probes.gap_metrics(results, self.probe_names))
+    results.update(multiple_choice.evaluate(trainer.choice_step, params, self.choices,
+                                            trainer.place))
+    for task, batches in self.monitored.items():
+      results.update(pathways.pathway_metrics(
+          [trainer.pathway_step(params, trainer.place(b)) for b in batches], f'monitor/{task}/'))
+    return results
+
+
+def make_evaluations(config: ml_collections.ConfigDict, data: pipeline.TrainData, objective,
+                     vocabulary, online: skillit.Config | None) -> Evaluations:
+  """The `Evaluations` of run `config` training on `data`; each evaluation's answers (tasks with
+  prompt and answer metadata) are found here, once."""
+  batch_size = config.eval.batch_size
+  sets = {'/'.join(filter(None, (task, name))): evaluate.eval_set(
+              config.data, task, batch_size, config.eval.batches, eval_objective, vocabulary)
+          for task in dict.fromkeys([*data.task_names, *config.eval.tasks,
+                                     *(online.eval_tasks if online else [])])
+          for name, eval_objective in registry.eval_objectives(
+              objective, config.eval.objectives, vocabulary).items()}
+  for probe in data.probes:  # the injected documents and the control
+    for suffix, rows in (('', probe.rows), ('/control', probe.control_rows)):
+      sets[f'probe/{probe.spec.name}{suffix}'] = evaluate.EvalSet(pipeline.row_batches(
+          rows, batch_size, len(rows['targets']), objective))
+  if online:
+    online.check_answers({task for task, evaluation in sets.items()
+                          if evaluation.groups is not None})
+  pathway_rows = config.eval.pathway_rows
+  monitored = {task: pipeline.row_batches(data.first_rows(i, pathway_rows), batch_size,
+                                          -(-pathway_rows // batch_size), objective)
+               for i, task in enumerate(data.task_names) if pathway_rows}
+  choices = {task: multiple_choice.choice_set(config.data, task, config.eval.multiple_choice,
+                                              batch_size, vocabulary, pipeline.EVAL_SEED)
+             for task in config.eval.multiple_choice.tasks}
+  return Evaluations(sets, vocabularies.token_bytes(vocabulary),
+                     [p.spec.name for p in data.probes], monitored, choices)
+
+
+class Meter:
+  """Throughput and the logged window of training steps: each step's metrics are kept on device
+  until the window is logged, the only place the loop waits for the device (but for the end of a
+  profile trace). Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder
+  token); evaluation time does not count against throughput."""
+
+  def __init__(self, config: ml_collections.ConfigDict, trainer: Trainer, objective,
+               first_step: int):
+    decoder_len = objective.budgets[-1]
+    self.tokens_per_step = config.train.batch_size * decoder_len
+    self.flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len,
+                                                       target_len=decoder_len)
+    self.peak = peak_flops.peak_flops_per_second(config.model.dtype)
+    self.speed = float('nan')  # training tokens per second over the last logged window
+    self.pending, self.start, self.clock = [], first_step, time.perf_counter()
+
+  def add(self, step_metrics: dict) -> None:
+    self.pending.append(step_metrics)
+
+  def pause(self, seconds: float) -> None:
+    self.clock += seconds
+
+  def window(self, done: int) -> tuple[list[dict], dict[str, float]]:
+    """(each step's fetched metrics, their window means with the learning rate of the last step,
+    throughput, MFU and tokens seen) of the steps since the last window; starts the next one."""
+    fetched = jax.device_get(self.pending)
+    self.speed = self.tokens_per_step * (done - self.start) / (time.perf_counter() - self.clock)
+    logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+    logged.update(learning_rate=float(fetched[-1]['learning_rate']), tokens_per_second=self.speed,
+                  mfu=self.speed * self.flops_per_token / self.peak,
+                  tokens_seen=done * self.tokens_per_step)
+    self.pending, self.start, self.clock = [], done, time.perf_counter()
+    return fetched, logged
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | None = None,
           devices=None, hparams: dict | None = None) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final state.
@@ -455,119 +523,92 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_after: int | Non
   """
   sharding.maybe_initialize_distributed(config.distributed)
   devices = jax.devices() if devices is None else devices
-  config_lib.validate(config, workdir, devices)
+  setup = config_lib.validate(config, workdir, devices)
   config.data.start_id = vocabularies.data_start_id(config.data)  # config.json records it
   pipeline.prepare_stores(config)  # builds small missing stores; refuses large ones, naming them
-  main = jax.process_index() == 0
   with errors.reaching(workdir, f'--workdir={workdir}'):  # a local directory or gs://...
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  trainer = Trainer(config, devices)
+  trainer = Trainer(config, devices, setup.schedule)
   # However the run ends, orbax's manager, the metrics writers and the progress line are closed,
   # and the console is restored (research/console.py keeps it in WORKDIR/train.log meanwhile).
   with checkpoint.managed(workdir, config.checkpoint) as manager, console.kept(
-      workdir, enabled=main), contextlib.ExitStack() as closing:
-    return _train(config, workdir, trainer, manager, closing, stop_after, hparams)
+      workdir, enabled=jax.process_index() == 0), contextlib.ExitStack() as closing:
+    return _train(config, workdir, setup, trainer, manager, closing, stop_after, hparams)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
-           manager: checkpoint.ocp.CheckpointManager, closing: contextlib.ExitStack,
-           stop_after: int | None, hparams: dict | None) -> TrainState:
-  """`train` once the workdir's checkpoint manager is open: restores (or initialises) the state,
-  then trains, evaluates and saves; what must be closed at the end goes on `closing`."""
-  main = jax.process_index() == 0
+def _first_state(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
+                 manager: checkpoint.ocp.CheckpointManager) -> tuple[TrainState, bool, int | None]:
+  """(the state the run goes on from, whether it resumed, the train.steps of the run it resumed):
+  the workdir's latest checkpoint, else init.path's, else a fresh initialisation. Then writes the
+  config and the code that runs it (research/provenance.py) to the workdir."""
   state = checkpoint.restore_latest(manager, trainer.abstract_state, config)
   resumed = state is not None
   saved = checkpoint.saved_config(workdir) if resumed else None  # before config.json is rewritten
-  ended_at = (saved or {}).get('train', {}).get('steps')
   if state is None:
     state = (state_from_checkpoint(trainer, config.init, config.train.steps) if config.init.path
              else trainer.init_state())
-  first_step = int(state.step)
-  if main:  # which code ran: research/provenance.py
+  if jax.process_index() == 0:
     records.write_json(os.path.join(workdir, 'config.json'),
                        {**config.to_dict(), 'code_version': provenance.code_version()})
     if provenance.code_diff():
       (epath.Path(workdir) / provenance.SHIPPED_DIFF).write_text(provenance.code_diff())
+  return state, resumed, (saved or {}).get('train', {}).get('steps')
 
-  total = config.train.steps
+
+def _start_messages(config: ml_collections.ConfigDict, workdir: str, first_step: int,
+                    resumed: bool, ended_at: int | None, data: pipeline.TrainData) -> list[str]:
+  """What the progress line says as the run starts: where it starts from, a changed train.steps,
+  documents longer than a row."""
+  total, init = config.train.steps, config.init
+  messages = []
+  if resumed:
+    messages.append(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
+  elif init.path:
+    messages.append(f'Starting from the checkpoint in {init.path} ' + ', '.join([
+        'parameters and optimizer state' if init.optimizer else 'parameters only',
+        f'step {init.step}', f'schedule {init.schedule}']) + '.')
+  if ended_at not in (None, total):
+    messages.append(f'train.steps is {total} now and was {ended_at} in the run being resumed: the '
+                    f'learning-rate schedule now ends at step {total}, not {ended_at}.')
+  return messages + list(filter(None, [pipeline.long_document_notice(data)]))
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, setup: config_lib.Setup,
+           trainer: Trainer, manager: checkpoint.ocp.CheckpointManager,
+           closing: contextlib.ExitStack, stop_after: int | None, hparams: dict | None
+           ) -> TrainState:
+  """`train` once the workdir's checkpoint manager is open: the step loop, with its logging,
+  evaluations, Skill-it mixture updates and checkpoints; what must be closed at the end goes on
+  `closing`."""
+  main = jax.process_index() == 0
+  state, resumed, ended_at = _first_state(config, workdir, trainer, manager)
+  first_step, total = int(state.step), config.train.steps
   last = total if stop_after is None else min(total, first_step + stop_after)
   if first_step >= total:
     if main:
       print(f'The run in {workdir} finished at step {first_step}; nothing to do.', file=sys.stderr)
     return state
-  vocabulary, objective, data, mixing = run_data(config, workdir, first_step, writes=main)
-  online = data.plan.online
-  # eval/<task>/... for the training objective, eval/<task>/<format>/... for the other formats.
-  # Each evaluation's answers (tasks with prompt and answer metadata) are found here, once.
-  eval_data = {'/'.join(filter(None, (task, name))): evaluate.eval_set(
-                   config.data, task, config.eval.batch_size, config.eval.batches,
-                   eval_objective, vocabulary)
-               for task in dict.fromkeys([*data.task_names, *config.eval.tasks,
-                                          *(online.eval_tasks if online else [])])
-               for name, eval_objective in examples.eval_objectives(
-                   objective, config.eval.objectives, vocabulary).items()}
-  for probe in data.probes:  # knowledge-injection probes: the injected documents and the control
-    for suffix, rows in (('', probe.rows), ('/control', probe.control_rows)):
-      eval_data[f'probe/{probe.spec.name}{suffix}'] = evaluate.EvalSet(pipeline.row_batches(
-          rows, config.eval.batch_size, len(rows['targets']), objective))
-  if online:
-    online.check_answers({task for task, evaluation in eval_data.items()
-                          if evaluation.groups is not None})
-  # The pathway monitor's fixed training rows per task (eval.pathway_rows), as eval batches.
-  monitored = {task: pipeline.row_batches(
-                   data.first_rows(i, config.eval.pathway_rows), config.eval.batch_size,
-                   -(-config.eval.pathway_rows // config.eval.batch_size), objective)
-               for i, task in enumerate(data.task_names) if config.eval.pathway_rows}
-  # The multiple-choice questions of eval.multiple_choice, as fixed batches.
-  choice_data = {task: multiple_choice.choice_set(
-                     config.data, task, config.eval.multiple_choice, config.eval.batch_size,
-                     vocabulary, pipeline.EVAL_SEED)
-                 for task in config.eval.multiple_choice.tasks}
-  token_bytes = vocabularies.token_bytes(vocabulary)
+  vocabulary, objective, data, mixing = run_data(config, workdir, first_step, main, setup)
+  evaluations = make_evaluations(config, data, objective, vocabulary, data.plan.online)
   writer = metrics_lib.MetricsWriter(workdir, enabled=main, hparams=hparams, config=config)
   progress = metrics_lib.Progress(total, first_step, enabled=main)
   closing.callback(writer.close)
   closing.callback(progress.close)
-  if resumed:
-    progress.message(f'Resuming from the checkpoint at step {first_step} in {workdir}.')
-  elif config.init.path:
-    progress.message(f'Starting from the checkpoint in {config.init.path} ' + ', '.join([
-        'parameters and optimizer state' if config.init.optimizer else 'parameters only',
-        f'step {config.init.step}', f'schedule {config.init.schedule}']) + '.')
-  if ended_at not in (None, total):
-    progress.message(f'train.steps is {total} now and was {ended_at} in the run being resumed: the '
-                     f'learning-rate schedule now ends at step {total}, not {ended_at}.')
-  notice = pipeline.long_document_notice(data)  # one line for every task
-  if notice:
-    progress.message(notice)
-  # Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder token).
-  decoder_len = objective.budgets[-1]
-  tokens_per_step = config.train.batch_size * decoder_len
-  flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len,
-                                                target_len=decoder_len)
-  peak = peak_flops.peak_flops_per_second(config.model.dtype)
+  for message in _start_messages(config, workdir, first_step, resumed, ended_at, data):
+    progress.message(message)
+  meter = Meter(config, trainer, objective, first_step)
 
-  speed = float('nan')  # training tokens per second over the last logged window
-
-  def run_eval(step) -> tuple[dict, float]:
+  def run_eval(step: int, params) -> dict[str, float]:
     start = time.perf_counter()
-    results = evaluate.evaluate(trainer.eval_step, state.params, eval_data, token_bytes,
-                                trainer.place)
-    results.update(forgetting.gap_metrics(results, [p.spec.name for p in data.probes]))
-    results.update(multiple_choice.evaluate(trainer.choice_step, state.params, choice_data,
-                                            trainer.place))
-    for task, batches in monitored.items():
-      results.update(pathways.pathway_metrics(
-          [trainer.pathway_step(state.params, trainer.place(b)) for b in batches],
-          f'monitor/{task}/'))
+    results = evaluations.run(trainer, params)
     writer.write(step, results)
     progress.message(f'eval at step {step}: {metrics_lib.eval_summary(results)}; '
-                     f'tokens_per_second={speed:.4g} eta={progress.eta(step)}')
-    return results, time.perf_counter() - start
+                     f'tokens_per_second={meter.speed:.4g} eta={progress.eta(step)}')
+    meter.pause(time.perf_counter() - start)
+    return results
 
   if config.init.path and not resumed:
-    run_eval(first_step)  # where a continual run starts: the baseline of forgetting and adaptation
-  pending, window_start, window_time = [], first_step, time.perf_counter()
+    run_eval(first_step, state.params)  # a continual run's start: the baseline of forgetting
   divergence = Divergence(config.train)
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)
@@ -578,34 +619,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
       trace.before_step(step)
       batch = trainer.place(next(batches), config.train.batch_size)
       state, step_metrics = trainer.step(state, batch, step_rng(config.seed, step))
-      pending.append(step_metrics)
+      meter.add(step_metrics)
       done = step + 1
       stopping = done < last and stop_signal.should_stop(done)
       trace.after_step(done, state, last=done == last or stopping)
       if done % config.train.log_every == 0 or done == last or stopping:
-        # The only place the loop waits for the device (but for the end of a profile trace).
-        fetched = jax.device_get(pending)
-        elapsed = time.perf_counter() - window_time
-        tokens_per_second = speed = tokens_per_step * (done - window_start) / elapsed
-        logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}  # window means
-        logged.update(learning_rate=float(fetched[-1]['learning_rate']),  # the last step's
-                      tokens_per_second=tokens_per_second,
-                      mfu=tokens_per_second * flops_per_token / peak,
-                      tokens_seen=done * tokens_per_step)
+        fetched, logged = meter.window(done)
         logged.update({f'data/{task}/epochs': e for task, e in data.epochs_before(done).items()})
         logged.update({f'data/{task}/weight': w for task, w in data.mixture_weights(step).items()})
-        logged.update(divergence.observe(window_start, fetched))
+        logged.update(divergence.observe(done - len(fetched), fetched))
         writer.write(done, logged)
         progress.update(done, {k: logged[k] for k in ('loss', 'learning_rate', 'tokens_per_second',
                                                       'mfu')})
-        pending, window_start, window_time = [], done, time.perf_counter()
         if divergence.stop:  # no checkpoint of this step: the latest one stays the run's last
           checkpoint.wait_until_finished(manager)
           raise errors.UserError(divergence.stop_message(workdir, manager.latest_step()))
       mixes = bool(mixing) and mixing.due(done, total)
       if done % config.eval.every == 0 or done == total or mixes:
-        results, seconds = run_eval(done)
-        window_time += seconds  # evaluation time does not count against training throughput
+        results = run_eval(done, state.params)
         if mixes:
           update = mixing.update(done, results)
           data.set_stages(mixing.stages())

@@ -44,6 +44,28 @@ def test_unknown_key_on_the_command_line_is_one_line_naming_it(tmp_path):
   assert not os.listdir(tmp_path)  # nothing written
 
 
+def test_a_moved_key_names_its_new_place_on_the_command_line_and_in_a_file(tmp_path):
+  """An ordering key of before data.order (research/defaults.MOVED_KEYS), given as --config.KEY or
+  set by an experiment file, is one line naming where it moved; nothing is written."""
+  old_file = tmp_path / 'old.py'
+  old_file.write_text('from experiments import quickstart\n\n\ndef get_config():\n'
+                      '  config = quickstart.get_config()\n'
+                      "  config.data.order_by = 'ref:nll'\n  return config\n")
+  workdir = tmp_path / 'run'
+  for config, override, where in (
+      (QUICKSTART, '--config.data.ordering=folding', '--config.data.ordering'),
+      (str(old_file), '--config.train.steps=7', f'the experiment file {old_file}')):
+    result = subprocess.run([sys.executable, '-m', 'launch.train', f'--config={config}',
+                             f'--workdir={workdir}', override], capture_output=True, text=True,
+                            check=False, cwd=cli.PROJECT)
+    old = where.rsplit('.', 1)[1] if where.startswith('--') else 'order_by'
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Config key 'data.{old}' moved to 'data.order.{'name' if old == 'ordering' else 'by'}'"
+        f" (it is grouped under 'data.order' now); rename it in {where}.")
+  assert not workdir.exists()
+
+
 def test_an_experiment_file_is_found_from_any_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # experiments/quickstart.py is not here: the project's is taken
   assert _parse('--config.train.steps=7').train.steps == 7
@@ -105,6 +127,21 @@ def test_schema_check_names_unknown_keys_and_wrong_types(tmp_path):
   config = ml_collections.ConfigDict(raw)
   with pytest.raises(errors.UserError, match=r"'model.qk_norm' must be of type bool"):
     config_lib.validate(config, str(tmp_path), jax.devices())
+
+
+@pytest.mark.parametrize('old, value, new', [
+    ('data.order_by', 'ref:nll', 'data.order.by'),
+    ('data.ordering', 'easy_to_hard', 'data.order.name'),
+    ('data.pack_order', 'score', 'data.order.pack'),
+])
+def test_a_moved_key_is_named_with_its_new_place(tmp_path, old, value, new):
+  raw = base.get_config().to_dict()  # as a config with the key before data.order grouped it
+  raw['data'][old.split('.')[1]] = value
+  with pytest.raises(errors.UserError) as raised:
+    config_lib.validate(ml_collections.ConfigDict(raw), str(tmp_path), jax.devices())
+  assert str(raised.value) == (
+      f"Config key '{old}' moved to '{new}' (it is grouped under 'data.order' now); rename it in "
+      'the experiment file or the --config flag.')
 
 
 def test_batch_not_divisible_by_data_parallel_size(tmp_path):
@@ -174,7 +211,7 @@ def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_pat
   import copy
   import importlib
   import inspect
-  from research import sweep
+  from research.analysis import sweep
   module = importlib.import_module(f'experiments.{name}')
   takes_arg = bool(inspect.signature(module.get_sweep).parameters)
   for arg in args:
@@ -240,14 +277,15 @@ BAD_VALUES = [
     ({'eval.every': 0}, r"Config key 'eval.every' must be positive, got 0"),
     ({'checkpoint.keep': 0}, r"Config key 'checkpoint.keep' must be positive, got 0"),
     ({'data.seq_len': 0}, r"Config key 'data.seq_len' must be positive, got 0"),
-    ({'data.row_score': 'avg'},
-     r"Config key 'data.row_score' must be one of \['mean', 'max', 'min'\], got 'avg'"),
-    ({'data.folds': 0}, r"Config key 'data.folds' must be >= 1, got 0"),
+    ({'data.order.row_score': 'avg'},
+     r"Config key 'data.order.row_score' must be one of \['mean', 'max', 'min'\], got 'avg'"),
+    ({'data.order.folds': 0}, r"Config key 'data.order.folds' must be >= 1, got 0"),
     ({'data.select.keep': 'low'},
      r"Config key 'data.select.keep' must be one of \['lowest', 'highest'\], got 'low'"),
     ({'data.skillit.metric': 'accuracy'}, r"Config key 'data.skillit.metric' must be one of"),
     ({'data.skillit.eta': -0.2}, r"Config key 'data.skillit.eta' must be >= 0, got -0.2"),
-    ({'data.in_context.ngram': 0}, r"Config key 'data.in_context.ngram' must be >= 1, got 0"),
+    ({'data.order.in_context.ngram': 0},
+     r"Config key 'data.order.in_context.ngram' must be >= 1, got 0"),
     ({'data.replay.fraction': 1.5}, r'data.replay.fraction=1.5 must be in \[0, 1\)'),
     ({'objective.name': 'span_corruption', 'data.extra_ids': 100, 'data.seq_len': 4},
      r"data.seq_len=4 \(and objective.target_len=4\) leave no room for the denoisers \['R3_15'\]"),

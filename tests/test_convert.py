@@ -1,4 +1,4 @@
-"""launch.convert and research/hf_checkpoint.py against transformers, on tiny random models.
+"""launch.convert and research/interop/hf_checkpoint.py against transformers, on tiny random models.
 
 Each test builds its Hugging Face model here (no download): logits of ours and of transformers on
 the same tokens agree to 1e-4 in float32, in both directions, and export then import is lossless.
@@ -31,8 +31,10 @@ from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 from experiments import base  # noqa: E402
 from launch import convert  # noqa: E402
 from launch import generate as generate_command  # noqa: E402
-from research import config as config_lib, errors, hf_architectures, hf_checkpoint  # noqa: E402
-from research import scores, train  # noqa: E402
+from research import config as config_lib, errors  # noqa: E402
+from research.interop import hf_architectures, hf_checkpoint
+from research import finished, train  # noqa: E402
+from research.analysis import scores
 from research.data import vocabularies  # noqa: E402
 from research.model import transformer  # noqa: E402
 from tests import commands  # noqa: E402
@@ -320,7 +322,7 @@ def test_a_moved_import_keeps_its_tokenizer_bos_and_context_length(tmp_path):
   moved.parent.mkdir()
   os.rename(ckpt, moved)
   # Scoring: the nll of each token given <s> and the tokens before it, as transformers gives it.
-  loaded = scores.load_checkpoint(str(moved), devices=jax.devices()[:1])
+  loaded = finished.load_checkpoint(str(moved), devices=jax.devices()[:1])
   vocabulary = vocabularies.make_vocabulary(loaded.config.data.vocabulary)
   tokens = list(vocabulary.encode('b a j c d d e')) + [vocabulary.eos_id]
   assert loaded.start_id == 1 and tokens == [4, 3, 12, 5, 6, 6, 7, 2]
@@ -368,7 +370,7 @@ def test_missing_files_and_bad_flags_are_named(tmp_path):
     _run(**{'from': 'hf'}, src=str(hf_dir), dst=str(tmp_path / 'a'))
   with pytest.raises(SystemExit, match=r'^error: Give exactly one of --from=hf .* and --to=hf'):
     _run(src=str(hf_dir), dst=str(tmp_path / 'a'))
-  with pytest.raises(SystemExit, match=r'^error: .*ours/config.json is missing'):
+  with pytest.raises(SystemExit, match=r'^error: --src=.*ours has no config.json'):
     _run(to='hf', src=str(tmp_path / 'ours'), dst=str(tmp_path / 'a'))
   assert not (tmp_path / 'a').exists()
 

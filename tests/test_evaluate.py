@@ -12,9 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from research import evaluate, report, train
+from research import evaluate, train
+
+from research.analysis import report
 from research.data import packing, pipeline, store as store_lib, tasks, vocabularies
-from research.objectives import denoising, examples
+from research.objectives import denoising
+from research.objectives import registry
 from tests.test_train import read_metrics, tiny_config
 
 VOCABULARY = vocabularies.make_vocabulary('byte')
@@ -65,7 +68,7 @@ def sums(data_dir):
   for (x, y), _ in pairs.most_common():
     successor.setdefault(x, y)
   params = _bigram_params(trainer.init_state().params, successor)
-  eval_set = evaluate.eval_set(config.data, 'sums', 4, 2, examples.causal_objective(64),
+  eval_set = evaluate.eval_set(config.data, 'sums', 4, 2, registry.causal_objective(64),
                                VOCABULARY)
   return config, trainer, params, eval_set
 
@@ -144,8 +147,8 @@ def test_tasks_without_answers_and_denoising_formats_score_none(sums, tmp_path):
   data_config.tasks = {'notes': {'source': 'files', 'pattern': str(tmp_path / '*.jsonl'),
                                  'format': 'jsonl'}}
   tasks.register_config_tasks(data_config)
-  notes = evaluate.eval_set(data_config, 'notes', 4, 2, examples.causal_objective(64), VOCABULARY)
-  prefix_lm = examples.denoising_objective('prefix_lm', 'decoder', 64, 64, {}, {}, False,
+  notes = evaluate.eval_set(data_config, 'notes', 4, 2, registry.causal_objective(64), VOCABULARY)
+  prefix_lm = registry.denoising_objective('prefix_lm', 'decoder', 64, 64, {}, {}, False,
                                            VOCABULARY)
   denoised = evaluate.eval_set(data_config, 'sums', 4, 2, prefix_lm, VOCABULARY)
   for eval_set in (notes, denoised):
@@ -224,9 +227,9 @@ def test_span_accuracy_on_hand_built_denoising_rows(architecture):
   rows = [[([a, s0, d, s1], [s0, b, c, s1, e, eos]), ([f, g], [h, i])],
           [([j, s0], [s0, eos]), ([s0, j], [s0, k, m])]]
   if architecture == 'decoder':
-    batch = [examples.decoder_row(pairs, 24) for pairs in rows]
+    batch = [registry.decoder_row(pairs, 24) for pairs in rows]
   else:
-    batch = [examples.encoder_decoder_row(pairs, 8, 12) for pairs in rows]
+    batch = [registry.encoder_decoder_row(pairs, 8, 12) for pairs in rows]
   targets, segment_ids, weights = (np.stack([r[key] for r in batch])
                                    for key in ('targets', 'segment_ids', 'weights'))
   span_NL, num_spans = evaluate.masked_spans(targets, segment_ids, weights, [s0, s1],
@@ -248,7 +251,7 @@ def test_masked_spans_are_the_noise_runs_of_span_denoisers(data_dir, name, archi
   """On packed arithmetic rows, the spans are each span denoiser's noise runs (their text tokens),
   in order; the S denoiser's segments of the UL2 mixture add none."""
   store = _validation(_config(data_dir))
-  objective = examples.denoising_objective(name, architecture, 64, 32, {}, {}, True,
+  objective = registry.denoising_objective(name, architecture, 64, 32, {}, {}, True,
                                            SPAN_VOCABULARY)
   packed = packing.pack_documents(store, objective.row_len, 0, objective.chunk_len,
                                   objective.costs, objective.budgets)
@@ -306,7 +309,7 @@ def test_training_logs_span_accuracy_and_answer_accuracy_by_augmentation(data_di
   assert not any('span' in key for key in evals[0] if key.startswith('eval/bios/causal_lm/'))
   vocabulary = vocabularies.make_vocabulary('byte', 16)
   eval_set = evaluate.eval_set(config.data, 'bios', config.eval.batch_size, config.eval.batches,
-                               examples.make_objective(config, vocabulary), vocabulary)
+                               registry.make_objective(config, vocabulary), vocabulary)
   model = train.Trainer(config, jax.devices()[:1]).model
   right, tokens = [], 0
   for batch in eval_set.batches:

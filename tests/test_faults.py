@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.path import atomicity
 
-from research import checkpoint, errors, metrics, report, train
+from research import checkpoint, errors, metrics, train
+
+from research.analysis import report
 from tests.test_preemption import _command
 from tests.test_train import read_metrics, tiny_config
 

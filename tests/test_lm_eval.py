@@ -1,4 +1,4 @@
-"""lm-evaluation-harness on a checkpoint (research/lm_eval_adapter.py, launch.lm_eval): lm-eval's
+"""lm-evaluation-harness on a checkpoint (research/interop/lm_eval_adapter.py, launch.lm_eval): lm-eval's
 requests against the project's own scoring and generation, and a multiple-choice task over a local
 file, offline."""
 
@@ -12,7 +12,9 @@ from lm_eval.api import instance
 
 from experiments import base
 from launch import lm_eval as lm_eval_command
-from research import generate, lm_eval_adapter, scores, train
+from research import generate, train
+from research.interop import lm_eval_adapter
+from research.analysis import scores
 from tests import commands
 
 SEQ_LEN = 32
@@ -66,7 +68,7 @@ def _requests(kind, *arguments):
 
 
 def _summed_log_probs(model, texts):
-  """Each text's summed token log-probability by research/scores.py (its nll times its length; 0
+  """Each text's summed token log-probability by research/analysis/scores.py (its nll times its length; 0
   for an empty text)."""
   tokens = [list(model.vocabulary.encode(t)) for t in texts]
   offsets = np.cumsum([0] + [len(t) for t in tokens])
@@ -95,7 +97,7 @@ def test_loglikelihood_from_the_start_id_against_the_model_s_logits(model):
   inputs = np.array([[model.loaded.start_id] + ids[:-1]], np.int32)
   batch = {'inputs': inputs, 'segment_ids': np.ones_like(inputs),
            'positions': np.arange(len(ids), dtype=np.int32)[None]}
-  logits = model.loaded.trainer.model.apply({'params': model.loaded.params}, batch)
+  logits = model.loaded.model.apply({'params': model.loaded.params}, batch)
   log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64)[0], axis=-1)
   [(got, _)] = model.loglikelihood(_requests('loglikelihood', ('', 'hello')))
   np.testing.assert_allclose(got, log_probs[np.arange(len(ids)), ids].sum(), atol=1e-4)
@@ -112,7 +114,7 @@ def test_generate_until_continues_greedily_and_stops_at_until(model):
   rows, lengths = generate.pad_prompts(
       [generate.encode_prompt(prompt, model.vocabulary, model.loaded.start_id)])
   tokens, length = jax.device_get(generate.generate(
-      model.loaded.trainer.model, model.loaded.params, rows, lengths, jax.random.key(0), 8,
+      model.loaded.model, model.loaded.params, rows, lengths, jax.random.key(0), 8,
       stop_ids=(model.vocabulary.eos_id,),
       banned_ids=generate.ids_to_ban(model.vocabulary, model.loaded.config.model.vocab_size)))
   greedy = model.vocabulary.decode(tokens[0, :length[0]].tolist())

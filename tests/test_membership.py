@@ -1,4 +1,4 @@
-"""Membership inference (research/membership.py) and the launch.membership command."""
+"""Membership inference (research/analysis/membership.py) and the launch.membership command."""
 
 import itertools
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from launch import membership as membership_command
-from research import membership, scores, train
+from research import finished, train
+from research.analysis import membership, scores
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 from tests import commands
@@ -115,7 +116,7 @@ def runs(data_dir, tmp_path_factory):
 
 
 def _report(run, data_dir):
-  loaded = scores.load_checkpoint(run)  # on the 8 test devices, data-parallel
+  loaded = finished.load_checkpoint(run)  # on the 8 test devices, data-parallel
   tasks.register_config_tasks(loaded.config.data)
   vocabulary = vocabularies.make_vocabulary('byte', 0)
   member, nonmember = (

@@ -15,7 +15,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from experiments import base
 from launch import report as report_command
-from research import appendable, errors, report
+from research import appendable, errors
+from research.analysis import report
 from research import config as config_lib
 from research import metrics, train
 from tests.test_train import tiny_config

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from research import errors, train
+from research import defaults, errors, train
 from research.model import layers, transformer
 
 CONFIG = transformer.ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=2, head_dim=16,
@@ -546,3 +546,11 @@ def test_switched_flops_per_token_matches_xla_count_of_the_forward_pass(architec
   outputs = batch['inputs'].shape[1]
   formula = transformer.flops_per_token(config, 128, causal=False, target_len=64) / 3 * outputs
   assert formula <= counted < 1.03 * formula  # the rest is norms, softmax, rotary, GELU
+
+
+def test_model_config_defaults_are_the_schemas():
+  """ModelConfig's defaults are research/defaults.py's model.* values, field for field (the schema
+  is the one source of truth; a ModelConfig built in code runs as an experiment file would)."""
+  schema = defaults.get_config().model.to_dict()
+  fields = {f.name: f.default for f in dataclasses.fields(transformer.ModelConfig)}
+  assert fields == schema

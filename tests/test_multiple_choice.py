@@ -1,6 +1,6 @@
 """In-loop multiple choice: the questions (answer among the candidates once, distractors and shots
 drawn apart from it, the same for a seed), their scores equal to scoring each sequence with
-research/scores.py, and the accuracies in metrics.jsonl of a training run."""
+research/analysis/scores.py, and the accuracies in metrics.jsonl of a training run."""
 
 import collections
 import json
@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from research import errors, multiple_choice, scores, train
+from research import errors, finished, multiple_choice, train
+
+from research.analysis import scores
 from research.data import pipeline, store as store_lib, tasks
 from tests import test_evaluate
 from tests.test_evaluate import VOCABULARY
@@ -70,7 +72,7 @@ def test_scores_are_the_log_likelihoods_of_each_candidate_after_its_context(sums
                   for c in q.candidates]
   assert max(len(d) for d in documents) <= config.data.seq_len  # nothing is cut
   offsets = np.cumsum([0] + [len(d) for d in documents])
-  loaded = scores.LoadedCheckpoint(path='', step=0, config=config, trainer=trainer, params=params)
+  loaded = finished.LoadedCheckpoint(path='', step=0, config=config, placed=trainer, params=params)
   nll = scores.model_scores(loaded, np.concatenate(documents), offsets, batch_size=4)['nll']
   log_likelihood = -(nll * np.diff(offsets)).reshape(len(drawn), settings.choices + 1)
   expected_QC = log_likelihood[:, 1:] - log_likelihood[:, :1]

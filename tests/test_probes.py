@@ -6,7 +6,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from research import errors, forgetting, report, train
+from research import errors, train
+
+from research.analysis import forgetting, report
 from research.data import pipeline
 from tests.test_train import read_metrics, tiny_config
 

@@ -1,4 +1,4 @@
-"""research/regmix.py, python -m launch.regmix and experiments/regmix.py, on synthetic losses.
+"""research/analysis/regmix.py, python -m launch.regmix and experiments/regmix.py, on synthetic losses.
 
 The losses are known functions of the mixture plus noise: log-linear, 3 - sum_i a_i log(w_i + e),
 whose optimum on the simplex is w_i = a_i / sum(a) (1 + T e) - e, and linear, whose optimum is the
@@ -20,8 +20,8 @@ from experiments import base
 from experiments import regmix as experiment
 from launch import regmix as regmix_command
 from research import errors
-from research import regmix
-from research import sweep
+from research.analysis import regmix
+from research.analysis import sweep
 
 TASKS = ['stdlib_prose', 'stdlib_code', 'arithmetic']
 A_T = np.array([0.1, 0.3, 0.05])  # log-linear coefficients
@@ -101,7 +101,7 @@ def test_fit_needs_more_runs_than_tasks():
 
 
 def _write_run(root, name: str, mixture: dict, eval_steps: dict[int, float], steps: int = 100):
-  """A run directory: config.json (experiments/base.py with `mixture`, `steps`) and metrics.jsonl
+  """A run directory: config.json (research/defaults.py with `mixture`, `steps`) and metrics.jsonl
   with a training line every 50 steps and the target at `eval_steps`."""
   config = base.get_config().to_dict()
   config['data']['mixture'] = mixture
@@ -226,7 +226,7 @@ def test_command_errors_name_the_path_or_flag(sweep_dir, tmp_path, problem):
 
 
 def test_a_target_of_several_metrics_is_their_mean_at_the_last_step():
-  from research import report
+  from research.analysis import report
   metrics = {50: {'eval/a/loss': 9.0, 'eval/b/loss': 9.0},
              100: {'eval/a/loss': 2.0, 'eval/b/loss': 3.5}}
   run = report.Run('r', 'r', {'train': {'steps': 100}}, metrics, [])

@@ -1,4 +1,4 @@
-"""research/report.py and python -m launch.report on run directories written here.
+"""research/analysis/report.py and python -m launch.report on run directories written here.
 
 Three runs differ in objective.name and model.architecture (and in keys that only locate files):
 `causal` ran cleanly; `ul2` was killed after its step-10 checkpoint mid-write of a line, and the
@@ -17,7 +17,7 @@ import pytest
 
 from experiments import base
 from launch import report as report_command
-from research import report
+from research.analysis import report
 from tests import commands
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -44,7 +44,7 @@ def _line(record: dict) -> str:
 
 
 def _write_run(directory, metrics_text: str, **overrides) -> str:
-  """A run directory: config.json (experiments/base.py with `overrides`, a=b as a__b) and
+  """A run directory: config.json (research/defaults.py with `overrides`, a=b as a__b) and
   metrics.jsonl (`metrics_text` as is)."""
   config = base.get_config().to_dict()
   for key, value in overrides.items():

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from experiments import base
-from research import errors, report, runs, scores
+from research import errors, finished, runs
+from research.analysis import report
 from research.data import sources
 from research.objectives import distillation
 
@@ -62,13 +63,13 @@ def test_a_teacher_in_a_bucket_is_read_and_checked(run):
 
 
 def test_scores_and_init_read_a_checkpoint_config_in_a_bucket(run):
-  config = scores.checkpoint_config(f'{run}/checkpoints/3', '--checkpoint')
+  config = finished.checkpoint_config(f'{run}/checkpoints/3', '--checkpoint')
   assert config.model.d_model == 96 and config.train.steps == base.get_config().train.steps
   missing = os.path.join(run, 'checkpoints', '9')
   with pytest.raises(errors.UserError, match=f'init.path={missing} holds no checkpoint'):
     runs.find_checkpoint(missing, f'init.path={missing}')
   with pytest.raises(errors.UserError, match=f'--checkpoint={run}/nowhere does not exist'):
-    scores.checkpoint_config(f'{run}/nowhere')
+    finished.checkpoint_config(f'{run}/nowhere')
 
 
 def test_a_run_without_config_names_the_key_and_the_file(tmp_path):
@@ -137,3 +138,38 @@ def test_the_command_line_says_in_one_line_that_a_bucket_needs_credentials(
   assert lines[-1].startswith(f'error: Cannot reach {named} (')
   assert '`gcloud auth application-default login`' in lines[-1]
   assert 'Traceback' not in done.stderr
+
+
+def _old_config(**data) -> dict:
+  """A config.json as written before the ordering keys were grouped under data.order
+  (defaults.MOVED_KEYS): the flat keys `data`, no data.order."""
+  config = base.get_config().to_dict()
+  del config['data']['order']
+  config['data'].update(data)
+  return config
+
+
+def test_an_old_runs_flat_ordering_keys_load_at_their_new_place(tmp_path):
+  pacing = {**base.get_config().data.order.pacing.to_dict(), 'function': 'linear'}
+  old = _old_config(order_by='ref:nll', ordering='easy_to_hard', pack_order='score', folds=5,
+                    pacing=pacing)
+  _write(f'{tmp_path}/old/config.json', json.dumps(old))
+  order = finished.load_config(f'{tmp_path}/old', 'x').data.order
+  assert (order.by, order.name, order.pack, order.folds) == ('ref:nll', 'easy_to_hard', 'score', 5)
+  assert order.pacing.to_dict() == pacing and order.row_score == 'mean'  # the default
+  moved = runs.moved_keys(old)
+  assert 'order_by' not in moved['data'] and moved['data']['order'] == {
+      'by': 'ref:nll', 'name': 'easy_to_hard', 'pack': 'score', 'folds': 5, 'pacing': pacing}
+  assert 'order' not in old['data']  # the run's config is left as it was
+
+
+def test_an_old_and_a_new_run_of_the_same_order_differ_in_nothing_but_what_was_swept(tmp_path):
+  new = base.get_config()
+  new.data.order.name, new.data.order.by, new.seed = 'easy_to_hard', 'ref:nll', 1
+  configs = {'old': _old_config(ordering='easy_to_hard', order_by='ref:nll'),
+             'new': new.to_dict()}
+  for name, config in configs.items():
+    _write(f'{tmp_path}/{name}/config.json', json.dumps(config))
+    _write(f'{tmp_path}/{name}/metrics.jsonl', '{"step": 1, "loss": 4.5}\n')
+  loaded = [report.load_run(f'{tmp_path}/{name}') for name in configs]
+  assert report.swept_values(loaded) == {'old': {'seed': 0}, 'new': {'seed': 1}}

@@ -1,4 +1,4 @@
-"""research/scaling.py and python -m launch.scaling_fit on points made from known constants.
+"""research/analysis/scaling.py and python -m launch.scaling_fit on points made from known constants.
 
 The points are Chinchilla-like (Hoffmann et al. 2022, arXiv 2203.15556): E = 1.7, A = 400,
 B = 410, alpha = 0.34, beta = 0.28 on a grid of 6 model sizes (1e6 to 1e8) by 7 token counts (1e7
@@ -20,7 +20,7 @@ import pytest
 from experiments import base
 from launch import scaling_fit
 from research import errors
-from research import scaling
+from research.analysis import scaling
 from research.model import transformer
 from tests import commands
 

@@ -1,4 +1,4 @@
-"""Per-document scores (research/scores.py) and the launch.score command, against numpy."""
+"""Per-document scores (research/analysis/scores.py) and the launch.score command, against numpy."""
 
 import json
 import math
@@ -15,9 +15,10 @@ import pytest
 
 from experiments import base
 from launch import score as score_command
-from research import scores, train
+from research import finished, train
+from research.analysis import scores
 from research.data import store as store_lib
-from research.data import tasks, vocabularies
+from research.data import tasks, vocabularies, windows
 from tests import commands
 
 SEQ_LEN = 32
@@ -100,7 +101,7 @@ def _reference(loaded, store):
   row of its own (`window_rows`), one forward pass, log-softmax and the norm in float64."""
   windows, batch = window_rows(store, SEQ_LEN)
   targets = [np.asarray(store.document(d)[start:start + SEQ_LEN], np.int32) for d, start in windows]
-  apply = jax.jit(lambda params, batch: loaded.trainer.model.apply({'params': params}, batch))
+  apply = jax.jit(lambda params, batch: loaded.model.apply({'params': params}, batch))
   logits_WLV = np.asarray(apply(jax.device_get(loaded.params), batch), np.float64)
   log_probs, norms = [[] for _ in range(store.num_documents)], [[] for _ in range(store.num_documents)]
   for row, ((d, _), window) in enumerate(zip(windows, targets)):
@@ -115,13 +116,13 @@ def _reference(loaded, store):
 
 @pytest.fixture(scope='module')
 def notes_store(runs):
-  config = scores.checkpoint_config(runs['a'])
+  config = finished.checkpoint_config(runs['a'])
   tasks.register_config_tasks(config.data)
   return store_lib.load_store('notes', 'train', 'byte', config.data.store_dir)
 
 
 def test_min_k_el2n_and_windowed_nll_match_numpy(runs, notes_store):
-  loaded = scores.load_checkpoint(runs['a'])  # on the 8 test devices, data-parallel
+  loaded = finished.load_checkpoint(runs['a'])  # on the 8 test devices, data-parallel
   lengths = np.diff(notes_store.offsets)
   assert lengths.max() == 91 and (lengths > 2 * SEQ_LEN).any() and (lengths < 5).any()
   log_probs, norms = _reference(loaded, notes_store)
@@ -143,7 +144,7 @@ def _reference_grand(loaded, store):
   params = jax.device_get(loaded.params)
 
   def loss(params, batch, targets, weights):
-    logits = loaded.trainer.model.apply({'params': params}, batch)
+    logits = loaded.model.apply({'params': params}, batch)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     return -jnp.sum(target_log_probs * weights) / jnp.sum(weights)
@@ -172,7 +173,7 @@ def _reference_grand(loaded, store):
 @pytest.fixture(scope='module')
 def loaded_runs(runs):
   """Both runs' checkpoints, loaded once: each keeps its compiled GraNd batches."""
-  return {r: scores.load_checkpoint(runs[r]) for r in 'ab'}
+  return {r: finished.load_checkpoint(runs[r]) for r in 'ab'}
 
 
 def test_grand_matches_per_document_gradients(loaded_runs):
@@ -190,14 +191,14 @@ def test_grand_matches_per_document_gradients(loaded_runs):
 
 
 def test_document_rows_give_each_document_its_windows():
-  rows = scores.document_rows(np.array([0, 5, 0]), np.array([5, 3, 0]), np.arange(1, 9), 4, 2, 4)
+  rows = windows.document_rows(np.array([0, 5, 0]), np.array([5, 3, 0]), np.arange(1, 9), 4, 2, 4)
   np.testing.assert_array_equal(rows['targets'], [[[1, 2, 3, 4], [5, 0, 0, 0]],
                                                   [[6, 7, 8, 0], [0, 0, 0, 0]],
                                                   [[0, 0, 0, 0], [0, 0, 0, 0]]])
   np.testing.assert_array_equal(rows['inputs'][0], [[0, 1, 2, 3], [0, 0, 0, 0]])
   np.testing.assert_array_equal(rows['positions'][1], [[0, 1, 2, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(rows['segment_ids'][0], [[1, 1, 1, 1], [1, 0, 0, 0]])
-  assert list(scores.power_of_two_ceiling([0, 1, 2, 3, 4, 5, 32, 33])) == [1, 1, 2, 4, 4, 8, 32, 64]
+  assert list(windows.power_of_two_ceiling([0, 1, 2, 3, 4, 5, 32, 33])) == [1, 1, 2, 4, 4, 8, 32, 64]
 
 
 def test_document_scores_on_hand_values():
@@ -241,7 +242,7 @@ def test_command_scores_a_task_and_feeds_a_subset(runs, notes_store, tmp_path):
   assert [line['id'] for line in lines] == notes_store.doc_ids
   assert list(lines[0]) == ['id', 'num_tokens', 'nll', 'min_k_prob', 'el2n', 'length', 'zlib_ratio',
                             'learnability', 'metadata']
-  a, b = (scores.model_scores(scores.load_checkpoint(runs[r]), notes_store.tokens,
+  a, b = (scores.model_scores(finished.load_checkpoint(runs[r]), notes_store.tokens,
                               notes_store.offsets) for r in 'ab')
   for d, line in enumerate(lines):
     assert line['num_tokens'] == line['length'] == len(notes_store.document(d))

@@ -9,7 +9,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from research import errors, skillit, train
+from research import errors, train
+
+from research.data import skillit
 from research.data import sampler
 from tests.test_train import read_metrics, tiny_config
 

@@ -10,11 +10,12 @@ import pytest
 
 from experiments import base, quickstart
 from launch import device_shares
-from research import errors, sweep
+from research import errors
+from research.analysis import sweep
 
 EXPERIMENT = '''
 from experiments import base
-from research import sweep
+from research.analysis import sweep
 
 
 def get_config():

@@ -17,7 +17,8 @@ import pytest
 
 from experiments import base
 from launch import tpu_job, tpu_vm
-from research import errors, provenance, sweep
+from research import errors, provenance
+from research.analysis import sweep
 from tests import commands
 from tests.test_sweep import EXPERIMENT
 

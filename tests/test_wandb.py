@@ -11,7 +11,8 @@ import jax
 import pytest
 
 from research import config as config_lib
-from research import errors, metrics, report, train, wandb_log
+from research import errors, metrics, train, wandb_log
+from research.analysis import report
 from tests.test_train import read_metrics, tiny_config
 
 wandb = pytest.importorskip('wandb')

@@ -1,15 +1,15 @@
 """In-context pretraining (ICLM; Shi et al. 2023, "In-Context Pretraining: Language Modeling Beyond
 Document Boundaries", arXiv 2310.10638): related documents packed into the same context window
-(`data.pack_order='in_context'`).
+(`data.order.pack='in_context'`).
 
 The document order of the paper's sort/sort.py (REFERENCE.md section 14):
 
-1. Embed every training document (`data.in_context.embedding`):
+1. Embed every training document (`data.order.in_context.embedding`):
    - 'ngrams': its token n-grams (n = `ngram`) hashed into `dims` buckets and counted, a stand-in
      for the paper's Contriever retriever that needs no model;
    - 'checkpoint:PATH': the mean over the document's tokens of the final hidden state (the output
      of the final norm, which the output layer reads) of the research checkpoint at PATH, each
-     window of the model's data.seq_len tokens read as training reads it (research/scores.py).
+     window of the model's data.seq_len tokens read as training reads it (research/analysis/scores.py).
 2. Find each document's `neighbours` most similar other documents by cosine similarity: exact
    k-NN by blocks of rows (a block x D slice of the similarities at a time, never D x D), where the
    paper searches approximately with faiss.
@@ -23,8 +23,8 @@ The document order of the paper's sort/sort.py (REFERENCE.md section 14):
    which keeps the chains long where a corpus has many (as lego has).
 
 The path is packing's document order (research/data/packing.py), so consecutive documents share a
-row; `data.ordering` then reads the rows as usual (`random`, the default, shuffles them, as the ICLM
-README recommends: similar documents within a context window, diverse ones across windows).
+row; `data.order.name` then reads the rows as usual (`random`, the default, shuffles them, as the
+ICLM README recommends: similar documents within a context window, diverse ones across windows).
 
 Left out: the paper's near-duplicate filter (a document dropped when the 3-gram Jaccard similarity
 of its first 100 characters with the previous one exceeds 0.85) and merging chains shorter than
@@ -39,11 +39,12 @@ cached.
 
 import dataclasses
 
+import jax
 import ml_collections
 import numpy as np
 
-from research import errors
-from research.data import packing
+from research import errors, finished
+from research.data import packing, windows
 from research.data import store as store_lib
 
 NGRAMS = 'ngrams'
@@ -55,7 +56,7 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # the n-gram hash's odd multiplier 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """The checked `data.in_context`."""
+  """The checked `data.order.in_context`."""
   embedding: str
   ngram: int
   dims: int
@@ -63,23 +64,24 @@ class Config:
   max_chain: int
 
 
-def bind(data_config: ml_collections.ConfigDict) -> Config:
-  """The checked `data.in_context`; fails naming a bad key."""
-  params = dict(data_config.in_context)
+def bind(order_config: ml_collections.ConfigDict) -> Config:
+  """The checked `data.order.in_context` of `order_config` (config.data.order); fails naming a
+  bad key."""
+  params = dict(order_config.in_context)
   if set(params) != _KEYS:
-    raise errors.UserError(f'data.in_context={params!r} must have exactly the keys '
+    raise errors.UserError(f'data.order.in_context={params!r} must have exactly the keys '
                            f'{sorted(_KEYS)}.')
   for key in ('ngram', 'dims', 'neighbours', 'max_chain'):
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise errors.UserError(f'data.in_context.{key}={value!r} must be a positive integer (the '
-                             'defaults: ngram=3, dims=1024, neighbours=10, max_chain=21).')
+      raise errors.UserError(f'data.order.in_context.{key}={value!r} must be a positive integer '
+                             '(the defaults: ngram=3, dims=1024, neighbours=10, max_chain=21).')
   embedding = params['embedding']
   if embedding != NGRAMS and not (isinstance(embedding, str) and embedding.startswith(CHECKPOINT)
                                   and len(embedding) > len(CHECKPOINT)):
-    raise errors.UserError(f'data.in_context.embedding={embedding!r} must be {NGRAMS!r} (hashed '
-                           "token n-grams) or 'checkpoint:PATH' (the mean final hidden state of "
-                           'the checkpoint at PATH, a launch.train workdir).')
+    raise errors.UserError(f'data.order.in_context.embedding={embedding!r} must be {NGRAMS!r} '
+                           "(hashed token n-grams) or 'checkpoint:PATH' (the mean final hidden "
+                           'state of the checkpoint at PATH, a launch.train workdir).')
   return Config(**params)
 
 
@@ -106,14 +108,12 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
                           batch_size: int = 0) -> np.ndarray:
   """float32 [D, d_model]: each document's mean final hidden state under the checkpoint at `path`
   (the output of the model's final norm), its windows packed and batched as the model scores read
-  them (research/scores.py `window_batches`); `batch_size` rows per forward pass (0: the run's
+  them (research/analysis/scores.py `window_batches`); `batch_size` rows per forward pass (0: the run's
   eval.batch_size)."""
-  import jax  # the model is needed only for this embedding
 
-  from research import scores
 
-  key = f"data.in_context.embedding='{CHECKPOINT}{path}'"
-  loaded = scores.load_checkpoint(path, flag=f'data.in_context.embedding {CHECKPOINT}')
+  key = f"data.order.in_context.embedding='{CHECKPOINT}{path}'"
+  loaded = finished.load_checkpoint(path, flag=f'data.order.in_context.embedding {CHECKPOINT}')
   vocabulary = loaded.config.data.vocabulary
   if vocabulary != store.manifest.get('vocabulary'):
     raise errors.UserError(f"{key} is a model of data.vocabulary={vocabulary!r}, but the documents "
@@ -121,7 +121,7 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
                            f"checkpoint of the run's vocabulary, or with {NGRAMS!r}.")
 
   def final_hidden(params, batch):
-    _, state = loaded.trainer.model.apply(
+    _, state = loaded.model.apply(
         {'params': params}, batch,
         capture_intermediates=lambda module, method: module.name == 'final_norm')
     return state['intermediates']['final_norm']['__call__'][0]
@@ -129,8 +129,8 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
   forward = loaded.jit(final_hidden)
   batch_size = batch_size or loaded.config.eval.batch_size
   sums_DE = np.zeros([store.num_documents, loaded.config.model.d_model])
-  for first, _, group_offsets, batches in scores.window_batches(
-      store.tokens, store.offsets, loaded.seq_len, batch_size, scores.GROUP_TOKENS,
+  for first, _, group_offsets, batches in windows.window_batches(
+      store.tokens, store.offsets, loaded.seq_len, batch_size, windows.GROUP_TOKENS,
       loaded.start_id):
     for batch in batches:  # each fetched before the next: [B, L, d_model] floats a batch
       hidden_BLE = np.asarray(jax.device_get(loaded.apply(forward, batch)))
@@ -138,7 +138,7 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
       doc_T = first + np.searchsorted(group_offsets, batch['token_index'][real_BL],
                                       side='right') - 1
       np.add.at(sums_DE, doc_T, hidden_BLE[real_BL])
-  return (sums_DE / np.maximum(scores.lengths(store), 1)[:, None]).astype(np.float32)
+  return (sums_DE / np.maximum(windows.lengths(store), 1)[:, None]).astype(np.float32)
 
 
 def embed(store: store_lib.DocumentStore, config: Config) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Orderings: the order in which a task's packed rows are read, epoch by epoch (`data.ordering`).
+"""Orderings: the order in which a task's packed rows are read, epoch by epoch (`data.order.name`).
 
 An ordering is a pure numpy function `(num_rows, seed, task_key, epoch, scores_N, **params) ->
 rows`: the packed rows (indices into the task's rows) that epoch `epoch` of the task reads, in
@@ -13,13 +13,13 @@ order every epoch.
   (`random_rows`), so a task of any size starts at once.
 - `easy_to_hard` / `hard_to_easy`: every row once per epoch, by ascending / descending score.
 - `folding` (DELT: Dai et al. 2025, "Data Efficacy for Language Model Training", arXiv
-  2506.21545): sort by ascending score, then concatenate L = `data.folds` folds, fold f taking
+  2506.21545): sort by ascending score, then concatenate L = `data.order.folds` folds, fold f taking
   the sorted positions f, f + L, f + 2L, ...: L ascending easy-to-hard passes, each over a
   disjoint, evenly spread 1/L slice of the rows; nothing repeated or dropped.
 - `cyclical` (Kesgin & Amasyali, "Cyclical Curriculum Learning", arXiv 2202.05531): epoch e reads
   the floor(S_e * num_rows) (at least 1) easiest rows, in a seeded random order; the data-size
-  fraction S_e cycles between `data.cyclical.start` and `data.cyclical.end`, divided by
-  `data.cyclical.factor` per epoch on the way up and multiplied by it on the way down
+  fraction S_e cycles between `data.order.cyclical.start` and `data.order.cyclical.end`, divided
+  by `data.order.cyclical.factor` per epoch on the way up and multiplied by it on the way down
   (`cycle_fractions`; 0.25, 0.5, 1, 0.5, 0.25, 0.5, 1, ... by default). Its epochs are shorter than
   the task's rows by design (the harder rows are left out of the small epochs), and their lengths
   (`Ordering.epoch_lengths`) are periodic, so which epoch example j falls in is computed in closed
@@ -32,21 +32,21 @@ order every epoch.
   training step s the pool is the easiest max(1, ceil(c(s) * num_rows)) rows, and every example
   read at step s is a seeded uniform draw from the pool, with replacement (`paced_positions`: a
   pure function of the seed, the task, the example and the step, so resumption stays exact). The
-  competence c(s) (`competence`) is `data.pacing.function`: 'linear' c0 + (1 - c0) s / T, 'root'
-  (s (1 - c0^p) / T + c0^p)^(1/p) (Platanios' sqrt for p = `power` = 2) or 'step', Hacohen &
-  Weinshall's fixed exponential pacing c0 * increase^floor(s / step_length); each capped at 1.
-  c0 = `data.pacing.start`; T = `data.pacing.steps`, the step from which every row is in the pool
-  (a float in (0, 1): that fraction of train.steps; the default 0.5 is half the run); step_length
-  0 (the default) spaces the increases so that the pool is full by T.
+  competence c(s) (`competence`) is `data.order.pacing.function`: 'linear' c0 + (1 - c0) s / T,
+  'root' (s (1 - c0^p) / T + c0^p)^(1/p) (Platanios' sqrt for p = `power` = 2) or 'step', Hacohen
+  & Weinshall's fixed exponential pacing c0 * increase^floor(s / step_length); each capped at 1.
+  c0 = `data.order.pacing.start`; T = `data.order.pacing.steps`, the step from which every row is
+  in the pool (a float in (0, 1): that fraction of train.steps; the default 0.5 is half the run);
+  step_length 0 (the default) spaces the increases so that the pool is full by T.
 
-Before packing, `data.pack_order` orders the documents (research/data/packing.py): 'random' (the
-default, a seeded permutation), 'score' (ascending `data.order_by`, so a row holds documents of
+Before packing, `data.order.pack` orders the documents (research/data/packing.py): 'random' (the
+default, a seeded permutation), 'score' (ascending `data.order.by`, so a row holds documents of
 similar score and its row score spreads as its documents' do; with the random order, rows mix all
 difficulties and score orderings are washed out) or 'in_context' (ICLM's path through similar
-documents, research/data/in_context.py, keys `data.in_context`).
+documents, research/data/in_context.py, keys `data.order.in_context`).
 
 Scores, of the orderings and of 'score' packing, come from `document_scores`, named by
-`data.order_by`: a field of the document store's per-document metadata (`difficulty`, which the
+`data.order.by`: a field of the document store's per-document metadata (`difficulty`, which the
 synthetic generators write) or, as 'SCORES:FIELD', a score that `python -m launch.score` computed
 (research/data/score_files.py), e.g. 'ref:el2n'.
 """
@@ -71,9 +71,9 @@ _SUBSET_STREAM = 0x6379636c  # seeded-stream tag of the order within a cyclical 
 _DRAW_STREAM = 0x70616365  # seeded-stream tag of the pacing ordering's draws
 _ROUNDS = 4  # Feistel rounds of random_rows' permutation
 _MAX_CYCLE = 10_000  # the most epochs one period of the cyclical sizes may take
-ROW_SCORES = ('mean', 'max', 'min')  # `data.row_score`: how a row combines its documents' scores
-PACK_ORDERS = ('random', 'score', 'in_context')  # `data.pack_order`: the documents' order to pack
-PACING_FUNCTIONS = ('linear', 'root', 'step')  # `data.pacing.function`
+ROW_SCORES = ('mean', 'max', 'min')  # `data.order.row_score`: a row's score from its documents'
+PACK_ORDERS = ('random', 'score', 'in_context')  # `data.order.pack`: the documents' order to pack
+PACING_FUNCTIONS = ('linear', 'root', 'step')  # `data.order.pacing.function`
 _PACING_KEYS = {'function', 'start', 'steps', 'power', 'increase', 'step_length'}
 
 
@@ -140,8 +140,8 @@ def cycle_fractions(start: float, end: float, factor: float) -> tuple[float, ...
       return tuple(sizes)
     sizes.append(n)
     if len(sizes) > _MAX_CYCLE:
-      raise errors.UserError(f'data.cyclical (start={start}, end={end}, factor={factor}) takes '
-                             f'over {_MAX_CYCLE} epochs per cycle; use a smaller factor.')
+      raise errors.UserError(f'data.order.cyclical (start={start}, end={end}, factor={factor}) '
+                             f'takes over {_MAX_CYCLE} epochs per cycle; use a smaller factor.')
 
 
 def cyclical_sizes(num_rows: int, start: float = 0.25, end: float = 1.0,
@@ -200,7 +200,7 @@ def _folds(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any
   del total_steps  # unused
   folds = config.folds
   if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
-    raise errors.UserError(f'data.folds={folds!r} must be a positive integer (DELT uses 3).')
+    raise errors.UserError(f'data.order.folds={folds!r} must be a positive integer (DELT uses 3).')
   return {'folds': folds}
 
 
@@ -208,12 +208,12 @@ def _cyclical(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, 
   del total_steps  # unused
   params = dict(config.cyclical)
   if set(params) != {'start', 'end', 'factor'}:
-    raise errors.UserError(f'data.cyclical={params!r} must have exactly the keys start, end and '
-                           'factor.')
+    raise errors.UserError(f'data.order.cyclical={params!r} must have exactly the keys start, end '
+                           'and factor.')
   numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) for v in params.values())
   if not numbers or not 0 < params['start'] <= params['end'] <= 1 or not 0 < params['factor'] < 1:
-    raise errors.UserError(f'data.cyclical={params!r} needs 0 < start <= end <= 1 and 0 < factor '
-                           '< 1 (the paper: start=0.25, end=1.0, factor=0.5).')
+    raise errors.UserError(f'data.order.cyclical={params!r} needs 0 < start <= end <= 1 and 0 < '
+                           'factor < 1 (the paper: start=0.25, end=1.0, factor=0.5).')
   params = {k: float(v) for k, v in params.items()}
   cycle_fractions(**params)  # fails now on a cycle too long
   return params
@@ -224,32 +224,32 @@ def _number(value) -> bool:
 
 
 def _pacing(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
-  """`competence`'s keyword arguments from data.pacing, T resolved against `total_steps`."""
+  """`competence`'s keyword arguments from data.order.pacing, T resolved against `total_steps`."""
   params = dict(config.pacing)
   if set(params) != _PACING_KEYS:
-    raise errors.UserError(f'data.pacing={params!r} must have exactly the keys '
+    raise errors.UserError(f'data.order.pacing={params!r} must have exactly the keys '
                            f'{sorted(_PACING_KEYS)}.')
   function, start, steps = params['function'], params['start'], params['steps']
   power, increase, step_length = params['power'], params['increase'], params['step_length']
   if function not in PACING_FUNCTIONS:
-    raise errors.UserError(f'data.pacing.function={function!r} must be one of '
+    raise errors.UserError(f'data.order.pacing.function={function!r} must be one of '
                            f'{list(PACING_FUNCTIONS)}.')
   if not _number(start) or not 0 < start <= 1:
-    raise errors.UserError(f'data.pacing.start={start!r} must be in (0, 1]: the fraction of the '
-                           'rows drawn from at step 0 (c0; 0.1 by default).')
+    raise errors.UserError(f'data.order.pacing.start={start!r} must be in (0, 1]: the fraction of '
+                           'the rows drawn from at step 0 (c0; 0.1 by default).')
   if not _number(steps) or steps <= 0 or (steps >= 1 and steps != int(steps)):
-    raise errors.UserError(f'data.pacing.steps={steps!r} must be a fraction of train.steps in '
-                           '(0, 1) or a whole number of steps >= 1: T, the step from which every '
-                           'row is drawn from (0.5 by default: half the run).')
+    raise errors.UserError(f'data.order.pacing.steps={steps!r} must be a fraction of train.steps '
+                           'in (0, 1) or a whole number of steps >= 1: T, the step from which '
+                           'every row is drawn from (0.5 by default: half the run).')
   if not _number(power) or power <= 0:
-    raise errors.UserError(f'data.pacing.power={power!r} must be a positive number (the root '
-                           "pacing's p; 2, Platanios et al.'s square root, by default).")
+    raise errors.UserError(f'data.order.pacing.power={power!r} must be a positive number (the '
+                           "root pacing's p; 2, Platanios et al.'s square root, by default).")
   if not _number(increase) or increase <= 1:
-    raise errors.UserError(f'data.pacing.increase={increase!r} must be a number > 1 (the step '
-                           "pacing's factor per step_length steps).")
+    raise errors.UserError(f'data.order.pacing.increase={increase!r} must be a number > 1 (the '
+                           "step pacing's factor per step_length steps).")
   if isinstance(step_length, bool) or not isinstance(step_length, int) or step_length < 0:
-    raise errors.UserError(f'data.pacing.step_length={step_length!r} must be an integer >= 0 (0: '
-                           'the increases spaced so that every row is drawn from by step T).')
+    raise errors.UserError(f'data.order.pacing.step_length={step_length!r} must be an integer >= 0 '
+                           '(0: the increases spaced so that every row is drawn from by step T).')
   full_at = int(steps) if steps >= 1 else max(1, round(steps * total_steps))
   if not step_length:
     step_length = max(1, full_at // max(1, _increases(start, increase)))
@@ -260,8 +260,8 @@ def _pacing(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, An
 @dataclasses.dataclass(frozen=True)
 class Ordering:
   """An ordering by name: its function, whether it reads row scores, the config keys it reads
-  (`params`: config.data and train.steps -> keyword arguments, checking them), for orderings whose
-  epochs are not the task's rows the lengths of one period of epochs (num_rows, **params ->
+  (`params`: config.data.order and train.steps -> keyword arguments, checking them), for orderings
+  whose epochs are not the task's rows the lengths of one period of epochs (num_rows, **params ->
   lengths), and for a sampled ordering `draw` ((num_rows, seed, task_key, examples_J, step,
   **params) -> positions_J): the position in `order`'s one order (epoch 0) that each task-local
   example of a step reads; `params` go to `draw` then, not to `order`."""
@@ -272,7 +272,7 @@ class Ordering:
   draw: Callable[..., np.ndarray] | None = None
 
 
-# Orderings by name (config key `data.ordering`).
+# Orderings by name (config key `data.order.name`).
 ORDERINGS: dict[str, Ordering] = {
     'random': Ordering(random_order, uses_scores=False),
     'easy_to_hard': Ordering(easy_to_hard, uses_scores=True),
@@ -286,25 +286,25 @@ ORDERINGS: dict[str, Ordering] = {
 
 @dataclasses.dataclass(frozen=True)
 class BoundOrdering:
-  """The data order that config names: the ordering of `data.ordering` with its parameters, and
-  the order of the documents before packing (`data.pack_order`, `data.in_context`)."""
+  """The data order that config names: the ordering of `data.order.name` with its parameters,
+  and the order of the documents before packing (`data.order.pack`, `data.order.in_context`)."""
   name: str
   order: Callable[[int, int, int, int, np.ndarray | None], np.ndarray]
-  # The per-document score (`data.order_by`) that the ordering or 'score' packing reads; None for
+  # The per-document score (`data.order.by`) that the ordering or 'score' packing reads; None for
   # none.
   score: str | None
   row_score: str
   pack_order: str
-  in_context: in_context_lib.Config | None  # data.in_context, for pack_order 'in_context'
+  in_context: in_context_lib.Config | None  # data.order.in_context, for pack 'in_context'
   _epoch_lengths: Callable[..., list[int]] | None
   _draw: Callable[..., np.ndarray] | None
 
   @property
   def score_key(self) -> str:
     """How errors name the config keys that ask for the score."""
-    reader = (f'data.ordering={self.name!r}' if ORDERINGS[self.name].uses_scores else
-              f'data.pack_order={self.pack_order!r}')
-    return f'data.order_by={self.score!r} ({reader})'
+    reader = (f'data.order.name={self.name!r}' if ORDERINGS[self.name].uses_scores else
+              f'data.order.pack={self.pack_order!r}')
+    return f'data.order.by={self.score!r} ({reader})'
 
   def epoch_lengths(self, num_rows: int) -> np.ndarray:
     """int64 [P]: rows read by each epoch of one period of epochs (P = 1 and [num_rows] for an
@@ -333,7 +333,7 @@ class BoundOrdering:
   def document_order(self, store: store_lib.DocumentStore, seed: int,
                      scores_D: np.ndarray | None) -> np.ndarray:
     """int64 [num_documents]: the order in which packing visits the documents of `store`
-    (`data.pack_order`); `scores_D` are their scores for 'score'."""
+    (`data.order.pack`); `scores_D` are their scores for 'score'."""
     if self.pack_order == 'score':
       return packing.by_score(scores_D, seed)
     if self.pack_order == 'in_context':
@@ -341,38 +341,39 @@ class BoundOrdering:
     return packing.random_documents(store.num_documents, seed)
 
 
-def bind(data_config: ml_collections.ConfigDict, total_steps: int) -> BoundOrdering:
-  """The data order of `data.ordering` and `data.pack_order`, their config keys checked against a
-  run of `total_steps` steps; fails naming a bad key."""
-  name, pack_order = data_config.ordering, data_config.pack_order
+def bind(order_config: ml_collections.ConfigDict, total_steps: int) -> BoundOrdering:
+  """The data order that `order_config` (config.data.order) names: `data.order.name` and
+  `data.order.pack`, their keys checked against a run of `total_steps` steps; fails naming a bad
+  key."""
+  name, pack_order = order_config.name, order_config.pack
   if name not in ORDERINGS:
-    raise errors.UserError(f'data.ordering={name!r} is not a known ordering; choose one of '
+    raise errors.UserError(f'data.order.name={name!r} is not a known ordering; choose one of '
                            f'{sorted(ORDERINGS)}.')
   if pack_order not in PACK_ORDERS:
-    raise errors.UserError(f'data.pack_order={pack_order!r} is not a known document order; choose '
-                           f'one of {list(PACK_ORDERS)}.')
+    raise errors.UserError(f'data.order.pack={pack_order!r} is not a known document order; '
+                           f'choose one of {list(PACK_ORDERS)}.')
   ordering = ORDERINGS[name]
-  params = ordering.params(data_config, total_steps)
+  params = ordering.params(order_config, total_steps)
   score = None
   if ordering.uses_scores or pack_order == 'score':
-    score = data_config.order_by
-    reader = (f'data.ordering={name!r} orders rows' if ordering.uses_scores else
-              "data.pack_order='score' orders documents")
+    score = order_config.by
+    reader = (f'data.order.name={name!r} orders rows' if ordering.uses_scores else
+              "data.order.pack='score' orders documents")
     if not isinstance(score, str) or not score_files.parse(score)[1]:
-      raise errors.UserError(f'data.order_by={score!r} must name a per-document score, a '
+      raise errors.UserError(f'data.order.by={score!r} must name a per-document score, a '
                              "metadata field such as 'difficulty' or a computed score "
                              f"SCORES:FIELD such as 'ref:nll' ({reader} by it).")
-    if data_config.row_score not in ROW_SCORES:
-      raise errors.UserError(f'data.row_score={data_config.row_score!r} must be one of '
+    if order_config.row_score not in ROW_SCORES:
+      raise errors.UserError(f'data.order.row_score={order_config.row_score!r} must be one of '
                              f'{list(ROW_SCORES)}.')
-  in_context = in_context_lib.bind(data_config) if pack_order == 'in_context' else None
+  in_context = in_context_lib.bind(order_config) if pack_order == 'in_context' else None
   lengths = ordering.epoch_lengths and functools.partial(ordering.epoch_lengths, **params)
   if ordering.draw is None:
     order, draw = functools.partial(ordering.order, **params), None
   else:
     order, draw = ordering.order, functools.partial(ordering.draw, **params)
-  return BoundOrdering(name, order, score, data_config.row_score, pack_order, in_context, lengths,
-                       draw)
+  return BoundOrdering(name, order, score, order_config.row_score, pack_order, in_context,
+                       lengths, draw)
 
 
 def locate(examples: np.ndarray, epoch_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -392,7 +393,7 @@ def document_scores(store: store_lib.DocumentStore, score: str, task_name: str,
   per-document metadata (the synthetic generators label `difficulty`), or 'SCORES:FIELD', a field
   of a score file that `python -m launch.score` wrote (stored next to the store under the name
   SCORES, or at the path SCORES), checked to score this task's store in this vocabulary. `key`
-  names the config key that asks for the score (e.g. "data.order_by='ref:nll'") in every error.
+  names the config key that asks for the score (e.g. "data.order.by='ref:nll'") in every error.
   A score that was not computed fails naming it and the command that computes it.
   """
   scores, field = score_files.parse(score)

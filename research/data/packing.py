@@ -1,7 +1,7 @@
 """Packing a document store into fixed-length rows with segment ids and positions.
 
 Documents are visited in a given order, by default a seeded permutation (`random_documents`);
-`data.pack_order` chooses it (research/data/orderings.py): 'score' visits them by ascending score
+`data.order.pack` chooses it (research/data/orderings.py): 'score' visits them by ascending score
 (`by_score`), so a row holds documents of similar score, and 'in_context' along ICLM's greedy path
 through similar documents (research/data/in_context.py), so related documents share a row. A
 document longer than the chunk length (the row
@@ -10,7 +10,7 @@ own segment. Chunks are placed greedily in order: a chunk goes into the current 
 otherwise it starts a new row (next-fit; no look-back, so the row order follows the document order).
 A chunk fits when its cost fits every budget left: by default its length against L; a denoising
 objective charges what its longest output can take in each of the model's rows
-(research/objectives/examples.py), so every denoised row fits.
+(research/objectives/registry.py), so every denoised row fits.
 
 Per row, `segment_ids` number the chunks 1, 2, 3, ... and are 0 on padding; `positions` count
 from 0 within each chunk; `documents` hold the store index (int64) of each token's document (-1 on

@@ -6,9 +6,9 @@ The rows of a global batch come from two streams: the main mixture schedule (`da
 the stages of `data.stages`) and, when `data.replay.fraction` > 0, a replay mixture that fills that
 fraction of every batch (the last rows) with data from `data.replay.mixture`, as continual
 pretraining with replay does (Ibrahim et al. 2024, arXiv 2403.08763). research/data/sampler.py
-decides which task-local example each row is (Skill-it, research/skillit.py, appends stages to
+decides which task-local example each row is (Skill-it, research/data/skillit.py, appends stages to
 the main schedule as it trains); example j of a task with N packed rows reads row
-`order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.ordering`
+`order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.order.name`
 (research/data/orderings.py; a fresh seeded permutation per epoch by default, or an order by a
 per-row score). An ordering whose epochs read fewer rows by design (`cyclical`) has epoch lengths
 that repeat with a period, and j falls in the epoch that their running sum gives; a sampled
@@ -17,7 +17,7 @@ Row orders are seeded by the task's name, not its position in a mixture, so addi
 the other tasks' row order alone. Before packing, `data.select` may keep only part of a task's
 training documents by a per-document score (research/data/selection.py); the task's rows, stores
 and row scores are then those of the kept documents. Packing visits a task's documents in the
-order of `data.pack_order`: a seeded permutation, ascending score, or in-context pretraining's
+order of `data.order.pack`: a seeded permutation, ascending score, or in-context pretraining's
 path through similar documents (research/data/in_context.py).
 
 A task's rows come from its rows store (research/data/rows.py: packed once, shard by shard, read by
@@ -27,7 +27,7 @@ grow with the corpus; with 'random' ordering each row's place in an epoch is com
 in-context packing, selection, document-rewriting objectives) read its documents into memory and
 pack them here instead, up to IN_MEMORY_TOKENS tokens per task.
 
-The objective (research/objectives/examples.py) decides how documents are packed and turns each
+The objective (research/objectives/registry.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
 [batch_size, seq_len] arrays: int32 `targets`, `segment_ids`, `positions` (see packing.py),
 `inputs` (targets shifted right within each segment; see research/objectives/causal_lm.py) and
@@ -46,7 +46,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from research import errors, schedules, skillit
+from research import errors, schedules
+
+from research.data import skillit
 from research.data import orderings as orderings_lib
 from research.data import probes as probes_lib
 from research.data import rows as rows_lib
@@ -54,13 +56,13 @@ from research.data import sampler as sampler_lib
 from research.data import selection as selection_lib
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
-from research.objectives import examples as examples_lib
+from research.objectives import registry
 
 _MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
 _STAGE_KEYS = {'at_step', 'at_fraction', 'mixture'}
 
 
-# Orderings by name (config key `data.ordering`), defined in research/data/orderings.py.
+# Orderings by name (config key `data.order.name`), defined in research/data/orderings.py.
 ORDERINGS = orderings_lib.ORDERINGS
 random_order = orderings_lib.random_order
 
@@ -117,7 +119,7 @@ class MixturePlan:
 def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
                  total_steps: int) -> MixturePlan:
   """Registers `data.tasks`, checks the mixtures, replay, ordering and probes; reads no data."""
-  orderings_lib.bind(data_config, total_steps)  # fails naming a bad data.ordering or its keys
+  orderings_lib.bind(data_config.order, total_steps)  # fails naming a bad data.order key
   online = skillit.bind(data_config)  # fails naming a bad data.skillit key
   fraction = data_config.replay.fraction
   num_replay = round(fraction * batch_size)
@@ -160,17 +162,17 @@ def prepare_stores(config: ml_collections.ConfigDict) -> None:
     rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir, recipe)
 
 
-def run_objective(config: ml_collections.ConfigDict) -> examples_lib.Objective:
+def run_objective(config: ml_collections.ConfigDict) -> registry.Objective:
   """The objective run `config` trains with (research/objectives/examples.make_objective)."""
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  return examples_lib.make_objective(config, vocabulary)
+  return registry.make_objective(config, vocabulary)
 
 
-def row_tasks(config: ml_collections.ConfigDict, objective: examples_lib.Objective) -> list[str]:
+def row_tasks(config: ml_collections.ConfigDict, objective: registry.Objective) -> list[str]:
   """The tasks whose training rows run `config` (with its `objective`) reads from rows stores
   (research/data/rows.py): those no whole-task feature reads."""
   plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
-  ordering = orderings_lib.bind(config.data, config.train.steps)
+  ordering = orderings_lib.bind(config.data.order, config.train.steps)
   return [name for name in plan.task_names
           if not _whole_task_feature(name, ordering, plan.selection, objective)]
 
@@ -187,7 +189,7 @@ def _train_store(task_name: str, data_config, feature: str) -> store_lib.Documen
     raise errors.UserError(
         f'{feature} reads the whole training split of task {task_name!r} into memory, and it '
         f"holds {manifest['num_tokens']:,} tokens, over the {IN_MEMORY_TOKENS:,} these features "
-        'allow; train on this task with the default data.ordering, data.pack_order and no '
+        'allow; train on this task with the default data.order.name, data.order.pack and no '
         'data.select or document-rewriting objective, or use them on a smaller task (a subset '
         'task, data.tasks.NAME.source=\'subset\').')
   store = store_lib.read_documents(directory, manifest)
@@ -210,14 +212,14 @@ def _no_documents(task_name: str) -> errors.UserError:
 
 def _whole_task_feature(name: str, ordering: orderings_lib.BoundOrdering,
                         selection: selection_lib.Selection | None,
-                        objective: examples_lib.Objective) -> str | None:
+                        objective: registry.Objective) -> str | None:
   """The config key of a feature that reads task `name` whole (orderings and packing by score,
   in-context packing, selection, rewriting objectives); None when its rows come from a rows
   store (research/data/rows.py)."""
   if ordering.score is not None:
     return ordering.score_key
   if ordering.pack_order != 'random':
-    return f'data.pack_order={ordering.pack_order!r}'
+    return f'data.order.pack={ordering.pack_order!r}'
   if selection is not None and selection.applies(name):
     return 'data.select'
   if objective.rewrite is not None:
@@ -235,13 +237,14 @@ class TrainData:
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
-               total_steps: int, objective: examples_lib.Objective | None = None):
+               total_steps: int, objective: registry.Objective | None = None,
+               plan: MixturePlan | None = None):
     _check_seed(seed)
-    objective = self.objective = objective or examples_lib.causal_objective(data_config.seq_len)
+    objective = self.objective = objective or registry.causal_objective(data_config.seq_len)
     if batch_size <= 0:
       raise errors.UserError(f'train.batch_size={batch_size} must be positive.')
-    plan = self.plan = mixture_plan(data_config, batch_size, total_steps)
-    ordering = self._ordering = orderings_lib.bind(data_config, total_steps)
+    plan = self.plan = plan or mixture_plan(data_config, batch_size, total_steps)
+    ordering = self._ordering = orderings_lib.bind(data_config.order, total_steps)
     names = self.task_names = plan.task_names
     block = data_config.mixture_block
     self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, batch_size - plan.num_replay,
@@ -268,7 +271,7 @@ class TrainData:
                                                  ordering.score_key)
         scores[name] = scores_D[kept[name]] if name in kept else scores_D
     self._stores = {name: keep(name, store) for name, store in full.items()}
-    # The order packing visits each task's documents in (data.pack_order), plain or rewritten.
+    # The order packing visits each task's documents in (data.order.pack), plain or rewritten.
     orders = {name: ordering.document_order(store, seed, scores.get(name))
               for name, store in self._stores.items()}
     recipe = rows_lib.recipe(objective)
@@ -401,7 +404,7 @@ class TrainData:
     return {name: float(share) / self._batch_size for name, share in zip(self.task_names, shares)}
 
   def set_stages(self, stages: list[sampler_lib.Stage]) -> None:
-    """Replaces the main mixture schedule: an online mixture (Skill-it, research/skillit.py)
+    """Replaces the main mixture schedule: an online mixture (Skill-it, research/data/skillit.py)
     appends a stage at each update, so the steps before it read what they read before."""
     main = self._samplers[0]
     self._samplers[0] = sampler_lib.MixtureSampler(
@@ -458,7 +461,7 @@ EVAL_SEED = 0  # the packing and noise of the evaluation batches, the same for e
 
 
 def eval_store(data_config, task_name: str, batch_size: int, num_batches: int,
-               objective: examples_lib.Objective) -> store_lib.DocumentStore:
+               objective: registry.Objective) -> store_lib.DocumentStore:
   """The documents `eval_batches` packs: the first shards of `task_name`'s validation split that
   hold twice the tokens of its rows (all of a one-shard split), not the whole split."""
   if batch_size <= 0 or num_batches <= 0:
@@ -478,7 +481,7 @@ def eval_store(data_config, task_name: str, batch_size: int, num_batches: int,
 
 
 def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
-                 objective: examples_lib.Objective | None = None,
+                 objective: registry.Objective | None = None,
                  documents: bool = False) -> list[dict[str, np.ndarray]]:
   """Up to `num_batches` batches of the first packed rows of `task_name`'s validation split (of
   its first shards, `eval_store`: a split of any size).
@@ -490,13 +493,13 @@ def eval_batches(data_config, task_name: str, batch_size: int, num_batches: int,
   With `documents` (a causal objective only: its targets are the packed tokens), every batch also
   holds the packed rows' `documents`, the store index of each target's document (-1 on padding).
   """
-  objective = objective or examples_lib.causal_objective(data_config.seq_len)
+  objective = objective or registry.causal_objective(data_config.seq_len)
   return pack_eval(eval_store(data_config, task_name, batch_size, num_batches, objective),
                    batch_size, num_batches, objective, documents)
 
 
 def pack_eval(store: store_lib.DocumentStore, batch_size: int, num_batches: int,
-              objective: examples_lib.Objective,
+              objective: registry.Objective,
               documents: bool = False) -> list[dict[str, np.ndarray]]:
   """`eval_batches` of the documents of `store` (`eval_store`'s): only the rows the batches hold
   are packed."""
@@ -507,7 +510,7 @@ def pack_eval(store: store_lib.DocumentStore, batch_size: int, num_batches: int,
 
 
 def row_batches(packed: dict[str, np.ndarray], batch_size: int, num_batches: int,
-                objective: examples_lib.Objective,
+                objective: registry.Objective,
                 documents: bool = False) -> list[dict[str, np.ndarray]]:
   """Up to `num_batches` batches of `objective`'s examples of the first of the `packed` rows,
   with `EVAL_SEED`'s noise: as many as the rows fill (at least one), the last padded with

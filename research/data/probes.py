@@ -18,8 +18,8 @@ so that every document is a new individual's one biography.
 The training loop evaluates both sets at every evaluation, as `eval/probe/<name>/...` (the
 injected documents) and `eval/probe/<name>/control/...`; `eval/probe/<name>/gap`, the control's
 loss minus the probe's (nats per token), is what the model holds of the injected documents beyond
-what it knows of their task: 0 before the first exposure. research/forgetting.py fits its decay
-after the last exposure.
+what it knows of their task: 0 before the first exposure. research/analysis/forgetting.py fits
+its decay after the last exposure.
 """
 
 import dataclasses
@@ -27,10 +27,16 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from research import errors, forgetting
-from research.data import selection, store as store_lib, tasks
+from research import errors
+from research.data import exposures, selection, store as store_lib, tasks
 
 _KEYS = {'task', 'documents', 'at_step', 'at_fraction', 'times', 'every'}
+
+
+def gap_metrics(results: dict[str, float], names) -> dict[str, float]:
+  """`eval/probe/<name>/gap`: the control's eval loss minus the probe's, for each probe name."""
+  return {f'eval/probe/{name}/gap': results[f'eval/probe/{name}/control/loss']
+          - results[f'eval/probe/{name}/loss'] for name in names}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +67,12 @@ def probe_specs(data_config: ml_collections.ConfigDict, total_steps: int,
                              'show the model its documents outside the injections; define a task '
                              'of its own in data.tasks (e.g. the same generator with another '
                              'seed).')
-    steps = forgetting.exposure_steps(spec, name, total_steps)
+    steps = exposures.exposure_steps(spec, name, total_steps)
     if steps[-1] >= total_steps:
       raise errors.UserError(f'{key}: its last exposure, step {steps[-1]} (at + (times - 1) * '
                              f'every), is not inside train.steps={total_steps}; inject earlier, '
                              'fewer times or closer together.')
-    specs.append(ProbeSpec(name, spec.task, forgetting.count(spec, 'documents', name), steps))
+    specs.append(ProbeSpec(name, spec.task, exposures.count(spec, 'documents', name), steps))
   return specs
 
 

@@ -1,5 +1,5 @@
 """Score files: the per-document scores `python -m launch.score` computes, where they live and how
-the data options that need a score (`data.order_by`, `data.select.by`) read them.
+the data options that need a score (`data.order.by`, `data.select.by`) read them.
 
 Without --out, `launch.score --task=NAME` writes `STORE/scores/SCORES.jsonl` and its manifest
 `STORE/scores/SCORES.jsonl.manifest.json`, STORE being the directory of the task's document store
@@ -8,7 +8,7 @@ Without --out, `launch.score --task=NAME` writes `STORE/scores/SCORES.jsonl` and
 and the task's fingerprint by where it is, and data options name it without a path. A store built
 again (damaged, or of an older format) loses its scores: run launch.score again.
 
-A score reference, the value of `data.order_by` or `data.select.by`, is one of
+A score reference, the value of `data.order.by` or `data.select.by`, is one of
 
     FIELD          a field of each document's metadata, as the task's source writes it (the
                    arithmetic and lego generators' 'difficulty')
@@ -96,7 +96,7 @@ def read(store: store_lib.DocumentStore, task_name: str, scores: str, field: str
          key: str) -> np.ndarray:
   """float64 [num_documents]: field `field` of score file `scores` for every document of `store`,
   in store order, after checking the file's manifest against the store; `key` (e.g.
-  "data.order_by='ref:nll'") starts every error."""
+  "data.order.by='ref:nll'") starts every error."""
   path = scores if is_path(scores) else stored_path(store.directory, scores)
   fix = command(store, task_name, scores, field)
   if not tf.io.gfile.exists(path):

@@ -8,7 +8,7 @@ per-document score, applied before packing and ordering.
   Pretraining LLMs at Scale", arXiv 2309.04564): keep the lowest, highest or middle perplexity
   under a reference model.
 
-Config (experiments/base.py):
+Config (research/defaults.py):
 
     data.select.by        a score reference (research/data/score_files.py): a metadata field
                           ('difficulty') or a computed score SCORES:FIELD ('ref:el2n',

@@ -32,6 +32,7 @@ puts in its cache key.
 """
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import importlib
@@ -612,7 +613,6 @@ def check_task(name: str, where: str = 'A data mixture (data.mixture, data.stage
                            'data.stages and data.replay.mixture take (for its tasks); name its '
                            f'tasks {[t.name for t in seqio.MixtureRegistry.get(name).tasks]} here.')
   if name not in _SPECS:
-    import difflib  # only on the error path
     close = difflib.get_close_matches(name, list(_SPECS), n=3, cutoff=0.5)
     hint = f'did you mean {close}? ' if close else ''
     raise errors.UserError(f'{where} names an unknown task {name!r}; {hint}the registered '

@@ -2,7 +2,7 @@
 
 The decoder follows the common LLaMA-style recipe (Touvron et al. 2023, arXiv 2302.13971):
 RMSNorm before each sub-layer, rotary positions, SwiGLU MLP, no biases. Switches in the config
-reach the other families Hugging Face checkpoints come in (research/hf_checkpoint.py): grouped-query
+reach the other families Hugging Face checkpoints come in (research/interop/hf_checkpoint.py): grouped-query
 attention (`num_kv_heads`), LayerNorm with a bias (`norm`), biases (`attention_bias`, `mlp_bias`), a
 GELU MLP (`mlp`), GPT-NeoX's parallel residual and partial rotary (`parallel_residual`,
 `rotary_fraction`; Black et al. 2022, "GPT-NeoX-20B", arXiv 2204.06745) and an untied output layer
@@ -44,7 +44,7 @@ class ModelConfig:
   """The model's hyper-parameters; built from `config.model` by `from_config`.
 
   `num_layers` counts the decoder's layers; an encoder-decoder's encoder has `num_encoder_layers`
-  (0 = num_layers). experiments/base.py documents every field (`config.model`). A bad value of a
+  (0 = num_layers). research/defaults.py documents every field (`config.model`). A bad value of a
   switch raises a UserError naming its `model.` key when the config is built.
   """
   architecture: str = 'decoder'
@@ -66,7 +66,7 @@ class ModelConfig:
   qk_norm: bool = False
   tie_embeddings: bool = True
   dtype: str = 'float32'
-  remat: str = 'none'
+  remat: str = 'dots_no_batch'
   scan_layers: bool = True
   dropout_rate: float = 0.0
   norm_eps: float = 1e-6

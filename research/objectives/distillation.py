@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from research import errors, runs
+from research import errors, finished, runs
 
 
 def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float):
@@ -44,7 +44,7 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   """
   teacher = config.objective.distill.teacher
   where = f'objective.distill.teacher={teacher!r}'
-  loaded = runs.load_config(teacher, where)  # first: a path with no run says it has no config.json
+  loaded = finished.load_config(teacher, where)  # first: a path with no run says it has no config.json
   runs.find_checkpoint(teacher, where)
   for key in ('data.vocabulary', 'model.vocab_size', 'model.architecture'):
     section, field = key.split('.')

@@ -80,3 +80,13 @@ def mean_metrics(sums: dict) -> dict:
   if 'distill_sum' in sums:  # knowledge distillation (research/objectives/distillation.py)
     means['distill'] = sums['distill_sum'] / weight
   return means
+
+
+def token_statistics(logits_BLV, targets_BL) -> dict:
+  """Each token's `log_prob` of its target and `el2n`, ||softmax(logits) - onehot(target)||_2,
+  both [B, L] float32 (logits taken in float32)."""
+  logits_BLV = logits_BLV.astype(jnp.float32)
+  log_probs_BLV = jax.nn.log_softmax(logits_BLV, axis=-1)
+  log_prob_BL = jnp.take_along_axis(log_probs_BLV, targets_BL[..., None], axis=-1)[..., 0]
+  error_BLV = jnp.exp(log_probs_BLV) - jax.nn.one_hot(targets_BL, logits_BLV.shape[-1])
+  return {'log_prob': log_prob_BL, 'el2n': jnp.sqrt(jnp.sum(jnp.square(error_BLV), axis=-1))}

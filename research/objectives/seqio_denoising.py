@@ -9,7 +9,7 @@ to the Task's preprocessors, after tokenization. Every example's `targets` (its 
 into chunks short enough for each denoiser of the mixture to fit `sequence_length['inputs']` and
 `sequence_length['targets']`, and each chunk becomes one example of `inputs` (mode token, clean
 tokens, sentinels) and `targets` (sentinels and spans), made by the very code our own pipeline
-uses (`examples.Objective.denoise`), seeded per example by seqio's seed manager. seqio's
+uses (`registry.Objective.denoise`), seeded per example by seqio's seed manager. seqio's
 EncDecFeatureConverter then feeds an encoder-decoder and PrefixLMFeatureConverter a prefix-LM
 decoder; both pack examples when asked to.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from research.objectives import examples
+from research.objectives import registry
 
 
 def _chunks(tokens: tf.Tensor, chunk_len: int) -> tf.data.Dataset:
@@ -43,7 +43,7 @@ def denoise(name: str = 'ul2', denoisers: Mapping | None = None, rates: Mapping 
   def preprocess(dataset: tf.data.Dataset, sequence_length: Mapping[str, int],
                  output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
     vocabulary = output_features['targets'].vocabulary
-    objective = examples.denoising_objective(
+    objective = registry.denoising_objective(
         name, 'encoder_decoder', sequence_length['inputs'], sequence_length['targets'],
         denoisers or {}, rates or {}, mode_tokens, vocabulary)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from research import errors, scores
+from research import errors, finished
 from research.data import in_context, packing
 from research.data import store as store_lib
 from research.data import tasks
@@ -119,18 +119,19 @@ def test_in_context_packing_fills_rows_with_one_topic():
 
 
 @pytest.mark.parametrize('change, match', [
-    ({'neighbours': 0}, r'data\.in_context\.neighbours=0 must be a positive integer'),
-    ({'max_chain': 2.5}, r'data\.in_context\.max_chain=2\.5'),
-    ({'embedding': 'contriever'}, r"data\.in_context\.embedding='contriever'.*checkpoint:PATH"),
-    ({'embedding': 'checkpoint:'}, r"data\.in_context\.embedding='checkpoint:'"),
-    ({'radius': 3}, r'data\.in_context=.*exactly the keys'),
+    ({'neighbours': 0}, r'data\.order\.in_context\.neighbours=0 must be a positive integer'),
+    ({'max_chain': 2.5}, r'data\.order\.in_context\.max_chain=2\.5'),
+    ({'embedding': 'contriever'},
+     r"data\.order\.in_context\.embedding='contriever'.*checkpoint:PATH"),
+    ({'embedding': 'checkpoint:'}, r"data\.order\.in_context\.embedding='checkpoint:'"),
+    ({'radius': 3}, r'data\.order\.in_context=.*exactly the keys'),
 ])
 def test_bad_in_context_config_names_the_key(change, match):
-  data_config = ml_collections.ConfigDict(base.get_config().data.to_dict())
-  data_config.in_context = {**data_config.in_context.to_dict(), **change}
+  order_config = ml_collections.ConfigDict(base.get_config().data.order.to_dict())
+  order_config.in_context = {**order_config.in_context.to_dict(), **change}
   with pytest.raises(errors.UserError, match=match):
-    in_context.bind(data_config)
-  assert in_context.bind(base.get_config().data) == _CONFIG
+    in_context.bind(order_config)
+  assert in_context.bind(base.get_config().data.order) == _CONFIG
 
 
 @pytest.fixture(scope='module')
@@ -157,8 +158,8 @@ def test_checkpoint_embeddings_are_each_documents_mean_final_hidden_state(checkp
   assert embeddings.shape == (store.num_documents, 32) and embeddings.dtype == np.float32
   # Reference: every window of every document a row of its own, the final norm's output captured.
   windows, batch = window_rows(store, seq_len)
-  loaded = scores.load_checkpoint(path)
-  _, state = loaded.trainer.model.apply(
+  loaded = finished.load_checkpoint(path)
+  _, state = loaded.model.apply(
       {'params': jax.device_get(loaded.params)}, batch,
       capture_intermediates=lambda module, method: module.name == 'final_norm')
   hidden_WLE = np.asarray(state['intermediates']['final_norm']['__call__'][0], np.float64)
@@ -173,6 +174,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused(checkpoint_run):
   other = store_lib.DocumentStore(tokens=store.tokens, offsets=store.offsets, doc_ids=store.doc_ids,
                                   manifest={**store.manifest, 'vocabulary': 'spm:other.model'},
                                   directory='')
-  with pytest.raises(errors.UserError, match=r"data\.in_context\.embedding='checkpoint:.*'byte'.*"
-                                             r"'spm:other\.model'"):
+  with pytest.raises(errors.UserError,
+                     match=r"data\.order\.in_context\.embedding='checkpoint:.*'byte'.*"
+                           r"'spm:other\.model'"):
     in_context.embed(other, in_context.Config(f'checkpoint:{path}', 3, 1024, 10, 21))

@@ -1,6 +1,6 @@
 """Orderings of a task's packed rows: permutations, folding, the cyclical sizes, pacing, scores per
 row, and the stateless batches they give (deterministic, resumable, the same on any number of
-hosts); the document order before packing (data.pack_order)."""
+hosts); the document order before packing (data.order.pack)."""
 
 import math
 
@@ -12,7 +12,7 @@ from experiments import base
 from research import errors
 from research.data import in_context, orderings, packing, pipeline, vocabularies
 from research.data import store as store_lib
-from research.objectives import examples
+from research.objectives import registry
 
 _SCORED = ['easy_to_hard', 'hard_to_easy', 'folding']  # every row once per epoch, by a score
 
@@ -126,7 +126,7 @@ def _config(data_config, ordering, mixture=('sums',)):
   data_config.mixture = {name: 1.0 for name in mixture}
   data_config.seq_len = 64
   data_config.mixture_block = 16
-  data_config.ordering = ordering
+  data_config.order.name = ordering
   return data_config
 
 
@@ -188,27 +188,27 @@ def test_batches_are_resumable_and_the_same_on_any_number_of_hosts(data_config, 
 
 
 @pytest.mark.parametrize('change, match', [
-    ({'order_by': 'nll'}, r"data\.order_by='nll'.*task 'sums'.*launch\.score"),
-    ({'order_by': 'skill'}, r"data\.order_by='skill'.*task 'sums'.*non-numeric"),
-    ({'ordering': 'alphabetical'}, r"data\.ordering='alphabetical' is not a known ordering"),
-    ({'ordering': 'folding', 'folds': 0}, r'data\.folds=0'),
-    ({'ordering': 'cyclical', 'cyclical': {'start': 0.5, 'end': 0.25, 'factor': 0.5}},
-     r'data\.cyclical'),
-    ({'ordering': 'cyclical', 'cyclical': {'start': 0.25, 'end': 1.0, 'factor': 1.0}},
-     r'data\.cyclical'),
-    ({'row_score': 'median'}, r"data\.row_score='median'"),
+    ({'by': 'nll'}, r"data\.order\.by='nll'.*task 'sums'.*launch\.score"),
+    ({'by': 'skill'}, r"data\.order\.by='skill'.*task 'sums'.*non-numeric"),
+    ({'name': 'alphabetical'}, r"data\.order\.name='alphabetical' is not a known ordering"),
+    ({'name': 'folding', 'folds': 0}, r'data\.order\.folds=0'),
+    ({'name': 'cyclical', 'cyclical': {'start': 0.5, 'end': 0.25, 'factor': 0.5}},
+     r'data\.order\.cyclical'),
+    ({'name': 'cyclical', 'cyclical': {'start': 0.25, 'end': 1.0, 'factor': 1.0}},
+     r'data\.order\.cyclical'),
+    ({'row_score': 'median'}, r"data\.order\.row_score='median'"),
 ])
 def test_bad_ordering_config_names_the_key(data_config, change, match):
   config = _config(data_config, 'easy_to_hard')
-  for key, value in change.items():
-    config[key] = value
+  for key, value in change.items():  # keys of data.order
+    config.order[key] = value
   with pytest.raises(errors.UserError, match=match):
     pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
 
 
 def test_a_task_without_the_score_is_named(data_config):
   config = _config(data_config, 'folding', mixture=('chains', 'sums'))
-  config.order_by = 'chain_length'  # lego's metadata has it, arithmetic's has not
+  config.order.by = 'chain_length'  # lego's metadata has it, arithmetic's has not
   with pytest.raises(errors.UserError, match=r"task 'sums' has no per-document score "
                                              r"'chain_length'.*python -m launch\.score"):
     pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
@@ -222,7 +222,7 @@ def test_a_rewriting_objective_orders_its_own_rows_by_their_scores(data_config):
   config.data.extra_ids = 8
   config.objective.name = 'meco'
   config.train.steps = 100  # the cooldown is the last 10%
-  objective = examples.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
+  objective = registry.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
   data = pipeline.TrainData(config.data, 8, 0, 100, objective)
   assert data._rewrites(0) and not data._rewrites(99)
   key = pipeline._task_key('sums')
@@ -235,18 +235,19 @@ def test_a_rewriting_objective_orders_its_own_rows_by_their_scores(data_config):
   assert len(data._row_scores[True][0]) != len(data._row_scores[False][0])
 
 
-# --- document order before packing (data.pack_order) ---------------------------------------------
+# --- document order before packing (data.order.pack) ---------------------------------------------
 
 @pytest.mark.parametrize('pack_order', orderings.PACK_ORDERS)
 def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_order):
   config = _config(data_config, 'random')
-  config.pack_order = pack_order
+  config.order.pack = pack_order
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
   store = data._stores['sums'] if pack_order != 'random' else store_lib.load_store(
       'sums', 'train', 'byte', config.store_dir)
-  scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order_by')
+  scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order.by')
   order_D = {'random': None, 'score': packing.by_score(scores_D, 0),
-             'in_context': in_context.document_order(store, in_context.bind(config), 0)}[pack_order]
+             'in_context': in_context.document_order(store, in_context.bind(config.order), 0),
+             }[pack_order]
   # 'random': the rows store, its one shard's documents in the order seeded by the shard (0).
   expected = packing.pack_documents(store, 64, 0, order_D=order_D)
   rows = data.first_rows(0, len(expected['targets']) + 1)
@@ -258,17 +259,17 @@ def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_conf
   spread = {}
   for pack_order in ('random', 'score'):
     config = _config(data_config, 'easy_to_hard')
-    config.pack_order, config.seq_len = pack_order, 256  # about 20 documents a row
+    config.order.pack, config.seq_len = pack_order, 256  # about 20 documents a row
     data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
     spread[pack_order] = np.std(data._row_scores[False][0])
-  scores_D = orderings.document_scores(data._stores['sums'], 'difficulty', 'sums', 'data.order_by')
+  scores_D = orderings.document_scores(data._stores['sums'], 'difficulty', 'sums', 'data.order.by')
   assert spread['random'] < 0.5 * spread['score'] and spread['score'] > 0.8 * np.std(scores_D)
 
 
 @pytest.mark.parametrize('pack_order', ['score', 'in_context'])
 def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
   config = _config(data_config, 'random', mixture=('sums', 'chains'))
-  config.pack_order = pack_order
+  config.order.pack = pack_order
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
   again = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
   for step in (7, 0, 10**4):
@@ -280,7 +281,7 @@ def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
 # --- pacing (competence-based curricula) ----------------------------------------------------------
 
 def _pacing(**changes):
-  config = ml_collections.ConfigDict(base.get_config().data.to_dict())
+  config = ml_collections.ConfigDict(base.get_config().data.order.to_dict())
   config.pacing.update(changes)
   return config
 
@@ -308,12 +309,12 @@ def test_competence_follows_the_pacing_function(changes, total_steps, expected):
 
 def test_pacing_reads_rows_from_the_easiest_pool_of_each_step(data_config):
   config = _config(data_config, 'pacing')
-  config.pacing.function = 'linear'
+  config.order.pacing.function = 'linear'
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)  # T = 50
   num_rows = data.num_rows['sums']
   scores = data._row_scores[False][0]
   ranked = orderings.easy_to_hard(num_rows, 0, pipeline._task_key('sums'), 0, scores)
-  params = orderings.ORDERINGS['pacing'].params(config, 100)
+  params = orderings.ORDERINGS['pacing'].params(config.order, 100)
   seen = set()
   for step in range(0, 60):
     rows = data.example_sources(step)[1]
@@ -331,25 +332,28 @@ def test_pacing_reads_rows_from_the_easiest_pool_of_each_step(data_config):
 
 
 @pytest.mark.parametrize('change, match', [
-    ({'pack_order': 'sorted'}, r"data\.pack_order='sorted' is not a known document order"),
-    ({'ordering': 'random', 'pack_order': 'score', 'order_by': 'nll'},
-     r"data\.order_by='nll' \(data\.pack_order='score'\): task 'sums'.*python -m launch\.score"),
-    ({'ordering': 'random', 'pack_order': 'score', 'order_by': ''},
-     r"data\.order_by='' must name a per-document score.*data\.pack_order='score'"),
-    ({'pack_order': 'in_context', 'in_context': {'embedding': 'bert'}},
-     r"data\.in_context\.embedding='bert'"),
-    ({'ordering': 'pacing', 'pacing': {'function': 'cubic'}}, r"data\.pacing\.function='cubic'"),
-    ({'ordering': 'pacing', 'pacing': {'start': 0.0}}, r'data\.pacing\.start=0\.0'),
-    ({'ordering': 'pacing', 'pacing': {'steps': 1.5}}, r'data\.pacing\.steps=1\.5'),
-    ({'ordering': 'pacing', 'pacing': {'steps': 0.0}}, r'data\.pacing\.steps=0\.0'),
-    ({'ordering': 'pacing', 'pacing': {'power': -1.0}}, r'data\.pacing\.power=-1\.0'),
-    ({'ordering': 'pacing', 'pacing': {'increase': 1.0}}, r'data\.pacing\.increase=1\.0'),
-    ({'ordering': 'pacing', 'pacing': {'step_length': -5}}, r'data\.pacing\.step_length=-5'),
-    ({'ordering': 'pacing', 'pacing': {'speed': 2}}, r'data\.pacing=.*exactly the keys'),
+    ({'pack': 'sorted'}, r"data\.order\.pack='sorted' is not a known document order"),
+    ({'name': 'random', 'pack': 'score', 'by': 'nll'},
+     r"data\.order\.by='nll' \(data\.order\.pack='score'\): task 'sums'.*python -m launch\.score"),
+    ({'name': 'random', 'pack': 'score', 'by': ''},
+     r"data\.order\.by='' must name a per-document score.*data\.order\.pack='score'"),
+    ({'pack': 'in_context', 'in_context': {'embedding': 'bert'}},
+     r"data\.order\.in_context\.embedding='bert'"),
+    ({'name': 'pacing', 'pacing': {'function': 'cubic'}},
+     r"data\.order\.pacing\.function='cubic'"),
+    ({'name': 'pacing', 'pacing': {'start': 0.0}}, r'data\.order\.pacing\.start=0\.0'),
+    ({'name': 'pacing', 'pacing': {'steps': 1.5}}, r'data\.order\.pacing\.steps=1\.5'),
+    ({'name': 'pacing', 'pacing': {'steps': 0.0}}, r'data\.order\.pacing\.steps=0\.0'),
+    ({'name': 'pacing', 'pacing': {'power': -1.0}}, r'data\.order\.pacing\.power=-1\.0'),
+    ({'name': 'pacing', 'pacing': {'increase': 1.0}}, r'data\.order\.pacing\.increase=1\.0'),
+    ({'name': 'pacing', 'pacing': {'step_length': -5}},
+     r'data\.order\.pacing\.step_length=-5'),
+    ({'name': 'pacing', 'pacing': {'speed': 2}}, r'data\.order\.pacing=.*exactly the keys'),
 ])
 def test_bad_pack_order_or_pacing_config_names_the_key(data_config, change, match):
   config = _config(data_config, 'easy_to_hard')
-  for key, value in change.items():
-    config[key] = {**config[key].to_dict(), **value} if isinstance(value, dict) else value
+  order = config.order
+  for key, value in change.items():  # keys of data.order
+    order[key] = {**order[key].to_dict(), **value} if isinstance(value, dict) else value
   with pytest.raises(errors.UserError, match=match):
     pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)

@@ -10,12 +10,12 @@ from experiments import base
 from research import errors
 from research.data import build, packing, pipeline, records, rows, store as store_lib
 from research.data import vocabularies
-from research.objectives import examples
+from research.objectives import registry
 from tests.data.test_store import _files, _notes
 
 
 def _recipe(seq_len=32):
-  return rows.recipe(examples.causal_objective(seq_len))
+  return rows.recipe(registry.causal_objective(seq_len))
 
 
 def test_rows_are_each_shard_packed_in_its_seeded_order_with_global_documents(
@@ -84,15 +84,15 @@ def test_one_and_two_workers_pack_the_same_bytes_and_a_rerun_keeps_them(tmp_path
 
 
 def test_the_recipe_is_the_objective_s_packing_and_keys_the_store():
-  causal = examples.causal_objective(64)
+  causal = registry.causal_objective(64)
   config = base.get_config()
   config.data.seq_len, config.objective.name, config.data.extra_ids = 64, 'ul2', 100
-  ul2 = examples.make_objective(config, vocabularies.make_vocabulary('byte', 100))
+  ul2 = registry.make_objective(config, vocabularies.make_vocabulary('byte', 100))
   plain, denoised = rows.recipe(causal), rows.recipe(ul2)
   np.testing.assert_array_equal(plain.costs(np.array([1, 5, 64])), [[1], [5], [64]])
   np.testing.assert_array_equal(denoised.costs(np.array([3, 40])), ul2.costs(np.array([3, 40])))
   assert denoised.chunk_len == ul2.chunk_len < 64 and plain.key != denoised.key
-  assert rows.recipe(examples.causal_objective(64)).key == plain.key  # stable
+  assert rows.recipe(registry.causal_objective(64)).key == plain.key  # stable
 
 
 def test_training_reads_only_its_rows_and_never_the_documents(data_config, monkeypatch):
@@ -118,9 +118,9 @@ def test_training_reads_only_its_rows_and_never_the_documents(data_config, monke
 
 def test_a_whole_task_feature_above_the_in_memory_size_is_refused(data_config, monkeypatch):
   data_config.seq_len, data_config.mixture = 64, {'stdlib_prose': 1.0}
-  data_config.pack_order, data_config.order_by = 'score', 'length'
+  data_config.order.pack, data_config.order.by = 'score', 'length'
   monkeypatch.setattr(pipeline, 'IN_MEMORY_TOKENS', 1000)
-  with pytest.raises(errors.UserError, match=r"data.order_by='length' \(data.pack_order='score'\) "
+  with pytest.raises(errors.UserError, match=r"data.order.by='length' \(data.order.pack='score'\) "
                      r"reads the whole training split of task 'stdlib_prose' into memory, and it "
                      r'holds [\d,]+ tokens, over the 1,000'):
     pipeline.TrainData(data_config, 8, 0, 100)

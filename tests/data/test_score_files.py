@@ -16,7 +16,7 @@ from launch import score as score_command
 from research import errors
 from research.data import orderings, pipeline, score_files, selection, tasks, vocabularies
 from research.data import store as store_lib
-from research.objectives import examples
+from research.objectives import registry
 from tests import commands, test_scores
 
 NUM_NOTES = 60
@@ -33,7 +33,7 @@ def _notes(data_config, tmp_path, ordering='easy_to_hard', order_by='quality'):
   data_config.mixture = ml_collections.ConfigDict({'notes': 1.0})
   data_config.seq_len = 32
   data_config.mixture_block = 16
-  data_config.ordering, data_config.order_by = ordering, order_by
+  data_config.order.name, data_config.order.by = ordering, order_by
   tasks.register_config_tasks(data_config)
   return data_config, store_lib.load_store('notes', 'train', 'byte', data_config.store_dir)
 
@@ -65,7 +65,7 @@ def test_ordering_by_a_score_file_equals_ordering_by_the_same_metadata(data_conf
   stored = _write_scores(score_files.stored_path(store.directory, 'hand'), store, _quality(store))
   elsewhere = _write_scores(str(tmp_path / 'elsewhere' / 'hand.jsonl'), store, _quality(store))
   for reference in ('hand:q', f'{elsewhere}:q'):
-    config.order_by = reference
+    config.order.by = reference
     by_file = _data(config)
     np.testing.assert_array_equal(by_file._row_scores[False][0], by_metadata._row_scores[False][0])
     for step in (0, 3, 11):
@@ -90,7 +90,7 @@ def test_a_score_file_of_another_task_or_vocabulary_is_refused(data_config, tmp_
   with pytest.raises(errors.UserError) as error:
     _data(config)
   message = str(error.value)
-  assert message.startswith("data.order_by='hand:q' (data.ordering='easy_to_hard'): score file "
+  assert message.startswith("data.order.by='hand:q' (data.order.name='easy_to_hard'): score file "
                             f'{path} scores ')
   assert 'refused' in message and 'python -m launch.score --checkpoint=DIR --task=notes' in message
   assert re.search(match, message), message
@@ -120,15 +120,15 @@ def test_a_score_that_was_not_computed_names_it_and_the_command(data_config, tmp
                      + command.format('el2n', '--name=ref')):
     _data(config)
   path = _write_scores(score_files.stored_path(store.directory, 'ref'), store, _quality(store))
-  config.order_by = 'ref:min_k_prob'  # the file has nll and q only
+  config.order.by = 'ref:min_k_prob'  # the file has nll and q only
   with pytest.raises(errors.UserError, match=rf"score 'min_k_prob' was not computed in {path} .*"
                      + command.format('min_k', '--name=ref')):
     _data(config)
-  config.order_by = 'ref:learnability'
+  config.order.by = 'ref:learnability'
   with pytest.raises(errors.UserError, match=r'--scores=learnability --early_checkpoint=EARLY_DIR'):
     _data(config)
   missing = str(tmp_path / 'nowhere.jsonl')
-  config.order_by = f'{missing}:nll'
+  config.order.by = f'{missing}:nll'
   with pytest.raises(errors.UserError, match=rf'no file {missing}.*--out={missing}'):
     _data(config)
 
@@ -168,7 +168,7 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
           f'({len(expected)} of {num};') in caplog.text
   assert "the highest 0.5 by 'hand:q' after skipping the 0.1 highest" in caplog.text
   # Ordering after selection reads the kept documents' scores: the same as their metadata's.
-  config.order_by = 'quality'
+  config.order.by = 'quality'
   by_metadata = _data(config)
   np.testing.assert_array_equal(data._row_scores[False][0], by_metadata._row_scores[False][0])
   np.testing.assert_array_equal(data.example_sources(5)[1], by_metadata.example_sources(5)[1])
@@ -195,9 +195,9 @@ def test_a_rewriting_objective_packs_only_the_kept_documents(data_config):
                                                           'num_documents': 200, 'max_digits': 3}})
   config.data.mixture = ml_collections.ConfigDict({'sums': 1.0})
   config.data.seq_len, config.data.extra_ids, config.objective.name = 64, 8, 'meco'
-  config.data.ordering = 'easy_to_hard'
+  config.data.order.name = 'easy_to_hard'
   config.data.select.update({'by': 'random', 'fraction': 0.5})
-  objective = examples.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
+  objective = registry.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
   data = pipeline.TrainData(config.data, 8, 0, 100, objective)
   kept = data.selected['sums'].kept_documents
   for rewritten, packed in ((False, data._packed[0].packed), (True, data._rewritten[0].packed)):
@@ -221,7 +221,7 @@ def test_bad_selection_config_names_the_key(data_config, change, match):
 
 
 def test_score_names_match_launch_score():
-  from research import scores
+  from research.analysis import scores
   for name, field in scores.SCORES.items():
     assert score_files._SCORE_NAMES.get(field, field) == name
 
@@ -246,7 +246,7 @@ def test_launch_score_writes_beside_the_store_for_orderings_and_selection(data_c
 
   printed = _run_score(checkpoint=[workdir], task='notes')  # no --out: beside the store, as 'ref'
   path = score_files.stored_path(store.directory, 'ref')
-  assert f'wrote {path}.' in printed and "data.order_by='ref:nll'" in printed
+  assert f'wrote {path}.' in printed and "data.order.by='ref:nll'" in printed
   with open(path) as f:
     nll = {line['id']: line['nll'] for line in map(json.loads, f)}
   data = _data(config.data)  # orders by 'ref:nll'

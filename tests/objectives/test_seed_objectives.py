@@ -9,7 +9,7 @@ from research import errors
 from research.data import pipeline, vocabularies
 from research.data import store as store_lib
 from research.data import tasks as task_lib
-from research.objectives import examples
+from research.objectives import registry
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=8)
 MASK_ID = vocabularies.control_token_id(VOCABULARY, '[MASK]')
@@ -28,7 +28,7 @@ def _config(data_dir, objective, tasks, seq_len=128, steps=100):
 
 
 def _data(config):
-  objective = examples.make_objective(config, VOCABULARY)
+  objective = registry.make_objective(config, VOCABULARY)
   return pipeline.TrainData(config.data, 8, config.seed, config.train.steps, objective)
 
 
@@ -91,7 +91,7 @@ def test_control_tokens_follow_pep8_scores(data_dir, tmp_path):
   tasks = {'py': {'source': 'files', 'pattern': str(source / '*.py'), 'format': 'text'}}
   config = _config(data_dir, 'control_tokens', tasks)
   config.objective.control.drop_fraction = 0.0
-  objective = examples.make_objective(config, VOCABULARY)
+  objective = registry.make_objective(config, VOCABULARY)
   data = pipeline.TrainData(config.data, 8, config.seed, config.train.steps, objective)
   texts = set()
   for split in ('train', 'validation'):  # each file lands in one split by the hash of its path
@@ -115,12 +115,12 @@ def test_seed_objectives_check_their_settings(data_dir):
   config = _config(data_dir, 'masked_thought', SUMS)
   config.objective.masked_thought.max_rate = 1.5
   with pytest.raises(errors.UserError, match=r'objective\.masked_thought\.max_rate=1\.5'):
-    examples.make_objective(config, VOCABULARY)
+    registry.make_objective(config, VOCABULARY)
   config = _config(data_dir, 'control_tokens', SUMS)
   config.objective.control.scorer = 'toxicity'
   with pytest.raises(errors.UserError, match=r"objective\.control\.scorer='toxicity'"):
-    examples.make_objective(config, VOCABULARY)
+    registry.make_objective(config, VOCABULARY)
   config = _config(data_dir, 'meco', SUMS)
   config.objective.meco.cooldown_fraction = 1.0
   with pytest.raises(errors.UserError, match=r'objective\.meco\.cooldown_fraction=1\.0'):
-    examples.make_objective(config, VOCABULARY)
+    registry.make_objective(config, VOCABULARY)

@@ -3,7 +3,7 @@
 Pure functions, no files: `architecture` picks the supported architecture a config.json names,
 `model_keys` and `data_keys` turn its config into our `config.model` and `config.data` keys and
 `hf_config` ours into its, `params_from_hf` and `hf_from_params` move parameters between the two
-layouts (research/hf_checkpoint.py reads and writes the directories).
+layouts (research/interop/hf_checkpoint.py reads and writes the directories).
 
 Tensor layouts. A torch Linear weight is [out, in]; ours are [in, ...out]: query [D, H, K], key and
 value [D, G, K], out [H, K, D], MLP [D, F] and [F, D]; embeddings and the output layer are [V, D] on

@@ -6,7 +6,8 @@ import pytest
 from experiments import base
 from research import errors
 from research.data import packing, vocabularies
-from research.objectives import denoising, examples
+from research.objectives import denoising
+from research.objectives import registry
 from tests.data import test_vocabularies
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=100)
@@ -22,7 +23,7 @@ def _objective(name='ul2', architecture='decoder', seq_len=256, target_len=0, **
   for key, value in overrides.items():
     section, field = key.split('__')
     config[section][field] = value
-  return examples.make_objective(config, VOCABULARY)
+  return registry.make_objective(config, VOCABULARY)
 
 
 @pytest.fixture(scope='module')
@@ -38,7 +39,7 @@ def _packed_rows(store, objective, count=64):
 
 
 def test_decoder_row_prefix_covers_the_inputs_and_loss_the_targets():
-  row = examples.decoder_row([(np.array([7, 8, 9]), np.array([4, 5])),
+  row = registry.decoder_row([(np.array([7, 8, 9]), np.array([4, 5])),
                               (np.array([6]), np.array([3]))], 9)
   assert row['targets'].tolist() == [7, 8, 9, 4, 5, 6, 3, 0, 0]
   assert row['inputs'].tolist() == [0, 7, 8, 9, 4, 0, 6, 0, 0]  # shifted within each segment
@@ -50,7 +51,7 @@ def test_decoder_row_prefix_covers_the_inputs_and_loss_the_targets():
 
 
 def test_encoder_decoder_row_shares_segments_between_the_rows():
-  row = examples.encoder_decoder_row([(np.array([7, 8]), np.array([4, 5])),
+  row = registry.encoder_decoder_row([(np.array([7, 8]), np.array([4, 5])),
                                       (np.array([6]), np.array([3]))], 4, 4)
   assert row['encoder_inputs'].tolist() == [7, 8, 6, 0]
   assert row['encoder_segment_ids'].tolist() == [1, 1, 2, 0]
@@ -128,7 +129,7 @@ def test_every_decoder_segment_starts_from_the_vocabulary_s_bos(tmp_path, name, 
   config.data.vocabulary = f'hf:{test_vocabularies.llama_like_tokenizer(tmp_path)}'
   config.data.extra_ids, config.data.seq_len = 100, 64
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, 100)
-  objective = examples.make_objective(config, vocabulary)
+  objective = registry.make_objective(config, vocabulary)
   assert objective.start_id == 1  # <s>, not the <unk> at id 0
   segments = np.array([[1] * 20 + [2] * 24 + [0] * (objective.row_len - 44)] * 2, np.int32)
   rows = {'targets': np.where(segments > 0, np.arange(segments.size).reshape(2, -1) % 10 + 3, 0),
@@ -140,17 +141,17 @@ def test_every_decoder_segment_starts_from_the_vocabulary_s_bos(tmp_path, name, 
   assert starts.sum() == 4 and (batch['inputs'][starts] == 1).all()
   assert (batch['inputs'][ids == 0] == 0).all()  # padding stays 0
   config.data.start_id = 7  # a recorded start id (config.json) wins over the vocabulary's
-  assert examples.make_objective(config, vocabulary).start_id == 7
+  assert registry.make_objective(config, vocabulary).start_id == 7
 
 
 def test_eval_formats_for_a_causal_model_drop_the_prefix():
-  formats = examples.eval_objectives(_objective('causal_lm'), ['R3_15', 'causal_lm'], VOCABULARY)
+  formats = registry.eval_objectives(_objective('causal_lm'), ['R3_15', 'causal_lm'], VOCABULARY)
   assert set(formats) == {'', 'R3_15', 'causal_lm'}
   assert not formats['R3_15'].prefix_attention and formats['R3_15'].mode_ids
-  ul2 = examples.eval_objectives(_objective('ul2'), [], VOCABULARY)
+  ul2 = registry.eval_objectives(_objective('ul2'), [], VOCABULARY)
   assert set(ul2) == {'', 'R3_15', 'R8_15', 'X3_50', 'X8_50', 'X64_15', 'X64_50', 'S_25'}
   with pytest.raises(errors.UserError, match=r"eval\.objectives: 'R4' is neither"):
-    examples.eval_objectives(_objective('ul2'), ['R4'], VOCABULARY)
+    registry.eval_objectives(_objective('ul2'), ['R4'], VOCABULARY)
 
 
 def test_config_errors_name_the_key():

@@ -33,7 +33,9 @@ import numpy as np
 from matplotlib import figure
 from matplotlib import ticker
 
-from research import appendable, errors, forgetting, runs, schedules
+from research import appendable, defaults, errors, runs, schedules
+from research.analysis import forgetting
+from research.data import exposures
 
 # Config keys that only say where things live or how they are saved, not what is trained:
 # a key equal to one of these or under one (`checkpoint.every`) never counts as swept.
@@ -60,7 +62,8 @@ class Run:
   Attributes:
     name: the directory's basename.
     path: the directory as given.
-    config: config.json, nested dicts.
+    config: config.json, nested dicts, with keys that moved since it was written at their new
+      place (research/runs.moved_keys), so an old run and a new one compare key by key.
     metrics: step -> metric name -> value, steps ascending; the lines of a step merged, later lines
       winning. Non-finite values (written as "nan", "inf") are floats again.
     skipped_lines: 1-based numbers of the metrics.jsonl lines (or torn beginnings of lines) that
@@ -128,7 +131,7 @@ def load_run(path: str) -> Run:
   if not runs.is_directory(path, where):
     raise errors.UserError(f'{where} does not exist or is not a directory; pass the --workdir of '
                            'launch.train runs.')
-  config = runs.read_config(path, where)
+  config = runs.moved_keys(runs.read_config(path, where))
   metrics_path = os.path.join(path, 'metrics.jsonl')
   if not appendable.exists(metrics_path):
     raise errors.UserError(f'{where} has no metrics.jsonl; pass the --workdir of a launch.train '
@@ -167,20 +170,19 @@ def swept_values(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
   """Run name -> the config values (dotted keys, config order) that differ between `runs`.
 
   A key counts when its value differs between two runs or some run lacks it; a run lacking it has
-  no entry for it. A run that lacks a key of experiments/base.py's schema predates the key, and
+  no entry for it. A run that lacks a key of research/defaults.py's schema predates the key, and
   counts as having its default (new keys default to the old behaviour). Keys of `LOCATION_KEYS`
   never count. One run has nothing swept.
   """
-  from experiments import base  # the schema's defaults
 
-  defaults = flatten_config(base.get_config().to_dict())
+  default_values = flatten_config(defaults.get_config().to_dict())
 
   def value(values: dict[str, Any], key: str) -> str | None:
     """The run's value of `key` as JSON: its own, else the default unless the run has keys below
     it (a free section such as data.tasks that it filled), else None."""
-    if key not in values and (key not in defaults or any(k.startswith(key + '.') for k in values)):
+    if key not in values and (key not in default_values or any(k.startswith(key + '.') for k in values)):
       return None
-    return json.dumps(values[key] if key in values else defaults[key], sort_keys=True)
+    return json.dumps(values[key] if key in values else default_values[key], sort_keys=True)
 
   flat = [flatten_config(run.config) for run in runs]
   keys = dict.fromkeys(key for values in flat for key in values if not _is_location_key(key))
@@ -379,12 +381,12 @@ def forgetting_table(runs: Sequence[Run]) -> str:
     total = run.config.get('train', {}).get('steps', 0)
     for name, spec in sorted(run.config.get('data', {}).get('probes', {}).items()):
       steps, gaps = series(run, f'eval/probe/{name}/gap')
-      exposures = forgetting.exposure_steps(spec, name, total)
-      fit = steps and forgetting.forgetting_fit(steps, gaps, exposures)
+      shown = exposures.exposure_steps(spec, name, total)
+      fit = steps and forgetting.forgetting_fit(steps, gaps, shown)
       if not fit:
         continue
       retained = fit['final'] / fit['after'] if fit['after'] > 0 else None
-      rows.append([run.name, name, str(len(exposures)), str(exposures[-1]),
+      rows.append([run.name, name, str(len(shown)), str(shown[-1]),
                    *(format_number(v) for v in (fit['baseline'], fit['after'], fit['final'],
                                                 retained, fit['b'], fit['r2']))])
   if not rows:
@@ -435,12 +437,11 @@ def continual_table(runs: Sequence[Run]) -> str:
 def learning_rate_curve(run: Run) -> tuple[list[float], list[float]]:
   """The learning rate of `run` at every step from 1 to its last logged step, from its config's
   schedule as research/train.py builds it (`schedules.make_run_schedule`; schedule keys the config
-  lacks take experiments/base.py's defaults). Step s has the rate of the update that completed it,
+  lacks take research/defaults.py's defaults). Step s has the rate of the update that completed it,
   the schedule at s - 1, as metrics.jsonl's `learning_rate` has. Where the config does not give the
   schedule (it cannot be built, or a run started from a checkpoint with only one of
   init.step='keep' and init.schedule='continue' moves the schedule off the step by the
   checkpoint's step), the logged values instead: one every train.log_every steps."""
-  from experiments import base  # the schema's defaults
 
   logged = series(run, 'learning_rate')
   try:
@@ -448,7 +449,7 @@ def learning_rate_curve(run: Run) -> tuple[list[float], list[float]]:
     if init.get('path') and (init.get('step') == 'keep') != (init.get('schedule') == 'continue'):
       return logged
     schedule = schedules.make_run_schedule(
-        ml_collections.ConfigDict({**base.get_config().schedule.to_dict(),
+        ml_collections.ConfigDict({**defaults.get_config().schedule.to_dict(),
                                    **run.config['schedule']}),
         ml_collections.ConfigDict(run.config.get('phases', {})), run.config['train']['steps'])
     steps = np.arange(1, max(run.metrics, default=0) + 1)

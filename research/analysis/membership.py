@@ -1,6 +1,6 @@
 """Membership inference: telling a model's training documents (members) from held-out ones.
 
-Each attack turns a document's scores (research/scores.py) into one statistic, ordered so that one
+Each attack turns a document's scores (research/analysis/scores.py) into one statistic, ordered so that one
 end means "member"; over a member set and a non-member set of one distribution it is judged by the
 ROC AUC and the TPR at a low FPR (Carlini et al. 2022, "Membership Inference Attacks From First
 Principles", arXiv 2112.03570, argue the low-FPR end is what matters). Attacks (`ATTACKS`: name ->
@@ -29,7 +29,8 @@ import math
 
 import numpy as np
 
-from research import scores as scores_lib
+from research import finished
+from research.analysis import scores as scores_lib
 from research.data import store as store_lib
 
 ATTACKS = {'loss': False, 'zlib': False, 'min_k': True, 'reference': False}  # higher_is_member
@@ -79,7 +80,7 @@ def tpr_at_fpr(member_scores, nonmember_scores, fpr: float = DEFAULT_FPR,
 
 def zlib_bits(texts: list[str]) -> np.ndarray:
   """[D] float64: 8 x the zlib-compressed bytes (level 9) of each text's UTF-8 encoding, from
-  research/scores.py's zlib_ratio; an empty text counts one byte."""
+  research/analysis/scores.py's zlib_ratio; an empty text counts one byte."""
   sizes = [scores_lib.zlib_ratio(t) * len(t.encode('utf-8')) for t in texts]
   return 8.0 * np.maximum(1, np.round(sizes))
 
@@ -121,12 +122,12 @@ def sample_documents(num_documents: int, count: int, seed: int) -> np.ndarray:
       np.int64)
 
 
-def document_scores(loaded: scores_lib.LoadedCheckpoint, store: store_lib.DocumentStore,
+def document_scores(loaded: finished.LoadedCheckpoint, store: store_lib.DocumentStore,
                     vocabulary, k: float = scores_lib.DEFAULT_MIN_K,
                     batch_size: int = 0) -> dict[str, np.ndarray]:
   """`nll`, `min_k_prob` (at `k`) and `zlib_bits` [D] of the documents of `store` (e.g. a
   research/data/selection.py `subset` of `sample_documents`) under the checkpoint, by
-  research/scores.py's model_scores (`batch_size` rows per forward pass, 0: the run's
+  research/analysis/scores.py's model_scores (`batch_size` rows per forward pass, 0: the run's
   eval.batch_size; a multiple of the data-parallel size). A reference model's `reference_nll` is
   model_scores' `nll` of the same tokens under the reference checkpoint."""
   model = scores_lib.model_scores(loaded, store.tokens, store.offsets, k, batch_size)

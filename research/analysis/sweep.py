@@ -116,11 +116,11 @@ def apply(config: ml_collections.ConfigDict, key: str, value, where: str) -> Non
   for part in parts[:-1]:
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
       raise errors.UserError(f'{where} overrides {key!r}, which is not a config key; '
-                             'experiments/base.py lists every key.')
+                             'research/defaults.py lists every key.')
     node = node[part]
   if not isinstance(node, ml_collections.ConfigDict) or parts[-1] not in node:
     raise errors.UserError(f'{where} overrides {key!r}, which is not a config key; '
-                           'experiments/base.py lists every key.')
+                           'research/defaults.py lists every key.')
   try:
     node[parts[-1]] = value
   except TypeError as error:

@@ -4,7 +4,7 @@
 one file or shards listed by model.safetensors.index.json; read with the `safetensors` numpy API,
 no torch) and writes CKPT in this project's format, which `init_from` reads:
 
-    CKPT/config.json            experiments/base.py's get_config() with the imported model.* keys,
+    CKPT/config.json            research/defaults.py's get_config() with the imported model.* keys,
                                 model.vocab_size from the checkpoint, data.seq_len and
                                 data.start_id from its max_position_embeddings and bos_token_id
                                 and, when DIR has a tokenizer.json, data.vocabulary =
@@ -22,7 +22,7 @@ of its latest checkpoint, restored alone), and copies the tokenizer files of an 
 Its max_position_embeddings is SRC's data.seq_len and its bos_token_id SRC's start id, so import
 then export keeps both.
 
-The architectures and their tensor layouts are in research/hf_architectures.py.
+The architectures and their tensor layouts are in research/interop/hf_architectures.py.
 """
 
 import dataclasses
@@ -39,7 +39,10 @@ import orbax.checkpoint as ocp
 import safetensors
 import safetensors.numpy
 
-from research import errors, hf_architectures as hf_arch
+from research import defaults, errors, finished
+from research.data import vocabularies
+
+from research.interop import hf_architectures as hf_arch
 from research.model import transformer
 
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json')
@@ -138,41 +141,15 @@ def save_params(directory: str, params) -> None:
   manager.close()
 
 
-def read_config(directory: str) -> dict:
-  """DIR/config.json of a CKPT or a training workdir, or a UserError naming the missing file."""
-  path = os.path.join(directory, 'config.json')
-  if not os.path.isfile(path):
-    raise errors.UserError(f'{path} is missing: --src must be a checkpoint from --from=hf or a '
-                           'training workdir (config.json and checkpoints/).')
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
-
-
-def load_params(directory: str, config: transformer.ModelConfig):
-  """The 'params' of the latest checkpoint in DIR/checkpoints (float32 numpy), restored alone.
-
-  Works for a CKPT ({'params': ...}) and for a training checkpoint (TrainState: step, params,
-  opt_state), whose optimizer state is not read.
-  """
-  checkpoints = os.path.join(os.path.abspath(directory), 'checkpoints')
-  step = None
-  if os.path.isdir(checkpoints):
-    manager = ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(create=False))
-    step = manager.latest_step()
-  if step is None:
-    raise errors.UserError(f'{checkpoints} holds no checkpoint; --src must be a checkpoint from '
-                           '--from=hf or a training workdir with a saved step.')
-  target = {'params': abstract_params(config)}
-  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  try:
-    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True))
-  except (ValueError, KeyError) as e:
-    raise errors.UserError(f'{checkpoints}/{step}: its params do not match the model of '
-                           f'{directory}/config.json ({e}).') from e
-  finally:
-    manager.close()
-  return jax.tree.map(lambda x: np.asarray(x, np.float32), restored['params'])
+def load_params(src: str, config: transformer.ModelConfig):
+  """The 'params' of the checkpoint that run path `src` names (research/finished.restore_params:
+  a training workdir, one of its checkpoints, or a CKPT), as float32 numpy on the host; the
+  optimizer state of a training checkpoint is not read."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract_params(config))
+  params, _ = finished.restore_params(src, target, f'--src={src}')
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
 
 
 # --- the two directions --------------------------------------------------------------------------
@@ -213,7 +190,6 @@ def _commit(tmp: str, dst: str) -> None:
 
 def import_checkpoint(src: str, dst: str) -> Converted:
   """Hugging Face model directory `src` -> our CKPT `dst` (see the module docstring)."""
-  from experiments import base  # the full config schema and defaults
 
   _check_destination(dst)
   hf = read_hf_config(src)
@@ -224,7 +200,7 @@ def import_checkpoint(src: str, dst: str) -> Converted:
   except KeyError as e:
     raise errors.UserError(f'{os.path.join(src, "config.json")} has no {e.args[0]!r}, which a '
                            f'{name} config needs.') from None
-  config = base.get_config()
+  config = defaults.get_config()
   for key, value in keys.items():
     config.model[key] = value
   config.data.update(hf_arch.data_keys(hf))
@@ -266,7 +242,6 @@ def import_checkpoint(src: str, dst: str) -> Converted:
 
 def _tokenizer_notes(path: str, vocab_size: int) -> list[str]:
   """What stops the copied tokenizer from serving as data.vocabulary as it is, if anything."""
-  from research.data import vocabularies
   try:
     tokens = vocabularies.make_vocabulary('hf:' + path).vocab_size
   except errors.UserError as e:
@@ -278,7 +253,6 @@ def _tokenizer_notes(path: str, vocab_size: int) -> list[str]:
 
 
 def _eos_id(vocabulary: str) -> int | None:
-  from research.data import vocabularies
   if vocabulary.startswith(vocabularies.HF_PREFIX):
     return vocabularies.make_vocabulary(vocabulary).eos_id
   return vocabularies.EOS_ID
@@ -286,17 +260,13 @@ def _eos_id(vocabulary: str) -> int | None:
 
 def export_checkpoint(src: str, dst: str) -> Converted:
   """Our CKPT or training workdir `src` -> Hugging Face model directory `dst`."""
-  from experiments import base  # the defaults of the data.* keys a config.json may lack
-  from research.data import vocabularies
   _check_destination(dst)
-  config = read_config(src)
-  model_config = transformer.ModelConfig(**config['model'])
+  config = finished.load_config(src, f'--src={src}')  # its tokenizer found where it names it
+  model_config = transformer.ModelConfig.from_config(config.model)
   name = hf_arch.hf_architecture(model_config)
-  data = {**base.get_config().data.to_dict(), **config.get('data', {})}
-  vocabulary = data['vocabulary'] = vocabularies.vocabulary_in(data['vocabulary'],
-                                                               os.path.abspath(src))
-  hf = hf_arch.hf_config(model_config, _eos_id(vocabulary), vocabularies.data_start_id(data),
-                         data['seq_len'])
+  vocabulary = config.data.vocabulary
+  hf = hf_arch.hf_config(model_config, _eos_id(vocabulary), vocabularies.data_start_id(config.data),
+                         config.data.seq_len)
   params = load_params(src, model_config)
   tensors = hf_arch.hf_from_params(params, model_config)
   tmp = _fresh_destination(dst)

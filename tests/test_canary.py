@@ -1,4 +1,4 @@
-"""The canary-order test (research/order_test.py) and the launch.order_test command."""
+"""The canary-order test (research/analysis/canary.py) and the launch.order_test command."""
 
 import json
 import math
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from launch import order_test as order_test_command
-from research import order_test, scores, train
+from research import finished, train
+from research.analysis import canary
 from tests import commands
 from tests.test_train import read_metrics, tiny_config
 
@@ -20,59 +21,59 @@ LETTERS = 'letters.jsonl'  # relative: see `letters_dir`
 
 
 def test_average_ranks_and_spearman_of_a_hand_made_example():
-  np.testing.assert_array_equal(order_test.average_ranks([10, 20, 20, 30]), [1, 2.5, 2.5, 4])
-  np.testing.assert_array_equal(order_test.average_ranks([3, 1, 3, 3]), [3, 1, 3, 3])
+  np.testing.assert_array_equal(canary.average_ranks([10, 20, 20, 30]), [1, 2.5, 2.5, 4])
+  np.testing.assert_array_equal(canary.average_ranks([3, 1, 3, 3]), [3, 1, 3, 3])
   # x ranks 1..5, centred [-2, -1, 0, 1, 2]; y = [2, 1, 4, 4, 5] ranks [2, 1, 3.5, 3.5, 5], centred
   # [-1, -2, 0.5, 0.5, 2]: sum of products 2 + 2 + 0 + 0.5 + 4 = 8.5, sums of squares 10 and 9.5.
   x, y = [1, 2, 3, 4, 5], [2, 1, 4, 4, 5]
-  assert order_test.spearman(x, y) == pytest.approx(8.5 / math.sqrt(95))
-  assert order_test.spearman(x, [-v for v in y]) == pytest.approx(-8.5 / math.sqrt(95))
-  assert order_test.spearman(x, np.exp(x)) == pytest.approx(1.0)  # any increasing function
-  assert math.isnan(order_test.spearman(x, [7] * 5))  # a constant sample has no ranks to correlate
+  assert canary.spearman(x, y) == pytest.approx(8.5 / math.sqrt(95))
+  assert canary.spearman(x, [-v for v in y]) == pytest.approx(-8.5 / math.sqrt(95))
+  assert canary.spearman(x, np.exp(x)) == pytest.approx(1.0)  # any increasing function
+  assert math.isnan(canary.spearman(x, [7] * 5))  # a constant sample has no ranks to correlate
   with pytest.raises(ValueError, match='one length >= 2'):
-    order_test.spearman([1, 2], [1, 2, 3])
+    canary.spearman([1, 2], [1, 2, 3])
   with pytest.raises(ValueError, match='finite'):
-    order_test.spearman([1, 2, 3], [1, np.nan, 3])
+    canary.spearman([1, 2, 3], [1, np.nan, 3])
 
 
 def test_spearman_is_the_correlation_of_average_ranks():
   rng = np.random.default_rng(0)
   for _ in range(5):
     x, y = rng.integers(0, 8, 60), rng.integers(0, 5, 60) + 0.5 * rng.integers(0, 8, 60)
-    ranks = order_test.average_ranks(x)
+    ranks = canary.average_ranks(x)
     # brute force: the values below, plus the mean of the tied values' ranks
     np.testing.assert_array_equal(ranks, [np.sum(x < v) + (np.sum(x == v) + 1) / 2 for v in x])
-    expected = np.corrcoef(ranks, order_test.average_ranks(y))[0, 1]
-    assert order_test.spearman(x, y) == pytest.approx(expected, abs=1e-12)
+    expected = np.corrcoef(ranks, canary.average_ranks(y))[0, 1]
+    assert canary.spearman(x, y) == pytest.approx(expected, abs=1e-12)
 
 
 def test_permutation_p_value():
   rng = np.random.default_rng(1)
   positions = np.arange(200)
   decreasing = -0.01 * positions + rng.normal(size=200)
-  assert order_test.spearman(positions, decreasing) < -0.3  # measured: -0.55
+  assert canary.spearman(positions, decreasing) < -0.3  # measured: -0.55
   # No permutation of 1000 is as negative: the smallest p-value, 1 / 1001.
-  assert order_test.permutation_p_value(positions, decreasing, 1000, seed=0) == 1 / 1001
-  assert order_test.permutation_p_value(positions, decreasing, 1000, 0, 'two-sided') == 1 / 1001
-  assert order_test.permutation_p_value(positions, decreasing, 1000, 0, 'greater') > 0.99
+  assert canary.permutation_p_value(positions, decreasing, 1000, seed=0) == 1 / 1001
+  assert canary.permutation_p_value(positions, decreasing, 1000, 0, 'two-sided') == 1 / 1001
+  assert canary.permutation_p_value(positions, decreasing, 1000, 0, 'greater') > 0.99
   independent = np.random.default_rng(2).normal(size=200)
   # Measured: rho -0.030, p 0.34 (two-sided 0.67).
-  assert order_test.permutation_p_value(positions, independent, 1000, seed=0) > 0.05
-  assert order_test.permutation_p_value(positions, independent, 1000, 0, 'two-sided') > 0.05
+  assert canary.permutation_p_value(positions, independent, 1000, seed=0) > 0.05
+  assert canary.permutation_p_value(positions, independent, 1000, 0, 'two-sided') > 0.05
   # Under the null the p-value is (about) uniform: 5% of independent samples fall at 0.05 or below
   # (measured: 3.7% of 300).
-  p_values = [order_test.permutation_p_value(np.arange(30), rng.normal(size=30), 99, seed)
+  p_values = [canary.permutation_p_value(np.arange(30), rng.normal(size=30), 99, seed)
               for seed in range(300)]
   assert 0.02 < np.mean(np.array(p_values) <= 0.05) < 0.09
   assert min(p_values) >= 1 / 100  # the +1 correction: never 0
   # Every permutation ties with a constant sample: p = 1.
-  assert order_test.permutation_p_value(positions, np.ones(200), 100) == 1.0
-  same = [order_test.permutation_p_value(positions, independent, 500, seed=3) for _ in range(2)]
+  assert canary.permutation_p_value(positions, np.ones(200), 100) == 1.0
+  same = [canary.permutation_p_value(positions, independent, 500, seed=3) for _ in range(2)]
   assert same[0] == same[1]  # seeded
   with pytest.raises(ValueError, match='alternative'):
-    order_test.permutation_p_value(positions, independent, alternative='lower')
+    canary.permutation_p_value(positions, independent, alternative='lower')
   with pytest.raises(ValueError, match='permutations=0'):
-    order_test.permutation_p_value(positions, independent, 0)
+    canary.permutation_p_value(positions, independent, 0)
 
 
 @pytest.fixture(scope='module')
@@ -117,15 +118,15 @@ def run(letters_dir, data_dir):
 
 
 def _losses(checkpoint, seed, first, last, devices=None):
-  loaded = scores.load_checkpoint(checkpoint, devices=devices)  # default: 8 devices, data-parallel
+  loaded = finished.load_checkpoint(checkpoint, devices=devices)  # default: 8 devices, data-parallel
   config = loaded.config.copy_and_resolve_references()
   config.seed = seed
-  return order_test.example_losses(loaded, order_test.training_data(config), first, last)
+  return canary.example_losses(loaded, canary.training_data(config), first, last)
 
 
 def test_example_losses_are_the_losses_training_saw(run):
-  data = order_test.training_data(scores.checkpoint_config(run))
-  assert order_test.epoch_steps(data, BATCH) >= STEPS  # a single epoch: each example seen once
+  data = canary.training_data(finished.checkpoint_config(run))
+  assert canary.epoch_steps(data, BATCH) >= STEPS  # a single epoch: each example seen once
   # The checkpoint at step 40 on step 40's batch: the loss training logged for that step (every
   # row is one 64-token document, so the mean over rows is the token mean).
   examples = _losses(os.path.join(run, 'checkpoints', '40'), 0, 40, 41)
@@ -141,14 +142,14 @@ def test_example_losses_are_the_losses_training_saw(run):
 def test_rows_a_knowledge_probe_injected_are_left_out(run):
   """An order with data.probes: at the probe's exposure steps its rows replace the first rows of
   the batch; they are not a shuffle's draw, so the examples skip them."""
-  config = scores.checkpoint_config(run).copy_and_resolve_references()
+  config = finished.checkpoint_config(run).copy_and_resolve_references()
   config.data.tasks.arith_probe = {'source': 'arithmetic', 'seed': 5, 'num_documents': 200}
   config.data.probes = ml_collections.ConfigDict(
       {'facts': {'task': 'arith_probe', 'documents': 4, 'at_step': 77, 'times': 2, 'every': 2}})
-  data = order_test.training_data(config)
+  data = canary.training_data(config)
   rows = len(data.probes[0].rows['targets'])
   assert 1 <= rows < BATCH
-  examples = order_test.example_losses(scores.load_checkpoint(run), data, 76, 80)
+  examples = canary.example_losses(finished.load_checkpoint(run), data, 76, 80)
   kept = [76 * BATCH + np.arange(BATCH), 77 * BATCH + np.arange(rows, BATCH),
           78 * BATCH + np.arange(BATCH), 79 * BATCH + np.arange(rows, BATCH)]
   np.testing.assert_array_equal(examples.positions, np.concatenate(kept))
@@ -168,9 +169,9 @@ def test_the_training_order_is_told_from_another_seeds(run):
   other = _losses(run, 1, STEPS - 5, STEPS)
   assert len(own.losses) == len(other.losses) == 5 * BATCH
   np.testing.assert_array_equal(own.steps, own.positions // BATCH)
-  assert order_test.spearman(own.steps, own.losses) < -0.3
-  assert order_test.permutation_p_value(own.steps, own.losses) < 0.02
-  assert order_test.permutation_p_value(other.steps, other.losses) > 0.1
+  assert canary.spearman(own.steps, own.losses) < -0.3
+  assert canary.permutation_p_value(own.steps, own.losses) < 0.02
+  assert canary.permutation_p_value(other.steps, other.losses) > 0.1
 
 
 def test_command_prints_and_writes_the_json(run, tmp_path):
@@ -181,8 +182,8 @@ def test_command_prints_and_writes_the_json(run, tmp_path):
   result = json.loads(out.read_text())
   own = _losses(run, 0, STEPS - 5, STEPS)
   assert (result['step'], result['steps'], result['examples']) == (STEPS, [STEPS - 5, STEPS], 40)
-  assert result['spearman'] == pytest.approx(order_test.spearman(own.steps, own.losses))
-  assert result['p_value'] == order_test.permutation_p_value(own.steps, own.losses)
+  assert result['spearman'] == pytest.approx(canary.spearman(own.steps, own.losses))
+  assert result['p_value'] == canary.permutation_p_value(own.steps, own.losses)
   assert result['positions'] == own.positions.tolist()
   assert (result['order_seed'], result['permutations'], result['alternative']) == (0, 1000, 'less')
   assert result['confounds'] == [] and 'warning' not in printed
@@ -224,11 +225,11 @@ def test_user_errors_name_the_flag(run, tmp_path):
 
 def test_order_confounds_name_the_config_keys():
   config = tiny_config('unused')
-  assert order_test.order_confounds(config) == []
-  config.data.ordering = 'easy_to_hard'
+  assert canary.order_confounds(config) == []
+  config.data.order.name = 'easy_to_hard'
   config.data.stages = ml_collections.ConfigDict({'late': {'at_step': 3, 'mixture': {'a': 1.0}}})
   config.objective.name = 'masked_thought'
-  confounds = order_test.order_confounds(config)
+  confounds = canary.order_confounds(config)
   assert len(confounds) == 3
-  assert "data.ordering='easy_to_hard'" in confounds[0] and 'data.stages' in confounds[1]
+  assert "data.order.name='easy_to_hard'" in confounds[0] and 'data.stages' in confounds[1]
   assert "objective.name='masked_thought'" in confounds[2]

@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import sharding
+from research import sharding, train
 from research.data import pipeline, probes
 from research.objectives import losses
 
@@ -123,7 +123,6 @@ def training_data(config: ml_collections.ConfigDict, workdir: str | None = None,
   """The training batches of the run `config` as its training loop reads them: its objective, seed
   and train.steps; for a Skill-it run (data.skillit), the mixture updates its `workdir` logged up
   to step `up_to_step`."""
-  from research import train  # imports much; the statistics need none of it
 
   return train.run_data(config, workdir, up_to_step)[2]
 
@@ -132,9 +131,9 @@ def order_confounds(config: ml_collections.ConfigDict) -> list[str]:
   """Why the examples of run `config`'s order may change with their position other than by a
   random shuffle (the permutation test's null then fails): one sentence per config key."""
   confounds = []
-  if config.data.ordering != 'random':
-    confounds.append(f'data.ordering={config.data.ordering!r} orders the rows by a score, not at '
-                     'random.')
+  if config.data.order.name != 'random':
+    confounds.append(f'data.order.name={config.data.order.name!r} orders the rows by a score, not '
+                     'at random.')
   if len(config.data.stages) or config.data.skillit.every:
     confounds.append('The mixture changes during the run (data.stages or data.skillit), so the '
                      'tasks read change with the position.')
@@ -166,8 +165,8 @@ class ExampleLosses:
 
 def _row_loss_fn(loaded):
   """A jitted (params, batch) -> (cross-entropy sums [B], weight sums [B]) of each row of a global
-  batch, on the mesh of `loaded` (research/scores.LoadedCheckpoint)."""
-  model = loaded.trainer.model
+  batch, on the mesh of `loaded` (research/finished.LoadedCheckpoint)."""
+  model = loaded.model
 
   def row_losses(params, batch):
     logits_BLV = model.apply({'params': params}, batch)
@@ -178,7 +177,7 @@ def _row_loss_fn(loaded):
 
 
 def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> ExampleLosses:
-  """Checkpoint `loaded`'s (research/scores.LoadedCheckpoint) loss on every example of training
+  """Checkpoint `loaded`'s (research/finished.LoadedCheckpoint) loss on every example of training
   steps [first, last) of `data` (`training_data`), in training order; examples without a weighted
   target are left out, and so are the rows a knowledge probe (data.probes) put into a batch: the
   same documents at steps the config chose, not a shuffle's draw. Each step's global batch is one
@@ -186,7 +185,7 @@ def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> E
   data-parallel size (padding has weight 0 and is dropped)."""
   if not 0 <= first < last:
     raise ValueError(f'Steps [{first}, {last}) must be a non-empty range from step 0 on.')
-  trainer, parallel = loaded.trainer, loaded.data_parallel_size()
+  placed, parallel = loaded.placed, loaded.data_parallel_size()
   jitted = _row_loss_fn(loaded)
   positions, drawn, sums, weights, pending = [], [], [], [], []
   for step in range(first, last):
@@ -195,8 +194,8 @@ def example_losses(loaded, data: pipeline.TrainData, first: int, last: int) -> E
     drawn.append(np.arange(batch_size) >= probes.injected_rows(step, data.probes))
     padding = -batch_size % parallel
     padded = {k: np.pad(v, [(0, padding)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
-    with sharding.activate(trainer.mesh, trainer.rules):
-      pending.append(jitted(loaded.params, trainer.place(padded)))
+    with sharding.activate(placed.mesh, placed.rules):
+      pending.append(jitted(loaded.params, placed.place(padded)))
     positions.append(step * batch_size + np.arange(batch_size))
     if len(pending) == _STEPS_PER_FETCH or step == last - 1:
       for sum_B, weight_B in jax.device_get(pending):

@@ -1,5 +1,4 @@
-"""Knowledge-injection probes over training: their exposure steps, the gap metric, and the fit of
-its decay (forgetting).
+"""The fit of the decay of knowledge-injection probes' gap over training (forgetting).
 
 research/data/probes.py puts a probe's documents into the batches of its exposure steps; the
 training loop evaluates them and a control set of the same task never trained on. The gap (the
@@ -11,29 +10,6 @@ exposure; `forgetting_fit` fits that law.
 
 import numpy as np
 
-from research import errors, schedules
-
-
-def count(spec, key: str, name: str) -> int:
-  """Probe `name`'s integer `key` (default 1), checked to be >= 1."""
-  value = spec.get(key, 1)
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise errors.UserError(f'data.probes.{name}.{key}={value!r} must be an integer >= 1.')
-  return value
-
-
-def exposure_steps(spec, name: str, total_steps: int) -> tuple[int, ...]:
-  """The steps whose batches hold probe `name` (`spec`, its `data.probes` entry, a ConfigDict
-  or the dict of a run's config.json): `at`, `at + every`, ..., `times` of them."""
-  at = schedules.start_step(spec, f'data.probes.{name}', total_steps)
-  every = count(spec, 'every', name)
-  return tuple(at + i * every for i in range(count(spec, 'times', name)))
-
-
-def gap_metrics(results: dict[str, float], names) -> dict[str, float]:
-  """`eval/probe/<name>/gap`: the control's eval loss minus the probe's, for each probe name."""
-  return {f'eval/probe/{name}/gap': results[f'eval/probe/{name}/control/loss']
-          - results[f'eval/probe/{name}/loss'] for name in names}
 
 
 BASELINE_EVALUATIONS = 5  # the evaluations before the first exposure whose mean gap is the baseline

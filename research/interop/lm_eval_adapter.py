@@ -1,5 +1,5 @@
 """EleutherAI's lm-evaluation-harness (`lm_eval`) on a checkpoint: its three requests answered by
-the project's scoring (research/scores.py) and generation (research/generate.py).
+the project's scoring (research/analysis/scores.py) and generation (research/generate.py).
 
 `CheckpointLM` is an `lm_eval.api.model.LM`, so any decoder checkpoint of launch.train (finished
 or in progress) or launch.convert runs lm-eval tasks (launch/lm_eval.py is the command):
@@ -34,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from lm_eval.api import model as lm_eval_model
 
-from research import generate, scores
-from research.data import vocabularies
-from research.objectives import examples
+from research import finished, generate
+
+from research.data import vocabularies, windows
+from research.objectives import losses, registry
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for generate_until
 
@@ -48,15 +49,15 @@ class CheckpointLM(lm_eval_model.LM):
 
   def __init__(self, path: str, batch_size: int = 0, flag: str = '--checkpoint'):
     super().__init__()
-    config = scores.checkpoint_config(path, flag)
-    self.loaded = scores.load_checkpoint(path, config, jax.local_devices()[:1], flag=flag)
+    config = finished.checkpoint_config(path, flag)
+    self.loaded = finished.load_checkpoint(path, config, jax.local_devices()[:1], flag=flag)
     self.vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
     self.batch_size = batch_size or config.eval.batch_size
-    model = self.loaded.trainer.model
+    model = self.loaded.model
 
     def statistics(params, batch):
       logits_BLV = model.apply({'params': params}, batch)
-      return {'log_prob': scores.token_statistics(logits_BLV, batch['targets'])['log_prob'],
+      return {'log_prob': losses.token_statistics(logits_BLV, batch['targets'])['log_prob'],
               'greedy': jnp.argmax(logits_BLV, axis=-1) == batch['targets']}
 
     self._statistics = self.loaded.jit(statistics)
@@ -72,13 +73,13 @@ class CheckpointLM(lm_eval_model.LM):
   def _token_statistics(self, sequences: list[list[int]]) -> tuple[dict, np.ndarray]:
     """({'log_prob': float32 [T], 'greedy': bool [T]}, offsets [N + 1]) of every token of the N
     `sequences`, concatenated: sequence n is tokens offsets[n]:offsets[n + 1], each predicted from
-    the start id and the tokens before it in its window (scores.window_batches)."""
+    the start id and the tokens before it in its window (windows.window_batches)."""
     offsets = np.cumsum([0] + [len(s) for s in sequences])
     tokens = np.fromiter(itertools.chain.from_iterable(sequences), np.int32, offsets[-1])
     statistics = {'log_prob': np.empty(offsets[-1], np.float32),
                   'greedy': np.empty(offsets[-1], bool)}
-    for first, _, _, batches in scores.window_batches(tokens, offsets, self.loaded.seq_len,
-                                                      self.batch_size, scores.GROUP_TOKENS,
+    for first, _, _, batches in windows.window_batches(tokens, offsets, self.loaded.seq_len,
+                                                      self.batch_size, windows.GROUP_TOKENS,
                                                       self.loaded.start_id):
       pending = [self.loaded.apply(self._statistics, batch) for batch in batches]
       for batch, fetched in zip(batches, jax.device_get(pending)):
@@ -125,12 +126,12 @@ class CheckpointLM(lm_eval_model.LM):
     prompts = [self._prompt(context) for context in contexts]
     rows_BP, lengths_B = generate.pad_prompts(  # the same shapes for every batch
         prompts + prompts[:1] * (self.batch_size - len(prompts)))
-    width = int(scores.power_of_two_ceiling(rows_BP.shape[1]))
+    width = int(windows.power_of_two_ceiling(rows_BP.shape[1]))
     tokens_BN, new_lengths_B = jax.device_get(generate.generate(
-        self.loaded.trainer.model, self.loaded.params,
+        self.loaded.model, self.loaded.params,
         np.pad(rows_BP, [(0, 0), (0, width - rows_BP.shape[1])]), lengths_B, key, max_new_tokens,
         sampling, (eos,), generate.ids_to_ban(self.vocabulary, config.model.vocab_size),
-        bidirectional_prompt=config.objective.name not in examples.CAUSAL))
+        bidirectional_prompt=config.objective.name not in registry.CAUSAL))
     texts = []
     for row, length in zip(tokens_BN[:len(contexts)], new_lengths_B):
       ids = row[:length].tolist()
