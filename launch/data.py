@@ -90,7 +90,7 @@ def examples(data: pipeline.TrainData, start_step: int) -> Iterator[dict]:
 
 def segments(example: dict, document: Callable[[int], tuple[str, dict]]) -> list[dict]:
   """The segments of `example` in order, each with its document (`document(index)`: its id and
-  metadata, TrainData.document) and its tokens.
+  metadata, TaskRows.document) and its tokens.
 
   Each is a dict of `segment` (the segment id), the document's `id` and `metadata`, the segment's
   original `tokens`, its number of `loss_tokens` in the model batch and, for denoising objectives,
@@ -268,7 +268,7 @@ def main(argv):
   objective = registry.make_objective(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
                             objective)
-  chosen = [(example, segments(example, functools.partial(data.document, example['task'])))
+  chosen = [(example, segments(example, functools.partial(data.rows.document, example['task'])))
             for example in itertools.islice(examples(data, step), max(show, dump))]
   for example, example_segments in chosen[:show]:
     print(format_example(example, example_segments, vocabulary), end='\n\n')

@@ -468,7 +468,7 @@ def make_evaluations(config: ml_collections.ConfigDict, data: pipeline.TrainData
     online.check_answers({task for task, evaluation in sets.items()
                           if evaluation.groups is not None})
   pathway_rows = config.eval.pathway_rows
-  monitored = {task: pipeline.row_batches(data.first_rows(i, pathway_rows), batch_size,
+  monitored = {task: pipeline.row_batches(data.rows.first_rows(i, pathway_rows), batch_size,
                                           -(-pathway_rows // batch_size), objective)
                for i, task in enumerate(data.task_names) if pathway_rows}
   choices = {task: multiple_choice.choice_set(config.data, task, config.eval.multiple_choice,

@@ -145,7 +145,7 @@ def order_confounds(config: ml_collections.ConfigDict) -> list[str]:
 
 def epoch_steps(data: pipeline.TrainData, batch_size: int) -> int:
   """The steps that read as many examples as the training data has packed rows (all tasks)."""
-  return -(-sum(data.num_rows.values()) // batch_size)
+  return -(-sum(data.rows.num_rows.values()) // batch_size)
 
 
 @dataclasses.dataclass(frozen=True)

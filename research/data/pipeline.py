@@ -20,12 +20,8 @@ and row scores are then those of the kept documents. Packing visits a task's doc
 order of `data.order.pack`: a seeded permutation, ascending score, or in-context pretraining's
 path through similar documents (research/data/in_context.py).
 
-A task's rows come from its rows store (research/data/rows.py: packed once, shard by shard, read by
-row index; Grain reads ahead), so a host reads only the rows of its part of the batch and memory does not
-grow with the corpus; with 'random' ordering each row's place in an epoch is computed alone
-(orderings.random_rows). The features that need the whole task (orderings and packing by score,
-in-context packing, selection, document-rewriting objectives) read its documents into memory and
-pack them here instead, up to IN_MEMORY_TOKENS tokens per task.
+Every task's packed rows, their scores and their order are research/data/task_rows.py's: read by
+index from a rows store, or packed here from the whole task for the features that need it.
 
 The objective (research/objectives/registry.py) decides how documents are packed and turns each
 batch of packed rows into the model's examples. For causal LM every batch is a dict of
@@ -37,14 +33,12 @@ float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix`
 
 import dataclasses
 import functools
-import hashlib
 
 from collections.abc import Iterator
 
 import grain
 import ml_collections
 import numpy as np
-from absl import logging
 
 from research import errors, schedules
 
@@ -55,7 +49,7 @@ from research.data import rows as rows_lib
 from research.data import sampler as sampler_lib
 from research.data import selection as selection_lib
 from research.data import store as store_lib
-from research.data import tasks, vocabularies
+from research.data import task_rows, tasks, vocabularies
 from research.objectives import registry
 
 _MAIN_STREAM, _REPLAY_STREAM = 0x6d61696e, 0x7265706c
@@ -65,11 +59,6 @@ _STAGE_KEYS = {'at_step', 'at_fraction', 'mixture'}
 # Orderings by name (config key `data.order.name`), defined in research/data/orderings.py.
 ORDERINGS = orderings_lib.ORDERINGS
 random_order = orderings_lib.random_order
-
-
-def _task_key(name: str) -> int:
-  """A stable 32-bit integer for a task name, used to seed its row orders."""
-  return int.from_bytes(hashlib.md5(name.encode('utf-8')).digest()[:4], 'big')
 
 
 def _check_seed(seed: int) -> None:
@@ -174,66 +163,18 @@ def row_tasks(config: ml_collections.ConfigDict, objective: registry.Objective) 
   plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
   ordering = orderings_lib.bind(config.data.order, config.train.steps)
   return [name for name in plan.task_names
-          if not _whole_task_feature(name, ordering, plan.selection, objective)]
-
-
-IN_MEMORY_TOKENS = 2**28  # the largest task the whole-task features read into memory
-
-
-def _train_store(task_name: str, data_config, feature: str) -> store_lib.DocumentStore:
-  """The train store of a task that `feature` reads whole, in memory; refused above
-  IN_MEMORY_TOKENS, never silently loaded."""
-  directory, manifest = store_lib.built_manifest(task_name, 'train', data_config.vocabulary,
-                                                 data_config.store_dir)
-  if manifest['num_tokens'] > IN_MEMORY_TOKENS:
-    raise errors.UserError(
-        f'{feature} reads the whole training split of task {task_name!r} into memory, and it '
-        f"holds {manifest['num_tokens']:,} tokens, over the {IN_MEMORY_TOKENS:,} these features "
-        'allow; train on this task with the default data.order.name, data.order.pack and no '
-        'data.select or document-rewriting objective, or use them on a smaller task (a subset '
-        'task, data.tasks.NAME.source=\'subset\').')
-  store = store_lib.read_documents(directory, manifest)
-  if not store.num_documents:
-    raise _no_documents(task_name)
-  return store
-
-
-def _rows_store(task_name: str, data_config, recipe: rows_lib.Recipe) -> rows_lib.RowStore:
-  rows = rows_lib.load(task_name, data_config.vocabulary, data_config.store_dir, recipe)
-  if not rows.num_rows:
-    raise _no_documents(task_name)
-  return rows
-
-
-def _no_documents(task_name: str) -> errors.UserError:
-  return errors.UserError(f'Task {task_name!r} in the data mixture has no training documents; '
-                          'remove it from the mixture or give its source documents.')
-
-
-def _whole_task_feature(name: str, ordering: orderings_lib.BoundOrdering,
-                        selection: selection_lib.Selection | None,
-                        objective: registry.Objective) -> str | None:
-  """The config key of a feature that reads task `name` whole (orderings and packing by score,
-  in-context packing, selection, rewriting objectives); None when its rows come from a rows
-  store (research/data/rows.py)."""
-  if ordering.score is not None:
-    return ordering.score_key
-  if ordering.pack_order != 'random':
-    return f'data.order.pack={ordering.pack_order!r}'
-  if selection is not None and selection.applies(name):
-    return 'data.select'
-  if objective.rewrite is not None:
-    return f'objective {objective.name!r} (it rewrites documents)'
-  return None
+          if not task_rows.whole_task_feature(name, ordering, plan.selection, objective)]
 
 
 class TrainData:
   """Training batches of a mixture schedule (and replay), addressable by step.
 
-  Loads (building on first use) and packs the train split of every task named in any stage once;
-  `batch(step)` is then cheap and depends only on (data_config, seed, step). The knowledge-injection
-  probes of `data.probes` (research/data/probes.py) take the first rows of the batches of their
-  steps.
+  Loads (building on first use) and packs the train split of every task named in any stage once
+  (`rows`, research/data/task_rows.TaskRows); `batch(step)` is then cheap and depends only on
+  (data_config, seed, step): the mixture samplers pick each row's task and example, the ordering
+  its packed row. The knowledge-injection probes of `data.probes` (research/data/probes.py) take
+  the first rows of the batches of their steps. `plan` is the mixture plan config.validate built
+  (else built here).
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
@@ -254,108 +195,9 @@ class TrainData:
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
     self._batch_size, self._seed, self._block = batch_size, seed, block
-    # A task's rows come from its rows store (packed once, read by index), unless a feature reads
-    # the whole task: then its store is read into memory and packed here, as that feature asks.
-    features = {name: _whole_task_feature(name, ordering, plan.selection, objective)
-                for name in names}
-    full = {name: _train_store(name, data_config, feature)
-            for name, feature in features.items() if feature}
-    # Selection (data.select) keeps part of a task's documents, by scores of its whole store,
-    # before packing and ordering; `stores` are then the kept documents.
-    kept = self._select(plan.selection, full, seed)
-    keep = lambda name, store: selection_lib.subset(store, kept[name]) if name in kept else store
-    scores = {}  # per task: the kept documents' scores, read (and checked) before any packing
-    for name in full:
-      if ordering.score is not None:
-        scores_D = orderings_lib.document_scores(full[name], ordering.score, name,
-                                                 ordering.score_key)
-        scores[name] = scores_D[kept[name]] if name in kept else scores_D
-    self._stores = {name: keep(name, store) for name, store in full.items()}
-    # The order packing visits each task's documents in (data.order.pack), plain or rewritten.
-    orders = {name: ordering.document_order(store, seed, scores.get(name))
-              for name, store in self._stores.items()}
-    recipe = rows_lib.recipe(objective)
-    self._packed = [
-        rows_lib.PackedRows(objective.pack(self._stores[name], seed, orders[name]))
-        if name in full else
-        _rows_store(name, data_config, recipe) for name in names]
-    # Objectives that rewrite documents (MeCo, control tokens) read rewritten rows at the steps
-    # they apply to, and the plain rows at the others (MeCo's cooldown). They rewrite the whole
-    # store (their caches beside it are of all its documents), then the selection applies.
-    self._rewritten = None
-    if objective.rewrite is not None:
-      vocabulary = vocabularies.make_vocabulary(data_config.vocabulary, data_config.extra_ids)
-      self._rewritten = [rows_lib.PackedRows(
-          objective.pack(keep(name, objective.rewrite.apply(full[name], name, vocabulary, seed)),
-                         seed, orders[name])) for name in names]
-    # Documents longer than a chunk are split across rows (never dropped); counted for the log.
-    self.split_documents, self.num_documents = {}, {}
-    for name, rows in zip(names, self._packed):
-      if name in self._stores:
-        lengths_D = np.diff(self._stores[name].offsets)
-        self.split_documents[name] = int(np.sum(lengths_D > objective.chunk_len))
-        self.num_documents[name] = len(lengths_D)
-      else:
-        self.split_documents[name] = rows.manifest['split_documents']
-        self.num_documents[name] = rows.manifest['num_documents']
-    self.num_rows = {name: rows.num_rows for name, rows in zip(names, self._rows(0))}
-    self._task_keys = [_task_key(name) for name in names]
-    # Per packing (plain, rewritten) and task: one score per packed row, for orderings by score.
-    self._row_scores = {False: [None] * len(names), True: [None] * len(names)}
-    for task, name in enumerate(names):
-      for rewritten, packed in ((False, self._packed), (True, self._rewritten)):
-        if packed is not None and name in scores:
-          self._row_scores[rewritten][task] = orderings_lib.row_scores(
-              packed[task].packed['documents'], scores[name], ordering.row_score)
-    self._orders = [((-1, None), None)] * len(names)  # per task: the latest (epoch, packing), order
+    self.rows = task_rows.TaskRows(data_config, names, seed, objective, ordering, plan.selection)
     self.probes = probes_lib.make_probes(list(plan.probes), data_config, objective, seed,
                                          batch_size - plan.num_replay)
-    self._data_config, self._readers = data_config, {}
-
-  def document(self, name: str, index: int) -> tuple[str, dict]:
-    """(id, metadata) of document `index` of task `name`, as its rows' `documents` number them
-    (the kept documents of a selection): read alone from a store of any size."""
-    if name in self._stores:
-      return self._stores[name].doc_ids[index], self._stores[name].metadata[index]
-    if name not in self._readers:
-      self._readers[name] = store_lib.DocumentReader(*store_lib.built_manifest(
-          name, 'train', self._data_config.vocabulary, self._data_config.store_dir))
-    doc_id, metadata, _ = self._readers[name][index]
-    return doc_id, metadata
-
-  def _select(self, selection: selection_lib.Selection | None,
-              stores: dict[str, store_lib.DocumentStore], seed: int) -> dict[str, np.ndarray]:
-    """The store indices each selected task keeps; sets and logs `selected`, the reports."""
-    self.selected: dict[str, selection_lib.Report] = {}
-    kept = {}
-    for name, store in stores.items():
-      if selection is None or not selection.applies(name):
-        continue
-      scores_D = selection_lib.document_scores(selection, store, name, seed, _task_key(name))
-      kept[name] = selection_lib.kept_documents(scores_D, selection.keep, selection.fraction,
-                                                selection.offset)
-      self.selected[name] = selection_lib.report(store, kept[name])
-      logging.warning('%s', self.selected[name].describe(name, selection))
-    return kept
-
-  def _rewrites(self, step: int) -> bool:
-    """Whether step `step` reads the rewritten rows of an objective that rewrites documents."""
-    return self._rewritten is not None and self.objective.rewrite.applies_at(step)
-
-  def _rows(self, step: int) -> list[dict[str, np.ndarray]]:
-    """Every task's packed rows that step `step` reads."""
-    return self._rewritten if self._rewrites(step) else self._packed
-
-  def _row_order(self, task: int, epoch: int, rewritten: bool) -> np.ndarray:
-    """The rows that epoch `epoch` of task `task` reads, in order, of the plain or rewritten
-    packing."""
-    cached, order = self._orders[task]
-    if cached != (epoch, rewritten):
-      packed = (self._rewritten if rewritten else self._packed)[task]
-      order = self._ordering.order(packed.num_rows, self._seed, self._task_keys[task], epoch,
-                                   self._row_scores[rewritten][task])
-      self._orders[task] = ((epoch, rewritten), order)
-    return order
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
     """[batch_size] task index (into `task_names`) and packed row of each example of `step`."""
@@ -365,37 +207,33 @@ class TrainData:
     tasks_B = np.concatenate([t for t, _ in sources])
     local_B = np.concatenate([j for _, j in sources])
     rows_B = np.empty(self._batch_size, np.int64)
-    rewritten = self._rewrites(step)
-    packed = self._rows(step)
+    rewritten = self.rows.rewrites(step)
+    packed = self.rows.of_step(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
       num_rows = packed[task].num_rows
       epochs, within = self._ordering.locate(local_B[of_task], num_rows, step, self._seed,
-                                             self._task_keys[task])
+                                             self.rows.task_keys[task])
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs).tolist():
         at = epochs == epoch
         rows[at] = self._ordering.rows(
-            num_rows, self._seed, self._task_keys[task], epoch, within[at],
-            functools.partial(self._row_order, int(task), epoch, rewritten))
+            num_rows, self._seed, self.rows.task_keys[task], epoch, within[at],
+            functools.partial(self.rows.order, int(task), epoch, rewritten))
       rows_B[of_task] = rows
     return tasks_B, rows_B
 
   def row(self, task: int, row: int, step: int) -> dict[str, np.ndarray]:
     """Packed row `row` of task `task` (an index into `task_names`) as step `step` reads it, with
     its `documents`."""
-    return {k: v[0] for k, v in self._rows(step)[task].take(np.array([row])).items()}
-
-  def first_rows(self, task: int, count: int) -> dict[str, np.ndarray]:
-    """The first `count` (at most all) of the plain packed rows of task `task` (an index into
-    `task_names`): a fixed set of its training rows."""
-    return self._packed[task].take(np.arange(min(count, self._packed[task].num_rows)))
+    return {k: v[0] for k, v in self.rows.of_step(step)[task].take(np.array([row])).items()}
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
     read over the task's rows, so full-data epochs for an ordering with shorter epochs."""
     examples = sum(sampler.examples_before(step) for sampler in self._samplers)
-    return {name: float(n) / self.num_rows[name] for name, n in zip(self.task_names, examples)}
+    return {name: float(n) / self.rows.num_rows[name]
+            for name, n in zip(self.task_names, examples)}
 
   def mixture_weights(self, step: int) -> dict[str, float]:
     """Each task's share of the examples of `step`'s stage, main mixture and replay together
@@ -431,11 +269,11 @@ class TrainData:
     rows_R = np.arange(self._batch_size) if rows is None else np.asarray(rows, np.int64)
     tasks_B, packed_B = self.example_sources(step)
     tasks_R, packed_R = tasks_B[rows_R], packed_B[rows_R]
-    task_rows = self._rows(step)
+    step_rows = self.rows.of_step(step)
     packed = {}
     for task in np.unique(tasks_R).tolist():
       of_task = np.flatnonzero(tasks_R == task)
-      for k, v in task_rows[task].take(packed_R[of_task]).items():
+      for k, v in step_rows[task].take(packed_R[of_task]).items():
         if k != 'documents':
           packed.setdefault(k, np.empty((len(rows_R),) + v.shape[1:], v.dtype))[of_task] = v
     probes_lib.inject(packed, rows_R, step, self.probes)
@@ -446,11 +284,12 @@ class TrainData:
 def long_document_notice(data: TrainData) -> str:
   """One line for the whole run: how many training documents are longer than a chunk of the
   objective and so span several rows, with each such task's count; '' when none is."""
-  counts = {name: count for name, count in data.split_documents.items() if count}
+  rows = data.rows
+  counts = {name: count for name, count in rows.split_documents.items() if count}
   if not counts:
     return ''
-  total = sum(data.num_documents.values())
-  per_task = ', '.join(f'{name} {count:,} of {data.num_documents[name]:,}'
+  total = sum(rows.num_documents.values())
+  per_task = ', '.join(f'{name} {count:,} of {rows.num_documents[name]:,}'
                        for name, count in counts.items())
   return (f'{sum(counts.values()):,} of the {total:,} training documents ({per_task}) are longer '
           f'than a chunk of {data.objective.chunk_len} tokens (what a row of objective '

@@ -10,7 +10,7 @@ import pytest
 
 from experiments import base
 from research import errors
-from research.data import in_context, orderings, packing, pipeline, vocabularies
+from research.data import in_context, orderings, packing, pipeline, task_rows, vocabularies
 from research.data import store as store_lib
 from research.objectives import registry
 
@@ -137,14 +137,14 @@ def _rows_read(data, num_steps):
 @pytest.mark.parametrize('name', _SCORED)
 def test_a_scored_ordering_reads_every_row_once_per_epoch_in_its_order(data_config, name):
   data = pipeline.TrainData(_config(data_config, name), batch_size=8, seed=0, total_steps=100)
-  num_rows = data.num_rows['sums']
+  num_rows = data.rows.num_rows['sums']
   rows = _rows_read(data, -(-2 * num_rows // 8))
-  scores = data._row_scores[False][0]
+  scores = data.rows.row_scores[False][0]
   for epoch in range(2):
     read = rows[epoch * num_rows:(epoch + 1) * num_rows]
     assert sorted(read) == list(range(num_rows))
     np.testing.assert_array_equal(read, orderings.ORDERINGS[name].order(
-        num_rows, 0, pipeline._task_key('sums'), epoch, scores, **(
+        num_rows, 0, task_rows.task_key('sums'), epoch, scores, **(
             {'folds': 3} if name == 'folding' else {})))
   if name == 'easy_to_hard':
     assert np.all(np.diff(scores[rows[:num_rows]]) >= 0) and np.ptp(scores) > 1
@@ -152,10 +152,10 @@ def test_a_scored_ordering_reads_every_row_once_per_epoch_in_its_order(data_conf
 
 def test_cyclical_epochs_read_the_configured_fraction_of_rows(data_config):
   data = pipeline.TrainData(_config(data_config, 'cyclical'), batch_size=8, seed=0, total_steps=100)
-  num_rows = data.num_rows['sums']
+  num_rows = data.rows.num_rows['sums']
   sizes = [max(1, int(f * num_rows)) for f in (0.25, 0.5, 1.0, 0.5, 0.25, 0.5)]
   rows = _rows_read(data, -(-sum(sizes) // 8))
-  scores = data._row_scores[False][0]
+  scores = data.rows.row_scores[False][0]
   start = 0
   for size in sizes:
     epoch = rows[start:start + size]
@@ -224,15 +224,15 @@ def test_a_rewriting_objective_orders_its_own_rows_by_their_scores(data_config):
   config.train.steps = 100  # the cooldown is the last 10%
   objective = registry.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
   data = pipeline.TrainData(config.data, 8, 0, 100, objective)
-  assert data._rewrites(0) and not data._rewrites(99)
-  key = pipeline._task_key('sums')
+  assert data.rows.rewrites(0) and not data.rows.rewrites(99)
+  key = task_rows.task_key('sums')
   for step, rewritten in ((0, True), (99, False), (1, True)):
-    scores = data._row_scores[rewritten][0]
+    scores = data.rows.row_scores[rewritten][0]
     epochs, within = np.divmod(step * 8 + np.arange(8), len(scores))  # one task: example = slot
     expected = [orderings.easy_to_hard(len(scores), 0, key, e, scores)[w]
                 for e, w in zip(epochs, within)]
     np.testing.assert_array_equal(data.example_sources(step)[1], expected)
-  assert len(data._row_scores[True][0]) != len(data._row_scores[False][0])
+  assert len(data.rows.row_scores[True][0]) != len(data.rows.row_scores[False][0])
 
 
 # --- document order before packing (data.order.pack) ---------------------------------------------
@@ -242,7 +242,7 @@ def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_o
   config = _config(data_config, 'random')
   config.order.pack = pack_order
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
-  store = data._stores['sums'] if pack_order != 'random' else store_lib.load_store(
+  store = data.rows.stores['sums'] if pack_order != 'random' else store_lib.load_store(
       'sums', 'train', 'byte', config.store_dir)
   scores_D = orderings.document_scores(store, 'difficulty', 'sums', 'data.order.by')
   order_D = {'random': None, 'score': packing.by_score(scores_D, 0),
@@ -250,7 +250,7 @@ def test_pack_order_is_the_order_packing_visits_documents_in(data_config, pack_o
              }[pack_order]
   # 'random': the rows store, its one shard's documents in the order seeded by the shard (0).
   expected = packing.pack_documents(store, 64, 0, order_D=order_D)
-  rows = data.first_rows(0, len(expected['targets']) + 1)
+  rows = data.rows.first_rows(0, len(expected['targets']) + 1)
   for k in expected:
     np.testing.assert_array_equal(rows[k], expected[k])
 
@@ -261,8 +261,8 @@ def test_score_packing_keeps_the_spread_of_document_scores_in_the_rows(data_conf
     config = _config(data_config, 'easy_to_hard')
     config.order.pack, config.seq_len = pack_order, 256  # about 20 documents a row
     data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)
-    spread[pack_order] = np.std(data._row_scores[False][0])
-  scores_D = orderings.document_scores(data._stores['sums'], 'difficulty', 'sums', 'data.order.by')
+    spread[pack_order] = np.std(data.rows.row_scores[False][0])
+  scores_D = orderings.document_scores(data.rows.stores['sums'], 'difficulty', 'sums', 'data.order.by')
   assert spread['random'] < 0.5 * spread['score'] and spread['score'] > 0.8 * np.std(scores_D)
 
 
@@ -275,7 +275,7 @@ def test_packed_orders_are_resumable_and_seeded(data_config, pack_order):
   for step in (7, 0, 10**4):
     np.testing.assert_array_equal(again.batch(step)['targets'], data.batch(step)['targets'])
   other = pipeline.TrainData(config, batch_size=8, seed=1, total_steps=100)
-  assert not np.array_equal(other.first_rows(0, 100)['targets'], data.first_rows(0, 100)['targets'])
+  assert not np.array_equal(other.rows.first_rows(0, 100)['targets'], data.rows.first_rows(0, 100)['targets'])
 
 
 # --- pacing (competence-based curricula) ----------------------------------------------------------
@@ -311,9 +311,9 @@ def test_pacing_reads_rows_from_the_easiest_pool_of_each_step(data_config):
   config = _config(data_config, 'pacing')
   config.order.pacing.function = 'linear'
   data = pipeline.TrainData(config, batch_size=8, seed=0, total_steps=100)  # T = 50
-  num_rows = data.num_rows['sums']
-  scores = data._row_scores[False][0]
-  ranked = orderings.easy_to_hard(num_rows, 0, pipeline._task_key('sums'), 0, scores)
+  num_rows = data.rows.num_rows['sums']
+  scores = data.rows.row_scores[False][0]
+  ranked = orderings.easy_to_hard(num_rows, 0, task_rows.task_key('sums'), 0, scores)
   params = orderings.ORDERINGS['pacing'].params(config.order, 100)
   seen = set()
   for step in range(0, 60):

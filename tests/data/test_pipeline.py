@@ -68,7 +68,7 @@ def test_every_row_is_seen_once_per_epoch(data_config):
   data_config.mixture = {'stdlib_prose': 1.0}
   data_config.seq_len = 2048
   data = pipeline.TrainData(data_config, batch_size=16, seed=0, total_steps=100)
-  num_rows = data.num_rows['stdlib_prose']
+  num_rows = data.rows.num_rows['stdlib_prose']
   rows = np.concatenate([data.example_sources(step)[1] for step in range(-(-2 * num_rows // 16))])
   assert sorted(rows[:num_rows]) == list(range(num_rows))
   assert sorted(rows[num_rows:2 * num_rows]) == list(range(num_rows))

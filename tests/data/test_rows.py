@@ -9,7 +9,7 @@ import pytest
 from experiments import base
 from research import errors
 from research.data import build, packing, pipeline, records, rows, store as store_lib
-from research.data import vocabularies
+from research.data import task_rows, vocabularies
 from research.objectives import registry
 from tests.data.test_store import _files, _notes
 
@@ -119,7 +119,7 @@ def test_training_reads_only_its_rows_and_never_the_documents(data_config, monke
 def test_a_whole_task_feature_above_the_in_memory_size_is_refused(data_config, monkeypatch):
   data_config.seq_len, data_config.mixture = 64, {'stdlib_prose': 1.0}
   data_config.order.pack, data_config.order.by = 'score', 'length'
-  monkeypatch.setattr(pipeline, 'IN_MEMORY_TOKENS', 1000)
+  monkeypatch.setattr(task_rows, 'IN_MEMORY_TOKENS', 1000)
   with pytest.raises(errors.UserError, match=r"data.order.by='length' \(data.order.pack='score'\) "
                      r"reads the whole training split of task 'stdlib_prose' into memory, and it "
                      r'holds [\d,]+ tokens, over the 1,000'):

@@ -81,7 +81,7 @@ def test_train_data_stages_and_replay(data_config):
   epochs = data.epochs_before(50)
   for name in ('stdlib_code', 'stdlib_prose'):
     index = data.task_names.index(name)
-    assert epochs[name] * data.num_rows[name] == pytest.approx(np.sum(read == index))
+    assert epochs[name] * data.rows.num_rows[name] == pytest.approx(np.sum(read == index))
 
 
 def test_resumed_and_sliced_batches_equal_the_uninterrupted_single_host_ones(data_config):

@@ -67,11 +67,11 @@ def test_ordering_by_a_score_file_equals_ordering_by_the_same_metadata(data_conf
   for reference in ('hand:q', f'{elsewhere}:q'):
     config.order.by = reference
     by_file = _data(config)
-    np.testing.assert_array_equal(by_file._row_scores[False][0], by_metadata._row_scores[False][0])
+    np.testing.assert_array_equal(by_file.rows.row_scores[False][0], by_metadata.rows.row_scores[False][0])
     for step in (0, 3, 11):
       np.testing.assert_array_equal(by_file.example_sources(step)[1],
                                     by_metadata.example_sources(step)[1])
-  assert np.ptp(by_metadata._row_scores[False][0]) > 1  # the order is by a score that varies
+  assert np.ptp(by_metadata.rows.row_scores[False][0]) > 1  # the order is by a score that varies
   assert stored == os.path.join(store.directory, 'scores', 'hand.jsonl')
 
 
@@ -155,11 +155,11 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
   num = store.num_documents
   ranked = np.argsort(-values)  # distinct values: no ties
   expected = sorted(ranked[round(0.1 * num):round(0.1 * num) + round(0.5 * num)])
-  assert data._stores['notes'].doc_ids == [store.doc_ids[i] for i in expected]
-  assert _quality(data._stores['notes']) == values[expected].tolist()
-  packed = data._packed[0].packed['documents']
+  assert data.rows.stores['notes'].doc_ids == [store.doc_ids[i] for i in expected]
+  assert _quality(data.rows.stores['notes']) == values[expected].tolist()
+  packed = data.rows.packed[0].packed['documents']
   assert sorted(set(packed[packed >= 0].tolist())) == list(range(len(expected)))  # all, only
-  report = data.selected['notes']
+  report = data.rows.selected['notes']
   assert (report.kept_documents, report.documents) == (len(expected), num)
   assert report.fraction == len(expected) / num
   lengths = np.diff(store.offsets)
@@ -170,7 +170,7 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
   # Ordering after selection reads the kept documents' scores: the same as their metadata's.
   config.order.by = 'quality'
   by_metadata = _data(config)
-  np.testing.assert_array_equal(data._row_scores[False][0], by_metadata._row_scores[False][0])
+  np.testing.assert_array_equal(data.rows.row_scores[False][0], by_metadata.rows.row_scores[False][0])
   np.testing.assert_array_equal(data.example_sources(5)[1], by_metadata.example_sources(5)[1])
   # A score file of another task is refused for selection as for ordering.
   _write_scores(score_files.stored_path(store.directory, 'hand'), store, values, task='sums')
@@ -182,7 +182,7 @@ def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, 
 def test_random_selection_is_a_seeded_sample(data_config, tmp_path):
   config, store = _notes(data_config, tmp_path, ordering='random')
   config.select.update({'by': 'random', 'fraction': 0.25})
-  ids = [pipeline.TrainData(config, 8, seed, 100)._stores['notes'].doc_ids for seed in (0, 0, 1)]
+  ids = [pipeline.TrainData(config, 8, seed, 100).rows.stores['notes'].doc_ids for seed in (0, 0, 1)]
   assert len(ids[0]) == round(0.25 * store.num_documents) and set(ids[0]) < set(store.doc_ids)
   assert ids[0] == ids[1] != ids[2]
 
@@ -199,11 +199,11 @@ def test_a_rewriting_objective_packs_only_the_kept_documents(data_config):
   config.data.select.update({'by': 'random', 'fraction': 0.5})
   objective = registry.make_objective(config, vocabularies.make_vocabulary('byte', extra_ids=8))
   data = pipeline.TrainData(config.data, 8, 0, 100, objective)
-  kept = data.selected['sums'].kept_documents
-  for rewritten, packed in ((False, data._packed[0].packed), (True, data._rewritten[0].packed)):
+  kept = data.rows.selected['sums'].kept_documents
+  for rewritten, packed in ((False, data.rows.packed[0].packed), (True, data.rows.rewritten[0].packed)):
     documents = packed['documents']
     assert sorted(set(documents[documents >= 0].tolist())) == list(range(kept))
-    assert len(data._row_scores[rewritten][0]) == len(packed['targets'])
+    assert len(data.rows.row_scores[rewritten][0]) == len(packed['targets'])
 
 
 @pytest.mark.parametrize('change, match', [
@@ -251,11 +251,11 @@ def test_launch_score_writes_beside_the_store_for_orderings_and_selection(data_c
     nll = {line['id']: line['nll'] for line in map(json.loads, f)}
   data = _data(config.data)  # orders by 'ref:nll'
   np.testing.assert_array_equal(
-      data._row_scores[False][0],
-      orderings.row_scores(data._packed[0].packed['documents'],
+      data.rows.row_scores[False][0],
+      orderings.row_scores(data.rows.packed[0].packed['documents'],
                            np.array([nll[doc_id] for doc_id in store.doc_ids]), 'mean'))
   config.data.select.update({'by': 'ref:el2n', 'keep': 'highest', 'fraction': 0.5})
-  assert pipeline.TrainData(config.data, 8, 0, 100).selected['notes'].kept_documents == round(
+  assert pipeline.TrainData(config.data, 8, 0, 100).rows.selected['notes'].kept_documents == round(
       0.5 * store.num_documents)
   _run_score(checkpoint=[os.path.join(workdir, 'checkpoints', '0')], task='notes')
   assert os.path.exists(score_files.stored_path(store.directory, 'ref-0'))
