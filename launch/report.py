@@ -1,6 +1,6 @@
 """Compares training runs: a markdown summary table and PNG plots of their metrics.
 
-  python -m launch.report DIR [DIR ...] --out=OUT [--log_x]
+  python -m launch.report DIR [DIR ...] --out=OUT [--log_x] [--keep_runs]
 
 reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train, or
 every run in DIR when DIR is the --workdir of launch.sweep) and writes OUT/report.md: the command
@@ -15,9 +15,14 @@ mixture-of-experts models add a routing table (largest expert load, dropped assi
 evaluation's expert load entropy and how differently the evaluation tasks use the experts), the
 largest expert load and load entropies by step, and per run a bar chart of each task's expert
 loads per MoE layer. Runs with knowledge-injection probes (data.probes) add a table of each
-probe's gap and its fitted forgetting exponent, and the gap by step. Everything is written
-to a temporary directory in OUT first and renamed into place, report.md last, so a failed run
-leaves no half-written report.
+probe's gap and its fitted forgetting exponent, and the gap by step. Runs whose configs differ
+only in `seed` form an arm: where an arm has several seeds, a table gives each arm's mean ± standard
+error over its seeds, and the plots a curve per arm (the mean, with a band of ± one standard error).
+`--keep_runs` also writes every run's config.json and metrics.jsonl (a bucket run's parts as one
+file) to OUT/runs/<run>/, replacing an earlier OUT/runs, so a study can commit them and anyone can
+recompute the report: python -m launch.report OUT/runs/* --out=OUT2. Everything is written to a
+temporary directory in OUT first and renamed into place, report.md last, so a failed run leaves no
+half-written report.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -38,8 +43,13 @@ _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots a
                            '(created if missing).', allow_override=True)
 _LOG_X = flags.DEFINE_bool('log_x', False, 'Plot the training and eval losses on a log x axis '
                            '(step, tokens seen): the early steps spread out.')
+_KEEP_RUNS = flags.DEFINE_bool('keep_runs', False, 'Also copy every run\'s config.json and '
+                               'metrics.jsonl to OUT/runs/<run>/ (replacing an earlier OUT/runs), '
+                               'so a study can commit them and the report can be made from them '
+                               'again.')
 
 REPORT_FILE = 'report.md'
+RUNS_DIR = 'runs'
 
 
 def run_directories(path: str) -> list[str]:
@@ -74,18 +84,31 @@ def load_runs(paths: Sequence[str]) -> list[report.Run]:
   return runs
 
 
-def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence[str]) -> str:
-  """report.md: the command, the runs' directories and code versions, the summary table and the
-  plots (file names relative to report.md)."""
+def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence[str],
+                  kept_runs: bool = False) -> str:
+  """report.md: the command, the runs' directories and code versions (with `kept_runs`, where their
+  copies are), the summary table, the arm table where runs differ in seed alone, and the plots (file
+  names relative to report.md)."""
   lines = ['# Training report', '', 'Made by:', '', f'    {command}', '', '## Runs', '']
   lines += [f'- `{run.name}`: `{run.path}`{report.code_label(run)}' for run in runs]
   lines += [f'- `{run.name}`: skipped unreadable lines of metrics.jsonl (torn writes): '
             f'{", ".join(map(str, run.skipped_lines))}' for run in runs if run.skipped_lines]
+  if kept_runs:
+    again = shlex.join([f'{RUNS_DIR}/{run.name}' for run in runs])
+    lines += ['', f'Each run\'s config.json and metrics.jsonl are kept in `{RUNS_DIR}/<run>/`; in '
+              f'this directory, `python -m launch.report {again} --out=OUT` makes this report '
+              f'from them (`{RUNS_DIR}/*`: with the rows in name order).']
   lines += ['', '## Summary', '', report.summary_table(runs), '',
             'Columns: the config values that differ between the runs; `step`, the last step '
             'logged; the final value of each metric (`loss` is the training loss); `best`, the '
             'lowest value of an evaluation loss.']
   sections = (
+      ('Arms (mean ± standard error over seeds)', report.arm_table(runs),
+       'An arm is the runs whose configs differ only in `seed`; `n`, its runs (seeds). Each cell '
+       'is the mean of the seeds\' final values ± SE, the standard error of that mean (the sample '
+       'standard deviation over the seeds / sqrt(n)); a value alone where n = 1, and `(n=k)` where '
+       'only k seeds logged the metric. A difference between two arms smaller than about twice '
+       'their combined SE, sqrt(SE1^2 + SE2^2), is within the noise between seeds.'),
       ('Forgetting and adaptation', report.continual_table(runs),
        'Runs started from a checkpoint (`init.path`): each evaluation loss before the first step '
        'and at the end. Upstream tasks (the starting run\'s mixture): a rise is forgetting; '
@@ -114,15 +137,29 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
   return '\n'.join(lines).rstrip('\n') + '\n'
 
 
-def write_report(out: str, command: str, runs: Sequence[report.Run], log_x: bool = False) -> str:
-  """Writes report.md and the plots (`log_x`: the losses on a log x axis) into `out` (all or
-  nothing, report.md last) and returns report.md's path."""
+def write_report(out: str, command: str, runs: Sequence[report.Run], log_x: bool = False,
+                 keep_runs: bool = False) -> str:
+  """Writes report.md and the plots (`log_x`: the losses on a log x axis) into `out`, with
+  `keep_runs` every run's `report.run_files` into `out`/runs/<run>/ in place of an earlier
+  `out`/runs (all or nothing, report.md last), and returns report.md's path."""
   def write(staging):
+    names = []
+    if keep_runs:
+      for run in runs:
+        os.makedirs(os.path.join(staging, RUNS_DIR, run.name))
+        for name, text in report.run_files(run).items():
+          with open(os.path.join(staging, RUNS_DIR, run.name, name), 'w', encoding='utf-8') as f:
+            f.write(text)
+      names.append(RUNS_DIR)
     plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging, log_x)]
     with open(os.path.join(staging, REPORT_FILE), 'w', encoding='utf-8') as f:
-      f.write(format_report(command, runs, plot_files))
-    return [*plot_files, REPORT_FILE]
-  cli.write_directory(out, write, 'report.md and the plots')
+      f.write(format_report(command, runs, plot_files, keep_runs))
+    if keep_runs and os.path.lexists(os.path.join(out, RUNS_DIR)):
+      # The earlier copies move into the staging directory, which is removed after the renames.
+      os.replace(os.path.join(out, RUNS_DIR), os.path.join(staging, f'old-{RUNS_DIR}'))
+    return [*names, *plot_files, REPORT_FILE]
+  cli.write_directory(out, write, 'report.md, the plots and the kept runs' if keep_runs else
+                      'report.md and the plots')
   return os.path.join(out, REPORT_FILE)
 
 
@@ -138,8 +175,9 @@ def main(argv):
       print(f'warning: skipped unreadable lines {list(run.skipped_lines)} of '
             f'{os.path.join(run.path, "metrics.jsonl")} (torn writes)', file=sys.stderr)
   command = 'python -m launch.report ' + shlex.join(
-      [*paths, f'--out={out}', *(['--log_x'] if _LOG_X.value else [])])
-  print(write_report(out, command, runs, _LOG_X.value))
+      [*paths, f'--out={out}', *(['--log_x'] if _LOG_X.value else []),
+       *(['--keep_runs'] if _KEEP_RUNS.value else [])])
+  print(write_report(out, command, runs, _LOG_X.value, _KEEP_RUNS.value))
 
 
 if __name__ == '__main__':

@@ -391,7 +391,6 @@ def test_command_line_error_is_one_line(tmp_path):
 
 
 def test_a_run_older_than_a_config_key_counts_as_having_its_default():
-  from experiments import base
   default_every = base.get_config().data.skillit.every
   old = {'data': {'mixture': {'a': 1.0}}}
   new = {'data': {'mixture': {'a': 0.5, 'b': 0.5}, 'skillit': {'every': default_every}}}

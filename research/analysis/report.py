@@ -24,7 +24,7 @@ import os
 import re
 import statistics
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -68,12 +68,15 @@ class Run:
       winning. Non-finite values (written as "nan", "inf") are floats again.
     skipped_lines: 1-based numbers of the metrics.jsonl lines (or torn beginnings of lines) that
       were not read, counted through the file and then its parts.
+    metrics_text: metrics.jsonl's text as read (a bucket run's parts joined), which `run_files`
+      keeps; None for a run made in memory.
   """
   name: str
   path: str
   config: dict
   metrics: dict[int, dict[str, float]]
   skipped_lines: tuple[int, ...] = ()
+  metrics_text: str | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -142,7 +145,19 @@ def load_run(path: str) -> Run:
     raise errors.UserError(f'Cannot read {metrics_path} ({e.strerror}); make it readable or leave '
                            'the run out.') from e
   metrics, skipped = merge_metrics(text.split('\n'))
-  return Run(os.path.basename(runs.workdir(path)), path, config, metrics, skipped)
+  return Run(os.path.basename(runs.workdir(path)), path, config, metrics, skipped, text)
+
+
+def run_files(run: Run) -> dict[str, str]:
+  """File name -> text of `run`'s config.json and metrics.jsonl as read, for a study to keep and
+  report on again: the config (keys that moved at their new place, in its order) as indented JSON,
+  and metrics.jsonl's text (a bucket run's parts as one file); a run made in memory gets a line per
+  step of its merged metrics."""
+  metrics = run.metrics_text
+  if metrics is None:
+    metrics = ''.join(json.dumps({'step': step, **values}) + '\n'
+                      for step, values in run.metrics.items())
+  return {'config.json': json.dumps(run.config, indent=2) + '\n', 'metrics.jsonl': metrics}
 
 
 def sweep_runs(directory: str) -> list[str]:
@@ -166,6 +181,26 @@ def _is_location_key(key: str) -> bool:
   return any(key == k or key.startswith(k + '.') for k in LOCATION_KEYS)
 
 
+def _swept(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]],
+                                        list[dict[str, str | None]]]:
+  """The keys swept between `runs` (`swept_values`), in config order; each run's flat config; and
+  each run's value of every swept key as compared: JSON of its own value, else of the default
+  unless the run has keys below it (a free section such as data.tasks that it filled), else None."""
+
+  default_values = flatten_config(defaults.get_config().to_dict())
+
+  def value(values: dict[str, Any], key: str) -> str | None:
+    if key not in values and (key not in default_values
+                              or any(k.startswith(key + '.') for k in values)):
+      return None
+    return json.dumps(values[key] if key in values else default_values[key], sort_keys=True)
+
+  flat = [flatten_config(run.config) for run in runs]
+  keys = dict.fromkeys(key for values in flat for key in values if not _is_location_key(key))
+  swept = [key for key in keys if len({value(values, key) for values in flat}) > 1]
+  return swept, flat, [{key: value(values, key) for key in swept} for values in flat]
+
+
 def swept_values(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
   """Run name -> the config values (dotted keys, config order) that differ between `runs`.
 
@@ -174,19 +209,7 @@ def swept_values(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
   counts as having its default (new keys default to the old behaviour). Keys of `LOCATION_KEYS`
   never count. One run has nothing swept.
   """
-
-  default_values = flatten_config(defaults.get_config().to_dict())
-
-  def value(values: dict[str, Any], key: str) -> str | None:
-    """The run's value of `key` as JSON: its own, else the default unless the run has keys below
-    it (a free section such as data.tasks that it filled), else None."""
-    if key not in values and (key not in default_values or any(k.startswith(key + '.') for k in values)):
-      return None
-    return json.dumps(values[key] if key in values else default_values[key], sort_keys=True)
-
-  flat = [flatten_config(run.config) for run in runs]
-  keys = dict.fromkeys(key for values in flat for key in values if not _is_location_key(key))
-  swept = [key for key in keys if len({value(values, key) for values in flat}) > 1]
+  swept, flat, _ = _swept(runs)
   return {run.name: {key: values[key] for key in swept if key in values}
           for run, values in zip(runs, flat)}
 
@@ -196,16 +219,59 @@ def format_value(value: Any) -> str:
   return value if isinstance(value, str) else json.dumps(value)
 
 
+def _labels(names: Sequence[str], swept: Sequence[Mapping[str, Any]]) -> list[str]:
+  """`run_labels` of runs (or arms) with these names and swept values."""
+  labels = [', '.join(f'{k}={format_value(v)}' for k, v in values.items())
+            if 0 < len(values) <= _MAX_LABEL_KEYS else name for name, values in zip(names, swept)]
+  return [f'{name}: {label}' if labels.count(label) > 1 and label != name else label
+          for name, label in zip(names, labels)]
+
+
 def run_labels(runs: Sequence[Run]) -> list[str]:
   """Each run's legend label: its swept values (`objective.name=ul2, model.architecture=decoder`),
   or its name when nothing differs or more than `_MAX_LABEL_KEYS` values do (runs of different
   experiments: the summary table lists them); a label that several runs share is prefixed with
   the name."""
   swept = swept_values(runs)
-  labels = [', '.join(f'{k}={format_value(v)}' for k, v in swept[run.name].items())
-            if 0 < len(swept[run.name]) <= _MAX_LABEL_KEYS else run.name for run in runs]
-  return [f'{run.name}: {label}' if labels.count(label) > 1 and label != run.name else label
-          for run, label in zip(runs, labels)]
+  return _labels([run.name for run in runs], [swept[run.name] for run in runs])
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """Runs whose configs differ only in `seed`: one setting, trained with several seeds (`arms`).
+
+  Attributes:
+    label: the swept values other than `seed` that set the arm apart, as `run_labels` writes them;
+      where there are none or too many, its runs' names.
+    runs: its runs, in the order given.
+  """
+  label: str
+  runs: tuple[Run, ...]
+
+
+def arms(runs: Sequence[Run]) -> list[Arm]:
+  """`runs` grouped into `Arm`s (configs equal but for `seed`, compared as `swept_values` compares
+  them: `LOCATION_KEYS` ignored, a missing key as its default), in the order their runs first
+  appear."""
+  swept, flat, compared = _swept(runs)
+  members: dict[tuple, list[int]] = {}
+  for index, values in enumerate(compared):
+    members.setdefault(tuple(v for k, v in values.items() if k != 'seed'), []).append(index)
+  groups = list(members.values())
+  labels = _labels([', '.join(runs[i].name for i in group) for group in groups],
+                   [{k: flat[group[0]][k] for k in swept if k != 'seed' and k in flat[group[0]]}
+                    for group in groups])
+  return [Arm(label, tuple(runs[i] for i in group)) for label, group in zip(labels, groups)]
+
+
+def mean_and_error(values: Sequence[float]) -> tuple[float, float | None]:
+  """The mean of `values` and its standard error, the sample standard deviation / sqrt(n) (None
+  for one value); nan where a value is not finite."""
+  n = len(values)
+  mean = math.fsum(values) / n
+  if n == 1:
+    return mean, None
+  return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
 def series(run: Run, key: str, x: str = 'step') -> tuple[list[float], list[float]]:
@@ -259,19 +325,29 @@ def markdown_table(header: Sequence[str], align: Sequence[str], rows) -> str:
                    for row in [header, align, *rows])
 
 
+def _final_metrics(runs: Sequence[Run]) -> list[str]:
+  """The metrics whose final values the tables show: train `loss`, then of every eval name its
+  `eval/<name>/loss` and, where it scores answers, its `eval/<name>/answer_accuracy`."""
+  answered = eval_names(runs, 'answer_accuracy')
+  keys = ['loss']
+  for name in eval_names(runs):
+    keys.append(f'eval/{name}/loss')
+    if name in answered:
+      keys.append(f'eval/{name}/answer_accuracy')
+  return keys
+
+
 def summary_table(runs: Sequence[Run]) -> str:
   """A markdown table, one row per run: run, swept values, last step, final train `loss`, final and
   best (lowest) `eval/<name>/loss` of every eval name, the final `eval/<name>/answer_accuracy` of
   every eval name that scores answers, final `tokens_seen`."""
   swept = swept_values(runs)
   keys = list(dict.fromkeys(key for values in swept.values() for key in values))
-  metrics = [('loss', final_value, 'loss')]
-  answered = eval_names(runs, 'answer_accuracy')
-  for name in eval_names(runs):
-    key = f'eval/{name}/loss'
-    metrics += [(key, final_value, key), (f'best {key}', best_value, key)]
-    if name in answered:
-      metrics.append((f'eval/{name}/answer_accuracy', final_value, f'eval/{name}/answer_accuracy'))
+  metrics = []
+  for key in _final_metrics(runs):
+    metrics.append((key, final_value, key))
+    if key.startswith('eval/') and key.endswith('/loss'):
+      metrics.append((f'best {key}', best_value, key))
   metrics.append(('tokens_seen', final_value, 'tokens_seen'))
   header = ['run', *keys, 'step', *(title for title, _, _ in metrics)]
   align = ['---'] * (1 + len(keys)) + ['---:'] * (1 + len(metrics))
@@ -281,6 +357,29 @@ def summary_table(runs: Sequence[Run]) -> str:
            *(format_number(value(run, key)) for _, value, key in metrics)]
           for run in runs]
   return markdown_table(header, align, rows)
+
+
+def arm_table(runs: Sequence[Run]) -> str:
+  """A markdown table, one row per `arms` arm: its label, n (its runs: seeds), and for every metric
+  of `summary_table`'s final values but tokens seen, `mean ± SE` over the seeds that logged it
+  (`mean_and_error`; the value alone where one did, with `(n=k)` where k < n did). '' when no arm
+  has two runs."""
+  groups = arms(runs)
+  if all(len(arm.runs) < 2 for arm in groups):
+    return ''
+
+  def cell(arm: Arm, key: str) -> str:
+    values = [v for run in arm.runs if (v := final_value(run, key)) is not None]
+    if not values:
+      return '-'
+    mean, error = mean_and_error(values)
+    text = format_number(mean) + ('' if error is None else f' ± {format_number(error)}')
+    return text + (f' (n={len(values)})' if len(values) < len(arm.runs) else '')
+
+  keys = _final_metrics(runs)
+  return markdown_table(['arm', 'n', *keys], ['---'] + ['---:'] * (1 + len(keys)),
+                        [[arm.label, str(len(arm.runs)), *(cell(arm, key) for key in keys)]
+                         for arm in groups])
 
 
 def final_eval_loss(run: Run) -> float | None:
@@ -459,26 +558,54 @@ def learning_rate_curve(run: Run) -> tuple[list[float], list[float]]:
   return steps.tolist(), rates.tolist()
 
 
-def _line_figure(curves: Sequence[tuple[str, list[float], list[float]]], title: str, x: str, y: str,
+def arm_curves(groups: Sequence[Arm], curve: Callable[[Run], tuple[list[float], list[float]]]):
+  """(label, xs, ys, SEs) of every arm in `groups` from `curve` (a run's xs and ys): for an arm with
+  one run that has data, its curve and SEs None; with several, at the xs all of them have, the mean
+  of their ys and its standard error (`mean_and_error`), the label saying so. An arm whose runs
+  have no data (or no x in common) is left out."""
+  found = []
+  for arm in groups:
+    curves = [points for run in arm.runs if (points := curve(run))[0]]
+    if len(curves) == 1:
+      found.append((arm.label, *curves[0], None))
+    elif curves:
+      values = [dict(zip(xs, ys)) for xs, ys in curves]
+      xs = sorted(set(values[0]).intersection(*values[1:]))
+      means = [mean_and_error([v[x] for v in values]) for x in xs]
+      if xs:
+        found.append((f'{arm.label} (mean of {len(curves)} seeds ± SE)', xs,
+                      [m for m, _ in means], [e for _, e in means]))
+  return found
+
+
+def _line_figure(curves: Sequence[tuple], title: str, x: str, y: str,
                  log_x: bool = False) -> figure.Figure:
   """Every (label, xs, ys) curve on one pair of axes, the legend below them; with `log_x` on a log
-  x axis, which leaves out the points at x <= 0 (the evaluation before the first step).
+  x axis, which leaves out the points at x <= 0 (the evaluation before the first step). A curve
+  (label, xs, ys, SEs) with SEs not None (`arm_curves`) is a mean with a band of ± one standard
+  error around it, shaded in its colour.
 
   Up to 10 curves take matplotlib's default colours, up to 20 the tab20 map; beyond that the line
   style changes too, so every curve stays distinguishable.
   """
+  curves = [(label, xs, ys, rest[0] if rest else None) for label, xs, ys, *rest in curves]
   if log_x:
-    curves = [(label, [a for a in xs if a > 0], [b for a, b in zip(xs, ys) if a > 0])
-              for label, xs, ys in curves]
-  labels = [textwrap.fill(label, _LEGEND_WIDTH) for label, _, _ in curves]
+    def kept(xs, values):
+      return None if values is None else [v for a, v in zip(xs, values) if a > 0]
+    curves = [(label, kept(xs, xs), kept(xs, ys), kept(xs, ses)) for label, xs, ys, ses in curves]
+  labels = [textwrap.fill(label, _LEGEND_WIDTH) for label, _, _, _ in curves]
   legend_lines = sum(label.count('\n') + 1 for label in labels)
   fig = figure.Figure(figsize=(9, 5 + 0.2 * legend_lines), layout='constrained')
   ax = fig.subplots()
   colors = matplotlib.colormaps['tab10' if len(curves) <= 10 else 'tab20'].colors
-  for index, ((_, xs, ys), label) in enumerate(zip(curves, labels)):
-    ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3,
-            color=colors[index % len(colors)], linestyle=_LINE_STYLES[index // len(colors) % 3],
+  for index, ((_, xs, ys, ses), label) in enumerate(zip(curves, labels)):
+    color = colors[index % len(colors)]
+    ax.plot(xs, ys, label=label, linewidth=1.5, markersize=3, color=color,
+            linestyle=_LINE_STYLES[index // len(colors) % 3],
             marker='o' if len(xs) <= _MAX_MARKED_POINTS else None)
+    if ses is not None:
+      ax.fill_between(xs, [m - e for m, e in zip(ys, ses)], [m + e for m, e in zip(ys, ses)],
+                      color=color, alpha=0.2, linewidth=0)
   if log_x:
     ax.set_xscale('log')
   ax.set_title(textwrap.fill(title, _TITLE_WIDTH), fontsize=13)  # a long title wraps, not clips
@@ -531,8 +658,11 @@ def figures(runs: Sequence[Run], log_x: bool = False) -> Iterator[tuple[str, fig
   run's mixture changes, mixture_weights_vs_step.png, and <run>_expert_loads.png for every run
   with `expert_loads` (the per-expert metrics get no curves of their own). Every run is a curve on
   one pair of axes, labelled by `run_labels` (by a key: a curve per run and value of the key); a
-  plot no run has data for is left out. `log_x` puts the training and eval loss plots on a log x
-  axis (early steps spread out, late ones compressed). Matplotlib's Figure API renders with Agg
+  plot no run has data for is left out. Where some arm (`arms`) has several runs (seeds), the plots
+  of metrics and learning rates (not the accuracy groups, mixture weights and expert loads) have a
+  curve per arm instead: the mean of its seeds with a band of ± one standard error (`arm_curves`).
+  `log_x` puts the training and eval loss plots on a log x axis (early steps spread out, late ones
+  compressed). Matplotlib's Figure API renders with Agg
   and leaves pyplot's global state alone.
   """
   specs = [('train_loss_vs_step', 'Training loss vs step', 'step', 'loss'),
@@ -556,10 +686,12 @@ def figures(runs: Sequence[Run], log_x: bool = False) -> Iterator[tuple[str, fig
              for key in sorted({key for run in runs for values in run.metrics.values()
                                 for key in values if key.startswith('monitor/')}))]
   labels = run_labels(runs)
+  groups = arms(runs)
+  if all(len(arm.runs) < 2 for arm in groups):  # no seeds to average: a curve per run
+    groups = [Arm(label, (run,)) for run, label in zip(runs, labels)]
   for stem, title, x, y in specs:
-    curves = [(label, *(learning_rate_curve(run) if y == 'learning_rate' else series(run, y, x)))
-              for run, label in zip(runs, labels)]
-    curves = [curve for curve in curves if curve[1]]
+    curves = arm_curves(groups, lambda run, x=x, y=y: (
+        learning_rate_curve(run) if y == 'learning_rate' else series(run, y, x)))
     if curves:
       yield f'{stem}.png', _line_figure(curves, title, x, y,
                                         log_x and (y == 'loss' or y.endswith('/loss')))
