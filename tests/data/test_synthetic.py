@@ -80,6 +80,7 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
     (arithmetic, {'operations': 'addition'}, 'data.tasks.arithmetic.operations'),
     (arithmetic, {'max_digit': 3}, 'data.tasks.arithmetic.max_digit'),
     (arithmetic, {'reverse_answer': 'yes'}, 'data.tasks.arithmetic.reverse_answer'),
+    (arithmetic, {'holdout': 0.7}, 'data.tasks.arithmetic.holdout'),
     (arithmetic, {'task_name': 'sums', 'min_digits': 0}, 'data.tasks.sums.min_digits'),
     (lego, {'max_chain': 27}, 'data.tasks.lego.max_chain'),
     (lego, {'max_chain': 0}, 'data.tasks.lego.max_chain'),
@@ -142,6 +143,36 @@ def test_digit_counts_are_uniform_over_the_range():
   smaller = collections.Counter(min(len(n) for n in re.split(r'[+*=]', d['prompt'])[:2])
                                 for d in docs)
   assert min(smaller) == 2 and smaller[2] > smaller[6]  # the other operand is not always longest
+
+
+def _problems(docs) -> set[tuple[str, str, str]]:
+  """Each document's problem: its operation and its unordered operands."""
+  return {(d['operation'], *sorted(re.split(r'[+*=]', d['prompt'])[:2])) for d in docs}
+
+
+def test_validation_problems_are_held_out_of_training():
+  """1- and 2-digit problems are few (55 unordered 1-digit sums): without the holdout a third of
+  validation problems are also training problems; with it none is, and about `holdout` of the
+  problems are held out."""
+  small = {'num_documents': 5000, 'min_digits': 1, 'max_digits': 2}
+  train, validation = (_problems(_documents(arithmetic, split, **small))
+                       for split in ('train', 'validation'))
+  assert len(validation) > 100 and not train & validation
+  pairs = [(str(x), str(y)) for x in range(100) for y in range(x, 100)]  # 5,050 unordered sums
+  share = sum(arithmetic.held_out('addition', x, y, 0, 0.1) for x, y in pairs) / len(pairs)
+  assert 0.085 < share < 0.115, share
+  leaky = {split: _problems(_documents(arithmetic, split, holdout=0.0, **small))
+           for split in ('train', 'validation')}
+  assert len(leaky['train'] & leaky['validation']) > 0.25 * len(leaky['validation'])  # 713 of 2124
+  assert arithmetic.held_out('addition', '3', '45', 0, 0.1) == arithmetic.held_out(
+      'addition', '45', '3', 0, 0.1)
+
+
+def test_a_holdout_that_leaves_a_split_empty_is_named():
+  with pytest.raises(errors.UserError, match=r'data\.tasks\.arithmetic\.holdout=0\.001 leaves '
+                     r'the validation split no problem of 1 to 1 digits'):
+    _documents(arithmetic, 'validation', min_digits=1, max_digits=1, operations=['addition'],
+               holdout=0.001)
 
 
 def test_one_operation_only():

@@ -8,15 +8,24 @@ digit from digits it has already seen.
 Difficulty is the digit count of the larger operand. It is drawn uniformly from
 [min_digits, max_digits] (the paper's balanced sampling: without it almost every problem has the
 most digits); the other operand's digit count is uniform between min_digits and that count, and a
-coin flip decides which operand is written first. Both splits draw from the same distribution on
-separate seeded streams, so with few digits (e.g. 1-digit addition has 100 problems) a validation
-problem also appears in train; measure generalisation on digit counts with many problems.
+coin flip decides which operand is written first.
+
+Validation problems are never trained on: a `holdout` fraction of the problems (an operation and
+its unordered operand pair, so 3+45 and 45+3 go together) is held out by a seeded hash of the
+problem; the validation split draws only held-out problems and the training split never does
+(a digit count with few problems holds out a share that can differ from `holdout`: 1-digit addition
+has 55 unordered problems).
+Without it (holdout=0, both splits drawn from all problems) a validation problem of few digits
+(1-digit addition has 100 problems) also appears in train, and its accuracy measures memorisation,
+not arithmetic.
 
 Document i of a split is a pure function of (split, seed, i, parameters): problems are drawn in
-blocks of `_BLOCK` from `np.random.default_rng([_STREAM, seed, split index, block])`, so a corpus
-of n documents is the first n documents of any larger one.
+blocks of `_BLOCK` from `np.random.default_rng([_STREAM, seed, split index, block])`, those of the
+other side of the holdout left out, so a corpus of n documents is the first n documents of any
+larger one.
 """
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 
@@ -25,7 +34,7 @@ import numpy as np
 from research.data.synthetic import checks
 
 NAME = 'arithmetic'
-VERSION = 1
+VERSION = 2  # 2: validation problems held out of training (`holdout`)
 SPLITS = checks.SPLITS
 OPERATIONS = {'addition': '+', 'multiplication': '*'}
 
@@ -36,12 +45,14 @@ PARAMS = {
     'max_digits': 3,  # the most digits of the larger operand
     'operations': ('addition', 'multiplication'),  # each problem draws one uniformly
     'reverse_answer': True,  # write the result's digits reversed
+    'holdout': 0.1,  # the fraction of problems held out of training for validation (0: none)
 }
 
 _STREAM = 0x61726974  # seeded-stream tag of this generator
 _BLOCK = 1024
 _ZERO = ord('0')
 _MAX_DIGITS = 1000  # keeps a block's digit buffer (2 * _BLOCK * max_digits bytes) small
+_MAX_EMPTY_BLOCKS = 64  # blocks in a row without one problem of the split's side: none exists
 
 
 def _check_operations(task_name: str, value) -> tuple[str, ...]:
@@ -67,6 +78,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
                 f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
   p['operations'] = _check_operations(task_name, p['operations'])
   p['reverse_answer'] = checks.check_bool(task_name, 'reverse_answer', p['reverse_answer'])
+  p['holdout'] = checks.check_number(task_name, 'holdout', p['holdout'], 0, 0.5, kind=float)
   return p
 
 
@@ -86,8 +98,17 @@ def _operand_strings(rng: np.random.Generator, digits_B2: np.ndarray,
            for k in range(2)] for b in range(num)]
 
 
+def held_out(operation: str, x: str, y: str, seed: int, holdout: float) -> bool:
+  """Whether problem `x` `operation` `y` (either operand order) is among the `holdout` fraction of
+  problems held out of training: a seeded hash of the operation and the unordered operands."""
+  a, b = sorted((x, y), key=lambda operand: (len(operand), operand))
+  digest = hashlib.blake2b(f'{seed}:{operation}:{a}:{b}'.encode('ascii'), digest_size=8).digest()
+  return int.from_bytes(digest, 'big') < holdout * 2**64
+
+
 def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
-  """The `_BLOCK` documents of one block, in order."""
+  """The documents of one block of `_BLOCK` problems, in order: those on the split's side of the
+  holdout (every one when `holdout` is 0)."""
   rng = np.random.default_rng([_STREAM, seed, split_index, block])
   operation_B = rng.integers(0, len(p['operations']), size=_BLOCK)
   larger_B = rng.integers(p['min_digits'], p['max_digits'] + 1, size=_BLOCK)
@@ -97,9 +118,12 @@ def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
                         np.where(swap_B, larger_B, smaller_B)], axis=1)
   operands = _operand_strings(rng, digits_B2, p['max_digits'])
   documents = []
+  validation = SPLITS[split_index] == 'validation'
   for b in range(_BLOCK):
     operation = p['operations'][operation_B[b]]
     (x, y), symbol = operands[b], OPERATIONS[operation]
+    if p['holdout'] and held_out(operation, x, y, seed, p['holdout']) != validation:
+      continue
     result = int(x) + int(y) if symbol == '+' else int(x) * int(y)
     prompt, answer = f'{x}{symbol}{y}=', _format_answer(result, p['reverse_answer'])
     documents.append({
@@ -115,13 +139,18 @@ def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
   return documents
 
 
-def _generate(split: str, seed: int, p: dict) -> Iterator[dict]:
-  split_index = SPLITS.index(split)
-  for index in range(p['num_documents']):
-    block, offset = divmod(index, _BLOCK)
-    if offset == 0:
-      documents = _block(seed, split_index, block, p)
-    yield {'id': f'{NAME}/{split}/{index}', **documents[offset]}
+def _generate(split: str, seed: int, p: dict, task_name: str) -> Iterator[dict]:
+  split_index, index, block, empty = SPLITS.index(split), 0, 0, 0
+  while index < p['num_documents']:
+    documents = _block(seed, split_index, block, p)[:p['num_documents'] - index]
+    block, empty = block + 1, 0 if documents else empty + 1
+    if empty == _MAX_EMPTY_BLOCKS:
+      checks.fail(task_name, 'holdout', p['holdout'], f'leaves the {split} split no problem of '
+                  f'{p["min_digits"]} to {p["max_digits"]} digits in {_MAX_EMPTY_BLOCKS * _BLOCK} '
+                  'draws; raise max_digits or lower holdout.')
+    for document in documents:
+      yield {'id': f'{NAME}/{split}/{index}', **document}
+      index += 1
 
 
 def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
@@ -131,11 +160,12 @@ def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
   Metadata: `skill` (= `operation`, 'addition' or 'multiplication'), `difficulty` (= `digits`,
   the larger operand's digit count), `reversed` (whether the answer is written reversed),
   `prompt` ('12+345=') and `answer` ('753' reversed, '357' plain); `text == prompt + answer`.
+  Validation problems are held out of training (`holdout`, see the module docstring).
   Parameters are validated here, before any document is made; errors name
   `data.tasks.<task_name>.<param>`.
   """
   p = _resolve_params(split, seed, num_documents, params, task_name)
-  return _generate(split, int(seed), p)
+  return _generate(split, int(seed), p, task_name)
 
 
 def check(document: dict) -> bool:
