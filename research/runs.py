@@ -87,7 +87,8 @@ def is_directory(path: str, where: str) -> bool:
 
 
 def read_config(path: str, where: str) -> dict:
-  """The config.json of the run at `path`, as it wrote it (nested dicts). `where` names the path as
+  """The config.json of the run at `path` (nested dicts), with the keys that moved since it was
+  written at their new place (`moved_keys`). `where` names the path as
   the user gave it ("objective.distill.teacher='gs://...'") in the errors: no config.json, not a
   JSON object, a bucket that cannot be reached."""
   config_path = os.path.join(workdir(path), 'config.json')
@@ -108,7 +109,7 @@ def read_config(path: str, where: str) -> dict:
   if not isinstance(config, dict):
     raise errors.UserError(f'{config_path} is not a JSON object (the resolved config launch.train '
                            'writes); restore it.')
-  return config
+  return moved_keys(config)
 
 
 def moved_keys(config: dict) -> dict:
@@ -134,12 +135,9 @@ def moved_keys(config: dict) -> dict:
 
 
 def with_defaults(loaded: dict, defaults: dict, prefix: str = '') -> dict:
-  """A run's config.json `loaded` over `defaults` (research/defaults.py): keys that moved are read
-  at their new place (`moved_keys`), keys this code no longer has are dropped, keys it added since
-  keep their defaults, and the free sections (defaults.FREE_KEYS, e.g. data.tasks) are taken
-  whole."""
-  if not prefix:
-    loaded = moved_keys(loaded)
+  """A run's config.json `loaded` (`read_config`) over `defaults` (research/defaults.py): keys this
+  code no longer has are dropped, keys it added since keep their defaults, and the free sections
+  (defaults.FREE_KEYS, e.g. data.tasks) are taken whole."""
   merged = dict(defaults)
   for key, value in loaded.items():
     name = f'{prefix}{key}'

@@ -134,7 +134,7 @@ def load_run(path: str) -> Run:
   if not runs.is_directory(path, where):
     raise errors.UserError(f'{where} does not exist or is not a directory; pass the --workdir of '
                            'launch.train runs.')
-  config = runs.moved_keys(runs.read_config(path, where))
+  config = runs.read_config(path, where)
   metrics_path = os.path.join(path, 'metrics.jsonl')
   if not appendable.exists(metrics_path):
     raise errors.UserError(f'{where} has no metrics.jsonl; pass the --workdir of a launch.train '
