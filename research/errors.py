@@ -5,6 +5,7 @@ exception is a bug and keeps its traceback.
 """
 
 import contextlib
+import importlib
 
 
 class UserError(ValueError):
@@ -43,3 +44,12 @@ def reaching(path: str, where: str):
     raise UserError(f'Cannot reach {where} ({reason}). Authenticate to Google Cloud Storage with '
                     '`gcloud auth application-default login` (on a TPU VM, give its service '
                     'account access to the bucket), or give a local path.') from error
+
+
+def optional_package(name: str, message: str):
+  """The optional package `name` (wandb, datasets: not every run needs it), imported; if it is not
+  installed, a UserError `message`, which names the setting that needs it and how to install it."""
+  try:
+    return importlib.import_module(name)
+  except ImportError as e:
+    raise UserError(message) from e

@@ -25,12 +25,9 @@ RUN_ID_FILE = 'wandb_id'
 
 
 def _import_wandb():
-  try:
-    import wandb  # optional: only runs that log to W&B need it
-  except ImportError as e:
-    raise errors.UserError("logging.wandb.project is set but the wandb package is not installed; "
-                           "pip install wandb (or set logging.wandb.project='').") from e
-  return wandb
+  return errors.optional_package(
+      'wandb', "logging.wandb.project is set but the wandb package is not installed; pip install "
+      "wandb (or set logging.wandb.project='').")
 
 
 def check_config(wandb_config: ml_collections.ConfigDict) -> None:

@@ -13,9 +13,10 @@ import grimp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ('research', 'launch', 'experiments')
-# Imported inside the functions that need them: optional dependencies, or TensorFlow's file system
-# for bucket paths only (research/runs.py, research/appendable.py).
-OPTIONAL = ('tensorflow', 'wandb', 'datasets', 'lm_eval', 'research.interop.lm_eval_adapter')
+# Imported inside the functions that need them: lm-evaluation-harness (launch/lm_eval.py), or
+# TensorFlow's file system for bucket paths only (research/runs.py, research/appendable.py). The
+# other optional packages (wandb, datasets) go through research/errors.optional_package.
+OPTIONAL = ('tensorflow', 'lm_eval', 'research.interop.lm_eval_adapter')
 
 
 def _modules() -> dict[str, str]:

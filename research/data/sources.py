@@ -275,13 +275,10 @@ class HFDataset:
 
 
 def import_datasets():
-  """The `datasets` package, or a UserError saying to install it (an optional package)."""
-  try:
-    import datasets  # optional: only Hugging Face tasks need it
-  except ImportError as e:
-    raise errors.UserError("A data task with source='hf' needs the Hugging Face datasets package, "
-                           'which is not installed; pip install datasets.') from e
-  return datasets
+  """The `datasets` package, or a UserError saying to install it (only Hugging Face tasks need it)."""
+  return errors.optional_package(
+      'datasets', "A data task with source='hf' needs the Hugging Face datasets package, which is "
+      'not installed; pip install datasets.')
 
 
 def _plain_data_files(data_files):
