@@ -1,1 +1,2 @@
-"""Synthetic skill corpora with known ground truth: arithmetic, LEGO chains and biographies."""
+"""Synthetic skill corpora with known ground truth: arithmetic, LEGO chains, biographies and
+copying."""
