@@ -204,6 +204,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.95
   c.train.eps = 1e-8
   c.train.log_every = 10
+  # Instability monitors (Wortsman et al. 2023, arXiv 2309.14322; research/train.make_train_step):
+  # each step's largest attention logit (monitor/attention_logit_max), mean output logit
+  # (monitor/output_logit_mean) and largest |output logit| (monitor/output_logit_abs_max), logged
+  # as the window's mean like the loss. False computes none of them.
+  c.train.monitor_logits = False
   # A step with a non-finite loss or gradient norm (NaN or inf) never applies its update: the
   # parameters and optimizer state stay as they were (research/train.py). Policy 'skip' goes on
   # (metrics: `nonfinite`, the window's fraction of such steps; `nonfinite_steps`, this call's

@@ -84,25 +84,42 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   load_balance.py) at scope `train_config.moe_balance`, with micro_batch groups of `moe_rows` rows,
   and reports the routing metrics; the global-batch expert counts carry from one micro-batch to the
   next.
+
+  With `train_config.monitor_logits`, the step also reports the instability monitors of Wortsman
+  et al. 2023 (arXiv 2309.14322), over the step's whole batch: `monitor/attention_logit_max`, the
+  largest attention logit q.k / sqrt(K) of any layer, head and attended position
+  (layers.Attention), `monitor/output_logit_mean`, the mean output logit over the vocabulary and
+  the weighted positions, and `monitor/output_logit_abs_max`, the largest |output logit| there
+  (`logit_monitors`). Off, the model sows nothing and the step is unchanged.
   """
   num_micro = train_config.micro_batches
   model_config = model.config
   routed = model_config.moe_experts > 0
+  monitor = train_config.monitor_logits
 
   def loss_sums(params, batch, rng, teacher_params, moe_buffer):
     chunk = train_config.loss_chunk
     outputs, variables = model.apply({'params': params}, batch, deterministic=not dropout,
-                                     rngs={'dropout': rng}, mutable=['intermediates'],
+                                     rngs={'dropout': rng},
+                                     mutable=['intermediates', *(['monitors'] if monitor else [])],
                                      hidden=chunk > 0)
+    maxima = {}
     if chunk:
       x_BLD, unembed_VD = outputs
-      sums = losses.chunked_token_cross_entropy(
-          lambda x_BCD: transformer.output_logits(model_config, x_BCD, unembed_VD), x_BLD,
-          batch['targets'], batch['weights'], train_config.z_loss, chunk)
+      logits_fn = lambda x_BCD: transformer.output_logits(model_config, x_BCD, unembed_VD)
+      sums = losses.chunked_token_cross_entropy(logits_fn, x_BLD, batch['targets'],
+                                                batch['weights'], train_config.z_loss, chunk)
+      if monitor:
+        logit_sums, maxima = chunked_logit_monitors(logits_fn, x_BLD, batch['weights'], chunk)
     else:
       logits_BLV = outputs
       sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
                                         train_config.z_loss)
+      if monitor:
+        logit_sums, maxima = logit_monitors(logits_BLV, batch['weights'])
+    if monitor:
+      sums.update(logit_sums)
+      maxima['attention_logit_max'] = attention_logit_max(variables['monitors'])
     loss = sums['loss_sum']
     if teacher is not None:
       teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
@@ -115,7 +132,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
           moe_rows, model_config.moe_top_k, moe_buffer)
       sums.update(moe_sums)
       loss = loss + moe_sums['moe_loss_sum']
-    return loss, (sums, moe_buffer)
+    return loss, (sums, moe_buffer, maxima)
 
   grad_fn = jax.grad(loss_sums, has_aux=True)
   moe_buffer = (load_balance.empty_buffer(transformer.moe_layers(model_config),
@@ -123,7 +140,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict, rng, teacher_params=None):
     if num_micro == 1:
-      grads, (sums, _) = grad_fn(state.params, batch, rng, teacher_params, moe_buffer)
+      grads, (sums, _, maxima) = grad_fn(state.params, batch, rng, teacher_params, moe_buffer)
     else:
       # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
       micro = jax.tree.map(
@@ -131,18 +148,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
           batch)
 
       def accumulate(carry, inputs):
-        totals, buffer = carry
+        totals, buffer, peaks = carry
         micro_batch, micro_rng = inputs
-        grads, (sums, buffer) = grad_fn(state.params, micro_batch, micro_rng, teacher_params,
-                                        buffer)
-        return (jax.tree.map(jnp.add, totals, (grads, sums)), buffer), None
+        grads, (sums, buffer, maxima) = grad_fn(state.params, micro_batch, micro_rng,
+                                                teacher_params, buffer)
+        return (jax.tree.map(jnp.add, totals, (grads, sums)), buffer,
+                jax.tree.map(jnp.maximum, peaks, maxima)), None
 
-      grads_shape, (sums_shape, _) = jax.eval_shape(
+      grads_shape, (sums_shape, _, maxima_shape) = jax.eval_shape(
           grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params,
           moe_buffer)
       zeros = jax.tree.map(jnp.zeros_like, (grads_shape, sums_shape))
-      ((grads, sums), _), _ = jax.lax.scan(accumulate, (zeros, moe_buffer),
-                                           (micro, jax.random.split(rng, num_micro)))
+      lowest = jax.tree.map(lambda x: jnp.full(x.shape, -jnp.inf, x.dtype), maxima_shape)
+      ((grads, sums), _, maxima), _ = jax.lax.scan(
+          accumulate, (zeros, moe_buffer, lowest), (micro, jax.random.split(rng, num_micro)))
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums['weight_sum'], 1.0), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -155,12 +174,46 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     step_metrics['nonfinite'] = 1.0 - finite.astype(jnp.float32)
     if routed:
       step_metrics.update(load_balance.moe_metrics(sums))
+    if monitor:
+      step_metrics['monitor/output_logit_mean'] = (sums['output_logit_sum']
+                                                   / jnp.maximum(sums['weight_sum'], 1.0))
+      step_metrics.update({f'monitor/{name}': value for name, value in maxima.items()})
     if schedule is not None:
       step_metrics['learning_rate'] = schedule(schedule_position(state.opt_state))
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, step_metrics
 
   return train_step
+
+
+def attention_logit_max(monitors) -> jnp.ndarray:
+  """The largest `attention_logit_max` that any attention of the model sowed into its `monitors`
+  collection (layers.Attention): one a layer, stacked where the layers are scanned."""
+  return jnp.max(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(monitors)]))
+
+
+def logit_monitors(logits_BLV, weights_BL) -> tuple[dict, dict]:
+  """The output-logit monitors of a batch, as (sums, maxima): `output_logit_sum`, the sum over
+  positions of the weight times the mean logit over the vocabulary, which adds up over
+  micro-batches (divided by the weight it is the mean output logit, whose drift precedes the
+  output-logit divergence of Wortsman et al. 2023, arXiv 2309.14322); `output_logit_abs_max`, the
+  largest |logit| at a position of weight > 0 (0 when there is none)."""
+  logits_BLV = jax.lax.stop_gradient(logits_BLV.astype(jnp.float32))
+  weights_BL = weights_BL.astype(jnp.float32)
+  largest_BL = jnp.max(jnp.abs(logits_BLV), axis=-1)
+  return ({'output_logit_sum': jnp.sum(jnp.mean(logits_BLV, axis=-1) * weights_BL)},
+          {'output_logit_abs_max': jnp.max(jnp.where(weights_BL > 0, largest_BL, 0.0))})
+
+
+def chunked_logit_monitors(logits_fn, x_BLD, weights_BL, chunk: int) -> tuple[dict, dict]:
+  """`logit_monitors(logits_fn(x_BLD), weights_BL)`, computed `chunk` positions at a time (as
+  losses.chunked_token_cross_entropy computes the loss): one chunk's logits exist at once."""
+  batch, length = weights_BL.shape
+  chunks = lambda a: a.reshape(batch, length // chunk, chunk, *a.shape[2:]).swapaxes(0, 1)
+  sums, maxima = jax.lax.map(lambda inputs: logit_monitors(logits_fn(inputs[0]), inputs[1]),
+                             (chunks(jax.lax.stop_gradient(x_BLD)), chunks(weights_BL)))
+  return (jax.tree.map(lambda x: jnp.sum(x, axis=0), sums),
+          jax.tree.map(lambda x: jnp.max(x, axis=0), maxima))
 
 
 def skip_unless(finite, new, old):

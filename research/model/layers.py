@@ -167,6 +167,11 @@ class Attention(nn.Module):
   arXiv 2305.13245): G key and value heads, query head h reading head h // (H / G) (as Hugging
   Face's Llama repeats them). `use_bias` adds biases to the four projections (GPT-NeoX).
 
+  A caller that asks for the `monitors` collection (mutable=['monitors']) gets, per call, the
+  largest attention logit q.k / sqrt(K) over the batch, heads and attended positions
+  (`attention_logit_max`): the attention-logit growth that precedes divergence at high learning
+  rates (Wortsman et al. 2023, arXiv 2309.14322). Other callers compute nothing for it.
+
   Decoding (given `cache_index_B`): a key-value cache, the `cache` collection's `key` and `value`
   [B, S, G, K], S the key length of `mask_B1LS` (`cache_mask`), zeros when first made. The L new
   keys and values of row b are written at slots cache_index_B[b] ... + L - 1 and the queries attend
@@ -221,6 +226,9 @@ class Attention(nn.Module):
     # Query head h = g * R + r reads key and value head g (grouped-query attention).
     logits_BHLS = jnp.matmul(q_BGRLK, k_BG1SK.swapaxes(-1, -2),
                              preferred_element_type=jnp.float32).reshape(batch, heads, length, -1)
+    if self.is_mutable_collection('monitors') and not self.is_initializing():
+      self.sow('monitors', 'attention_logit_max',
+               jnp.max(jnp.where(mask_B1LS, logits_BHLS, -jnp.inf)))
     logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, jnp.finfo(jnp.float32).min)
     probs_BGRLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dtype).reshape(
         batch, kv_heads, heads // kv_heads, length, -1)

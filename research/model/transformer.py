@@ -235,14 +235,16 @@ def _stack(config: ModelConfig, num_layers: int, name: str, cross_attention: boo
   Called inside a compact method, whose module owns the layers: one module `name` scanned over a
   leading `layers` axis when `config.scan_layers` (over BlockGroups of `moe_every` layers when MoE
   layers alternate with dense ones), else modules `name_0`, `name_1`, ... A decoding cache (the
-  `cache` collection) is stacked over the scanned layers like the parameters.
+  `cache` collection) and what the layers sow (`intermediates`, `pathways`, `monitors`) are stacked
+  over the scanned layers like the parameters.
   """
   if config.scan_layers:
     grouped = config.moe_experts > 0 and config.moe_every > 1
     unit = BlockGroup if grouped else _block_class(config)
     extra = () if grouped else (config.is_moe(0),)
     stack = nn.scan(unit,
-                    variable_axes={'params': 0, 'intermediates': 0, 'cache': 0, 'pathways': 0},
+                    variable_axes={'params': 0, 'intermediates': 0, 'cache': 0, 'pathways': 0,
+                                   'monitors': 0},
                     split_rngs={'params': True, 'dropout': True},
                     in_axes=(nn.broadcast,) * len(args),
                     length=num_layers // config.moe_every if grouped else num_layers,
