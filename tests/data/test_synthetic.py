@@ -74,7 +74,7 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
 
 
 @pytest.mark.parametrize('generator, params, key', [
-    (arithmetic, {'min_digits': 4, 'max_digits': 3}, 'data.tasks.arithmetic.max_digits'),
+    (arithmetic, {'min_digits': 4, 'max_digits': 3}, 'data.tasks.arithmetic.min_digits=4 is above max_digits=3'),
     (arithmetic, {'num_documents': 0}, 'data.tasks.arithmetic.num_documents'),
     (arithmetic, {'operations': ('addition', 'division')}, 'data.tasks.arithmetic.operations'),
     (arithmetic, {'operations': 'addition'}, 'data.tasks.arithmetic.operations'),

@@ -71,11 +71,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
   p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
   p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
-  p['min_digits'] = checks.check_number(task_name, 'min_digits', p['min_digits'], 1, _MAX_DIGITS)
-  p['max_digits'] = checks.check_number(task_name, 'max_digits', p['max_digits'], 1, _MAX_DIGITS)
-  if p['max_digits'] < p['min_digits']:
-    checks.fail(task_name, 'max_digits', p['max_digits'],
-                f'is below min_digits={p["min_digits"]}; set max_digits >= min_digits.')
+  checks.check_range(task_name, p, 'min_digits', 'max_digits', 1, _MAX_DIGITS)
   p['operations'] = _check_operations(task_name, p['operations'])
   p['reverse_answer'] = checks.check_bool(task_name, 'reverse_answer', p['reverse_answer'])
   p['holdout'] = checks.check_number(task_name, 'holdout', p['holdout'], 0, 0.5, kind=float)

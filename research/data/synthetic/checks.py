@@ -22,6 +22,16 @@ def check_number(task_name: str, key: str, value, low, high=None, kind=int):
   return kind(value)
 
 
+def check_range(task_name: str, params: dict, low_key: str, high_key: str, low: int,
+                high: int) -> None:
+  """Checks in place that params[low_key] <= params[high_key], both integers in [low, high]."""
+  for key in (low_key, high_key):
+    params[key] = check_number(task_name, key, params[key], low, high)
+  if params[low_key] > params[high_key]:
+    fail(task_name, low_key, params[low_key],
+         f'is above {high_key}={params[high_key]}; set {low_key} <= {high_key}.')
+
+
 def check_bool(task_name: str, key: str, value) -> bool:
   if not isinstance(value, (bool, np.bool_)):
     fail(task_name, key, value, 'is invalid; set it to True or False.')

@@ -52,11 +52,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
   p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
   p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
-  p['min_length'] = checks.check_number(task_name, 'min_length', p['min_length'], 1, _MAX_LENGTH)
-  p['max_length'] = checks.check_number(task_name, 'max_length', p['max_length'], 1, _MAX_LENGTH)
-  if p['min_length'] > p['max_length']:
-    checks.fail(task_name, 'min_length', p['min_length'],
-                f'is above max_length={p["max_length"]}; set min_length <= max_length.')
+  checks.check_range(task_name, p, 'min_length', 'max_length', 1, _MAX_LENGTH)
   p['alphabet'] = checks.check_number(task_name, 'alphabet', p['alphabet'], 2, len(SYMBOLS))
   return p
 

@@ -51,11 +51,7 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   """The validated parameters, defaults filled in; raises UserError naming a bad key."""
   p = checks.with_defaults(split, seed, params, PARAMS, NAME, task_name)
   p['num_documents'] = checks.check_number(task_name, 'num_documents', num_documents, 1)
-  p['min_chain'] = checks.check_number(task_name, 'min_chain', p['min_chain'], 1, len(VARIABLES))
-  p['max_chain'] = checks.check_number(task_name, 'max_chain', p['max_chain'], 1, len(VARIABLES))
-  if p['min_chain'] > p['max_chain']:
-    checks.fail(task_name, 'min_chain', p['min_chain'],
-                f'is above max_chain={p["max_chain"]}; set min_chain <= max_chain.')
+  checks.check_range(task_name, p, 'min_chain', 'max_chain', 1, len(VARIABLES))
   p['shuffle'] = checks.check_bool(task_name, 'shuffle', p['shuffle'])
   return p
 
