@@ -10,14 +10,17 @@ score answers, tokens seen) and links to the plots next to it: training and ever
 by step and by tokens seen, answer accuracy by step, by tokens seen and by group (difficulty,
 augmented), span accuracy, the learning rate by step (every step's, from the run's schedule) and
 the mixture weights by step where they change (Skill-it's trajectory), all runs on one pair of axes
-each (research/analysis/report.py); `--log_x` puts the loss plots on a log x axis. Runs of
-mixture-of-experts models add a routing table (largest expert load, dropped assignments, each
-evaluation's expert load entropy and how differently the evaluation tasks use the experts), the
-largest expert load and load entropies by step, and per run a bar chart of each task's expert
-loads per MoE layer. Runs with knowledge-injection probes (data.probes) add a table of each
-probe's gap and its fitted forgetting exponent, and the gap by step. Runs whose configs differ
-only in `seed` form an arm: where an arm has several seeds, a table gives each arm's mean ± standard
-error over its seeds, and the plots a curve per arm (the mean, with a band of ± one standard error).
+each (research/analysis/report.py); `--log_x` puts the loss plots on a log x axis. Runs swept over
+at least 3 peak learning rates add each variant's LR sensitivity and final loss by learning rate,
+and plots of the final loss and of the instability monitors against the learning rate
+(research/analysis/stability.py). Runs of mixture-of-experts models add a routing table (largest
+expert load, dropped assignments, each evaluation's expert load entropy and how differently the
+evaluation tasks use the experts), the largest expert load and load entropies by step, and per
+run a bar chart of each task's expert loads per MoE layer. Runs with knowledge-injection probes
+(data.probes) add a table of each probe's gap and its fitted forgetting exponent, and the gap by
+step. Runs whose configs differ only in `seed` form an arm: where an arm has several seeds, a table
+gives each arm's mean ± standard error over its seeds, and the plots a curve per arm (the mean,
+with a band of ± one standard error).
 `--keep_runs` also writes every run's config.json and metrics.jsonl (a bucket run's parts as one
 file) to OUT/runs/<run>/, replacing an earlier OUT/runs, so a study can commit them and anyone can
 recompute the report: python -m launch.report OUT/runs/* --out=OUT2. Everything is written to a
@@ -36,7 +39,7 @@ from absl import flags
 
 from research import appendable
 from research import errors
-from research.analysis import report
+from research.analysis import report, stability
 
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots are written to '
@@ -113,6 +116,13 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
        'Runs started from a checkpoint (`init.path`): each evaluation loss before the first step '
        'and at the end. Upstream tasks (the starting run\'s mixture): a rise is forgetting; '
        'downstream tasks: a fall is adaptation.'),
+      ('Stability gap', report.stability_gap_table(runs),
+       'Runs started from a checkpoint and evaluated at step 0, per arm and evaluation, mean ± SE '
+       'over the `n` seeds: the value at step 0; `dip depth`, how much worse than it the worst '
+       'later evaluation is (a drop of accuracy, a rise of loss; 0: none worse); `dip step`, the '
+       'step of that evaluation; `steps to recover`, the first step after it back at the step-0 '
+       'value or better (0 without a dip). `(n=k)`: only k seeds dipped, or got back; `-`: none '
+       '(Guo et al. 2024, arXiv 2406.14833).'),
       ('Knowledge probes', report.forgetting_table(runs),
        'Runs with knowledge-injection probes (`data.probes`). The gap is the control documents\' '
        'eval loss minus the injected documents\' (nats per token); `baseline gap`, its mean over '
@@ -127,7 +137,14 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
        'loads (ln N_E = spread evenly); `domain divergence`, the Jensen-Shannon divergence (nats, '
        'at most ln 2) between the tasks\' expert loads at the last evaluation, averaged over task '
        'pairs and MoE layers: higher, the tasks use more different experts (more '
-       'specialisation).'))
+       'specialisation).'),
+      ('Learning-rate sensitivity', stability.sensitivity_table(runs),
+       'Runs swept over `schedule.peak_lr`, grouped by their other swept values (the variant): '
+       'the final loss (the mean final eval loss over the training tasks) at each peak learning '
+       'rate, mean ± SE over seeds, nan where the run diverged; `LR sensitivity`, E_lr[min(loss, '
+       'l0)] - min_lr loss (Wortsman et al. 2023, arXiv 2309.14322), l0 = ln(vocab_size), the '
+       'loss at initialisation, capping diverged runs (research/analysis/stability.py): 0 when '
+       'every learning rate reaches the best loss.'))
   for title, table, caption in sections:  # each only where some run has its data
     if table:
       lines += ['', f'## {title}', '', table, '', caption]
@@ -152,6 +169,9 @@ def write_report(out: str, command: str, runs: Sequence[report.Run], log_x: bool
             f.write(text)
       names.append(RUNS_DIR)
     plot_files = [os.path.basename(path) for path in report.plot_runs(runs, staging, log_x)]
+    for name, fig in stability.figures(runs):
+      fig.savefig(os.path.join(staging, name), dpi=120)
+      plot_files.append(name)
     with open(os.path.join(staging, REPORT_FILE), 'w', encoding='utf-8') as f:
       f.write(format_report(command, runs, plot_files, keep_runs))
     if keep_runs and os.path.lexists(os.path.join(out, RUNS_DIR)):

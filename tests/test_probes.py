@@ -103,5 +103,14 @@ def test_the_report_tabulates_each_probe_and_its_forgetting_fit():
   run = report.Run('r', 'r', config, {s: {'eval/probe/facts/gap': g} for s, g in gaps.items()})
   table = report.forgetting_table([run, report.Run('none', 'none', {}, {})])
   header, _, row = [[c.strip() for c in line.strip('|').split('|')] for line in table.split('\n')]
-  assert header[:4] == ['run', 'probe', 'exposures', 'last exposure']
-  assert row == ['r', 'facts', '2', '30', '-0.1', '0.8', '0.01143', '0.01429', '1', '1']
+  assert header[:5] == ['arm', 'n', 'probe', 'exposures', 'last exposure']
+  assert row == ['r', '1', 'facts', '2', '30', '-0.1', '0.8', '0.01143', '0.01429', '1', '1']
+  # A second seed whose added gap is twice as large: one row, mean ± standard error over the two.
+  twice = {s: {'eval/probe/facts/gap': 2 * g + 0.1 if s > 30 else g} for s, g in gaps.items()}
+  seeded = [report.Run(f'seed={seed}', f'seed={seed}', {**config, 'seed': seed}, metrics)
+            for seed, metrics in ((0, run.metrics), (1, twice))]
+  header, _, row = [[c.strip() for c in line.strip('|').split('|')]
+                    for line in report.forgetting_table(seeded).split('\n')]
+  assert row[1:6] == ['2', 'facts', '2', '30', '-0.1 ± 0']
+  assert row[6] == '1.2 ± 0.4'  # added after: 0.8 and 1.6
+  assert row[8].startswith('0.01429 ± ')  # retained: the same share in both seeds

@@ -1,4 +1,4 @@
-"""The fit of the decay of knowledge-injection probes' gap over training (forgetting).
+"""Forgetting over training: the decay of knowledge-injection probes' gap, and the stability gap.
 
 research/data/probes.py puts a probe's documents into the batches of its exposure steps; the
 training loop evaluates them and a control set of the same task never trained on. The gap (the
@@ -6,11 +6,15 @@ control's loss minus the probe's, nats per token) measures what the model holds 
 documents. Chang et al. 2024 ("How Do Large Language Models Acquire Factual Knowledge During
 Pretraining?", arXiv 2406.11813) find it decays as a power law in the steps since the last
 exposure; `forgetting_fit` fits that law.
+
+At the start of continual pretraining on a new domain, its performance first drops, then recovers:
+the stability gap (De Lange et al. 2023, "Continual evaluation for lifelong learning: Identifying
+the stability gap", arXiv 2205.13452; in LLMs, Guo et al. 2024, "Efficient Continual Pre-training
+by Mitigating the Stability Gap", arXiv 2406.14833). `stability_gap` measures it on a curve
+evaluated from step 0.
 """
 
 import numpy as np
-
-
 
 BASELINE_EVALUATIONS = 5  # the evaluations before the first exposure whose mean gap is the baseline
 
@@ -50,3 +54,30 @@ def forgetting_fit(steps, gaps, exposures) -> dict[str, float] | None:
   fit.update(a=float(np.exp(intercept)), b=float(-slope),
              r2=float(1.0 - np.sum(np.square(residual)) / spread if spread > 0 else 1.0))
   return fit
+
+
+def stability_gap(steps, values, higher_is_better: bool) -> dict[str, float | int | None] | None:
+  """The dip of an evaluation curve below its step-0 value, and when it is back.
+
+  `values` are a metric's evaluations at `steps` (ascending), the first at step 0 (the model the
+  run started from); `higher_is_better` for an accuracy, not for a loss. `depth` is how much worse
+  than the step-0 value the worst later evaluation is (for an accuracy its largest drop, for a loss
+  its largest rise), 0 when none is worse; `dip_step` is the step of that worst evaluation (the
+  first, on a tie). `recovered_step`, the steps to recover, is the first step after `dip_step`
+  whose value is back at the step-0 value or better: 0 without a dip, None when the curve never
+  gets back.
+
+  Returns {'start', 'depth', 'dip_step', 'recovered_step'}; None when the first evaluation is not
+  at step 0 or there is none after it.
+  """
+  steps, values = np.asarray(steps), np.asarray(values, np.float64)
+  if len(steps) < 2 or steps[0] != 0:
+    return None
+  start = values[0]
+  worse_by = (start - values if higher_is_better else values - start)[1:]  # > 0: below start
+  worst = int(np.argmax(worse_by)) + 1
+  if worse_by[worst - 1] <= 0:
+    return {'start': float(start), 'depth': 0.0, 'dip_step': None, 'recovered_step': 0}
+  back = np.flatnonzero(worse_by[worst:] <= 0)
+  return {'start': float(start), 'depth': float(worse_by[worst - 1]), 'dip_step': int(steps[worst]),
+          'recovered_step': int(steps[worst + 1 + back[0]]) if len(back) else None}

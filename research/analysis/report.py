@@ -367,19 +367,22 @@ def arm_table(runs: Sequence[Run]) -> str:
   groups = arms(runs)
   if all(len(arm.runs) < 2 for arm in groups):
     return ''
-
-  def cell(arm: Arm, key: str) -> str:
-    values = [v for run in arm.runs if (v := final_value(run, key)) is not None]
-    if not values:
-      return '-'
-    mean, error = mean_and_error(values)
-    text = format_number(mean) + ('' if error is None else f' ± {format_number(error)}')
-    return text + (f' (n={len(values)})' if len(values) < len(arm.runs) else '')
-
   keys = _final_metrics(runs)
   return markdown_table(['arm', 'n', *keys], ['---'] + ['---:'] * (1 + len(keys)),
-                        [[arm.label, str(len(arm.runs)), *(cell(arm, key) for key in keys)]
-                         for arm in groups])
+                        [[arm.label, str(len(arm.runs)),
+                          *(mean_cell([final_value(run, key) for run in arm.runs])
+                            for key in keys)] for arm in groups])
+
+
+def mean_cell(values: Sequence[float | None]) -> str:
+  """`mean ± SE` of the values that are not None (`mean_and_error`; the value alone where one is),
+  with `(n=k)` where only k of them are; '-' where none is."""
+  found = [v for v in values if v is not None]
+  if not found:
+    return '-'
+  mean, error = mean_and_error(found)
+  text = format_number(mean) + ('' if error is None else f' ± {format_number(error)}')
+  return text + (f' (n={len(found)})' if len(found) < len(values) else '')
 
 
 def final_eval_loss(run: Run) -> float | None:
@@ -470,29 +473,31 @@ def routing_table(runs: Sequence[Run]) -> str:
 
 def forgetting_table(runs: Sequence[Run]) -> str:
   """For runs with knowledge-injection probes (config data.probes, research/data/probes.py), a
-  markdown table, one row per run and probe: its exposures and last exposure step, and from
-  `eval/probe/<name>/gap` (control loss minus probe loss) by research/forgetting.forgetting_fit:
-  the baseline gap before the first exposure, the gap the exposures added at the first evaluation
-  after the last one and at the end, the share of it left at the end, and the power law
-  a t^-b fitted to its decay. '' when no run has probes."""
+  markdown table, one row per `arms` arm and probe: its exposures and last exposure step, and from
+  `eval/probe/<name>/gap` (control loss minus probe loss) by research/forgetting.forgetting_fit,
+  mean ± SE over the arm's seeds: the baseline gap before the first exposure, the gap the exposures
+  added at the first evaluation after the last one and at the end, the share of it left at the end,
+  and the power law a t^-b fitted to its decay. '' when no run has probes."""
+  probed = [run for run in runs if run.config.get('data', {}).get('probes')]
   rows = []
-  for run in runs:
-    total = run.config.get('train', {}).get('steps', 0)
-    for name, spec in sorted(run.config.get('data', {}).get('probes', {}).items()):
-      steps, gaps = series(run, f'eval/probe/{name}/gap')
-      shown = exposures.exposure_steps(spec, name, total)
-      fit = steps and forgetting.forgetting_fit(steps, gaps, shown)
-      if not fit:
+  for arm in arms(probed) if probed else []:
+    config = arm.runs[0].config
+    for name, spec in sorted(config['data']['probes'].items()):
+      shown = exposures.exposure_steps(spec, name, config.get('train', {}).get('steps', 0))
+      fits = [fit for run in arm.runs if (fit := forgetting.forgetting_fit(
+          *series(run, f'eval/probe/{name}/gap'), shown))]
+      if not fits:
         continue
-      retained = fit['final'] / fit['after'] if fit['after'] > 0 else None
-      rows.append([run.name, name, str(len(shown)), str(shown[-1]),
-                   *(format_number(v) for v in (fit['baseline'], fit['after'], fit['final'],
-                                                retained, fit['b'], fit['r2']))])
+      for fit in fits:
+        fit['retained'] = fit['final'] / fit['after'] if fit['after'] > 0 else None
+      rows.append([arm.label, str(len(fits)), name, str(len(shown)), str(shown[-1]),
+                   *(mean_cell([fit[key] for fit in fits])
+                     for key in ('baseline', 'after', 'final', 'retained', 'b', 'r2'))])
   if not rows:
     return ''
-  header = ['run', 'probe', 'exposures', 'last exposure', 'baseline gap', 'added after',
+  header = ['arm', 'n', 'probe', 'exposures', 'last exposure', 'baseline gap', 'added after',
             'added at end', 'retained', 'exponent b', 'r2 (log-log)']
-  align = ['---'] * 2 + ['---:'] * 8
+  align = ['---', '---:', '---'] + ['---:'] * 8
   return markdown_table(header, align, rows)
 
 
@@ -531,6 +536,33 @@ def continual_table(runs: Sequence[Run]) -> str:
   header = ['run', 'eval', 'role', 'loss at start', 'final loss', 'change']
   align = ['---'] * 3 + ['---:'] * 3
   return markdown_table(header, align, rows)
+
+
+def stability_gap_table(runs: Sequence[Run]) -> str:
+  """For runs that started from a checkpoint (config init.path) and evaluated from step 0, a
+  markdown table, one row per `arms` arm and evaluation metric (the eval metrics of `arm_table`):
+  over its seeds, the mean ± SE of the metric at step 0 and of research/forgetting.stability_gap's
+  dip depth (how much worse than at step 0 the worst evaluation is), the step of that worst
+  evaluation and the steps to recover (back at the step-0 value), `(n=k)` where only k seeds have
+  one: the stability gap of continual pretraining (Guo et al. 2024, arXiv 2406.14833). '' when no
+  run started from a checkpoint and evaluated at step 0."""
+  continual = [run for run in runs if run.config.get('init', {}).get('path')
+               and any(key.startswith('eval/') for key in run.metrics.get(0, {}))]
+  keys = [key for key in _final_metrics(continual) if key.startswith('eval/')]
+  rows = []
+  for arm in arms(continual) if continual else []:
+    for key in keys:
+      gaps = [forgetting.stability_gap(*series(run, key), not key.endswith('loss'))
+              for run in arm.runs]
+      gaps = [gap for gap in gaps if gap]
+      if gaps:
+        rows.append([arm.label, str(len(gaps)), key,
+                     *(mean_cell([gap[field] for gap in gaps])
+                       for field in ('start', 'depth', 'dip_step', 'recovered_step'))])
+  if not rows:
+    return ''
+  header = ['arm', 'n', 'eval', 'at step 0', 'dip depth', 'dip step', 'steps to recover']
+  return markdown_table(header, ['---'] * 3 + ['---:'] * 4, rows)
 
 
 def learning_rate_curve(run: Run) -> tuple[list[float], list[float]]:
@@ -578,7 +610,7 @@ def arm_curves(groups: Sequence[Arm], curve: Callable[[Run], tuple[list[float], 
   return found
 
 
-def _line_figure(curves: Sequence[tuple], title: str, x: str, y: str,
+def line_figure(curves: Sequence[tuple], title: str, x: str, y: str,
                  log_x: bool = False) -> figure.Figure:
   """Every (label, xs, ys) curve on one pair of axes, the legend below them; with `log_x` on a log
   x axis, which leaves out the points at x <= 0 (the evaluation before the first step). A curve
@@ -682,7 +714,8 @@ def figures(runs: Sequence[Run], log_x: bool = False) -> Iterator[tuple[str, fig
               'vs step', 'step', f'eval/{name}/moe/load_entropy')
              for name in eval_names(runs, 'moe/load_entropy')),
            *((f'{_UNSAFE_IN_FILE_NAMES.sub("-", key)}_vs_step',
-              f'Expert pathways of training rows ({key}) vs step', 'step', key)
+              f'{"Expert pathways of training rows" if "pathway" in key else "Monitor"} ({key}) '
+              'vs step', 'step', key)
              for key in sorted({key for run in runs for values in run.metrics.values()
                                 for key in values if key.startswith('monitor/')}))]
   labels = run_labels(runs)
@@ -693,17 +726,17 @@ def figures(runs: Sequence[Run], log_x: bool = False) -> Iterator[tuple[str, fig
     curves = arm_curves(groups, lambda run, x=x, y=y: (
         learning_rate_curve(run) if y == 'learning_rate' else series(run, y, x)))
     if curves:
-      yield f'{stem}.png', _line_figure(curves, title, x, y,
+      yield f'{stem}.png', line_figure(curves, title, x, y,
                                         log_x and (y == 'loss' or y.endswith('/loss')))
   for name in eval_names(runs, 'answer_accuracy'):
     for key, curves in group_curves(runs, labels, name).items():
       stem = f'eval_{_UNSAFE_IN_FILE_NAMES.sub("-", name)}_answer_accuracy_by_{key}_vs_step'
-      yield f'{stem}.png', _line_figure(
+      yield f'{stem}.png', line_figure(
           curves, f'Answer accuracy on {name} by {key} (eval/{name}/answer_accuracy/{key}_<value>)',
           'step', 'answer accuracy')
   mixture = mixture_curves(runs, labels)
   if mixture:
-    yield 'mixture_weights_vs_step.png', _line_figure(
+    yield 'mixture_weights_vs_step.png', line_figure(
         mixture, 'Mixture weights (data/<task>/weight) vs step', 'step', 'share of the batch')
   for run, step, loads in [(run, *found) for run in runs if (found := expert_loads(run))]:
     yield f'{_UNSAFE_IN_FILE_NAMES.sub("-", run.name)}_expert_loads.png', _expert_loads_figure(
