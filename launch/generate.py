@@ -2,7 +2,7 @@
 
   python -m launch.generate --checkpoint=DIR --prompt='def f(x):' [--prompt=...] \
       [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--sample_top_k=0] [--top_p=1] \
-      [--seed=0] [--stop=eos] [--ban_control_tokens]
+      [--seed=0] [--stop=eos] [--ban_control_tokens] [--num_samples=1] [--score=pep8]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model (decoder or encoder-decoder) and
@@ -18,7 +18,15 @@ the vocabulary has them (data.extra_ids).
 probability --top_p, with --seed. A row ends at a --stop id ('eos' or integer ids; empty: none) or
 after --max_new_tokens. With --ban_control_tokens (the default) the control tokens and sentinels
 are never written; ids past the vocabulary's are never written. Each prompt and its continuation
-are printed, decoded by the run's vocabulary.
+are printed, decoded by the run's vocabulary; --num_samples continues every prompt that many times
+(rows of one batch, each its own draw when sampling).
+
+--score=SCORER scores the continuations instead of printing them: with a misalignment scorer of
+conditional training ('pep8', research/objectives/control_tokens.py; Korbak et al. 2023, arXiv
+2302.08582) it prints, per prompt, how misaligned the continuations are (`misalignment`: PEP 8
+violations per line and per 1000 characters, the share of lines and of samples with one), the
+mean ± standard error over the checkpoints (--checkpoint may then name several, such as the seeds
+of one arm). A continuation cut off by --max_new_tokens is scored without its unfinished last line.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -31,8 +39,9 @@ from etils import epath
 
 from research import errors, finished, generate
 
+from research.analysis import report
 from research.data import vocabularies
-from research.objectives import registry
+from research.objectives import control_tokens
 
 # --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
 # allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
@@ -49,6 +58,9 @@ _TOP_P = flags.DEFINE_float('top_p', 1.0, 'Sample from the nucleus: the most lik
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the sampling key.', allow_override=True)
 _STOP = flags.DEFINE_list('stop', ['eos'], "Ids that end a continuation: 'eos' or integer token "
                           'ids (the byte vocabulary: byte + 3); empty for none.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Continuations of every prompt.')
+_SCORE = flags.DEFINE_string('score', None, "Print how misaligned the continuations are by this "
+                             "scorer ('pep8') instead of the continuations.")
 _BAN_CONTROL_TOKENS = flags.DEFINE_bool('ban_control_tokens', True, 'Never write the control '
                                         'tokens and sentinels (the extra ids).')
 
@@ -104,41 +116,69 @@ def _stop_ids(vocabulary, vocab_size: int) -> tuple[int, ...]:
   return tuple(ids)
 
 
-@cli.exits_on_user_error
-def main(argv):
-  cli.no_arguments(argv)
-  cli.quiet_absl_logging()
-  path, sampling, texts = _checkpoint(), _sampling(), _prompts()
+def _continuations(path: str, sampling: generate.Sampling, texts: list[str]
+                   ) -> tuple[list[str], list[str], list[str]]:
+  """(the prompt, its continuation's text, how it ended) of every row: each of `texts` continued
+  --num_samples times by the checkpoint at `path`, after a header line is printed."""
   config = finished.checkpoint_config(path, '--checkpoint', decoder_only=False)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
-  start_id = vocabularies.start_id(vocabulary, config.data.start_id)
   loaded = finished.load_checkpoint(path, config, jax.local_devices()[:1])
-  encoder_decoder = config.model.architecture == 'encoder_decoder'
-  if encoder_decoder:
-    encoder_inputs, encoder_lengths = generate.pad_prompts(
-        [generate.encode_prompt(t, vocabulary, None) for t in texts])
-    prompts, prompt_lengths = generate.pad_prompts([[start_id]] * len(texts))
-  else:
-    encoder_inputs = encoder_lengths = None
-    prompts, prompt_lengths = generate.pad_prompts(
-        [generate.encode_prompt(t, vocabulary, start_id) for t in texts])
-  tokens, lengths = jax.device_get(generate.generate(
-      loaded.model, loaded.params, prompts, prompt_lengths, jax.random.key(_SEED.value),
-      _MAX_NEW_TOKENS.value, sampling, stop_ids,
-      generate.ids_to_ban(vocabulary, config.model.vocab_size, _BAN_CONTROL_TOKENS.value),
-      encoder_inputs, encoder_lengths,
-      bidirectional_prompt=not encoder_decoder and config.objective.name not in registry.CAUSAL))
+  rows = [text for text in texts for _ in range(_NUM_SAMPLES.value)]
+  tokens, lengths = generate.continue_texts(loaded, rows, jax.random.key(_SEED.value),
+                                            _MAX_NEW_TOKENS.value, sampling, stop_ids,
+                                            _BAN_CONTROL_TOKENS.value)
   how = ('greedy' if not sampling.temperature else
          f'sampled at temperature {sampling.temperature}, top-k {sampling.top_k or "all"}, '
          f'top-p {sampling.top_p}, seed {_SEED.value}')
   print(f'{path} (step {loaded.step}, {config.model.architecture}), {how}:')
-  for i, (text, row, length) in enumerate(zip(texts, tokens, lengths), start=1):
+  continuations, ends = [], []
+  for row, length in zip(tokens, lengths):
     ids = row[:length].tolist()
-    end = (f'stopped by id {ids[-1]}' if ids and ids[-1] in stop_ids
-           else f'--max_new_tokens={_MAX_NEW_TOKENS.value}')
-    print(f'--- prompt {i} ---\n{text}\n--- continuation ({length} tokens, {end}) ---\n'
-          f'{vocabulary.decode(ids)}')
+    stopped = bool(ids) and ids[-1] in stop_ids
+    continuations.append(vocabulary.decode(ids))
+    ends.append(f'{length} tokens, ' + (f'stopped by id {ids[-1]}' if stopped
+                                        else f'--max_new_tokens={_MAX_NEW_TOKENS.value}'))
+  return rows, continuations, ends
+
+
+def _print_scores(paths: list[str], sampling: generate.Sampling, texts: list[str]) -> None:
+  """The misalignment of each prompt's continuations, mean ± SE over the checkpoints."""
+  if _SCORE.value not in control_tokens.SCORERS:
+    raise errors.UserError(f'--score={_SCORE.value} is not a known scorer; choose one of '
+                           f'{sorted(control_tokens.SCORERS)}.')
+  found = {text: [] for text in texts}
+  for path in paths:
+    rows, continuations, ends = _continuations(path, sampling, texts)
+    for text in texts:
+      complete = [control_tokens.complete_lines(c, 'stopped' in end)
+                  for row, c, end in zip(rows, continuations, ends) if row == text]
+      found[text].append(control_tokens.misalignment(complete, _SCORE.value))
+  keys = list(found[texts[0]][0])
+  print(f'\n{_SCORE.value}: {_NUM_SAMPLES.value} samples per prompt and checkpoint, '
+        f'{len(paths)} checkpoint(s)\n')
+  print('| prompt | ' + ' | '.join(keys) + ' |\n|---|' + '---:|' * len(keys))
+  for text, scores in found.items():
+    cells = [report.mean_cell([s[key] for s in scores]) for key in keys]
+    label = repr(text).replace('|', '\\|')  # '<|aligned|>' in a markdown cell
+    print(f'| {label} | ' + ' | '.join(cells) + ' |')
+
+
+@cli.exits_on_user_error
+def main(argv):
+  cli.no_arguments(argv)
+  cli.quiet_absl_logging()
+  sampling, texts = _sampling(), _prompts()
+  if _NUM_SAMPLES.value < 1:
+    raise errors.UserError(f'--num_samples={_NUM_SAMPLES.value} must be at least 1.')
+  if _SCORE.value is not None:
+    if not _CHECKPOINT.value:
+      raise errors.UserError('--score needs --checkpoint=DIR[,DIR...]: the runs to sample from.')
+    _print_scores(_CHECKPOINT.value, sampling, texts)
+    return
+  rows, continuations, ends = _continuations(_checkpoint(), sampling, texts)
+  for i, (text, continuation, end) in enumerate(zip(rows, continuations, ends), start=1):
+    print(f'--- prompt {i} ---\n{text}\n--- continuation ({end}) ---\n{continuation}')
 
 
 if __name__ == '__main__':

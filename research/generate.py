@@ -43,6 +43,7 @@ import numpy as np
 import seqio
 
 from research.data import vocabularies
+from research.objectives import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,3 +203,34 @@ def ids_to_ban(vocabulary: seqio.Vocabulary, model_vocab_size: int,
   sentinels (research/data/vocabularies.py)."""
   first = vocabulary.vocab_size - (vocabulary.extra_ids if control_tokens else 0)
   return tuple(range(first, model_vocab_size))
+
+
+def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
+                   sampling: Sampling = Sampling(), stop_ids: Sequence[int] | None = None,
+                   ban_control_tokens: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """`generate` for text prompts with a loaded checkpoint (`loaded`: research/finished.py's
+  LoadedCheckpoint, its model, params and run config): (tokens [B, max_new_tokens], lengths [B]) on
+  the host, row b continuing texts[b].
+
+  A decoder reads the run's start id and the prompt, as a bidirectional prefix when the run trained
+  with a denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the prompt and its
+  decoder starts from the start id. `stop_ids` None stops at the vocabulary's EOS; the ids past the
+  vocabulary's, and with `ban_control_tokens` its extra ids, are never written (`ids_to_ban`).
+  """
+  config = loaded.config
+  vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+  start_id = vocabularies.start_id(vocabulary, config.data.start_id)
+  encoder_decoder = config.model.architecture == 'encoder_decoder'
+  if encoder_decoder:
+    encoder_inputs, encoder_lengths = pad_prompts([encode_prompt(t, vocabulary, None)
+                                                   for t in texts])
+    prompts, prompt_lengths = pad_prompts([[start_id]] * len(texts))
+  else:
+    encoder_inputs = encoder_lengths = None
+    prompts, prompt_lengths = pad_prompts([encode_prompt(t, vocabulary, start_id) for t in texts])
+  return jax.device_get(generate(
+      loaded.model, loaded.params, prompts, prompt_lengths, key, max_new_tokens, sampling,
+      (vocabulary.eos_id,) if stop_ids is None else stop_ids,
+      ids_to_ban(vocabulary, config.model.vocab_size, ban_control_tokens),
+      encoder_inputs, encoder_lengths,
+      bidirectional_prompt=not encoder_decoder and config.objective.name not in registry.CAUSAL))

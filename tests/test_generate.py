@@ -17,6 +17,7 @@ from launch import generate as generate_command
 from research import generate, train
 from research.data import vocabularies
 from research.model import transformer
+from research.objectives import control_tokens
 from tests import commands
 from tests.data import test_vocabularies
 
@@ -207,6 +208,31 @@ def test_command_prints_each_prompt_and_its_continuation(trained_run, tmp_path):
   assert _run(checkpoint=[trained_run], prompt=['def f(x):'], max_new_tokens=5, temperature=1.0,
               sample_top_k=20, top_p=0.9, seed=3).split('--- prompt 2')[0] == printed.split(
                   '--- prompt 2')[0]
+
+
+def test_command_scores_the_misalignment_of_its_samples(trained_run):
+  flag_values = dict(checkpoint=[trained_run], prompt=['<|aligned|>', ''], max_new_tokens=24,
+                     temperature=1.0, seed=5, num_samples=3)
+  printed = _run(**flag_values)
+  samples = {}
+  for part in printed.split('--- prompt ')[1:]:
+    prompt, rest = part.split('\n', 1)[1].split('\n--- continuation (', 1)
+    end, text = rest.split(') ---\n', 1)
+    samples.setdefault(prompt, []).append(
+        control_tokens.complete_lines(text.removesuffix('\n'), 'stopped' in end))
+  assert {prompt: len(texts) for prompt, texts in samples.items()} == {'<|aligned|>': 3, '': 3}
+  table = _run(**{**flag_values, 'checkpoint': [trained_run, trained_run]}, score='pep8')
+  assert '3 samples per prompt and checkpoint, 2 checkpoint(s)' in table
+  for prompt in ('<|aligned|>', ''):
+    expected = control_tokens.misalignment(samples[prompt], 'pep8')
+    label = repr(prompt).replace('|', '\\|')  # a markdown cell
+    row = next(line for line in table.splitlines() if line.startswith(f'| {label} |'))
+    cells = row.removesuffix(' |').split(' | ')[-len(expected):]
+    # The same checkpoint twice: each mean is the one run's value, with a standard error of 0.
+    assert [float(cell.split(' ± ')[0]) for cell in cells] == pytest.approx(
+        list(expected.values()), rel=1e-3)  # printed to 4 significant digits
+  with pytest.raises(SystemExit, match=r'^error: --score=toxicity is not a known scorer'):
+    _run(**flag_values, score='toxicity')
 
 
 def test_the_trained_run_records_its_start_id(trained_run):

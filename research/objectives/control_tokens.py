@@ -69,6 +69,26 @@ def pep8_scores(text: str) -> list[float]:
 register_scorer('pep8', pep8_scores)
 
 
+def complete_lines(text: str, stopped: bool) -> str:
+  """`text` without its last, unfinished line when generation was cut off (not `stopped`)."""
+  return text if stopped or '\n' not in text else text[:text.rindex('\n') + 1]
+
+
+def misalignment(texts: Sequence[str], scorer: str) -> dict[str, float]:
+  """How misaligned a set of texts (samples of a model) is by `scorer`, over all their lines:
+  `violations_per_line` (the mean line score), `misaligned_lines` (the share of lines scored above
+  0: for PEP 8, with a violation), `violations_per_kchar` (score per 1000 characters, the paper's
+  per-character PEP 8 score scaled) and `misaligned_texts` (the share of texts with such a line).
+  Texts are scored whole, each line in its context."""
+  scores = [SCORERS[scorer](text) for text in texts]
+  lines = [score for text_scores in scores for score in text_scores]
+  chars = sum(len(text) for text in texts)
+  return {'violations_per_line': float(np.sum(lines) / max(len(lines), 1)),
+          'misaligned_lines': float(np.mean(np.array(lines) > 0)) if lines else 0.0,
+          'violations_per_kchar': float(1000 * np.sum(lines) / max(chars, 1)),
+          'misaligned_texts': float(np.mean([max(s, default=0) > 0 for s in scores]))}
+
+
 def annotate(text: str, scores: Sequence[float], threshold: float, drop_fraction: float,
              rng: np.random.Generator) -> list[tuple[str | None, str]]:
   """One (control token name or None, line) pair per line of text.splitlines(keepends=True).

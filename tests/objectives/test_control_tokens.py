@@ -52,6 +52,21 @@ def test_pep8_scorer_counts_violations_per_line_silently(capsys):
   assert capsys.readouterr() == ('', '')
 
 
+def test_misalignment_of_samples_counts_lines_characters_and_texts():
+  # _SNIPPET: 4 lines, 2 violations; the second text: E302 and E111, 3 lines; the third: clean.
+  texts = [_SNIPPET, 'import os\ndef f():\n  return os\n', 'x = 1\n']
+  chars = sum(len(text) for text in texts)
+  assert control_tokens.misalignment(texts, 'pep8') == pytest.approx({
+      'violations_per_line': 4 / 8, 'misaligned_lines': 4 / 8,
+      'violations_per_kchar': 1000 * 4 / chars, 'misaligned_texts': 2 / 3})
+
+
+def test_a_cut_off_sample_loses_its_unfinished_last_line():
+  assert control_tokens.complete_lines('a = 1\nb = (', stopped=False) == 'a = 1\n'
+  assert control_tokens.complete_lines('a = 1\nb = 2', stopped=True) == 'a = 1\nb = 2'
+  assert control_tokens.complete_lines('b = (', stopped=False) == 'b = ('
+
+
 def test_both_annotation_tokens_are_banned_at_generation():
   pairs = control_tokens.annotate('a\nb\n', [0.0, 1.0], 0.0, 0.0, np.random.default_rng(4))
   assert {token for token, _ in pairs} == set(control_tokens.BANNED_AT_GENERATION)
