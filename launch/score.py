@@ -2,7 +2,8 @@
 
   python -m launch.score --checkpoint=DIR[,DIR...] (--task=NAME [--name=SCORES] | --text_file=F) \
       [--out=F.jsonl] [--scores=nll,perplexity,min_k,el2n,length,zlib] [--min_k=0.2] \
-      [--split=train] [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata]
+      [--split=train] [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata] \
+      [--prefix=TEXT]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model, data.seq_len and data.vocabulary. Several
@@ -22,6 +23,12 @@ no --out, OUT is STORE/scores/SCORES.jsonl beside the task's document store, SCO
 (default: the checkpoint's name, WORKDIR-STEP for WORKDIR/checkpoints/STEP): `data.order.by` and
 `data.select.by` then name a score 'SCORES:FIELD' without a path (research/data/score_files.py).
 The file is also what a `subset` task's `scores` reads (research/data/tasks.py).
+
+--prefix=TEXT is read by the model before every document and not scored, so the model scores are
+of each document conditioned on it (the prefix conditions a document's first window of
+data.seq_len tokens): a MeCo source tag such as $'URL: stdlib_code/json\n\n' (Gao et al. 2025, arXiv
+2501.01956), true or fabricated, or a control token such as '<|aligned|>' (Korbak et al. 2023, arXiv
+2302.08582), encoded as launch.generate encodes a prompt. GraNd takes no prefix.
 """
 
 import json
@@ -36,7 +43,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from research import errors, finished, sharding
+from research import errors, finished, generate, sharding
 
 from research.analysis import scores as scores_lib
 from research.data import score_files
@@ -74,6 +81,8 @@ _TENSOR = flags.DEFINE_integer('tensor', 1, 'Mesh tensor size.')
 _STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (default: the run\'s '
                                  'data.store_dir).')
 _METADATA = flags.DEFINE_bool('metadata', False, "Write each document's metadata too.")
+_PREFIX = flags.DEFINE_string('prefix', '', 'Text read before every document, not scored: the '
+                              'model scores are conditioned on it.')
 
 
 def _check_flags() -> list[str]:
@@ -103,6 +112,9 @@ def _check_flags() -> list[str]:
   if 'learnability' in names and not _EARLY.value:
     raise errors.UserError('--scores=learnability needs --early_checkpoint=DIR: learnability is '
                            'nll(early checkpoint) - nll(--checkpoint).')
+  if _PREFIX.value and 'grand' in names:
+    raise errors.UserError('--scores=grand takes no --prefix (GraNd is the gradient of a '
+                           "document's own loss); score grand in a run without --prefix.")
   scores_lib.check_min_k(_MIN_K.value)
   if _BATCH_SIZE.value < 0:
     raise errors.UserError(f'--batch_size={_BATCH_SIZE.value} must be positive (or 0 for the '
@@ -178,8 +190,10 @@ def _model_scores(configs, flag, store, batch_size, devices, grand=False):
     if config_flag != flag:
       continue
     loaded = finished.load_checkpoint(path, config, devices, _FSDP.value, _TENSOR.value, flag)
+    vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
+    prefix = generate.encode_prompt(_PREFIX.value, vocabulary, None)
     per_checkpoint.append(scores_lib.model_scores(loaded, store.tokens, store.offsets,
-                                                  _MIN_K.value, batch_size))
+                                                  _MIN_K.value, batch_size, prefix=prefix))
     if grand:
       per_checkpoint[-1].update(scores_lib.grand_scores(loaded, store.tokens, store.offsets,
                                                         batch_size))
@@ -252,7 +266,8 @@ def main(argv):
               'extra_ids': config.data.extra_ids,
               'store_fingerprint': store.manifest.get('fingerprint'),
               'checkpoints': steps, 'early_checkpoints': early_steps, 'scores': names,
-              'min_k': _MIN_K.value, 'num_documents': store.num_documents}
+              'min_k': _MIN_K.value, 'prefix': _PREFIX.value,
+              'num_documents': store.num_documents}
   if jax.process_index() == 0:
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(out.with_name(out.name + '.manifest.json'), json.dumps(manifest, indent=2))

@@ -137,6 +137,31 @@ def test_min_k_el2n_and_windowed_nll_match_numpy(runs, notes_store):
     assert (got['min_k_prob'] < -got['nll']).all()  # the least likely tokens, below the mean
 
 
+def test_prefixed_puts_the_prefix_before_every_document():
+  tokens, offsets = scores.prefixed(np.array([7, 8, 9, 4], np.int32), np.array([0, 3, 4]), [1, 2])
+  np.testing.assert_array_equal(tokens, [1, 2, 7, 8, 9, 1, 2, 4])
+  np.testing.assert_array_equal(offsets, [0, 5, 8])
+  assert tokens.dtype == np.int32
+
+
+def test_a_prefix_conditions_the_documents_and_is_not_scored(runs, notes_store):
+  """The log-likelihood of prefix + document, as one document, is the prefix's alone plus the
+  document's given the prefix: the prefix is read, not scored."""
+  loaded = finished.load_checkpoint(runs['a'])
+  prefix = [40, 41, 42]
+  tokens, offsets = notes_store.tokens, notes_store.offsets
+  lengths_D = np.diff(offsets)
+  conditioned = scores.model_scores(loaded, tokens, offsets, batch_size=8, group_tokens=100,
+                                    prefix=prefix)['nll']
+  whole = scores.model_scores(loaded, *scores.prefixed(tokens, offsets, prefix), batch_size=8)['nll']
+  alone = scores.model_scores(loaded, np.tile(np.array(prefix, tokens.dtype), len(lengths_D)),
+                              np.arange(len(lengths_D) + 1) * len(prefix), batch_size=8)['nll']
+  np.testing.assert_allclose(whole * (lengths_D + 3), alone * 3 + conditioned * lengths_D,
+                             rtol=2e-5)
+  plain = scores.model_scores(loaded, tokens, offsets, batch_size=8)['nll']
+  assert np.abs(conditioned - plain).max() > 1e-3  # the prefix changes the documents' likelihood
+
+
 def _reference_grand(loaded, store):
   """Each document's GraNd, one document at a time: its windows of SEQ_LEN tokens as rows of a
   plain (un-vmapped, unsharded) model apply, jax.grad of the mean token cross-entropy over all
@@ -276,6 +301,17 @@ def test_command_scores_a_text_file(runs, tmp_path):
   assert [line['num_tokens'] for line in lines] == [15, 15]
   assert lines[1]['zlib_ratio'] == scores.zlib_ratio('the second one')
   assert lines[0]['perplexity'] == pytest.approx(math.exp(lines[0]['nll']))
+  prefixed = tmp_path / 'prefixed.jsonl'
+  _run(checkpoint=[os.path.join(runs['a'], 'checkpoints', '0')], text_file=str(text_file),
+       out=str(prefixed), prefix='doc: ')
+  store = scores.tokenize_documents(scores.text_file_documents(str(text_file)),
+                                    vocabularies.make_vocabulary('byte', 0))
+  expected = scores.model_scores(finished.load_checkpoint(runs['a']), store.tokens, store.offsets,
+                                 prefix=vocabularies.make_vocabulary('byte', 0).encode('doc: '))
+  np.testing.assert_allclose([line['nll'] for line in _lines(prefixed)], expected['nll'],
+                             rtol=1e-6)
+  assert [line['num_tokens'] for line in _lines(prefixed)] == [15, 15]  # the documents' own
+  assert json.loads((tmp_path / 'prefixed.jsonl.manifest.json').read_text())['prefix'] == 'doc: '
 
 
 def test_command_averages_grand_over_checkpoints(runs, loaded_runs, tmp_path):
@@ -308,6 +344,8 @@ def test_user_errors_are_one_line_naming_the_flag(runs, tmp_path):
       (dict(checkpoint=[runs['a']], task='notes', scores=['learnability']),
        'learnability needs --early_checkpoint'),
       (dict(checkpoint=[runs['a']], task='notes', min_k=0.0), r'--min_k=0.0 must be in \(0, 1\]'),
+      (dict(checkpoint=[runs['a']], task='notes', scores=['grand'], prefix='x'),
+       '--scores=grand takes no --prefix'),
       (dict(checkpoint=[runs['a']], task='notes', batch_size=12),
        '--batch_size=12 must be a multiple of the data-parallel size 8'),
       (dict(checkpoint=[runs['a']]), 'Give exactly one of --task'),

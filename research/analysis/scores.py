@@ -48,6 +48,7 @@ documents are sharded over the data-parallel axes.
 
 import math
 import zlib
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -116,14 +117,36 @@ def document_scores(log_prob_T: np.ndarray, el2n_T: np.ndarray, offsets: np.ndar
 # --- checkpoints -----------------------------------------------------------------------------------
 
 
+def prefixed(tokens: np.ndarray, offsets: np.ndarray, prefix: Sequence[int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens, offsets) of the documents tokens[offsets[d]:offsets[d + 1]], each with the ids of
+  `prefix` before it."""
+  offsets = np.asarray(offsets, np.int64)
+  lengths_D = np.diff(offsets) + len(prefix)
+  new_offsets = np.concatenate([[0], np.cumsum(lengths_D)])
+  doc_T = np.repeat(np.arange(len(lengths_D)), lengths_D)
+  position_T = np.arange(new_offsets[-1]) - new_offsets[doc_T]
+  in_prefix = position_T < len(prefix)
+  out = np.empty(new_offsets[-1], tokens.dtype)
+  out[in_prefix] = np.asarray(prefix, tokens.dtype)[position_T[in_prefix]]
+  out[~in_prefix] = tokens[offsets[0]:offsets[-1]]
+  return out, new_offsets
+
+
 def model_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
                  k: float = DEFAULT_MIN_K, batch_size: int = 0,
-                 group_tokens: int = windows.GROUP_TOKENS) -> dict[str, np.ndarray]:
+                 group_tokens: int = windows.GROUP_TOKENS,
+                 prefix: Sequence[int] = ()) -> dict[str, np.ndarray]:
   """`nll`, `min_k_prob` and `el2n` [D] of the documents tokens[offsets[d]:offsets[d + 1]] under
   the checkpoint; `batch_size` rows per forward pass (0: the run's eval.batch_size), a multiple of
-  the data-parallel size."""
+  the data-parallel size. With `prefix`, the model reads those ids before every document and
+  scores the document's tokens alone: the document's likelihood conditioned on the prefix (a MeCo
+  source tag, Gao et al. 2025, arXiv 2501.01956; a control token, Korbak et al. 2023, arXiv
+  2302.08582)."""
   batch_size = batch_size or loaded.config.eval.batch_size
   results = {name: np.zeros(len(offsets) - 1) for name in ('nll', 'min_k_prob', 'el2n')}
+  if len(prefix):
+    tokens, offsets = prefixed(tokens, offsets, prefix)
   for first, end, group_offsets, batches in windows.window_batches(tokens, offsets, loaded.seq_len,
                                                            batch_size, group_tokens,
                                                            loaded.start_id):
@@ -133,6 +156,11 @@ def model_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets:
       real = batch['token_index'] >= 0
       for name, values in statistics.items():
         values[batch['token_index'][real]] = fetched[name][real]
+    if len(prefix):  # the documents' own tokens, without the prefix before each
+      doc_T = np.repeat(np.arange(len(group_offsets) - 1), np.diff(group_offsets))
+      scored_T = np.arange(group_offsets[-1]) - group_offsets[doc_T] >= len(prefix)
+      statistics = {name: values[scored_T] for name, values in statistics.items()}
+      group_offsets = group_offsets - len(prefix) * np.arange(len(group_offsets))
     scores = document_scores(statistics['log_prob'], statistics['el2n'], group_offsets, k)
     for name, values in scores.items():
       results[name][first:end] = values
