@@ -203,6 +203,10 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('skillit_lego', ['uniform', 'target_only', 'skillit', 'graph_run']),
     ('moe_load_balancing', [None]),
     ('scaling', [None]),
+    ('stability_gap', [None]),  # the continuation; its pretrain run: tests/test_stability_gap.py
+    ('instability', [None]),
+    ('end_upsampling', [None]),
+    ('repeated_data', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
   """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes

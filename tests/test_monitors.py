@@ -3,7 +3,6 @@ step's values against a direct computation from the parameters, with and without
 over micro-batches and with a chunked loss, and an unchanged step when they are off; and the
 instability experiment's sweep."""
 
-import copy
 
 import flax.linen as nn
 import jax
@@ -12,8 +11,7 @@ import optax
 import pytest
 
 from experiments import base
-from research import config as config_lib, train
-from research.analysis import sweep
+from research import train
 from research.model import transformer
 
 MODEL = dict(vocab_size=128, d_model=32, num_layers=2, num_heads=2, head_dim=16, mlp_dim=64,
@@ -139,7 +137,7 @@ def test_the_monitors_off_log_nothing_and_leave_the_step_unchanged(scanned):
                jax.device_get(off_state.params))
 
 
-def test_the_instability_sweep_has_every_variant_at_every_rate_and_validates(tmp_path):
+def test_the_instability_sweep_has_every_variant_at_every_rate():
   from experiments import instability
   config = instability.get_config()
   points = instability.get_sweep()
@@ -155,8 +153,3 @@ def test_the_instability_sweep_has_every_variant_at_every_rate_and_validates(tmp
     assert seeds == set(instability.SEEDS if lr in instability.SEEDED_RATES else
                         instability.SEEDS[:1])
   assert len(instability.SEEDS) >= 3 and config.train.monitor_logits
-  for point in points:
-    checked = copy.deepcopy(config)
-    for key, value in point.items():
-      sweep.apply(checked, key, value, 'experiments/instability.py')
-    config_lib.validate(checked, str(tmp_path / 'run'), jax.devices())

@@ -2,14 +2,13 @@
 on hand-made curves, its table per arm in research/analysis/report.py, and the sweep of
 experiments/stability_gap.py."""
 
-import copy
 
 import jax
 import pytest
 
 from experiments import stability_gap
 from research import config as config_lib
-from research.analysis import forgetting, report, sweep
+from research.analysis import forgetting, report
 
 STEPS = [0, 5, 10, 15, 20]
 
@@ -75,7 +74,7 @@ def test_stability_gap_table_is_empty_without_continual_runs_evaluated_at_step_0
   assert report.stability_gap_table([late]) == ''
 
 
-def test_the_sweep_has_every_arm_with_three_seeds_and_its_points_validate(tmp_path):
+def test_the_sweep_has_every_arm_with_three_seeds(tmp_path):
   points = stability_gap.get_sweep()
   arms = {}
   for point in points:
@@ -89,10 +88,5 @@ def test_the_sweep_has_every_arm_with_three_seeds_and_its_points_validate(tmp_pa
   assert pretrain.data.mixture[stability_gap.NEW] > 0 and config.init.path
   assert pretrain.data.tasks.to_dict() == config.data.tasks.to_dict()
   config_lib.validate(pretrain, str(tmp_path / 'pretrain'), jax.devices())
-  for point in points:
-    checked = copy.deepcopy(config)
-    for key, value in point.items():
-      sweep.apply(checked, key, value, 'experiments/stability_gap.py')
-    config_lib.validate(checked, str(tmp_path / 'run'), jax.devices())
   with pytest.raises(ValueError, match='choose one of'):
     stability_gap.get_config('scratch')

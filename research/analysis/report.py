@@ -249,17 +249,17 @@ class Arm:
   runs: tuple[Run, ...]
 
 
-def arms(runs: Sequence[Run]) -> list[Arm]:
-  """`runs` grouped into `Arm`s (configs equal but for `seed`, compared as `swept_values` compares
-  them: `LOCATION_KEYS` ignored, a missing key as its default), in the order their runs first
-  appear."""
+def arms(runs: Sequence[Run], ignore: Sequence[str] = ('seed',)) -> list[Arm]:
+  """`runs` grouped into `Arm`s (configs equal but for `seed`, or for every key of `ignore`,
+  compared as `swept_values` compares them: `LOCATION_KEYS` ignored, a missing key as its
+  default), in the order their runs first appear."""
   swept, flat, compared = _swept(runs)
   members: dict[tuple, list[int]] = {}
   for index, values in enumerate(compared):
-    members.setdefault(tuple(v for k, v in values.items() if k != 'seed'), []).append(index)
+    members.setdefault(tuple(v for k, v in values.items() if k not in ignore), []).append(index)
   groups = list(members.values())
   labels = _labels([', '.join(runs[i].name for i in group) for group in groups],
-                   [{k: flat[group[0]][k] for k in swept if k != 'seed' and k in flat[group[0]]}
+                   [{k: flat[group[0]][k] for k in swept if k not in ignore and k in flat[group[0]]}
                     for group in groups])
   return [Arm(label, tuple(runs[i] for i in group)) for label, group in zip(labels, groups)]
 

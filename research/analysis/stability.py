@@ -76,13 +76,13 @@ def variants(runs: Sequence[report.Run]) -> list[Variant]:
   rates = {run.name: swept[run.name].get(LR_KEY) for run in runs}
   if len({lr for lr in rates.values() if lr is not None}) < _MIN_RATES:
     return []
-  groups: dict[str, dict[float, list[report.Run]]] = {}
-  for run in runs:
-    others = {k: v for k, v in swept[run.name].items() if k not in (LR_KEY, 'seed')}
-    label = ', '.join(f'{k}={report.format_value(v)}' for k, v in others.items()) or 'all runs'
-    groups.setdefault(label, {}).setdefault(rates[run.name], []).append(run)
-  return [Variant(label, {lr: tuple(by_lr[lr]) for lr in sorted(by_lr)})
-          for label, by_lr in groups.items()]
+  found = []
+  for arm in report.arms(runs, ignore=(LR_KEY, 'seed')):
+    by_lr: dict[float, list[report.Run]] = {}
+    for run in arm.runs:
+      by_lr.setdefault(rates[run.name], []).append(run)
+    found.append((arm.label, {lr: tuple(by_lr[lr]) for lr in sorted(by_lr)}))
+  return [Variant(label if len(found) > 1 else 'all runs', by_lr) for label, by_lr in found]
 
 
 def sensitivity_table(runs: Sequence[report.Run]) -> str:
@@ -138,7 +138,7 @@ def figures(runs: Sequence[report.Run]) -> Iterator[tuple[str, figure.Figure]]:
     curves = _curves(found, lambda run, key=key: report.final_value(run, key))
     if curves:
       fig = report.line_figure(curves, f'{key} at the last step (mean ± SE over seeds)',
-                         'peak learning rate', key, log_x=True)
+                               'peak learning rate', key, log_x=True)
       if key != 'monitor/output_logit_mean':  # maxima, positive: growth over orders of magnitude
         fig.axes[0].set_yscale('log')
       yield f'{key.replace("/", "-")}_vs_learning_rate.png', fig
