@@ -139,6 +139,32 @@ def exits_on_user_error(main: Callable[[list[str]], None]) -> Callable[[list[str
   return main_with_exit
 
 
+def rejoin_paths(pieces: list[str]) -> list[str]:
+  """A comma-separated list of paths as split, with the pieces of a local path that holds commas
+  (a sweep's run directories are named 'a=1,seed=0') joined back: from each piece on, the most
+  pieces that name an existing path together, else the piece alone."""
+  paths, start = [], 0
+  while start < len(pieces):
+    end = next((end for end in range(len(pieces), start + 1, -1)
+                if os.path.exists(','.join(pieces[start:end]))), start + 1)
+    paths.append(','.join(pieces[start:end]))
+    start = end
+  return paths
+
+
+class PathListParser(flags.ListParser):
+  """absl's comma-separated list parser, paths with commas rejoined (`rejoin_paths`)."""
+
+  def parse(self, argument):
+    return rejoin_paths(super().parse(argument))
+
+
+def define_paths(name: str, default, help_text: str, **kwargs) -> flags.FlagHolder:
+  """A list flag of paths (workdirs, checkpoints), separated by commas, that may hold commas."""
+  return flags.DEFINE(PathListParser(), name, default, help_text,
+                      serializer=flags.CsvListSerializer(','), **kwargs)
+
+
 def one_checkpoint(paths: list[str] | None, purpose: str) -> str:
   """The one path a --checkpoint list flag gives (a workdir or WORKDIR/checkpoints/<step>); fails
   naming the flag and `purpose` ('generate with') otherwise."""

@@ -14,24 +14,28 @@ denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the pro
 starts from the start id. Control-token names in a prompt, such as '<|aligned|>' (conditional
 training, research/objectives/control_tokens.py) or UL2's mode token '[S2S]', are those tokens when
 the vocabulary has them (data.extra_ids).
---temperature=0 is greedy decoding; above it tokens are sampled, from the --sample_top_k most likely (0: all), then from the nucleus of
-probability --top_p, with --seed. A row ends at a --stop id ('eos' or integer ids; empty: none) or
-after --max_new_tokens. With --ban_control_tokens (the default) the control tokens and sentinels
-are never written; ids past the vocabulary's are never written. Each prompt and its continuation
-are printed, decoded by the run's vocabulary; --num_samples continues every prompt that many times
-(rows of one batch, each its own draw when sampling).
+--temperature=0 is greedy decoding; above it tokens are sampled, from the --sample_top_k most
+likely (0: all), then from the nucleus of probability --top_p, with --seed. A row ends at a --stop
+id ('eos' or integer ids; empty: none) or after --max_new_tokens. With --ban_control_tokens (the
+default) the control tokens and sentinels are never written, except the --allow names, which are
+left out of the printed text (conditional training's '<|aligned|>', which the model learnt to put
+before each line: --allow='<|aligned|>'); ids past the vocabulary's are never written. Each prompt
+and its continuation are printed, decoded by the run's vocabulary; --num_samples continues every
+prompt that many times (rows of one batch, each its own draw when sampling).
 
 --score=SCORER scores the continuations instead of printing them: with a misalignment scorer of
 conditional training ('pep8', research/objectives/control_tokens.py; Korbak et al. 2023, arXiv
 2302.08582) it prints, per prompt, how misaligned the continuations are (`misalignment`: PEP 8
 violations per line and per 1000 characters, the share of lines and of samples with one), the
 mean ± standard error over the checkpoints (--checkpoint may then name several, such as the seeds
-of one arm). A continuation cut off by --max_new_tokens is scored without its unfinished last line.
+of one arm, or a launch.sweep directory: rows per arm, its runs those differing only in seed). A
+continuation cut off by --max_new_tokens is scored without its unfinished last line.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
 import math
+import os
 
 import jax
 from absl import flags
@@ -45,7 +49,7 @@ from research.objectives import control_tokens
 
 # --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
 # allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
-_CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to '
+_CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
                                 'generate with.', allow_override=True)
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt to continue; repeat for several.')
 _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'A text file of prompts, one a line.')
@@ -61,6 +65,8 @@ _STOP = flags.DEFINE_list('stop', ['eos'], "Ids that end a continuation: 'eos' o
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Continuations of every prompt.')
 _SCORE = flags.DEFINE_string('score', None, "Print how misaligned the continuations are by this "
                              "scorer ('pep8') instead of the continuations.")
+_ALLOW = flags.DEFINE_list('allow', [], "Control tokens the model may write despite "
+                          "--ban_control_tokens, e.g. '<|aligned|>'; left out of the text.")
 _BAN_CONTROL_TOKENS = flags.DEFINE_bool('ban_control_tokens', True, 'Never write the control '
                                         'tokens and sentinels (the extra ids).')
 
@@ -123,11 +129,12 @@ def _continuations(path: str, sampling: generate.Sampling, texts: list[str]
   config = finished.checkpoint_config(path, '--checkpoint', decoder_only=False)
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
+  allowed_ids = {vocabularies.control_token_id(vocabulary, name) for name in _ALLOW.value}
   loaded = finished.load_checkpoint(path, config, jax.local_devices()[:1])
   rows = [text for text in texts for _ in range(_NUM_SAMPLES.value)]
   tokens, lengths = generate.continue_texts(loaded, rows, jax.random.key(_SEED.value),
                                             _MAX_NEW_TOKENS.value, sampling, stop_ids,
-                                            _BAN_CONTROL_TOKENS.value)
+                                            _BAN_CONTROL_TOKENS.value, tuple(allowed_ids))
   how = ('greedy' if not sampling.temperature else
          f'sampled at temperature {sampling.temperature}, top-k {sampling.top_k or "all"}, '
          f'top-p {sampling.top_p}, seed {_SEED.value}')
@@ -136,32 +143,45 @@ def _continuations(path: str, sampling: generate.Sampling, texts: list[str]
   for row, length in zip(tokens, lengths):
     ids = row[:length].tolist()
     stopped = bool(ids) and ids[-1] in stop_ids
-    continuations.append(vocabulary.decode(ids))
+    continuations.append(vocabulary.decode([i for i in ids if i not in allowed_ids]))
     ends.append(f'{length} tokens, ' + (f'stopped by id {ids[-1]}' if stopped
                                         else f'--max_new_tokens={_MAX_NEW_TOKENS.value}'))
   return rows, continuations, ends
 
 
+def _arms(paths: list[str]) -> list[tuple[str, list[str]]]:
+  """(label, checkpoint paths) of each arm: the runs of a sweep directory (one without a
+  config.json) grouped into arms by report.arms, else all of `paths` as one arm."""
+  if len(paths) == 1 and os.path.isdir(paths[0]) and not os.path.exists(
+      os.path.join(paths[0], 'config.json')):
+    return [(arm.label, [run.path for run in arm.runs])
+            for arm in report.arms([report.load_run(p) for p in cli.sweep_runs(paths[0])])]
+  return [(', '.join(paths), paths)]
+
+
 def _print_scores(paths: list[str], sampling: generate.Sampling, texts: list[str]) -> None:
-  """The misalignment of each prompt's continuations, mean ± SE over the checkpoints."""
+  """The misalignment of each prompt's continuations per arm, mean ± SE over its checkpoints."""
   if _SCORE.value not in control_tokens.SCORERS:
     raise errors.UserError(f'--score={_SCORE.value} is not a known scorer; choose one of '
                            f'{sorted(control_tokens.SCORERS)}.')
-  found = {text: [] for text in texts}
-  for path in paths:
-    rows, continuations, ends = _continuations(path, sampling, texts)
-    for text in texts:
-      complete = [control_tokens.complete_lines(c, 'stopped' in end)
-                  for row, c, end in zip(rows, continuations, ends) if row == text]
-      found[text].append(control_tokens.misalignment(complete, _SCORE.value))
-  keys = list(found[texts[0]][0])
-  print(f'\n{_SCORE.value}: {_NUM_SAMPLES.value} samples per prompt and checkpoint, '
-        f'{len(paths)} checkpoint(s)\n')
-  print('| prompt | ' + ' | '.join(keys) + ' |\n|---|' + '---:|' * len(keys))
-  for text, scores in found.items():
-    cells = [report.mean_cell([s[key] for s in scores]) for key in keys]
-    label = repr(text).replace('|', '\\|')  # '<|aligned|>' in a markdown cell
-    print(f'| {label} | ' + ' | '.join(cells) + ' |')
+  rows_out = []
+  for label, arm_paths in _arms(paths):
+    found = {text: [] for text in texts}
+    for path in arm_paths:
+      rows, continuations, ends = _continuations(path, sampling, texts)
+      for text in texts:
+        complete = [control_tokens.complete_lines(c, 'stopped' in end)
+                    for row, c, end in zip(rows, continuations, ends) if row == text]
+        found[text].append(control_tokens.misalignment(complete, _SCORE.value))
+    for text, scores in found.items():
+      rows_out.append((f'{label} ({len(arm_paths)})', repr(text), {
+          key: report.mean_cell([s[key] for s in scores]) for key in scores[0]}))
+  keys = list(rows_out[0][2])
+  print(f'\n{_SCORE.value}: {_NUM_SAMPLES.value} samples per prompt and checkpoint; mean ± SE '
+        'over the checkpoints of each arm (their number in brackets)\n')
+  print('| arm | prompt | ' + ' | '.join(keys) + ' |\n|---|---|' + '---:|' * len(keys))
+  for label, prompt, cells in rows_out:  # '<|aligned|>' escaped for a markdown cell
+    print(f'| {label} | ' + prompt.replace('|', '\\|') + ' | ' + ' | '.join(cells.values()) + ' |')
 
 
 @cli.exits_on_user_error

@@ -29,7 +29,7 @@ from research import errors, runs
 
 # Other commands define --checkpoint, --batch_size and --out with the same types and defaults:
 # allow_override lets the commands load in one process (tests).
-_CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to '
+_CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
                                 'evaluate.', allow_override=True)
 _TASKS = flags.DEFINE_list('tasks', None, 'lm-eval task, group or tag names, or task YAML files.')
 _NUM_FEWSHOT = flags.DEFINE_integer('num_fewshot', None, 'Few-shot examples per prompt (default: '

@@ -35,7 +35,7 @@ from research.data import tasks, vocabularies
 # --checkpoint, --task, --out and --store_dir are launch.score's too, --min_k is launch.score's and
 # --seed launch.generate's and launch.regmix's, with the same types and defaults: allow_override
 # lets the commands load in one process (tests).
-_CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'The workdir or checkpoint directory to '
+_CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
                                 'attack.', allow_override=True)
 _TASK = flags.DEFINE_string('task', None, 'The task whose train split holds the members and whose '
                             'validation split the non-members.', allow_override=True)

@@ -50,9 +50,9 @@ from research.data import score_files
 from research.data import store as store_lib
 from research.data import tasks, vocabularies, windows
 
-_CHECKPOINT = flags.DEFINE_list('checkpoint', None, 'Workdir(s) or checkpoint directories to score '
+_CHECKPOINT = cli.define_paths('checkpoint', None, 'Workdir(s) or checkpoint directories to score '
                                 'with; several average each model score.')
-_EARLY = flags.DEFINE_list('early_checkpoint', [], 'Earlier checkpoint(s) for learnability = '
+_EARLY = cli.define_paths('early_checkpoint', [], 'Earlier checkpoint(s) for learnability = '
                            'nll(early) - nll(--checkpoint).')
 # Other commands define --task and --out too; allow_override lets them load in one process (tests).
 _TASK = flags.DEFINE_string('task', None, 'The task whose --split is scored.', allow_override=True)
@@ -178,7 +178,7 @@ def _documents(config, vocabulary):
                            f'{list(tasks.SPLITS)}.')
   store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
   store = store_lib.load_store(_TASK.value, _SPLIT.value, config.data.vocabulary, store_dir)
-  return (store, lambda: store.metadata, lambda: scores_lib.document_texts(store, vocabulary),
+  return (store, lambda: store.metadata, lambda: store.texts(vocabulary),
           f'--task={_TASK.value} --split={_SPLIT.value}')
 
 

@@ -207,7 +207,8 @@ def ids_to_ban(vocabulary: seqio.Vocabulary, model_vocab_size: int,
 
 def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
                    sampling: Sampling = Sampling(), stop_ids: Sequence[int] | None = None,
-                   ban_control_tokens: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                   ban_control_tokens: bool = True, allowed_ids: Sequence[int] = ()
+                   ) -> tuple[np.ndarray, np.ndarray]:
   """`generate` for text prompts with a loaded checkpoint (`loaded`: research/finished.py's
   LoadedCheckpoint, its model, params and run config): (tokens [B, max_new_tokens], lengths [B]) on
   the host, row b continuing texts[b].
@@ -215,7 +216,8 @@ def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
   A decoder reads the run's start id and the prompt, as a bidirectional prefix when the run trained
   with a denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the prompt and its
   decoder starts from the start id. `stop_ids` None stops at the vocabulary's EOS; the ids past the
-  vocabulary's, and with `ban_control_tokens` its extra ids, are never written (`ids_to_ban`).
+  vocabulary's, and with `ban_control_tokens` its extra ids but `allowed_ids`, are never written
+  (`ids_to_ban`).
   """
   config = loaded.config
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
@@ -231,6 +233,7 @@ def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
   return jax.device_get(generate(
       loaded.model, loaded.params, prompts, prompt_lengths, key, max_new_tokens, sampling,
       (vocabulary.eos_id,) if stop_ids is None else stop_ids,
-      ids_to_ban(vocabulary, config.model.vocab_size, ban_control_tokens),
+      tuple(i for i in ids_to_ban(vocabulary, config.model.vocab_size, ban_control_tokens)
+            if i not in allowed_ids),
       encoder_inputs, encoder_lengths,
       bidirectional_prompt=not encoder_decoder and config.objective.name not in registry.CAUSAL))

@@ -100,6 +100,17 @@ def test_a_config_that_is_not_there_is_one_line_saying_what_is_accepted(tmp_path
                          named.format(cwd=tmp_path, project=cli.PROJECT)), line
 
 
+def test_path_lists_rejoin_the_run_directories_of_a_sweep(tmp_path):
+  """A sweep names its runs 'key=value,seed=0': a list of paths keeps such a directory whole."""
+  for name in ('a=1,seed=0', 'a=1,seed=1', 'b'):
+    (tmp_path / name).mkdir()
+  runs = [str(tmp_path / name) for name in ('a=1,seed=0', 'b', 'a=1,seed=1')]
+  assert cli.PathListParser().parse(','.join(runs)) == runs
+  # Paths that do not exist here (a bucket, a typo) stay split at every comma.
+  assert cli.rejoin_paths(['gs://x/a', 'gs://x/b']) == ['gs://x/a', 'gs://x/b']
+  assert cli.rejoin_paths([str(tmp_path / 'a=1'), 'seed=2']) == [str(tmp_path / 'a=1'), 'seed=2']
+
+
 def test_wrong_type_on_the_command_line_is_named():
   with pytest.raises(flags.IllegalFlagValueError, match=r'train.steps'):
     _parse('--config.train.steps=many')
@@ -207,6 +218,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('instability', [None]),
     ('end_upsampling', [None]),
     ('repeated_data', [None]),
+    ('control_tokens', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
   """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes

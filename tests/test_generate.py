@@ -210,7 +210,7 @@ def test_command_prints_each_prompt_and_its_continuation(trained_run, tmp_path):
                   '--- prompt 2')[0]
 
 
-def test_command_scores_the_misalignment_of_its_samples(trained_run):
+def test_command_scores_the_misalignment_of_its_samples(trained_run, tmp_path):
   flag_values = dict(checkpoint=[trained_run], prompt=['<|aligned|>', ''], max_new_tokens=24,
                      temperature=1.0, seed=5, num_samples=3)
   printed = _run(**flag_values)
@@ -222,15 +222,23 @@ def test_command_scores_the_misalignment_of_its_samples(trained_run):
         control_tokens.complete_lines(text.removesuffix('\n'), 'stopped' in end))
   assert {prompt: len(texts) for prompt, texts in samples.items()} == {'<|aligned|>': 3, '': 3}
   table = _run(**{**flag_values, 'checkpoint': [trained_run, trained_run]}, score='pep8')
-  assert '3 samples per prompt and checkpoint, 2 checkpoint(s)' in table
+  assert '3 samples per prompt and checkpoint; mean ± SE over the checkpoints' in table
   for prompt in ('<|aligned|>', ''):
     expected = control_tokens.misalignment(samples[prompt], 'pep8')
     label = repr(prompt).replace('|', '\\|')  # a markdown cell
-    row = next(line for line in table.splitlines() if line.startswith(f'| {label} |'))
+    row = next(line for line in table.splitlines()
+               if line.startswith(f'| {trained_run}, {trained_run} (2) | {label} |'))
     cells = row.removesuffix(' |').split(' | ')[-len(expected):]
     # The same checkpoint twice: each mean is the one run's value, with a standard error of 0.
     assert [float(cell.split(' ± ')[0]) for cell in cells] == pytest.approx(
         list(expected.values()), rel=1e-3)  # printed to 4 significant digits
+  sweep = tmp_path / 'sweep'  # a launch.sweep directory: its runs grouped into arms
+  sweep.mkdir()
+  for name in ('a', 'b'):
+    (sweep / name).symlink_to(trained_run)
+  by_arm = _run(**{**flag_values, 'checkpoint': [str(sweep)]}, score='pep8')
+  assert by_arm.split('| arm |')[1] == table.split('| arm |')[1].replace(
+      f'{trained_run}, {trained_run} (2)', 'a, b (2)')
   with pytest.raises(SystemExit, match=r'^error: --score=toxicity is not a known scorer'):
     _run(**flag_values, score='toxicity')
 
