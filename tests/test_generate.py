@@ -243,6 +243,24 @@ def test_command_scores_the_misalignment_of_its_samples(trained_run, tmp_path):
     _run(**flag_values, score='toxicity')
 
 
+def test_allowed_control_tokens_may_be_written(trained_run, monkeypatch):
+  calls = []
+
+  def recorded(*args, **kwargs):
+    calls.append(inspect.signature(real).bind(*args, **kwargs).arguments['banned_ids'])
+    return real(*args, **kwargs)
+
+  real = generate.generate
+  monkeypatch.setattr(generate, 'generate', recorded)
+  _run(checkpoint=[trained_run], prompt=['x'], max_new_tokens=2)
+  _run(checkpoint=[trained_run], prompt=['x'], max_new_tokens=2, allow=['<|aligned|>'])
+  vocabulary = vocabularies.make_vocabulary('byte', 16)
+  aligned = vocabularies.control_token_id(vocabulary, '<|aligned|>')
+  assert set(calls[0]) - set(calls[1]) == {aligned}  # every other control token still banned
+  with pytest.raises(SystemExit, match=r"^error: '<\|good\|>' is not a control token"):
+    _run(checkpoint=[trained_run], prompt=['x'], allow=['<|good|>'])
+
+
 def test_the_trained_run_records_its_start_id(trained_run):
   with open(f'{trained_run}/config.json') as f:
     assert json.load(f)['data']['start_id'] == 0  # the byte vocabulary has no BOS: the pad id
