@@ -50,7 +50,7 @@ from research.objectives import control_tokens
 # --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
 # allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
 _CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
-                                'generate with.', allow_override=True)
+                               'generate with.', allow_override=True)
 _PROMPT = flags.DEFINE_multi_string('prompt', [], 'A prompt to continue; repeat for several.')
 _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'A text file of prompts, one a line.')
 _MAX_NEW_TOKENS = flags.DEFINE_integer('max_new_tokens', 64, 'Tokens to generate at most per '

@@ -30,7 +30,7 @@ from research import errors, runs
 # Other commands define --checkpoint, --batch_size and --out with the same types and defaults:
 # allow_override lets the commands load in one process (tests).
 _CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
-                                'evaluate.', allow_override=True)
+                               'evaluate.', allow_override=True)
 _TASKS = flags.DEFINE_list('tasks', None, 'lm-eval task, group or tag names, or task YAML files.')
 _NUM_FEWSHOT = flags.DEFINE_integer('num_fewshot', None, 'Few-shot examples per prompt (default: '
                                     "each task's own, else 0).")

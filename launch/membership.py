@@ -36,7 +36,7 @@ from research.data import tasks, vocabularies
 # --seed launch.generate's and launch.regmix's, with the same types and defaults: allow_override
 # lets the commands load in one process (tests).
 _CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to '
-                                'attack.', allow_override=True)
+                               'attack.', allow_override=True)
 _TASK = flags.DEFINE_string('task', None, 'The task whose train split holds the members and whose '
                             'validation split the non-members.', allow_override=True)
 _REFERENCE = flags.DEFINE_string('reference', None, 'A reference model\'s workdir or checkpoint '

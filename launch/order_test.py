@@ -41,7 +41,7 @@ from research.analysis import canary
 # --checkpoint, --seed, --out and --store_dir are other commands' too (launch.membership, ...) with
 # the same types and defaults: allow_override lets the commands load in one process (tests).
 _CHECKPOINT = cli.define_paths('checkpoint', None, 'The workdir or checkpoint directory to test.',
-                                allow_override=True)
+                               allow_override=True)
 _ORDER_OF = flags.DEFINE_string('order_of', None, 'The launch.train workdir whose training order '
                                 'is tested (default: --checkpoint\'s run).')
 _STEPS = flags.DEFINE_string('steps', None, 'A:B, the training steps [A, B) whose examples are '

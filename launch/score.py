@@ -51,9 +51,9 @@ from research.data import store as store_lib
 from research.data import tasks, vocabularies, windows
 
 _CHECKPOINT = cli.define_paths('checkpoint', None, 'Workdir(s) or checkpoint directories to score '
-                                'with; several average each model score.')
+                               'with; several average each model score.')
 _EARLY = cli.define_paths('early_checkpoint', [], 'Earlier checkpoint(s) for learnability = '
-                           'nll(early) - nll(--checkpoint).')
+                          'nll(early) - nll(--checkpoint).')
 # Other commands define --task and --out too; allow_override lets them load in one process (tests).
 _TASK = flags.DEFINE_string('task', None, 'The task whose --split is scored.', allow_override=True)
 _TEXT_FILE = flags.DEFINE_string('text_file', None, 'A .jsonl or text file of documents to score.')

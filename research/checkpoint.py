@@ -55,6 +55,16 @@ def managed(workdir: str, checkpoint_config: ml_collections.ConfigDict
   manager.close()
 
 
+def save_params(directory: str, params) -> None:
+  """DIR/checkpoints/0: {'params': params} with orbax's StandardSave, a checkpoint every reader of
+  one accepts (launch.convert's and launch.merge's outputs)."""
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(directory), 'checkpoints'),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(0, args=ocp.args.StandardSave({'params': jax.tree.map(jax.numpy.asarray, params)}))
+  manager.wait_until_finished()
+  manager.close()
+
+
 def checkpoint_dir(workdir: str) -> epath.Path:
   """WORKDIR/checkpoints, absolute: a local directory, or a bucket's (gs://...) as it is."""
   return epath.Path(workdir if '://' in workdir else os.path.abspath(workdir), 'checkpoints')

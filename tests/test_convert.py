@@ -33,7 +33,7 @@ from launch import convert  # noqa: E402
 from launch import generate as generate_command  # noqa: E402
 from research import config as config_lib, errors  # noqa: E402
 from research.interop import hf_architectures, hf_checkpoint
-from research import finished, train  # noqa: E402
+from research import checkpoint, finished, train  # noqa: E402
 from research.analysis import scores
 from research.data import vocabularies  # noqa: E402
 from research.model import transformer  # noqa: E402
@@ -227,7 +227,7 @@ def _write_ckpt(directory, model_config, params, training: bool):
   with open(os.path.join(directory, 'config.json'), 'w') as f:
     json.dump(config.to_dict(), f)
   if not training:
-    hf_checkpoint.save_params(directory, params)
+    checkpoint.save_params(directory, params)
     return
   state = train.TrainState(step=jnp.asarray(7, jnp.int32), params=params,
                            opt_state=optax.adamw(1e-3).init(params))

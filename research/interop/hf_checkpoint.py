@@ -33,13 +33,11 @@ import shutil
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import safetensors
 import safetensors.numpy
 
-from research import defaults, errors, finished
+from research import checkpoint, defaults, errors, finished
 from research.data import vocabularies
 
 from research.interop import hf_architectures as hf_arch
@@ -132,15 +130,6 @@ def _check_tree(params, config: transformer.ModelConfig) -> None:
 
 # --- our checkpoints -----------------------------------------------------------------------------
 
-def save_params(directory: str, params) -> None:
-  """DIR/checkpoints/0: {'params': params} with orbax's StandardSave (the CKPT format above)."""
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(directory), 'checkpoints'),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(0, args=ocp.args.StandardSave({'params': jax.tree.map(jnp.asarray, params)}))
-  manager.wait_until_finished()
-  manager.close()
-
-
 def load_params(src: str, config: transformer.ModelConfig):
   """The 'params' of the checkpoint that run path `src` names (research/finished.restore_params:
   a training workdir, one of its checkpoints, or a CKPT), as float32 numpy on the host; the
@@ -232,7 +221,7 @@ def import_checkpoint(src: str, dst: str) -> Converted:
       notes.append(f'{src} has no tokenizer.json: data.vocabulary stays {config.data.vocabulary!r}.')
     with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    save_params(tmp, params)
+    checkpoint.save_params(tmp, params)
     _commit(tmp, dst)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
