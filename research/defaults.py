@@ -96,7 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.order = ml_collections.ConfigDict()
   # The order each task's packed rows are read in, per epoch: random | easy_to_hard |
   # hard_to_easy | folding (DELT) | cyclical (cyclical curriculum) | pacing (draws from the easiest
-  # rows, a pool that grows with the step: competence-based curricula).
+  # rows, a pool that grows with the step: competence-based curricula) | rs2 (a fresh random
+  # subset of the rows per epoch, RS2 without replacement).
   c.data.order.name = 'random'
   # The per-document score (lower = easier) the non-random orderings and pack='score' use: a
   # metadata field ('difficulty') or SCORES:FIELD, a score launch.score computed ('ref:nll').
@@ -119,11 +120,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.order.pacing = ml_collections.ConfigDict(
       {'function': 'root', 'start': 0.1, 'steps': 0.5, 'power': 2.0, 'increase': 2.0,
        'step_length': 0})
+  # rs2: each epoch reads `fraction` of the rows, the next of a seeded stream of permutations.
+  c.data.order.rs2 = ml_collections.ConfigDict({'fraction': 0.1})
   # Selection / pruning before packing and ordering (research/data/selection.py): keep `fraction`
   # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
   # data.order.by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.
+  # by='zipfit' (keep='highest'): gzip alignment to at most `size` documents of task `target`.
   c.data.select = ml_collections.ConfigDict(
-      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': ()})
+      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': (),
+       'zipfit': ml_collections.ConfigDict({'target': '', 'split': 'train', 'size': 100})})
   # Skill-it online mixing (research/data/skillit.py): every `every` steps (0 = off) the mixture of
   # data.mixture's tasks (its weights the prior) is reset by multiplicative weights from the eval
   # `metric` (loss | answer_loss) of `eval_tasks` (() = the mixture's tasks) over the last `window`

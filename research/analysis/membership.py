@@ -132,4 +132,4 @@ def document_scores(loaded: finished.LoadedCheckpoint, store: store_lib.Document
   model_scores' `nll` of the same tokens under the reference checkpoint."""
   model = scores_lib.model_scores(loaded, store.tokens, store.offsets, k, batch_size)
   return {'nll': model['nll'], 'min_k_prob': model['min_k_prob'],
-          'zlib_bits': zlib_bits(scores_lib.document_texts(store, vocabulary))}
+          'zlib_bits': zlib_bits(store.texts(vocabulary))}

@@ -74,18 +74,6 @@ def zlib_ratio(data: bytes | str) -> float:
   return len(zlib.compress(data, 9)) / len(data) if data else 0.0
 
 
-def document_texts(store: store_lib.DocumentStore, vocabulary) -> list[str]:
-  """Each document's text, decoded from its tokens without the final EOS."""
-  eos = vocabulary.eos_id
-  texts = []
-  for i in range(store.num_documents):
-    ids = np.asarray(store.document(i)).tolist()
-    if ids and ids[-1] == eos:
-      ids = ids[:-1]
-    texts.append(vocabulary.decode(ids))
-  return texts
-
-
 # --- per-token statistics on device, per-document aggregates on host ------------------------------
 
 

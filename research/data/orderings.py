@@ -38,6 +38,16 @@ order every epoch.
   c0 = `data.order.pacing.start`; T = `data.order.pacing.steps`, the step from which every row is
   in the pool (a float in (0, 1): that fraction of train.steps; the default 0.5 is half the run);
   step_length 0 (the default) spaces the increases so that the pool is full by T.
+- `rs2` (RS2 without replacement: Okanovic et al. 2023, "Repeated Random Sampling for Minimizing
+  the Time-to-Accuracy of Learning", arXiv 2305.18424): every epoch reads a fresh random subset of
+  k = round(`data.order.rs2.fraction` * num_rows) rows (at least 1), in random order, and no row
+  is read again before every row has been: epoch e reads positions [e k, (e + 1) k) of a stream
+  of seeded permutations of the rows, permutation p being the `random` ordering's epoch p
+  (`random_rows`, so fraction 1 is the `random` ordering). When k does not divide num_rows, the
+  epoch that straddles two permutations reads the end of one and the start of the next (a row
+  may then appear twice in it). An epoch here is one RS2 round; the rows a run reads are
+  train.steps' worth, as with any ordering. The paper's variant with replacement (each round an
+  independent subset) is not implemented.
 
 Before packing, `data.order.pack` orders the documents (research/data/packing.py): 'random' (the
 default, a seeded permutation), 'score' (ascending `data.order.by`, so a row holds documents of
@@ -161,6 +171,22 @@ def cyclical(num_rows: int, seed: int, task_key: int, epoch: int, scores_N: np.n
   return easiest[np.random.default_rng([_SUBSET_STREAM, seed, task_key, epoch]).permutation(size)]
 
 
+def rs2_sizes(num_rows: int, fraction: float = 0.1) -> list[int]:
+  """Rows read by every epoch of the rs2 ordering: [round(fraction * num_rows)], at least 1."""
+  return [max(1, round(fraction * num_rows))]
+
+
+def rs2(num_rows: int, seed: int, task_key: int, epoch: int, scores_N: np.ndarray | None = None,
+        fraction: float = 0.1) -> np.ndarray:
+  """RS2 without replacement (arXiv 2305.18424): epoch `epoch`'s k rows, positions [e k,
+  (e + 1) k) of the stream of `random_rows` permutations (permutation p = random epoch p)."""
+  del scores_N  # unused
+  size, = rs2_sizes(num_rows, fraction)
+  passes_J, positions_J = np.divmod(epoch * size + np.arange(size), num_rows)
+  return np.concatenate([random_rows(num_rows, seed, task_key, int(p), positions_J[passes_J == p])
+                         for p in np.unique(passes_J)])
+
+
 def _increases(start: float, increase: float) -> int:
   """How many times the step pacing multiplies `start` by `increase` until it reaches 1."""
   return math.ceil(math.log(1 / start) / math.log(increase))
@@ -217,6 +243,16 @@ def _cyclical(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, 
   params = {k: float(v) for k, v in params.items()}
   cycle_fractions(**params)  # fails now on a cycle too long
   return params
+
+
+def _rs2(config: ml_collections.ConfigDict, total_steps: int) -> dict[str, Any]:
+  del total_steps  # unused
+  params = dict(config.rs2)
+  fraction = params.get('fraction')
+  if set(params) != {'fraction'} or not _number(fraction) or not 0 < fraction <= 1:
+    raise errors.UserError(f'data.order.rs2={params!r} must have exactly the key fraction, in '
+                           '(0, 1]: the share of the rows each epoch reads (e.g. 0.1).')
+  return {'fraction': float(fraction)}
 
 
 def _number(value) -> bool:
@@ -281,6 +317,7 @@ ORDERINGS: dict[str, Ordering] = {
     'cyclical': Ordering(cyclical, uses_scores=True, params=_cyclical,
                          epoch_lengths=cyclical_sizes),
     'pacing': Ordering(easy_to_hard, uses_scores=True, params=_pacing, draw=paced_positions),
+    'rs2': Ordering(rs2, uses_scores=False, params=_rs2, epoch_lengths=rs2_sizes),
 }
 
 

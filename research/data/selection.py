@@ -7,18 +7,34 @@ per-document score, applied before packing and ordering.
 - Perplexity filtering (Marion et al. 2023, "When Less is More: Investigating Data Pruning for
   Pretraining LLMs at Scale", arXiv 2309.04564): keep the lowest, highest or middle perplexity
   under a reference model.
+- ZIP-FIT (Obbad et al. 2024, "ZIP-FIT: Embedding-Free Data Selection via Compression-Based
+  Alignment", arXiv 2410.18194): keep the documents most aligned with a target task by gzip
+  compression, no model needed (`by='zipfit'`, keep 'highest').
 
 Config (research/defaults.py):
 
     data.select.by        a score reference (research/data/score_files.py): a metadata field
                           ('difficulty') or a computed score SCORES:FIELD ('ref:el2n',
                           'ref:perplexity'), or 'random' (a seeded random score per document and
-                          run seed: random pruning, the baseline); '' keeps every document
+                          run seed: random pruning, the baseline), or 'zipfit' (below); ''
+                          keeps every document
     data.select.keep      'lowest' or 'highest': the end of the score order kept from
     data.select.fraction  the share of the task's training documents kept, in (0, 1]
     data.select.offset    the share skipped first from that end, in [0, 1 - fraction]: the kept
                           documents are those ranked [offset, offset + fraction) from it
     data.select.tasks     the tasks it applies to; () = every task the run trains on
+    data.select.zipfit    by='zipfit': `target`, the task whose documents are the target set,
+                          its `split` ('train' or 'validation'), and `size` N: the target set is
+                          a sample of at most N of them, seeded by the run's seed
+
+ZIP-FIT scores a document x by its alignment 1 - mean_y NCD(x, y) to the target documents y, NCD
+the normalised compression distance under gzip (`zipfit_alignment`), over
+the texts decoded from the stores of the run's vocabulary (the target's store is built if small
+and missing). The paper compares against all the target examples; here a seeded sample of at most
+`size` bounds the cost, D * size compressions of a document pair for D documents. A target that
+is the selected task's own train split would align its sampled documents with themselves: name
+another task, or the validation split. It is computed when the run loads the data, on each host;
+a Beam step that computes it once for a large corpus and stores it as a score file is not done.
 
 Of D documents, round(fraction * D) (at least 1) are kept after skipping round(offset * D); equal
 scores rank in store order. The kept documents keep their store order, in an in-memory store
@@ -33,18 +49,34 @@ switch (`--config.data.select.fraction=0.5`) rather than a new task.
 """
 
 import dataclasses
+import gzip
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 
 from research import errors
-from research.data import orderings, score_files
+from research.data import orderings, score_files, tasks, vocabularies
 from research.data import store as store_lib
 
 KEEPS = ('lowest', 'highest')
 RANDOM = 'random'  # data.select.by: a seeded random score per document
 _RANDOM_STREAM = 0x73656c65  # seeded-stream tag of the random scores
+ZIPFIT = 'zipfit'  # data.select.by: ZIP-FIT alignment to the documents of data.select.zipfit
+_ZIPFIT_STREAM = 0x7a697066  # seeded-stream tag of ZIP-FIT's sample of target documents
+_ZIPFIT_KEYS = {'target', 'split', 'size'}
 _SLACK = 1e-9  # offset + fraction may exceed 1 by float rounding
+
+
+@dataclasses.dataclass(frozen=True)
+class ZipFit:
+  """The checked `data.select.zipfit`, with where the run's stores are."""
+  target: str
+  split: str
+  size: int
+  vocabulary: str
+  extra_ids: int
+  store_dir: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +87,7 @@ class Selection:
   fraction: float
   offset: float
   tasks: tuple[str, ...]  # () = every task
+  zipfit: ZipFit | None = None  # by='zipfit'
 
   def applies(self, task_name: str) -> bool:
     return not self.tasks or task_name in self.tasks
@@ -94,7 +127,7 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
     return None
   if not isinstance(by, str) or not score_files.parse(by)[1]:
     raise errors.UserError(f'data.select.by={by!r} must be a score reference: a metadata field, '
-                           f"SCORES:FIELD such as 'ref:el2n', or {RANDOM!r}.")
+                           f"SCORES:FIELD such as 'ref:el2n', {RANDOM!r} or {ZIPFIT!r}.")
   if keep not in KEEPS:
     raise errors.UserError(f'data.select.keep={keep!r} must be one of {list(KEEPS)}.')
   if not 0 < fraction <= 1 or not 0 <= offset or offset + fraction > 1 + _SLACK:
@@ -105,7 +138,30 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
   if unknown:
     raise errors.UserError(f'data.select.tasks names {unknown}, which the run does not train on; '
                            f'choose from {task_names} (or () for all).')
-  return Selection(by, keep, float(fraction), float(offset), tasks)
+  zipfit = _zipfit(data_config) if by == ZIPFIT else None
+  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit)
+
+
+def _zipfit(data_config: ml_collections.ConfigDict) -> ZipFit:
+  """The checked `data.select.zipfit` of by='zipfit'."""
+  params = dict(data_config.select.zipfit)
+  if set(params) != _ZIPFIT_KEYS:
+    raise errors.UserError(f'data.select.zipfit={params!r} must have exactly the keys '
+                           f'{sorted(_ZIPFIT_KEYS)}.')
+  target, split, size = params['target'], params['split'], params['size']
+  if not target or not isinstance(target, str):
+    raise errors.UserError(f"data.select.by='zipfit' needs data.select.zipfit.target={target!r} "
+                           'to name the task whose documents are the target set (e.g. '
+                           "'arithmetic').")
+  tasks.check_task(target, 'data.select.zipfit.target')
+  if split not in tasks.SPLITS:
+    raise errors.UserError(f'data.select.zipfit.split={split!r} must be one of '
+                           f'{list(tasks.SPLITS)}.')
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise errors.UserError(f'data.select.zipfit.size={size!r} must be a positive integer: the '
+                           'most target documents each document is compared with.')
+  return ZipFit(target, split, size, data_config.vocabulary, data_config.extra_ids,
+                data_config.store_dir)
 
 
 def document_scores(selection: Selection, store: store_lib.DocumentStore, task_name: str,
@@ -113,8 +169,46 @@ def document_scores(selection: Selection, store: store_lib.DocumentStore, task_n
   """float64 [num_documents]: the score each document of `store` is selected by."""
   if selection.by == RANDOM:
     return np.random.default_rng([_RANDOM_STREAM, seed, task_key]).random(store.num_documents)
+  if selection.by == ZIPFIT:
+    return zipfit_scores(store, selection.zipfit, seed)
   return orderings.document_scores(store, selection.by, task_name,
                                    f'data.select.by={selection.by!r}')
+
+
+def zipfit_scores(store: store_lib.DocumentStore, zipfit: ZipFit, seed: int) -> np.ndarray:
+  """float64 [num_documents]: each document's ZIP-FIT alignment to a seeded sample of at most
+  `zipfit.size` documents of the target task's split."""
+  target = store_lib.load_store(zipfit.target, zipfit.split, zipfit.vocabulary, zipfit.store_dir)
+  if not target.num_documents:
+    raise errors.UserError(f'data.select.zipfit.target={zipfit.target!r} has no {zipfit.split} '
+                           'documents to align with; name a task (or split) that has some.')
+  sample = np.random.default_rng([_ZIPFIT_STREAM, seed]).choice(
+      target.num_documents, min(zipfit.size, target.num_documents), replace=False)
+  vocabulary = vocabularies.make_vocabulary(zipfit.vocabulary, zipfit.extra_ids)
+  return zipfit_alignment(store.texts(vocabulary), subset(target, np.sort(sample)).texts(vocabulary))
+
+
+def gzip_size(data: bytes) -> int:
+  """C(x) of the normalised compression distance: bytes of gzip(data) (level 9, mtime 0)."""
+  return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def zipfit_alignment(texts: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+  """float64 [D]: ZIP-FIT alignment of each of `texts` to `targets` (Obbad et al. 2024, "ZIP-FIT:
+  Embedding-Free Data Selection via Compression-Based Alignment", arXiv 2410.18194): 1 - the mean
+  over the targets y of the normalised compression distance NCD(x, y) = (C(xy) - min(C(x), C(y)))
+  / max(C(x), C(y)), C = `gzip_size` of the UTF-8 text and xy the two texts concatenated; higher
+  = more aligned. D * len(targets) compressions of a pair: bound the targets."""
+  targets_Y = [y.encode('utf-8') for y in targets]
+  sizes_Y = np.array([gzip_size(y) for y in targets_Y], np.float64)
+  alignment_D = np.empty(len(texts))
+  for d, text in enumerate(texts):
+    x = text.encode('utf-8')
+    size_x = gzip_size(x)
+    joint_Y = np.array([gzip_size(x + y) for y in targets_Y], np.float64)
+    ncd_Y = (joint_Y - np.minimum(size_x, sizes_Y)) / np.maximum(size_x, sizes_Y)
+    alignment_D[d] = 1 - ncd_Y.mean()
+  return alignment_D
 
 
 def kept_documents(scores_D: np.ndarray, keep: str, fraction: float,

@@ -63,6 +63,17 @@ class DocumentStore:
     """The tokens of document `index`, EOS included."""
     return self.tokens[self.offsets[index]:self.offsets[index + 1]]
 
+  def text(self, index: int, vocabulary) -> str:
+    """Document `index` as text: its tokens decoded by `vocabulary`, without the final EOS."""
+    ids = np.asarray(self.document(index)).tolist()
+    if ids and ids[-1] == vocabulary.eos_id:
+      ids = ids[:-1]
+    return vocabulary.decode(ids)
+
+  def texts(self, vocabulary) -> list[str]:
+    """Every document's `text`, in store order."""
+    return [self.text(i, vocabulary) for i in range(self.num_documents)]
+
 
 class DocumentReader:
   """The documents of a store read one at a time by index (`records.ShardedRecords`): a few

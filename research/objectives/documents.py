@@ -38,11 +38,6 @@ def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, n
       weights=np.concatenate([w for _, w in documents] + [np.zeros(0, np.float32)]))
 
 
-def _text(store: store_lib.DocumentStore, index: int, vocabulary: seqio.Vocabulary) -> str:
-  """Document `index` as text, without its EOS."""
-  return vocabulary.decode(store.document(index)[:-1].tolist())
-
-
 @dataclasses.dataclass(frozen=True)
 class Meco:
   """MeCo's metadata before every document until the last `cooldown_fraction` of training."""
@@ -89,7 +84,7 @@ class ControlTokens:
     for index in range(store.num_documents):
       rng = np.random.default_rng([_CONTROL_STREAM, seed, index])
       pieces = []
-      for token, line in control_tokens.annotate(_text(store, index, vocabulary), scores[index],
+      for token, line in control_tokens.annotate(store.text(index, vocabulary), scores[index],
                                                  self.threshold, self.drop_fraction, rng):
         pieces.extend(([ids[token]] if token else []) + vocabulary.encode(line))
       tokens = np.array(pieces + [vocabulary.eos_id], np.int64)
@@ -104,7 +99,7 @@ def line_scores(store: store_lib.DocumentStore, scorer: str,
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       return json.load(f)
-  scores = [control_tokens.SCORERS[scorer](_text(store, index, vocabulary))
+  scores = [control_tokens.SCORERS[scorer](store.text(index, vocabulary))
             for index in range(store.num_documents)]
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w', encoding='utf-8') as f:
