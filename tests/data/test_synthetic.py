@@ -93,6 +93,9 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
     (biographies, {'augmented_fraction': 1.5}, 'data.tasks.biographies.augmented_fraction'),
     (biographies, {'qa_train_fraction': 1.0}, 'data.tasks.biographies.qa_train_fraction'),
     (biographies, {'permute': 'no'}, 'data.tasks.biographies.permute'),
+    (biographies, {'train_parts': 'bios'}, "data.tasks.biographies.train_parts='bios' is invalid; "
+     "set it to one of ['all', 'biographies', 'qa']"),
+    (biographies, {'validation_parts': 'all'}, 'data.tasks.biographies.validation_parts'),
     (biographies, {'task_name': 'people', 'paraphrases': 2}, 'data.tasks.people.paraphrases'),
 ])
 def test_bad_parameters_fail_at_the_call_naming_the_key(generator, params, key):
@@ -390,3 +393,37 @@ def test_qa_check_rejects_another_individuals_answer(population):
   assert biographies.check(doc) and not biographies.check(wrong)
   bio = next(d for d in population['train'] if d['kind'] == 'biography')
   assert not biographies.check({**bio, 'individual': bio['individual'] + 1})
+
+
+def test_train_parts_keep_the_biographies_or_the_questions_alone(population):
+  """The paper's main protocol: pretrain on the biographies, fine-tune on the QA-train half."""
+  params = {'num_documents': 200, 'multiplicity': 3, 'augmented_fraction': 0.4,
+            'qa_train_fraction': 0.3}
+  text = lambda docs: [(d['kind'], d['text']) for d in docs]
+  for parts, kind in (('biographies', 'biography'), ('qa', 'qa')):
+    train = list(biographies.documents('train', 7, train_parts=parts, **params))
+    assert text(train) == text(d for d in population['train'] if d['kind'] == kind)
+    validation = biographies.documents('validation', 7, train_parts=parts, **params)
+    assert list(validation) == population['validation']
+
+
+def test_recall_probes_complete_the_first_biography_of_each_qa_test_individual(population):
+  probes = list(biographies.documents(
+      'validation', 7, num_documents=200, multiplicity=3, augmented_fraction=0.4,
+      qa_train_fraction=0.3, validation_parts='biographies'))
+  first_bio = {}
+  for d in population['train']:
+    if d['kind'] == 'biography':
+      first_bio.setdefault(d['individual'], d['text'])
+  answers = {(d['individual'], d['attribute']): d['answer'] for d in population['validation']}
+  assert len(probes) == len(answers) and {d['kind'] for d in probes} == {'recall'}
+  assert {(d['individual'], d['attribute']) for d in probes} == set(answers)
+  for d in probes:
+    bio = first_bio[d['individual']]
+    assert d['text'] == d['prompt'] + d['answer'] and d['answer'] == answers[
+        d['individual'], d['attribute']]
+    assert bio.startswith(d['text']) and bio[len(d['text'])] == '.'
+    assert biographies.check(d)
+  assert {d['augmented'] for d in probes} == {True, False}
+  wrong = {**probes[1], 'attribute': probes[0]['attribute']}
+  assert not biographies.check(wrong)

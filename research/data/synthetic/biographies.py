@@ -19,12 +19,20 @@ get one plain biography), are:
 Splits. `num_documents` is the number of individuals, not of documents. A seeded draw puts
 `qa_train_fraction` of the individuals in the QA-train half and the rest in the QA-test half
 (recorded as `qa_split`). `train` holds the biographies of everyone, then the question/answer pairs
-of the QA-train half; `validation` holds the question/answer pairs of the QA-test half, the
-extraction probe. Individual i (name and attributes) depends only on (seed, i), so a population of
-n is the first n individuals of any larger one.
+of the QA-train half (the paper's mixed training); `validation` holds the question/answer pairs of
+the QA-test half, the extraction probe. Individual i (name and attributes) depends only on
+(seed, i), so a population of n is the first n individuals of any larger one.
+
+The paper's main protocol pretrains on the biographies alone, then fine-tunes on the QA-train
+half's questions: `train_parts` 'biographies' or 'qa' keeps that part of `train` alone ('all', the
+default, keeps both). To show what the model memorised, `validation_parts` 'biographies' replaces
+the questions of `validation` by recall probes of the same QA-test half: one per attribute, the
+individual's first biography up to that attribute's value (the prompt) and the value (the answer),
+so answer accuracy is whether the model completes its own training text.
 """
 
 import functools
+import itertools
 import re
 import string
 from collections.abc import Iterator
@@ -186,7 +194,11 @@ PARAMS = {
     'fullname': True,  # augmented biographies repeat the full name instead of a pronoun
     'augmented_fraction': 0.5,  # of the individuals, drawn per seed; the rest get 1 plain biography
     'qa_train_fraction': 0.5,  # of the individuals whose questions are in train
+    'train_parts': 'all',  # all | biographies | qa: what train holds
+    'validation_parts': 'qa',  # qa | biographies: questions or recall probes of the QA-test half
 }
+TRAIN_PARTS = ('all', 'biographies', 'qa')
+VALIDATION_PARTS = ('qa', 'biographies')
 
 _PEOPLE_STREAM, _NAMES_STREAM, _TEXT_STREAM = 0x70656f70, 0x6e616d65, 0x74657874
 _QA_STREAM, _AUGMENT_STREAM = 0x71617370, 0x61756774
@@ -210,6 +222,9 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
     p[key] = checks.check_bool(task_name, key, p[key])
   for key in ('augmented_fraction', 'qa_train_fraction'):
     p[key] = checks.check_number(task_name, key, p[key], 0.0, 1.0, kind=float)
+  for key, choices in (('train_parts', TRAIN_PARTS), ('validation_parts', VALIDATION_PARTS)):
+    if p[key] not in choices:
+      checks.fail(task_name, key, p[key], f'is invalid; set it to one of {list(choices)}.')
   qa_train = _count(p['qa_train_fraction'], p['num_documents'])
   if not 0 < qa_train < p['num_documents']:
     checks.fail(task_name, 'qa_train_fraction', p['qa_train_fraction'],
@@ -289,16 +304,19 @@ def _sentence(template: str, person: dict, value: str, use_name: bool) -> str:
                          possessive=possessive, value=value)
 
 
-def _biography(person: dict, templates: tuple[int, ...], order: tuple[int, ...],
-               fullname: bool) -> str:
-  """Sentence j states attribute order[j] with template templates[order[j]]."""
-  return ' '.join(
-      _sentence(TEMPLATES[ATTRIBUTES[a]][templates[a]], person, person[ATTRIBUTES[a]],
-                use_name=fullname or j == 0) for j, a in enumerate(order))
+def _sentences(person: dict, templates: tuple[int, ...], order: tuple[int, ...],
+               fullname: bool) -> list[tuple[str, str]]:
+  """A biography as (attribute, sentence) pairs: sentence j states attribute order[j] with template
+  templates[order[j]]."""
+  return [(ATTRIBUTES[a], _sentence(TEMPLATES[ATTRIBUTES[a]][templates[a]], person,
+                                    person[ATTRIBUTES[a]], use_name=fullname or j == 0))
+          for j, a in enumerate(order)]
 
 
-def _biographies(seed: int, individual: int, augmented: bool, p: dict) -> list[str]:
-  """The biographies of one individual: k distinct augmented ones, or one plain one."""
+def _biographies(seed: int, individual: int, augmented: bool,
+                 p: dict) -> list[list[tuple[str, str]]]:
+  """The biographies of one individual, as `_sentences`: k distinct augmented ones, or one plain
+  one."""
   rng = np.random.default_rng([_TEXT_STREAM, seed, individual])
   count = p['multiplicity'] if augmented else 1
   permute, fullname = augmented and p['permute'], augmented and p['fullname']
@@ -309,7 +327,11 @@ def _biographies(seed: int, individual: int, augmented: bool, p: dict) -> list[s
     order = tuple(rng.permutation(len(ATTRIBUTES)).tolist() if permute else range(len(ATTRIBUTES)))
     plans[templates, order] = None
   person = _person(seed, individual)
-  return [_biography(person, templates, order, fullname) for templates, order in plans]
+  return [_sentences(person, templates, order, fullname) for templates, order in plans]
+
+
+def _text(sentences: list[tuple[str, str]]) -> str:
+  return ' '.join(sentence for _, sentence in sentences)
 
 
 def _document(split: str, index: int, **fields) -> dict:
@@ -322,24 +344,32 @@ def _generate(split: str, seed: int, p: dict) -> Iterator[dict]:
                       _count(p['qa_train_fraction'], num_individuals))
   augmented = _members(_AUGMENT_STREAM, seed, num_individuals,
                        _count(p['augmented_fraction'], num_individuals))
-  index = 0
-  for i in range(num_individuals if split == 'train' else 0):
-    for text in _biographies(seed, i, bool(augmented[i]), p):
-      yield _document(split, index, text=text, skill='biography', difficulty=0, kind='biography',
-                      individual=i, name=_person(seed, i)['name'], attribute='',
-                      augmented=bool(augmented[i]), qa_split='train' if qa_train[i] else 'test',
-                      seed=seed, prompt='', answer='')
-      index += 1
-  for i in np.flatnonzero(qa_train == (split == 'train')).tolist():
-    person = _person(seed, i)
-    for attribute in ATTRIBUTES:
-      prompt = QUESTIONS[attribute].format(name=person['name']) + ANSWER_CUE
-      yield _document(split, index, text=prompt + person[attribute], skill=attribute,
-                      difficulty=0, kind='qa', individual=i, name=person['name'],
-                      attribute=attribute, augmented=bool(augmented[i]),
-                      qa_split='train' if qa_train[i] else 'test', seed=seed, prompt=prompt,
-                      answer=person[attribute])
-      index += 1
+  index = itertools.count()
+
+  def document(i: int, text: str, kind: str, attribute: str = '', prompt: str = '') -> dict:
+    return _document(split, next(index), text=text, skill=attribute or kind, difficulty=0,
+                     kind=kind, individual=i, name=_person(seed, i)['name'], attribute=attribute,
+                     augmented=bool(augmented[i]), qa_split='train' if qa_train[i] else 'test',
+                     seed=seed, prompt=prompt, answer=text[len(prompt):] if prompt else '')
+
+  parts = p['train_parts'] if split == 'train' else p['validation_parts']
+  half = np.flatnonzero(qa_train == (split == 'train')).tolist()
+  if split == 'train' and parts != 'qa':
+    for i in range(num_individuals):
+      for sentences in _biographies(seed, i, bool(augmented[i]), p):
+        yield document(i, _text(sentences), 'biography')
+  if split == 'validation' and parts == 'biographies':
+    for i in half:
+      sentences = _biographies(seed, i, bool(augmented[i]), p)[0]
+      for j, (attribute, _) in enumerate(sentences):
+        text = _text(sentences[:j + 1]).removesuffix('.')  # every template ends '{value}.'
+        yield document(i, text, 'recall', attribute, text.removesuffix(_person(seed, i)[attribute]))
+  if parts in ('all', 'qa'):
+    for i in half:
+      person = _person(seed, i)
+      for attribute in ATTRIBUTES:
+        prompt = QUESTIONS[attribute].format(name=person['name']) + ANSWER_CUE
+        yield document(i, prompt + person[attribute], 'qa', attribute, prompt)
 
 
 def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
@@ -347,11 +377,13 @@ def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
   """The documents of `split` for a population of `num_documents` individuals.
 
   `train`: every individual's biographies (kind 'biography', prompt and answer ''), then six
-  questions (kind 'qa', one per attribute) about each QA-train individual; `validation`: the
-  questions about each QA-test individual. Metadata: `skill` ('biography' or the attribute),
-  `difficulty` (0: no difficulty scale), `kind`, `individual` (its index), `name`, `attribute`
-  ('' for biographies), `augmented`, `qa_split` ('train' or 'test'), `seed` (which `check` needs to
-  look attributes up), `prompt` and `answer` (`text == prompt + answer` for questions).
+  questions (kind 'qa', one per attribute) about each QA-train individual, or one of the two
+  (`train_parts`); `validation`: the questions about each QA-test individual, or with
+  `validation_parts='biographies'` six recall probes (kind 'recall') of each one's first biography.
+  Metadata: `skill` ('biography' or the attribute), `difficulty` (0: no difficulty scale), `kind`,
+  `individual` (its index), `name`, `attribute` ('' for biographies), `augmented`, `qa_split`
+  ('train' or 'test'), `seed` (which `check` needs to look attributes up), `prompt` and `answer`
+  (`text == prompt + answer` for questions and recall probes).
   Parameters are validated here, before any document is made; errors name
   `data.tasks.<task_name>.<param>`.
   """
@@ -383,21 +415,36 @@ def _individual_named(seed: int, name: str) -> int:
   return int(_name_owner(seed)[name_index])
 
 
-def _check_biography(document: dict, person: dict) -> bool:
-  """Every attribute stated once, with the person's value, named in full in the first sentence."""
+def _statements(text: str, person: dict) -> list[tuple[str, str]] | None:
+  """[(attribute, value)] of each sentence of `text`, which must refer to `person` (in full in its
+  first sentence); None when a sentence matches no template, or more than one."""
   name = person['name'].lower()
   forms = (name, name + "'s", person['pronoun'], person['possessive'])
-  stated = {}
-  for j, sentence in enumerate(re.split(r'(?<=\.) ', document['text'])):
+  stated = []
+  for j, sentence in enumerate(re.split(r'(?<=\.) ', text)):
     matches = [(a, m) for a, p in _SENTENCE_PATTERNS if (m := p.fullmatch(sentence))]
     if len(matches) != 1:
-      return False
+      return None
     attribute, match = matches[0]
     references = [r.lower() for g, r in match.groupdict().items() if g != 'value']
     if any(r not in forms for r in references) or (j == 0 and references[0] not in forms[:2]):
-      return False
-    stated.setdefault(attribute, []).append(match['value'])
-  return stated == {a: [person[a]] for a in ATTRIBUTES}
+      return None
+    stated.append((attribute, match['value']))
+  return stated
+
+
+def _check_statements(document: dict, person: dict) -> bool:
+  """A biography states every attribute once with the person's value; a recall probe is a
+  biography's first sentences, each with the person's value, its answer the last one's value."""
+  stated = _statements(document['text'] + ('.' if document['kind'] == 'recall' else ''), person)
+  if stated is None or any(value != person[a] for a, value in stated):
+    return False
+  attributes = [a for a, _ in stated]
+  if document['kind'] == 'biography':
+    return sorted(attributes) == sorted(ATTRIBUTES)
+  return (len(set(attributes)) == len(attributes) and attributes[-1] == document['attribute']
+          and document['answer'] == person[attributes[-1]]
+          and document['text'] == document['prompt'] + document['answer'])
 
 
 def check(document: dict) -> bool:
@@ -405,10 +452,11 @@ def check(document: dict) -> bool:
 
   A question is parsed for the attribute and the name; the answer must be that individual's value,
   looked up in the population of `document['seed']`. A biography must state each attribute exactly
-  once with the individual's value, naming them in full in its first sentence.
+  once with the individual's value, naming them in full in its first sentence; a recall probe, the
+  first sentences of one, must end with its answer, the value of its attribute.
   """
-  if document['kind'] == 'biography':
-    return _check_biography(document, _person(document['seed'], document['individual']))
+  if document['kind'] != 'qa':
+    return _check_statements(document, _person(document['seed'], document['individual']))
   matches = [(a, m) for a, p in _QUESTION_PATTERNS if (m := p.fullmatch(document['prompt']))]
   if len(matches) != 1:
     return False
