@@ -126,9 +126,13 @@ def get_config() -> ml_collections.ConfigDict:
   # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
   # data.order.by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.
   # by='zipfit' (keep='highest'): gzip alignment to at most `size` documents of task `target`.
+  # by='prototypicality': cosine distance to the nearest of `clusters` k-means centroids of the
+  # documents' `embedding` ('ngrams' of `ngram` tokens hashed into `dims`, or 'checkpoint:PATH').
   c.data.select = ml_collections.ConfigDict(
       {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': (),
-       'zipfit': ml_collections.ConfigDict({'target': '', 'split': 'train', 'size': 100})})
+       'zipfit': ml_collections.ConfigDict({'target': '', 'split': 'train', 'size': 100}),
+       'prototypicality': ml_collections.ConfigDict(
+           {'clusters': 10, 'iterations': 20, 'embedding': 'ngrams', 'ngram': 3, 'dims': 1024})})
   # Skill-it online mixing (research/data/skillit.py): every `every` steps (0 = off) the mixture of
   # data.mixture's tasks (its weights the prior) is reset by multiplicative weights from the eval
   # `metric` (loss | answer_loss) of `eval_tasks` (() = the mixture's tasks) over the last `window`

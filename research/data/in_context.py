@@ -76,13 +76,17 @@ def bind(order_config: ml_collections.ConfigDict) -> Config:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise errors.UserError(f'data.order.in_context.{key}={value!r} must be a positive integer '
                              '(the defaults: ngram=3, dims=1024, neighbours=10, max_chain=21).')
-  embedding = params['embedding']
+  check_embedding(params['embedding'], 'data.order.in_context.embedding')
+  return Config(**params)
+
+
+def check_embedding(embedding, key: str) -> None:
+  """Fails, naming the config key `key`, unless `embedding` is 'ngrams' or 'checkpoint:PATH'."""
   if embedding != NGRAMS and not (isinstance(embedding, str) and embedding.startswith(CHECKPOINT)
                                   and len(embedding) > len(CHECKPOINT)):
-    raise errors.UserError(f'data.order.in_context.embedding={embedding!r} must be {NGRAMS!r} '
+    raise errors.UserError(f'{key}={embedding!r} must be {NGRAMS!r} '
                            "(hashed token n-grams) or 'checkpoint:PATH' (the mean final hidden "
                            'state of the checkpoint at PATH, a launch.train workdir).')
-  return Config(**params)
 
 
 def ngram_embeddings(store: store_lib.DocumentStore, ngram: int, dims: int) -> np.ndarray:

@@ -10,14 +10,19 @@ per-document score, applied before packing and ordering.
 - ZIP-FIT (Obbad et al. 2024, "ZIP-FIT: Embedding-Free Data Selection via Compression-Based
   Alignment", arXiv 2410.18194): keep the documents most aligned with a target task by gzip
   compression, no model needed (`by='zipfit'`, keep 'highest').
+- Prototypicality pruning (Sorscher et al. 2022, "Beyond neural scaling laws: beating power law
+  scaling via data pruning", arXiv 2206.14486): k-means in an embedding space, each document
+  scored by its cosine distance to its nearest centroid (`by='prototypicality'`): keep 'highest'
+  for the hard (atypical) documents, which the paper finds best with much data, 'lowest' for the
+  easy (prototypical) ones, best with little.
 
 Config (research/defaults.py):
 
     data.select.by        a score reference (research/data/score_files.py): a metadata field
                           ('difficulty') or a computed score SCORES:FIELD ('ref:el2n',
                           'ref:perplexity'), or 'random' (a seeded random score per document and
-                          run seed: random pruning, the baseline), or 'zipfit' (below); ''
-                          keeps every document
+                          run seed: random pruning, the baseline), 'zipfit' or
+                          'prototypicality' (below); '' keeps every document
     data.select.keep      'lowest' or 'highest': the end of the score order kept from
     data.select.fraction  the share of the task's training documents kept, in (0, 1]
     data.select.offset    the share skipped first from that end, in [0, 1 - fraction]: the kept
@@ -26,6 +31,10 @@ Config (research/defaults.py):
     data.select.zipfit    by='zipfit': `target`, the task whose documents are the target set,
                           its `split` ('train' or 'validation'), and `size` N: the target set is
                           a sample of at most N of them, seeded by the run's seed
+    data.select.prototypicality  by='prototypicality': k-means with `clusters` centroids and at
+                          most `iterations` Lloyd steps over the documents' `embedding`, 'ngrams'
+                          (their `ngram`-grams hashed into `dims` buckets) or 'checkpoint:PATH'
+                          (a checkpoint's mean final hidden state), research/data/in_context.py
 
 ZIP-FIT scores a document x by its alignment 1 - mean_y NCD(x, y) to the target documents y, NCD
 the normalised compression distance under gzip (`zipfit_alignment`), over
@@ -35,6 +44,17 @@ and missing). The paper compares against all the target examples; here a seeded 
 is the selected task's own train split would align its sampled documents with themselves: name
 another task, or the validation split. It is computed when the run loads the data, on each host;
 a Beam step that computes it once for a large corpus and stores it as a score file is not done.
+
+Prototypicality embeds every document as in-context pretraining does (`in_context.embed`), scales
+the embeddings to unit length and runs spherical k-means: a k-means++ start (seeded by the run's
+seed and the task), then Lloyd's steps (each document to the centroid of highest cosine
+similarity, each centroid the renormalised mean of its documents; an empty cluster keeps its
+centroid) until the assignment stops changing or `iterations` steps. A document's score is its
+cosine distance 1 - cos(x, c) to its nearest centroid c, in [0, 2]; an all-zero embedding (an
+'ngrams' document shorter than `ngram` tokens) is 1. The paper clusters self-supervised (SwAV)
+image embeddings with faiss; here the embedding is in_context's and k-means plain numpy, a block
+of documents at a time: D x clusters x E multiply-adds a step (E the embedding's size). Like
+ZIP-FIT it is computed when the run loads the data, on each host.
 
 Of D documents, round(fraction * D) (at least 1) are kept after skipping round(offset * D); equal
 scores rank in store order. The kept documents keep their store order, in an in-memory store
@@ -56,7 +76,7 @@ import ml_collections
 import numpy as np
 
 from research import errors
-from research.data import orderings, score_files, tasks, vocabularies
+from research.data import in_context, orderings, score_files, tasks, vocabularies
 from research.data import store as store_lib
 
 KEEPS = ('lowest', 'highest')
@@ -65,6 +85,10 @@ _RANDOM_STREAM = 0x73656c65  # seeded-stream tag of the random scores
 ZIPFIT = 'zipfit'  # data.select.by: ZIP-FIT alignment to the documents of data.select.zipfit
 _ZIPFIT_STREAM = 0x7a697066  # seeded-stream tag of ZIP-FIT's sample of target documents
 _ZIPFIT_KEYS = {'target', 'split', 'size'}
+PROTOTYPICALITY = 'prototypicality'  # data.select.by: cosine distance to the nearest centroid
+_PROTOTYPICALITY_STREAM = 0x70726f74  # seeded-stream tag of the k-means++ start
+_PROTOTYPICALITY_KEYS = {'clusters', 'iterations', 'embedding', 'ngram', 'dims'}
+_BLOCK_ELEMENTS = 1 << 23  # document-centroid similarities computed at a time
 _SLACK = 1e-9  # offset + fraction may exceed 1 by float rounding
 
 
@@ -80,6 +104,17 @@ class ZipFit:
 
 
 @dataclasses.dataclass(frozen=True)
+class Prototypicality:
+  """The checked `data.select.prototypicality`; `embedding`, `ngram` and `dims` are what
+  `in_context.embed` reads."""
+  clusters: int
+  iterations: int
+  embedding: str
+  ngram: int
+  dims: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Selection:
   """The checked `data.select`."""
   by: str
@@ -88,6 +123,7 @@ class Selection:
   offset: float
   tasks: tuple[str, ...]  # () = every task
   zipfit: ZipFit | None = None  # by='zipfit'
+  prototypicality: Prototypicality | None = None  # by='prototypicality'
 
   def applies(self, task_name: str) -> bool:
     return not self.tasks or task_name in self.tasks
@@ -127,7 +163,8 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
     return None
   if not isinstance(by, str) or not score_files.parse(by)[1]:
     raise errors.UserError(f'data.select.by={by!r} must be a score reference: a metadata field, '
-                           f"SCORES:FIELD such as 'ref:el2n', {RANDOM!r} or {ZIPFIT!r}.")
+                           f"SCORES:FIELD such as 'ref:el2n', {RANDOM!r}, {ZIPFIT!r} or "
+                           f'{PROTOTYPICALITY!r}.')
   if keep not in KEEPS:
     raise errors.UserError(f'data.select.keep={keep!r} must be one of {list(KEEPS)}.')
   if not 0 < fraction <= 1 or not 0 <= offset or offset + fraction > 1 + _SLACK:
@@ -139,7 +176,8 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
     raise errors.UserError(f'data.select.tasks names {unknown}, which the run does not train on; '
                            f'choose from {task_names} (or () for all).')
   zipfit = _zipfit(data_config) if by == ZIPFIT else None
-  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit)
+  prototypicality = _prototypicality(data_config) if by == PROTOTYPICALITY else None
+  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit, prototypicality)
 
 
 def _zipfit(data_config: ml_collections.ConfigDict) -> ZipFit:
@@ -164,6 +202,22 @@ def _zipfit(data_config: ml_collections.ConfigDict) -> ZipFit:
                 data_config.store_dir)
 
 
+def _prototypicality(data_config: ml_collections.ConfigDict) -> Prototypicality:
+  """The checked `data.select.prototypicality` of by='prototypicality'."""
+  params = dict(data_config.select.prototypicality)
+  if set(params) != _PROTOTYPICALITY_KEYS:
+    raise errors.UserError(f'data.select.prototypicality={params!r} must have exactly the keys '
+                           f'{sorted(_PROTOTYPICALITY_KEYS)}.')
+  for key in ('clusters', 'iterations', 'ngram', 'dims'):
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise errors.UserError(f'data.select.prototypicality.{key}={value!r} must be a positive '
+                             'integer (the defaults: clusters=10, iterations=20, ngram=3, '
+                             'dims=1024).')
+  in_context.check_embedding(params['embedding'], 'data.select.prototypicality.embedding')
+  return Prototypicality(**params)
+
+
 def document_scores(selection: Selection, store: store_lib.DocumentStore, task_name: str,
                     seed: int, task_key: int) -> np.ndarray:
   """float64 [num_documents]: the score each document of `store` is selected by."""
@@ -171,6 +225,11 @@ def document_scores(selection: Selection, store: store_lib.DocumentStore, task_n
     return np.random.default_rng([_RANDOM_STREAM, seed, task_key]).random(store.num_documents)
   if selection.by == ZIPFIT:
     return zipfit_scores(store, selection.zipfit, seed)
+  if selection.by == PROTOTYPICALITY:
+    rng = np.random.default_rng([_PROTOTYPICALITY_STREAM, seed, task_key])
+    params = selection.prototypicality
+    return prototypicality_scores(in_context.embed(store, params), params.clusters,
+                                  params.iterations, rng)
   return orderings.document_scores(store, selection.by, task_name,
                                    f'data.select.by={selection.by!r}')
 
@@ -209,6 +268,79 @@ def zipfit_alignment(texts: Sequence[str], targets: Sequence[str]) -> np.ndarray
     ncd_Y = (joint_Y - np.minimum(size_x, sizes_Y)) / np.maximum(size_x, sizes_Y)
     alignment_D[d] = 1 - ncd_Y.mean()
   return alignment_D
+
+
+def prototypicality_scores(embeddings_DE: np.ndarray, clusters: int, iterations: int,
+                           rng: np.random.Generator) -> np.ndarray:
+  """float64 [D]: each document's cosine distance 1 - cos(x, c) to its nearest centroid c after
+  spherical k-means of `embeddings_DE` (`kmeans_centroids`); higher = less prototypical."""
+  if not len(embeddings_DE):
+    return np.zeros(0)
+  unit_DE = unit_rows(embeddings_DE)
+  _, similarity_D = nearest_centroids(unit_DE, kmeans_centroids(unit_DE, clusters, iterations, rng))
+  return 1 - similarity_D.astype(np.float64)
+
+
+def unit_rows(embeddings_DE: np.ndarray) -> np.ndarray:
+  """float32 [D, E]: each row scaled to unit length; an all-zero row stays zero."""
+  norms_D1 = np.linalg.norm(embeddings_DE, axis=1, keepdims=True)
+  return (embeddings_DE / np.maximum(norms_D1, 1e-12)).astype(np.float32)
+
+
+def nearest_centroids(unit_DE: np.ndarray, centroids_KE: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """(int64 [D], float32 [D]): each row's centroid of highest cosine similarity (the first of
+  equal ones) and that similarity, for unit rows and centroids, a block of rows at a time."""
+  block = max(1, _BLOCK_ELEMENTS // max(len(centroids_KE), 1))
+  nearest_D = np.empty(len(unit_DE), np.int64)
+  similarity_D = np.empty(len(unit_DE), np.float32)
+  for start in range(0, len(unit_DE), block):
+    similar_BK = unit_DE[start:start + block] @ centroids_KE.T
+    nearest_D[start:start + block] = similar_BK.argmax(axis=1)
+    similarity_D[start:start + block] = similar_BK.max(axis=1)
+  return nearest_D, similarity_D
+
+
+def kmeans_centroids(unit_DE: np.ndarray, clusters: int, iterations: int,
+                     rng: np.random.Generator) -> np.ndarray:
+  """float32 [K, E], K = min(clusters, D): spherical k-means of the unit rows `unit_DE`: a
+  k-means++ start (each next centroid a row drawn with probability proportional to its squared
+  distance 2 - 2 cos to the nearest centroid so far; uniformly once every row is a centroid), then
+  Lloyd's steps (each row to its nearest centroid, each centroid the renormalised sum of its rows,
+  an empty one kept) until the assignment repeats or `iterations` steps."""
+  num_documents = len(unit_DE)
+  first = rng.integers(num_documents)
+  chosen = [first]
+  best_D = unit_DE @ unit_DE[first]
+  for _ in range(min(clusters, num_documents) - 1):
+    weights_D = np.maximum(1 - best_D.astype(np.float64), 0)
+    total = weights_D.sum()
+    pick = rng.choice(num_documents, p=weights_D / total if total > 0 else None)
+    chosen.append(pick)
+    best_D = np.maximum(best_D, unit_DE @ unit_DE[pick])
+  centroids_KE = unit_DE[chosen]
+  assigned_D = None
+  for _ in range(iterations):
+    nearest_D, _ = nearest_centroids(unit_DE, centroids_KE)
+    if assigned_D is not None and np.array_equal(nearest_D, assigned_D):
+      break
+    assigned_D = nearest_D
+    sums_KE = cluster_sums(unit_DE, assigned_D, len(centroids_KE))
+    norms_K1 = np.linalg.norm(sums_KE, axis=1, keepdims=True)
+    centroids_KE = np.where(norms_K1 > 0, sums_KE / np.maximum(norms_K1, 1e-12), centroids_KE)
+  return centroids_KE
+
+
+def cluster_sums(unit_DE: np.ndarray, assigned_D: np.ndarray, clusters: int) -> np.ndarray:
+  """float32 [clusters, E]: the sum of the rows assigned to each cluster (0 for an empty one), a
+  block of rows at a time as a one-hot matrix product (np.add.at is ten times slower, and so is
+  one_hot_KB @ unit_BE with few clusters: BLAS is fast for the transposed product)."""
+  block = max(1, _BLOCK_ELEMENTS // clusters)
+  sums_EK = np.zeros([unit_DE.shape[1], clusters], np.float32)
+  for start in range(0, len(unit_DE), block):
+    one_hot_BK = assigned_D[start:start + block, None] == np.arange(clusters)
+    sums_EK += unit_DE[start:start + block].T @ one_hot_BK.astype(np.float32)
+  return sums_EK.T
 
 
 def kept_documents(scores_D: np.ndarray, keep: str, fraction: float,
