@@ -39,7 +39,7 @@ from absl import flags
 
 from research import appendable
 from research import errors
-from research.analysis import report, stability
+from research.analysis import icl, report, stability
 
 # Other commands define --out too; allow_override lets their modules load in one process (tests).
 _OUT = flags.DEFINE_string('out', None, 'The directory report.md and the plots are written to '
@@ -144,7 +144,12 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
        'rate, mean ± SE over seeds, nan where the run diverged; `LR sensitivity`, E_lr[min(loss, '
        'l0)] - min_lr loss (Wortsman et al. 2023, arXiv 2309.14322), l0 = ln(vocab_size), the '
        'loss at initialisation, capping diverged runs (research/analysis/stability.py): 0 when '
-       'every learning rate reaches the best loss.'))
+       'every learning rate reaches the best loss.'),
+      ('In-context regression', icl.regression_table(runs),
+       'Runs with an icl_regression task: final answer accuracy on held-out tasks (and on the '
+       'pool\'s tasks), overall and by number of context pairs n, mean ± SE over seeds, against '
+       'ridge regression and the Bayes estimator under the training prior (Raventós et al. 2023, '
+       'arXiv 2306.15063; research/analysis/icl.py).'))
   for title, table, caption in sections:  # each only where some run has its data
     if table:
       lines += ['', f'## {title}', '', table, '', caption]

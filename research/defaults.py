@@ -141,9 +141,9 @@ def get_config() -> ml_collections.ConfigDict:
       {'every': 0, 'metric': 'loss', 'eta': 0.2, 'window': 3, 'eval_tasks': (),
        'graph': ml_collections.ConfigDict()})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
-  # 'biographies' | 'copying', ...), see research/data/tasks.py. A files task's validation split is
-  # the files of its `validation_pattern`, else its `validation_fraction` (0.05) of documents by id
-  # hash.
+  # 'biographies' | 'copying' | 'icl_regression' | 'icl_classification', ...), see
+  # research/data/tasks.py. A files task's validation split is the files of its
+  # `validation_pattern`, else its `validation_fraction` (0.05) of documents by id hash.
   c.data.tasks = ml_collections.ConfigDict()
   # Modules imported before tasks are resolved, which register seqio Tasks and Mixtures (as t5x's
   # MIXTURE_OR_TASK_MODULE): a registered seqio Task or Mixture is then a task by its name.

@@ -220,6 +220,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('repeated_data', [None]),
     ('control_tokens', [None]),
     ('meco', ['meco', 'baseline']),
+    ('icl_diversity', ['regression', 'classification']),
     ('biographies', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):

@@ -1,2 +1,2 @@
-"""Synthetic skill corpora with known ground truth: arithmetic, LEGO chains, biographies and
-copying."""
+"""Synthetic skill corpora with known ground truth: arithmetic, LEGO chains, biographies, copying
+and in-context regression and classification."""
