@@ -153,7 +153,8 @@ def test_a_prefix_conditions_the_documents_and_is_not_scored(runs, notes_store):
   lengths_D = np.diff(offsets)
   conditioned = scores.model_scores(loaded, tokens, offsets, batch_size=8, group_tokens=100,
                                     prefix=prefix)['nll']
-  whole = scores.model_scores(loaded, *scores.prefixed(tokens, offsets, prefix), batch_size=8)['nll']
+  whole = scores.model_scores(loaded, *scores.prefixed(tokens, offsets, prefix),
+                              batch_size=8)['nll']
   alone = scores.model_scores(loaded, np.tile(np.array(prefix, tokens.dtype), len(lengths_D)),
                               np.arange(len(lengths_D) + 1) * len(prefix), batch_size=8)['nll']
   np.testing.assert_allclose(whole * (lengths_D + 3), alone * 3 + conditioned * lengths_D,

@@ -3,13 +3,13 @@ diversity and the emergence of non-Bayesian in-context learning for regression",
 ridge regression and the Bayes estimator under the training prior (the posterior over the pool of
 K pretraining tasks), on held-out tasks (research/data/synthetic/icl_regression.py).
 
-launch.report shows, for runs with such a task (`regression_table`), for each arm (runs equal but for `seed`), the model's final answer accuracy on held-out
-tasks (mean ± SE over seeds) overall and by number of context pairs, its accuracy on its pool's
-tasks where the runs evaluate them, the training-prior Bayes estimator's exact-match rate on the
-held-out tasks for that arm's pool, and last ridge's (the same for every pool: the validation
-documents of a task seed do not depend on K). The estimators are scored on the first
-`NUM_DOCUMENTS` validation documents, the model on the packed validation rows its evaluation reads
-(the first few hundred documents of the same stream).
+launch.report shows, for runs with such a task (`regression_table`), for each arm (runs equal but
+for `seed`), the model's final answer accuracy on held-out tasks (mean ± SE over seeds) overall and
+by number of context pairs, its accuracy on its pool's tasks where the runs evaluate them, the
+training-prior Bayes estimator's exact-match rate on the held-out tasks for that arm's pool, and
+last ridge's (the same for every pool: the validation documents of a task seed do not depend on K).
+The estimators are scored on the first `NUM_DOCUMENTS` validation documents, the model on the packed
+validation rows its evaluation reads (the first few hundred documents of the same stream).
 """
 
 from collections.abc import Sequence

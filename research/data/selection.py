@@ -244,7 +244,8 @@ def zipfit_scores(store: store_lib.DocumentStore, zipfit: ZipFit, seed: int) -> 
   sample = np.random.default_rng([_ZIPFIT_STREAM, seed]).choice(
       target.num_documents, min(zipfit.size, target.num_documents), replace=False)
   vocabulary = vocabularies.make_vocabulary(zipfit.vocabulary, zipfit.extra_ids)
-  return zipfit_alignment(store.texts(vocabulary), subset(target, np.sort(sample)).texts(vocabulary))
+  targets = subset(target, np.sort(sample)).texts(vocabulary)
+  return zipfit_alignment(store.texts(vocabulary), targets)
 
 
 def gzip_size(data: bytes) -> int:
