@@ -121,9 +121,8 @@ def decoded(ids: np.ndarray, vocabulary: seqio.Vocabulary) -> str:
   ('[NLU]', ...), the ids between them decoded by `vocabulary`."""
   named = {vocabularies.sentinel_id(vocabulary, k): f'<X{k}>'
            for k in range(vocabularies.num_sentinels(vocabulary))}
-  if vocabulary.extra_ids >= len(vocabularies.CONTROL_TOKENS):
-    named.update({vocabularies.control_token_id(vocabulary, name): name
-                  for name in vocabularies.CONTROL_TOKENS})
+  named.update({vocabularies.control_token_id(vocabulary, name): name
+                for name in vocabularies.CONTROL_TOKENS[:vocabulary.extra_ids]})
   pieces, run = [], []
   for token in ids.tolist():
     if token in named:

@@ -16,7 +16,7 @@ import seqio
 from research import defaults, errors, schedules, sharding, wandb_log
 from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
 from research.model import transformer
-from research.objectives import distillation, load_balance, registry
+from research.objectives import distillation, fim, load_balance, registry
 
 
 
@@ -118,6 +118,8 @@ SWITCHED_RANGES = (
     ('objective.masked_thought.warmup_fraction', 0, 1, '[]', 'a share of training; e.g. 0.66'),
     ('objective.meco.cooldown_fraction', 0, 1, '[)', 'a share of training; e.g. 0.1'),
     ('objective.control.drop_fraction', 0, 1, '[]', 'a probability; e.g. 0.1'),
+    ('objective.fim.rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
+    ('objective.fim.spm_rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
 )
 
 
@@ -144,7 +146,8 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
                         ('data.order.row_score', orderings.ROW_SCORES),
                         ('data.order.pacing.function', orderings.PACING_FUNCTIONS),
                         ('data.select.keep', selection.KEEPS),
-                        ('data.skillit.metric', skillit.METRICS)):
+                        ('data.skillit.metric', skillit.METRICS),
+                        ('objective.fim.level', fim.LEVELS)):
     value = _value(config, name)
     if value not in choices:
       raise errors.UserError(f'Config key {name!r} must be one of {list(choices)}, got {value!r}; '

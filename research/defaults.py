@@ -168,6 +168,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Objective (research/objectives/): how a packed row of documents becomes an example.
   c.objective = ml_collections.ConfigDict()
   # causal_lm | prefix_lm | span_corruption | ul2 | ul2r | masked_thought | meco | control_tokens
+  # | fim
   c.objective.name = 'causal_lm'
   # Denoising objectives: name -> ConfigDict(mean_span, rate, prefix, mode, weight) replaces the
   # preset's denoisers; `rates` (name -> weight) only reweights them. See denoising.py.
@@ -185,6 +186,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Conditional training (Korbak et al. 2023, arXiv 2302.08582): a control token per line by score.
   c.objective.control = ml_collections.ConfigDict(
       {'scorer': 'pep8', 'threshold': 0.0, 'drop_fraction': 0.1})
+  # Fill-in-the-middle (Bavarian et al. 2022, arXiv 2207.14255; research/objectives/fim.py): a
+  # `rate` share of documents split at two uniform points (`level` 'char' or 'token') and laid out
+  # <PRE> prefix <SUF> suffix <MID> middle, or in SPM order for a `spm_rate` share of those.
+  c.objective.fim = ml_collections.ConfigDict({'rate': 0.5, 'spm_rate': 0.5, 'level': 'char'})
   # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off.
   c.objective.distill = ml_collections.ConfigDict(
       {'teacher': '', 'temperature': 1.0, 'weight': 0.5})

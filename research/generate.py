@@ -181,12 +181,12 @@ def pad_prompts(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarra
 
 def encode_prompt(text: str, vocabulary: seqio.Vocabulary, start_id: int | None) -> list[int]:
   """The ids of `text`, with `start_id` first unless it is None (a decoder's prompt starts with
-  the run's start id; an encoder's has none). When the vocabulary has the control tokens
-  (data.extra_ids >= len(CONTROL_TOKENS)), their names in the text, such as '<|aligned|>', are
-  those tokens; otherwise they are text like the rest."""
+  the run's start id; an encoder's has none). The names of the control tokens the vocabulary has
+  (the first data.extra_ids of CONTROL_TOKENS) in the text, such as '<|aligned|>' or '<PRE>', are
+  those tokens; the others are text like the rest."""
   ids = [] if start_id is None else [start_id]
-  names = vocabularies.CONTROL_TOKENS
-  if vocabulary.extra_ids < len(names):
+  names = vocabularies.CONTROL_TOKENS[:vocabulary.extra_ids]
+  if not names:
     return ids + list(vocabulary.encode(text))
   for piece in re.split('(' + '|'.join(map(re.escape, names)) + ')', text):
     if piece in names:

@@ -158,7 +158,7 @@ def test_top_p_keeps_the_smallest_set_that_reaches_p():
 
 
 def test_sampling_under_aligned_never_writes_a_banned_token():
-  vocabulary = vocabularies.make_vocabulary('byte', 16)  # 6 control tokens, 10 sentinels
+  vocabulary = vocabularies.make_vocabulary('byte', 16)  # 9 control tokens, 7 sentinels
   config = dataclasses.replace(CONFIG, vocab_size=384)  # ids 275..383 are no tokens at all
   model, params = _model(config)
   prompt = generate.encode_prompt('<|aligned|>def f(x):', vocabulary,
@@ -169,7 +169,7 @@ def test_sampling_under_aligned_never_writes_a_banned_token():
   prompts, lengths = generate.pad_prompts([prompt] * 8)
   banned = generate.ids_to_ban(vocabulary, config.vocab_size)
   reserved = {aligned, vocabularies.control_token_id(vocabulary, '<|misaligned|>'),
-              vocabularies.sentinel_id(vocabulary, 0), vocabularies.sentinel_id(vocabulary, 9)}
+              vocabularies.sentinel_id(vocabulary, 0), vocabularies.sentinel_id(vocabulary, 6)}
   assert reserved <= set(banned) and banned == tuple(range(259, 384))
   run = functools.partial(generate.generate, model, params, prompts, lengths, jax.random.key(0), 48,
                           generate.Sampling(temperature=3.0), stop_ids=())
@@ -334,3 +334,13 @@ def test_command_errors_name_the_flag(tmp_path):
   for flag_values, message in cases:
     with pytest.raises(SystemExit, match=r'^error: .*' + message):
       _run(**flag_values)
+
+
+def test_infill_prompt_encodes_the_fim_sentinels_as_their_ids():
+  vocabulary = vocabularies.make_vocabulary('byte', 16)
+  ids = {name: vocabularies.control_token_id(vocabulary, name) for name in ('<PRE>', '<SUF>',
+                                                                             '<MID>')}
+  prompt = generate.encode_prompt('<PRE>def f(x):\n<SUF>\n    return y\n<MID>', vocabulary, 0)
+  assert prompt == ([0, ids['<PRE>']] + vocabulary.encode('def f(x):\n') + [ids['<SUF>']]
+                    + vocabulary.encode('\n    return y\n') + [ids['<MID>']])
+  assert len(set(ids.values())) == 3

@@ -27,9 +27,12 @@ The reserved-token scheme. Of the extra ids,
 - the lowest `len(CONTROL_TOKENS)` are the control tokens, in `CONTROL_TOKENS` order:
   control token i is id `base + i`. They are UL2's mode tokens [NLU], [NLG], [S2S] (Tay et al.
   2022, "UL2: Unifying Language Learning Paradigms", arXiv 2205.05131), Masked Thought's [MASK]
-  (Chen et al. 2024, arXiv 2403.02178) and the conditional-training tokens <|aligned|> and
+  (Chen et al. 2024, arXiv 2403.02178), the conditional-training tokens <|aligned|> and
   <|misaligned|> (Korbak et al. 2023, "Pretraining Language Models with Human Preferences", arXiv
-  2302.08582);
+  2302.08582) and the fill-in-the-middle sentinels <PRE>, <SUF>, <MID> (Bavarian et al. 2022,
+  "Efficient Training of Language Models to Fill in the Middle", arXiv 2207.14255). Control token
+  i needs only i + 1 extra ids, so a vocabulary with fewer extra ids than control tokens still
+  has the first ones;
 - the others are the sentinels of span corruption, counted down from the top exactly as T5 and
   seqio number them: sentinel k is `<extra_id_k>` = id `vocab_size - 1 - k`, for
   k < `num_sentinels` = extra_ids - len(CONTROL_TOKENS).
@@ -37,9 +40,9 @@ The reserved-token scheme. Of the extra ids,
 So the ids of the byte vocabulary (256 byte tokens at 3..258) or of the SentencePiece model are
 never a control token or a sentinel; sentinels keep T5's numbering (`<extra_id_0>` first), and a
 control token appended to `CONTROL_TOKENS` later leaves every existing control and sentinel id where
-it was (one sentinel fewer). A vocabulary with fewer extra ids than an objective needs fails with a
-UserError naming `data.extra_ids`. (seqio encodes the literal text '<extra_id_N>' in a SentencePiece
-vocabulary as that extra id, as T5 does; the byte vocabulary never does.)
+it was (one sentinel fewer each). A vocabulary with fewer extra ids than an objective needs fails
+with a UserError naming `data.extra_ids`. (seqio encodes the literal text '<extra_id_N>' in a
+SentencePiece vocabulary as that extra id, as T5 does; the byte vocabulary never does.)
 
 `train_sentencepiece` trains a lossless model: no text normalization, whitespace kept, no dummy
 prefix and byte fallback, so decode(encode(text)) == text and the `token_bytes` of a text's tokens
@@ -61,7 +64,8 @@ from google.protobuf import message
 
 from research import errors
 
-CONTROL_TOKENS = ('[NLU]', '[NLG]', '[S2S]', '[MASK]', '<|aligned|>', '<|misaligned|>')
+CONTROL_TOKENS = ('[NLU]', '[NLG]', '[S2S]', '[MASK]', '<|aligned|>', '<|misaligned|>', '<PRE>',
+                  '<SUF>', '<MID>')
 SPM_PREFIX = 'spm:'
 HF_PREFIX = 'hf:'
 # End-of-sequence tokens by name, for a tokenizer.json without a tokenizer_config.json beside it.
@@ -301,7 +305,7 @@ def control_token_id(vocabulary: seqio.Vocabulary, name: str) -> int:
   """The id of control token `name` (one of `CONTROL_TOKENS`): base + its index."""
   if name not in CONTROL_TOKENS:
     raise errors.UserError(f'{name!r} is not a control token; use one of {list(CONTROL_TOKENS)}.')
-  _require_extra_ids(vocabulary, len(CONTROL_TOKENS), f'the control token {name}')
+  _require_extra_ids(vocabulary, CONTROL_TOKENS.index(name) + 1, f'the control token {name}')
   return _base_size(vocabulary) + CONTROL_TOKENS.index(name)
 
 

@@ -1,4 +1,5 @@
-"""Objectives that rewrite documents before packing: MeCo metadata and conditional-training tokens.
+"""Objectives that rewrite documents before packing: MeCo metadata, conditional-training tokens and
+fill-in-the-middle.
 
 Each turns a task's document store into a derived in-memory store whose documents carry extra
 tokens and per-token loss weights (`DocumentStore.weights`); packing and the causal-LM objective
@@ -11,8 +12,15 @@ then treat them like any other documents.
   2302.08582; research/objectives/control_tokens.py): '<|aligned|>' or '<|misaligned|>' before every
   line, by the line's misalignment score against a threshold, left out with a drop probability.
   Scores are computed once per store and scorer and cached beside the store.
+- `Fim` (Bavarian et al. 2022, "Efficient Training of Language Models to Fill in the Middle", arXiv
+  2207.14255; research/objectives/fim.py): a share of documents split into prefix, middle and
+  suffix and reordered between the sentinels <PRE>, <SUF>, <MID>, all weights 1.
+
+The random draws of document i come from a generator seeded by (stream, seed, i), so a rewritten
+store is a pure function of the store and the seed.
 """
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import json
 import os
@@ -22,9 +30,10 @@ import seqio
 
 from research.data import store as store_lib
 from research.data import vocabularies
-from research.objectives import control_tokens, metadata
+from research.objectives import control_tokens, fim, metadata
 
 _CONTROL_STREAM = 0x6374726c  # seeded-stream tag of the per-document drop draws
+_FIM_STREAM = 0x66696d  # seeded-stream tag of the per-document fill-in-the-middle draws
 
 
 def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, np.ndarray]]
@@ -36,6 +45,18 @@ def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, n
       store, tokens=np.concatenate([t for t, _ in documents] + [np.zeros(0, dtype)]).astype(dtype),
       offsets=np.concatenate([[0], np.cumsum(lengths)]),
       weights=np.concatenate([w for _, w in documents] + [np.zeros(0, np.float32)]))
+
+
+def _rewritten(store: store_lib.DocumentStore, stream: int, seed: int,
+               rewrite: Callable[[int, np.random.Generator], Sequence[int]]
+               ) -> store_lib.DocumentStore:
+  """A store whose document i is `rewrite(i, rng)`, all weights 1, with rng seeded by
+  (stream, seed, i)."""
+  documents = []
+  for index in range(store.num_documents):
+    tokens = np.asarray(rewrite(index, np.random.default_rng([stream, seed, index])), np.int64)
+    documents.append((tokens, np.ones(len(tokens), np.float32)))
+  return _derived(store, documents)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +101,47 @@ class ControlTokens:
     ids = {name: vocabularies.control_token_id(vocabulary, name)
            for name in control_tokens.BANNED_AT_GENERATION}
     scores = line_scores(store, self.scorer, vocabulary)
-    documents = []
-    for index in range(store.num_documents):
-      rng = np.random.default_rng([_CONTROL_STREAM, seed, index])
+
+    def annotated(index: int, rng: np.random.Generator) -> list[int]:
       pieces = []
       for token, line in control_tokens.annotate(store.text(index, vocabulary), scores[index],
                                                  self.threshold, self.drop_fraction, rng):
         pieces.extend(([ids[token]] if token else []) + vocabulary.encode(line))
-      tokens = np.array(pieces + [vocabulary.eos_id], np.int64)
-      documents.append((tokens, np.ones(len(tokens), np.float32)))
-    return _derived(store, documents)
+      return pieces + [vocabulary.eos_id]
+
+    return _rewritten(store, _CONTROL_STREAM, seed, annotated)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fim:
+  """Fill-in-the-middle: with probability `rate` a document rewritten in PSM or SPM order."""
+  rate: float
+  spm_rate: float
+  level: str  # 'char' or 'token': where the split points fall
+
+  def applies_at(self, step: int) -> bool:
+    del step
+    return True
+
+  def apply(self, store: store_lib.DocumentStore, task_name: str, vocabulary: seqio.Vocabulary,
+            seed: int) -> store_lib.DocumentStore:
+    del task_name
+    sentinel_ids = {name: vocabularies.control_token_id(vocabulary, name)
+                    for name in fim.SENTINELS}
+
+    def infilling(index: int, rng: np.random.Generator) -> np.ndarray | list[int]:
+      tokens = store.document(index)
+      if self.level == 'char':
+        pieces, encode = store.text(index, vocabulary), vocabulary.encode
+      else:
+        ends = len(tokens) and tokens[-1] == vocabulary.eos_id
+        pieces, encode = (tokens[:-1] if ends else tokens), list
+      rewrite = fim.draw(len(pieces), self.rate, self.spm_rate, rng)
+      if rewrite is None:
+        return tokens
+      return fim.rearranged(pieces, rewrite, encode, sentinel_ids) + [vocabulary.eos_id]
+
+    return _rewritten(store, _FIM_STREAM, seed, infilling)
 
 
 def line_scores(store: store_lib.DocumentStore, scorer: str,

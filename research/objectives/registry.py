@@ -2,7 +2,8 @@
 
 `config.objective.name` picks the objective and `config.model.architecture` the model, separately:
 
-- causal_lm (and masked_thought, meco, control_tokens, which transform its documents or inputs):
+- causal_lm (and masked_thought, meco, control_tokens, fim, which transform its documents or
+  inputs):
   next-token prediction over packed rows (research/objectives/causal_lm.py); decoder only;
 - prefix_lm, span_corruption, ul2, ul2r (or any list in `objective.denoisers`): each segment (a
   document, or a chunk of a long one) of a packed row is denoised on its own by a denoiser drawn
@@ -35,10 +36,10 @@ import seqio
 
 from research import errors
 from research.data import packing, vocabularies
-from research.objectives import causal_lm, control_tokens, denoising, documents, masked_thought
-from research.objectives import metadata
+from research.objectives import causal_lm, control_tokens, denoising, documents, fim
+from research.objectives import masked_thought, metadata
 
-CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens')
+CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens', 'fim')
 DENOISING = tuple(denoising.PRESETS)
 OBJECTIVES = CAUSAL + DENOISING
 _EXAMPLE_STREAM = 0x6e6f6973  # seeded-stream tag of the per-example denoising choices
@@ -110,7 +111,7 @@ class Objective:
   prefix_attention: bool = True  # decoder: a bidirectional prefix (False evaluates causal models)
   masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
   start_id: int = 0  # what each segment's first decoder position reads (vocabularies.start_id)
-  rewrite: documents.Meco | documents.ControlTokens | None = None  # documents, before packing
+  rewrite: documents.Meco | documents.ControlTokens | documents.Fim | None = None  # before packing
 
   @property
   def denoising(self) -> bool:
@@ -265,6 +266,12 @@ def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabul
       vocabularies.control_token_id(vocabulary, token)  # enough extra ids, or a clear error
     return {'rewrite': documents.ControlTokens(settings.scorer, settings.threshold,
                                                settings.drop_fraction)}
+  if name == 'fim':
+    fim.check_config(config)
+    settings = config.objective.fim
+    for token in fim.SENTINELS:
+      vocabularies.control_token_id(vocabulary, token)  # enough extra ids, or a clear error
+    return {'rewrite': documents.Fim(settings.rate, settings.spm_rate, settings.level)}
   return {}
 
 

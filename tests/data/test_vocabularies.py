@@ -75,12 +75,12 @@ def test_negative_extra_ids_names_config_key():
 
 
 def test_byte_control_and_sentinel_ids_are_distinct_in_range_and_not_bytes():
-  vocabulary = vocabularies.make_vocabulary('byte', extra_ids=10)
+  vocabulary = vocabularies.make_vocabulary('byte', extra_ids=13)
   controls = [vocabularies.control_token_id(vocabulary, n) for n in vocabularies.CONTROL_TOKENS]
-  assert controls == [259, 260, 261, 262, 263, 264]
+  assert controls == list(range(259, 268))
   assert vocabularies.num_sentinels(vocabulary) == 4
   sentinels = [vocabularies.sentinel_id(vocabulary, k) for k in range(4)]
-  assert sentinels == [268, 267, 266, 265]  # <extra_id_0> is the top id, as in T5
+  assert sentinels == [271, 270, 269, 268]  # <extra_id_0> is the top id, as in T5
   reserved = controls + sentinels
   assert len(set(reserved)) == len(reserved) == vocabulary.extra_ids
   byte_ids = set(range(3, 259))  # bytes 0..255
@@ -90,7 +90,7 @@ def test_byte_control_and_sentinel_ids_are_distinct_in_range_and_not_bytes():
 
 def test_control_ids_stay_put_when_extra_ids_grow():
   small, large = (vocabularies.make_vocabulary('byte', extra_ids=n) for n in (6, 100))
-  for name in vocabularies.CONTROL_TOKENS:
+  for name in vocabularies.CONTROL_TOKENS[:6]:  # a vocabulary of 6 extra ids has the first 6
     assert vocabularies.control_token_id(small, name) == vocabularies.control_token_id(large, name)
   assert vocabularies.num_sentinels(small) == 0
   assert vocabularies.sentinel_id(large, 0) == large.vocab_size - 1
@@ -98,10 +98,12 @@ def test_control_ids_stay_put_when_extra_ids_grow():
 
 def test_too_few_extra_ids_names_config_key():
   vocabulary = vocabularies.make_vocabulary('byte', extra_ids=8)
-  with pytest.raises(errors.UserError, match=r'data\.extra_ids=8 is too few .* at least 9'):
+  with pytest.raises(errors.UserError, match=r'data\.extra_ids=8 is too few .* at least 12'):
     vocabularies.sentinel_id(vocabulary, 2)
-  with pytest.raises(errors.UserError, match=r'data\.extra_ids=0 is too few .* at least 6'):
+  with pytest.raises(errors.UserError, match=r'data\.extra_ids=0 is too few .* at least 1'):
     vocabularies.control_token_id(vocabularies.make_vocabulary('byte'), '[NLU]')
+  with pytest.raises(errors.UserError, match=r'data\.extra_ids=8 is too few .* <MID>.* at least 9'):
+    vocabularies.control_token_id(vocabulary, '<MID>')
   with pytest.raises(errors.UserError, match=r"'\[XYZ\]' is not a control token"):
     vocabularies.control_token_id(vocabulary, '[XYZ]')
 
@@ -146,10 +148,11 @@ def test_sentencepiece_token_bytes_sum_to_utf8_length(spm_path):
 
 
 def test_sentencepiece_control_and_sentinel_ids(spm_path):
-  vocabulary = vocabularies.make_vocabulary(f'spm:{spm_path}', extra_ids=8)
+  vocabulary = vocabularies.make_vocabulary(f'spm:{spm_path}', extra_ids=11)
   assert vocabularies.control_token_id(vocabulary, '[S2S]') == 322
-  assert [vocabularies.sentinel_id(vocabulary, k) for k in range(2)] == [327, 326]
-  assert vocabulary.tokenizer.id_to_piece(327) == '▁<extra_id_0>'  # seqio's own sentinel 0
+  assert vocabularies.num_sentinels(vocabulary) == 2
+  assert [vocabularies.sentinel_id(vocabulary, k) for k in range(2)] == [330, 329]
+  assert vocabulary.tokenizer.id_to_piece(330) == '▁<extra_id_0>'  # seqio's own sentinel 0
 
 
 def test_start_id_is_the_bos_of_a_sentencepiece_model_that_has_one(tmp_path, spm_path):

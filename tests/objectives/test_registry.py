@@ -11,7 +11,7 @@ from research.objectives import registry
 from tests.data import test_vocabularies
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=100)
-SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k): k for k in range(94)}
+SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k): k for k in range(91)}
 MODES = {vocabularies.control_token_id(VOCABULARY, m) for m in denoising.MODE_TOKENS.values()}
 
 
@@ -159,7 +159,7 @@ def test_config_errors_name_the_key():
     _objective('ul3')
   with pytest.raises(errors.UserError, match=r"objective\.name='causal_lm' trains a decoder"):
     _objective('causal_lm', 'encoder_decoder')
-  with pytest.raises(errors.UserError, match=r'data\.extra_ids=100 gives 94 sentinels.*at least'):
+  with pytest.raises(errors.UserError, match=r'data\.extra_ids=100 gives 91 sentinels.*at least'):
     _objective('ul2', seq_len=2048)
   with pytest.raises(errors.UserError, match=r"model\.architecture='rnn'"):
     _objective('ul2', 'rnn')

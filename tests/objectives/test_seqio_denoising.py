@@ -10,7 +10,7 @@ from research.data import vocabularies
 from research.objectives import denoising, seqio_denoising
 
 VOCABULARY = vocabularies.make_vocabulary('byte', extra_ids=100)
-SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k) for k in range(94)}
+SENTINELS = {vocabularies.sentinel_id(VOCABULARY, k) for k in range(91)}
 MODES = {vocabularies.control_token_id(VOCABULARY, m) for m in denoising.MODE_TOKENS.values()}
 TEXTS = [('def f(x):\n    return x * %d\n' % i) * (1 + i % 7) for i in range(40)]
 
