@@ -167,14 +167,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Objective (research/objectives/): how a packed row of documents becomes an example.
   c.objective = ml_collections.ConfigDict()
-  # causal_lm | prefix_lm | span_corruption | ul2 | ul2r | masked_thought | meco | control_tokens
-  # | fim
+  # causal_lm | prefix_lm | span_corruption | ul2 | ul2r | codegen2 | masked_thought | meco
+  # | control_tokens | fim
   c.objective.name = 'causal_lm'
   # Denoising objectives: name -> ConfigDict(mean_span, rate, prefix, mode, weight) replaces the
   # preset's denoisers; `rates` (name -> weight) only reweights them. See denoising.py.
   c.objective.denoisers = ml_collections.ConfigDict()
   c.objective.rates = ml_collections.ConfigDict()
   c.objective.mode_tokens = True  # prepend [NLU] / [NLG] / [S2S] to the inputs (UL2)
+  # Decoder denoising: attend bidirectionally within the inputs (UL2's prefix); False = causal
+  # attention throughout, as CodeGen2 trains its mixture (arXiv 2305.02309).
+  c.objective.prefix_attention = True
   c.objective.target_len = 0  # encoder_decoder: decoder length; 0 = data.seq_len
   # Masked Thought (Chen et al. 2024, arXiv 2403.02178): mask response inputs after `delimiter`.
   c.objective.masked_thought = ml_collections.ConfigDict(

@@ -222,6 +222,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('meco', ['meco', 'baseline']),
     ('icl_diversity', ['regression', 'classification']),
     ('biographies', [None]),
+    ('codegen2', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
   """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes

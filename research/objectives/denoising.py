@@ -15,14 +15,21 @@ pretraining objectives as one family of denoisers, each a (mean span mu, corrupt
 - prefix denoisers (UL2's S) cut a segment in two: the prefix is the input, the suffix the target.
   The suffix length is uniform on [1, m], m = round(2 * r * n) - 1 (clipped to [1, n - 1]), so the
   mean corrupted fraction is r: r = 0.5 is T5's `prefix_lm` (split uniform on [1, n - 1]) and
-  r = 0.25 the S-denoiser of UL2 configs (nanoUL2, levanter).
+  r = 0.25 the S-denoiser of UL2 configs (nanoUL2, levanter). r = 1 leaves the prefix empty: the
+  whole segment is the target, causal LM as a denoiser ('S_100'), the 0-prefix causal denoiser
+  of CodeGen2 (Nijkamp et al. 2023, "CodeGen2: Lessons for Training LLMs on Programming and
+  Natural Languages", arXiv 2305.02309).
 
 A mode token ([NLU] for R, [NLG] for X, [S2S] for S, the names of the released UL2 checkpoints)
 goes before the inputs. `PRESETS` holds UL2's 7-denoiser mixture (R: (3, .15), (8, .15); X: (3, .5),
 (8, .5), (64, .15), (64, .5); S: r = .25; 20% S and 80% split evenly over R and X, as configs citing
 the paper do) and UL2R's (Tay et al. 2022, "Transcending Scaling Laws with 0.1% Extra Compute",
-arXiv 2210.11399: 50% S, R (3, .15), X (32, .15), X (3, .5)). Special cases need no special code:
-causal LM is a prefix denoiser with an empty prefix, T5 span corruption the single R (3, .15).
+arXiv 2210.11399: 50% S, R (3, .15), X (32, .15), X (3, .5)) and CodeGen2's (50% causal LM 'S_100',
+50% span corruption R (3, .15), T5's spans: REFERENCE.md gives not the paper's span settings); CodeGen2
+trains its mixture on a decoder with causal attention throughout, without mode tokens
+(`objective.prefix_attention=False`, `objective.mode_tokens=False`; experiments/codegen2.py).
+Special cases need no special code: causal LM is the prefix denoiser 'S_100', T5 span corruption
+the single R (3, .15).
 
 Everything here is numpy on the host, a pure function of the tokens and a numpy Generator, so a
 data pipeline can seed each example from (seed, example index) and stay deterministic and resumable.
@@ -73,7 +80,7 @@ def prefix_denoiser(rate: float) -> Denoiser:
 DENOISERS: dict[str, Denoiser] = {d.name: d for d in (
     span_denoiser(3, 0.15), span_denoiser(8, 0.15), span_denoiser(3, 0.5), span_denoiser(8, 0.5),
     span_denoiser(64, 0.15), span_denoiser(64, 0.5), span_denoiser(32, 0.15),
-    prefix_denoiser(0.25), prefix_denoiser(0.5))}
+    prefix_denoiser(0.25), prefix_denoiser(0.5), prefix_denoiser(1.0))}
 
 # Denoiser mixtures by objective name: denoiser name -> sampling weight.
 PRESETS: dict[str, dict[str, float]] = {
@@ -82,6 +89,7 @@ PRESETS: dict[str, dict[str, float]] = {
     'ul2r': {'S_25': 0.5, 'R3_15': 0.5 / 3, 'X32_15': 0.5 / 3, 'X3_50': 0.5 / 3},
     'span_corruption': {'R3_15': 1.0},
     'prefix_lm': {'S_50': 1.0},
+    'codegen2': {'S_100': 0.5, 'R3_15': 0.5},
 }
 
 _DENOISER_KEYS = {'mean_span', 'rate', 'prefix', 'mode', 'weight'}
@@ -131,6 +139,8 @@ def sequence_length(denoiser: Denoiser, length, mode_tokens: bool) -> np.ndarray
 
 
 def _max_suffix(length, rate: float):
+  if rate >= 1:  # the causal denoiser: the whole segment
+    return np.asarray(length, np.int64)
   return np.clip(_round(2 * rate * length) - 1, 1, np.maximum(length - 1, 1))
 
 
@@ -157,7 +167,10 @@ def span_noise_mask(length: int, rate: float, mean_span: float,
 
 
 def prefix_noise_mask(length: int, rate: float, rng: np.random.Generator) -> np.ndarray:
-  """bool [length]: a suffix of uniform length in [1, m] is noise (m from the module docstring)."""
+  """bool [length]: a suffix of uniform length in [1, m] is noise (m from the module docstring);
+  with rate 1, all of it."""
+  if rate >= 1:
+    return np.ones(length, bool)
   suffix = int(rng.integers(1, int(_max_suffix(length, rate)) + 1))
   return np.arange(length) >= length - suffix
 
@@ -275,9 +288,11 @@ def mixture_from_config(name: str, denoisers_config: Mapping, rates_config: Mapp
 
 
 def check_denoiser(denoiser: Denoiser, path: str) -> None:
-  """Raises naming `path` unless the rate is in (0, 1) and a span denoiser's mean span >= 1."""
-  if not 0 < denoiser.rate < 1:
-    raise errors.UserError(f'{path}.rate={denoiser.rate} must be in (0, 1).')
+  """Raises naming `path` unless the rate is in (0, 1) (or 1, the causal prefix denoiser) and a
+  span denoiser's mean span >= 1."""
+  if not (0 < denoiser.rate < 1 or denoiser.prefix and denoiser.rate == 1):
+    raise errors.UserError(f'{path}.rate={denoiser.rate} must be in (0, 1), or 1 for a prefix '
+                           'denoiser (an empty prefix: causal LM).')
   if not denoiser.prefix and denoiser.mean_span < 1:
     raise errors.UserError(f'{path}.mean_span={denoiser.mean_span} must be >= 1 token.')
   if denoiser.mode and denoiser.mode not in MODE_TOKENS.values():

@@ -108,7 +108,9 @@ class Objective:
   rates: tuple[float, ...] = ()
   mode_ids: tuple[tuple[str, int], ...] = ()  # mode token name -> id, empty without mode tokens
   sentinel_ids: tuple[int, ...] = ()
-  prefix_attention: bool = True  # decoder: a bidirectional prefix (False evaluates causal models)
+  # decoder: a bidirectional prefix; False reads it causally (objective.prefix_attention, as
+  # CodeGen2 trains, and every format a causally trained model is evaluated on)
+  prefix_attention: bool = True
   masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
   start_id: int = 0  # what each segment's first decoder position reads (vocabularies.start_id)
   rewrite: documents.Meco | documents.ControlTokens | documents.Fim | None = None  # before packing
@@ -240,9 +242,14 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
                              f'objectives {list(DENOISING)}, not objective.name={name!r}.')
     return dataclasses.replace(causal_objective(config.data.seq_len, start_id), name=name,
                                **_causal_variant(config, vocabulary))
-  return denoising_objective(name, architecture, config.data.seq_len, target_len,
-                             config.objective.denoisers, config.objective.rates,
-                             config.objective.mode_tokens, vocabulary, start_id)
+  if not config.objective.prefix_attention and architecture != 'decoder':
+    raise errors.UserError('objective.prefix_attention=False (causal attention over the inputs) '
+                           "applies to model.architecture='decoder'; an encoder reads its inputs "
+                           'bidirectionally. Set it True or train a decoder.')
+  objective = denoising_objective(name, architecture, config.data.seq_len, target_len,
+                                  config.objective.denoisers, config.objective.rates,
+                                  config.objective.mode_tokens, vocabulary, start_id)
+  return dataclasses.replace(objective, prefix_attention=config.objective.prefix_attention)
 
 
 def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabulary) -> dict:
@@ -317,7 +324,8 @@ def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
 
   'causal_lm' is left-to-right over packed rows (decoder models); a denoiser name (of the
   objective's own or of `denoising.DENOISERS`) evaluates that denoiser alone. A model trained
-  causally reads every format causally (no bidirectional prefix) and with mode tokens.
+  causally (a causal objective, or objective.prefix_attention=False) reads every format causally
+  (no bidirectional prefix); one trained on a causal objective reads them with mode tokens.
   """
   own = {d.name: d for d in objective.denoisers}
   formats = {'': dataclasses.replace(objective, masking=None, rewrite=None)}
@@ -331,7 +339,8 @@ def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
     if denoiser is None:
       raise errors.UserError(f"eval.objectives: {name!r} is neither 'causal_lm' nor a denoiser; "
                              f'choose from {sorted(set(own) | set(denoising.DENOISERS))}.')
-    base = dataclasses.replace(objective, name=name, prefix_attention=objective.denoising)
+    base = dataclasses.replace(objective, name=name,
+                               prefix_attention=objective.denoising and objective.prefix_attention)
     mode_tokens = bool(objective.mode_ids) or not objective.denoising
     formats[name] = _denoising_objective(base, [denoiser], [1.0], mode_tokens, vocabulary)
   return formats

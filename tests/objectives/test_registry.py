@@ -163,3 +163,42 @@ def test_config_errors_name_the_key():
     _objective('ul2', seq_len=2048)
   with pytest.raises(errors.UserError, match=r"model\.architecture='rnn'"):
     _objective('ul2', 'rnn')
+
+
+def test_the_causal_denoiser_without_mode_tokens_is_causal_lm(code_store):
+  """'S_100' (CodeGen2's 0-prefix denoiser, arXiv 2305.02309): an empty prefix, every token a
+  target; without mode tokens and with causal attention its examples are causal LM's."""
+  causal = _objective('causal_lm')
+  denoiser = _objective('prefix_lm', objective__denoisers={'S_100': {'prefix': True, 'rate': 1.0}},
+                        objective__mode_tokens=False, objective__prefix_attention=False)
+  rows = _packed_rows(code_store, causal, count=4)
+  expected, got = causal.examples(rows, np.arange(4), 0), denoiser.examples(rows, np.arange(4), 0)
+  assert set(got) == set(expected) and 'prefix' not in got
+  for key in expected:
+    np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_codegen2_mixes_causal_lm_and_span_corruption_half_and_half(code_store):
+  objective = _objective('codegen2', objective__mode_tokens=False,
+                         objective__prefix_attention=False)
+  assert [d.name for d in objective.denoisers] == ['S_100', 'R3_15'] and not objective.mode_ids
+  rows = _packed_rows(code_store, objective)
+  batch, noise = objective.examples(rows, np.arange(len(rows['targets'])), 0, with_noise=True)
+  assert 'prefix' not in batch
+  records = [record for row in noise for record in row]
+  names = [record['denoiser'] for record in records]
+  assert abs(names.count('S_100') / len(names) - 0.5) < 0.1
+  for record in records:  # S_100 corrupts the whole segment, R3_15 about 15% of it
+    rate = np.mean(record['noise'])
+    assert rate == 1.0 if record['denoiser'] == 'S_100' else len(record['noise']) < 40 or (
+        abs(rate - 0.15) < 0.02)
+  formats = registry.eval_objectives(objective, ['R3_15'], VOCABULARY)
+  assert not formats['R3_15'].prefix_attention and not formats['R3_15'].mode_ids
+
+
+def test_causal_prefix_attention_needs_a_decoder():
+  with pytest.raises(errors.UserError, match=r'objective\.prefix_attention=False .*decoder'):
+    _objective('ul2', 'encoder_decoder', objective__prefix_attention=False)
+  with pytest.raises(errors.UserError, match=r'S_1\.rate=1\.0 must be in \(0, 1\), or 1 for a '
+                     'prefix denoiser'):
+    _objective('ul2', objective__denoisers={'S_1': {'mean_span': 3, 'rate': 1.0}})
