@@ -1,9 +1,15 @@
-"""Scores every document of a task split or a text file with one or more checkpoints.
+"""Scores every document of a task split or a text file with one or more checkpoints, or of a task
+split with a model-free scorer in a Beam pipeline.
 
   python -m launch.score --checkpoint=DIR[,DIR...] (--task=NAME [--name=SCORES] | --text_file=F) \
       [--out=F.jsonl] [--scores=nll,perplexity,min_k,el2n,length,zlib] [--min_k=0.2] \
       [--split=train] [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata] \
       [--prefix=TEXT]
+  python -m launch.score --scorer=zipfit|toxicity|timestamp --task=NAME [--name=SCORES | \
+      --out=F.jsonl] [--split=train] [--config=experiments/NAME.py] [--store_dir=DIR] \
+      [--zipfit_target=TASK --zipfit_split=train --zipfit_size=100 --zipfit_seed=0] \
+      [--toxicity_words=FILE] [--timestamp_field=timestamp] \
+      [--runner=DirectRunner|DataflowRunner|FlinkRunner] [--num_workers=N] [-- BEAM_OPTIONS...]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model, data.seq_len and data.vocabulary. Several
@@ -24,6 +30,23 @@ no --out, OUT is STORE/scores/SCORES.jsonl beside the task's document store, SCO
 `data.select.by` then name a score 'SCORES:FIELD' without a path (research/data/score_files.py).
 The file is also what a `subset` task's `scores` reads (research/data/tasks.py).
 
+--scorer (no --checkpoint) runs one model-free scorer of research/data/score_build.py over the
+built store of --task, a Beam worker per shard: `zipfit` (ZIP-FIT alignment to a seeded sample of
+--zipfit_size documents of --zipfit_target, drawn as a run of seed --zipfit_seed draws it for
+data.select.by=zipfit), `toxicity` (the share of words in --toxicity_words, a word list; default a
+short built-in one) or `timestamp` (metadata field --timestamp_field as a number: a decimal year
+for an ISO 8601 date). The store's vocabulary, tasks and data.store_dir are --config's (default
+research/defaults.py's: the byte vocabulary), --store_dir overriding the last. It writes the same
+format, each line `id`, `num_tokens` and the scorer's field, to STORE/scores/SCORES.jsonl
+(SCORES: --name, default the scorer's name) or --out, so `data.select.by='SCORES:zipfit'` reads
+it; the file is the same bytes on any runner and number of workers, and written whole or not at
+all. The DirectRunner runs --num_workers processes (default: one per core; 1: this process); a
+store in a bucket is scored on Dataflow, as launch.build_data builds it:
+
+  python -m launch.score --scorer=zipfit --task=web --zipfit_target=arithmetic \
+      --config=experiments/NAME.py --runner=DataflowRunner -- --project=P --region=R \
+      --temp_location=gs://B/tmp --setup_file=./setup.py
+
 --prefix=TEXT is read by the model before every document and not scored, so the model scores are
 of each document conditioned on it (the prefix conditions a document's first window of
 data.seq_len tokens): a MeCo source tag such as $'URL: stdlib_code/json\n\n' (Gao et al. 2025, arXiv
@@ -43,10 +66,10 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from research import errors, finished, generate, sharding
+from research import defaults, errors, finished, generate, sharding
 
 from research.analysis import scores as scores_lib
-from research.data import score_files
+from research.data import build, score_build, score_files
 from research.data import store as store_lib
 from research.data import tasks, vocabularies, windows
 
@@ -83,12 +106,62 @@ _STORE_DIR = flags.DEFINE_string('store_dir', None, 'Document-store cache (defau
 _METADATA = flags.DEFINE_bool('metadata', False, "Write each document's metadata too.")
 _PREFIX = flags.DEFINE_string('prefix', '', 'Text read before every document, not scored: the '
                               'model scores are conditioned on it.')
+_SCORER = flags.DEFINE_string('scorer', None, 'A model-free scorer run in Beam over --task\'s '
+                              'store instead of --checkpoint: one of '
+                              f'{sorted(score_build.SCORERS)}.')
+_DEFAULTS = score_build.SETTINGS
+# The settings of each --scorer: (scorer, setting) -> its flag.
+_SETTINGS = {
+    ('zipfit', 'target'): flags.DEFINE_string(
+        'zipfit_target', _DEFAULTS['zipfit']['target'], '--scorer=zipfit: the task whose '
+        'documents are the target set (data.select.zipfit.target).'),
+    ('zipfit', 'split'): flags.DEFINE_string(
+        'zipfit_split', _DEFAULTS['zipfit']['split'], "--scorer=zipfit: the target's split."),
+    ('zipfit', 'size'): flags.DEFINE_integer(
+        'zipfit_size', _DEFAULTS['zipfit']['size'], '--scorer=zipfit: the most target documents '
+        'each document is compared with (data.select.zipfit.size).'),
+    ('zipfit', 'seed'): flags.DEFINE_integer(
+        'zipfit_seed', _DEFAULTS['zipfit']['seed'], '--scorer=zipfit: the seed of the sample of '
+        'targets, that of the run whose by=zipfit selection to reproduce.'),
+    ('toxicity', 'words'): flags.DEFINE_string(
+        'toxicity_words', _DEFAULTS['toxicity']['words'], '--scorer=toxicity: a file of one word '
+        'a line (local or gs://); empty: the short built-in list.'),
+    ('timestamp', 'field'): flags.DEFINE_string(
+        'timestamp_field', _DEFAULTS['timestamp']['field'], "--scorer=timestamp: the metadata "
+        "field of each document's time (a number, or an ISO 8601 date)."),
+}
+# launch.build_data defines these too; allow_override lets both load in one process (tests).
+_RUNNER = flags.DEFINE_string('runner', 'DirectRunner', '--scorer: the Beam runner: DirectRunner '
+                              '(this machine), DataflowRunner, FlinkRunner, ...',
+                              allow_override=True)
+_NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, '--scorer: DirectRunner processes (0: one '
+                                    'per core; 1: in this process).', allow_override=True)
+# Flags that only checkpoint scores read.
+_CHECKPOINT_FLAGS = (_EARLY, _TEXT_FILE, _SCORES, _MIN_K, _BATCH_SIZE, _FSDP, _TENSOR, _METADATA,
+                     _PREFIX)
+
+
+def _given(holder: flags.FlagHolder) -> bool:
+  return holder.value != holder.default
+
+
+def _check_name(name: str, what: str) -> None:
+  """Fails unless stored score set name `name` (`what` says where it comes from) is one."""
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name) or name.endswith('.jsonl'):
+    raise errors.UserError(f'--name={name!r} ({what}) must be letters, digits, _ . and - (not '
+                           'ending in .jsonl); give --name.')
 
 
 def _check_flags() -> list[str]:
   """The score names asked for, after checking every flag that needs no file."""
   if not _CHECKPOINT.value:
-    raise errors.UserError('--checkpoint is required.')
+    raise errors.UserError('Give --checkpoint=DIR (model scores) or --scorer=NAME (model-free, one '
+                           f'of {sorted(score_build.SCORERS)}).')
+  given = [f'--{holder.name}' for holder in [*_SETTINGS.values(), _RUNNER, _NUM_WORKERS]
+           if _given(holder)]
+  if given:
+    raise errors.UserError(f'{given[0]} is read by --scorer (a model-free scorer), not with '
+                           '--checkpoint; drop it, or give --scorer instead of --checkpoint.')
   if (_TASK.value is None) == (_TEXT_FILE.value is None):
     raise errors.UserError('Give exactly one of --task=NAME (a task split) and --text_file=F (a '
                            '.jsonl or text file of documents).')
@@ -99,11 +172,7 @@ def _check_flags() -> list[str]:
     raise errors.UserError('Give --out=F.jsonl or --name=NAME (stored beside the document store), '
                            'not both.')
   if not _OUT.value:
-    name = _stored_name()
-    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name) or name.endswith('.jsonl'):
-      raise errors.UserError(f'--name={name!r} (the stored score set, by default the checkpoint\'s '
-                             'name) must be letters, digits, _ . and - (not ending in .jsonl); '
-                             'give --name.')
+    _check_name(_stored_name(), "the stored score set, by default the checkpoint's name")
   names = list(dict.fromkeys(['nll', *_SCORES.value]))
   unknown = [n for n in names if n not in scores_lib.SCORES]
   if unknown:
@@ -202,21 +271,60 @@ def _model_scores(configs, flag, store, batch_size, devices, grand=False):
   return scores_lib.mean_scores(per_checkpoint), steps
 
 
-def _write_atomically(path: epath.Path, text: str) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  try:
-    tmp.write_text(text)
-    tmp.replace(path)
-  except BaseException:
-    if tmp.exists():
-      tmp.unlink()
-    raise
+def _score_model_free(argv: list[str]) -> None:
+  """--scorer: the model-free scorer's Beam pipeline over --task's store (`score_build`)."""
+  scorer = _SCORER.value
+  score_build.check_name(scorer)
+  if _CHECKPOINT.value:
+    raise errors.UserError('Give --checkpoint=DIR (model scores) or --scorer=NAME (model-free), '
+                           'not both; score the two into files of different --name.')
+  given = [f'--{holder.name}' for holder in _CHECKPOINT_FLAGS if _given(holder)]
+  given += [f'--{holder.name}' for (owner, _), holder in _SETTINGS.items()
+            if owner != scorer and _given(holder)]
+  if given:
+    raise errors.UserError(f'{given[0]} is not read by --scorer={scorer}; drop it (its settings: '
+                           f"{[f'--{h.name}' for (o, _), h in _SETTINGS.items() if o == scorer]}"
+                           ', and --task, --split, --name or --out, --store_dir, --config, '
+                           '--runner, --num_workers).')
+  if _TASK.value is None:
+    raise errors.UserError(f'--scorer={scorer} scores the store of a task: give --task=NAME.')
+  if _OUT.value and _NAME.value is not None:
+    raise errors.UserError('Give --out=F.jsonl or --name=NAME (stored beside the document store), '
+                           'not both.')
+  name = _NAME.value if _NAME.value is not None else scorer
+  if not _OUT.value:
+    _check_name(name, "the stored score set, by default the scorer's name")
+  if _NUM_WORKERS.value < 0:
+    raise errors.UserError(f'--num_workers={_NUM_WORKERS.value} must be 0 (one per core) or more.')
+  config = cli.CONFIG.value if cli.CONFIG.value is not None else defaults.get_config()
+  tasks.register_config_tasks(config.data)
+  tasks.check_task(_TASK.value, '--task')
+  store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
+  out = _OUT.value and (_OUT.value if '://' in _OUT.value else os.path.abspath(_OUT.value))
+  if out and epath.Path(out).is_dir():
+    raise errors.UserError(f'--out={_OUT.value} is a directory; give a file path (F.jsonl).')
+  if not out:
+    out = score_files.stored_path(store_lib.store_path(
+        _TASK.value, _SPLIT.value, config.data.vocabulary, store_dir), name)
+  settings = {setting: holder.value for (owner, setting), holder in _SETTINGS.items()
+              if owner == scorer}
+  options = build.pipeline_options(_RUNNER.value, argv[1:], _NUM_WORKERS.value)
+  path, manifest = score_build.score_store(
+      _TASK.value, _SPLIT.value, config.data.vocabulary, config.data.extra_ids, store_dir, scorer,
+      settings, out, options)
+  reference = f'{path}:{scorer}' if _OUT.value else f'{name}:{scorer}'
+  print(f"Scored {manifest['num_documents']} documents of --task={_TASK.value} "
+        f"--split={_SPLIT.value} with --scorer={scorer} {manifest['settings']}; wrote {path}. "
+        f"Data options name its scores {reference!r}, e.g. data.select.by={reference!r}.")
 
 
 @cli.exits_on_user_error
 def main(argv):
-  cli.no_arguments(argv)
   cli.quiet_absl_logging()
+  if _SCORER.value is not None:
+    _score_model_free(argv)
+    return
+  cli.no_arguments(argv)
   names = _check_flags()
   configs = _configs()
   config = configs[0][2]
@@ -270,8 +378,10 @@ def main(argv):
               'num_documents': store.num_documents}
   if jax.process_index() == 0:
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out.with_name(out.name + '.manifest.json'), json.dumps(manifest, indent=2))
-    _write_atomically(out, ''.join(lines))
+    for path, text in ((f'{out}{score_files.MANIFEST_SUFFIX}', json.dumps(manifest, indent=2)),
+                       (str(out), ''.join(lines))):
+      with score_files.atomic_file(path) as f:
+        f.write(text)
   nll = columns['nll']
   mean_nll = float(np.sum(nll * num_tokens) / np.sum(num_tokens))
   print(f'Scored {store.num_documents} documents ({int(num_tokens.sum())} tokens) of {what} with '

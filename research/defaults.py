@@ -125,11 +125,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Selection / pruning before packing and ordering (research/data/selection.py): keep `fraction`
   # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
   # data.order.by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.
+  # between: (low, high) ranks and keeps only the documents scored in [low, high] (None: no bound;
+  # a time slice by a year, a toxicity ceiling); () = all.
   # by='zipfit' (keep='highest'): gzip alignment to at most `size` documents of task `target`.
   # by='prototypicality': cosine distance to the nearest of `clusters` k-means centroids of the
   # documents' `embedding` ('ngrams' of `ngram` tokens hashed into `dims`, or 'checkpoint:PATH').
   c.data.select = ml_collections.ConfigDict(
-      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': (),
+      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': (), 'between': (),
        'zipfit': ml_collections.ConfigDict({'target': '', 'split': 'train', 'size': 100}),
        'prototypicality': ml_collections.ConfigDict(
            {'clusters': 10, 'iterations': 20, 'embedding': 'ngrams', 'ngram': 3, 'dims': 1024})})

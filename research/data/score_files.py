@@ -1,6 +1,10 @@
 """Score files: the per-document scores `python -m launch.score` computes, where they live and how
 the data options that need a score (`data.order.by`, `data.select.by`) read them.
 
+launch.score computes them with checkpoints (--checkpoint) or, model-free, with a Beam step over
+the built store, a worker per shard (--scorer, research/data/score_build.py); both write this
+format.
+
 Without --out, `launch.score --task=NAME` writes `STORE/scores/SCORES.jsonl` and its manifest
 `STORE/scores/SCORES.jsonl.manifest.json`, STORE being the directory of the task's document store
 (research/data/store.py: `<store_dir>/<task>/<split>/<vocabulary>/<fingerprint>/`) and SCORES its
@@ -17,17 +21,21 @@ A score reference, the value of `data.order.by` or `data.select.by`, is one of
                    launch.score's --out; one task's file, so name one task)
 
 FIELD of a score file is a field launch.score writes: nll, perplexity, min_k_prob, el2n, length,
-zlib_ratio, learnability or difficulty. A score file is read only with its manifest
-(F.jsonl.manifest.json; a file made by another tool needs one with at least `task`, `split` and
-`vocabulary`), and it must score the documents the run trains on: the task's train split in the
-run's `data.vocabulary`, of the store's fingerprint when the manifest has one, and every document
-of the store (others in the file are ignored). Otherwise, and when a score was never computed, one
-UserError names the file, what differs, and the launch.score command that computes the score.
+zlib_ratio, learnability or difficulty with --checkpoint; zipfit, toxicity or timestamp with
+--scorer (each line holds `id`, `num_tokens` and the scorer's field). A score file is read only
+with its manifest (F.jsonl.manifest.json; a file made by another tool needs one with at least
+`task`, `split` and `vocabulary`), and it must score the documents the run trains on: the task's
+train split in the run's `data.vocabulary`, of the store's fingerprint when the manifest has one,
+and every document of the store (others in the file are ignored). Otherwise, and when a score was
+never computed, one UserError names the file, what differs, and the launch.score command that
+computes the score (with --scorer for a model-free field: `MODEL_FREE`).
 """
 
+import contextlib
 import json
 import math
 import os
+import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +47,10 @@ SCORES_DIR = 'scores'  # the sub-directory of a store that holds its score files
 MANIFEST_SUFFIX = '.manifest.json'
 # launch.score's --scores name of the fields whose name differs (research/scores.SCORES).
 _SCORE_NAMES = {'min_k_prob': 'min_k', 'zlib_ratio': 'zlib'}
+# launch.score's model-free --scorer names (research/data/score_build.SCORERS), each the field it
+# writes, with the settings its command needs.
+MODEL_FREE = {'zipfit': ' --zipfit_target=TASK --zipfit_seed=SEED', 'toxicity': '',
+              'timestamp': ' --timestamp_field=FIELD'}
 
 
 def stored_path(store_directory: str, name: str) -> str:
@@ -64,13 +76,34 @@ def _store_root(store: store_lib.DocumentStore) -> str:
 
 def command(store: store_lib.DocumentStore, task_name: str, scores: str, field: str) -> str:
   """The launch.score command that writes field `field` of score file `scores` for this store."""
+  where = f'--out={scores}' if is_path(scores) else f'--name={scores}'
+  if field in MODEL_FREE:
+    return (f'python -m launch.score --scorer={field} --task={task_name} {where} '
+            f'--store_dir={_store_root(store)}{MODEL_FREE[field]} --config=experiments/'
+            f"EXPERIMENT.py (the run's experiment: its data.vocabulary="
+            f"{store.manifest['vocabulary']!r} and data.tasks)")
   name = _SCORE_NAMES.get(field, field)
   early = ' --early_checkpoint=EARLY_DIR' if name == 'learnability' else ''
-  where = f'--out={scores}' if is_path(scores) else f'--name={scores}'
   return (f'python -m launch.score --checkpoint=DIR --task={task_name} --scores={name}{early} '
           f'{where} --store_dir={_store_root(store)} (DIR a checkpoint of data.vocabulary='
           f"{store.manifest['vocabulary']!r}; add --config=experiments/EXPERIMENT.py when the "
           "task is defined in that experiment's data.tasks)")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str):
+  """A text file open for writing at a temporary name beside `path` (a local path or gs://),
+  renamed to `path` when the block ends and removed if it raises: a failure leaves no half file."""
+  temporary = os.path.join(os.path.dirname(path),
+                           f'.{os.path.basename(path)}.tmp-{uuid.uuid4().hex}')
+  try:
+    with tf.io.gfile.GFile(temporary, 'w') as f:
+      yield f
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(temporary):
+      tf.io.gfile.remove(temporary)
+    raise
 
 
 def _check_manifest(manifest: dict, path: str, store: store_lib.DocumentStore, task_name: str,

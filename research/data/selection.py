@@ -27,6 +27,11 @@ Config (research/defaults.py):
     data.select.fraction  the share of the task's training documents kept, in (0, 1]
     data.select.offset    the share skipped first from that end, in [0, 1 - fraction]: the kept
                           documents are those ranked [offset, offset + fraction) from it
+    data.select.between   (low, high): only documents whose score is in [low, high] are ranked
+                          and kept (an end None: unbounded); () = every document.
+                          A threshold, where `fraction` is a share: a time slice by a year
+                          (`by='year'`, or launch.score --scorer=timestamp's 'NAME:timestamp'),
+                          a toxicity or perplexity ceiling
     data.select.tasks     the tasks it applies to; () = every task the run trains on
     data.select.zipfit    by='zipfit': `target`, the task whose documents are the target set,
                           its `split` ('train' or 'validation'), and `size` N: the target set is
@@ -42,8 +47,11 @@ the texts decoded from the stores of the run's vocabulary (the target's store is
 and missing). The paper compares against all the target examples; here a seeded sample of at most
 `size` bounds the cost, D * size compressions of a document pair for D documents. A target that
 is the selected task's own train split would align its sampled documents with themselves: name
-another task, or the validation split. It is computed when the run loads the data, on each host;
-a Beam step that computes it once for a large corpus and stores it as a score file is not done.
+another task, or the validation split. `by='zipfit'` computes it when the run loads the data, on
+each host; for a large corpus, `python -m launch.score --scorer=zipfit` computes it once, a Beam
+worker per shard of the store (research/data/score_build.py), into a score file that
+`by='NAME:zipfit'` reads: the same targets (`zipfit_targets`) and scores for the same settings and
+seed, so the same documents are kept.
 
 Prototypicality embeds every document as in-context pretraining does (`in_context.embed`), scales
 the embeddings to unit length and runs spherical k-means: a k-means++ start (seeded by the run's
@@ -53,13 +61,20 @@ centroid) until the assignment stops changing or `iterations` steps. A document'
 cosine distance 1 - cos(x, c) to its nearest centroid c, in [0, 2]; an all-zero embedding (an
 'ngrams' document shorter than `ngram` tokens) is 1. The paper clusters self-supervised (SwAV)
 image embeddings with faiss; here the embedding is in_context's and k-means plain numpy, a block
-of documents at a time: D x clusters x E multiply-adds a step (E the embedding's size). Like
-ZIP-FIT it is computed when the run loads the data, on each host.
+of documents at a time: D x clusters x E multiply-adds a step (E the embedding's size). It is
+computed when the run loads the data, on each host: unlike ZIP-FIT's, a document's score depends
+on every other document (through the centroids), so it is no per-document Beam map. At scale it
+would be three steps: the embeddings, a per-document map written per shard; the k-means on the
+driver over a seeded sample of them (k-means++ and Lloyd's steps on, say, 100 x clusters
+documents), or Lloyd's steps as Beam passes that each sum the embeddings per cluster
+(`cluster_sums`) over the shards; then each document's distance to the broadcast centroids, a
+per-document map into a score file. Not done: the load-time computation holds D x E floats.
 
-Of D documents, round(fraction * D) (at least 1) are kept after skipping round(offset * D); equal
-scores rank in store order. The kept documents keep their store order, in an in-memory store
-(`subset`) that packing, the orderings (by the kept documents' scores) and inspection read as
-the task's store; the validation split, and so evaluation, is untouched. `report` gives the kept
+Of D documents (those scored in `between`, when it is set), round(fraction * D) (at least 1) are
+kept after skipping round(offset * D); equal scores rank in store order. The kept documents keep
+their store order, in an in-memory store (`subset`) that packing, the orderings (by the kept
+documents' scores) and inspection read as the task's store; the validation split, and so
+evaluation, is untouched. `report` gives the kept
 share of documents and tokens, which the pipeline logs when it loads the data.
 
 Selection is not a `subset` task (research/data/tasks.py) on purpose: it keeps the task's name
@@ -70,7 +85,8 @@ switch (`--config.data.select.fraction=0.5`) rather than a new task.
 
 import dataclasses
 import gzip
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -124,6 +140,7 @@ class Selection:
   tasks: tuple[str, ...]  # () = every task
   zipfit: ZipFit | None = None  # by='zipfit'
   prototypicality: Prototypicality | None = None  # by='prototypicality'
+  between: tuple[float | None, float | None] | None = None  # the scores kept; None = all
 
   def applies(self, task_name: str) -> bool:
     return not self.tasks or task_name in self.tasks
@@ -145,6 +162,8 @@ class Report:
   def describe(self, task_name: str, selection: Selection) -> str:
     window = (f' after skipping the {selection.offset:g} {selection.keep}' if selection.offset
               else '')
+    if selection.between is not None:
+      window += f' of those scored in {list(selection.between)}'
     return (f'data.select keeps {self.fraction:.1%} of the training documents of task '
             f'{task_name!r} ({self.kept_documents} of {self.documents}; {self.kept_tokens} of '
             f'{self.tokens} tokens, {self.kept_tokens / max(self.tokens, 1):.1%}): the '
@@ -155,11 +174,12 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
   """The checked `data.select` of a run training on `task_names`; None when it keeps everything."""
   config = data_config.select
   by, keep, fraction, offset = config.by, config.keep, config.fraction, config.offset
-  tasks = tuple(config.tasks)
+  tasks, between = tuple(config.tasks), tuple(config.between)
   if not by:
-    if fraction != 1 or offset or tasks:
-      raise errors.UserError(f'data.select.fraction={fraction}, offset={offset} and tasks={tasks} '
-                             'select by no score: set data.select.by (e.g. ref:el2n, or random).')
+    if fraction != 1 or offset or tasks or between:
+      raise errors.UserError(f'data.select.fraction={fraction}, offset={offset}, tasks={tasks} and '
+                             f'between={between} select by no score: set data.select.by (e.g. '
+                             'ref:el2n, or random).')
     return None
   if not isinstance(by, str) or not score_files.parse(by)[1]:
     raise errors.UserError(f'data.select.by={by!r} must be a score reference: a metadata field, '
@@ -177,7 +197,22 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
                            f'choose from {task_names} (or () for all).')
   zipfit = _zipfit(data_config) if by == ZIPFIT else None
   prototypicality = _prototypicality(data_config) if by == PROTOTYPICALITY else None
-  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit, prototypicality)
+  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit, prototypicality,
+                   _between(between))
+
+
+def _between(between: tuple) -> tuple[float | None, float | None] | None:
+  """The checked `data.select.between`: (low, high), either None; None for ()."""
+  if not between:
+    return None
+  finite = lambda v: (v is None or not isinstance(v, bool) and isinstance(v, (int, float))
+                      and math.isfinite(v))
+  if len(between) != 2 or not all(map(finite, between)) or (
+      None not in between and between[0] > between[1]):
+    raise errors.UserError(f'data.select.between={between!r} must be (low, high), the range of '
+                           'scores kept, low <= high, either end None for no bound (e.g. '
+                           "--config.data.select.between='(2015, 2019)'), or () for no range.")
+  return tuple(None if v is None else float(v) for v in between)
 
 
 def _zipfit(data_config: ml_collections.ConfigDict) -> ZipFit:
@@ -186,20 +221,24 @@ def _zipfit(data_config: ml_collections.ConfigDict) -> ZipFit:
   if set(params) != _ZIPFIT_KEYS:
     raise errors.UserError(f'data.select.zipfit={params!r} must have exactly the keys '
                            f'{sorted(_ZIPFIT_KEYS)}.')
+  check_zipfit(params, "data.select.by='zipfit'", lambda key: f'data.select.zipfit.{key}')
+  return ZipFit(params['target'], params['split'], params['size'], data_config.vocabulary,
+                data_config.extra_ids, data_config.store_dir)
+
+
+def check_zipfit(params: dict, asked: str, name: Callable[[str], str]) -> None:
+  """Fails unless ZIP-FIT settings `params` (target, split, size) are valid; `asked` names what
+  asks for ZIP-FIT and `name` a setting, as the user gives them (a config key, a flag)."""
   target, split, size = params['target'], params['split'], params['size']
   if not target or not isinstance(target, str):
-    raise errors.UserError(f"data.select.by='zipfit' needs data.select.zipfit.target={target!r} "
-                           'to name the task whose documents are the target set (e.g. '
-                           "'arithmetic').")
-  tasks.check_task(target, 'data.select.zipfit.target')
+    raise errors.UserError(f"{asked} needs {name('target')}={target!r} to name the task whose "
+                           "documents are the target set (e.g. 'arithmetic').")
+  tasks.check_task(target, name('target'))
   if split not in tasks.SPLITS:
-    raise errors.UserError(f'data.select.zipfit.split={split!r} must be one of '
-                           f'{list(tasks.SPLITS)}.')
+    raise errors.UserError(f"{name('split')}={split!r} must be one of {list(tasks.SPLITS)}.")
   if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-    raise errors.UserError(f'data.select.zipfit.size={size!r} must be a positive integer: the '
-                           'most target documents each document is compared with.')
-  return ZipFit(target, split, size, data_config.vocabulary, data_config.extra_ids,
-                data_config.store_dir)
+    raise errors.UserError(f"{name('size')}={size!r} must be a positive integer: the most target "
+                           'documents each document is compared with.')
 
 
 def _prototypicality(data_config: ml_collections.ConfigDict) -> Prototypicality:
@@ -220,7 +259,25 @@ def _prototypicality(data_config: ml_collections.ConfigDict) -> Prototypicality:
 
 def document_scores(selection: Selection, store: store_lib.DocumentStore, task_name: str,
                     seed: int, task_key: int) -> np.ndarray:
-  """float64 [num_documents]: the score each document of `store` is selected by."""
+  """float64 [num_documents]: the score each document of `store` is selected by; NaN for those
+  outside `selection.between` (never kept, `kept_documents`)."""
+  scores_D = _scores(selection, store, task_name, seed, task_key)
+  if selection.between is None:
+    return scores_D
+  low, high = selection.between
+  inside_D = (scores_D >= (-np.inf if low is None else low)) & (
+      scores_D <= (np.inf if high is None else high))
+  if not inside_D.any():
+    raise errors.UserError(
+        f'data.select.between={list(selection.between)} keeps none of the '
+        f'{store.num_documents} training documents of task {task_name!r}: their '
+        f'{selection.by!r} scores run from {scores_D.min():g} to {scores_D.max():g}; widen it.')
+  return np.where(inside_D, scores_D, np.nan)
+
+
+def _scores(selection: Selection, store: store_lib.DocumentStore, task_name: str, seed: int,
+            task_key: int) -> np.ndarray:
+  """float64 [num_documents]: score `selection.by` of each document of `store`."""
   if selection.by == RANDOM:
     return np.random.default_rng([_RANDOM_STREAM, seed, task_key]).random(store.num_documents)
   if selection.by == ZIPFIT:
@@ -235,17 +292,22 @@ def document_scores(selection: Selection, store: store_lib.DocumentStore, task_n
 
 
 def zipfit_scores(store: store_lib.DocumentStore, zipfit: ZipFit, seed: int) -> np.ndarray:
-  """float64 [num_documents]: each document's ZIP-FIT alignment to a seeded sample of at most
-  `zipfit.size` documents of the target task's split."""
+  """float64 [num_documents]: each document's ZIP-FIT alignment to `zipfit_targets`."""
+  vocabulary = vocabularies.make_vocabulary(zipfit.vocabulary, zipfit.extra_ids)
+  return zipfit_alignment(store.texts(vocabulary), zipfit_targets(zipfit, seed))
+
+
+def zipfit_targets(zipfit: ZipFit, seed: int, key: str = 'data.select.zipfit.target') -> list[str]:
+  """The texts of a sample of at most `zipfit.size` documents of the target task's split, seeded
+  by `seed`, in store order; `key` names the target in an error."""
   target = store_lib.load_store(zipfit.target, zipfit.split, zipfit.vocabulary, zipfit.store_dir)
   if not target.num_documents:
-    raise errors.UserError(f'data.select.zipfit.target={zipfit.target!r} has no {zipfit.split} '
-                           'documents to align with; name a task (or split) that has some.')
+    raise errors.UserError(f'{key}={zipfit.target!r} has no {zipfit.split} documents to align '
+                           'with; name a task (or split) that has some.')
   sample = np.random.default_rng([_ZIPFIT_STREAM, seed]).choice(
       target.num_documents, min(zipfit.size, target.num_documents), replace=False)
   vocabulary = vocabularies.make_vocabulary(zipfit.vocabulary, zipfit.extra_ids)
-  targets = subset(target, np.sort(sample)).texts(vocabulary)
-  return zipfit_alignment(store.texts(vocabulary), targets)
+  return subset(target, np.sort(sample)).texts(vocabulary)
 
 
 def gzip_size(data: bytes) -> int:
@@ -347,11 +409,14 @@ def cluster_sums(unit_DE: np.ndarray, assigned_D: np.ndarray, clusters: int) -> 
 def kept_documents(scores_D: np.ndarray, keep: str, fraction: float,
                    offset: float = 0.0) -> np.ndarray:
   """int64 [K]: the store indices kept, ascending: ranked [offset, offset + fraction) of the
-  documents from the `keep` ('lowest' or 'highest') end of `scores_D`, ties in store order."""
-  num_documents = len(scores_D)
+  documents from the `keep` ('lowest' or 'highest') end of `scores_D`, ties in store order; a
+  document scored NaN (outside data.select.between) is neither kept nor counted."""
+  scored = np.flatnonzero(~np.isnan(scores_D))
+  num_documents = len(scored)
   count = min(max(1, round(fraction * num_documents)), num_documents)
   skip = min(round(offset * num_documents), num_documents - count)
-  ranked = np.argsort(scores_D if keep == 'lowest' else -scores_D, kind='stable')
+  values = scores_D[scored]
+  ranked = scored[np.argsort(values if keep == 'lowest' else -values, kind='stable')]
   return np.sort(ranked[skip:skip + count]).astype(np.int64)
 
 
