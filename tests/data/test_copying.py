@@ -1,4 +1,5 @@
-"""The copying generator: determinism, prefixes, the answer is the first copy, parameter errors."""
+"""The copying generator: the answer is the first copy, parameter errors (determinism, prefixes
+and the other contracts of every generator: test_synthetic.py)."""
 
 import collections
 import re
@@ -12,19 +13,6 @@ from research.data.synthetic import copying
 
 def _documents(split='train', seed=0, num_documents=300, **params):
   return list(copying.documents(split, seed, num_documents, **params))
-
-
-def test_same_seed_same_documents_other_seed_or_split_other_documents():
-  first = _documents(seed=3)
-  assert first == _documents(seed=3)
-  assert [d['text'] for d in first] != [d['text'] for d in _documents(seed=4)]
-  validation = _documents('validation', seed=3)
-  assert [d['text'] for d in first] != [d['text'] for d in validation]
-  assert all(d['id'] == f'copying/validation/{i}' for i, d in enumerate(validation))
-
-
-def test_a_corpus_is_a_prefix_of_a_larger_one():
-  assert _documents(num_documents=1500)[:300] == _documents()
 
 
 def test_the_answer_is_the_first_copy():
@@ -69,10 +57,3 @@ def test_a_copying_task_from_config_names_its_own_parameters():
 def test_bad_parameters_fail_at_the_call_naming_the_key(params, message):
   with pytest.raises(errors.UserError, match=re.escape(message)):
     copying.documents('train', 0, **{'num_documents': 10, **params})  # not iterated
-
-
-def test_bad_split_and_seed_fail():
-  with pytest.raises(errors.UserError, match=r"'test'.*\['train', 'validation'\]"):
-    copying.documents('test', 0, 10)
-  with pytest.raises(errors.UserError, match=r'seed=-1'):
-    copying.documents('train', -1, 10)

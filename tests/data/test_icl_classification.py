@@ -1,5 +1,5 @@
-"""The in-context classification generator: determinism, Zipfian classes, burstiness, the two
-validation sets, labels, parameter errors."""
+"""The in-context classification generator: Zipfian classes, burstiness, the two validation sets,
+labels, parameter errors (determinism and prefixes: test_synthetic.py)."""
 
 import collections
 import re
@@ -18,19 +18,6 @@ def _documents(split='train', seed=0, num_documents=300, **params):
 
 def _classes(document) -> list[int]:
   return [int(c) for c in document['classes'].split(',')]
-
-
-def test_same_seed_same_documents_other_seed_or_split_other_documents():
-  first = _documents(seed=3)
-  assert first == _documents(seed=3)
-  assert [d['text'] for d in first] != [d['text'] for d in _documents(seed=4)]
-  validation = _documents('validation', seed=3)
-  assert [d['text'] for d in first] != [d['text'] for d in validation]
-  assert all(d['id'] == f'icl_classification/validation/{i}' for i, d in enumerate(validation))
-
-
-def test_a_corpus_is_a_prefix_of_a_larger_one():
-  assert _documents(num_documents=1500)[:300] == _documents()
 
 
 @pytest.mark.parametrize('zipf, burstiness', [(0.0, 0.9), (1.0, 0.5), (1.5, 0.0)])

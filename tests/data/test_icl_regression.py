@@ -1,5 +1,6 @@
-"""The in-context regression generator: determinism, the pool of K, held-out validation tasks, the
-answers, the ridge and training-prior Bayes baselines, parameter errors."""
+"""The in-context regression generator: the pool of K, held-out validation tasks, the answers, the
+ridge and training-prior Bayes baselines, parameter errors (determinism and prefixes:
+test_synthetic.py)."""
 
 import re
 
@@ -21,19 +22,6 @@ def _task(document) -> tuple[int, ...]:
 
 def _rows(tasks_KD) -> set[tuple[int, ...]]:
   return {tuple(row) for row in tasks_KD.tolist()}
-
-
-def test_same_seed_same_documents_other_seed_or_split_other_documents():
-  first = _documents(seed=3, num_tasks=4)
-  assert first == _documents(seed=3, num_tasks=4)
-  assert [d['text'] for d in first] != [d['text'] for d in _documents(seed=4, num_tasks=4)]
-  validation = _documents('validation', seed=3, num_tasks=4)
-  assert [d['text'] for d in first] != [d['text'] for d in validation]
-  assert all(d['id'] == f'icl_regression/validation/{i}' for i, d in enumerate(validation))
-
-
-def test_a_corpus_is_a_prefix_of_a_larger_one():
-  assert _documents(num_documents=1500)[:300] == _documents()
 
 
 @pytest.mark.parametrize('num_tasks', [1, 4, 16, 64])

@@ -1,4 +1,5 @@
-"""Synthetic skill corpora: determinism, ground truth, skill labels and parameter errors."""
+"""Synthetic skill corpora: every generator's contract (determinism, splits, columns, checker,
+prefixes, errors), then arithmetic's, lego's and biographies' ground truth and skill labels."""
 
 import collections
 import hashlib
@@ -11,11 +12,20 @@ from research import errors
 from research.data import tasks
 from research.data.synthetic import arithmetic
 from research.data.synthetic import biographies
+from research.data.synthetic import copying
+from research.data.synthetic import icl_classification
+from research.data.synthetic import icl_regression
 from research.data.synthetic import lego
 
 _SMALL = {arithmetic: {'num_documents': 300}, lego: {'num_documents': 300},
-          biographies: {'num_documents': 40, 'multiplicity': 3}}
+          biographies: {'num_documents': 40, 'multiplicity': 3}, copying: {'num_documents': 300},
+          icl_regression: {'num_documents': 300, 'num_tasks': 4},
+          icl_classification: {'num_documents': 300}}
 _GENERATORS = pytest.mark.parametrize('generator', list(_SMALL), ids=lambda g: g.NAME)
+
+
+def test_every_registered_generator_is_tested_here():
+  assert set(_SMALL) == set(tasks.GENERATORS.values())
 
 
 def _documents(generator, split='train', seed=0, **params):
@@ -40,6 +50,9 @@ def test_train_and_validation_streams_differ(generator):
   assert validation
   assert [d['text'] for d in train[:len(validation)]] != [d['text'] for d in validation]
   assert all(d['id'].startswith(f'{generator.NAME}/validation/') for d in validation)
+  if generator is not biographies:  # its validation questions follow its individuals
+    assert [d['id'] for d in validation] == [f'{generator.NAME}/validation/{i}'
+                                             for i in range(len(validation))]
 
 
 @_GENERATORS
