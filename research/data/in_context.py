@@ -9,7 +9,8 @@ The document order of the paper's sort/sort.py (REFERENCE.md section 14):
      for the paper's Contriever retriever that needs no model;
    - 'checkpoint:PATH': the mean over the document's tokens of the final hidden state (the output
      of the final norm, which the output layer reads) of the research checkpoint at PATH, each
-     window of the model's data.seq_len tokens read as training reads it (research/analysis/scores.py).
+     window of the model's data.seq_len tokens read as training reads it
+     (research/analysis/scores.py).
 2. Find each document's `neighbours` most similar other documents by cosine similarity: exact
    k-NN by blocks of rows (a block x D slice of the similarities at a time, never D x D), where the
    paper searches approximately with faiss.
@@ -38,6 +39,7 @@ cached.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -68,16 +70,24 @@ def bind(order_config: ml_collections.ConfigDict) -> Config:
   """The checked `data.order.in_context` of `order_config` (config.data.order); fails naming a
   bad key."""
   params = dict(order_config.in_context)
-  if set(params) != _KEYS:
-    raise errors.UserError(f'data.order.in_context={params!r} must have exactly the keys '
-                           f'{sorted(_KEYS)}.')
-  for key in ('ngram', 'dims', 'neighbours', 'max_chain'):
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise errors.UserError(f'data.order.in_context.{key}={value!r} must be a positive integer '
-                             '(the defaults: ngram=3, dims=1024, neighbours=10, max_chain=21).')
-  check_embedding(params['embedding'], 'data.order.in_context.embedding')
+  check_settings(params, _KEYS, ('ngram', 'dims', 'neighbours', 'max_chain'),
+                 'data.order.in_context', 'ngram=3, dims=1024, neighbours=10, max_chain=21')
   return Config(**params)
+
+
+def check_settings(params: dict, keys: set[str], positive: Sequence[str], key: str,
+                   defaults: str) -> None:
+  """Fails, naming config key `key` or its setting, unless `params` has exactly `keys`, the
+  settings `positive` are positive integers (`defaults` lists theirs for the message) and the
+  `embedding` setting is one `check_embedding` accepts."""
+  if set(params) != keys:
+    raise errors.UserError(f'{key}={params!r} must have exactly the keys {sorted(keys)}.')
+  for name in positive:
+    value = params[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise errors.UserError(f'{key}.{name}={value!r} must be a positive integer (the defaults: '
+                             f'{defaults}).')
+  check_embedding(params['embedding'], f'{key}.embedding')
 
 
 def check_embedding(embedding, key: str) -> None:
@@ -112,8 +122,8 @@ def checkpoint_embeddings(store: store_lib.DocumentStore, path: str,
                           batch_size: int = 0) -> np.ndarray:
   """float32 [D, d_model]: each document's mean final hidden state under the checkpoint at `path`
   (the output of the model's final norm), its windows packed and batched as the model scores read
-  them (research/analysis/scores.py `window_batches`); `batch_size` rows per forward pass (0: the run's
-  eval.batch_size)."""
+  them (research/analysis/scores.py `window_batches`); `batch_size` rows per forward pass (0: the
+  run's eval.batch_size)."""
 
 
   key = f"data.order.in_context.embedding='{CHECKPOINT}{path}'"

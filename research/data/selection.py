@@ -244,16 +244,9 @@ def check_zipfit(params: dict, asked: str, name: Callable[[str], str]) -> None:
 def _prototypicality(data_config: ml_collections.ConfigDict) -> Prototypicality:
   """The checked `data.select.prototypicality` of by='prototypicality'."""
   params = dict(data_config.select.prototypicality)
-  if set(params) != _PROTOTYPICALITY_KEYS:
-    raise errors.UserError(f'data.select.prototypicality={params!r} must have exactly the keys '
-                           f'{sorted(_PROTOTYPICALITY_KEYS)}.')
-  for key in ('clusters', 'iterations', 'ngram', 'dims'):
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise errors.UserError(f'data.select.prototypicality.{key}={value!r} must be a positive '
-                             'integer (the defaults: clusters=10, iterations=20, ngram=3, '
-                             'dims=1024).')
-  in_context.check_embedding(params['embedding'], 'data.select.prototypicality.embedding')
+  in_context.check_settings(
+      params, _PROTOTYPICALITY_KEYS, ('clusters', 'iterations', 'ngram', 'dims'),
+      'data.select.prototypicality', 'clusters=10, iterations=20, ngram=3, dims=1024')
   return Prototypicality(**params)
 
 
