@@ -129,7 +129,9 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
        'the 5 evaluations before the first exposure; `added`, the gap less the baseline at the '
        'first evaluation after the last exposure and at the end; `retained`, their ratio; '
        '`exponent b` and `r2`, the power law a t^-b fitted to the added gap after the last '
-       'exposure (t = steps since it; larger b = forgotten faster).'),
+       'exposure (t = steps since it; larger b = forgotten faster); `r2 (exponential)`, of an '
+       'exponential decay a exp(-t / tau) fitted to the same points: the higher r2 is the form '
+       'the decay follows.'),
       ('Expert routing', report.routing_table(runs),
        'Runs of mixture-of-experts models, final values: `moe/max_load`, N_E times the largest '
        'expert load averaged over layers (1 = balanced); `moe/dropped_fraction`, the share of '

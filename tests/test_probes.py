@@ -85,11 +85,16 @@ def test_the_forgetting_fit_recovers_a_power_law_above_the_baseline():
   assert fit['points'] == 80  # the evaluations after step 200
   assert fit['b'] == pytest.approx(0.35, abs=0.03)
   assert fit['a'] == pytest.approx(0.4, rel=0.15)
-  assert fit['r2'] > 0.9
+  assert fit['r2'] > 0.9 and fit['r2_exponential'] < fit['r2'] - 0.1  # a power law
   assert fit['after'] == pytest.approx(0.4 * 10 ** -0.35, rel=0.1)  # t = 10 at step 210
   assert fit['final'] == pytest.approx(0.4 * 800 ** -0.35, rel=0.15)
   short = forgetting.forgetting_fit(steps[:22], gaps[:22], exposures=(100, 200))
   assert short['points'] == 1 and short['b'] is None  # one evaluation after: no fit
+  exponential = -0.05 + np.where(steps > 200, 0.4 * np.exp(-t / 150),
+                                 np.where(steps > 100, 0.3, 0.0))
+  fit = forgetting.forgetting_fit(steps, exponential, exposures=(100, 200))
+  assert fit['tau'] == pytest.approx(150) and fit['r2_exponential'] == pytest.approx(1.0)
+  assert fit['r2'] < 0.9
   assert forgetting.forgetting_fit(steps[:21], gaps[:21], exposures=(100, 200)) is None
 
 
@@ -104,7 +109,8 @@ def test_the_report_tabulates_each_probe_and_its_forgetting_fit():
   table = report.forgetting_table([run, report.Run('none', 'none', {}, {})])
   header, _, row = [[c.strip() for c in line.strip('|').split('|')] for line in table.split('\n')]
   assert header[:5] == ['arm', 'n', 'probe', 'exposures', 'last exposure']
-  assert row == ['r', '1', 'facts', '2', '30', '-0.1', '0.8', '0.01143', '0.01429', '1', '1']
+  assert row[:11] == ['r', '1', 'facts', '2', '30', '-0.1', '0.8', '0.01143', '0.01429', '1', '1']
+  assert float(row[11]) < 0.9  # 1/t is no exponential
   # A second seed whose added gap is twice as large: one row, mean ± standard error over the two.
   twice = {s: {'eval/probe/facts/gap': 2 * g + 0.1 if s > 30 else g} for s, g in gaps.items()}
   seeded = [report.Run(f'seed={seed}', f'seed={seed}', {**config, 'seed': seed}, metrics)

@@ -5,7 +5,7 @@ training loop evaluates them and a control set of the same task never trained on
 control's loss minus the probe's, nats per token) measures what the model holds of the injected
 documents. Chang et al. 2024 ("How Do Large Language Models Acquire Factual Knowledge During
 Pretraining?", arXiv 2406.11813) find it decays as a power law in the steps since the last
-exposure; `forgetting_fit` fits that law.
+exposure; `forgetting_fit` fits that law, and an exponential decay beside it to compare.
 
 At the start of continual pretraining on a new domain, its performance first drops, then recovers:
 the stability gap (De Lange et al. 2023, "Continual evaluation for lifelong learning: Identifying
@@ -27,12 +27,15 @@ def forgetting_fit(steps, gaps, exposures) -> dict[str, float] | None:
   first exposure: the `baseline` is the mean gap of the last `BASELINE_EVALUATIONS` evaluations
   before it (0 without any), and what the exposures added is gap - baseline. Over the evaluations
   after the last exposure where it is positive, gap - baseline = a * t^-b with t the steps since
-  the last exposure (Chang et al. 2024) is fitted by least squares on log-log axes.
+  the last exposure (Chang et al. 2024) is fitted by least squares on log-log axes; the
+  alternative, an exponential decay a' * exp(-t / tau), on log-linear axes over the same points,
+  so that the two r2 (both of log(gap - baseline)) say which form the decay follows.
 
   Returns {'baseline', 'after' (the added gap at the first evaluation after the last exposure),
   'final' (at the last evaluation), 'a', 'b' (the forgetting exponent: larger = forgotten faster),
-  'r2' (of the log-log line), 'points'}; 'a', 'b' and 'r2' are None with fewer than 3 points, and
-  None is returned when no evaluation follows the last exposure.
+  'r2' (of the log-log line), 'tau', 'r2_exponential' (of the log-linear line), 'points'}; the
+  fitted values are None with fewer than 3 points, and None is returned when no evaluation follows
+  the last exposure.
   """
   steps, gaps = np.asarray(steps, np.float64), np.asarray(gaps, np.float64)
   before = gaps[steps <= exposures[0]][-BASELINE_EVALUATIONS:]
@@ -42,18 +45,25 @@ def forgetting_fit(steps, gaps, exposures) -> dict[str, float] | None:
     return None
   added = gaps - baseline
   fit = {'baseline': baseline, 'after': float(added[later][0]), 'final': float(added[-1]),
-         'a': None, 'b': None, 'r2': None}
+         'a': None, 'b': None, 'r2': None, 'tau': None, 'r2_exponential': None}
   points = later & (added > 0)
   fit['points'] = int(np.sum(points))
   if fit['points'] < 3:
     return fit
-  log_t, log_gap = np.log(steps[points] - exposures[-1]), np.log(added[points])
-  slope, intercept = np.polyfit(log_t, log_gap, 1)
-  residual = log_gap - (slope * log_t + intercept)
-  spread = np.sum(np.square(log_gap - np.mean(log_gap)))
-  fit.update(a=float(np.exp(intercept)), b=float(-slope),
-             r2=float(1.0 - np.sum(np.square(residual)) / spread if spread > 0 else 1.0))
+  t, log_gap = steps[points] - exposures[-1], np.log(added[points])
+  slope, intercept, r2 = _line(np.log(t), log_gap)
+  fit.update(a=float(np.exp(intercept)), b=float(-slope), r2=r2)
+  slope, _, r2 = _line(t, log_gap)
+  fit.update(tau=float(-1.0 / slope) if slope else None, r2_exponential=r2)
   return fit
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+  """(slope, intercept, r2) of the least-squares line through (x, y)."""
+  slope, intercept = np.polyfit(x, y, 1)
+  spread = np.sum(np.square(y - np.mean(y)))
+  residual = np.sum(np.square(y - (slope * x + intercept)))
+  return float(slope), float(intercept), float(1.0 - residual / spread if spread > 0 else 1.0)
 
 
 def stability_gap(steps, values, higher_is_better: bool) -> dict[str, float | int | None] | None:

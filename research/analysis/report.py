@@ -477,7 +477,8 @@ def forgetting_table(runs: Sequence[Run]) -> str:
   `eval/probe/<name>/gap` (control loss minus probe loss) by research/forgetting.forgetting_fit,
   mean ± SE over the arm's seeds: the baseline gap before the first exposure, the gap the exposures
   added at the first evaluation after the last one and at the end, the share of it left at the end,
-  and the power law a t^-b fitted to its decay. '' when no run has probes."""
+  the power law a t^-b fitted to its decay and the r2 of an exponential decay fitted beside it.
+  '' when no run has probes."""
   probed = [run for run in runs if run.config.get('data', {}).get('probes')]
   rows = []
   for arm in arms(probed) if probed else []:
@@ -491,13 +492,13 @@ def forgetting_table(runs: Sequence[Run]) -> str:
       for fit in fits:
         fit['retained'] = fit['final'] / fit['after'] if fit['after'] > 0 else None
       rows.append([arm.label, str(len(fits)), name, str(len(shown)), str(shown[-1]),
-                   *(mean_cell([fit[key] for fit in fits])
-                     for key in ('baseline', 'after', 'final', 'retained', 'b', 'r2'))])
+                   *(mean_cell([fit[key] for fit in fits]) for key in (
+                       'baseline', 'after', 'final', 'retained', 'b', 'r2', 'r2_exponential'))])
   if not rows:
     return ''
   header = ['arm', 'n', 'probe', 'exposures', 'last exposure', 'baseline gap', 'added after',
-            'added at end', 'retained', 'exponent b', 'r2 (log-log)']
-  align = ['---', '---:', '---'] + ['---:'] * 8
+            'added at end', 'retained', 'exponent b', 'r2 (log-log)', 'r2 (exponential)']
+  align = ['---', '---:', '---'] + ['---:'] * 9
   return markdown_table(header, align, rows)
 
 
