@@ -11,15 +11,18 @@ Two baselines: the infinite schedule (pretraining ends at a constant LR, the con
 on at that constant and anneals at the end, with no re-warming), and training on the union of
 prose and code from scratch for the whole budget.
 
+Every arm runs with the seeds of SEEDS (the pretraining runs are one each, shared by the
+continuations):
+
   python -m launch.train --config=experiments/continual_rewarm.py:pretrain \
       --workdir=workdirs/continual_rewarm/pretrain
   python -m launch.sweep --config=experiments/continual_replay.py \
       --workdir=workdirs/continual_replay/replay
   python -m launch.train --config=experiments/continual_replay.py:pretrain_infinite \
       --workdir=workdirs/continual_replay/pretrain_infinite
-  python -m launch.train --config=experiments/continual_replay.py:infinite \
+  python -m launch.sweep --config=experiments/continual_replay.py:infinite \
       --workdir=workdirs/continual_replay/infinite
-  python -m launch.train --config=experiments/continual_replay.py:union \
+  python -m launch.sweep --config=experiments/continual_replay.py:union \
       --workdir=workdirs/continual_replay/union
 """
 
@@ -30,6 +33,7 @@ from research.analysis import sweep
 
 INFINITE_PRETRAIN_DIR = 'workdirs/continual_replay/pretrain_infinite'
 CONST_FRACTION = 0.5  # the infinite schedule's constant LR, a fraction of the peak
+SEEDS = (0, 1, 2)
 
 
 def replay_config() -> ml_collections.ConfigDict:
@@ -78,8 +82,19 @@ def get_config(arg: str = 'replay') -> ml_collections.ConfigDict:
   return configs[arg]()
 
 
-def get_sweep():
-  """Replay of prose at 0, 1, 5 and 25% of the examples."""
+def get_sweep(arg: str = 'replay'):
+  """Every arm with every seed of SEEDS: for `replay`, prose replayed at 0, 1, 5 and 25% of the
+  examples; `infinite` and `union` have one arm each. The seed orders the continuation's data
+  (every continuation starts from the same pretrained parameters) and, for `union`, also draws
+  the initialisation."""
+  get_config(arg)  # the same check
+  if arg == 'pretrain_infinite':
+    raise ValueError('experiments/continual_replay.py:pretrain_infinite has no sweep; it is one '
+                     'run, the start of :infinite.')
+  seeds = [{'seed': seed} for seed in SEEDS]
+  if arg != 'replay':
+    return seeds
   fractions = [0.0, 0.01, 0.05, 0.25]
-  return sweep.zipped(**{f'data.mixture.{rewarm.UPSTREAM}': fractions,
+  arms = sweep.zipped(**{f'data.mixture.{rewarm.UPSTREAM}': fractions,
                          f'data.mixture.{rewarm.DOWNSTREAM}': [1 - f for f in fractions]})
+  return [{**arm, **seed} for arm in arms for seed in seeds]

@@ -20,6 +20,17 @@ of those of 4) after 1,500 uniform steps, so here MAX_CHAIN = 4. At equal tokens
 and every run evaluates every skill's answer accuracy (eval/lego_k/answer_accuracy: the model's
 greedy answer is the whole resolution, research/evaluate.py).
 
+The attribution study (`:study`, a sweep of STUDY_STEPS-step runs, 3 seeds an arm) asks whether
+the gain comes from the graph: Skill-it with the paper's graph, with no graph (the identity: each
+skill helps only itself, so only the losses steer), with the paper's edges on a shuffled order of
+the skills (SHUFFLED: each skill 0.5 to the next of lego_3, lego_1, lego_4, lego_2, none of them a
+prerequisite), and eta 0 (the uniform mixture with the same re-staging and evaluations):
+
+  python -m launch.sweep --config=experiments/skillit_lego.py:study \
+      --workdir=workdirs/skillit_lego_study --parallel=2
+  python -m launch.report workdirs/skillit_lego_study --out=docs/results/skillit_lego/study \
+      --keep_runs
+
   python -m launch.train --config=experiments/skillit_lego.py:uniform \
       --workdir=workdirs/skillit_lego/uniform
   python -m launch.train --config=experiments/skillit_lego.py:target_only \
@@ -46,6 +57,9 @@ SKILLS = tuple(f'lego_{k}' for k in range(1, MAX_CHAIN + 1))
 TARGET = SKILLS[-1]
 NUM_DOCUMENTS = 20_000  # chains per skill and split
 STEPS = 3000
+STUDY_STEPS = 1500  # 12 runs in under 30 minutes
+SEEDS = (0, 1, 2)
+SHUFFLED = ('lego_3', 'lego_1', 'lego_4', 'lego_2')  # no edge of the paper's graph in its chain
 GRAPH_STEPS = 300
 UPDATE_EVERY = 100
 PEAK_LR = 3e-3
@@ -109,17 +123,43 @@ def graph_run_config() -> ml_collections.ConfigDict:
   return config
 
 
+def study_config() -> ml_collections.ConfigDict:
+  """Skill-it with no graph (the identity, written out over every pair of skills so that a sweep
+  point can set any edge) for STUDY_STEPS steps; the sweep's arms add edges or set eta."""
+  config = skillit_config(ml_collections.ConfigDict({
+      train: {name: float(name == train) for name in SKILLS} for train in SKILLS}))
+  config.train.steps = config.checkpoint.every = STUDY_STEPS
+  config.schedule.warmup_steps = STUDY_STEPS // 20
+  return config
+
+
+def _chain_edges(order: tuple[str, ...], weight: float) -> dict:
+  """Overrides giving each skill of `order` `weight` towards the next one."""
+  return {f'data.skillit.graph.{a}.{b}': weight for a, b in zip(order, order[1:])}
+
+
+STUDY_ARMS = {
+    'paper_graph': _chain_edges(SKILLS, 0.5),  # prerequisite_graph()
+    'no_graph': {},  # the identity: each skill helps only itself
+    'shuffled_graph': _chain_edges(SHUFFLED, 0.5),
+    'uniform': {'data.skillit.eta': 0.0},  # the same re-staging and evaluations, mixture fixed
+}
+
+
 def get_config(arg: str = 'uniform') -> ml_collections.ConfigDict:
   configs = {'uniform': base_config, 'target_only': target_only_config,
              'skillit': skillit_config, 'skillit_estimated': skillit_estimated_config,
-             'graph_run': graph_run_config}
+             'graph_run': graph_run_config, 'study': study_config}
   if arg not in configs:
     raise ValueError(f'experiments/skillit_lego.py:{arg}: choose one of {sorted(configs)}.')
   return configs[arg]()
 
 
 def get_sweep(arg: str = 'graph_run'):
-  """For :graph_run, one point per skill, training on it alone."""
+  """For :graph_run, one point per skill, training on it alone; for :study, every arm of
+  STUDY_ARMS with every seed of SEEDS."""
+  if arg == 'study':
+    return [{**arm, 'seed': seed} for arm in STUDY_ARMS.values() for seed in SEEDS]
   if arg != 'graph_run':
-    raise ValueError(f'experiments/skillit_lego.py:{arg} has no sweep; sweep :graph_run.')
+    raise ValueError(f'experiments/skillit_lego.py:{arg} has no sweep; sweep :graph_run or :study.')
   return [{f'data.mixture.{other}': float(other == name) for other in SKILLS} for name in SKILLS]

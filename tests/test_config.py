@@ -211,7 +211,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
 @pytest.mark.parametrize('name, args', [
     ('curriculum_arithmetic', [None]),
     ('data_diet', ['prune', 'score_run']),
-    ('skillit_lego', ['uniform', 'target_only', 'skillit', 'graph_run']),
+    ('skillit_lego', ['uniform', 'target_only', 'skillit', 'graph_run', 'study']),
     ('moe_load_balancing', [None]),
     ('scaling', [None]),
     ('stability_gap', [None]),  # the continuation; its pretrain run: tests/test_stability_gap.py
@@ -222,7 +222,9 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('meco', ['meco', 'baseline']),
     ('icl_diversity', ['regression', 'classification']),
     ('biographies', [None]),
+    ('knowledge_probes', ['schedules', 'batch']),
     ('codegen2', [None]),
+    ('continual_replay', ['replay', 'union', 'infinite', 'pretrain_infinite']),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
   """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes
@@ -345,3 +347,22 @@ def test_bad_value_is_caught_before_compile_naming_the_key(tmp_path, overrides, 
     _set(config, key, value)
   with pytest.raises(errors.UserError, match=message):
     config_lib.validate(config, str(tmp_path / 'run'), jax.devices())
+
+
+def test_the_skillit_study_arms_differ_from_the_identity_only_in_their_graph_or_eta():
+  from experiments import skillit_lego
+  from research.analysis import sweep
+  arms = {}
+  for name, overrides in skillit_lego.STUDY_ARMS.items():
+    config = skillit_lego.get_config('study')
+    for key, value in overrides.items():
+      sweep.apply(config, key, value, name)
+    arms[name] = config
+  edges = {name: {(a, b) for a, row in c.data.skillit.graph.items() for b, w in row.items() if w}
+           for name, c in arms.items()}
+  paper = {(a, b) for a, row in skillit_lego.prerequisite_graph().items() for b in row}
+  identity = {(s, s) for s in skillit_lego.SKILLS}
+  assert edges['paper_graph'] == paper and edges['no_graph'] == edges['uniform'] == identity
+  assert len(edges['shuffled_graph']) == len(paper) and not edges['shuffled_graph'] & (
+      paper - identity)
+  assert [c.data.skillit.eta for c in arms.values()] == [0.2, 0.2, 0.2, 0.0]
