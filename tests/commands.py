@@ -37,13 +37,19 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def device_env(devices: int) -> dict[str, str]:
+  """This process's environment for a command with `devices` CPU devices, not conftest's 8
+  simulated ones: a command-line run whose test is not about sharding starts, steps and saves
+  sooner on one."""
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+
+
 def process_env(port: int, num_processes: int, process_id: int, devices: int = 2) -> dict[str, str]:
   """The environment of process `process_id` of a jax.distributed job on localhost whose
   coordinator listens on `port`, each process with `devices` CPU devices."""
-  return {**os.environ, 'JAX_PLATFORMS': 'cpu',
-          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
-          'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': str(num_processes),
-          'JAX_PROCESS_ID': str(process_id)}
+  return {**device_env(devices), 'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}',
+          'JAX_NUM_PROCESSES': str(num_processes), 'JAX_PROCESS_ID': str(process_id)}
 
 
 def start_processes(runs: list[tuple[list[str], dict[str, str] | None]], log_dir: str,

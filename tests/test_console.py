@@ -13,6 +13,7 @@ import pytest
 
 from launch import startup
 from research import console, metrics
+from tests import commands
 
 TINY = ['--config.model.d_model=64', '--config.model.num_layers=1', '--config.model.mlp_dim=128',
         '--config.model.num_heads=2', '--config.model.head_dim=32', '--config.data.seq_len=64',
@@ -24,7 +25,7 @@ def _train(workdir, data_dir, *overrides):
   return subprocess.run(
       [sys.executable, '-m', 'launch.train', '--config=experiments/quickstart.py',
        f'--workdir={workdir}', f'--config.data.store_dir={data_dir}', *TINY, *overrides],
-      capture_output=True, text=True, check=False, timeout=300)
+      capture_output=True, text=True, check=False, timeout=300, env=commands.device_env(1))
 
 
 def test_a_resume_under_another_model_or_length_says_so_in_one_line(data_dir, tmp_path):
@@ -58,7 +59,7 @@ def test_a_closed_console_pipe_still_lets_ctrl_c_save_its_stop_checkpoint(data_d
        f'--workdir={workdir}', f'--config.data.store_dir={data_dir}', *TINY,
        '--config.train.steps=10000', '--config.train.log_every=1', '--config.eval.every=10000',
        '--config.checkpoint.every=10000'],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=commands.device_env(1))
   try:
     for line in run.stdout:  # until the run has logged a step
       if line.startswith('step '):

@@ -278,14 +278,16 @@ def test_an_imported_checkpoint_trains_on_a_sharded_mesh(tmp_path, data_dir):
   config_dict, _, params = _restore(str(ckpt))
   config = base.get_config()
   config.model.update(config_dict['model'])
-  config.data.seq_len, config.train.batch_size = 16, 4
+  # Rows of 64 tokens, as most runs of the suite pack the session's data stores (a new length
+  # packs them again).
+  config.data.seq_len, config.train.batch_size = 64, 4
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2  # heads over tensor, kv_heads not
   trainer = train.Trainer(config)
   state = trainer.init_state()
   state = state.replace(params=jax.device_put(params, trainer.state_shardings.params))
   assert (*state.params['layers']['attention']['key'].sharding.spec, None, None)[2] is None
-  rows = np.ones((4, 16), np.int32)
-  batch = {'inputs': _tokens(7, (4, 16)) + 1, 'targets': _tokens(8, (4, 16)) + 1,
+  rows = np.ones((4, 64), np.int32)
+  batch = {'inputs': _tokens(7, (4, 64)) + 1, 'targets': _tokens(8, (4, 64)) + 1,
            'segment_ids': rows, 'positions': np.cumsum(rows, 1) - 1,
            'weights': rows.astype(np.float32)}
   new_state, metrics = trainer.step(state, trainer.place(batch), train.step_rng(0, 0))

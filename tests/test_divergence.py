@@ -18,6 +18,7 @@ import pytest
 
 from research import checkpoint, config as config_lib, errors, train
 from research.data import pipeline
+from tests import commands
 from tests.test_preemption import TINY
 from tests.test_train import read_metrics, tiny_config
 
@@ -42,7 +43,8 @@ def _run(workdir, data_dir, *overrides):
              '--config=experiments/quickstart.py', f'--workdir={workdir}',
              f'--config.data.store_dir={data_dir}', '--config.train.steps=6',
              *TINY, '--config.checkpoint.every=2', '--config.checkpoint.keep=10', *overrides]
-  return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+  return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600,
+                        env=commands.device_env(1))
 
 
 def _restore_latest(workdir):

@@ -5,7 +5,6 @@ import errno
 import fcntl
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -17,7 +16,7 @@ from orbax.checkpoint._src.path import atomicity
 from research import checkpoint, errors, metrics, train
 
 from research.analysis import report
-from tests.test_preemption import _command
+from tests.test_preemption import _command, run_command
 from tests.test_train import read_metrics, tiny_config
 
 
@@ -232,18 +231,15 @@ def test_the_command_line_survives_a_corrupt_checkpoint_and_stops_cleanly_on_a_f
   what the user reads."""
   workdir = str(tmp_path / 'run')
   every = ['--config.checkpoint.every=3', '--config.checkpoint.async_save=False']
-  first = subprocess.run(_command(workdir, data_dir, 6) + every, capture_output=True, text=True,
-                         check=False)
+  first = run_command(_command(workdir, data_dir, 6) + every)
   assert first.returncode == 0, first.stderr[-3000:]
   _corrupt(os.path.join(workdir, 'checkpoints', '6'))
-  resumed = subprocess.run(_command(workdir, data_dir, 9) + every, capture_output=True,
-                           text=True, check=False)
+  resumed = run_command(_command(workdir, data_dir, 9) + every)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Restored checkpoint 3 instead (the newest one that restores).' in resumed.stderr
   assert _steps(workdir) == [3, 6, 9]
-  full = subprocess.run([sys.executable, '-c', _DISK_FULL,
-                         *_command(workdir, data_dir, 12)[3:], *every],
-                        capture_output=True, text=True, check=False)
+  full = run_command([sys.executable, '-c', _DISK_FULL, *_command(workdir, data_dir, 12)[3:],
+                      *every])
   assert full.returncode == 2
   assert (f'Saving checkpoint 12 in {os.path.join(workdir, "checkpoints")} failed: OSError: '
           '[Errno 28] No space left on device') in full.stderr

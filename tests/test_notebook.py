@@ -8,7 +8,7 @@ import nbclient
 import nbformat
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'quickstart.ipynb')
-STEPS = 20
+STEPS = 10
 
 
 def test_notebook_is_saved_clean():

@@ -12,7 +12,7 @@ import pytest
 from research import preemption
 from tests import commands
 
-TINY = ['--config.model.d_model=64', '--config.model.num_layers=2', '--config.model.mlp_dim=128',
+TINY = ['--config.model.d_model=64', '--config.model.num_layers=1', '--config.model.mlp_dim=128',
         '--config.model.num_heads=2', '--config.model.head_dim=32', '--config.data.seq_len=64',
         '--config.train.batch_size=8', '--config.eval.batch_size=8', '--config.eval.batches=1',
         '--config.train.log_every=1', '--config.checkpoint.every=1000', '--config.eval.every=1000']
@@ -24,15 +24,21 @@ def _command(workdir, data_dir, steps):
           f'--config.train.steps={steps}', *TINY]
 
 
+def run_command(command):
+  """Runs a training command to its end on one CPU device (commands.device_env), output kept."""
+  return subprocess.run(command, capture_output=True, text=True, check=False,
+                        env=commands.device_env(1))
+
+
 @pytest.fixture(name='start')
 def _start_fixture(tmp_path):
-  """start(command) starts a run (tests.commands.start_processes: its output goes to a file, read by
-  `_read`) and returns it as [(process, log)]; one still running at teardown (a failed or timed-out
-  test) is killed."""
+  """start(command) starts a run on one CPU device (tests.commands.start_processes: its output goes
+  to a file, read by `_read`) and returns it as [(process, log)]; one still running at teardown (a
+  failed or timed-out test) is killed."""
   runs = []
 
   def start(command):
-    runs.append(commands.start_processes([(command, None)], str(tmp_path)))
+    runs.append(commands.start_processes([(command, commands.device_env(1))], str(tmp_path)))
     return runs[-1]
 
   yield start
@@ -73,8 +79,7 @@ def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(data_dir
   assert 3 <= stopped < 10_000
   assert f'Stopped by a signal after step {stopped}' in printed
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(stopped)]  # no other save
-  resumed = subprocess.run(_command(workdir, data_dir, stopped + 2), capture_output=True,
-                           text=True, check=False)
+  resumed = run_command(_command(workdir, data_dir, stopped + 2))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from the checkpoint at step {stopped}' in resumed.stderr
   assert _logged_steps(workdir)[-3:] == [stopped, stopped + 1, stopped + 2]
@@ -96,7 +101,7 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
   """SIGTERM at whatever step the run has reached after 3 logged steps; with checkpoint.every=1
   every step starts an (asynchronous) save, so the signal arrives while one is being written (the
   test above stops between saves)."""
-  steps = 40
+  steps = 20
   saving = ['--config.checkpoint.every=1']
   signalled, whole = str(tmp_path / 'signalled'), str(tmp_path / 'whole')
   started = start(_command(signalled, data_dir, steps) + saving)
@@ -109,8 +114,7 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
   assert stopped < steps, 'the run ended before the signal; make it longer'
   assert _final_state(signalled)[0] == stopped  # a checkpoint at the step it stopped
   for workdir in (signalled, whole):  # resume the first, run the second from scratch
-    done = subprocess.run(_command(workdir, data_dir, steps) + saving, capture_output=True,
-                          text=True, check=False)
+    done = run_command(_command(workdir, data_dir, steps) + saving)
     assert done.returncode == 0, done.stderr[-3000:]
   (step, resumed), (whole_step, uninterrupted) = _final_state(signalled), _final_state(whole)
   assert step == whole_step == steps
@@ -168,8 +172,7 @@ def test_a_second_sigint_stops_at_once_and_the_last_complete_checkpoint_still_re
   assert 'Interrupted. Re-run the same command' in printed
   assert 'Stopped by a signal' not in printed
   last = _final_state(workdir)[0]  # the newest complete checkpoint restores
-  resumed = subprocess.run(_command(workdir, data_dir, last + 1) + saving, capture_output=True,
-                           text=True, check=False)
+  resumed = run_command(_command(workdir, data_dir, last + 1) + saving)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'Resuming from the checkpoint at step {last}' in resumed.stderr
   assert 'failed to restore' not in resumed.stderr

@@ -168,9 +168,10 @@ def test_weight_decay_applies_to_matrices_not_norm_scales():
 
 
 def multi_host_config(data_dir, **mesh):
-  """`tiny_config` with 4 heads, so that a tensor axis of 4 splits them."""
+  """`tiny_config` with 4 heads, so that a tensor axis of 4 splits them, and one layer (every
+  parameter kind, stacked as the scan has it, at half the compile time)."""
   config = tiny_config(data_dir, **mesh)
-  config.model.num_heads, config.model.head_dim = 4, 16
+  config.model.num_heads, config.model.head_dim, config.model.num_layers = 4, 16, 1
   return config
 
 
@@ -203,21 +204,21 @@ def train_in_two_processes(data_dir, log_dir, runs):
   """Trains each (workdir, mesh) of `runs` in turn, in real 2-process jax.distributed jobs on
   localhost with 2 CPU devices each; returns what each process printed."""
   address = f'127.0.0.1:{commands.free_port()}'
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2', 'JAX_PLATFORMS': 'cpu'}
   return commands.run_processes(
-      [([sys.executable, '-c', _WORKER, data_dir, address, str(i), json.dumps(runs)], env)
-       for i in range(2)], log_dir)
+      [([sys.executable, '-c', _WORKER, data_dir, address, str(i), json.dumps(runs)],
+        commands.device_env(2)) for i in range(2)], log_dir)
 
 
 def test_two_processes_train_like_one_process(data_dir, tmp_path):
   """Real 2-process jax.distributed runs on localhost, 2 CPU devices each, give the losses of one
   process with 4 devices, whichever mesh axes cross the hosts: each host computes the rows its
-  devices hold (all of them when the batch is not split across hosts)."""
+  devices hold (all of them when the batch is not split across hosts). One reference serves every
+  mesh: a sharded run has the losses of an unsharded one (test_sharded_run_matches_one_device...)."""
   train_in_two_processes(data_dir, str(tmp_path),
                          [(str(tmp_path / name), mesh) for name, mesh in MULTI_HOST_MESHES.items()])
-  for name, mesh in MULTI_HOST_MESHES.items():
-    reference = str(tmp_path / f'one_process_{name}')
-    train.train(multi_host_config(data_dir, **mesh), reference, devices=jax.devices()[:4])
+  reference = str(tmp_path / 'one_process')
+  train.train(multi_host_config(data_dir, data=4), reference, devices=jax.devices()[:4])
+  for name in MULTI_HOST_MESHES:
     np.testing.assert_allclose(train_losses(str(tmp_path / name)), train_losses(reference),
                                rtol=1e-5, err_msg=name)
     assert sorted(os.listdir(tmp_path / name / 'checkpoints')) == ['3', '6']
