@@ -3,7 +3,8 @@
   python -m launch.report DIR [DIR ...] --out=OUT [--log_x] [--keep_runs]
 
 reads config.json and metrics.jsonl of every run directory DIR (the --workdir of launch.train, or
-every run in DIR when DIR is the --workdir of launch.sweep) and writes OUT/report.md: the command
+every run in DIR when DIR is the --workdir of launch.sweep; points of two sweeps that share a
+name are named SWEEP:POINT) and writes OUT/report.md: the command
 that made it, one table row per run (the config values that differ between the runs, the final
 training loss, the final and best loss of every evaluation, the final answer accuracy where runs
 score answers, tokens seen) and links to the plots next to it: training and every evaluation loss
@@ -30,6 +31,8 @@ half-written report.
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
 
+import collections
+import dataclasses
 import os
 import shlex
 import sys
@@ -69,13 +72,17 @@ def run_directories(path: str) -> list[str]:
 
 
 def load_runs(paths: Sequence[str]) -> list[report.Run]:
-  """The runs in `paths` (run directories, or sweep directories holding runs); fails naming the
-  directory when one holds no run, or when two runs share a name (runs are named by their
-  directory's basename)."""
+  """The runs in `paths` (run directories, or sweep directories holding runs), each named by its
+  directory's basename; where points of different sweeps share a name (`seed=0` of two sweeps),
+  each is named `SWEEP:POINT` by its sweep directory's basename. Fails naming the directory when
+  one holds no run, or when two runs still share a name."""
   if not paths:
     raise errors.UserError('No run directory given; pass one or more, as in python -m '
                            'launch.report DIR [DIR ...] --out=OUT.')
-  runs = [report.load_run(run) for path in paths for run in run_directories(path)]
+  found = [(path, report.load_run(run)) for path in paths for run in run_directories(path)]
+  counts = collections.Counter(run.name for _, run in found)
+  runs = [dataclasses.replace(run, name=f'{os.path.basename(os.path.normpath(path))}:{run.name}')
+          if counts[run.name] > 1 and run.path != path else run for path, run in found]
   first_path = {}
   for run in runs:
     if run.name in first_path:

@@ -347,6 +347,16 @@ def test_a_sweep_directory_stands_for_its_runs(run_dirs, tmp_path):
   assert [run.name for run in report_command.load_runs([str(sweep)])] == ['causal', 'prefix', 'ul2']
 
 
+def test_points_of_two_sweeps_that_share_a_name_are_named_by_their_sweep(run_dirs, tmp_path):
+  for sweep, path in (('replay', run_dirs[0]), ('union', run_dirs[1])):
+    (tmp_path / sweep).mkdir()
+    (tmp_path / sweep / 'seed=0').symlink_to(path)
+  runs = report_command.load_runs([str(tmp_path / 'replay'), str(tmp_path / 'union'), run_dirs[2]])
+  assert [run.name for run in runs] == ['replay:seed=0', 'union:seed=0',
+                                        os.path.basename(run_dirs[2])]
+  assert [run.config for run in runs[:2]] == [report.load_run(p).config for p in run_dirs[:2]]
+
+
 @pytest.mark.parametrize('problem', ['missing', 'no_metrics', 'no_config', 'duplicate', 'no_out',
                                      'out_is_a_file', 'no_directories', 'no_runs'])
 def test_command_errors_name_the_path_or_flag(run_dirs, tmp_path, problem):
