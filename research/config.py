@@ -146,8 +146,10 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
                         ('data.order.row_score', orderings.ROW_SCORES),
                         ('data.order.pacing.function', orderings.PACING_FUNCTIONS),
                         ('data.select.keep', selection.KEEPS),
+                        ('data.select.unit', selection.UNITS),
                         ('data.skillit.metric', skillit.METRICS),
-                        ('objective.fim.level', fim.LEVELS)):
+                        ('objective.fim.level', fim.LEVELS),
+                        ('objective.distill.shape', distillation.SHAPES)):
     value = _value(config, name)
     if value not in choices:
       raise errors.UserError(f'Config key {name!r} must be one of {list(choices)}, got {value!r}; '

@@ -125,13 +125,16 @@ def get_config() -> ml_collections.ConfigDict:
   # Selection / pruning before packing and ordering (research/data/selection.py): keep `fraction`
   # of each task's training documents from the `keep` end (lowest | highest) of score `by` (as
   # data.order.by, or 'random'; '' = keep all), after skipping `offset`; tasks: () = every task.
+  # unit: what `fraction` and `offset` are shares of: 'documents' | 'tokens' (equal budgets when
+  # the scores favour short or long documents).
   # between: (low, high) ranks and keeps only the documents scored in [low, high] (None: no bound;
   # a time slice by a year, a toxicity ceiling); () = all.
   # by='zipfit' (keep='highest'): gzip alignment to at most `size` documents of task `target`.
   # by='prototypicality': cosine distance to the nearest of `clusters` k-means centroids of the
   # documents' `embedding` ('ngrams' of `ngram` tokens hashed into `dims`, or 'checkpoint:PATH').
   c.data.select = ml_collections.ConfigDict(
-      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'tasks': (), 'between': (),
+      {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'unit': 'documents',
+       'tasks': (), 'between': (),
        'zipfit': ml_collections.ConfigDict({'target': '', 'split': 'train', 'size': 100}),
        'prototypicality': ml_collections.ConfigDict(
            {'clusters': 10, 'iterations': 20, 'embedding': 'ngrams', 'ngram': 3, 'dims': 1024})})
@@ -195,9 +198,11 @@ def get_config() -> ml_collections.ConfigDict:
   # `rate` share of documents split at two uniform points (`level` 'char' or 'token') and laid out
   # <PRE> prefix <SUF> suffix <MID> middle, or in SPM order for a `spm_rate` share of those.
   c.objective.fim = ml_collections.ConfigDict({'rate': 0.5, 'spm_rate': 0.5, 'level': 'char'})
-  # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off.
+  # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off. `weight` of the
+  # loss (the rest cross-entropy) until step `until` (0 = throughout; a fraction of train.steps in
+  # (0, 1), or a step: SALT's early phase), `shape` constant | linear (decaying to 0 at `until`).
   c.objective.distill = ml_collections.ConfigDict(
-      {'teacher': '', 'temperature': 1.0, 'weight': 0.5})
+      {'teacher': '', 'temperature': 1.0, 'weight': 0.5, 'until': 0.0, 'shape': 'constant'})
 
   # Optimisation (research/train.py, research/schedules.py).
   c.train = ml_collections.ConfigDict()

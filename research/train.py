@@ -76,8 +76,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
   end, so accumulation over k micro-batches computes the same update as one batch of k times the size.
   With a `teacher` model, the step's fourth argument is its parameters and the loss is
-  (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), w and
-  the temperature from `distill_config` (config.objective.distill). With the optimizer's
+  (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), the
+  temperature from `distill_config` (config.objective.distill) and w its weight at the step
+  (`distillation.weight_at`, over `train_config.steps`; reported as `distill_weight`): where w is
+  0 the teacher is not run and `distill` is 0. With the optimizer's
   `schedule`, the step also reports the learning rate it applied.
 
   A model with mixture-of-experts layers adds its router losses (research/objectives/
@@ -97,7 +99,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   routed = model_config.moe_experts > 0
   monitor = train_config.monitor_logits
 
-  def loss_sums(params, batch, rng, teacher_params, moe_buffer):
+  def loss_sums(params, batch, rng, teacher_params, distill_weight, moe_buffer):
     chunk = train_config.loss_chunk
     outputs, variables = model.apply({'params': params}, batch, deterministic=not dropout,
                                      rngs={'dropout': rng},
@@ -122,10 +124,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       maxima['attention_logit_max'] = attention_logit_max(variables['monitors'])
     loss = sums['loss_sum']
     if teacher is not None:
-      teacher_logits_BLV = teacher.apply({'params': teacher_params}, batch)
-      sums['distill_sum'] = distillation.distillation_sums(
-          logits_BLV, teacher_logits_BLV, batch['weights'], distill_config.temperature)['kl_sum']
-      loss = (1 - distill_config.weight) * loss + distill_config.weight * sums['distill_sum']
+      distill = lambda: distillation.distillation_sums(
+          logits_BLV, teacher.apply({'params': teacher_params}, batch), batch['weights'],
+          distill_config.temperature)['kl_sum']
+      sums['distill_sum'] = jax.lax.cond(distill_weight > 0, distill, lambda: jnp.float32(0))
+      loss = (1 - distill_weight) * loss + distill_weight * sums['distill_sum']
     if routed:
       moe_sums, moe_buffer = load_balance.aux_sums(
           load_balance.router_stats(variables['intermediates']), sums['weight_sum'], train_config,
@@ -139,8 +142,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                                           model_config.moe_experts) if routed else None)
 
   def train_step(state: TrainState, batch: dict, rng, teacher_params=None):
+    distill_weight = (distillation.weight_at(distill_config, state.step, train_config.steps)
+                      if teacher is not None else None)
     if num_micro == 1:
-      grads, (sums, _, maxima) = grad_fn(state.params, batch, rng, teacher_params, moe_buffer)
+      grads, (sums, _, maxima) = grad_fn(state.params, batch, rng, teacher_params, distill_weight,
+                                         moe_buffer)
     else:
       # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
       micro = jax.tree.map(
@@ -151,13 +157,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         totals, buffer, peaks = carry
         micro_batch, micro_rng = inputs
         grads, (sums, buffer, maxima) = grad_fn(state.params, micro_batch, micro_rng,
-                                                teacher_params, buffer)
+                                                teacher_params, distill_weight, buffer)
         return (jax.tree.map(jnp.add, totals, (grads, sums)), buffer,
                 jax.tree.map(jnp.maximum, peaks, maxima)), None
 
       grads_shape, (sums_shape, _, maxima_shape) = jax.eval_shape(
           grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params,
-          moe_buffer)
+          distill_weight, moe_buffer)
       zeros = jax.tree.map(jnp.zeros_like, (grads_shape, sums_shape))
       lowest = jax.tree.map(lambda x: jnp.full(x.shape, -jnp.inf, x.dtype), maxima_shape)
       ((grads, sums), _, maxima), _ = jax.lax.scan(
@@ -180,6 +186,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       step_metrics.update({f'monitor/{name}': value for name, value in maxima.items()})
     if schedule is not None:
       step_metrics['learning_rate'] = schedule(schedule_position(state.opt_state))
+    if teacher is not None:
+      step_metrics['distill_weight'] = distill_weight
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, step_metrics
 

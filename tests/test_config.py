@@ -224,6 +224,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('biographies', [None]),
     ('knowledge_probes', ['schedules', 'batch']),
     ('codegen2', [None]),
+    ('zipfit', [None]),
     ('continual_replay', ['replay', 'union', 'infinite', 'pretrain_infinite']),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
@@ -304,6 +305,8 @@ BAD_VALUES = [
     ({'data.order.folds': 0}, r"Config key 'data.order.folds' must be >= 1, got 0"),
     ({'data.select.keep': 'low'},
      r"Config key 'data.select.keep' must be one of \['lowest', 'highest'\], got 'low'"),
+    ({'data.select.unit': 'bytes'},
+     r"Config key 'data.select.unit' must be one of \['documents', 'tokens'\], got 'bytes'"),
     ({'data.skillit.metric': 'accuracy'}, r"Config key 'data.skillit.metric' must be one of"),
     ({'data.skillit.eta': -0.2}, r"Config key 'data.skillit.eta' must be >= 0, got -0.2"),
     ({'data.order.in_context.ngram': 0},

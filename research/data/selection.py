@@ -27,6 +27,9 @@ Config (research/defaults.py):
     data.select.fraction  the share of the task's training documents kept, in (0, 1]
     data.select.offset    the share skipped first from that end, in [0, 1 - fraction]: the kept
                           documents are those ranked [offset, offset + fraction) from it
+    data.select.unit      what fraction and offset are shares of: 'documents' (their count) or
+                          'tokens' (their length: the same token budget whichever documents a
+                          score favours; ZIP-FIT's gzip alignment favours short ones)
     data.select.between   (low, high): only documents whose score is in [low, high] are ranked
                           and kept (an end None: unbounded); () = every document.
                           A threshold, where `fraction` is a share: a time slice by a year
@@ -71,7 +74,10 @@ documents), or Lloyd's steps as Beam passes that each sum the embeddings per clu
 per-document map into a score file. Not done: the load-time computation holds D x E floats.
 
 Of D documents (those scored in `between`, when it is set), round(fraction * D) (at least 1) are
-kept after skipping round(offset * D); equal scores rank in store order. The kept documents keep
+kept after skipping round(offset * D); equal scores rank in store order. With unit='tokens', of
+their T tokens laid out in rank order, the documents whose middle token falls in
+[offset * T, (offset + fraction) * T) are kept: the window rounded to the nearest document
+boundaries (at least one document, the one holding the window's middle). The kept documents keep
 their store order, in an in-memory store (`subset`) that packing, the orderings (by the kept
 documents' scores) and inspection read as the task's store; the validation split, and so
 evaluation, is untouched. `report` gives the kept
@@ -96,6 +102,7 @@ from research.data import in_context, orderings, score_files, tasks, vocabularie
 from research.data import store as store_lib
 
 KEEPS = ('lowest', 'highest')
+UNITS = ('documents', 'tokens')  # data.select.unit: what fraction and offset are shares of
 RANDOM = 'random'  # data.select.by: a seeded random score per document
 _RANDOM_STREAM = 0x73656c65  # seeded-stream tag of the random scores
 ZIPFIT = 'zipfit'  # data.select.by: ZIP-FIT alignment to the documents of data.select.zipfit
@@ -137,6 +144,7 @@ class Selection:
   keep: str
   fraction: float
   offset: float
+  unit: str  # one of UNITS
   tasks: tuple[str, ...]  # () = every task
   zipfit: ZipFit | None = None  # by='zipfit'
   prototypicality: Prototypicality | None = None  # by='prototypicality'
@@ -162,6 +170,8 @@ class Report:
   def describe(self, task_name: str, selection: Selection) -> str:
     window = (f' after skipping the {selection.offset:g} {selection.keep}' if selection.offset
               else '')
+    if selection.unit == 'tokens':
+      window += ' of the tokens'
     if selection.between is not None:
       window += f' of those scored in {list(selection.between)}'
     return (f'data.select keeps {self.fraction:.1%} of the training documents of task '
@@ -173,7 +183,8 @@ class Report:
 def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selection | None:
   """The checked `data.select` of a run training on `task_names`; None when it keeps everything."""
   config = data_config.select
-  by, keep, fraction, offset = config.by, config.keep, config.fraction, config.offset
+  by, keep, fraction, offset, unit = (config.by, config.keep, config.fraction, config.offset,
+                                      config.unit)
   tasks, between = tuple(config.tasks), tuple(config.between)
   if not by:
     if fraction != 1 or offset or tasks or between:
@@ -197,8 +208,8 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
                            f'choose from {task_names} (or () for all).')
   zipfit = _zipfit(data_config) if by == ZIPFIT else None
   prototypicality = _prototypicality(data_config) if by == PROTOTYPICALITY else None
-  return Selection(by, keep, float(fraction), float(offset), tasks, zipfit, prototypicality,
-                   _between(between))
+  return Selection(by, keep, float(fraction), float(offset), unit, tasks, zipfit,
+                   prototypicality, _between(between))
 
 
 def _between(between: tuple) -> tuple[float | None, float | None] | None:
@@ -399,18 +410,28 @@ def cluster_sums(unit_DE: np.ndarray, assigned_D: np.ndarray, clusters: int) -> 
   return sums_EK.T
 
 
-def kept_documents(scores_D: np.ndarray, keep: str, fraction: float,
-                   offset: float = 0.0) -> np.ndarray:
+def kept_documents(scores_D: np.ndarray, keep: str, fraction: float, offset: float = 0.0,
+                   lengths_D: np.ndarray | None = None) -> np.ndarray:
   """int64 [K]: the store indices kept, ascending: ranked [offset, offset + fraction) of the
-  documents from the `keep` ('lowest' or 'highest') end of `scores_D`, ties in store order; a
-  document scored NaN (outside data.select.between) is neither kept nor counted."""
+  documents from the `keep` ('lowest' or 'highest') end of `scores_D`, ties in store order, as
+  shares of their count, or with `lengths_D` (tokens per document) of their tokens (a document is
+  kept when its middle token is in that window; at least one); a document scored NaN
+  (outside data.select.between) is neither kept nor counted."""
   scored = np.flatnonzero(~np.isnan(scores_D))
-  num_documents = len(scored)
-  count = min(max(1, round(fraction * num_documents)), num_documents)
-  skip = min(round(offset * num_documents), num_documents - count)
   values = scores_D[scored]
   ranked = scored[np.argsort(values if keep == 'lowest' else -values, kind='stable')]
-  return np.sort(ranked[skip:skip + count]).astype(np.int64)
+  if lengths_D is None:
+    count = min(max(1, round(fraction * len(scored))), len(scored))
+    skip = min(round(offset * len(scored)), len(scored) - count)
+    return np.sort(ranked[skip:skip + count]).astype(np.int64)
+  ranked_lengths = lengths_D[ranked]
+  starts = np.cumsum(ranked_lengths) - ranked_lengths
+  low, high = offset * ranked_lengths.sum(), (offset + fraction) * ranked_lengths.sum()
+  middles = starts + ranked_lengths / 2
+  inside = (middles >= low) & (middles < high)
+  if not inside.any() and len(ranked):  # the window falls inside one long document
+    inside[np.searchsorted(starts, (low + high) / 2, side='right') - 1] = True
+  return np.sort(ranked[inside]).astype(np.int64)
 
 
 def subset(store: store_lib.DocumentStore, kept_D: np.ndarray) -> store_lib.DocumentStore:

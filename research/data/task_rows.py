@@ -160,8 +160,9 @@ class TaskRows:
       if selection is None or not selection.applies(name):
         continue
       scores_D = selection_lib.document_scores(selection, store, name, seed, task_key(name))
+      lengths_D = np.diff(store.offsets) if selection.unit == 'tokens' else None
       kept[name] = selection_lib.kept_documents(scores_D, selection.keep, selection.fraction,
-                                                selection.offset)
+                                                selection.offset, lengths_D)
       self.selected[name] = selection_lib.report(store, kept[name])
       logging.warning('%s', self.selected[name].describe(name, selection))
     return kept

@@ -8,6 +8,13 @@ the cross-entropy at a fixed `weight` whatever the temperature.
 
 Like research/objectives/losses.py, the loss is a weighted *sum* with the total weight beside it,
 so gradient accumulation and data-parallel shards combine exactly and the mean is taken once.
+
+The weight can end early (`objective.distill.until`): SALT (Rawat et al. 2024, "A Little Help
+Goes a Long Way: Efficient LLM Training by Leveraging Small LMs", arXiv 2410.18779) distills a
+large student from a small teacher only in the early phase of training, where the small model
+still knows more, and trains on the data alone after it; the transition is abrupt
+(`shape='constant'`) or the weight decays linearly to 0 by `until` (`shape='linear'`). Past
+`until` the step skips the teacher's forward pass (`weight_at` is 0 there).
 """
 
 import jax
@@ -15,6 +22,27 @@ import jax.numpy as jnp
 import ml_collections
 
 from research import errors, finished, runs
+
+SHAPES = ('constant', 'linear')  # objective.distill.shape: the weight's course up to `until`
+
+
+def until_step(settings: ml_collections.ConfigDict, total_steps: int) -> int:
+  """The step at which distillation ends: `settings.until` of `total_steps` when it is a fraction
+  in (0, 1), that step when it is 1 or more; 0 (never: distillation throughout) when it is 0."""
+  until = settings.until
+  return round(until * total_steps) if 0 < until < 1 else int(until)
+
+
+def weight_at(settings: ml_collections.ConfigDict, step, total_steps: int):
+  """The distillation weight at `step` (an int or a traced int): `settings.weight` throughout when
+  `until` is 0; else, before the `until_step` E, the weight (shape 'constant') or the weight times
+  1 - step / E (shape 'linear'), and 0 from E on."""
+  end = until_step(settings, total_steps)
+  if not end:
+    return jnp.float32(settings.weight)
+  step = jnp.asarray(step, jnp.float32)
+  course = 1.0 if settings.shape == 'constant' else 1.0 - step / end
+  return jnp.where(step < end, settings.weight * course, 0.0).astype(jnp.float32)
 
 
 def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float):
@@ -68,5 +96,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f'objective.distill.weight={settings.weight!r} must be in [0, 1]: the '
                            'share of the distillation term in the loss, the rest being '
                            'cross-entropy.')
+  until = settings.until
+  if isinstance(until, bool) or not isinstance(until, (int, float)) or until < 0 or (
+      until >= 1 and until != int(until)):
+    raise errors.UserError(f'objective.distill.until={until!r} must be 0 (distill throughout), a '
+                           'fraction of train.steps in (0, 1) or a whole step: the step '
+                           'distillation ends at (SALT: the early phase).')
   if settings.teacher:
     teacher_config(config)

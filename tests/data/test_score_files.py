@@ -145,6 +145,20 @@ def test_kept_documents_are_the_top_bottom_or_a_window_of_the_scores():
   assert kept('lowest', 0.5, 0.5) == [0, 6, 7, 8, 9, 10]  # 6 of 11 kept: the offset gives way
 
 
+def test_a_token_share_keeps_the_ranked_documents_whose_middle_is_in_the_token_window():
+  scores = np.array([3, 0, 2, 1, np.nan])  # ranked lowest first: 1, 3, 2, 0; 4 is not scored
+  lengths = np.array([10, 40, 30, 20, 1000])  # tokens: 40, 20, 30, 10 in rank order, 100 in all
+  kept = lambda *args: selection.kept_documents(scores, *args, lengths_D=lengths).tolist()
+  # In rank order the documents hold tokens [0, 40), [40, 60), [60, 90), [90, 100): middles 20,
+  # 50, 75, 95; highest first, [0, 10), [10, 40), [40, 60), [60, 100): middles 5, 25, 50, 80.
+  assert kept('lowest', 0.5) == [1]  # [0, 50): middle 50 is out
+  assert kept('lowest', 0.51) == [1, 3]
+  assert kept('highest', 0.5) == [0, 2]
+  assert kept('lowest', 0.3, 0.65) == [2]  # [65, 95)
+  assert kept('lowest', 0.1, 0.1) == [1]  # [10, 20) holds no middle: the document around 15
+  assert kept('lowest', 1.0) == [0, 1, 2, 3]
+
+
 def test_selection_keeps_the_window_of_a_score_file_and_reports_it(data_config, tmp_path, caplog):
   config, store = _notes(data_config, tmp_path, order_by='hand:q')
   values = np.array(_quality(store))
@@ -185,6 +199,11 @@ def test_random_selection_is_a_seeded_sample(data_config, tmp_path):
   ids = [pipeline.TrainData(config, 8, seed, 100).rows.stores['notes'].doc_ids for seed in (0, 0, 1)]
   assert len(ids[0]) == round(0.25 * store.num_documents) and set(ids[0]) < set(store.doc_ids)
   assert ids[0] == ids[1] != ids[2]
+  config.select.unit = 'tokens'  # a quarter of the tokens, to the nearest document boundary
+  report = pipeline.TrainData(config, 8, 0, 100).rows.selected['notes']
+  lengths = np.diff(store.offsets)
+  assert abs(report.kept_tokens - 0.25 * report.tokens) <= lengths.max() / 2
+  assert report.tokens == lengths.sum() and report.kept_documents < store.num_documents
 
 
 def test_a_rewriting_objective_packs_only_the_kept_documents(data_config):

@@ -69,6 +69,8 @@ def test_bfloat16_logits_are_taken_in_float32():
     ('temperature', -1.0, r'objective\.distill\.temperature=-1\.0'),
     ('weight', 1.5, r'objective\.distill\.weight=1\.5'),
     ('weight', -0.5, r'objective\.distill\.weight=-0\.5'),
+    ('until', -0.1, r'objective\.distill\.until=-0\.1 must be 0 \(distill throughout\)'),
+    ('until', 2.5, r'objective\.distill\.until=2\.5 must be 0'),
 ])
 def test_check_config_names_the_bad_key(key, value, fragment):
   config = base.get_config()
@@ -76,3 +78,17 @@ def test_check_config_names_the_bad_key(key, value, fragment):
   config.objective.distill[key] = value
   with pytest.raises(errors.UserError, match=fragment):
     distillation.check_config(config)
+
+
+def test_the_weight_ends_at_until_abruptly_or_linearly():
+  config = base.get_config().objective.distill
+  config.weight = 0.375  # exact in float32
+  weight = lambda step, total=100: float(distillation.weight_at(config, step, total))
+  assert weight(0) == weight(10**6) == 0.375  # until 0: throughout
+  config.until = 0.25  # a fraction of the 100 steps: step 25
+  assert distillation.until_step(config, 100) == 25
+  assert [weight(s) for s in (0, 24, 25, 99)] == [0.375, 0.375, 0.0, 0.0]
+  config.until, config.shape = 20, 'linear'  # a step
+  np.testing.assert_allclose([weight(s) for s in (0, 5, 10, 19, 20, 50)],
+                             [0.375, 0.28125, 0.1875, 0.01875, 0.0, 0.0], rtol=1e-6)
+  assert weight(5, total=10**6) == weight(5)  # a whole step does not scale with train.steps

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import base
@@ -60,3 +61,32 @@ def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, tmp_path):
   metrics = _metrics(student_dir)
   assert metrics[40]['distill'] < 0.7 * metrics[10]['distill']
   assert metrics[40]['loss'] < metrics[10]['loss']
+
+
+def test_salt_distills_until_its_step_then_trains_on_the_data_alone(data_dir, tmp_path):
+  """objective.distill.until (SALT): the weight is reported each step, 0 from `until` on, and a
+  step there updates the parameters exactly as a run without a teacher does."""
+  teacher_dir = str(tmp_path / 'teacher')
+  train.train(_config(data_dir, train__steps=10), teacher_dir, devices=jax.devices()[:1])
+  student = _config(data_dir, train__steps=4, train__log_every=1)
+  student.objective.distill.update(teacher=teacher_dir, weight=0.5, until=0.5, shape='linear')
+  train.train(student, str(tmp_path / 'student'), devices=jax.devices()[:1])
+  metrics = _metrics(str(tmp_path / 'student'))
+  assert [metrics[s]['distill_weight'] for s in (1, 2, 3, 4)] == [0.5, 0.25, 0.0, 0.0]
+  assert metrics[2]['distill'] > 0 and metrics[3]['distill'] == metrics[4]['distill'] == 0
+  plain = student.copy_and_resolve_references()
+  plain.objective.distill.teacher = ''
+  tokens = np.random.default_rng(0).integers(1, 256, size=(8, 129)).astype(np.int32)
+  rows = np.ones((8, 128), np.int32)
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'segment_ids': rows,
+           'positions': np.cumsum(rows, 1) - 1, 'weights': rows.astype(np.float32)}
+  updated = []
+  for config in (student, plain):
+    trainer = train.Trainer(config, devices=jax.devices()[:1])
+    for step in (1, 2):  # before `until` the teacher changes the update; from it on, not
+      state = trainer.init_state().replace(step=step)  # the same parameters (seed) every time
+      new_state, _ = trainer.step(state, trainer.place(batch), train.step_rng(0, step))
+      updated.append(jax.device_get(new_state.params))
+  distilled_1, distilled_2, plain_1, plain_2 = updated
+  jax.tree.map(np.testing.assert_array_equal, distilled_2, plain_2)
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, distilled_1, plain_1)))
