@@ -5,6 +5,8 @@
 - causal_lm (and masked_thought, meco, control_tokens, fim, which transform its documents or
   inputs):
   next-token prediction over packed rows (research/objectives/causal_lm.py); decoder only;
+- mlm: BERT's masked LM on an encoder-only model, the decoder stack attending bidirectionally within
+  each packed segment, loss on the selected tokens (research/objectives/masked_lm.py);
 - prefix_lm, span_corruption, ul2, ul2r (or any list in `objective.denoisers`): each segment (a
   document, or a chunk of a long one) of a packed row is denoised on its own by a denoiser drawn
   from the mixture (research/objectives/denoising.py), and laid out for the model:
@@ -37,11 +39,12 @@ import seqio
 from research import errors
 from research.data import packing, vocabularies
 from research.objectives import causal_lm, control_tokens, denoising, documents, fim
-from research.objectives import masked_thought, metadata
+from research.objectives import masked_lm, masked_thought, metadata
 
 CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens', 'fim')
+MASKED_LM = 'mlm'
 DENOISING = tuple(denoising.PRESETS)
-OBJECTIVES = CAUSAL + DENOISING
+OBJECTIVES = CAUSAL + (MASKED_LM,) + DENOISING
 _EXAMPLE_STREAM = 0x6e6f6973  # seeded-stream tag of the per-example denoising choices
 
 
@@ -112,6 +115,7 @@ class Objective:
   # CodeGen2 trains, and every format a causally trained model is evaluated on)
   prefix_attention: bool = True
   masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
+  mlm: masked_lm.MaskedLM | None = None  # masked LM, bidirectional (kept by evaluation)
   start_id: int = 0  # what each segment's first decoder position reads (vocabularies.start_id)
   rewrite: documents.Meco | documents.ControlTokens | documents.Fim | None = None  # before packing
 
@@ -186,6 +190,8 @@ class Objective:
       batch['weights'] = rows.get('weights', (batch['segment_ids'] > 0).astype(np.float32))
       if self.masking is not None:
         batch = self.masking.apply(batch, step, seed, example_ids)
+      if self.mlm is not None:
+        batch = self.mlm.apply(batch, seed, example_ids)
       return (batch, [[] for _ in example_ids]) if with_noise else batch
     out_rows, noise = [], []
     for targets_R, segments_R, example_id in zip(rows['targets'], rows['segment_ids'],
@@ -232,6 +238,17 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
                            f'{list(OBJECTIVES)}.')
   architecture, target_len = _check_layout(config)
   start_id = vocabularies.start_id(vocabulary, config.data.start_id)
+  if name == MASKED_LM:
+    if architecture != 'decoder':
+      raise errors.UserError("objective.name='mlm' trains an encoder-only model: the decoder stack "
+                             "read bidirectionally; set model.architecture='decoder'.")
+    masked_lm.check_config(config)
+    settings = config.objective.mlm
+    random_ids = np.flatnonzero(vocabularies.token_bytes(vocabulary) > 0)
+    mlm = masked_lm.MaskedLM(settings.rate, settings.mask, settings.random,
+                             vocabularies.control_token_id(vocabulary, '[MASK]'),
+                             tuple(random_ids.tolist()))
+    return dataclasses.replace(causal_objective(config.data.seq_len, start_id), name=name, mlm=mlm)
   if name in CAUSAL:
     if architecture != 'decoder':
       raise errors.UserError(f'objective.name={name!r} trains a decoder; set model.architecture='
