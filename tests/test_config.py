@@ -225,6 +225,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('knowledge_probes', ['schedules', 'batch']),
     ('codegen2', [None]),
     ('zipfit', [None]),
+    ('salt', ['teacher']),  # the student's sweep keys on the teacher's config (no teacher run here)
     ('continual_replay', ['replay', 'union', 'infinite', 'pretrain_infinite']),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
