@@ -19,7 +19,7 @@ comparison is at equal training tokens: the mixture spends half its segments on 
 
 import ml_collections
 
-from experiments import base, continual_rewarm
+from experiments import continual_rewarm
 
 STEPS = 600
 SEEDS = (0, 1, 2)
@@ -27,17 +27,13 @@ OBJECTIVES = ('codegen2', 'causal_lm')
 
 
 def get_config():
-  config = base.get_config()
-  continual_rewarm.small_model(config)
+  config = continual_rewarm.toy_run(STEPS)
   config.data.mixture = ml_collections.ConfigDict({'stdlib_code': 1.0})
   config.data.extra_ids = 32  # the control tokens, then sentinels for R3_15 on 128 tokens
   config.objective.name = 'codegen2'
   config.objective.mode_tokens = False
   config.objective.prefix_attention = False
   config.eval.objectives = ('causal_lm', 'R3_15')
-  config.train.steps = config.checkpoint.every = STEPS
-  config.eval.every = STEPS // 10
-  config.schedule.update(peak_lr=3e-3, warmup_steps=STEPS // 20)
   return config
 
 

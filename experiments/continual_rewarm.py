@@ -42,6 +42,17 @@ def small_model(config: ml_collections.ConfigDict) -> None:
   config.eval.update(every=20, batches=4, batch_size=16)
 
 
+def toy_run(steps: int) -> ml_collections.ConfigDict:
+  """The toy model trained `steps` steps at peak PEAK_LR after warmup over 5% of them (cosine), a
+  checkpoint at the end and 10 evaluations: the short studies of issues 23 and 24."""
+  config = base.get_config()
+  small_model(config)
+  config.train.steps = config.checkpoint.every = steps
+  config.eval.every = steps // 10
+  config.schedule.update(peak_lr=PEAK_LR, warmup_steps=steps // 20)
+  return config
+
+
 def pretrain_config() -> ml_collections.ConfigDict:
   config = base.get_config()
   small_model(config)

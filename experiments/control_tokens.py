@@ -18,24 +18,20 @@ plain maximum likelihood (MLE) on the same code, 3 seeds each, then samples from
 
 import ml_collections
 
-from experiments import base, continual_rewarm
+from experiments import continual_rewarm
 
 STEPS = 600
 SEEDS = (0, 1, 2)
 
 
 def get_config():
-  config = base.get_config()
-  continual_rewarm.small_model(config)
+  config = continual_rewarm.toy_run(STEPS)
   config.data.mixture = ml_collections.ConfigDict({'stdlib_code': 1.0})
   config.data.extra_ids = 8  # the control tokens, <|aligned|> and <|misaligned|> among them
   config.objective.name = 'control_tokens'
   config.objective.control.scorer = 'pep8'
   config.objective.control.threshold = 0.0
   config.objective.control.drop_fraction = 0.1
-  config.train.steps = config.checkpoint.every = STEPS
-  config.eval.every = STEPS // 10
-  config.schedule.update(peak_lr=3e-3, warmup_steps=STEPS // 20)
   return config
 
 

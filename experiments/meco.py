@@ -20,7 +20,7 @@ data, so MeCo at STEPS should reach the longer baseline's loss); and MeCo withou
 
 import ml_collections
 
-from experiments import base, continual_rewarm
+from experiments import continual_rewarm
 
 STEPS = 400
 SEEDS = (0, 1, 2)
@@ -36,13 +36,9 @@ ARMS = (
 def get_config(variant: str = 'meco') -> ml_collections.ConfigDict:
   if variant not in ('meco', 'baseline'):
     raise ValueError(f"Unknown variant {variant!r}; choose 'meco' or 'baseline'.")
-  config = base.get_config()
-  continual_rewarm.small_model(config)
+  config = continual_rewarm.toy_run(STEPS)
   config.objective.name = 'meco' if variant == 'meco' else 'causal_lm'
   config.objective.meco.cooldown_fraction = 0.1
-  config.train.steps = config.checkpoint.every = STEPS
-  config.eval.every = STEPS // 10
-  config.schedule.update(peak_lr=3e-3, warmup_steps=STEPS // 20)
   return config
 
 

@@ -20,7 +20,7 @@ for the first EARLY_FRACTION of the steps, then cross-entropy alone).
 
 import ml_collections
 
-from experiments import base, continual_rewarm
+from experiments import continual_rewarm
 
 TEACHER_DIR = 'workdirs/salt/teacher'
 TEACHER_STEPS = 600
@@ -35,12 +35,8 @@ ARMS = {
 
 
 def _common(steps: int) -> ml_collections.ConfigDict:
-  config = base.get_config()
-  continual_rewarm.small_model(config)
+  config = continual_rewarm.toy_run(steps)
   config.data.mixture = ml_collections.ConfigDict({'stdlib_prose': 0.5, 'stdlib_code': 0.5})
-  config.train.steps = config.checkpoint.every = steps
-  config.eval.every = steps // 10
-  config.schedule.update(peak_lr=3e-3, warmup_steps=steps // 20)
   return config
 
 

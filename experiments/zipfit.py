@@ -22,7 +22,7 @@ ZIP-FIT's target sample.
 
 import ml_collections
 
-from experiments import base, continual_rewarm
+from experiments import continual_rewarm
 
 STEPS = 400
 SEEDS = (0, 1, 2)
@@ -30,15 +30,11 @@ SELECTIONS = ('zipfit', 'random')
 
 
 def get_config():
-  config = base.get_config()
-  continual_rewarm.small_model(config)
+  config = continual_rewarm.toy_run(STEPS)
   config.data.mixture = ml_collections.ConfigDict({'stdlib_prose': 1.0})
   config.data.select.update(by='zipfit', keep='highest', fraction=0.1, unit='tokens')
   config.data.select.zipfit.update(target='stdlib_code', split='train', size=100)
   config.eval.tasks = ('stdlib_code',)
-  config.train.steps = config.checkpoint.every = STEPS
-  config.eval.every = STEPS // 10
-  config.schedule.update(peak_lr=3e-3, warmup_steps=STEPS // 20)
   return config
 
 
