@@ -7,10 +7,10 @@ in the early phase (`objective.distill.until`) keeps the gain and drops the loss
 both training without distillation and distilling throughout.
 
 Here the teacher is the 0.6M-parameter model of experiments/continual_rewarm.py trained
-TEACHER_STEPS steps on prose and code; the student has 1.5 times its width and 3 layers (1.3M
-matmul parameters, 2.5 times the teacher's) and trains STUDENT_STEPS steps on the same mixture in three arms, 3 seeds each:
-no distillation, distillation throughout (weight 0.5, temperature 1), and SALT (the same, only
-for the first EARLY_FRACTION of the steps, then cross-entropy alone).
+TEACHER_STEPS steps on prose and code; the student has 1.5 times its width and 3 layers (1.8M matmul
+parameters, 3.2 times the teacher's 0.57M) and trains STUDENT_STEPS steps on the same mixture in
+three arms, 3 seeds each: no distillation, distillation throughout (weight 0.5, temperature 1), and
+SALT (the same, only for the first EARLY_FRACTION of the steps, then cross-entropy alone).
 
   python -m launch.train --config=experiments/salt.py:teacher --workdir=workdirs/salt/teacher
   python -m launch.sweep --config=experiments/salt.py --workdir=workdirs/salt/students --parallel=2

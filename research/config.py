@@ -16,7 +16,7 @@ import seqio
 from research import defaults, errors, schedules, sharding, wandb_log
 from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
 from research.model import transformer
-from research.objectives import distillation, fim, load_balance, registry
+from research.objectives import distillation, fim, load_balance, losses, registry
 
 
 
@@ -120,6 +120,7 @@ SWITCHED_RANGES = (
     ('objective.control.drop_fraction', 0, 1, '[]', 'a probability; e.g. 0.1'),
     ('objective.fim.rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
     ('objective.fim.spm_rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
+    ('objective.coverage_n', 1, None, '[)', 'the N of pass@N (objective.loss=coverage); e.g. 4'),
 )
 
 
@@ -149,7 +150,8 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
                         ('data.select.unit', selection.UNITS),
                         ('data.skillit.metric', skillit.METRICS),
                         ('objective.fim.level', fim.LEVELS),
-                        ('objective.distill.shape', distillation.SHAPES)):
+                        ('objective.distill.shape', distillation.SHAPES),
+                        ('objective.loss', losses.LOSSES)):
     value = _value(config, name)
     if value not in choices:
       raise errors.UserError(f'Config key {name!r} must be one of {list(choices)}, got {value!r}; '
@@ -211,7 +213,7 @@ def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
 
 def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
   """train.loss_chunk must divide the length of the targets, and cannot be combined with
-  distillation, whose term needs the student's whole logits."""
+  distillation, whose term needs the student's whole logits, or with a loss over segments."""
   chunk = config.train.loss_chunk
   if not chunk:
     return
@@ -226,6 +228,10 @@ def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f'train.loss_chunk={chunk} cannot be used with knowledge distillation '
                            '(objective.distill.teacher is set): the distillation term needs the '
                            "student's whole logits; set train.loss_chunk=0.")
+  if config.objective.loss != 'cross_entropy':
+    raise errors.UserError(f'train.loss_chunk={chunk} cannot be used with objective.loss='
+                           f'{config.objective.loss!r}, a loss over whole segments; set '
+                           'train.loss_chunk=0 or objective.loss=cross_entropy.')
 
 
 def check_multiple_choice(config: ml_collections.ConfigDict) -> None:

@@ -201,6 +201,11 @@ def get_config() -> ml_collections.ConfigDict:
   # `rate` share of documents split at two uniform points (`level` 'char' or 'token') and laid out
   # <PRE> prefix <SUF> suffix <MID> middle, or in SPM order for a `spm_rate` share of those.
   c.objective.fim = ml_collections.ConfigDict({'rate': 0.5, 'spm_rate': 0.5, 'level': 'char'})
+  # The loss: cross_entropy | coverage (the pass@N coverage loss of each packed segment, N =
+  # `coverage_n`: confidence-limiting, Chen et al. 2025, arXiv 2502.07154; research/objectives/
+  # losses.py); `loss` is logged as cross-entropy either way.
+  c.objective.loss = 'cross_entropy'
+  c.objective.coverage_n = 4
   # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off. `weight` of the
   # loss (the rest cross-entropy) until step `until` (0 = throughout; a fraction of train.steps in
   # (0, 1), or a step: SALT's early phase), `shape` constant | linear (decaying to 0 at `until`).

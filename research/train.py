@@ -70,7 +70,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     train_config: ml_collections.ConfigDict, dropout: bool,
                     teacher: nn.Module | None = None,
                     distill_config: ml_collections.ConfigDict | None = None,
-                    schedule: Callable | None = None, moe_rows: int = 1) -> Callable:
+                    schedule: Callable | None = None, moe_rows: int = 1,
+                    coverage_n: int = 0) -> Callable:
   """The pure step: gradient over `micro_batches` micro-batches, summed, normalised once, applied.
 
   Loss sums and weights are accumulated across micro-batches and divided by the total weight at the
@@ -80,7 +81,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   temperature from `distill_config` (config.objective.distill) and w its weight at the step
   (`distillation.weight_at`, over `train_config.steps`; reported as `distill_weight`): where w is
   0 the teacher is not run and `distill` is 0. With the optimizer's
-  `schedule`, the step also reports the learning rate it applied.
+  `schedule`, the step also reports the learning rate it applied. With `coverage_n` N > 0 the loss
+  is the pass@N coverage loss of each packed segment instead of cross-entropy
+  (losses.coverage_sum; config.objective.loss='coverage'): `loss` still reports the cross-entropy,
+  `coverage` the loss trained.
 
   A model with mixture-of-experts layers adds its router losses (research/objectives/
   load_balance.py) at scope `train_config.moe_balance`, with micro_batch groups of `moe_rows` rows,
@@ -116,7 +120,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     else:
       logits_BLV = outputs
       sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
-                                        train_config.z_loss)
+                                        train_config.z_loss, batch['segment_ids'], coverage_n)
       if monitor:
         logit_sums, maxima = logit_monitors(logits_BLV, batch['weights'])
     if monitor:
@@ -317,7 +321,8 @@ class Trainer(placed.ModelOnMesh):
     moe_rows = load_balance.group_rows(
         config.train, sharding.data_parallel_size(self.mesh.shape, self.rules))
     step = make_train_step(self.model, self.tx, config.train, config.model.dropout_rate > 0,
-                           self.teacher, config.objective.distill, self.schedule, moe_rows)
+                           self.teacher, config.objective.distill, self.schedule, moe_rows,
+                           config.objective.coverage_n * (config.objective.loss == 'coverage'))
     self._step = jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated,
                                              teacher_shardings),
                          out_shardings=(self.state_shardings, replicated), donate_argnums=0)

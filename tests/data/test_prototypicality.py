@@ -104,7 +104,8 @@ def test_kmeans_recovers_planted_clusters_and_is_seeded():
   nearest, _ = selection.nearest_centroids(unit, centroids)
   assert len(set(nearest[:NUM_SUMS])) == len(set(nearest[NUM_SUMS:-NUM_PROSE])) == 1
   assert nearest[0] != nearest[NUM_SUMS]
-  select = selection.Selection('prototypicality', 'highest', 0.1, 0.0, 'documents', (), None, params)
+  select = selection.Selection('prototypicality', 'highest', 0.1, 0.0, 'documents', (), None,
+                               params)
   scores = selection.document_scores(select, store, 'mixed', seed=3, task_key=7)
   assert set(np.argsort(-scores)[:NUM_PROSE]) == set(range(len(scores))[-NUM_PROSE:])
   np.testing.assert_array_equal(

@@ -90,3 +90,13 @@ def test_salt_distills_until_its_step_then_trains_on_the_data_alone(data_dir, tm
   distilled_1, distilled_2, plain_1, plain_2 = updated
   jax.tree.map(np.testing.assert_array_equal, distilled_2, plain_2)
   assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, distilled_1, plain_1)))
+
+
+def test_the_coverage_loss_trains_and_logs_below_the_cross_entropy(data_dir, tmp_path):
+  """objective.loss='coverage': -log(1 - (1 - p)^N) <= -log p, so per token the trained loss is
+  below the cross-entropy `loss` still reports; both fall."""
+  config = _config(data_dir, train__steps=20, objective__loss='coverage', objective__coverage_n=4)
+  train.train(config, str(tmp_path), devices=jax.devices()[:1])
+  metrics = _metrics(str(tmp_path))
+  assert all(metrics[s]['coverage'] <= metrics[s]['loss'] for s in (10, 20))
+  assert metrics[20]['loss'] < metrics[10]['loss']
