@@ -52,9 +52,16 @@ def test_ul2_trains_with_falling_loss_and_reports_each_denoiser(data_dir, tmp_pa
     assert 0 < text_loss < 6 and text_loss != metrics[40][f'eval/{task}/R3_15/loss']
 
 
-def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, tmp_path):
-  teacher_dir, student_dir = str(tmp_path / 'teacher'), str(tmp_path / 'student')
+@pytest.fixture(name='teacher_dir', scope='module')
+def _teacher_dir_fixture(data_dir, tmp_path_factory):
+  """A teacher run of 20 steps, shared by the distillation tests."""
+  teacher_dir = str(tmp_path_factory.mktemp('teacher'))
   train.train(_config(data_dir, train__steps=20), teacher_dir, devices=jax.devices()[:1])
+  return teacher_dir
+
+
+def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, teacher_dir, tmp_path):
+  student_dir = str(tmp_path / 'student')
   student = _config(data_dir, model__d_model=32, model__mlp_dim=64, model__head_dim=16)
   student.objective.distill.update(teacher=teacher_dir, weight=0.5, temperature=2.0)
   train.train(student, student_dir, devices=jax.devices()[:1])
@@ -63,11 +70,10 @@ def test_distillation_trains_a_student_on_a_teachers_logits(data_dir, tmp_path):
   assert metrics[40]['loss'] < metrics[10]['loss']
 
 
-def test_salt_distills_until_its_step_then_trains_on_the_data_alone(data_dir, tmp_path):
+def test_salt_distills_until_its_step_then_trains_on_the_data_alone(data_dir, teacher_dir,
+                                                                     tmp_path):
   """objective.distill.until (SALT): the weight is reported each step, 0 from `until` on, and a
   step there updates the parameters exactly as a run without a teacher does."""
-  teacher_dir = str(tmp_path / 'teacher')
-  train.train(_config(data_dir, train__steps=10), teacher_dir, devices=jax.devices()[:1])
   student = _config(data_dir, train__steps=4, train__log_every=1)
   student.objective.distill.update(teacher=teacher_dir, weight=0.5, until=0.5, shape='linear')
   train.train(student, str(tmp_path / 'student'), devices=jax.devices()[:1])
@@ -95,8 +101,9 @@ def test_salt_distills_until_its_step_then_trains_on_the_data_alone(data_dir, tm
 def test_the_coverage_loss_trains_and_logs_below_the_cross_entropy(data_dir, tmp_path):
   """objective.loss='coverage': -log(1 - (1 - p)^N) <= -log p, so per token the trained loss is
   below the cross-entropy `loss` still reports; both fall."""
-  config = _config(data_dir, train__steps=20, objective__loss='coverage', objective__coverage_n=4)
+  config = _config(data_dir, train__steps=10, train__log_every=5, objective__loss='coverage',
+                   objective__coverage_n=4)
   train.train(config, str(tmp_path), devices=jax.devices()[:1])
   metrics = _metrics(str(tmp_path))
-  assert all(metrics[s]['coverage'] <= metrics[s]['loss'] for s in (10, 20))
-  assert metrics[20]['loss'] < metrics[10]['loss']
+  assert all(metrics[s]['coverage'] <= metrics[s]['loss'] for s in (5, 10))
+  assert metrics[10]['loss'] < metrics[5]['loss']
