@@ -209,8 +209,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Knowledge distillation from the checkpoint in `teacher` (a workdir); '' = off. `weight` of the
   # loss (the rest cross-entropy) until step `until` (0 = throughout; a fraction of train.steps in
   # (0, 1), or a step: SALT's early phase), `shape` constant | linear (decaying to 0 at `until`).
+  # hidden_weight: + that times the final hidden states' squared error (self-distillation for
+  # further pretraining, arXiv 2210.02871; the teacher's d_model must be the student's).
   c.objective.distill = ml_collections.ConfigDict(
-      {'teacher': '', 'temperature': 1.0, 'weight': 0.5, 'until': 0.0, 'shape': 'constant'})
+      {'teacher': '', 'temperature': 1.0, 'weight': 0.5, 'until': 0.0, 'shape': 'constant',
+       'hidden_weight': 0.0})
 
   # Optimisation (research/train.py, research/schedules.py).
   c.train = ml_collections.ConfigDict()

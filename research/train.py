@@ -79,8 +79,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   With a `teacher` model, the step's fourth argument is its parameters and the loss is
   (1 - w) * (cross-entropy + z-loss) + w * distillation (research/objectives/distillation.py), the
   temperature from `distill_config` (config.objective.distill) and w its weight at the step
-  (`distillation.weight_at`, over `train_config.steps`; reported as `distill_weight`): where w is
-  0 the teacher is not run and `distill` is 0. With the optimizer's
+  (`distillation.weight_at`, over `train_config.steps`; reported as `distill_weight`), plus, with
+  `distill_config.hidden_weight` h > 0 while distillation is on, h times the hidden states'
+  squared error (`distillation.hidden_sums`, reported as `distill_hidden`): where neither term
+  has weight the teacher is not run and `distill` is 0. With the optimizer's
   `schedule`, the step also reports the learning rate it applied. With `coverage_n` N > 0 the loss
   is the pass@N coverage loss of each packed segment instead of cross-entropy
   (losses.coverage_sum; config.objective.loss='coverage'): `loss` still reports the cross-entropy,
@@ -102,13 +104,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   model_config = model.config
   routed = model_config.moe_experts > 0
   monitor = train_config.monitor_logits
+  match_hidden = teacher is not None and distill_config.hidden_weight > 0
 
-  def loss_sums(params, batch, rng, teacher_params, distill_weight, moe_buffer):
+  def loss_sums(params, batch, rng, teacher_params, distill_weights, moe_buffer):
     chunk = train_config.loss_chunk
     outputs, variables = model.apply({'params': params}, batch, deterministic=not dropout,
                                      rngs={'dropout': rng},
                                      mutable=['intermediates', *(['monitors'] if monitor else [])],
-                                     hidden=chunk > 0)
+                                     hidden=chunk > 0 or match_hidden)
     maxima = {}
     if chunk:
       x_BLD, unembed_VD = outputs
@@ -118,7 +121,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       if monitor:
         logit_sums, maxima = chunked_logit_monitors(logits_fn, x_BLD, batch['weights'], chunk)
     else:
-      logits_BLV = outputs
+      if match_hidden:
+        x_BLD, unembed_VD = outputs
+        logits_BLV = transformer.output_logits(model_config, x_BLD, unembed_VD)
+      else:
+        logits_BLV = outputs
       sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['weights'],
                                         train_config.z_loss, batch['segment_ids'], coverage_n)
       if monitor:
@@ -128,11 +135,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       maxima['attention_logit_max'] = attention_logit_max(variables['monitors'])
     loss = sums['loss_sum']
     if teacher is not None:
-      distill = lambda: distillation.distillation_sums(
-          logits_BLV, teacher.apply({'params': teacher_params}, batch), batch['weights'],
-          distill_config.temperature)['kl_sum']
-      sums['distill_sum'] = jax.lax.cond(distill_weight > 0, distill, lambda: jnp.float32(0))
-      loss = (1 - distill_weight) * loss + distill_weight * sums['distill_sum']
+      kl_weight, hidden_weight = distill_weights
+
+      def distill():
+        taught = teacher.apply({'params': teacher_params}, batch, hidden=match_hidden)
+        if not match_hidden:
+          kl_sum = distillation.distillation_sums(logits_BLV, taught, batch['weights'],
+                                                  distill_config.temperature)['kl_sum']
+          return kl_sum, jnp.float32(0)
+        teacher_x_BLD, teacher_unembed_VD = taught
+        teacher_logits_BLV = transformer.output_logits(teacher.config, teacher_x_BLD,
+                                                       teacher_unembed_VD)
+        return (distillation.distillation_sums(logits_BLV, teacher_logits_BLV, batch['weights'],
+                                               distill_config.temperature)['kl_sum'],
+                distillation.hidden_sums(x_BLD, teacher_x_BLD, batch['weights']))
+
+      kl_sum, hidden_sum = jax.lax.cond((kl_weight > 0) | (hidden_weight > 0), distill,
+                                        lambda: (jnp.float32(0), jnp.float32(0)))
+      sums['distill_sum'] = kl_sum
+      loss = (1 - kl_weight) * loss + kl_weight * kl_sum
+      if match_hidden:
+        sums['distill_hidden_sum'] = hidden_sum
+        loss = loss + hidden_weight * hidden_sum
     if routed:
       moe_sums, moe_buffer = load_balance.aux_sums(
           load_balance.router_stats(variables['intermediates']), sums['weight_sum'], train_config,
@@ -146,11 +170,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                                           model_config.moe_experts) if routed else None)
 
   def train_step(state: TrainState, batch: dict, rng, teacher_params=None):
-    distill_weight = (distillation.weight_at(distill_config, state.step, train_config.steps)
-                      if teacher is not None else None)
+    distill_weights = None if teacher is None else (
+        distillation.weight_at(distill_config, state.step, train_config.steps),
+        distill_config.hidden_weight * distillation.active_at(distill_config, state.step,
+                                                              train_config.steps))
     if num_micro == 1:
-      grads, (sums, _, maxima) = grad_fn(state.params, batch, rng, teacher_params, distill_weight,
-                                         moe_buffer)
+      grads, (sums, _, maxima) = grad_fn(state.params, batch, rng, teacher_params,
+                                         distill_weights, moe_buffer)
     else:
       # Micro-batch k takes rows k, k + m, k + 2m, ...: every data shard holds part of each one.
       micro = jax.tree.map(
@@ -161,13 +187,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         totals, buffer, peaks = carry
         micro_batch, micro_rng = inputs
         grads, (sums, buffer, maxima) = grad_fn(state.params, micro_batch, micro_rng,
-                                                teacher_params, distill_weight, buffer)
+                                                teacher_params, distill_weights, buffer)
         return (jax.tree.map(jnp.add, totals, (grads, sums)), buffer,
                 jax.tree.map(jnp.maximum, peaks, maxima)), None
 
       grads_shape, (sums_shape, _, maxima_shape) = jax.eval_shape(
           grad_fn, state.params, jax.tree.map(lambda x: x[0], micro), rng, teacher_params,
-          distill_weight, moe_buffer)
+          distill_weights, moe_buffer)
       zeros = jax.tree.map(jnp.zeros_like, (grads_shape, sums_shape))
       lowest = jax.tree.map(lambda x: jnp.full(x.shape, -jnp.inf, x.dtype), maxima_shape)
       ((grads, sums), _, maxima), _ = jax.lax.scan(
@@ -191,7 +217,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     if schedule is not None:
       step_metrics['learning_rate'] = schedule(schedule_position(state.opt_state))
     if teacher is not None:
-      step_metrics['distill_weight'] = distill_weight
+      step_metrics['distill_weight'] = distill_weights[0]
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, step_metrics
 

@@ -15,6 +15,14 @@ large student from a small teacher only in the early phase of training, where th
 still knows more, and trains on the data alone after it; the transition is abrupt
 (`shape='constant'`) or the weight decays linearly to 0 by `until` (`shape='linear'`). Past
 `until` the step skips the teacher's forward pass (`weight_at` is 0 there).
+
+Hidden-state matching (`hidden_weight`): Lee et al. 2022, "Self-Distillation for Further
+Pre-training of Transformers" (arXiv 2210.02871), further pretrain a model on the target domain,
+then distill it into a copy of the original while that copy is further pretrained, matching
+their final hidden states by a squared error. Here the term is `hidden_weight` times the mean
+squared difference of the final norm's outputs per weighted token (`hidden_sums`), on top of the
+loss above, while distillation is on (`active_at`); teacher and student need the same d_model. The
+paper's recipe is `teacher`=the further-pretrained run, `init.path`=the original, `weight`=0.
 """
 
 import jax
@@ -31,6 +39,12 @@ def until_step(settings: ml_collections.ConfigDict, total_steps: int) -> int:
   in (0, 1), that step when it is 1 or more; 0 (never: distillation throughout) when it is 0."""
   until = settings.until
   return round(until * total_steps) if 0 < until < 1 else int(until)
+
+
+def active_at(settings: ml_collections.ConfigDict, step, total_steps: int):
+  """Whether distillation is on at `step`: throughout when `until` is 0, else before `until_step`."""
+  end = until_step(settings, total_steps)
+  return jnp.asarray(True) if not end else jnp.asarray(step) < end
 
 
 def weight_at(settings: ml_collections.ConfigDict, step, total_steps: int):
@@ -63,6 +77,14 @@ def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temper
   }
 
 
+def hidden_sums(student_x_BLD, teacher_x_BLD, weights_BL):
+  """Weighted sum over tokens of the mean squared difference between the student's and the
+  teacher's hidden states (float32; the teacher under stop_gradient)."""
+  difference_BLD = (student_x_BLD.astype(jnp.float32)
+                    - jax.lax.stop_gradient(teacher_x_BLD.astype(jnp.float32)))
+  return jnp.sum(jnp.mean(jnp.square(difference_BLD), axis=-1) * weights_BL.astype(jnp.float32))
+
+
 def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The config of the run in `objective.distill.teacher` (its config.json), checked to match.
 
@@ -74,7 +96,8 @@ def teacher_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   where = f'objective.distill.teacher={teacher!r}'
   loaded = finished.load_config(teacher, where)  # first: a path with no run says it has no config.json
   runs.find_checkpoint(teacher, where)
-  for key in ('data.vocabulary', 'model.vocab_size', 'model.architecture'):
+  keys = ('data.vocabulary', 'model.vocab_size', 'model.architecture')
+  for key in keys + (('model.d_model',) if config.objective.distill.hidden_weight else ()):
     section, field = key.split('.')
     if loaded[section][field] != config[section][field]:
       raise errors.UserError(f'{where} has {key}={loaded[section][field]!r} but this run has '
@@ -102,5 +125,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f'objective.distill.until={until!r} must be 0 (distill throughout), a '
                            'fraction of train.steps in (0, 1) or a whole step: the step '
                            'distillation ends at (SALT: the early phase).')
+  if not settings.hidden_weight >= 0:
+    raise errors.UserError(f'objective.distill.hidden_weight={settings.hidden_weight!r} must be >= '
+                           "0: the weight of the hidden states' squared error (0 = off).")
   if settings.teacher:
     teacher_config(config)

@@ -120,6 +120,8 @@ def mean_metrics(sums: dict) -> dict:
   }
   if 'distill_sum' in sums:  # knowledge distillation (research/objectives/distillation.py)
     means['distill'] = sums['distill_sum'] / weight
+  if 'distill_hidden_sum' in sums:  # its hidden-state matching
+    means['distill_hidden'] = sums['distill_hidden_sum'] / weight
   if 'coverage_sum' in sums:  # objective.loss='coverage'
     means['coverage'] = sums['coverage_sum'] / weight
   return means

@@ -92,3 +92,22 @@ def test_the_weight_ends_at_until_abruptly_or_linearly():
   np.testing.assert_allclose([weight(s) for s in (0, 5, 10, 19, 20, 50)],
                              [0.375, 0.28125, 0.1875, 0.01875, 0.0, 0.0], rtol=1e-6)
   assert weight(5, total=10**6) == weight(5)  # a whole step does not scale with train.steps
+
+
+def test_hidden_sums_by_hand_and_the_teacher_gets_no_gradient():
+  student = jnp.array([[[1.0, 2.0], [0.0, 0.0]], [[3.0, 3.0], [1.0, -1.0]]])
+  teacher = jnp.array([[[1.0, 0.0], [5.0, 5.0]], [[0.0, 3.0], [1.0, 1.0]]])
+  weights = jnp.array([[1.0, 0.0], [0.5, 2.0]])
+  # Per token: mean squared difference (0 + 4) / 2 = 2, (weight 0), (9 + 0) / 2 = 4.5, (0 + 4) / 2.
+  np.testing.assert_allclose(distillation.hidden_sums(student, teacher, weights),
+                             2.0 + 0.5 * 4.5 + 2.0 * 2.0, rtol=1e-6)
+  grads = jax.grad(distillation.hidden_sums, argnums=(0, 1))(student, teacher, weights)
+  np.testing.assert_allclose(grads[0], (student - teacher) * weights[..., None], rtol=1e-6)
+  assert not np.any(grads[1])
+
+
+def test_hidden_matching_needs_the_students_width(tmp_path):
+  config = base.get_config()
+  config.objective.distill.hidden_weight = -1.0
+  with pytest.raises(errors.UserError, match=r'objective\.distill\.hidden_weight=-1\.0 must be '):
+    distillation.check_config(config)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import base
-from research import train
+from research import errors, train
 
 
 def _config(data_dir, **overrides):
@@ -107,3 +107,19 @@ def test_the_coverage_loss_trains_and_logs_below_the_cross_entropy(data_dir, tmp
   metrics = _metrics(str(tmp_path))
   assert all(metrics[s]['coverage'] <= metrics[s]['loss'] for s in (5, 10))
   assert metrics[10]['loss'] < metrics[5]['loss']
+
+
+def test_hidden_state_matching_pulls_the_students_hidden_states_to_the_teachers(
+    data_dir, teacher_dir, tmp_path):
+  """objective.distill.hidden_weight with weight 0 (Lee et al. 2022's self-distillation): only the
+  squared error of the final hidden states is added, and it falls; a student of another width is
+  refused."""
+  student = _config(data_dir, train__steps=10, train__log_every=5)
+  student.objective.distill.update(teacher=teacher_dir, weight=0.0, hidden_weight=1.0)
+  train.train(student, str(tmp_path / 'student'), devices=jax.devices()[:1])
+  metrics = _metrics(str(tmp_path / 'student'))
+  assert metrics[5]['distill_weight'] == 0  # the KL is logged (`distill`), not trained
+  assert metrics[10]['distill_hidden'] < metrics[5]['distill_hidden']
+  student.model.update(d_model=32, mlp_dim=64, head_dim=16)
+  with pytest.raises(errors.UserError, match=r'has model\.d_model=64 but this run has 32'):
+    train.train(student, str(tmp_path / 'narrow'), devices=jax.devices()[:1])
