@@ -106,7 +106,7 @@ def test_hidden_sums_by_hand_and_the_teacher_gets_no_gradient():
   assert not np.any(grads[1])
 
 
-def test_hidden_matching_needs_the_students_width(tmp_path):
+def test_a_negative_hidden_weight_is_named():
   config = base.get_config()
   config.objective.distill.hidden_weight = -1.0
   with pytest.raises(errors.UserError, match=r'objective\.distill\.hidden_weight=-1\.0 must be '):
