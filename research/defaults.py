@@ -173,7 +173,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Objective (research/objectives/): how a packed row of documents becomes an example.
   c.objective = ml_collections.ConfigDict()
   # causal_lm | prefix_lm | span_corruption | ul2 | ul2r | codegen2 | masked_thought | meco
-  # | control_tokens | fim | mlm
+  # | control_tokens | fim | permute | mlm
   c.objective.name = 'causal_lm'
   # Denoising objectives: name -> ConfigDict(mean_span, rate, prefix, mode, weight) replaces the
   # preset's denoisers; `rates` (name -> weight) only reweights them. See denoising.py.
@@ -184,6 +184,11 @@ def get_config() -> ml_collections.ConfigDict:
   # attention throughout, as CodeGen2 trains its mixture (arXiv 2305.02309).
   c.objective.prefix_attention = True
   c.objective.target_len = 0  # encoder_decoder: decoder length; 0 = data.seq_len
+  # Reverse / permutation training (arXiv 2403.13799, 2403.00758; objectives/permutation.py): a
+  # `rate` share of documents with their `unit`s (token | word | sentence) reversed or shuffled
+  # (`order`); `alternate`: odd steps read them, even steps the originals (both directions).
+  c.objective.permute = ml_collections.ConfigDict(
+      {'rate': 1.0, 'unit': 'word', 'order': 'reverse', 'alternate': True})
   # Masked LM (BERT, arXiv 1810.04805; research/objectives/masked_lm.py): select `rate` of the
   # tokens (MosaicBERT: 0.3), of those `mask` -> [MASK], `random` -> a random token, the rest kept.
   c.objective.mlm = ml_collections.ConfigDict({'rate': 0.15, 'mask': 0.8, 'random': 0.1})

@@ -15,6 +15,9 @@ then treat them like any other documents.
 - `Fim` (Bavarian et al. 2022, "Efficient Training of Language Models to Fill in the Middle", arXiv
   2207.14255; research/objectives/fim.py): a share of documents split into prefix, middle and
   suffix and reordered between the sentinels <PRE>, <SUF>, <MID>, all weights 1.
+- `Permute` (reverse training, arXiv 2403.13799; semantic-aware permutation training, arXiv
+  2403.00758; research/objectives/permutation.py): a share of documents with their tokens, words
+  or sentences reversed or shuffled, all weights 1, at every step or every other step.
 
 The random draws of document i come from a generator seeded by (stream, seed, i), so a rewritten
 store is a pure function of the store and the seed.
@@ -30,10 +33,11 @@ import seqio
 
 from research.data import store as store_lib
 from research.data import vocabularies
-from research.objectives import control_tokens, fim, metadata
+from research.objectives import control_tokens, fim, metadata, permutation
 
 _CONTROL_STREAM = 0x6374726c  # seeded-stream tag of the per-document drop draws
 _FIM_STREAM = 0x66696d  # seeded-stream tag of the per-document fill-in-the-middle draws
+_PERMUTE_STREAM = 0x7065726d  # seeded-stream tag of the per-document permutation draws
 
 
 def _derived(store: store_lib.DocumentStore, documents: list[tuple[np.ndarray, np.ndarray]]
@@ -142,6 +146,36 @@ class Fim:
       return fim.rearranged(pieces, rewrite, encode, sentinel_ids) + [vocabulary.eos_id]
 
     return _rewritten(store, _FIM_STREAM, seed, infilling)
+
+
+@dataclasses.dataclass(frozen=True)
+class Permute:
+  """Reverse / permutation training: with probability `rate` a document's units reordered."""
+  rate: float
+  unit: str  # permutation.UNITS
+  order: str  # permutation.ORDERS
+  alternate: bool  # odd steps rewritten, even steps plain
+
+  def applies_at(self, step: int) -> bool:
+    return step % 2 == 1 if self.alternate else True
+
+  def apply(self, store: store_lib.DocumentStore, task_name: str, vocabulary: seqio.Vocabulary,
+            seed: int) -> store_lib.DocumentStore:
+    del task_name
+
+    def reordered(index: int, rng: np.random.Generator) -> np.ndarray | list[int]:
+      tokens = store.document(index)
+      if rng.random() >= self.rate:
+        return tokens
+      if self.unit == 'token':
+        ends = len(tokens) and tokens[-1] == vocabulary.eos_id
+        return permutation.permuted(list(tokens[:-1] if ends else tokens), self.order,
+                                    rng) + [vocabulary.eos_id]
+      pieces = permutation.units(store.text(index, vocabulary), self.unit)
+      return vocabulary.encode(' '.join(permutation.permuted(pieces, self.order, rng))) + [
+          vocabulary.eos_id]
+
+    return _rewritten(store, _PERMUTE_STREAM, seed, reordered)
 
 
 def line_scores(store: store_lib.DocumentStore, scorer: str,

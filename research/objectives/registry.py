@@ -2,8 +2,8 @@
 
 `config.objective.name` picks the objective and `config.model.architecture` the model, separately:
 
-- causal_lm (and masked_thought, meco, control_tokens, fim, which transform its documents or
-  inputs):
+- causal_lm (and masked_thought, meco, control_tokens, fim, permute, which transform its documents
+  or inputs):
   next-token prediction over packed rows (research/objectives/causal_lm.py); decoder only;
 - mlm: BERT's masked LM on an encoder-only model, the decoder stack attending bidirectionally within
   each packed segment, loss on the selected tokens (research/objectives/masked_lm.py);
@@ -39,9 +39,9 @@ import seqio
 from research import errors
 from research.data import packing, vocabularies
 from research.objectives import causal_lm, control_tokens, denoising, documents, fim
-from research.objectives import masked_lm, masked_thought, metadata
+from research.objectives import masked_lm, masked_thought, metadata, permutation
 
-CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens', 'fim')
+CAUSAL = ('causal_lm', 'masked_thought', 'meco', 'control_tokens', 'fim', 'permute')
 MASKED_LM = 'mlm'
 DENOISING = tuple(denoising.PRESETS)
 OBJECTIVES = CAUSAL + (MASKED_LM,) + DENOISING
@@ -117,7 +117,8 @@ class Objective:
   masking: masked_thought.MaskedThought | None = None  # Masked Thought on the inputs
   mlm: masked_lm.MaskedLM | None = None  # masked LM, bidirectional (kept by evaluation)
   start_id: int = 0  # what each segment's first decoder position reads (vocabularies.start_id)
-  rewrite: documents.Meco | documents.ControlTokens | documents.Fim | None = None  # before packing
+  rewrite: (documents.Meco | documents.ControlTokens | documents.Fim | documents.Permute
+            | None) = None  # before packing
 
   @property
   def denoising(self) -> bool:
@@ -296,6 +297,11 @@ def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabul
     for token in fim.SENTINELS:
       vocabularies.control_token_id(vocabulary, token)  # enough extra ids, or a clear error
     return {'rewrite': documents.Fim(settings.rate, settings.spm_rate, settings.level)}
+  if name == 'permute':
+    permutation.check_config(config)
+    settings = config.objective.permute
+    return {'rewrite': documents.Permute(settings.rate, settings.unit, settings.order,
+                                         settings.alternate)}
   return {}
 
 
