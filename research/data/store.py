@@ -63,12 +63,14 @@ class DocumentStore:
     """The tokens of document `index`, EOS included."""
     return self.tokens[self.offsets[index]:self.offsets[index + 1]]
 
+  def body(self, index: int, eos_id: int) -> np.ndarray:
+    """The tokens of document `index` without its final EOS (if it ends with one)."""
+    tokens = self.document(index)
+    return tokens[:-1] if len(tokens) and tokens[-1] == eos_id else tokens
+
   def text(self, index: int, vocabulary) -> str:
     """Document `index` as text: its tokens decoded by `vocabulary`, without the final EOS."""
-    ids = np.asarray(self.document(index)).tolist()
-    if ids and ids[-1] == vocabulary.eos_id:
-      ids = ids[:-1]
-    return vocabulary.decode(ids)
+    return vocabulary.decode(np.asarray(self.body(index, vocabulary.eos_id)).tolist())
 
   def texts(self, vocabulary) -> list[str]:
     """Every document's `text`, in store order."""

@@ -138,8 +138,7 @@ class Fim:
       if self.level == 'char':
         pieces, encode = store.text(index, vocabulary), vocabulary.encode
       else:
-        ends = len(tokens) and tokens[-1] == vocabulary.eos_id
-        pieces, encode = (tokens[:-1] if ends else tokens), list
+        pieces, encode = store.body(index, vocabulary.eos_id), list
       rewrite = fim.draw(len(pieces), self.rate, self.spm_rate, rng)
       if rewrite is None:
         return tokens
@@ -168,12 +167,11 @@ class Permute:
       if rng.random() >= self.rate:
         return tokens
       if self.unit == 'token':
-        ends = len(tokens) and tokens[-1] == vocabulary.eos_id
-        return permutation.permuted(list(tokens[:-1] if ends else tokens), self.order,
-                                    rng) + [vocabulary.eos_id]
-      pieces = permutation.units(store.text(index, vocabulary), self.unit)
-      return vocabulary.encode(' '.join(permutation.permuted(pieces, self.order, rng))) + [
-          vocabulary.eos_id]
+        ids = permutation.permuted(list(store.body(index, vocabulary.eos_id)), self.order, rng)
+      else:
+        pieces = permutation.units(store.text(index, vocabulary), self.unit)
+        ids = vocabulary.encode(' '.join(permutation.permuted(pieces, self.order, rng)))
+      return ids + [vocabulary.eos_id]
 
     return _rewritten(store, _PERMUTE_STREAM, seed, reordered)
 
