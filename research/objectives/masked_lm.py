@@ -18,6 +18,7 @@ ids. Each row's draws are seeded by (seed, its example id), so a row is the same
 """
 
 import dataclasses
+import functools
 
 import ml_collections
 import numpy as np
@@ -52,16 +53,20 @@ class MaskedLM:
   mask_id: int
   random_ids: tuple[int, ...]
 
+  @functools.cached_property
+  def _random_ids(self) -> np.ndarray:
+    """`random_ids` as an array, made once (a vocabulary's worth of ids, read every batch)."""
+    return np.asarray(self.random_ids, np.int64)
+
   def apply(self, batch: dict[str, np.ndarray], seed: int,
             example_ids: np.ndarray) -> dict[str, np.ndarray]:
     """The masked-LM batch of packed causal rows (`targets`, `segment_ids`, `positions`,
     `weights`): `inputs` the corrupted targets, `weights` the row's weights at the selected
     tokens only, `prefix` every real position (bidirectional attention within each segment)."""
     real_BL = (batch['segment_ids'] > 0) & (batch['weights'] > 0)
-    random_ids = np.asarray(self.random_ids, batch['targets'].dtype)
     inputs, selected = zip(*[
         corrupt(targets_L, real_L, np.random.default_rng([_MLM_STREAM, seed, example_id]),
-                self.rate, self.mask, self.random, self.mask_id, random_ids)
+                self.rate, self.mask, self.random, self.mask_id, self._random_ids)
         for targets_L, real_L, example_id in zip(batch['targets'], real_BL, example_ids.tolist())])
     return {**batch, 'inputs': np.stack(inputs),
             'weights': np.where(np.stack(selected), batch['weights'], 0).astype(np.float32),
