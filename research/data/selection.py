@@ -426,7 +426,8 @@ def kept_documents(scores_D: np.ndarray, keep: str, fraction: float, offset: flo
     return np.sort(ranked[skip:skip + count]).astype(np.int64)
   ranked_lengths = lengths_D[ranked]
   starts = np.cumsum(ranked_lengths) - ranked_lengths
-  low, high = offset * ranked_lengths.sum(), (offset + fraction) * ranked_lengths.sum()
+  total = ranked_lengths.sum()
+  low, high = offset * total, (offset + fraction) * total
   middles = starts + ranked_lengths / 2
   inside = (middles >= low) & (middles < high)
   if not inside.any() and len(ranked):  # the window falls inside one long document
