@@ -48,9 +48,7 @@ def main(argv):
     directory = records.store_path(task, split, config.data.vocabulary, config.data.store_dir)
     print(f"{task} {split}: {manifest['num_documents']} documents, {manifest['num_tokens']} "
           f"tokens, {len(manifest['shards'])} shards in {directory}")
-  objective = pipeline.run_objective(config)
-  recipe = rows.recipe(objective)
-  for task in pipeline.row_tasks(config, objective):
+  for task, recipe in pipeline.row_stores(config):
     manifest = rows.build_rows(task, config.data.vocabulary, config.data.store_dir, recipe, options)
     documents = records.store_path(task, 'train', config.data.vocabulary, config.data.store_dir)
     print(f"{task} train: {manifest['num_rows']} rows of {recipe.row_len} tokens, "

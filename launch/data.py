@@ -264,10 +264,11 @@ def main(argv):
   config = cli.CONFIG.value
   config_lib.check_schema(config, defaults.get_config())
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  objective = registry.make_objective(config, vocabulary)
+  (_, objective), *phases = registry.objective_phases(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
-                            objective)
-  chosen = [(example, segments(example, functools.partial(data.rows.document, example['task'])))
+                            objective, phases=phases)
+  chosen = [(example, segments(example, functools.partial(
+      data.phase_at(example['step']).rows.document, example['task'])))
             for example in itertools.islice(examples(data, step), max(show, dump))]
   for example, example_segments in chosen[:show]:
     print(format_example(example, example_segments, vocabulary), end='\n\n')

@@ -255,6 +255,7 @@ class Setup:
   schedule: Callable[[int], float]  # the learning rate at each step (research/schedules.py)
   vocabulary: seqio.Vocabulary
   objective: registry.Objective  # packed rows -> model batches (research/objectives/registry.py)
+  phases: tuple  # (start step, Objective) of each later objective phase (config.phases)
   plan: pipeline.MixturePlan  # the mixture's tasks, stages and replay (research/data/pipeline.py)
   data_parallel: int  # the devices a batch is split over (mesh axes of mesh.rules.batch)
 
@@ -300,7 +301,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   if config.model.num_encoder_layers < 0:
     raise errors.UserError(f'model.num_encoder_layers={config.model.num_encoder_layers} must be >= '
                            '0 (0 = model.num_layers).')
-  objective = registry.make_objective(config, vocabulary)
+  (_, objective), *phases = registry.objective_phases(config, vocabulary)
   registry.eval_objectives(objective, config.eval.objectives, vocabulary)
   check_loss_chunk(config)
   distillation.check_config(config)
@@ -328,7 +329,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')
-  return Setup(schedule, vocabulary, objective, plan, data_parallel)
+  return Setup(schedule, vocabulary, objective, tuple(phases), plan, data_parallel)
 
 
 def command_line_overrides(argv: list[str], config: ml_collections.ConfigDict) -> dict:

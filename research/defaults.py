@@ -277,10 +277,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.schedule.cycle_steps = 0  # cycles: steps per warmup + decay cycle; 0 = one cycle over the run
   c.schedule.start_lr = 0.0  # rewarm: the LR at the phase's step 0 (e.g. the last phase's final LR)
 
-  # Phases of one run, each with its own schedule (research/schedules.make_run_schedule):
-  # name -> ConfigDict(at_step=int or at_fraction=float, schedule=ConfigDict(schedule.* keys that
-  # change)), e.g. re-warm when a data.stages entry switches the mixture; start_lr=-1 starts a
-  # phase from the LR the run has reached.
+  # Phases of one run, each with its own schedule (research/schedules.make_run_schedule), its own
+  # objective (research/objectives/registry.objective_phases) or both: name -> ConfigDict(
+  # at_step=int or at_fraction=float, schedule=ConfigDict(schedule.* keys that change),
+  # objective=ConfigDict(objective.* keys that change)), e.g. re-warm when a data.stages entry
+  # switches the mixture (start_lr=-1 starts a phase from the LR the run has reached), or adapt a
+  # causal model to prefix LM (objective=dict(name='prefix_lm')).
   c.phases = ml_collections.ConfigDict()
 
   c.eval = ml_collections.ConfigDict()

@@ -236,4 +236,4 @@ def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
       tuple(i for i in ids_to_ban(vocabulary, config.model.vocab_size, ban_control_tokens)
             if i not in allowed_ids),
       encoder_inputs, encoder_lengths,
-      bidirectional_prompt=not encoder_decoder and config.objective.name not in registry.CAUSAL))
+      bidirectional_prompt=registry.bidirectional_prompt(config)))

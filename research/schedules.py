@@ -402,7 +402,8 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, total_steps: int) 
   return SCHEDULES[name](total_steps=total_steps, **kwargs)
 
 
-_PHASE_KEYS = {'at_step', 'at_fraction', 'schedule'}
+_PHASE_PARTS = ('schedule', 'objective')  # what a phase changes (one or both)
+_PHASE_KEYS = {'at_step', 'at_fraction', *_PHASE_PARTS}
 
 
 def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int) -> int:
@@ -418,36 +419,58 @@ def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int) -> i
   return start
 
 
+def phase_changes(phases_config: ml_collections.ConfigDict, part: str,
+                  total_steps: int) -> list[tuple[int, str, dict]]:
+  """(start step, config key, changes) of each phase of `config.phases` that changes `part`
+  ('schedule' or 'objective'), by start; checks every phase's shape and that no two such phases
+  start together.
+
+  A phase is name -> ConfigDict(at_step=int or at_fraction=float, schedule=ConfigDict of the
+  `schedule.*` keys that change, objective=ConfigDict of the `objective.*` keys that change), with
+  a schedule, an objective or both.
+  """
+  phases = []
+  for name, phase in phases_config.items():
+    key = f'phases.{name}'
+    parts = ([p for p in _PHASE_PARTS if p in phase]
+             if isinstance(phase, ml_collections.ConfigDict) else [])
+    if (not parts or not set(phase.keys()) <= _PHASE_KEYS
+        or any(not isinstance(phase[p], ml_collections.ConfigDict) for p in parts)):
+      raise errors.UserError(f'{key} must be a ConfigDict with a start (at_step=int or '
+                             'at_fraction=float) and schedule=ConfigDict(schedule.* keys that '
+                             'change), objective=ConfigDict(objective.* keys that change) or '
+                             f'both, got {phase!r}.')
+    start = start_step(phase, key, total_steps)
+    if part in phase:
+      phases.append((start, key, phase[part].to_dict()))
+  phases.sort(key=lambda p: p[0])
+  starts = [start for start, _, _ in phases]
+  if len(set(starts)) != len(starts):
+    raise errors.UserError(f'Two phases that change the {part} start at the same step ({starts}); '
+                           'give each its own.')
+  return phases
+
+
 def make_run_schedule(schedule_config: ml_collections.ConfigDict,
                       phases_config: ml_collections.ConfigDict, total_steps: int) -> Schedule:
   """The learning rate over a whole run: `schedule` alone, or one schedule per phase.
 
-  With `config.phases` (name -> ConfigDict(at_step or at_fraction, schedule=ConfigDict of the
-  `schedule.*` keys that change)), the run's `schedule` covers the steps before the first phase
-  and each phase's schedule (the run's keys with its changes) runs on the phase's own steps, up to
-  the next phase or the end: continual pretraining in one run, e.g. re-warming when the mixture
-  switches (a `data.stages` entry at the same step). A phase's `start_lr=-1` starts it from the
-  learning rate the run has reached, so a `rewarm` joins continuously.
+  With `config.phases` (`phase_changes`), the run's `schedule` covers the steps before the first
+  phase that changes it and each such phase's schedule (the run's keys with its changes) runs on
+  the phase's own steps, up to the next such phase or the end: continual pretraining in one run,
+  e.g. re-warming when the mixture switches (a `data.stages` entry at the same step). A phase's
+  `start_lr=-1` starts it from the learning rate the run has reached, so a `rewarm` joins
+  continuously.
   """
-  if not phases_config:
+  phases = phase_changes(phases_config, 'schedule', total_steps)
+  if not phases:
     return make_schedule(schedule_config, total_steps)
-  phases = []
-  for name, phase in phases_config.items():
-    key = f'phases.{name}'
-    if (not isinstance(phase, ml_collections.ConfigDict) or not set(phase.keys()) <= _PHASE_KEYS
-        or not isinstance(phase.get('schedule'), ml_collections.ConfigDict)):
-      raise errors.UserError(f'{key} must be a ConfigDict with a start (at_step=int or '
-                             'at_fraction=float) and schedule=ConfigDict(schedule.* keys that '
-                             f'change), got {phase!r}.')
-    unknown = sorted(set(phase.schedule.keys()) - set(schedule_config.keys()))
+  for _, key, changes in phases:
+    unknown = sorted(set(changes) - set(schedule_config.keys()))
     if unknown:
       raise errors.UserError(f'{key}.schedule sets {unknown}, which are not schedule.* keys; '
                              f'choose from {sorted(schedule_config.keys())}.')
-    phases.append((start_step(phase, key, total_steps), key, phase.schedule.to_dict()))
-  phases.sort(key=lambda p: p[0])
   starts = [0] + [start for start, _, _ in phases]
-  if len(set(starts)) != len(starts):
-    raise errors.UserError(f'Two phases start at the same step ({starts[1:]}); give each its own.')
   pieces = [make_schedule(schedule_config, starts[1])]
   for index, (start, key, changes) in enumerate(phases, start=1):
     settings = {**schedule_config.to_dict(), **changes}

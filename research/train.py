@@ -462,12 +462,14 @@ def run_data(config: ml_collections.ConfigDict, workdir: str | None, first_step:
   mixture updates `workdir` logged up to there (written there from then on if `writes`). `setup`
   (config.validate's) holds the vocabulary, objective and mixture plan, else they are built here."""
   if setup:
-    vocabulary, objective, plan = setup.vocabulary, setup.objective, setup.plan
+    vocabulary, objective, phases, plan = (setup.vocabulary, setup.objective, setup.phases,
+                                           setup.plan)
   else:
     vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-    objective, plan = registry.make_objective(config, vocabulary), None
+    (_, objective), *phases = registry.objective_phases(config, vocabulary)
+    plan = None
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
-                            objective, plan)
+                            objective, plan, phases)
   online = data.plan.online
   mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
                                             writes=writes)

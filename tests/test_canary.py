@@ -228,8 +228,13 @@ def test_order_confounds_name_the_config_keys():
   assert canary.order_confounds(config) == []
   config.data.order.name = 'easy_to_hard'
   config.data.stages = ml_collections.ConfigDict({'late': {'at_step': 3, 'mixture': {'a': 1.0}}})
+  config.phases = ml_collections.ConfigDict(
+      {'rewarm': {'at_step': 3, 'schedule': {'peak_lr': 1e-3}}})  # the data stay as they are
   config.objective.name = 'masked_thought'
+  assert len(canary.order_confounds(config)) == 3
+  config.phases.adapt = ml_collections.ConfigDict({'at_step': 4, 'objective': {'name': 'mlm'}})
   confounds = canary.order_confounds(config)
-  assert len(confounds) == 3
+  assert len(confounds) == 4
   assert "data.order.name='easy_to_hard'" in confounds[0] and 'data.stages' in confounds[1]
-  assert "objective.name='masked_thought'" in confounds[2]
+  assert 'config.phases.NAME.objective' in confounds[2]
+  assert "objective.name='masked_thought'" in confounds[3]

@@ -318,7 +318,7 @@ def test_phases_of_one_run_rewarm_from_the_lr_reached():
     ({'p': {'at_step': 50, 'schedule': {'name': 'rewarm', 'warmup_steps': 80}}},
      r'phases.p: schedule.warmup_steps=80'),
     ({'p': {'at_step': 50, 'schedule': {}}, 'q': {'at_fraction': 0.5, 'schedule': {}}},
-     r'Two phases start at the same step'),
+     r'Two phases that change the schedule start at the same step'),
 ])
 def test_bad_phases_are_named(phases, message):
   with pytest.raises(errors.UserError, match=message):

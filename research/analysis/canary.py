@@ -137,6 +137,9 @@ def order_confounds(config: ml_collections.ConfigDict) -> list[str]:
   if len(config.data.stages) or config.data.skillit.every:
     confounds.append('The mixture changes during the run (data.stages or data.skillit), so the '
                      'tasks read change with the position.')
+  if any('objective' in phase for phase in config.phases.values()):
+    confounds.append('The objective changes during the run (config.phases.NAME.objective), so the '
+                     'examples change with the position.')
   if config.objective.name in STEP_DEPENDENT_OBJECTIVES:
     confounds.append(f'objective.name={config.objective.name!r} changes the examples with the step '
                      f'({STEP_DEPENDENT_OBJECTIVES[config.objective.name]}).')

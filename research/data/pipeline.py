@@ -34,7 +34,7 @@ float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix`
 import dataclasses
 import functools
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grain
 import ml_collections
@@ -141,29 +141,38 @@ def run_tasks(config: ml_collections.ConfigDict) -> list[str]:
 
 def prepare_stores(config: ml_collections.ConfigDict) -> None:
   """Makes sure the train and validation stores of every task of run `config`, and the rows stores
-  its objective trains on, are built: small ones are built now, a missing large one stops the run
+  its objectives train on, are built: small ones are built now, a missing large one stops the run
   naming the launch.build_data command."""
   store_lib.prepare([(task, split) for task in run_tasks(config) for split in tasks.SPLITS],
                     config.data.vocabulary, config.data.store_dir)
-  objective = run_objective(config)
-  recipe = rows_lib.recipe(objective)
-  for task in row_tasks(config, objective):
+  for task, recipe in row_stores(config):
     rows_lib.prepare(task, config.data.vocabulary, config.data.store_dir, recipe)
 
 
-def run_objective(config: ml_collections.ConfigDict) -> registry.Objective:
-  """The objective run `config` trains with (research/objectives/examples.make_objective)."""
+def row_stores(config: ml_collections.ConfigDict) -> list[tuple[str, rows_lib.Recipe]]:
+  """(task, packing recipe) of every rows store (research/data/rows.py) run `config` reads: the
+  tasks no whole-task feature reads, packed for each objective the run trains with (its
+  `config.phases` may switch it)."""
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
-  return registry.make_objective(config, vocabulary)
-
-
-def row_tasks(config: ml_collections.ConfigDict, objective: registry.Objective) -> list[str]:
-  """The tasks whose training rows run `config` (with its `objective`) reads from rows stores
-  (research/data/rows.py): those no whole-task feature reads."""
   plan = mixture_plan(config.data, config.train.batch_size, config.train.steps)
   ordering = orderings_lib.bind(config.data.order, config.train.steps)
-  return [name for name in plan.task_names
-          if not task_rows.whole_task_feature(name, ordering, plan.selection, objective)]
+  stores = {}
+  for _, objective in registry.objective_phases(config, vocabulary):
+    recipe = rows_lib.recipe(objective)
+    for name in plan.task_names:
+      if not task_rows.whole_task_feature(name, ordering, plan.selection, objective):
+        stores[(name, recipe.key)] = (name, recipe)
+  return list(stores.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """The steps from `start` on (up to the next phase): their objective, the tasks' rows packed for
+  it and the probes' rows."""
+  start: int
+  objective: registry.Objective
+  rows: task_rows.TaskRows
+  probes: list
 
 
 class TrainData:
@@ -179,7 +188,8 @@ class TrainData:
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
                total_steps: int, objective: registry.Objective | None = None,
-               plan: MixturePlan | None = None):
+               plan: MixturePlan | None = None,
+               phases: Sequence[tuple[int, registry.Objective]] = ()):
     _check_seed(seed)
     objective = self.objective = objective or registry.causal_objective(data_config.seq_len)
     if batch_size <= 0:
@@ -195,9 +205,18 @@ class TrainData:
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
     self._batch_size, self._seed, self._block = batch_size, seed, block
-    self.rows = task_rows.TaskRows(data_config, names, seed, objective, ordering, plan.selection)
-    self.probes = probes_lib.make_probes(list(plan.probes), data_config, objective, seed,
-                                         batch_size - plan.num_replay)
+    self._phases = [Phase(start, phase_objective,
+                           task_rows.TaskRows(data_config, names, seed, phase_objective, ordering,
+                                              plan.selection),
+                           probes_lib.make_probes(list(plan.probes), data_config, phase_objective,
+                                                  seed, batch_size - plan.num_replay))
+                    for start, phase_objective in [(0, objective), *phases]]
+    self.rows, self.probes = self._phases[0].rows, self._phases[0].probes
+
+  def phase_at(self, step: int) -> Phase:
+    """The objective phase of training step `step` (the last to start at or before it): the
+    objective that makes its batch and the rows it reads."""
+    return [phase for phase in self._phases if phase.start <= step][-1]
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
     """[batch_size] task index (into `task_names`) and packed row of each example of `step`."""
@@ -207,32 +226,35 @@ class TrainData:
     tasks_B = np.concatenate([t for t, _ in sources])
     local_B = np.concatenate([j for _, j in sources])
     rows_B = np.empty(self._batch_size, np.int64)
-    rewritten = self.rows.rewrites(step)
-    packed = self.rows.of_step(step)
+    task_rows_ = self.phase_at(step).rows
+    rewritten = task_rows_.rewrites(step)
+    packed = task_rows_.of_step(step)
     for task in np.unique(tasks_B):
       of_task = tasks_B == task
       num_rows = packed[task].num_rows
       epochs, within = self._ordering.locate(local_B[of_task], num_rows, step, self._seed,
-                                             self.rows.task_keys[task])
+                                             task_rows_.task_keys[task])
       rows = np.empty(len(within), np.int64)
       for epoch in np.unique(epochs).tolist():
         at = epochs == epoch
         rows[at] = self._ordering.rows(
-            num_rows, self._seed, self.rows.task_keys[task], epoch, within[at],
-            functools.partial(self.rows.order, int(task), epoch, rewritten))
+            num_rows, self._seed, task_rows_.task_keys[task], epoch, within[at],
+            functools.partial(task_rows_.order, int(task), epoch, rewritten))
       rows_B[of_task] = rows
     return tasks_B, rows_B
 
   def row(self, task: int, row: int, step: int) -> dict[str, np.ndarray]:
     """Packed row `row` of task `task` (an index into `task_names`) as step `step` reads it, with
     its `documents`."""
-    return {k: v[0] for k, v in self.rows.of_step(step)[task].take(np.array([row])).items()}
+    return {k: v[0] for k, v in
+            self.phase_at(step).rows.of_step(step)[task].take(np.array([row])).items()}
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
     read over the task's rows, so full-data epochs for an ordering with shorter epochs."""
     examples = sum(sampler.examples_before(step) for sampler in self._samplers)
-    return {name: float(n) / self.rows.num_rows[name]
+    num_rows = self.phase_at(max(step - 1, 0)).rows.num_rows  # the last step's objective's rows
+    return {name: float(n) / num_rows[name]
             for name, n in zip(self.task_names, examples)}
 
   def mixture_weights(self, step: int) -> dict[str, float]:
@@ -269,16 +291,17 @@ class TrainData:
     rows_R = np.arange(self._batch_size) if rows is None else np.asarray(rows, np.int64)
     tasks_B, packed_B = self.example_sources(step)
     tasks_R, packed_R = tasks_B[rows_R], packed_B[rows_R]
-    step_rows = self.rows.of_step(step)
+    phase = self.phase_at(step)
+    step_rows = phase.rows.of_step(step)
     packed = {}
     for task in np.unique(tasks_R).tolist():
       of_task = np.flatnonzero(tasks_R == task)
       for k, v in step_rows[task].take(packed_R[of_task]).items():
         if k != 'documents':
           packed.setdefault(k, np.empty((len(rows_R),) + v.shape[1:], v.dtype))[of_task] = v
-    probes_lib.inject(packed, rows_R, step, self.probes)
+    probes_lib.inject(packed, rows_R, step, phase.probes)
     example_ids = step * self._batch_size + rows_R
-    return self.objective.examples(packed, example_ids, self._seed, step, with_noise)
+    return phase.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 
 def long_document_notice(data: TrainData) -> str:

@@ -131,7 +131,7 @@ class CheckpointLM(lm_eval_model.LM):
         self.loaded.model, self.loaded.params,
         np.pad(rows_BP, [(0, 0), (0, width - rows_BP.shape[1])]), lengths_B, key, max_new_tokens,
         sampling, (eos,), generate.ids_to_ban(self.vocabulary, config.model.vocab_size),
-        bidirectional_prompt=config.objective.name not in registry.CAUSAL))
+        bidirectional_prompt=registry.bidirectional_prompt(config)))
     texts = []
     for row, length in zip(tokens_BN[:len(contexts)], new_lengths_B):
       ids = row[:length].tolist()

@@ -30,13 +30,14 @@ the example id being unique per training example (step * batch + row), so a batc
 of the step and a resumed run sees exactly the examples of an uninterrupted one.
 """
 
+import copy
 import dataclasses
 
 import ml_collections
 import numpy as np
 import seqio
 
-from research import errors
+from research import defaults, errors, schedules
 from research.data import packing, vocabularies
 from research.objectives import causal_lm, control_tokens, denoising, documents, fim
 from research.objectives import masked_lm, masked_thought, metadata, permutation
@@ -268,6 +269,72 @@ def make_objective(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabula
                                   config.objective.denoisers, config.objective.rates,
                                   config.objective.mode_tokens, vocabulary, start_id)
   return dataclasses.replace(objective, prefix_attention=config.objective.prefix_attention)
+
+
+# What a whole run shares, set once in objective.* (the train step's loss and teacher, the decoder
+# row of an encoder-decoder): a phase cannot change them.
+RUN_WIDE = ('loss', 'coverage_n', 'distill', 'target_len')
+
+
+# objective.* keys whose ConfigDicts take any names (objective.denoisers, .rates)
+FREE = {key.split('.', 1)[1] for key in defaults.FREE_KEYS if key.startswith('objective.')}
+
+
+def _unknown_keys(changes: dict, section: ml_collections.ConfigDict, prefix: str) -> list[str]:
+  """The dotted keys of `changes` that `section` (config key `prefix`) does not have."""
+  unknown = []
+  for name, value in changes.items():
+    if name not in section:
+      unknown.append(f'{prefix}.{name}')
+    elif isinstance(value, dict) and name not in FREE:
+      unknown += _unknown_keys(value, section[name], f'{prefix}.{name}')
+  return unknown
+
+
+def objective_phases(config: ml_collections.ConfigDict,
+                     vocabulary: seqio.Vocabulary) -> tuple[tuple[int, Objective], ...]:
+  """(start step, objective) of each objective of run `config`, by start: `objective.*` from step
+  0, then each phase's (`config.phases.NAME.objective`, research/schedules.phase_changes: the run's
+  objective keys with the phase's changes merged in) from the phase's start.
+
+  Switching the objective mid-run is cross-adaptation (causal -> prefix/span denoising and back;
+  Wang et al. 2022, "What Language Model Architecture and Pretraining Objective Work Best for
+  Zero-Shot Generalization?", arXiv 2204.05832) and the objective curriculum of CLIMB (Martinez et
+  al. 2023, "CLIMB: Curriculum Learning for Infant-inspired Model Building", arXiv 2311.08886).
+  """
+  phases = [(0, make_objective(config, vocabulary))]
+  for start, key, changes in schedules.phase_changes(config.phases, 'objective',
+                                                     config.train.steps):
+    fixed = sorted(set(changes) & set(RUN_WIDE))
+    if fixed:
+      raise errors.UserError(f'{key}.objective sets {fixed}, which hold for the whole run; set '
+                             f'them in objective.* (a phase changes the other objective.* keys).')
+    unknown = _unknown_keys(changes, config.objective, 'objective')
+    if unknown:
+      raise errors.UserError(f'{key}.objective sets {unknown}, which are not objective.* keys; '
+                             f'choose from {sorted(set(config.objective.keys()) - set(RUN_WIDE))}.')
+    phase_config = copy.deepcopy(config)
+    for free in FREE & set(changes):  # replaced whole: name -> ConfigDict, like objective.*
+      phase_config.objective[free] = ml_collections.ConfigDict(changes.pop(free))
+    try:
+      phase_config.objective.update(changes)
+    except TypeError as error:
+      raise errors.UserError(f'{key}.objective: {error}') from error
+    try:
+      phases.append((start, make_objective(phase_config, vocabulary)))
+    except errors.UserError as error:
+      raise errors.UserError(f'{key}.objective: {error}') from error
+  return tuple(phases)
+
+
+def bidirectional_prompt(config: ml_collections.ConfigDict) -> bool:
+  """Whether the decoder of run `config` reads a prompt bidirectionally, as it was trained at its
+  last step: on a denoising objective (or MLM) with a bidirectional prefix
+  (`objective.prefix_attention`), after any objective phase."""
+  phases = schedules.phase_changes(config.phases, 'objective', config.train.steps)
+  last = {**config.objective.to_dict(), **(phases[-1][2] if phases else {})}
+  return (config.model.architecture == 'decoder' and last['name'] not in CAUSAL
+          and last['prefix_attention'])
 
 
 def _causal_variant(config: ml_collections.ConfigDict, vocabulary: seqio.Vocabulary) -> dict:
