@@ -553,7 +553,8 @@ def make_evaluations(config: ml_collections.ConfigDict, data: pipeline.TrainData
           for task in dict.fromkeys([*data.task_names, *config.eval.tasks,
                                      *(online.eval_tasks if online else [])])
           for name, eval_objective in registry.eval_objectives(
-              objective, config.eval.objectives, vocabulary).items()}
+              objective, config.eval.objectives, vocabulary,
+              data.phase_at(config.train.steps - 1).objective).items()}
   for probe in data.probes:  # the injected documents and the control
     for suffix, rows in (('', probe.rows), ('/control', probe.control_rows)):
       sets[f'probe/{probe.spec.name}{suffix}'] = evaluate.EvalSet(pipeline.row_batches(

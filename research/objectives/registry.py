@@ -407,16 +407,19 @@ def _denoising_objective(objective: Objective, denoisers, rates, mode_tokens: bo
   return objective
 
 
-def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
-                    ) -> dict[str, Objective]:
+def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary,
+                    reader: Objective | None = None) -> dict[str, Objective]:
   """The example formats a run evaluates, by metric name: '' (the training objective itself),
   each denoiser of a mixture of several, and `names` (config eval.objectives).
 
   'causal_lm' is left-to-right over packed rows (decoder models); a denoiser name (of the
-  objective's own or of `denoising.DENOISERS`) evaluates that denoiser alone. A model trained
-  causally (a causal objective, or objective.prefix_attention=False) reads every format causally
-  (no bidirectional prefix); one trained on a causal objective reads them with mode tokens.
+  objective's own or of `denoising.DENOISERS`) evaluates that denoiser alone, read as the `reader`
+  objective trains (default `objective`; a run whose objective phases switch it passes its last
+  phase's): a model trained causally (a causal objective, or objective.prefix_attention=False)
+  reads every format causally (no bidirectional prefix); one trained on a causal objective reads
+  them with mode tokens.
   """
+  reader = reader or objective
   own = {d.name: d for d in objective.denoisers}
   formats = {'': dataclasses.replace(objective, masking=None, rewrite=None)}
   for name in (list(own) if len(own) > 1 else []) + list(names):
@@ -430,7 +433,7 @@ def eval_objectives(objective: Objective, names, vocabulary: seqio.Vocabulary
       raise errors.UserError(f"eval.objectives: {name!r} is neither 'causal_lm' nor a denoiser; "
                              f'choose from {sorted(set(own) | set(denoising.DENOISERS))}.')
     base = dataclasses.replace(objective, name=name,
-                               prefix_attention=objective.denoising and objective.prefix_attention)
-    mode_tokens = bool(objective.mode_ids) or not objective.denoising
+                               prefix_attention=reader.denoising and reader.prefix_attention)
+    mode_tokens = bool(reader.mode_ids) or not reader.denoising
     formats[name] = _denoising_objective(base, [denoiser], [1.0], mode_tokens, vocabulary)
   return formats

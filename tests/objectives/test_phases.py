@@ -131,3 +131,15 @@ def test_a_prompt_is_read_as_the_run_was_trained_at_its_last_step():
   assert registry.bidirectional_prompt(config)
   config.model.architecture = 'encoder_decoder'  # the encoder reads it, not the decoder
   assert not registry.bidirectional_prompt(config)
+
+
+def test_eval_formats_are_read_as_the_last_phase_trains():
+  """A causal model adapted to prefix LM is evaluated on prefix LM with a bidirectional prefix
+  (and its [S2S] mode token); the causal baseline reads the same format causally."""
+  causal = registry.make_objective(_config(), VOCABULARY)
+  prefix_lm = registry.make_objective(_prefix_lm(_config()), VOCABULARY)
+  adapted = registry.eval_objectives(causal, ('S_50',), VOCABULARY, prefix_lm)['S_50']
+  baseline = registry.eval_objectives(causal, ('S_50',), VOCABULARY)['S_50']
+  assert adapted.prefix_attention and adapted.mode_ids == prefix_lm.mode_ids
+  assert not baseline.prefix_attention
+  assert [d.name for d in adapted.denoisers] == [d.name for d in baseline.denoisers] == ['S_50']
