@@ -132,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
   # by='zipfit' (keep='highest'): gzip alignment to at most `size` documents of task `target`.
   # by='prototypicality': cosine distance to the nearest of `clusters` k-means centroids of the
   # documents' `embedding` ('ngrams' of `ngram` tokens hashed into `dims`, or 'checkpoint:PATH').
+  # by='diversity' (keep='lowest'): the same k-means, an equal share kept of every cluster.
   c.data.select = ml_collections.ConfigDict(
       {'by': '', 'keep': 'lowest', 'fraction': 1.0, 'offset': 0.0, 'unit': 'documents',
        'tasks': (), 'between': (),

@@ -15,14 +15,18 @@ per-document score, applied before packing and ordering.
   scored by its cosine distance to its nearest centroid (`by='prototypicality'`): keep 'highest'
   for the hard (atypical) documents, which the paper finds best with much data, 'lowest' for the
   easy (prototypical) ones, best with little.
+- Diversity-centric selection (Yu et al. 2024, "Diversify and Conquer: Diversity-Centric Data
+  Selection with Iterative Refinement", arXiv 2409.11378): the same k-means, and an equal share
+  kept of every cluster (`by='diversity'`, keep 'lowest'), so a large cluster of near-duplicates
+  does not crowd out the rare ones.
 
 Config (research/defaults.py):
 
     data.select.by        a score reference (research/data/score_files.py): a metadata field
                           ('difficulty') or a computed score SCORES:FIELD ('ref:el2n',
                           'ref:perplexity'), or 'random' (a seeded random score per document and
-                          run seed: random pruning, the baseline), 'zipfit' or
-                          'prototypicality' (below); '' keeps every document
+                          run seed: random pruning, the baseline), 'zipfit',
+                          'prototypicality' or 'diversity' (below); '' keeps every document
     data.select.keep      'lowest' or 'highest': the end of the score order kept from
     data.select.fraction  the share of the task's training documents kept, in (0, 1]
     data.select.offset    the share skipped first from that end, in [0, 1 - fraction]: the kept
@@ -39,7 +43,8 @@ Config (research/defaults.py):
     data.select.zipfit    by='zipfit': `target`, the task whose documents are the target set,
                           its `split` ('train' or 'validation'), and `size` N: the target set is
                           a sample of at most N of them, seeded by the run's seed
-    data.select.prototypicality  by='prototypicality': k-means with `clusters` centroids and at
+    data.select.prototypicality  by='prototypicality' or 'diversity': k-means with `clusters`
+                          centroids and at
                           most `iterations` Lloyd steps over the documents' `embedding`, 'ngrams'
                           (their `ngram`-grams hashed into `dims` buckets) or 'checkpoint:PATH'
                           (a checkpoint's mean final hidden state), research/data/in_context.py
@@ -72,6 +77,14 @@ driver over a seeded sample of them (k-means++ and Lloyd's steps on, say, 100 x 
 documents), or Lloyd's steps as Beam passes that each sum the embeddings per cluster
 (`cluster_sums`) over the shards; then each document's distance to the broadcast centroids, a
 per-document map into a score file. Not done: the load-time computation holds D x E floats.
+
+Diversity scores each document by its rank within its k-means cluster under a seeded random
+order, plus a uniform draw in [0, 1) (`diversity_scores`): kept lowest first, the selection takes
+one document of every cluster, then a second of every cluster that has one, and so on, the
+clusters at the last rank drawn at random: an equal share of each cluster (all of a cluster
+smaller than its share), where random selection keeps each cluster in proportion to its size. The
+paper's iterative refinement (cluster weights re-estimated from the training model's loss on each
+cluster) is not built: the clusters are weighted equally.
 
 Of D documents (those scored in `between`, when it is set), round(fraction * D) (at least 1) are
 kept after skipping round(offset * D); equal scores rank in store order. With unit='tokens', of
@@ -109,7 +122,10 @@ ZIPFIT = 'zipfit'  # data.select.by: ZIP-FIT alignment to the documents of data.
 _ZIPFIT_STREAM = 0x7a697066  # seeded-stream tag of ZIP-FIT's sample of target documents
 _ZIPFIT_KEYS = {'target', 'split', 'size'}
 PROTOTYPICALITY = 'prototypicality'  # data.select.by: cosine distance to the nearest centroid
+DIVERSITY = 'diversity'  # data.select.by: rank within the document's k-means cluster
+KMEANS = (PROTOTYPICALITY, DIVERSITY)  # the selections that cluster (data.select.prototypicality)
 _PROTOTYPICALITY_STREAM = 0x70726f74  # seeded-stream tag of the k-means++ start
+_DIVERSITY_STREAM = 0x64697665  # seeded-stream tag of the order within a cluster
 _PROTOTYPICALITY_KEYS = {'clusters', 'iterations', 'embedding', 'ngram', 'dims'}
 _BLOCK_ELEMENTS = 1 << 23  # document-centroid similarities computed at a time
 _SLACK = 1e-9  # offset + fraction may exceed 1 by float rounding
@@ -147,7 +163,7 @@ class Selection:
   unit: str  # one of UNITS
   tasks: tuple[str, ...]  # () = every task
   zipfit: ZipFit | None = None  # by='zipfit'
-  prototypicality: Prototypicality | None = None  # by='prototypicality'
+  prototypicality: Prototypicality | None = None  # by='prototypicality' or 'diversity'
   between: tuple[float | None, float | None] | None = None  # the scores kept; None = all
 
   def applies(self, task_name: str) -> bool:
@@ -194,8 +210,8 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
     return None
   if not isinstance(by, str) or not score_files.parse(by)[1]:
     raise errors.UserError(f'data.select.by={by!r} must be a score reference: a metadata field, '
-                           f"SCORES:FIELD such as 'ref:el2n', {RANDOM!r}, {ZIPFIT!r} or "
-                           f'{PROTOTYPICALITY!r}.')
+                           f"SCORES:FIELD such as 'ref:el2n', {RANDOM!r}, {ZIPFIT!r}, "
+                           f'{PROTOTYPICALITY!r} or {DIVERSITY!r}.')
   if keep not in KEEPS:
     raise errors.UserError(f'data.select.keep={keep!r} must be one of {list(KEEPS)}.')
   if not 0 < fraction <= 1 or not 0 <= offset or offset + fraction > 1 + _SLACK:
@@ -207,7 +223,7 @@ def bind(data_config: ml_collections.ConfigDict, task_names: list[str]) -> Selec
     raise errors.UserError(f'data.select.tasks names {unknown}, which the run does not train on; '
                            f'choose from {task_names} (or () for all).')
   zipfit = _zipfit(data_config) if by == ZIPFIT else None
-  prototypicality = _prototypicality(data_config) if by == PROTOTYPICALITY else None
+  prototypicality = _prototypicality(data_config) if by in KMEANS else None
   return Selection(by, keep, float(fraction), float(offset), unit, tasks, zipfit,
                    prototypicality, _between(between))
 
@@ -253,7 +269,7 @@ def check_zipfit(params: dict, asked: str, name: Callable[[str], str]) -> None:
 
 
 def _prototypicality(data_config: ml_collections.ConfigDict) -> Prototypicality:
-  """The checked `data.select.prototypicality` of by='prototypicality'."""
+  """The checked `data.select.prototypicality` of by='prototypicality' or 'diversity'."""
   params = dict(data_config.select.prototypicality)
   in_context.check_settings(
       params, _PROTOTYPICALITY_KEYS, ('clusters', 'iterations', 'ngram', 'dims'),
@@ -286,11 +302,14 @@ def _scores(selection: Selection, store: store_lib.DocumentStore, task_name: str
     return np.random.default_rng([_RANDOM_STREAM, seed, task_key]).random(store.num_documents)
   if selection.by == ZIPFIT:
     return zipfit_scores(store, selection.zipfit, seed)
-  if selection.by == PROTOTYPICALITY:
+  if selection.by in KMEANS:
     rng = np.random.default_rng([_PROTOTYPICALITY_STREAM, seed, task_key])
     params = selection.prototypicality
-    return prototypicality_scores(in_context.embed(store, params), params.clusters,
-                                  params.iterations, rng)
+    embeddings_DE = in_context.embed(store, params)
+    if selection.by == PROTOTYPICALITY:
+      return prototypicality_scores(embeddings_DE, params.clusters, params.iterations, rng)
+    nearest_D, _ = kmeans_clusters(embeddings_DE, params.clusters, params.iterations, rng)
+    return diversity_scores(nearest_D, np.random.default_rng([_DIVERSITY_STREAM, seed, task_key]))
   return orderings.document_scores(store, selection.by, task_name,
                                    f'data.select.by={selection.by!r}')
 
@@ -341,11 +360,31 @@ def prototypicality_scores(embeddings_DE: np.ndarray, clusters: int, iterations:
                            rng: np.random.Generator) -> np.ndarray:
   """float64 [D]: each document's cosine distance 1 - cos(x, c) to its nearest centroid c after
   spherical k-means of `embeddings_DE` (`kmeans_centroids`); higher = less prototypical."""
-  if not len(embeddings_DE):
-    return np.zeros(0)
-  unit_DE = unit_rows(embeddings_DE)
-  _, similarity_D = nearest_centroids(unit_DE, kmeans_centroids(unit_DE, clusters, iterations, rng))
+  _, similarity_D = kmeans_clusters(embeddings_DE, clusters, iterations, rng)
   return 1 - similarity_D.astype(np.float64)
+
+
+def kmeans_clusters(embeddings_DE: np.ndarray, clusters: int, iterations: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """(int64 [D], float32 [D]): each document's cluster after spherical k-means of
+  `embeddings_DE` (`kmeans_centroids`) and its cosine similarity to the cluster's centroid."""
+  if not len(embeddings_DE):
+    return np.zeros(0, np.int64), np.zeros(0, np.float32)
+  unit_DE = unit_rows(embeddings_DE)
+  return nearest_centroids(unit_DE, kmeans_centroids(unit_DE, clusters, iterations, rng))
+
+
+def diversity_scores(cluster_D: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """float64 [D]: each document's rank within its cluster `cluster_D` (0 for the first) in a
+  random order, plus a uniform draw in [0, 1): the lowest k scores hold about k / K documents of
+  each of K clusters (Diversify and Conquer's equal share per cluster)."""
+  order_D = rng.permutation(len(cluster_D))
+  order_D = order_D[np.argsort(cluster_D[order_D], kind='stable')]  # by cluster, random within
+  sorted_D = cluster_D[order_D]
+  starts_D = np.searchsorted(sorted_D, sorted_D, side='left')  # each cluster's first position
+  scores_D = np.empty(len(cluster_D))
+  scores_D[order_D] = np.arange(len(cluster_D)) - starts_D
+  return scores_D + rng.random(len(cluster_D))
 
 
 def unit_rows(embeddings_DE: np.ndarray) -> np.ndarray:

@@ -125,3 +125,40 @@ def test_bad_prototypicality_config_names_the_key(data_config, update, match):
       {**data_config.select.prototypicality.to_dict(), **update})
   with pytest.raises(errors.UserError, match=match):
     selection.bind(data_config, ['stdlib_prose'])
+
+
+def test_diversity_keeps_an_equal_share_of_every_cluster():
+  """Diversify and Conquer (arXiv 2409.11378): clusters of 60, 30 and 10 documents give a third
+  of a 30-document selection each (random selection: 18, 9 and 3); a smaller cluster is kept
+  whole and the others share the rest."""
+  clusters = np.repeat([0, 1, 2], [60, 30, 10])
+  scores = selection.diversity_scores(clusters, np.random.default_rng(0))
+  counts = lambda fraction: np.bincount(clusters[selection.kept_documents(scores, 'lowest',
+                                                                          fraction)]).tolist()
+  assert counts(0.3) == [10, 10, 10] and counts(0.5) == [20, 20, 10] and counts(1.0) == [60, 30, 10]
+  # Within a cluster the order is random: another draw keeps other documents of the same counts.
+  other = selection.diversity_scores(clusters, np.random.default_rng(1))
+  kept, kept_other = (set(selection.kept_documents(s, 'lowest', 0.3).tolist())
+                      for s in (scores, other))
+  assert kept != kept_other and len(kept) == len(kept_other) == 30
+
+
+def test_diversity_balances_planted_clusters_of_documents():
+  store = _store([d['text'] for d in arithmetic.documents('train', 2, NUM_SUMS)]
+                 + [d['text'] for d in lego.documents('train', 2, NUM_CHAINS // 3)])
+  params = selection.Prototypicality(clusters=2, iterations=20, embedding='ngrams', ngram=1,
+                                     dims=1024)
+  select = selection.Selection('diversity', 'lowest', 0.25, 0.0, 'documents', (), None, params)
+  scores = selection.document_scores(select, store, 'mixed', seed=3, task_key=7)
+  kept = selection.kept_documents(scores, 'lowest', 0.25)
+  # The run's k-means (the same seeded start) finds the two kinds, and the 20 kept documents are
+  # 10 of each cluster, where random selection would keep about 15 sums and 5 chains.
+  clusters, _ = selection.kmeans_clusters(
+      in_context.embed(store, params), 2, 20,
+      np.random.default_rng([selection._PROTOTYPICALITY_STREAM, 3, 7]))
+  sums, chains = clusters[:NUM_SUMS], clusters[NUM_SUMS:]
+  assert len(set(chains)) == 1 and np.mean(sums != chains[0]) >= 0.9  # 57 of the 60 sums
+  assert np.bincount(clusters[kept]).tolist() == [10, 10]
+  assert np.sum(kept >= NUM_SUMS) >= 8  # chains: random selection keeps about 5 of the 20
+  np.testing.assert_array_equal(
+      scores, selection.document_scores(select, store, 'mixed', seed=3, task_key=7))
