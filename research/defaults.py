@@ -217,9 +217,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (0, 1), or a step: SALT's early phase), `shape` constant | linear (decaying to 0 at `until`).
   # hidden_weight: + that times the final hidden states' squared error (self-distillation for
   # further pretraining, arXiv 2210.02871; the teacher's d_model must be the student's).
+  # swap: each target's teacher logit exchanged with the teacher's largest (Mix-CPT's logit-swap
+  # self-distillation, arXiv 2407.10804: the teacher corrected to rank the target first).
   c.objective.distill = ml_collections.ConfigDict(
       {'teacher': '', 'temperature': 1.0, 'weight': 0.5, 'until': 0.0, 'shape': 'constant',
-       'hidden_weight': 0.0})
+       'hidden_weight': 0.0, 'swap': False})
 
   # Optimisation (research/train.py, research/schedules.py).
   c.train = ml_collections.ConfigDict()

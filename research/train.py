@@ -81,7 +81,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   temperature from `distill_config` (config.objective.distill) and w its weight at the step
   (`distillation.weight_at`, over `train_config.steps`; reported as `distill_weight`), plus, with
   `distill_config.hidden_weight` h > 0 while distillation is on, h times the hidden states'
-  squared error (`distillation.hidden_sums`, reported as `distill_hidden`): where neither term
+  squared error (`distillation.hidden_sums`, reported as `distill_hidden`), the teacher's logits
+  swapped to rank each target first with `distill_config.swap` (Mix-CPT): where neither term
   has weight the teacher is not run and `distill` is 0. With the optimizer's
   `schedule`, the step also reports the learning rate it applied. With `coverage_n` N > 0 the loss
   is the pass@N coverage loss of each packed segment instead of cross-entropy
@@ -139,16 +140,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
       def distill():
         taught = teacher.apply({'params': teacher_params}, batch, hidden=match_hidden)
+        teacher_logits_BLV = taught
+        if match_hidden:
+          teacher_x_BLD, teacher_unembed_VD = taught
+          teacher_logits_BLV = transformer.output_logits(teacher.config, teacher_x_BLD,
+                                                         teacher_unembed_VD)
+        kl_sum = distillation.distillation_sums(
+            logits_BLV, teacher_logits_BLV, batch['weights'], distill_config.temperature,
+            batch['targets'] if distill_config.swap else None)['kl_sum']
         if not match_hidden:
-          kl_sum = distillation.distillation_sums(logits_BLV, taught, batch['weights'],
-                                                  distill_config.temperature)['kl_sum']
           return kl_sum, jnp.float32(0)
-        teacher_x_BLD, teacher_unembed_VD = taught
-        teacher_logits_BLV = transformer.output_logits(teacher.config, teacher_x_BLD,
-                                                       teacher_unembed_VD)
-        return (distillation.distillation_sums(logits_BLV, teacher_logits_BLV, batch['weights'],
-                                               distill_config.temperature)['kl_sum'],
-                distillation.hidden_sums(x_BLD, teacher_x_BLD, batch['weights']))
+        return kl_sum, distillation.hidden_sums(x_BLD, teacher_x_BLD, batch['weights'])
 
       kl_sum, hidden_sum = jax.lax.cond((kl_weight > 0) | (hidden_weight > 0), distill,
                                         lambda: (jnp.float32(0), jnp.float32(0)))

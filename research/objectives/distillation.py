@@ -23,6 +23,13 @@ their final hidden states by a squared error. Here the term is `hidden_weight` t
 squared difference of the final norm's outputs per weighted token (`hidden_sums`), on top of the
 loss above, while distillation is on (`active_at`); teacher and student need the same d_model. The
 paper's recipe is `teacher`=the further-pretrained run, `init.path`=the original, `weight`=0.
+
+Logit swap (`swap`): Mix-CPT (Jiang et al. 2024, "Mix-CPT: A Domain Adaptation Framework via
+Decoupling Knowledge Learning and Format Alignment", arXiv 2407.10804) continues pretraining a
+model with itself (its starting checkpoint) as the teacher, to limit forgetting, and corrects the
+teacher where it is wrong: at every token the teacher's logit of the target and its largest logit
+are exchanged (`swap_logits`), so the target ranks first and the rest of the teacher's
+distribution is kept. Self-distillation is `teacher` = the run `init.path` starts from.
 """
 
 import jax
@@ -59,15 +66,33 @@ def weight_at(settings: ml_collections.ConfigDict, step, total_steps: int):
   return jnp.where(step < end, settings.weight * course, 0.0).astype(jnp.float32)
 
 
-def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float):
-  """Weighted sum of T^2 * KL(teacher || student) over tokens, and the total weight.
+def swap_logits(logits_BLV, targets_BL):
+  """`logits_BLV` with each position's target logit and its largest logit exchanged (Mix-CPT's
+  logit swap): the target becomes the most likely token, every other probability is kept, and a
+  position whose largest logit is the target's is unchanged."""
+  vocabulary_V = jnp.arange(logits_BLV.shape[-1])
+  top_BL1 = jnp.argmax(logits_BLV, axis=-1)[..., None]
+  top_value_BL1 = jnp.max(logits_BLV, axis=-1, keepdims=True)
+  target_BL1 = targets_BL[..., None]
+  target_value_BL1 = jnp.take_along_axis(logits_BLV, target_BL1, axis=-1)
+  swapped_BLV = jnp.where(vocabulary_V == target_BL1, top_value_BL1, logits_BLV)
+  return jnp.where(vocabulary_V == top_BL1, target_value_BL1, swapped_BLV)
+
+
+def distillation_sums(student_logits_BLV, teacher_logits_BLV, weights_BL, temperature: float,
+                      swap_targets_BL=None):
+  """Weighted sum of T^2 * KL(teacher || student) over tokens, and the total weight; with
+  `swap_targets_BL`, the teacher's logits are those of `swap_logits` for these targets.
 
   Logits are taken in float32; the teacher is under stop_gradient, so only the student learns.
   Returns a dict of scalars: `kl_sum` (what is differentiated) and `weight_sum`.
   """
   weights_BL = weights_BL.astype(jnp.float32)
   student_BLV = student_logits_BLV.astype(jnp.float32) / temperature
-  teacher_BLV = jax.lax.stop_gradient(teacher_logits_BLV.astype(jnp.float32)) / temperature
+  teacher_BLV = jax.lax.stop_gradient(teacher_logits_BLV.astype(jnp.float32))
+  if swap_targets_BL is not None:
+    teacher_BLV = swap_logits(teacher_BLV, swap_targets_BL)
+  teacher_BLV = teacher_BLV / temperature
   log_student_BLV = jax.nn.log_softmax(student_BLV, axis=-1)
   log_teacher_BLV = jax.nn.log_softmax(teacher_BLV, axis=-1)
   kl_BL = jnp.sum(jnp.exp(log_teacher_BLV) * (log_teacher_BLV - log_student_BLV), axis=-1)

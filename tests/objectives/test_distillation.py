@@ -111,3 +111,21 @@ def test_a_negative_hidden_weight_is_named():
   config.objective.distill.hidden_weight = -1.0
   with pytest.raises(errors.UserError, match=r'objective\.distill\.hidden_weight=-1\.0 must be '):
     distillation.check_config(config)
+
+
+def test_logit_swap_ranks_the_target_first_and_keeps_the_rest():
+  """Mix-CPT's logit swap (arXiv 2407.10804): the target's logit and the largest trade places."""
+  logits = jnp.array([[[1.0, 3.0, 2.0], [1.0, 3.0, 2.0], [1.0, 3.0, 2.0]]])
+  swapped = distillation.swap_logits(logits, jnp.array([[2, 1, 0]]))
+  np.testing.assert_array_equal(swapped, [[[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [3.0, 1.0, 2.0]]])
+  teacher = _random_logits(5)
+  targets = jnp.asarray(np.random.default_rng(6).integers(7, size=[2, 5]))
+  swapped = distillation.swap_logits(teacher, targets)
+  assert np.all(np.argmax(swapped, axis=-1) == targets)
+  np.testing.assert_allclose(np.sort(swapped, axis=-1), np.sort(teacher, axis=-1))  # same values
+  # The KL is taken to the swapped teacher: zero for a student that is it.
+  weights = jnp.ones([2, 5])
+  assert abs(float(distillation.distillation_sums(swapped, teacher, weights, 2.0,
+                                                  targets)['kl_sum'])) < 1e-5
+  assert float(distillation.distillation_sums(teacher, teacher, weights, 2.0,
+                                              targets)['kl_sum']) > 0.1

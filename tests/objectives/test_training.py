@@ -4,11 +4,12 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import base
-from research import errors, train
+from research import errors, sharding, train
 
 
 def _config(data_dir, **overrides):
@@ -123,3 +124,30 @@ def test_hidden_state_matching_pulls_the_students_hidden_states_to_the_teachers(
   student.model.update(d_model=32, mlp_dim=64, head_dim=16)
   with pytest.raises(errors.UserError, match=r'has model\.d_model=64 but this run has 32'):
     train.train(student, str(tmp_path / 'narrow'), devices=jax.devices()[:1])
+
+
+def test_logit_swap_changes_the_update_only_where_the_teacher_is_wrong(data_dir, teacher_dir):
+  """objective.distill.swap (Mix-CPT): on targets the teacher ranks first the swap changes
+  nothing, so the update is the unswapped one; on other targets it changes the update."""
+  student = _config(data_dir, train__steps=4)
+  student.objective.distill.update(teacher=teacher_dir, weight=0.5)
+  swapped = student.copy_and_resolve_references()
+  swapped.objective.distill.swap = True
+  trainers = [train.Trainer(config, devices=jax.devices()[:1]) for config in (student, swapped)]
+  tokens = np.random.default_rng(0).integers(1, 256, size=(8, 128)).astype(np.int32)
+  rows = np.ones((8, 128), np.int32)
+  batch = {'inputs': tokens, 'targets': np.roll(tokens, -1, axis=1), 'segment_ids': rows,
+           'positions': np.cumsum(rows, 1) - 1, 'weights': rows.astype(np.float32)}
+  first = trainers[0]
+  with sharding.activate(first.mesh, first.rules):
+    logits = first.teacher.apply({'params': first.teacher_params}, first.place(batch))
+  right = {**batch, 'targets': np.asarray(jnp.argmax(logits, axis=-1), np.int32)}
+
+  def update(trainer, batch):
+    state, _ = trainer.step(trainer.init_state(), trainer.place(batch), train.step_rng(0, 0))
+    return jax.device_get(state.params)
+
+  jax.tree.map(np.testing.assert_array_equal, update(trainers[0], right),
+               update(trainers[1], right))
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, update(trainers[0], batch),
+                                              update(trainers[1], batch))))
