@@ -21,7 +21,8 @@ read, research/data/skillit.py). Accuracy is also grouped by the other `GROUP_KE
 carry: by `augmented` on the biographies (`answer_accuracy/augmented_true`, `.../augmented_false`),
 the split in which Allen-Zhu & Li 2023 ("Physics of Language Models: Part 3.1, Knowledge Storage
 and Extraction", arXiv 2309.14316) find that only individuals with augmented biographies have
-extractable attributes.
+extractable attributes; by `relation` on the reversal facts (`answer_accuracy/relation_trained`,
+`.../relation_reversed`: the reversal curse, Berglund et al. 2023, arXiv 2309.12288).
 
 `span_accuracy`, in a span-denoising format (T5's span corruption, Raffel et al. 2020, arXiv
 1910.10683; UL2's R and X denoisers, Tay et al. 2022, arXiv 2205.05131): the fraction of the masked
@@ -49,7 +50,7 @@ from research.objectives import load_balance, losses
 
 # The document metadata that answer accuracy is grouped by (`answer_accuracy/<key>_<value>`).
 from research.objectives import registry
-GROUP_KEYS = ('difficulty', 'augmented')
+GROUP_KEYS = ('difficulty', 'augmented', 'relation')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -187,7 +187,7 @@ def test_only_whole_documents_whose_tokens_are_prompt_and_answer_are_scored(tmp_
   expected[0, 3:5] = 0  # 'cd'
   expected[4, 2] = 1  # 'r'
   np.testing.assert_array_equal(answer_NL, expected)
-  assert groups == {'difficulty': (1, None), 'augmented': (None, None)}
+  assert groups == {'difficulty': (1, None), 'augmented': (None, None), 'relation': (None, None)}
   # A document at most a row long but longer than a chunk would be cut: not scored.
   assert evaluate.answer_documents(store, documents_NL, 4, VOCABULARY)[1]['difficulty'] == (None,)
 
@@ -200,13 +200,16 @@ def test_answer_accuracy_is_grouped_by_each_metadata_key():
   wrong[1][0, 2] = True  # document 4's last token
   eval_set = evaluate.EvalSet([{'answer_documents': d} for d in documents],
                               {'difficulty': (1, 2, 2, None, 2),
-                               'augmented': (True, False, True, False, None)})
+                               'augmented': (True, False, True, False, None),
+                               'relation': (None, None, None, 'trained', 'reversed')})
   assert evaluate.answer_accuracy('t', eval_set, wrong) == {
       'eval/t/answer_accuracy': 3 / 5,
       'eval/t/answer_accuracy/difficulty_1': 1.0,  # document 0
       'eval/t/answer_accuracy/difficulty_2': 1 / 3,  # 1, 2, 4
       'eval/t/answer_accuracy/augmented_false': 1 / 2,  # 1, 3
-      'eval/t/answer_accuracy/augmented_true': 1.0}  # 0, 2
+      'eval/t/answer_accuracy/augmented_true': 1.0,  # 0, 2
+      'eval/t/answer_accuracy/relation_trained': 1.0,  # 3
+      'eval/t/answer_accuracy/relation_reversed': 0.0}  # 4
   assert eval_set.difficulties == (1, 2, 2, None, 2)
 
 

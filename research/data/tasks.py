@@ -1,8 +1,8 @@
 """Tasks by name: document sources registered as seqio Tasks, each with train and validation splits.
 
 Built in, needing no download: `stdlib_code` and `stdlib_prose` (corpora.py) and the synthetic
-skill corpora `arithmetic`, `lego`, `biographies`, `copying`, `icl_regression` and
-`icl_classification` (synthetic/) with their default parameters.
+skill corpora `arithmetic`, `lego`, `biographies`, `copying`, `icl_regression`,
+`icl_classification` and `reversal` (synthetic/) with their default parameters.
 An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec with a `source`:
 
     files        pattern, format ('text' or 'jsonl'), text_field            (sources.file_documents)
@@ -10,7 +10,7 @@ An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec 
     tfds         name ('c4/en:3.1.0'), text_key, data_dir, train_split, validation_split
     hf           name, config, revision, data_files; or disk (save_to_disk's directory); text_field,
                  streaming, train_split, validation_split or validation_fraction        (_hf_spec)
-    arithmetic | lego | biographies | copying | icl_regression | icl_classification
+    arithmetic | lego | biographies | copying | icl_regression | icl_classification | reversal
                  seed, num_documents and the generator's own parameters
     subset       task, fraction or num_documents, seed; or scores, score_field, keep (_subset_spec)
     seqio        task (a registered seqio Task), train_split, validation_split   (_seqio_spec)
@@ -51,12 +51,12 @@ import tensorflow as tf
 from research import errors
 from research.data import corpora, sources, vocabularies
 from research.data.synthetic import (arithmetic, biographies, copying, icl_classification,
-                                     icl_regression, lego)
+                                     icl_regression, lego, reversal)
 
 VALIDATION_FRACTION = 0.05
 SPLITS = ('train', 'validation')
 GENERATORS = {m.NAME: m for m in (arithmetic, lego, biographies, copying, icl_regression,
-                                   icl_classification)}
+                                   icl_classification, reversal)}
 _FILE_KEYS = {'source', 'pattern', 'format', 'text_field', 'validation_pattern',
               'validation_fraction'}
 _TFDS_KEYS = {'source', 'name', 'text_key', 'data_dir', 'train_split', 'validation_split'}

@@ -16,11 +16,12 @@ from research.data.synthetic import copying
 from research.data.synthetic import icl_classification
 from research.data.synthetic import icl_regression
 from research.data.synthetic import lego
+from research.data.synthetic import reversal
 
 _SMALL = {arithmetic: {'num_documents': 300}, lego: {'num_documents': 300},
           biographies: {'num_documents': 40, 'multiplicity': 3}, copying: {'num_documents': 300},
           icl_regression: {'num_documents': 300, 'num_tasks': 4},
-          icl_classification: {'num_documents': 300}}
+          icl_classification: {'num_documents': 300}, reversal: {'num_documents': 300}}
 _GENERATORS = pytest.mark.parametrize('generator', list(_SMALL), ids=lambda g: g.NAME)
 
 
@@ -82,8 +83,9 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
                      for split in ('train', 'validation')
                      for d in _documents(generator, split, num_documents=n)} for n in (40, 80))
     assert len(small) == 40 * 7 and small.items() <= large.items()
-  else:
-    assert _documents(generator, num_documents=1500)[:300] == _documents(generator)
+  else:  # reversal: the statements of the first 300 facts
+    small = _documents(generator)
+    assert _documents(generator, num_documents=1500)[:len(small)] == small
 
 
 @pytest.mark.parametrize('generator, params, key', [
@@ -110,6 +112,10 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
      "set it to one of ['all', 'biographies', 'qa']"),
     (biographies, {'validation_parts': 'all'}, 'data.tasks.biographies.validation_parts'),
     (biographies, {'task_name': 'people', 'paraphrases': 2}, 'data.tasks.people.paraphrases'),
+    (reversal, {'paraphrases': 6}, 'data.tasks.reversal.paraphrases=6 is invalid'),
+    (reversal, {'both_fraction': 0.8}, 'data.tasks.reversal.both_fraction=0.8 and '
+     'description_first_fraction=0.3333333333333333 add up to more than 1'),
+    (reversal, {'num_documents': 10**6}, 'data.tasks.reversal.num_documents'),
 ])
 def test_bad_parameters_fail_at_the_call_naming_the_key(generator, params, key):
   with pytest.raises(errors.UserError, match=re.escape(key)):
@@ -440,3 +446,51 @@ def test_recall_probes_complete_the_first_biography_of_each_qa_test_individual(p
   assert {d['augmented'] for d in probes} == {True, False}
   wrong = {**probes[1], 'attribute': probes[0]['attribute']}
   assert not biographies.check(wrong)
+
+
+# Reversal-curse facts.
+
+
+def test_reversal_facts_are_unique_and_stated_in_their_groups_orders():
+  """Every fact's name and description are its own; training states a name_first fact name
+  first only, a description_first one description first only, a both one both ways, each in
+  `paraphrases` wordings; validation probes every fact both ways, 'reversed' where training
+  never stated that order."""
+  train = _documents(reversal, paraphrases=3)
+  validation = _documents(reversal, 'validation')
+  facts = {d['fact']: (d['name'], d['description'], d['group']) for d in validation}
+  assert len(facts) == 300 and len({n for n, _, _ in facts.values()}) == 300
+  assert len({d for _, d, _ in facts.values()}) == 300
+  groups = collections.Counter(g for _, _, g in facts.values())
+  assert all(80 <= groups[g] <= 120 for g in reversal.GROUPS)  # a third each by default
+  stated = collections.defaultdict(list)
+  for d in train:
+    stated[d['fact']].append(d)
+  for i, (name, description, group) in facts.items():
+    orders = {d['direction'] for d in stated[i]}
+    assert orders == {'name_first': {'n2d'}, 'description_first': {'d2n'}, 'both': {'n2d', 'd2n'}
+                      }[group]
+    assert len(stated[i]) == 3 * len(orders) and len({d['text'] for d in stated[i]}) == len(
+        stated[i])
+    for d in stated[i]:
+      first = name if d['direction'] == 'n2d' else description
+      assert d['text'].lower().find(first.lower()) < d['text'].lower().find(
+          (description if first == name else name).lower())
+  probes = {(d['fact'], d['direction']): d for d in validation}
+  for (i, direction), d in probes.items():
+    group = facts[i][2]
+    assert d['skill'] == ('trained' if group == 'both' or (direction == 'n2d') == (
+        group == 'name_first') else 'reversed')
+    assert d['answer'] == ' ' + (facts[i][1] if direction == 'n2d' else facts[i][0])
+  # A trained probe is the start of a training statement; a reversed one is in no statement.
+  texts = [d['text'] for d in train]
+  for d in validation:
+    assert any(t.startswith(d['text']) for t in texts) == (d['skill'] == 'trained')
+
+
+def test_reversal_check_rejects_another_facts_name():
+  probe = _documents(reversal, 'validation')[1]  # a d2n probe: the answer is a name
+  other = _documents(reversal, 'validation')[3]
+  assert reversal.check(probe)
+  assert not reversal.check({**probe, 'answer': other['answer'],
+                             'text': probe['prompt'] + other['answer']})
