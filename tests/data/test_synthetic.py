@@ -95,6 +95,7 @@ def test_a_corpus_is_a_prefix_of_a_larger_one(generator):
     (arithmetic, {'operations': 'addition'}, 'data.tasks.arithmetic.operations'),
     (arithmetic, {'max_digit': 3}, 'data.tasks.arithmetic.max_digit'),
     (arithmetic, {'reverse_answer': 'yes'}, 'data.tasks.arithmetic.reverse_answer'),
+    (arithmetic, {'rationale': 'cot'}, "data.tasks.arithmetic.rationale='cot' is invalid"),
     (arithmetic, {'holdout': 0.7}, 'data.tasks.arithmetic.holdout'),
     (arithmetic, {'task_name': 'sums', 'min_digits': 0}, 'data.tasks.sums.min_digits'),
     (lego, {'max_chain': 27}, 'data.tasks.lego.max_chain'),
@@ -200,6 +201,58 @@ def test_a_holdout_that_leaves_a_split_empty_is_named():
 def test_one_operation_only():
   docs = _documents(arithmetic, operations=['multiplication'])
   assert all('*' in d['prompt'] and d['skill'] == 'multiplication' for d in docs)
+
+
+def _check_rationale(x: str, symbol: str, y: str, rationale: str) -> None:
+  """Replays a rationale: addition's columns (digits from the least significant, carry in,
+  sum) or multiplication's partial products, which sum to the product."""
+  steps = [re.fullmatch(r'(\d+)([+*])(\d+)(?:\+(\d))?=(\d+)', step).groups()
+           for step in rationale.split(',')]
+  if symbol == '*':
+    assert [(a, b) for a, _, b, _, _ in steps] == [
+        (x, d + '0' * k) for k, d in enumerate(reversed(y))]
+    assert all(int(a) * int(b) == int(c) for a, _, b, _, c in steps)
+    assert sum(int(c) for *_, c in steps) == int(x) * int(y)
+    return
+  width, carry = max(len(x), len(y)), 0
+  for (a, _, b, carried, total), da, db in zip(steps, reversed(x.zfill(width)),
+                                              reversed(y.zfill(width))):
+    assert (a, b, int(carried)) == (da, db, carry) and int(total) == int(a) + int(b) + carry
+    carry = int(total) // 10
+  assert len(steps) == width
+
+
+@pytest.mark.parametrize('style', ['scratchpad', 'step_by_step'])
+def test_arithmetic_rationales_replay_to_the_answer(style):
+  """The scratchpad (Lee et al. 2023) writes the working before the result; step_by_step
+  (Hsieh et al. 2023, arXiv 2305.02301) makes it a second training task, '[rationale] ', beside
+  '[label] ', and asks validation for the label alone."""
+  train = _documents(arithmetic, num_documents=600, max_digits=4, rationale=style,
+                     reverse_answer=False)
+  validation = _documents(arithmetic, 'validation', num_documents=200, max_digits=4,
+                          rationale=style, reverse_answer=False)
+  for d in train + validation:
+    x, symbol, y = re.fullmatch(r'(?:\[\w+\] )?(\d+)([+*])(\d+)=', d['prompt']).groups()
+    result = str(int(x) + int(y) if symbol == '+' else int(x) * int(y))
+    if style == 'scratchpad':
+      working, written = d['answer'].split(';')
+      _check_rationale(x, symbol, y, working)
+      assert written == result and d['task'] == 'label'
+    elif d['task'] == 'rationale':
+      _check_rationale(x, symbol, y, d['answer'])
+      assert d['prompt'].startswith('[rationale] ')
+    else:
+      assert d['prompt'].startswith('[label] ') and d['answer'] == result
+    assert arithmetic.check(d) and d['text'] == d['prompt'] + d['answer']
+  if style == 'step_by_step':  # every training problem twice, in order; validation labels only
+    assert [d['task'] for d in train] == ['label', 'rationale'] * 300
+    assert [d['prompt'][len('[label] '):] for d in train[::2]] == [
+        d['prompt'][len('[rationale] '):] for d in train[1::2]]
+    assert {d['task'] for d in validation} == {'label'}
+  assert arithmetic.rationale('99', '+', '1') == '9+1+0=10,9+0+1=10'  # the carry leads 100
+  wrong = {**train[1], 'answer': train[1]['answer'].replace('=', '=1', 1)}
+  wrong['text'] = wrong['prompt'] + wrong['answer']
+  assert not arithmetic.check(wrong)
 
 
 # LEGO.

@@ -19,6 +19,19 @@ Without it (holdout=0, both splits drawn from all problems) a validation problem
 (1-digit addition has 100 problems) also appears in train, and its accuracy measures memorisation,
 not arithmetic.
 
+Rationales (`rationale`). 'scratchpad' writes the working before the result, the paper's
+chain-of-thought format (its "detailed scratchpad", here compact): addition states each column
+from the least significant digit, the two digits, the carry in and their sum
+(`12+345=2+5+0=7,1+4+0=5,0+3+0=3;357`), multiplication each partial product of the first operand
+by one digit of the second (`12*345=12*5=60,12*40=480,12*300=3600;4140`); the `answer` is the
+rationale, ';' and the result, so answer accuracy is whether greedy decoding writes both.
+'step_by_step' is Distilling step-by-step (Hsieh et al. 2023, "Distilling Step-by-Step!
+Outperforming Larger Language Models with Less Training Data and Smaller Model Sizes", arXiv
+2305.02301): rationales as a second task rather than a prefix of the answer: each training problem
+gives a '[label] ' document (the result) and a '[rationale] ' document (the rationale), equally
+weighted as the paper's lambda = 1, and validation asks for the label alone, so the model answers
+without writing a rationale. The exact rationale here stands in for the paper's LLM-written one.
+
 Document i of a split is a pure function of (split, seed, i, parameters): problems are drawn in
 blocks of `_BLOCK` from `np.random.default_rng([_STREAM, seed, split index, block])`, those of the
 other side of the holdout left out, so a corpus of n documents is the first n documents of any
@@ -34,7 +47,7 @@ import numpy as np
 from research.data.synthetic import checks
 
 NAME = 'arithmetic'
-VERSION = 2  # 2: validation problems held out of training (`holdout`)
+VERSION = 3  # 2: validation problems held out of training (`holdout`); 3: `rationale`, `task`
 SPLITS = checks.SPLITS
 OPERATIONS = {'addition': '+', 'multiplication': '*'}
 
@@ -46,7 +59,10 @@ PARAMS = {
     'operations': ('addition', 'multiplication'),  # each problem draws one uniformly
     'reverse_answer': True,  # write the result's digits reversed
     'holdout': 0.1,  # the fraction of problems held out of training for validation (0: none)
+    'rationale': 'none',  # none | scratchpad (working before the result) | step_by_step (a task)
 }
+RATIONALES = ('none', 'scratchpad', 'step_by_step')
+TASK_PREFIXES = {'label': '[label] ', 'rationale': '[rationale] '}  # step_by_step's two tasks
 
 _STREAM = 0x61726974  # seeded-stream tag of this generator
 _BLOCK = 1024
@@ -75,7 +91,38 @@ def _resolve_params(split: str, seed: int, num_documents: int, params: dict,
   p['operations'] = _check_operations(task_name, p['operations'])
   p['reverse_answer'] = checks.check_bool(task_name, 'reverse_answer', p['reverse_answer'])
   p['holdout'] = checks.check_number(task_name, 'holdout', p['holdout'], 0, 0.5, kind=float)
+  if p['rationale'] not in RATIONALES:
+    checks.fail(task_name, 'rationale', p['rationale'], f'is invalid; set it to one of '
+                f'{list(RATIONALES)}.')
   return p
+
+
+def rationale(x: str, symbol: str, y: str) -> str:
+  """The working of `x symbol y`: addition's columns from the least significant digit (digits,
+  carry in, sum; the last column's carry out leads the result), or multiplication's partial
+  products by each digit of `y`."""
+  if symbol == '*':
+    return ','.join(f'{x}*{d}{"0" * k}={int(x) * int(d) * 10**k}'
+                    for k, d in enumerate(reversed(y)))
+  width, carry, columns = max(len(x), len(y)), 0, []
+  for a, b in zip(reversed(x.zfill(width)), reversed(y.zfill(width))):
+    total = int(a) + int(b) + carry
+    columns.append(f'{a}+{b}+{carry}={total}')
+    carry = total // 10
+  return ','.join(columns)
+
+
+def _texts(x: str, symbol: str, y: str, result: str, style: str, validation: bool
+           ) -> list[tuple[str, str, str]]:
+  """(task, prompt, answer) of each document of one problem in rationale `style`."""
+  prompt = f'{x}{symbol}{y}='
+  if style == 'scratchpad':
+    return [('label', prompt, f'{rationale(x, symbol, y)};{result}')]
+  if style == 'step_by_step':
+    label = ('label', TASK_PREFIXES['label'] + prompt, result)
+    return [label] if validation else [label, ('rationale', TASK_PREFIXES['rationale'] + prompt,
+                                               rationale(x, symbol, y))]
+  return [('label', prompt, result)]
 
 
 def _format_answer(result: int, reverse_answer: bool) -> str:
@@ -121,17 +168,20 @@ def _block(seed: int, split_index: int, block: int, p: dict) -> list[dict]:
     if p['holdout'] and held_out(operation, x, y, seed, p['holdout']) != validation:
       continue
     result = int(x) + int(y) if symbol == '+' else int(x) * int(y)
-    prompt, answer = f'{x}{symbol}{y}=', _format_answer(result, p['reverse_answer'])
-    documents.append({
-        'text': prompt + answer,
-        'skill': operation,
-        'difficulty': int(larger_B[b]),
-        'operation': operation,
-        'digits': int(larger_B[b]),
-        'reversed': p['reverse_answer'],
-        'prompt': prompt,
-        'answer': answer,
-    })
+    answer = _format_answer(result, p['reverse_answer'])
+    for task, prompt, text_answer in _texts(x, symbol, y, answer, p['rationale'], validation):
+      documents.append({
+          'text': prompt + text_answer,
+          'skill': operation,
+          'difficulty': int(larger_B[b]),
+          'operation': operation,
+          'digits': int(larger_B[b]),
+          'reversed': p['reverse_answer'],
+          'rationale': p['rationale'],
+          'task': task,
+          'prompt': prompt,
+          'answer': text_answer,
+      })
   return documents
 
 
@@ -155,7 +205,10 @@ def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
 
   Metadata: `skill` (= `operation`, 'addition' or 'multiplication'), `difficulty` (= `digits`,
   the larger operand's digit count), `reversed` (whether the answer is written reversed),
-  `prompt` ('12+345=') and `answer` ('753' reversed, '357' plain); `text == prompt + answer`.
+  `rationale` (the parameter), `task` ('label', or step_by_step's 'rationale'), `prompt`
+  ('12+345=') and `answer` ('753' reversed, '357' plain; with a scratchpad the rationale, ';' and
+  the result); `text == prompt + answer`. With step_by_step a training problem is two documents
+  (`num_documents` counts documents), a validation problem its label alone.
   Validation problems are held out of training (`holdout`, see the module docstring).
   Parameters are validated here, before any document is made; errors name
   `data.tasks.<task_name>.<param>`.
@@ -165,12 +218,16 @@ def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
 
 
 def check(document: dict) -> bool:
-  """True when the document's answer is its prompt's result, recomputed with Python ints."""
-  match = re.fullmatch(r'(\d+)([+*])(\d+)=', document['prompt'])
+  """True when the document's answer is its prompt's result (and rationale), recomputed with
+  Python ints."""
+  prefix = TASK_PREFIXES[document['task']] if document['rationale'] == 'step_by_step' else ''
+  match = re.fullmatch(re.escape(prefix) + r'(\d+)([+*])(\d+)=', document['prompt'])
   if match is None:
     return False
   x, symbol, y = match.groups()
   result = int(x) + int(y) if symbol == '+' else int(x) * int(y)
-  return (document['answer'] == _format_answer(result, document['reversed'])
+  texts = _texts(x, symbol, y, _format_answer(result, document['reversed']),
+                 document['rationale'], validation=False)
+  return ((document['task'], document['prompt'], document['answer']) in texts
           and document['text'] == document['prompt'] + document['answer']
           and document['digits'] == max(len(x), len(y)))
