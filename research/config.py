@@ -16,7 +16,7 @@ import seqio
 from research import defaults, errors, schedules, sharding, wandb_log
 from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
 from research.model import transformer
-from research.objectives import distillation, fim, load_balance, losses, registry
+from research.objectives import distillation, fim, load_balance, losses, permutation, registry
 
 
 
@@ -120,6 +120,9 @@ SWITCHED_RANGES = (
     ('objective.control.drop_fraction', 0, 1, '[]', 'a probability; e.g. 0.1'),
     ('objective.fim.rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
     ('objective.fim.spm_rate', 0, 1, '[]', 'a probability; 0.5 in Bavarian et al. 2022'),
+    ('objective.permute.rate', 0, 1, '[]', 'a probability: the share of documents rewritten'),
+    ('objective.mlm.rate', 0, 1, '(]', 'the share of tokens selected; 0.15 in BERT, 0.3 in '
+     'MosaicBERT'),
     ('objective.coverage_n', 1, None, '[)', 'the N of pass@N (objective.loss=coverage); e.g. 4'),
 )
 
@@ -150,6 +153,8 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
                         ('data.select.unit', selection.UNITS),
                         ('data.skillit.metric', skillit.METRICS),
                         ('objective.fim.level', fim.LEVELS),
+                        ('objective.permute.unit', permutation.UNITS),
+                        ('objective.permute.order', permutation.ORDERS),
                         ('objective.distill.shape', distillation.SHAPES),
                         ('objective.loss', losses.LOSSES)):
     value = _value(config, name)

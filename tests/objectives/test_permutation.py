@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import base
+from research import config as config_lib
 from research import errors
 from research.data import pipeline
 from research.data import store as store_lib
@@ -91,3 +92,15 @@ def test_alternate_steps_read_reversed_and_plain_documents(data_dir):
 def test_config_errors_name_the_key(settings, match):
   with pytest.raises(errors.UserError, match=match):
     registry.make_objective(_config(**settings), VOCABULARY)
+
+
+@pytest.mark.parametrize('section, key, value', [
+    ('permute', 'rate', 1.5), ('permute', 'unit', 'line'), ('permute', 'order', 'sorted'),
+    ('mlm', 'rate', 0.0)])
+def test_permute_and_mlm_keys_are_checked_while_another_objective_runs(section, key, value):
+  """A typo in a switch that is off fails before a later switch turns it on."""
+  config = base.get_config()
+  config.objective[section][key] = value
+  with pytest.raises(errors.UserError, match=rf"'objective\.{section}\.{key}'"):
+    config_lib.check_ranges(config, config_lib.SWITCHED_RANGES)
+    config_lib.check_choices(config)
