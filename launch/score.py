@@ -4,7 +4,8 @@ split with a model-free scorer in a Beam pipeline.
   python -m launch.score --checkpoint=DIR[,DIR...] (--task=NAME [--name=SCORES] | --text_file=F) \
       [--out=F.jsonl] [--scores=nll,perplexity,min_k,el2n,length,zlib] [--min_k=0.2] \
       [--split=train] [--early_checkpoint=DIR[,DIR...]] [--batch_size=N] [--metadata] \
-      [--prefix=TEXT]
+      [--prefix=TEXT] [--scores=...,lqs --lqs_target=TASK [--lqs_steps=10 --lqs_lr=0.008 \
+      --lqs_batch=8 --lqs_seed=0]]
   python -m launch.score --scorer=zipfit|toxicity|timestamp --task=NAME [--name=SCORES | \
       --out=F.jsonl] [--split=train] [--config=experiments/NAME.py] [--store_dir=DIR] \
       [--zipfit_target=TASK --zipfit_split=train --zipfit_size=100 --zipfit_seed=0] \
@@ -18,12 +19,16 @@ DIRs (runs of other seeds) average each model score, as Data Diet averages EL2N 
 is read from (or built into) data.store_dir. --text_file is a .jsonl file (one document a line, its
 `text` field) or a text file (one document a non-blank line), ids PATH:LINE. research/analysis/scores.py
 defines the scores; `grand` (GraNd, a loss-gradient norm) costs a backward pass and a gradient per
-document, far more than the others, and is computed only when asked for.
+document, far more than the others, and is computed only when asked for; `lqs` (DELT's
+Learnability-Quality Score, research/analysis/lqs.py) a short gradient-descent trajectory from the
+checkpoint (--lqs_steps at --lqs_lr on --lqs_batch rows of the scored documents), its co-state
+towards the validation documents of --lqs_target, and a gradient per document and step.
 
 OUT gets one JSON object a line, in store order: `id`, `num_tokens`, `nll` and the other scores
-asked for (`perplexity`, `min_k_prob`, `el2n`, `grand`, `length`, `zlib_ratio`, `learnability`,
-`difficulty`), with --metadata the document's `metadata`; OUT.manifest.json records what was scored
-(task or file, split, vocabulary, the store's fingerprint, checkpoints and steps, k). Both are
+asked for (`perplexity`, `min_k_prob`, `el2n`, `grand`, `lqs`, `length`, `zlib_ratio`,
+`learnability`, `difficulty`), with --metadata the document's `metadata`; OUT.manifest.json
+records what was scored (task or file, split, vocabulary, the store's fingerprint, checkpoints and
+steps, k, LQS's settings). Both are
 written to temporary files and renamed, so a failure leaves neither half-written. With --task and
 no --out, OUT is STORE/scores/SCORES.jsonl beside the task's document store, SCORES being --name
 (default: the checkpoint's name, WORKDIR-STEP for WORKDIR/checkpoints/STEP): `data.order.by` and
@@ -136,9 +141,19 @@ _RUNNER = flags.DEFINE_string('runner', 'DirectRunner', '--scorer: the Beam runn
                               allow_override=True)
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 0, '--scorer: DirectRunner processes (0: one '
                                     'per core; 1: in this process).', allow_override=True)
+_LQS_TARGET = flags.DEFINE_string('lqs_target', None, "--scores=lqs: the task whose validation "
+                                  "documents are the target set (DELT's LIMA).")
+_LQS_STEPS = flags.DEFINE_integer('lqs_steps', 10, '--scores=lqs: gradient-descent steps of the '
+                                  'proxy trajectory (DELT: 100).')
+_LQS_LR = flags.DEFINE_float('lqs_lr', 0.008, "--scores=lqs: the trajectory's learning rate.")
+_LQS_BATCH = flags.DEFINE_integer('lqs_batch', 8, '--scores=lqs: rows of data.seq_len tokens per '
+                                  'trajectory step and of the target batch (rounded up to the '
+                                  'data-parallel size).')
+_LQS_SEED = flags.DEFINE_integer('lqs_seed', 0, "--scores=lqs: the seed of the trajectory's "
+                                 'sample of the scored documents.')
 # Flags that only checkpoint scores read.
 _CHECKPOINT_FLAGS = (_EARLY, _TEXT_FILE, _SCORES, _MIN_K, _BATCH_SIZE, _FSDP, _TENSOR, _METADATA,
-                     _PREFIX)
+                     _PREFIX, _LQS_TARGET, _LQS_STEPS, _LQS_LR, _LQS_BATCH, _LQS_SEED)
 
 
 def _given(holder: flags.FlagHolder) -> bool:
@@ -181,9 +196,18 @@ def _check_flags() -> list[str]:
   if 'learnability' in names and not _EARLY.value:
     raise errors.UserError('--scores=learnability needs --early_checkpoint=DIR: learnability is '
                            'nll(early checkpoint) - nll(--checkpoint).')
-  if _PREFIX.value and 'grand' in names:
-    raise errors.UserError('--scores=grand takes no --prefix (GraNd is the gradient of a '
-                           "document's own loss); score grand in a run without --prefix.")
+  for gradient in ('grand', 'lqs'):
+    if _PREFIX.value and gradient in names:
+      raise errors.UserError(f'--scores={gradient} takes no --prefix (it reads the gradient of a '
+                             f"document's own loss); score {gradient} in a run without --prefix.")
+  if 'lqs' in names:
+    if not _LQS_TARGET.value:
+      raise errors.UserError('--scores=lqs needs --lqs_target=TASK: the task whose validation '
+                             'documents are the target set the trajectory is steered towards.')
+    if _LQS_STEPS.value < 1 or _LQS_BATCH.value < 1 or not _LQS_LR.value > 0:
+      raise errors.UserError(f'--lqs_steps={_LQS_STEPS.value}, --lqs_batch={_LQS_BATCH.value} and '
+                             f'--lqs_lr={_LQS_LR.value} must be positive (DELT: 100 steps at '
+                             '0.008).')
   scores_lib.check_min_k(_MIN_K.value)
   if _BATCH_SIZE.value < 0:
     raise errors.UserError(f'--batch_size={_BATCH_SIZE.value} must be positive (or 0 for the '
@@ -231,6 +255,13 @@ def _batch_size(config, devices) -> int:
   return -(-config.eval.batch_size // parallel) * parallel
 
 
+def _lqs_target(config) -> store_lib.DocumentStore:
+  """The validation store of --lqs_target (registered by `_documents`, built if small)."""
+  tasks.check_task(_LQS_TARGET.value, '--lqs_target')
+  store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
+  return store_lib.load_store(_LQS_TARGET.value, 'validation', config.data.vocabulary, store_dir)
+
+
 def _documents(config, vocabulary):
   """(store, metadata getter, texts getter, what) of --task or --text_file."""
   if _TEXT_FILE.value is not None:
@@ -251,9 +282,9 @@ def _documents(config, vocabulary):
           f'--task={_TASK.value} --split={_SPLIT.value}')
 
 
-def _model_scores(configs, flag, store, batch_size, devices, grand=False):
-  """The mean over the checkpoints of `flag` of nll, min_k_prob, el2n and, if `grand`, grand, and
-  their steps."""
+def _model_scores(configs, flag, store, batch_size, devices, grand=False, lqs_target=None):
+  """The mean over the checkpoints of `flag` of nll, min_k_prob, el2n and, if `grand`, grand,
+  with `lqs_target` (a store) lqs, and their steps."""
   per_checkpoint, steps = [], []
   for path, config_flag, config in configs:
     if config_flag != flag:
@@ -266,6 +297,10 @@ def _model_scores(configs, flag, store, batch_size, devices, grand=False):
     if grand:
       per_checkpoint[-1].update(scores_lib.grand_scores(loaded, store.tokens, store.offsets,
                                                         batch_size))
+    if lqs_target is not None:
+      per_checkpoint[-1].update(scores_lib.lqs_scores(
+          loaded, store.tokens, store.offsets, lqs_target, _LQS_STEPS.value, _LQS_LR.value,
+          _LQS_BATCH.value, _LQS_SEED.value, batch_size))
     steps.append({'path': path, 'step': loaded.step})
     del loaded
   return scores_lib.mean_scores(per_checkpoint), steps
@@ -343,12 +378,13 @@ def main(argv):
                            'metadata (the synthetic tasks arithmetic, lego and biographies do).')
 
   model, steps = _model_scores(configs, '--checkpoint', store, batch_size, devices,
-                               'grand' in names)
+                               'grand' in names, _lqs_target(config) if 'lqs' in names else None)
   columns = {'nll': model['nll'], 'perplexity': np.exp(model['nll']),
              'min_k_prob': model['min_k_prob'], 'el2n': model['el2n'],
              'length': windows.lengths(store)}
-  if 'grand' in names:
-    columns['grand'] = model['grand']
+  for gradient in ('grand', 'lqs'):
+    if gradient in names:
+      columns[gradient] = model[gradient]
   early_steps = []
   if 'learnability' in names:
     early, early_steps = _model_scores(configs, '--early_checkpoint', store, batch_size, devices)
@@ -375,6 +411,9 @@ def main(argv):
               'store_fingerprint': store.manifest.get('fingerprint'),
               'checkpoints': steps, 'early_checkpoints': early_steps, 'scores': names,
               'min_k': _MIN_K.value, 'prefix': _PREFIX.value,
+              'lqs': {'target': _LQS_TARGET.value, 'steps': _LQS_STEPS.value, 'lr': _LQS_LR.value,
+                      'batch': _LQS_BATCH.value, 'seed': _LQS_SEED.value} if 'lqs' in names
+                     else None,
               'num_documents': store.num_documents}
   if jax.process_index() == 0:
     out.parent.mkdir(parents=True, exist_ok=True)

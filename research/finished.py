@@ -99,8 +99,24 @@ class LoadedCheckpoint:
       gradient_norm = lambda rows: optax.tree.norm(jax.grad(document_loss)(params, rows))
       return jax.vmap(gradient_norm)(batch)
 
+    def alignment(params, vector, batch):
+      dot = lambda rows: optax.tree.vdot(jax.grad(document_loss)(params, rows), vector)
+      return jax.vmap(dot)(batch)
+
     self._statistics = self.jit(statistics)
     self._grand = self.jit(grand)
+    placed = self.placed
+    self._alignment = jax.jit(
+        alignment, in_shardings=(placed.param_shardings, placed.param_shardings,
+                                 placed.batch_sharding),
+        out_shardings=sharding.replicated(placed.mesh))
+
+  def batch_loss(self, params, batch):
+    """The mean token cross-entropy of a model batch (traceable; under the model's logical
+    sharding rules when they are active)."""
+    logits_BLV = self.model.apply({'params': params}, batch)
+    sums = losses.token_cross_entropy(logits_BLV, batch['targets'], batch['segment_ids'] > 0)
+    return sums['cross_entropy_sum'] / jnp.maximum(sums['weight_sum'], 1.0)
 
   @property
   def model(self):
@@ -138,6 +154,12 @@ class LoadedCheckpoint:
     active): under vmap they would shard each document's windows instead of the documents, which
     follow the batch's sharding."""
     return self._grand(self.params, self.placed.place(batch))
+
+  def alignment(self, params, vector, batch: dict[str, np.ndarray]):
+    """The device array [N] of <grad of each document's mean token loss at `params`, `vector`>
+    (parameter pytrees placed as the checkpoint's) for a global host batch of `document_rows`, as
+    `grand` (not waited for): DELT's quality-times-learnability term (research/analysis/lqs.py)."""
+    return self._alignment(params, vector, self.placed.place(batch))
 
 
 def load_checkpoint(path: str, config: ml_collections.ConfigDict | None = None, devices=None,

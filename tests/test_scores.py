@@ -1,4 +1,5 @@
-"""Per-document scores (research/analysis/scores.py) and the launch.score command, against numpy."""
+"""Per-document scores (research/analysis/scores.py, DELT's LQS of research/analysis/lqs.py) and the
+launch.score command, against numpy."""
 
 import json
 import math
@@ -16,7 +17,7 @@ import pytest
 from experiments import base
 from launch import score as score_command
 from research import finished, train
-from research.analysis import scores
+from research.analysis import lqs, scores
 from research.data import store as store_lib
 from research.data import tasks, vocabularies, windows
 from tests import commands
@@ -249,7 +250,8 @@ def _run(**flag_values) -> str:
   """launch.score's main in-process with these flags; returns what it printed."""
   values = {'task': None, 'text_file': None, 'early_checkpoint': [], 'batch_size': 0,
             'scores': ['nll', 'perplexity', 'min_k', 'el2n', 'length', 'zlib'], 'min_k': 0.2,
-            'split': 'train', 'metadata': False, 'store_dir': None, **flag_values}
+            'split': 'train', 'metadata': False, 'store_dir': None, 'lqs_target': None,
+            'lqs_steps': 10, **flag_values}
   return commands.run_main(score_command.main, **values)
 
 
@@ -357,3 +359,102 @@ def test_user_errors_are_one_line_naming_the_flag(runs, tmp_path):
     with pytest.raises(SystemExit, match=r'^error: .*' + message):
       _run(out=out, **flag_values)
   assert os.listdir(tmp_path) == ['empty']  # nothing written
+
+
+# DELT's Learnability-Quality Score (research/analysis/lqs.py).
+
+ETA = 0.1
+
+
+def _quadratic_loss(params, batch):
+  theta = params['theta']
+  return 0.5 * theta @ batch['A'] @ theta - batch['c'] @ theta
+
+
+def test_trajectory_and_costates_follow_the_recursion_on_quadratics():
+  """Proxy losses 0.5 x'A_t x - c_t'x (Hessian A_t), target 0.5 |x - x*|^2 (gradient x - x*)."""
+  rng = np.random.default_rng(0)
+  batches = []
+  for _ in range(4):
+    m = rng.normal(size=(3, 3))
+    batches.append({'A': jnp.asarray(m @ m.T + np.eye(3), jnp.float32),
+                    'c': jnp.asarray(rng.normal(size=3), jnp.float32)})
+  star = np.array([1.0, -2.0, 0.5])
+  target_grad = lambda params: {'theta': params['theta'] - jnp.asarray(star, jnp.float32)}
+  start = {'theta': jnp.asarray(rng.normal(size=3), jnp.float32)}
+  states = lqs.trajectory(_quadratic_loss, start, batches, ETA)
+  lambdas = lqs.costates(_quadratic_loss, target_grad, states, batches, ETA)
+  theta = [np.asarray(start['theta'], np.float64)]
+  for b in batches:
+    a, c = np.asarray(b['A'], np.float64), np.asarray(b['c'], np.float64)
+    theta.append(theta[-1] - ETA * (a @ theta[-1] - c))
+  lam = [theta[-1] - star]
+  for t in reversed(range(4)):
+    a = np.asarray(batches[t]['A'], np.float64)
+    lam.append(lam[-1] + (theta[t] - star) - ETA * a @ lam[-1])
+  lam = lam[::-1]
+  assert len(states) == len(lambdas) == 5
+  for t in range(5):
+    np.testing.assert_allclose(states[t]['theta'], theta[t], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lambdas[t]['theta'], lam[t], rtol=1e-4, atol=1e-5)
+
+
+def test_scores_are_eta_times_summed_dots_over_the_first_norm_z_normalised_and_clipped():
+  dots = np.array([[1.0, 2.0, -1.0, 0.0], [3.0, 0.0, -1.0, 4.0]])
+  norms = np.array([2.0, 1.0, 1.0, 4.0])
+  raw = ETA * dots.sum(axis=0) / norms  # 0.2, 0.2, -0.2, 0.1
+  np.testing.assert_allclose(lqs.scores(dots, norms, ETA), (raw - raw.mean()) / raw.std())
+  outlier = np.zeros((1, 12))
+  outlier[0, 0] = 1.0  # z = sqrt(11) = 3.32: clipped
+  got = lqs.scores(outlier, np.ones(12), ETA)
+  assert got[0] == lqs.CLIP and np.allclose(got[1:], -1 / np.sqrt(11))
+  assert not lqs.scores(np.ones((2, 5)), np.ones(5), ETA).any()  # no spread: all 0
+
+
+@pytest.fixture(scope='module')
+def target_store(runs):
+  config = finished.checkpoint_config(runs['a'])
+  return store_lib.load_store('stdlib_prose', 'validation', 'byte', config.data.store_dir)
+
+
+def test_lqs_of_each_document_matches_its_own_gradients(loaded_runs, target_store):
+  """The score of every document against one computed directly: the document's windows, the
+  gradient of their mean token loss at each point of the trajectory, its dot with the next
+  co-state, over its norm at the start."""
+  loaded = loaded_runs['a']
+  byte = vocabularies.make_vocabulary('byte', 0)
+  store = scores.tokenize_documents([{'id': str(i), 'text': t} for i, t in enumerate(TEXTS)
+                                     if 16 < len(t) < SEQ_LEN], byte)  # one window each: one shape
+  tokens, offsets = store.tokens, store.offsets
+  states, lambdas = scores.lqs_trajectory(loaded, tokens, offsets, target_store, 3, ETA, 8, seed=1)
+  got = scores.trajectory_scores(loaded, tokens, offsets, states, lambdas, ETA, batch_size=8)
+  grad = jax.jit(jax.grad(loaded.batch_loss))
+  raw = []
+  for d in range(store.num_documents):
+    rows = windows.pack_windows(np.array([0, offsets[d + 1] - offsets[d]]),
+                                tokens[offsets[d]:offsets[d + 1]], SEQ_LEN,
+                                loaded.start_id)
+    rows.pop('token_index')
+    gradients = [jax.device_get(grad(jax.device_get(states[t]), rows)) for t in range(4)]
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)]).astype(
+        np.float64)
+    dots = [flat(gradients[t]) @ flat(jax.device_get(lambdas[t + 1])) for t in range(3)]
+    raw.append(ETA * sum(dots) / np.linalg.norm(flat(gradients[0])))
+  raw = np.array(raw)
+  np.testing.assert_allclose(got, np.clip((raw - raw.mean()) / raw.std(), -3, 3), rtol=1e-3,
+                             atol=1e-3)
+  assert got.std() > 0.5  # the documents differ
+
+
+def test_command_writes_lqs_and_names_a_missing_target(runs, tmp_path):
+  text_file = tmp_path / 'docs.txt'
+  text_file.write_text('first document\nthe second one\nand the third\n')  # one shape: 15, 15, 14
+  out = tmp_path / 'lqs.jsonl'
+  _run(checkpoint=[runs['a']], text_file=str(text_file), out=str(out), scores=['lqs'],
+       lqs_target='stdlib_prose', lqs_steps=2)
+  lines = _lines(out)
+  assert list(lines[0]) == ['id', 'num_tokens', 'nll', 'lqs']
+  values = np.array([line['lqs'] for line in lines])
+  assert len(values) == 3 and abs(values.mean()) < 1e-6 and np.all(np.abs(values) <= lqs.CLIP)
+  with pytest.raises(SystemExit, match='--scores=lqs needs --lqs_target=TASK'):
+    _run(checkpoint=[runs['a']], text_file=str(text_file), out=str(out), scores=['lqs'])

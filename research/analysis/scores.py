@@ -46,6 +46,7 @@ gradient the size of the parameters), rounded up to a multiple of the data-paral
 documents are sharded over the data-parallel axes.
 """
 
+import functools
 import math
 import zlib
 from collections.abc import Sequence
@@ -54,15 +55,17 @@ import jax
 import numpy as np
 from etils import epath
 
-from research import errors, finished
+from research import errors, finished, sharding
+from research.analysis import lqs
 from research.data import sources, windows
 from research.data import store as store_lib
 
 SCORES = {'nll': 'nll', 'perplexity': 'perplexity', 'min_k': 'min_k_prob', 'el2n': 'el2n',
           'length': 'length', 'zlib': 'zlib_ratio', 'learnability': 'learnability',
-          'difficulty': 'difficulty', 'grand': 'grand'}
-MODEL_SCORES = ('nll', 'perplexity', 'min_k', 'el2n', 'learnability', 'grand')
+          'difficulty': 'difficulty', 'grand': 'grand', 'lqs': 'lqs'}
+MODEL_SCORES = ('nll', 'perplexity', 'min_k', 'el2n', 'learnability', 'grand', 'lqs')
 DEFAULT_MIN_K = 0.2
+_LQS_STREAM = 0x6c7173  # seeded-stream tag of LQS's proxy sample
 
 
 # --- scores without a model ------------------------------------------------------------------------
@@ -161,9 +164,18 @@ def grand_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets:
   tokens[offsets[d]:offsets[d + 1]] under the checkpoint: batches of documents of W windows hold
   batch_size // W of them (0: the run's eval.batch_size), rounded up to a multiple of the
   data-parallel size."""
+  return {'grand': per_document(loaded, tokens, offsets, loaded.grand, batch_size, group_tokens)}
+
+
+def per_document(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+                 score_batch, batch_size: int = 0,
+                 group_tokens: int = windows.GROUP_TOKENS) -> np.ndarray:
+  """[D]: `score_batch` (a global batch of `windows.document_rows` [N, W, L] -> device array [N],
+  one value per document, e.g. `loaded.grand`) of each document tokens[offsets[d]:offsets[d + 1]],
+  its documents batched as `grand_scores` says."""
   batch_size = batch_size or loaded.config.eval.batch_size
   parallel, seq_len = loaded.data_parallel_size(), loaded.seq_len
-  grand_D = np.zeros(len(offsets) - 1)
+  scores_D = np.zeros(len(offsets) - 1)
   for first, _, group_offsets, group_tokens_T in windows.grouped_documents(tokens, offsets, group_tokens):
     starts_N, lengths_N = group_offsets[:-1], np.diff(group_offsets)
     windows_N = windows.power_of_two_ceiling(-(-lengths_N // seq_len))
@@ -179,10 +191,71 @@ def grand_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets:
         batch = windows.document_rows(np.pad(starts_N[documents], (0, padding)),
                               np.pad(lengths_N[documents], (0, padding)), group_tokens_T, seq_len,
                               num_windows, row_length, loaded.start_id)
-        pending.append((first + documents, loaded.grand(batch)))
-    for documents, grand_N in jax.device_get(pending):
-      grand_D[documents] = grand_N[:len(documents)]
-  return {'grand': grand_D}
+        pending.append((first + documents, score_batch(batch)))
+    for documents, scores_N in jax.device_get(pending):
+      scores_D[documents] = scores_N[:len(documents)]
+  return scores_D
+
+
+def lqs_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+               target: store_lib.DocumentStore, steps: int, lr: float, proxy_batch: int,
+               seed: int = 0, batch_size: int = 0) -> dict[str, np.ndarray]:
+  """`lqs` [D] (DELT's Learnability-Quality Score, research/analysis/lqs.py) of the documents
+  tokens[offsets[d]:offsets[d + 1]]: a trajectory of `steps` gradient-descent steps at `lr` from
+  the checkpoint on batches of `proxy_batch` rows of a seeded sample of those documents, its
+  co-state from the loss on `target`'s documents (its first `proxy_batch` rows), then each
+  document's alignment with it along the trajectory."""
+  states, lambdas = lqs_trajectory(loaded, tokens, offsets, target, steps, lr, proxy_batch, seed)
+  return {'lqs': trajectory_scores(loaded, tokens, offsets, states, lambdas, lr, batch_size)}
+
+
+def trajectory_scores(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+                      states: Sequence, lambdas: Sequence, lr: float,
+                      batch_size: int = 0) -> np.ndarray:
+  """[D] LQS of the documents along `lqs_trajectory`'s `states` and `lambdas`: each document's
+  gradient at theta_t dotted with lambda_{t+1}, over its gradient's norm at theta_0
+  (`lqs.scores`)."""
+  dots_TD = np.stack([per_document(loaded, tokens, offsets,
+                                   functools.partial(loaded.alignment, states[t], lambdas[t + 1]),
+                                   batch_size) for t in range(len(states) - 1)])
+  norms_D = per_document(loaded, tokens, offsets, loaded.grand, batch_size)
+  return lqs.scores(dots_TD, norms_D, lr)
+
+
+def lqs_trajectory(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offsets: np.ndarray,
+                   target: store_lib.DocumentStore, steps: int, lr: float, proxy_batch: int,
+                   seed: int = 0) -> tuple[list, list]:
+  """(theta_0..theta_T, lambda_0..lambda_T) of `lqs_scores`: the trajectory on batches of
+  `proxy_batch` rows (rounded up to the data-parallel size) of the windows of a seeded permutation
+  of the documents, and its co-state towards the first as many rows of `target`'s documents."""
+  parallel = loaded.data_parallel_size()
+  rows = -(-proxy_batch // parallel) * parallel
+  order_D = np.random.default_rng([_LQS_STREAM, seed]).permutation(len(offsets) - 1)
+  proxy = _window_rows(tokens, offsets, order_D, loaded, rows * steps)
+  batches = [loaded.placed.place({k: v[i:i + rows] for k, v in proxy.items()})
+             for i in range(0, rows * steps, rows)]
+  target_batch = loaded.placed.place(_window_rows(
+      target.tokens, target.offsets, np.arange(target.num_documents), loaded, rows))
+  placed = loaded.placed
+  with sharding.activate(placed.mesh, placed.rules):
+    target_grad = jax.jit(jax.grad(lambda p: loaded.batch_loss(p, target_batch)))
+    states = lqs.trajectory(loaded.batch_loss, loaded.params, batches, lr)
+    return states, lqs.costates(loaded.batch_loss, target_grad, states, batches, lr)
+
+
+def _window_rows(tokens: np.ndarray, offsets: np.ndarray, order_D: np.ndarray,
+                 loaded: finished.LoadedCheckpoint, num_rows: int) -> dict[str, np.ndarray]:
+  """`num_rows` rows of the windows of the documents in `order_D` (packed as windows.pack_windows,
+  cycled when they fill fewer; without `token_index`)."""
+  lengths_D = np.diff(offsets)[order_D]
+  needed = np.searchsorted(np.cumsum(lengths_D), num_rows * loaded.seq_len) + 1
+  chosen = order_D[:needed]
+  chosen_tokens = np.concatenate([tokens[offsets[d]:offsets[d + 1]] for d in chosen])
+  rows = windows.pack_windows(np.concatenate([[0], np.cumsum(np.diff(offsets)[chosen])]),
+                              chosen_tokens, loaded.seq_len, loaded.start_id)
+  rows.pop('token_index')
+  cycled = np.arange(num_rows) % len(rows['targets'])
+  return {k: v[cycled] for k, v in rows.items()}
 
 
 def mean_scores(per_checkpoint: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
