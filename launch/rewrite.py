@@ -3,7 +3,7 @@
   python -m launch.rewrite --checkpoint=DIR --task=NAME --out=DIR_OUT \
       --template='Rewrite this like Wikipedia: {text}\nRewritten:' [--split=train] \
       [--num_documents=0] [--max_new_tokens=256] [--max_document_tokens=0] [--temperature=0] \
-      [--seed=0] [--batch_size=16] [--part_size=1024]
+      [--seed=0] [--batch_size=16] [--part_size=1024] [--mode=rewrite|prox]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output (an imported Hugging Face model); its config.json gives the model and
@@ -12,7 +12,10 @@ document's text, cut to its first --max_document_tokens tokens (0: the run's dat
 --max_new_tokens), replaces {text} in --template; the prompt is continued greedily (or sampled at
 --temperature, seeded by --seed and the batch's first document) for at most --max_new_tokens, up to
 the vocabulary's EOS, --batch_size prompts at a time on one device (research/generate.py).
---num_documents > 0 rewrites the split's first that many documents.
+--num_documents > 0 rewrites the split's first that many documents. With --mode=prox the
+continuation is a ProX refinement program (drop_doc(), keep_doc(), remove_lines(a, b),
+normalize('x', 'y'); Zhou et al. 2024, arXiv 2409.17115; research/prox.py), run on the whole
+document: the part holds the refined documents with their `program`, and not those it drops.
 
 OUT (local or gs://) gets part-NNNNN.jsonl files of --part_size rewrites each (`text`, `source_id`)
 and manifest.json (research/rewrite.py). Running the same command again resumes: the finished parts
@@ -57,6 +60,9 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Prompts continued together
                                    allow_override=True)
 _PART_SIZE = flags.DEFINE_integer('part_size', 1024, 'Rewrites per output part (the unit of '
                                   'resumption).')
+_MODE = flags.DEFINE_enum('mode', 'rewrite', rewrite_lib.MODES, 'rewrite: the continuation is '
+                          'the new document; prox: it is a ProX refinement program run on the '
+                          'document (research/prox.py).')
 
 
 def _settings(path: str, step: int, config, num_documents: int) -> rewrite_lib.Settings:
@@ -78,7 +84,8 @@ def _settings(path: str, step: int, config, num_documents: int) -> rewrite_lib.S
       checkpoint=path, step=step, task=_TASK.value, split=_SPLIT.value,
       template=_TEMPLATE.value, max_new_tokens=_MAX_NEW_TOKENS.value,
       max_document_tokens=document_tokens, temperature=_TEMPERATURE.value, seed=_SEED.value,
-      part_size=_PART_SIZE.value, batch_size=_BATCH_SIZE.value, num_documents=num_documents)
+      part_size=_PART_SIZE.value, batch_size=_BATCH_SIZE.value, num_documents=num_documents,
+      mode=_MODE.value)
 
 
 @cli.exits_on_user_error

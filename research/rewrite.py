@@ -6,7 +6,10 @@ given style ("like Wikipedia", "as questions and answers") beside the originals;
 the Web", Nguyen et al. 2025) rewrites the documents a quality filter would discard.
 Both are one step: every document of a task, formatted into a prompt template ('{text}' marks the
 document), continued by a checkpoint (research/generate.py, batched), the continuation kept as a
-new document.
+new document. With `mode='prox'` the continuation is instead a refinement program (ProX, arXiv
+2409.17115; research/prox.py) run on the whole document: the line is the refined document, with
+its `program` and whether it parsed (a program that does not parse keeps the document as it is),
+and a document the program drops has no line.
 
 The output is a directory of part files, `part-NNNNN.jsonl`, each the rewrites of `part_size`
 consecutive documents of the task (one JSON object a line: `text`, the rewrite; `source_id`, the
@@ -26,13 +29,14 @@ import jax
 import numpy as np
 from etils import epath
 
-from research import errors, generate
+from research import errors, generate, prox
 from research.data import score_files
 from research.data import store as store_lib
 from research.data import vocabularies
 
 MANIFEST = 'manifest.json'
 PLACEHOLDER = '{text}'
+MODES = ('rewrite', 'prox')  # the continuation is the new document, or a ProX program to run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Settings:
   part_size: int
   batch_size: int
   num_documents: int
+  mode: str = 'rewrite'  # one of MODES
 
 
 def part_name(part: int) -> str:
@@ -115,8 +120,14 @@ def rewrite(loaded, store: store_lib.DocumentStore, settings: Settings, out: epa
                           settings.max_document_tokens), key, settings.max_new_tokens, sampling)
       for index, row, length in zip(batch, tokens, lengths):
         ids = [i for i in row[:length].tolist() if i != vocabulary.eos_id]
-        lines.append(json.dumps({'text': vocabulary.decode(ids),
-                                 'source_id': store.doc_ids[int(index)]}) + '\n')
+        record = {'text': vocabulary.decode(ids), 'source_id': store.doc_ids[int(index)]}
+        if settings.mode == 'prox':
+          program = record['text']
+          text, parsed = prox.refine(program, store.text(int(index), vocabulary))
+          if text is None:
+            continue
+          record.update(text=text, program=program, parsed=parsed)
+        lines.append(json.dumps(record) + '\n')
     with score_files.atomic_file(str(path)) as f:
       f.write(''.join(lines))
     made += 1

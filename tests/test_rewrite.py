@@ -8,7 +8,7 @@ import pytest
 
 from experiments import base
 from launch import rewrite as rewrite_command
-from research import errors, finished
+from research import errors, finished, prox
 from research import rewrite as rewrite_lib
 from research.analysis import scores
 from research.data import store as store_lib
@@ -41,7 +41,7 @@ def _rewrite(run, out, **flags) -> str:
   values = {'checkpoint': [run], 'task': 'notes', 'split': 'train', 'out': str(out),
             'template': TEMPLATE, 'num_documents': 0, 'max_new_tokens': 6,
             'max_document_tokens': 0, 'temperature': 0.0, 'seed': 0, 'batch_size': 2,
-            'part_size': 2, **flags}
+            'part_size': 2, 'mode': 'rewrite', **flags}
   return commands.run_main(rewrite_command.main, **values)
 
 
@@ -93,3 +93,28 @@ def test_a_template_needs_one_placeholder():
     with pytest.raises(errors.UserError, match=r'must hold \{text\} exactly once'):
       rewrite_lib.check_template(template)
   rewrite_lib.check_template(TEMPLATE)
+
+
+def test_prox_programs_drop_remove_lines_and_normalize():
+  """ProX (arXiv 2409.17115): the four functions, by hand."""
+  text = 'Header: ads\nline one\nline two\nClick here!\nlast line'
+  assert prox.refine('drop_doc()', text) == (None, True)
+  assert prox.refine('keep_doc()', text) == (text, True)
+  assert prox.refine('remove_lines(0, 0)\nremove_lines(3, 3)', text) == (
+      'line one\nline two\nlast line', True)
+  assert prox.refine("remove_lines(3, 99)\nnormalize('line', 'row')", text) == (
+      'Header: ads\nrow one\nrow two', True)
+  # Anything else is not run, and the document is kept as it is.
+  for program in ('', ' \n', 'os.remove("x")', 'remove_lines(1)', "remove_lines('1', 2)", 'keep_doc(',
+                  'drop_doc(); x', 'eval("1")', 'normalize(source_str="a", target_str="b")'):
+    assert prox.refine(program, text) == (text, False), program
+
+
+def test_prox_mode_runs_each_documents_program_on_it(run, tmp_path):
+  """A random model's continuations are no programs: every document is kept unchanged, flagged
+  as unparsed, with the program it was given."""
+  out = tmp_path / 'prox'
+  _rewrite(run, out, mode='prox', template='{text}\nProgram:')
+  lines = [line for k in range(3) for line in _lines(out / rewrite_lib.part_name(k))]
+  assert [line['text'] for line in lines] == TEXTS
+  assert all(line['parsed'] is False and isinstance(line['program'], str) for line in lines)
