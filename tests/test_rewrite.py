@@ -105,8 +105,9 @@ def test_prox_programs_drop_remove_lines_and_normalize():
   assert prox.refine("remove_lines(3, 99)\nnormalize('line', 'row')", text) == (
       'Header: ads\nrow one\nrow two', True)
   # Anything else is not run, and the document is kept as it is.
-  for program in ('', ' \n', 'os.remove("x")', 'remove_lines(1)', "remove_lines('1', 2)", 'keep_doc(',
-                  'drop_doc(); x', 'eval("1")', 'normalize(source_str="a", target_str="b")'):
+  for program in ('', ' \n', 'os.remove("x")', 'remove_lines(1)', "remove_lines('1', 2)",
+                  'keep_doc(', 'drop_doc(); x', 'eval("1")',
+                  'normalize(source_str="a", target_str="b")'):
     assert prox.refine(program, text) == (text, False), program
 
 
