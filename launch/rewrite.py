@@ -3,7 +3,7 @@
   python -m launch.rewrite --checkpoint=DIR --task=NAME --out=DIR_OUT \
       --template='Rewrite this like Wikipedia: {text}\nRewritten:' [--split=train] \
       [--num_documents=0] [--max_new_tokens=256] [--max_document_tokens=0] [--temperature=0] \
-      [--seed=0] [--batch_size=16] [--part_size=1024] [--mode=rewrite|prox]
+      [--seed=0] [--batch_size=16] [--part_size=1024] [--mode=rewrite|prox|label]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output (an imported Hugging Face model); its config.json gives the model and
@@ -16,6 +16,8 @@ the vocabulary's EOS, --batch_size prompts at a time on one device (research/gen
 continuation is a ProX refinement program (drop_doc(), keep_doc(), remove_lines(a, b),
 normalize('x', 'y'); Zhou et al. 2024, arXiv 2409.17115; research/prox.py), run on the whole
 document: the part holds the refined documents with their `program`, and not those it drops.
+With --mode=label a document becomes its prompt and the continuation: pseudo-labels (a model
+fine-tuned on a task labels unlabelled documents; template e.g. '{text}\nSentiment:').
 
 OUT (local or gs://) gets part-NNNNN.jsonl files of --part_size rewrites each (`text`, `source_id`)
 and manifest.json (research/rewrite.py). Running the same command again resumes: the finished parts
@@ -62,7 +64,8 @@ _PART_SIZE = flags.DEFINE_integer('part_size', 1024, 'Rewrites per output part (
                                   'resumption).')
 _MODE = flags.DEFINE_enum('mode', 'rewrite', rewrite_lib.MODES, 'rewrite: the continuation is '
                           'the new document; prox: it is a ProX refinement program run on the '
-                          'document (research/prox.py).')
+                          'document (research/prox.py); label: the prompt and its continuation '
+                          '(a pseudo-labelled example).')
 
 
 def _settings(path: str, step: int, config, num_documents: int) -> rewrite_lib.Settings:

@@ -9,7 +9,10 @@ document), continued by a checkpoint (research/generate.py, batched), the contin
 new document. With `mode='prox'` the continuation is instead a refinement program (ProX, arXiv
 2409.17115; research/prox.py) run on the whole document: the line is the refined document, with
 its `program` and whether it parsed (a program that does not parse keeps the document as it is),
-and a document the program drops has no line.
+and a document the program drops has no line. With `mode='label'` the line is the prompt and its
+continuation, a pseudo-labelled example ("Predictions For Pre-training Language Models": a model
+fine-tuned on a labelled task labels unlabelled documents, and training on those labels is
+pretraining for the task).
 
 The output is a directory of part files, `part-NNNNN.jsonl`, each the rewrites of `part_size`
 consecutive documents of the task (one JSON object a line: `text`, the rewrite; `source_id`, the
@@ -36,7 +39,9 @@ from research.data import vocabularies
 
 MANIFEST = 'manifest.json'
 PLACEHOLDER = '{text}'
-MODES = ('rewrite', 'prox')  # the continuation is the new document, or a ProX program to run
+# What a document becomes: the continuation (rewrite), the document refined by the continuation
+# as a ProX program (prox), or the prompt and its continuation (label: pseudo-labelled examples)
+MODES = ('rewrite', 'prox', 'label')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +120,16 @@ def rewrite(loaded, store: store_lib.DocumentStore, settings: Settings, out: epa
     for start in range(0, len(indices), settings.batch_size):
       batch = indices[start:start + settings.batch_size]
       key = jax.random.fold_in(jax.random.key(settings.seed), int(batch[0]))
-      tokens, lengths = generate.continue_texts(
-          loaded, prompts(store, batch, settings.template, vocabulary,
-                          settings.max_document_tokens), key, settings.max_new_tokens, sampling)
-      for index, row, length in zip(batch, tokens, lengths):
+      batch_prompts = prompts(store, batch, settings.template, vocabulary,
+                              settings.max_document_tokens)
+      tokens, lengths = generate.continue_texts(loaded, batch_prompts, key,
+                                                settings.max_new_tokens, sampling)
+      for index, prompt, row, length in zip(batch, batch_prompts, tokens, lengths):
         ids = [i for i in row[:length].tolist() if i != vocabulary.eos_id]
         record = {'text': vocabulary.decode(ids), 'source_id': store.doc_ids[int(index)]}
-        if settings.mode == 'prox':
+        if settings.mode == 'label':
+          record['text'] = prompt + record['text']
+        elif settings.mode == 'prox':
           program = record['text']
           text, parsed = prox.refine(program, store.text(int(index), vocabulary))
           if text is None:

@@ -119,3 +119,13 @@ def test_prox_mode_runs_each_documents_program_on_it(run, tmp_path):
   lines = [line for k in range(3) for line in _lines(out / rewrite_lib.part_name(k))]
   assert [line['text'] for line in lines] == TEXTS
   assert all(line['parsed'] is False and isinstance(line['program'], str) for line in lines)
+
+
+def test_label_mode_keeps_the_prompt_before_the_continuation(run, tmp_path):
+  """Pseudo-labels: the document is its prompt and the continuation the rewrite mode writes."""
+  for mode in ('rewrite', 'label'):
+    _rewrite(run, tmp_path / mode, mode=mode, num_documents=2)
+  rewrites, labelled = (_lines(tmp_path / mode / rewrite_lib.part_name(0))
+                        for mode in ('rewrite', 'label'))
+  assert [line['text'] for line in labelled] == [
+      TEMPLATE.replace('{text}', text) + line['text'] for text, line in zip(TEXTS, rewrites)]
