@@ -27,6 +27,8 @@ from ml_collections import config_flags
 
 from research import defaults, errors, finished
 from research.analysis import report
+from research.data import store as store_lib
+from research.data import tasks
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # experiments/ is in it
 
@@ -199,6 +201,19 @@ def sweep_runs(path: str) -> list[str]:
     raise errors.UserError(f'{path} holds no runs (no sub-directory with a config.json); pass the '
                            '--workdir of launch.sweep.')
   return runs
+
+
+def task_store(config, task: str, split: str, store_dir: str) -> store_lib.DocumentStore:
+  """The document store of --task's --split in the vocabulary of run `config` (from `store_dir`,
+  built first if small), after registering the run's data.tasks and --config's; fails naming the
+  flag of a task or split that is none."""
+  tasks.register_config_tasks(config.data)
+  if CONFIG.value is not None:
+    tasks.register_config_tasks(CONFIG.value.data)
+  tasks.check_task(task, '--task')
+  if split not in tasks.SPLITS:
+    raise errors.UserError(f'--split={split!r} is not a split; use one of {list(tasks.SPLITS)}.')
+  return store_lib.load_store(task, split, config.data.vocabulary, store_dir)
 
 
 def write_atomically(path: str, text: str, flag: str = '--out') -> None:

@@ -36,8 +36,6 @@ from etils import epath
 
 from research import errors, finished
 from research import rewrite as rewrite_lib
-from research.data import store as store_lib
-from research.data import tasks
 
 # launch.score and launch.generate define some of these too; allow_override lets the commands load
 # in one process (tests).
@@ -101,15 +99,7 @@ def main(argv):
     raise errors.UserError('Give --task=NAME (the documents to rewrite) and --out=DIR (where the '
                            'rewrites go).')
   config = finished.checkpoint_config(path, '--checkpoint', decoder_only=False)
-  tasks.register_config_tasks(config.data)
-  if cli.CONFIG.value is not None:
-    tasks.register_config_tasks(cli.CONFIG.value.data)
-  tasks.check_task(_TASK.value, '--task')
-  if _SPLIT.value not in tasks.SPLITS:
-    raise errors.UserError(f'--split={_SPLIT.value!r} is not a split; use one of '
-                           f'{list(tasks.SPLITS)}.')
-  store = store_lib.load_store(_TASK.value, _SPLIT.value, config.data.vocabulary,
-                               config.data.store_dir)
+  store = cli.task_store(config, _TASK.value, _SPLIT.value, config.data.store_dir)
   num_documents = min(_NUM_DOCUMENTS.value or store.num_documents, store.num_documents)
   if not num_documents:
     raise errors.UserError(f'--task={_TASK.value} --split={_SPLIT.value} holds no documents.')

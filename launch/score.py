@@ -269,15 +269,8 @@ def _documents(config, vocabulary):
     store = scores_lib.tokenize_documents(documents, vocabulary)
     metadata = lambda: [{k: v for k, v in d.items() if k not in ('id', 'text')} for d in documents]
     return store, metadata, lambda: [d['text'] for d in documents], f'--text_file={_TEXT_FILE.value}'
-  tasks.register_config_tasks(config.data)
-  if cli.CONFIG.value is not None:
-    tasks.register_config_tasks(cli.CONFIG.value.data)
-  tasks.check_task(_TASK.value, '--task')
-  if _SPLIT.value not in tasks.SPLITS:
-    raise errors.UserError(f'--split={_SPLIT.value!r} is not a split; use one of '
-                           f'{list(tasks.SPLITS)}.')
   store_dir = config.data.store_dir if _STORE_DIR.value is None else _STORE_DIR.value
-  store = store_lib.load_store(_TASK.value, _SPLIT.value, config.data.vocabulary, store_dir)
+  store = cli.task_store(config, _TASK.value, _SPLIT.value, store_dir)
   return (store, lambda: store.metadata, lambda: store.texts(vocabulary),
           f'--task={_TASK.value} --split={_SPLIT.value}')
 
