@@ -19,6 +19,8 @@ the run's last phase trains (bidirectionally for adapted and prefix, causally fo
 
   python -m launch.sweep --config=experiments/cross_adaptation.py --workdir=workdirs/cross_adaptation --parallel=2
   python -m launch.report workdirs/cross_adaptation --out=docs/results/cross_adaptation --keep_runs
+
+Results: docs/results/cross_adaptation.md.
 """
 
 import ml_collections
