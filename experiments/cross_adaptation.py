@@ -17,7 +17,8 @@ Every run is evaluated left to right (`eval/<task>/causal_lm/loss`) and on prefi
 (`eval/<task>/S_50/loss`: the second half of each document given the first), the prefix read as
 the run's last phase trains (bidirectionally for adapted and prefix, causally for causal).
 
-  python -m launch.sweep --config=experiments/cross_adaptation.py --workdir=workdirs/cross_adaptation --parallel=2
+  python -m launch.sweep --config=experiments/cross_adaptation.py \
+      --workdir=workdirs/cross_adaptation --parallel=2
   python -m launch.report workdirs/cross_adaptation --out=docs/results/cross_adaptation --keep_runs
 
 Results: docs/results/cross_adaptation.md.

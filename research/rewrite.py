@@ -16,13 +16,13 @@ pretraining for the task).
 
 The output is a directory of part files, `part-NNNNN.jsonl`, each the rewrites of `part_size`
 consecutive documents of the task (one JSON object a line: `text`, the rewrite; `source_id`, the
-document it rewrites), written whole or not at all (a temporary file renamed, local or gs://), and `manifest.json`, the settings. Running again with the same settings
-resumes: the parts that exist are kept and the others are made, so a preempted job loses at most a
-part's work; different settings are refused, naming the one that changed. A task of the output is
-`{'source': 'files', 'pattern': 'OUT/part-*.jsonl', 'format': 'jsonl'}` (research/data/tasks.py).
-At scale the parts are independent units of work (each a pure function of its documents, the
-checkpoint and the settings) that workers of a job can share; here they run in order on one host.
-"""
+document it rewrites), written whole or not at all (a temporary file renamed, local or gs://), and
+`manifest.json`, the settings. Running again with the same settings resumes: the parts that exist
+are kept and the others are made, so a preempted job loses at most a part's work; different settings
+are refused, naming the one that changed. A task of the output is `{'source': 'files', 'pattern':
+'OUT/part-*.jsonl', 'format': 'jsonl'}` (research/data/tasks.py). At scale the parts are independent
+units of work (each a pure function of its documents, the checkpoint and the settings) that workers
+of a job can share; here they run in order on one host. """
 
 import dataclasses
 import json

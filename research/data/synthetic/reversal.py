@@ -17,8 +17,9 @@ prompt "The cartographer of the sunken harbour is" and answer " Odette Blackwood
 `skill` is 'trained' when training stated the fact in the probe's order and 'reversed' when only
 in the other, and so is its `relation`: evaluating the task reports `answer_accuracy/
 relation_trained` and `answer_accuracy/relation_reversed` (research/evaluate.GROUP_KEYS), the
-reversal curse (the paper: near 0 reversed, for models that are right on trained). Reverse training and permutation training
-(`objective.name='permute'`, arXiv 2403.13799, 2403.00758) are tested on it.
+reversal curse (the paper: near 0 reversed, for models that are right on trained). It is the test
+bed of reverse and permutation training (`objective.name='permute'`, arXiv 2403.13799,
+2403.00758), which no study here has run on it yet.
 
 Fact i (its name, description, group and templates) is a pure function of (seed, i): names and
 descriptions are seeded permutations of fixed pools, so a corpus of n facts is the first n facts
@@ -154,8 +155,9 @@ def documents(split: str, seed: int, num_documents: int, task_name: str = NAME,
   `train`: each fact's statements (kind 'fact', skill 'statement'), `paraphrases` per order its
   group trains; `validation`: each fact's two completion probes (kind 'probe', skill 'trained' or
   'reversed'). Metadata: `difficulty` (0), `kind`, `fact` (its index), `group`, `direction` ('n2d'
-  or 'd2n'), `relation` (the probe's skill; 'trained' for statements), `name`, `description`, `seed`, `prompt` and `answer` ('' for statements; `text ==
-  prompt + answer` for probes). Parameters are validated here, before any document is made;
+  or 'd2n'), `relation` (the probe's skill; 'trained' for statements), `name`, `description`,
+  `seed`, `prompt` and `answer` ('' for statements; `text == prompt + answer` for probes).
+  Parameters are validated here, before any document is made;
   errors name `data.tasks.<task_name>.<param>`.
   """
   p = _resolve_params(split, seed, num_documents, params, task_name)
