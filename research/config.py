@@ -307,8 +307,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
     raise errors.UserError(f'model.num_encoder_layers={config.model.num_encoder_layers} must be >= '
                            '0 (0 = model.num_layers).')
   (_, objective), *phases = registry.objective_phases(config, vocabulary)
-  registry.eval_objectives(objective, config.eval.objectives, vocabulary, ([objective] + [
-      phase for _, phase in phases])[-1])
+  registry.eval_objectives(objective, config.eval.objectives, vocabulary,
+                           phases[-1][1] if phases else objective)
   check_loss_chunk(config)
   distillation.check_config(config)
   wandb_log.check_config(config.logging.wandb)

@@ -247,12 +247,11 @@ def _window_rows(tokens: np.ndarray, offsets: np.ndarray, order_D: np.ndarray,
                  loaded: finished.LoadedCheckpoint, num_rows: int) -> dict[str, np.ndarray]:
   """`num_rows` rows of the windows of the documents in `order_D` (packed as windows.pack_windows,
   cycled when they fill fewer; without `token_index`)."""
-  lengths_D = np.diff(offsets)[order_D]
-  needed = np.searchsorted(np.cumsum(lengths_D), num_rows * loaded.seq_len) + 1
-  chosen = order_D[:needed]
-  chosen_tokens = np.concatenate([tokens[offsets[d]:offsets[d + 1]] for d in chosen])
-  rows = windows.pack_windows(np.concatenate([[0], np.cumsum(np.diff(offsets)[chosen])]),
-                              chosen_tokens, loaded.seq_len, loaded.start_id)
+  ends_D = np.cumsum(np.diff(offsets)[order_D])
+  needed = np.searchsorted(ends_D, num_rows * loaded.seq_len) + 1
+  chosen_tokens = np.concatenate([tokens[offsets[d]:offsets[d + 1]] for d in order_D[:needed]])
+  rows = windows.pack_windows(np.concatenate([[0], ends_D[:needed]]), chosen_tokens,
+                              loaded.seq_len, loaded.start_id)
   rows.pop('token_index')
   cycled = np.arange(num_rows) % len(rows['targets'])
   return {k: v[cycled] for k, v in rows.items()}

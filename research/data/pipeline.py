@@ -205,12 +205,17 @@ class TrainData:
           names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
     self._batch_size, self._seed, self._block = batch_size, seed, block
-    self._phases = [Phase(start, phase_objective,
-                           task_rows.TaskRows(data_config, names, seed, phase_objective, ordering,
-                                              plan.selection),
-                           probes_lib.make_probes(list(plan.probes), data_config, phase_objective,
-                                                  seed, batch_size - plan.num_replay))
-                    for start, phase_objective in [(0, objective), *phases]]
+    self._phases = []
+    for start, phase_objective in [(0, objective), *phases]:
+      same = next((p for p in self._phases if p.objective == phase_objective), None)
+      if same:  # a phase back to an earlier objective reads the rows packed for it
+        self._phases.append(dataclasses.replace(same, start=start))
+        continue
+      self._phases.append(Phase(
+          start, phase_objective,
+          task_rows.TaskRows(data_config, names, seed, phase_objective, ordering, plan.selection),
+          probes_lib.make_probes(list(plan.probes), data_config, phase_objective, seed,
+                                 batch_size - plan.num_replay)))
     self.rows, self.probes = self._phases[0].rows, self._phases[0].probes
 
   def phase_at(self, step: int) -> Phase:

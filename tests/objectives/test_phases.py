@@ -143,3 +143,17 @@ def test_eval_formats_are_read_as_the_last_phase_trains():
   assert adapted.prefix_attention and adapted.mode_ids == prefix_lm.mode_ids
   assert not baseline.prefix_attention
   assert [d.name for d in adapted.denoisers] == [d.name for d in baseline.denoisers] == ['S_50']
+
+
+def test_a_phase_back_to_an_earlier_objective_reads_its_rows(data_dir):
+  """Causal, prefix LM, causal again: the third phase reuses the first's packed rows (packed once)
+  and its batches are the causal run's."""
+  config = _config(data_dir, prefix={'at_step': 3, 'objective': {'name': 'prefix_lm'}},
+                   back={'at_step': 6, 'objective': {'name': 'causal_lm'}})
+  (_, objective), *phases = registry.objective_phases(config, VOCABULARY)
+  phased = pipeline.TrainData(config.data, 8, 0, 100, objective, phases=phases)
+  causal = pipeline.TrainData(config.data, 8, 0, 100, objective)
+  assert phased.phase_at(7).rows is phased.phase_at(0).rows
+  assert phased.phase_at(4).rows is not phased.phase_at(0).rows
+  for key, value in causal.batch(7).items():
+    np.testing.assert_array_equal(phased.batch(7)[key], value)
