@@ -54,6 +54,7 @@ from research.analysis import sweep as sweep_lib
 ROOT = provenance.ROOT  # the checkout shipped to workers
 REMOTE_DIR = '~/research'
 ARCHIVE = 'research-code.tar.gz'
+RESULTS_DIR = 'docs/results/'  # not packed
 LOCK = 'launch/requirements-tpu.lock'  # uv pip compile pyproject.toml --extra tpu (README)
 REMOTE_PYTHON = ('.venv/bin/python',)  # relative to REMOTE_DIR
 # Software versions by TPU generation (cloud.google.com/tpu/docs/runtimes).
@@ -264,7 +265,8 @@ def ship_commands(tpu: TpuVm, workdir: str, archive_path: str) -> list[str]:
 def pack(out: str) -> int:
   """Writes the checkout to the tar.gz `out`: the files git tracks or does not ignore (outside
   git: every file but .git, .venv, workdirs and caches) and research/provenance.py's shipped
-  files. Returns the number of files."""
+  files. Studies' results (docs/results, tens of MB of runs that no worker reads) stay behind.
+  Returns the number of files."""
   try:
     listed = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard', '-z'],
                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
@@ -275,6 +277,7 @@ def pack(out: str) -> int:
     for top, dirs, files in os.walk(ROOT):
       dirs[:] = [d for d in dirs if d not in ('.git', '.venv', 'workdirs', '__pycache__')]
       names += [os.path.relpath(os.path.join(top, name), ROOT) for name in files]
+  names = [name for name in names if not name.startswith(RESULTS_DIR)]
   shipped = provenance.shipped_files()
   with tarfile.open(out, 'w:gz') as archive:
     for name in sorted(set(names) - set(shipped)):

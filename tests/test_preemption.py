@@ -66,25 +66,6 @@ def _logged_steps(workdir):
     return [json.loads(line)['step'] for line in f if '"loss"' in line]
 
 
-def test_ctrl_c_stops_at_a_step_with_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path, start):
-  """SIGINT (Ctrl-C); the next test sends SIGTERM (a preempted VM), the unit test below both."""
-  workdir = str(tmp_path / 'run')
-  started = start(_command(workdir, data_dir, 10_000))
-  (run, _), = started
-  _wait_for_steps(run, workdir)
-  run.send_signal(signal.SIGINT)
-  printed, = commands.wait_processes(started, timeout=120)
-  assert run.returncode == 0, printed[-3000:]
-  stopped = _logged_steps(workdir)[-1]
-  assert 3 <= stopped < 10_000
-  assert f'Stopped by a signal after step {stopped}' in printed
-  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(stopped)]  # no other save
-  resumed = run_command(_command(workdir, data_dir, stopped + 2))
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'Resuming from the checkpoint at step {stopped}' in resumed.stderr
-  assert _logged_steps(workdir)[-3:] == [stopped, stopped + 1, stopped + 2]
-
-
 def _final_state(workdir):
   """The latest checkpoint of `workdir` as numpy arrays, by path."""
   import jax
@@ -100,7 +81,7 @@ def test_a_signalled_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
     data_dir, tmp_path, start):
   """SIGTERM at whatever step the run has reached after 3 logged steps; with checkpoint.every=1
   every step starts an (asynchronous) save, so the signal arrives while one is being written (the
-  test above stops between saves)."""
+  two-host Ctrl-C test below stops between saves; the unit test below takes both signals)."""
   steps = 20
   saving = ['--config.checkpoint.every=1']
   signalled, whole = str(tmp_path / 'signalled'), str(tmp_path / 'whole')

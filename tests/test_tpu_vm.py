@@ -308,7 +308,8 @@ def test_the_packed_code_carries_its_commit_and_diff(tmp_path):
   assert shipped == provenance.code_version() and shipped['git_commit'] == head
   assert (provenance.SHIPPED_DIFF in names) == shipped['git_dirty']
   assert 'launch/tpu_vm.py' in names and tpu_vm.LOCK in names and len(names) >= count
-  assert not any(name.startswith(('.git/', '.venv/', 'workdirs/')) for name in names)
+  assert not any(name.startswith(('.git/', '.venv/', 'workdirs/', tpu_vm.RESULTS_DIR))
+                 for name in names)
   # Unpacked away from git, the code reports the commit it was packed from.
   shown = subprocess.run([sys.executable, '-c', 'from research import provenance; '
                           'print(provenance.code_version())'], cwd=tmp_path / 'code',

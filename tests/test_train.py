@@ -209,11 +209,15 @@ def train_in_two_processes(data_dir, log_dir, runs):
         commands.device_env(2)) for i in range(2)], log_dir)
 
 
-def test_two_processes_train_like_one_process(data_dir, tmp_path):
+def test_two_processes_train_like_one_process_and_fall_back_together(data_dir, tmp_path):
   """Real 2-process jax.distributed runs on localhost, 2 CPU devices each, give the losses of one
   process with 4 devices, whichever mesh axes cross the hosts: each host computes the rows its
   devices hold (all of them when the batch is not split across hosts). One reference serves every
-  mesh: a sharded run has the losses of an unsharded one (test_sharded_run_matches_one_device...)."""
+  mesh: a sharded run has the losses of an unsharded one (test_sharded_run_matches_one_device...).
+
+  Then a checkpoint that one host fails to read while the other reads its part is set aside by both:
+  every process resumes from the same older checkpoint (not a mixed state), and training on from
+  there gives the losses the uninterrupted run had."""
   train_in_two_processes(data_dir, str(tmp_path),
                          [(str(tmp_path / name), mesh) for name, mesh in MULTI_HOST_MESHES.items()])
   reference = str(tmp_path / 'one_process')
@@ -223,20 +227,12 @@ def test_two_processes_train_like_one_process(data_dir, tmp_path):
                                rtol=1e-5, err_msg=name)
     assert sorted(os.listdir(tmp_path / name / 'checkpoints')) == ['3', '6']
 
-
-def test_two_processes_fall_back_together_when_one_cannot_read_the_newest_checkpoint(
-    data_dir, tmp_path):
-  """A checkpoint that one host fails to read while the other reads its part is set aside by both:
-  every process resumes from the same older checkpoint (not a mixed state), and training on from
-  there gives the losses the uninterrupted run had."""
   from tests.test_faults import _corrupt  # here: test_faults imports this module
-  workdir = str(tmp_path / 'run')
-  runs = [(workdir, MULTI_HOST_MESHES['fsdp4'])]  # parameters split over the hosts' devices
-  train_in_two_processes(data_dir, str(tmp_path), runs)
+  workdir = str(tmp_path / 'fsdp4')  # parameters split over the hosts' devices
   directory = os.path.join(workdir, 'checkpoints')
   # Damages the array data process 1 wrote, which process 1 alone reads back.
   _corrupt(os.path.join(directory, '6', 'default', 'ocdbt.process_1'))
-  printed = train_in_two_processes(data_dir, str(tmp_path), runs)
+  printed = train_in_two_processes(data_dir, str(tmp_path), [(workdir, MULTI_HOST_MESHES['fsdp4'])])
   assert [re.findall(r'restored step (\S+)', text) for text in printed] == [['3'], ['3']]
   aside = os.path.join(workdir, 'failed_checkpoints', '6')
   assert (f'Checkpoint 6 in {directory} failed to restore (RuntimeError: it did not restore on '
