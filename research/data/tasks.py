@@ -2,7 +2,8 @@
 
 Built in, needing no download: `stdlib_code` and `stdlib_prose` (corpora.py) and the synthetic
 skill corpora `arithmetic`, `lego`, `biographies`, `copying`, `icl_regression`,
-`icl_classification` and `reversal` (synthetic/) with their default parameters.
+`icl_classification`, `reversal`, `two_hop`, `sorting`, `associative_recall`, `set_disjointness`,
+`scan`, `zipf_facts`, `xor_clusters` and `skill_mix` (synthetic/) with their default parameters.
 An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec with a `source`:
 
     files        pattern, format ('text' or 'jsonl'), text_field            (sources.file_documents)
@@ -11,6 +12,8 @@ An experiment defines more in `config.data.tasks`, a ConfigDict of name -> spec 
     hf           name, config, revision, data_files; or disk (save_to_disk's directory); text_field,
                  streaming, train_split, validation_split or validation_fraction        (_hf_spec)
     arithmetic | lego | biographies | copying | icl_regression | icl_classification | reversal
+    | two_hop | sorting | associative_recall | set_disjointness | scan | zipf_facts
+    | xor_clusters | skill_mix
                  seed, num_documents and the generator's own parameters
     subset       task, fraction or num_documents, seed; or scores, score_field, keep (_subset_spec)
     seqio        task (a registered seqio Task), train_split, validation_split   (_seqio_spec)
@@ -50,13 +53,17 @@ import tensorflow as tf
 
 from research import errors
 from research.data import corpora, sources, vocabularies
-from research.data.synthetic import (arithmetic, biographies, copying, icl_classification,
-                                     icl_regression, lego, reversal)
+from research.data.synthetic import (arithmetic, associative_recall, biographies, copying,
+                                     icl_classification, icl_regression, lego, reversal, scan,
+                                     set_disjointness, skill_mix, sorting, two_hop, xor_clusters,
+                                     zipf_facts)
 
 VALIDATION_FRACTION = 0.05
 SPLITS = ('train', 'validation')
 GENERATORS = {m.NAME: m for m in (arithmetic, lego, biographies, copying, icl_regression,
-                                   icl_classification, reversal)}
+                                   icl_classification, reversal, two_hop, sorting,
+                                   associative_recall, set_disjointness, scan, zipf_facts,
+                                   xor_clusters, skill_mix)}
 _FILE_KEYS = {'source', 'pattern', 'format', 'text_field', 'validation_pattern',
               'validation_fraction'}
 _TFDS_KEYS = {'source', 'name', 'text_key', 'data_dir', 'train_split', 'validation_split'}
