@@ -13,7 +13,7 @@ from collections.abc import Callable
 import ml_collections
 import seqio
 
-from research import defaults, errors, schedules, sharding, wandb_log
+from research import defaults, errors, optimizers, schedules, sharding, wandb_log
 from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
 from research.model import transformer
 from research.objectives import distillation, fim, load_balance, losses, permutation, registry
@@ -92,6 +92,11 @@ RANGES = (
     ('train.moe_z_loss', 0, None, '[)', 'use 0.0 (off) or a positive coefficient such as 1e-3'),
     ('train.max_nonfinite', 1, None, '[)',
      "the consecutive non-finite steps that stop a run with train.nonfinite='stop'; e.g. 1"),
+    ('train.galore.rank', 1, None, '[)',
+     'the rank GaLore projects gradients to; e.g. 128 (Zhao et al. 2024 use 128 to 512)'),
+    ('train.galore.update_proj_gap', 1, None, '[)',
+     'the steps between refreshes of the projection; e.g. 200 (Zhao et al. 2024)'),
+    ('train.galore.scale', 0, None, '()', "GaLore's update scale alpha; e.g. 0.25"),
     ('eval.multiple_choice.examples', 1, None, '[)', 'the questions asked per task; e.g. 64'),
     ('eval.multiple_choice.shots', 0, None, '[)',
      'the validation documents before each question; 0 = none'),
@@ -146,6 +151,7 @@ def check_choices(config: ml_collections.ConfigDict) -> None:
   that own these keys, as SWITCHED_RANGES."""
 
   for name, choices in (('train.nonfinite', NONFINITE_POLICIES),
+                        ('train.optimizer', optimizers.OPTIMIZERS),
                         ('schedule.decay_shape', tuple(schedules.DECAY_SHAPES)),
                         ('data.order.row_score', orderings.ROW_SCORES),
                         ('data.order.pacing.function', orderings.PACING_FUNCTIONS),

@@ -242,6 +242,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.moe_balance_rows = 0
   c.train.moe_lbl = 1e-2
   c.train.moe_z_loss = 1e-3
+  # The optimizer (research/optimizers.py): adamw | galore, GaLore (Zhao et al. 2024, arXiv
+  # 2403.03507): Adam on gradients projected to `rank` (top singular vectors of the smaller side of
+  # each attention and MLP matrix whose sides both exceed it; the rest get Adam), the projection
+  # refreshed by an SVD every `update_proj_gap` steps, the update times `scale` (the paper's alpha).
+  # Both take weight_decay, b1, b2 and eps below, and the schedule.
+  c.train.optimizer = 'adamw'
+  c.train.galore = ml_collections.ConfigDict({'rank': 128, 'update_proj_gap': 200, 'scale': 0.25})
   c.train.weight_decay = 0.1
   c.train.b1 = 0.9
   c.train.b2 = 0.95

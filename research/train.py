@@ -28,6 +28,7 @@ from research import pathways, peak_flops, preemption, provenance, schedules, sh
 from research.data import pipeline, probes, records, skillit, vocabularies
 from research.model import placed, transformer
 from research.objectives import distillation, load_balance, losses, registry
+from research.optimizers import make_optimizer
 
 
 @flax.struct.dataclass
@@ -35,24 +36,6 @@ class TrainState:
   step: jnp.ndarray
   params: Any
   opt_state: Any
-
-
-def _decay_mask(params):
-  """Weight decay on matrices only, not on norm scales and biases (Loshchilov & Hutter 2017,
-  arXiv 1711.05101)."""
-  def decayed(path, _):
-    names = [str(getattr(k, 'key', '')) for k in path]
-    return not any(name == 'scale' or name == 'bias' or name.endswith('_bias') for name in names)
-  return jax.tree_util.tree_map_with_path(decayed, params)
-
-
-def make_optimizer(train_config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
-  """AdamW with the learning rate from `schedule`, after global-norm clipping if configured."""
-  adamw = optax.adamw(schedule, b1=train_config.b1, b2=train_config.b2, eps=train_config.eps,
-                      weight_decay=train_config.weight_decay, mask=_decay_mask)
-  if train_config.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), adamw)
-  return adamw
 
 
 def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, batch: dict):
@@ -444,8 +427,9 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
     restored = checkpoint.restore_parts(directory, step, parts)
   except (ValueError, KeyError) as error:  # the optimizer's structure differs
     raise errors.UserError(f'{where}: its optimizer state does not fit this run\'s optimizer '
-                           '(train.grad_clip, train.weight_decay, ...); set init.optimizer=False '
-                           f'or configure the optimizer as that run did ({error}).') from error
+                           '(train.optimizer, train.grad_clip, train.weight_decay, ...); set '
+                           'init.optimizer=False or configure the optimizer as that run did '
+                           f'({error}).') from error
   params = restored['params']
   opt_state = restored['opt_state'] if init.optimizer else trainer.fresh_opt_state(params)
   position = 0 if init.schedule == 'restart' else step
