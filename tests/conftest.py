@@ -20,5 +20,12 @@ import pytest  # noqa: E402  (after XLA_FLAGS on purpose)
 
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
-  """A document-store cache shared by the whole session (the stores are built once)."""
-  return str(tmp_path_factory.mktemp('data_cache'))
+  """A document-store cache shared by the whole session, its xdist workers included (the stores
+  are built once; workers that build one at the same time write the same bytes, each shard by an
+  atomic rename, as the hosts of a job do: research/data/store.py)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # the session's directory, above each worker's own
+  path = root / 'data_cache'
+  path.mkdir(exist_ok=True)
+  return str(path)
