@@ -231,10 +231,10 @@ def lqs_trajectory(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offset
   parallel = loaded.data_parallel_size()
   rows = -(-proxy_batch // parallel) * parallel
   order_D = np.random.default_rng([_LQS_STREAM, seed]).permutation(len(offsets) - 1)
-  proxy = _window_rows(tokens, offsets, order_D, loaded, rows * steps)
+  proxy = window_rows(tokens, offsets, order_D, loaded, rows * steps)
   batches = [loaded.placed.place({k: v[i:i + rows] for k, v in proxy.items()})
              for i in range(0, rows * steps, rows)]
-  target_batch = loaded.placed.place(_window_rows(
+  target_batch = loaded.placed.place(window_rows(
       target.tokens, target.offsets, np.arange(target.num_documents), loaded, rows))
   placed = loaded.placed
   with sharding.activate(placed.mesh, placed.rules):
@@ -243,8 +243,8 @@ def lqs_trajectory(loaded: finished.LoadedCheckpoint, tokens: np.ndarray, offset
     return states, lqs.costates(loaded.batch_loss, target_grad, states, batches, lr)
 
 
-def _window_rows(tokens: np.ndarray, offsets: np.ndarray, order_D: np.ndarray,
-                 loaded: finished.LoadedCheckpoint, num_rows: int) -> dict[str, np.ndarray]:
+def window_rows(tokens: np.ndarray, offsets: np.ndarray, order_D: np.ndarray,
+                loaded: finished.LoadedCheckpoint, num_rows: int) -> dict[str, np.ndarray]:
   """`num_rows` rows of the windows of the documents in `order_D` (packed as windows.pack_windows,
   cycled when they fill fewer; without `token_index`)."""
   ends_D = np.cumsum(np.diff(offsets)[order_D])
