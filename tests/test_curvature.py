@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from jax import flatten_util
 
@@ -131,19 +130,11 @@ def test_expected_calibration_error_by_hand():
 
 
 def _save_random_run(config, workdir: str) -> str:
-  """test_scores.save_run's checkpoint and config.json, of random parameters drawn on the host
-  (nothing compiled)."""
+  """test_scores.save_run of random parameters drawn on the host (nothing compiled)."""
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(x.dtype),
                         placed.ModelOnMesh(config, jax.devices()[:1]).abstract_params)
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(0, args=ocp.args.StandardSave({'params': params}))
-  manager.wait_until_finished()
-  manager.close()
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(config.to_dict(), f)
-  return workdir
+  return test_scores.save_run(config, workdir, params)
 
 
 @pytest.fixture(scope='module')

@@ -53,9 +53,11 @@ def _config(data_dir, notes, seed=0):
   return config
 
 
-def save_run(config, workdir):
-  """A params-only checkpoint of a freshly initialised model and the run's config.json."""
-  params = train.Trainer(config, jax.devices()[:1]).init_state().params
+def save_run(config, workdir, params=None):
+  """A params-only checkpoint of `params` (default: a freshly initialised model's) and the run's
+  config.json."""
+  if params is None:
+    params = train.Trainer(config, jax.devices()[:1]).init_state().params
   manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
                                   options=ocp.CheckpointManagerOptions(create=True))
   manager.save(0, args=ocp.args.StandardSave({'params': params}))
