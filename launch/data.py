@@ -37,7 +37,7 @@ from absl import flags
 from research import defaults
 from research import config as config_lib
 from research import errors
-from research.data import pipeline, sampler, vocabularies
+from research.data import pipeline, sampler, shapes, vocabularies
 from research.objectives import registry
 
 _STEP = flags.DEFINE_integer('step', 0, 'First global step shown, dumped and counted.')
@@ -225,8 +225,9 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
   """The realised mixture of steps [start_step, start_step + num_steps), next to the configured one.
 
   Columns: realised share, expected share (the stages' weights by their number of those steps,
-  mixed with the replay mixture at its share of the batch), each stage's weights, the replay
-  weights, and the epochs of each task read by the end of the last step.
+  mixed with the replay mixture at its share of the batch; with power-law replay, each step's
+  mixture weights averaged), each stage's weights, the constant replay weights, and the epochs of
+  each task read by the end of the last step.
   """
   names, last = data.task_names, start_step + num_steps - 1
   batch_size = config.train.batch_size
@@ -236,12 +237,15 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
   columns = {'realised': realised_proportions(data, start_step, num_steps),
              'expected': main_mixture,
              **{f'stage@{stage.start_step}': v for v, (stage, _) in zip(vectors, spans)}}
-  replay_rows = data.plan.num_replay
-  if replay_rows:
+  replay_rows, replay_config = data.plan.num_replay, config.data.replay
+  if replay_rows and replay_config.sampler == 'constant':
     replay = _weights_vector(data.plan.replay[0].weights, 'data.replay.mixture', names)
     share = replay_rows / batch_size
     columns['expected'] = (1 - share) * main_mixture + share * replay
     columns['replay'] = replay
+  elif replay_rows:  # the power law's weights change with the step
+    columns['expected'] = np.mean([list(data.mixture_weights(step).values())
+                                   for step in range(start_step, last + 1)], axis=0)
   epochs = data.epochs_before(last + 1)
   rows = [[name, *(_percent(column[i]) for column in columns.values()), f'{epochs[name]:.2f}']
           for i, name in enumerate(names)]
@@ -249,9 +253,13 @@ def format_mixture(data: pipeline.TrainData, config: ml_collections.ConfigDict, 
            *_table(['task', *columns, 'epochs'], rows),
            'stage@S: the weights of the mixture stage from step S on (data.mixture, data.stages).',
            f"epochs: how often each task's packed rows have been read by the end of step {last}."]
-  if replay_rows:
+  if replay_rows and replay_config.sampler == 'constant':
     lines.append(f'replay: the last {replay_rows} of every {batch_size} rows come from '
-                 f'data.replay.mixture (data.replay.fraction={config.data.replay.fraction}).')
+                 f'data.replay.mixture (data.replay.fraction={replay_config.fraction}).')
+  elif replay_rows:
+    lines.append(f'replay: the last {replay_rows} of every {batch_size} rows replay the tasks of '
+                 'earlier stages, each by (steps since last trained + 1)^-'
+                 f'{replay_config.exponent} (data.replay.sampler=power_law), once one exists.')
   return '\n'.join(lines)
 
 
@@ -266,7 +274,7 @@ def main(argv):
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   (_, objective), *phases = registry.objective_phases(config, vocabulary)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
-                            objective, phases=phases)
+                            objective, phases=phases, shapes=shapes.shape_phases(config))
   chosen = [(example, segments(example, functools.partial(
       data.phase_at(example['step']).rows.document, example['task'])))
             for example in itertools.islice(examples(data, step), max(show, dump))]

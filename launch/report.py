@@ -17,11 +17,13 @@ and plots of the final loss and of the instability monitors against the learning
 (research/analysis/stability.py). Runs of mixture-of-experts models add a routing table (largest
 expert load, dropped assignments, each evaluation's expert load entropy and how differently the
 evaluation tasks use the experts), the largest expert load and load entropies by step, and per
-run a bar chart of each task's expert loads per MoE layer. Runs with knowledge-injection probes
-(data.probes) add a table of each probe's gap and its fitted forgetting exponent, and the gap by
-step. Runs whose configs differ only in `seed` form an arm: where an arm has several seeds, a table
-gives each arm's mean ± standard error over its seeds, and the plots a curve per arm (the mean,
-with a band of ± one standard error).
+run a bar chart of each task's expert loads per MoE layer. Runs trained on a sequence of domains
+(data.stages) and evaluated at each stage's end add their backward and forward transfer (GEM's
+BWT and FWT, on losses). Runs with knowledge-injection probes (data.probes) add a table of each
+probe's gap and its fitted forgetting exponent, and the gap by step. Runs whose configs differ
+only in `seed` form an arm: where an arm has several seeds, a table gives each arm's mean ±
+standard error over its seeds, and the plots a curve per arm (the mean, with a band of ± one
+standard error).
 `--keep_runs` also writes every run's config.json and metrics.jsonl (a bucket run's parts as one
 file) to OUT/runs/<run>/, replacing an earlier OUT/runs, so a study can commit them and anyone can
 recompute the report: python -m launch.report OUT/runs/* --out=OUT2. Everything is written to a
@@ -123,6 +125,16 @@ def format_report(command: str, runs: Sequence[report.Run], plot_files: Sequence
        'Runs started from a checkpoint (`init.path`): each evaluation loss before the first step '
        'and at the end. Upstream tasks (the starting run\'s mixture): a rise is forgetting; '
        'downstream tasks: a fall is adaptation.'),
+      ('Transfer over a domain sequence', report.transfer_table(runs),
+       'Runs trained on a sequence of domains (the stages of `data.mixture` and `data.stages`), '
+       'evaluated at the end of every stage, per arm, mean ± SE over the `n` seeds, with R[i, j] '
+       'the eval loss on domain j (the mean over a stage\'s tasks) at the end of stage i: `BWT`, '
+       'the mean over the earlier domains of the final loss less the loss at the end of their own '
+       'stage (> 0: forgetting); `FWT`, the mean over the later domains of the loss before their '
+       'stage began less the loss before any training (the step-0 evaluation, else ln V, the '
+       'uniform prediction\'s; < 0: the earlier domains helped); `final loss`, the mean final '
+       'loss over the domains. Lopez-Paz & Ranzato 2017 (GEM, arXiv 1706.08840) define them on '
+       'accuracies, so the signs are reversed here.'),
       ('Stability gap', report.stability_gap_table(runs),
        'Runs started from a checkpoint and evaluated at step 0, per arm and evaluation, mean ± SE '
        'over the `n` seeds: the value at step 0; `dip depth`, how much worse than it the worst '

@@ -14,7 +14,8 @@ import ml_collections
 import seqio
 
 from research import defaults, errors, optimizers, schedules, sharding, wandb_log
-from research.data import orderings, pipeline, selection, skillit, tasks, vocabularies
+from research.data import orderings, pipeline, selection, shapes as shapes_lib, skillit, tasks
+from research.data import vocabularies
 from research.model import transformer
 from research.objectives import distillation, fim, load_balance, losses, permutation, registry
 
@@ -222,6 +223,25 @@ def _check_moe(config: ml_collections.ConfigDict, shape: dict[str, int],
                            'mesh.expert=1 for a dense model.')
 
 
+def check_phase_shapes(config: ml_collections.ConfigDict, shapes, data_parallel: int,
+                       plan: pipeline.MixturePlan) -> None:
+  """What a phase's batch shape (research/data/shapes.py) must fit besides the data-parallel
+  size: train.loss_chunk's chunks, the router-loss groups of a mixture-of-experts model and a
+  share for replay (pipeline.stream_rows)."""
+  chunk = config.train.loss_chunk  # on the decoder's rows, a phase's length unless target_len
+  chunk = chunk if config.model.architecture == 'decoder' or not config.objective.target_len else 0
+  rows = load_balance.group_rows(config.train, data_parallel)
+  for shape in shapes[1:]:
+    if chunk and shape.seq_len % chunk:
+      raise errors.UserError(f'{shape.key}.seq_len={shape.seq_len} is not a multiple of '
+                             f'train.loss_chunk={chunk}; use a multiple of it.')
+    if config.model.moe_experts and shape.batch_size // config.train.micro_batches % rows:
+      raise errors.UserError(f'{shape.batch_key}={shape.batch_size} must split into router-loss '
+                             f'groups of {rows} rows a micro-batch (train.moe_balance_rows); use '
+                             'a multiple of them.')
+  pipeline.stream_rows(config.data, plan, shapes)
+
+
 def check_loss_chunk(config: ml_collections.ConfigDict) -> None:
   """train.loss_chunk must divide the length of the targets, and cannot be combined with
   distillation, whose term needs the student's whole logits, or with a loss over segments."""
@@ -266,9 +286,10 @@ class Setup:
   schedule: Callable[[int], float]  # the learning rate at each step (research/schedules.py)
   vocabulary: seqio.Vocabulary
   objective: registry.Objective  # packed rows -> model batches (research/objectives/registry.py)
-  phases: tuple  # (start step, Objective) of each later objective phase (config.phases)
+  phases: tuple  # (start step, Objective) of each later objective or shape phase (config.phases)
   plan: pipeline.MixturePlan  # the mixture's tasks, stages and replay (research/data/pipeline.py)
   data_parallel: int  # the devices a batch is split over (mesh axes of mesh.rules.batch)
+  shapes: tuple[shapes_lib.Shape, ...]  # the batch's rows and length by phase (data/shapes.py)
 
 
 def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
@@ -323,12 +344,16 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   rules = sharding.logical_rules(config.mesh)
   data_parallel = sharding.data_parallel_size(shape, rules)
   micro = config.train.micro_batches
-  if config.train.batch_size % (micro * data_parallel):
-    raise errors.UserError(
-        f'train.batch_size={config.train.batch_size} must be divisible by train.micro_batches '
-        f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
-        f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of {micro * data_parallel}.')
+  shapes = shapes_lib.shape_phases(config)
+  for batch in shapes:
+    if batch.batch_size % (micro * data_parallel):
+      raise errors.UserError(
+          f'{batch.batch_key}={batch.batch_size} must be divisible by train.micro_batches '
+          f'({micro}) times the data-parallel size ({data_parallel} = mesh axes '
+          f'{sharding.batch_axes(rules)} of mesh.rules.batch); use a multiple of '
+          f'{micro * data_parallel}.')
   _check_moe(config, shape, data_parallel)
+  check_phase_shapes(config, shapes, data_parallel, plan)
   check_ranges(config, SWITCHED_RANGES)  # after the modules: a key in use has their message
   check_choices(config)
   rows = config.eval.pathway_rows
@@ -341,7 +366,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   if config.eval.batch_size % data_parallel:
     raise errors.UserError(f'eval.batch_size={config.eval.batch_size} must be divisible by the '
                            f'data-parallel size {data_parallel}; use a multiple of it.')
-  return Setup(schedule, vocabulary, objective, tuple(phases), plan, data_parallel)
+  return Setup(schedule, vocabulary, objective, tuple(phases), plan, data_parallel, shapes)
 
 
 def command_line_overrides(argv: list[str], config: ml_collections.ConfigDict) -> dict:

@@ -89,8 +89,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Later stages of the mixture schedule: name -> ConfigDict(at_step=int or at_fraction=float,
   # mixture=ConfigDict(task=weight)); e.g. upsample a domain for the last 20% of training.
   c.data.stages = ml_collections.ConfigDict()
-  # Replay: this fraction of every batch (its last rows) comes from `replay.mixture`.
-  c.data.replay = ml_collections.ConfigDict({'fraction': 0.0, 'mixture': ml_collections.ConfigDict()})
+  # Replay (research/data/replay.py): this fraction of every batch (its last rows) re-reads data,
+  # by `sampler`: 'constant', the fixed `mixture` at every step; 'power_law', the tasks of the
+  # earlier stages of data.stages (needs 2 or more; no `mixture`), each weighted by (steps since a
+  # stage last trained it + 1)^-`exponent` (arXiv 2401.10393; 0: equally), all-current data before
+  # an earlier stage exists.
+  c.data.replay = ml_collections.ConfigDict(
+      {'fraction': 0.0, 'mixture': ml_collections.ConfigDict(), 'sampler': 'constant',
+       'exponent': 1.0})
   # The data order (research/data/orderings.py): the order in which packing visits each task's
   # documents, and the order in which its packed rows are read.
   c.data.order = ml_collections.ConfigDict()
@@ -288,11 +294,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.schedule.start_lr = 0.0  # rewarm: the LR at the phase's step 0 (e.g. the last phase's final LR)
 
   # Phases of one run, each with its own schedule (research/schedules.make_run_schedule), its own
-  # objective (research/objectives/registry.objective_phases) or both: name -> ConfigDict(
-  # at_step=int or at_fraction=float, schedule=ConfigDict(schedule.* keys that change),
-  # objective=ConfigDict(objective.* keys that change)), e.g. re-warm when a data.stages entry
-  # switches the mixture (start_lr=-1 starts a phase from the LR the run has reached), or adapt a
-  # causal model to prefix LM (objective=dict(name='prefix_lm')).
+  # objective (research/objectives/registry.objective_phases), its own batch shape
+  # (research/data/shapes.py) or several: name -> ConfigDict(at_step=int or at_fraction=float,
+  # schedule=ConfigDict(schedule.* keys that change), objective=ConfigDict(objective.* keys that
+  # change), seq_len=int, batch_size=int), e.g. re-warm when a data.stages entry switches the
+  # mixture (start_lr=-1 starts a phase from the LR the run has reached), or adapt a causal model
+  # to prefix LM (objective=dict(name='prefix_lm')). seq_len (<= data.seq_len, which stays the
+  # model's and the evaluation's length) packs the phase's rows at that length; batch_size is its
+  # rows, by default train.batch_size * data.seq_len / seq_len (the run's tokens per step). A
+  # phase that changes only these may start at step 0: sequence-length warm-up (arXiv 2108.06084)
+  # is dict(at_step=0, seq_len=64) then dict(at_fraction=0.25, seq_len=data.seq_len).
   c.phases = ml_collections.ConfigDict()
 
   c.eval = ml_collections.ConfigDict()

@@ -402,19 +402,21 @@ def make_schedule(schedule_config: ml_collections.ConfigDict, total_steps: int) 
   return SCHEDULES[name](total_steps=total_steps, **kwargs)
 
 
-_PHASE_PARTS = ('schedule', 'objective')  # what a phase changes (one or both)
-_PHASE_KEYS = {'at_step', 'at_fraction', *_PHASE_PARTS}
+_PHASE_PARTS = ('schedule', 'objective')  # what a phase changes: ConfigDicts of their keys
+SHAPE_KEYS = ('seq_len', 'batch_size')  # and the shape of its batches (research/data/shapes.py)
+_PHASE_KEYS = {'at_step', 'at_fraction', *_PHASE_PARTS, *SHAPE_KEYS}
 
 
-def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int) -> int:
+def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int, first: int = 1) -> int:
   """The step where a mixture stage or a schedule phase `spec` (config key `key`) starts: `at_step`
-  (an int) or `at_fraction` of train.steps (a float in (0, 1)), exactly one, inside the run."""
+  (an int) or `at_fraction` of train.steps (a float in (0, 1)), exactly one, inside the run (from
+  step `first`)."""
   at_step, at_fraction = spec.get('at_step'), spec.get('at_fraction')
   if (at_step is None) == (at_fraction is None):
     raise errors.UserError(f'{key} needs exactly one of at_step or at_fraction.')
   start = at_step if at_fraction is None else round(at_fraction * total_steps)
-  if not 0 < start < total_steps:
-    raise errors.UserError(f'{key} starts at step {start}, outside the run (steps 1 to '
+  if not first <= start < total_steps:
+    raise errors.UserError(f'{key} starts at step {start}, outside the run (steps {first} to '
                            f'{total_steps - 1} of train.steps={total_steps}); move its start.')
   return start
 
@@ -422,26 +424,30 @@ def start_step(spec: ml_collections.ConfigDict, key: str, total_steps: int) -> i
 def phase_changes(phases_config: ml_collections.ConfigDict, part: str,
                   total_steps: int) -> list[tuple[int, str, dict]]:
   """(start step, config key, changes) of each phase of `config.phases` that changes `part`
-  ('schedule' or 'objective'), by start; checks every phase's shape and that no two such phases
-  start together.
+  ('schedule', 'objective' or 'shape'), by start; checks every phase's shape and that no two such
+  phases start together.
 
   A phase is name -> ConfigDict(at_step=int or at_fraction=float, schedule=ConfigDict of the
-  `schedule.*` keys that change, objective=ConfigDict of the `objective.*` keys that change), with
-  a schedule, an objective or both.
+  `schedule.*` keys that change, objective=ConfigDict of the `objective.*` keys that change,
+  seq_len=int, batch_size=int), with at least one change; the changes of 'shape' are its
+  {seq_len, batch_size}. A phase that changes the shape alone may start at step 0.
   """
   phases = []
   for name, phase in phases_config.items():
     key = f'phases.{name}'
-    parts = ([p for p in _PHASE_PARTS if p in phase]
+    parts = ([p for p in (*_PHASE_PARTS, *SHAPE_KEYS) if p in phase]
              if isinstance(phase, ml_collections.ConfigDict) else [])
     if (not parts or not set(phase.keys()) <= _PHASE_KEYS
-        or any(not isinstance(phase[p], ml_collections.ConfigDict) for p in parts)):
+        or any(not isinstance(phase[p], ml_collections.ConfigDict)
+               for p in parts if p in _PHASE_PARTS)):
       raise errors.UserError(f'{key} must be a ConfigDict with a start (at_step=int or '
                              'at_fraction=float) and schedule=ConfigDict(schedule.* keys that '
-                             'change), objective=ConfigDict(objective.* keys that change) or '
-                             f'both, got {phase!r}.')
-    start = start_step(phase, key, total_steps)
-    if part in phase:
+                             'change), objective=ConfigDict(objective.* keys that change), '
+                             f'seq_len=int, batch_size=int or several, got {phase!r}.')
+    start = start_step(phase, key, total_steps, first=0 if set(parts) <= set(SHAPE_KEYS) else 1)
+    if part == 'shape' and set(parts) & set(SHAPE_KEYS):
+      phases.append((start, key, {k: phase[k] for k in SHAPE_KEYS if k in phase}))
+    elif part in phase:
       phases.append((start, key, phase[part].to_dict()))
   phases.sort(key=lambda p: p[0])
   starts = [start for start, _, _ in phases]

@@ -25,7 +25,7 @@ from etils import epath
 from research import checkpoint, config as config_lib, console, errors, evaluate, finished
 from research import metrics as metrics_lib, multiple_choice
 from research import pathways, peak_flops, preemption, provenance, schedules, sharding
-from research.data import pipeline, probes, records, skillit, vocabularies
+from research.data import pipeline, probes, records, shapes, skillit, vocabularies
 from research.model import placed, transformer
 from research.objectives import distillation, load_balance, losses, registry
 from research.optimizers import make_optimizer
@@ -448,14 +448,14 @@ def run_data(config: ml_collections.ConfigDict, workdir: str | None, first_step:
   mixture updates `workdir` logged up to there (written there from then on if `writes`). `setup`
   (config.validate's) holds the vocabulary, objective and mixture plan, else they are built here."""
   if setup:
-    vocabulary, objective, phases, plan = (setup.vocabulary, setup.objective, setup.phases,
-                                           setup.plan)
+    vocabulary, objective, phases, plan, batch_shapes = (
+        setup.vocabulary, setup.objective, setup.phases, setup.plan, setup.shapes)
   else:
     vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
     (_, objective), *phases = registry.objective_phases(config, vocabulary)
-    plan = None
+    plan, batch_shapes = None, shapes.shape_phases(config)
   data = pipeline.TrainData(config.data, config.train.batch_size, config.seed, config.train.steps,
-                            objective, plan, phases)
+                            objective, plan, phases, batch_shapes)
   online = data.plan.online
   mixing = online and skillit.OnlineMixture(online, config.data.mixture_block, workdir, first_step,
                                             writes=writes)
@@ -563,14 +563,17 @@ class Meter:
   """Throughput and the logged window of training steps: each step's metrics are kept on device
   until the window is logged, the only place the loop waits for the device (but for the end of a
   profile trace). Tokens are decoder positions (an encoder-decoder's FLOPs are counted per decoder
-  token); evaluation time does not count against throughput."""
+  token), each phase's rows and length (`TrainData.phases`, research/data/shapes.py) counted at
+  its steps; evaluation time does not count against throughput."""
 
-  def __init__(self, config: ml_collections.ConfigDict, trainer: Trainer, objective,
-               first_step: int):
-    decoder_len = objective.budgets[-1]
-    self.tokens_per_step = config.train.batch_size * decoder_len
-    self.flops_per_token = transformer.flops_per_token(trainer.model_config, config.data.seq_len,
-                                                       target_len=decoder_len)
+  def __init__(self, config: ml_collections.ConfigDict, trainer: Trainer,
+               data: pipeline.TrainData, first_step: int):
+    self.starts = [phase.start for phase in data.phases]
+    self.tokens_per_step = np.array([phase.batch_size * phase.objective.budgets[-1]
+                                     for phase in data.phases])
+    self.flops_per_step = self.tokens_per_step * np.array([transformer.flops_per_token(
+        trainer.model_config, phase.objective.seq_len, target_len=phase.objective.budgets[-1])
+        for phase in data.phases])
     self.peak = peak_flops.peak_flops_per_second(config.model.dtype)
     self.speed = float('nan')  # training tokens per second over the last logged window
     self.pending, self.start, self.clock = [], first_step, time.perf_counter()
@@ -585,11 +588,13 @@ class Meter:
     """(each step's fetched metrics, their window means with the learning rate of the last step,
     throughput, MFU and tokens seen) of the steps since the last window; starts the next one."""
     fetched = jax.device_get(self.pending)
-    self.speed = self.tokens_per_step * (done - self.start) / (time.perf_counter() - self.clock)
+    seconds = time.perf_counter() - self.clock
+    steps = shapes.steps_before(self.starts, done) - shapes.steps_before(self.starts, self.start)
+    self.speed = float(steps @ self.tokens_per_step) / seconds
     logged = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
     logged.update(learning_rate=float(fetched[-1]['learning_rate']), tokens_per_second=self.speed,
-                  mfu=self.speed * self.flops_per_token / self.peak,
-                  tokens_seen=done * self.tokens_per_step)
+                  mfu=float(steps @ self.flops_per_step) / seconds / self.peak,
+                  tokens_seen=int(shapes.steps_before(self.starts, done) @ self.tokens_per_step))
     self.pending, self.start, self.clock = [], done, time.perf_counter()
     return fetched, logged
 
@@ -677,7 +682,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: config_lib.Se
   closing.callback(progress.close)
   for message in _start_messages(config, workdir, first_step, resumed, ended_at, data):
     progress.message(message)
-  meter = Meter(config, trainer, objective, first_step)
+  meter = Meter(config, trainer, data, first_step)
 
   def run_eval(step: int, params) -> dict[str, float]:
     start = time.perf_counter()
@@ -693,12 +698,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: config_lib.Se
   divergence = Divergence(config.train)
   trace = ProfileTrace(config.train.profile_steps, os.path.join(workdir, 'profile'), first_step,
                        enabled=main)
-  rows = trainer.rows(config.train.batch_size)  # this process computes only the rows it feeds
-  batches = data.batches(first_step, last, rows, config.data.prefetch)
+  # This process computes only the rows it feeds (`trainer.rows` of a batch of any size).
+  batches = data.batches(first_step, last, trainer.rows, config.data.prefetch)
   with preemption.StopSignal() as stop_signal, trace:
     for step in range(first_step, last):
       trace.before_step(step)
-      batch = trainer.place(next(batches), config.train.batch_size)
+      batch = trainer.place(next(batches), data.phase_at(step).batch_size)
       state, step_metrics = trainer.step(state, batch, step_rng(config.seed, step))
       meter.add(step_metrics)
       done = step + 1
@@ -721,7 +726,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, setup: config_lib.Se
         if mixes:
           update = mixing.update(done, results)
           data.set_stages(mixing.stages())
-          batches = data.batches(done, last, rows, config.data.prefetch)  # the new mixture's
+          batches = data.batches(done, last, trainer.rows, config.data.prefetch)  # new mixture
           progress.message(f'Skill-it mixture from step {done}: ' + ' '.join(
               f'{k}={v:.3f}' for k, v in update.weights.items()))
       if stopping:

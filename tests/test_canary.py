@@ -238,3 +238,5 @@ def test_order_confounds_name_the_config_keys():
   assert "data.order.name='easy_to_hard'" in confounds[0] and 'data.stages' in confounds[1]
   assert 'config.phases.NAME.objective' in confounds[2]
   assert "objective.name='masked_thought'" in confounds[3]
+  config.phases.short = ml_collections.ConfigDict({'at_step': 0, 'seq_len': 32})  # length warm-up
+  assert 'config.phases.NAME.seq_len' in canary.order_confounds(config)[3]

@@ -227,6 +227,8 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('zipfit', [None]),
     ('salt', ['teacher']),  # the student's sweep keys on the teacher's config (no teacher run here)
     ('continual_replay', ['replay', 'union', 'infinite', 'pretrain_infinite']),
+    ('powerlaw_replay', [None]),
+    ('length_warmup', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
   """Each config of an experiment file, and each point of its sweep (get_sweep(arg) where it takes

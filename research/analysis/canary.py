@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from research import sharding, train
+from research import schedules, sharding, train
 from research.data import pipeline, probes
 from research.objectives import losses
 
@@ -140,6 +140,9 @@ def order_confounds(config: ml_collections.ConfigDict) -> list[str]:
   if any('objective' in phase for phase in config.phases.values()):
     confounds.append('The objective changes during the run (config.phases.NAME.objective), so the '
                      'examples change with the position.')
+  if any(set(phase) & set(schedules.SHAPE_KEYS) for phase in config.phases.values()):
+    confounds.append('The batch shape changes during the run (config.phases.NAME.seq_len or '
+                     'batch_size), so the examples change with the position.')
   if config.objective.name in STEP_DEPENDENT_OBJECTIVES:
     confounds.append(f'objective.name={config.objective.name!r} changes the examples with the step '
                      f'({STEP_DEPENDENT_OBJECTIVES[config.objective.name]}).')

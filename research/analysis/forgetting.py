@@ -1,4 +1,5 @@
-"""Forgetting over training: the decay of knowledge-injection probes' gap, and the stability gap.
+"""Forgetting over training: the decay of knowledge-injection probes' gap, the stability gap, and
+backward and forward transfer over a sequence of domains.
 
 research/data/probes.py puts a probe's documents into the batches of its exposure steps; the
 training loop evaluates them and a control set of the same task never trained on. The gap (the
@@ -12,6 +13,14 @@ the stability gap (De Lange et al. 2023, "Continual evaluation for lifelong lear
 the stability gap", arXiv 2205.13452; in LLMs, Guo et al. 2024, "Efficient Continual Pre-training
 by Mitigating the Stability Gap", arXiv 2406.14833). `stability_gap` measures it on a curve
 evaluated from step 0.
+
+Over a sequence of domains trained one after another (the stages of `data.stages`: prose -> code
+-> arithmetic), `backward_transfer` and `forward_transfer` are the BWT and FWT of Lopez-Paz &
+Ranzato 2017 ("Gradient Episodic Memory for Continual Learning", arXiv 1706.08840), adapted to
+losses: R[i, j] is the eval loss on domain j at the end of stage i. Lower loss is better, so the
+signs are the reverse of the paper's accuracies: BWT > 0 is forgetting (the earlier domains' loss
+rose after their stage), FWT < 0 is positive forward transfer (the earlier stages lowered a domain's
+loss before it was trained, below the reference).
 """
 
 import numpy as np
@@ -91,3 +100,30 @@ def stability_gap(steps, values, higher_is_better: bool) -> dict[str, float | in
   back = np.flatnonzero(worse_by[worst:] <= 0)
   return {'start': float(start), 'depth': float(worse_by[worst - 1]), 'dip_step': int(steps[worst]),
           'recovered_step': int(steps[worst + 1 + back[0]]) if len(back) else None}
+
+
+def backward_transfer(losses_TT) -> float:
+  """BWT of a sequence of T >= 2 domains: the mean over the earlier domains j < T - 1 of
+  R[T - 1, j] - R[j, j], the loss on domain j at the end of training less its loss at the end of
+  its own stage j (`losses_TT`[i, j] = R[i, j], losses at the end of each stage); > 0: forgotten."""
+  losses_TT = _transfer_matrix(losses_TT)
+  return float(np.mean(losses_TT[-1, :-1] - np.diag(losses_TT)[:-1]))
+
+
+def forward_transfer(losses_TT, reference_T) -> float:
+  """FWT of a sequence of T >= 2 domains: the mean over the domains j > 0 of R[j - 1, j] -
+  reference[j], the loss on domain j before its stage began (at the end of stage j - 1) less its
+  reference loss (`reference_T`: before any training, at step 0 or the uniform prediction's);
+  < 0: the earlier stages helped."""
+  losses_TT = _transfer_matrix(losses_TT)
+  reference_T = np.asarray(reference_T, np.float64)
+  if reference_T.shape != losses_TT.shape[:1]:
+    raise ValueError(f'{reference_T.shape[0]} reference losses for {len(losses_TT)} domains.')
+  return float(np.mean(np.diag(losses_TT, k=1) - reference_T[1:]))
+
+
+def _transfer_matrix(losses_TT) -> np.ndarray:
+  losses_TT = np.asarray(losses_TT, np.float64)
+  if losses_TT.ndim != 2 or losses_TT.shape[0] != losses_TT.shape[1] or len(losses_TT) < 2:
+    raise ValueError(f'Transfer needs a T x T loss table with T >= 2, got shape {losses_TT.shape}.')
+  return losses_TT

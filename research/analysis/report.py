@@ -539,6 +539,74 @@ def continual_table(runs: Sequence[Run]) -> str:
   return markdown_table(header, align, rows)
 
 
+def initial_loss(run: Run) -> float:
+  """ln(model.vocab_size): the loss of a uniform prediction over the model's outputs, which the
+  initialisation's near-zero logits make."""
+  return math.log(run.config.get('model', {}).get('vocab_size', 384))
+
+
+def domain_sequence(run: Run) -> list[tuple[int, list[str]]] | None:
+  """The stages of `run`'s mixture schedule (data.mixture, then data.stages) by start step: (start,
+  the tasks it trains); None with fewer than 2 stages."""
+  data, total = run.config.get('data', {}), run.config.get('train', {}).get('steps', 0)
+  stages = [(0, data.get('mixture', {}))] + [
+      (schedules.start_step(stage, f'data.stages.{name}', total), stage.get('mixture', {}))
+      for name, stage in data.get('stages', {}).items()]
+  if len(stages) < 2:
+    return None
+  return [(start, sorted(name for name, weight in mixture.items() if weight > 0))
+          for start, mixture in sorted(stages, key=lambda stage: stage[0])]
+
+
+def transfer(run: Run) -> dict[str, float] | None:
+  """Backward and forward transfer over `run`'s domain sequence (`domain_sequence`; a stage's loss
+  is the mean eval loss of its tasks): R[i, j] from the evaluation at the end of stage i (the next
+  stage's start step, train.steps for the last), the FWT reference from the evaluation at step 0
+  where the run logged one (a continual run), else `initial_loss` (research/analysis/forgetting.py).
+  Returns {'bwt', 'fwt', 'final' (mean final loss over the domains)}; None without 2 stages or an
+  evaluation of every domain at every stage's end."""
+  stages = domain_sequence(run)
+  if not stages:
+    return None
+  ends = [start for start, _ in stages[1:]] + [run.config['train']['steps']]
+  keys = [[f'eval/{task}/loss' for task in tasks] for _, tasks in stages]
+
+  def losses(step: int) -> list[float] | None:
+    values = run.metrics.get(step, {})
+    if not all(key in values for domain in keys for key in domain):
+      return None
+    return [statistics.fmean(values[key] for key in domain) for domain in keys]
+
+  table = [losses(end) for end in ends]
+  if not all(table):
+    return None
+  reference = losses(0) or [initial_loss(run)] * len(stages)
+  return {'bwt': forgetting.backward_transfer(table),
+          'fwt': forgetting.forward_transfer(table, reference),
+          'final': statistics.fmean(table[-1])}
+
+
+def transfer_table(runs: Sequence[Run]) -> str:
+  """For runs trained on a sequence of domains (2 or more mixture stages) and evaluated at the end
+  of each, a markdown table, one row per `arms` arm: the sequence, and mean ± SE over its seeds of
+  `transfer`'s backward transfer, forward transfer and final loss (GEM's BWT, FWT and ACC, Lopez-Paz
+  & Ranzato 2017, arXiv 1706.08840, on losses). '' when no run has them."""
+  sequenced = [run for run in runs if run.config.get('data', {}).get('stages')]
+  rows = []
+  for arm in arms(sequenced) if sequenced else []:
+    found = [result for run in arm.runs if (result := transfer(run))]
+    if found:
+      sequence = ' -> '.join('+'.join(tasks) for _, tasks in domain_sequence(arm.runs[0]))
+      rows.append([arm.label, str(len(found)), sequence,
+                   *(mean_cell([result[key] for result in found])
+                     for key in ('bwt', 'fwt', 'final'))])
+  if not rows:
+    return ''
+  header = ['arm', 'n', 'domains', 'BWT (loss; > 0 forgot)', 'FWT (loss; < 0 helped)',
+            'final loss (mean over domains)']
+  return markdown_table(header, ['---'] * 3 + ['---:'] * 3, rows)
+
+
 def stability_gap_table(runs: Sequence[Run]) -> str:
   """For runs that started from a checkpoint (config init.path) and evaluated from step 0, a
   markdown table, one row per `arms` arm and evaluation metric (the eval metrics of `arm_table`):

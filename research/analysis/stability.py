@@ -45,11 +45,6 @@ def final_loss(run: report.Run) -> float | None:
   return report.final_value(run, 'loss') if loss is None else loss
 
 
-def initial_loss(run: report.Run) -> float:
-  """ln(model.vocab_size): the loss of a uniform prediction over the model's outputs."""
-  return math.log(run.config.get('model', {}).get('vocab_size', 384))
-
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """The runs of one setting over the swept learning rates.
@@ -66,7 +61,7 @@ class Variant:
     return {lr: [metric(run) for run in runs] for lr, runs in self.runs.items()}
 
   def sensitivity(self) -> float:
-    return lr_sensitivity(self.values(), initial_loss(next(iter(self.runs.values()))[0]))
+    return lr_sensitivity(self.values(), report.initial_loss(next(iter(self.runs.values()))[0]))
 
 
 def variants(runs: Sequence[report.Run]) -> list[Variant]:
@@ -97,7 +92,8 @@ def sensitivity_table(runs: Sequence[report.Run]) -> str:
   rows = []
   for variant in found:
     losses = variant.values()
-    means = {lr: statistics.fmean(capped(v, initial_loss(variant.runs[lr][0])) for v in values)
+    means = {lr: statistics.fmean(capped(v, report.initial_loss(variant.runs[lr][0]))
+                                  for v in values)
              for lr, values in losses.items()}
     rows.append([variant.label, report.format_number(variant.sensitivity()),
                  report.format_value(min(means, key=means.get)),
@@ -132,7 +128,7 @@ def figures(runs: Sequence[report.Run]) -> Iterator[tuple[str, figure.Figure]]:
       _curves(found, final_loss), 'Final loss vs peak learning rate (mean ± SE over seeds; '
       'dashed: the initial loss ln V, which caps diverged runs in the LR sensitivity)',
       'peak learning rate', 'final loss', log_x=True)
-  loss.axes[0].axhline(initial_loss(runs[0]), color='gray', linestyle='--', linewidth=1)
+  loss.axes[0].axhline(report.initial_loss(runs[0]), color='gray', linestyle='--', linewidth=1)
   yield 'final_loss_vs_learning_rate.png', loss
   for key in MONITORS:
     curves = _curves(found, lambda run, key=key: report.final_value(run, key))

@@ -3,9 +3,9 @@
 Training resumes at any step, on any number of hosts, with no iterator state to checkpoint.
 
 The rows of a global batch come from two streams: the main mixture schedule (`data.mixture`, then
-the stages of `data.stages`) and, when `data.replay.fraction` > 0, a replay mixture that fills that
-fraction of every batch (the last rows) with data from `data.replay.mixture`, as continual
-pretraining with replay does (Ibrahim et al. 2024, arXiv 2403.08763). research/data/sampler.py
+the stages of `data.stages`) and, when `data.replay.fraction` > 0, replay that fills that fraction
+of every batch (the last rows) with a fixed mixture or a power law over the earlier stages' tasks
+(research/data/replay.py, `data.replay.sampler`). research/data/sampler.py
 decides which task-local example each row is (Skill-it, research/data/skillit.py, appends stages to
 the main schedule as it trains); example j of a task with N packed rows reads row
 `order(epoch=j // N)[j % N]`, where `order` is the ordering function named by `data.order.name`
@@ -31,10 +31,11 @@ float32 `weights` (1 on tokens, 0 on padding); denoising objectives add `prefix`
 `encoder_*` rows (encoder-decoder).
 """
 
+import bisect
 import dataclasses
 import functools
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grain
 import ml_collections
@@ -45,9 +46,11 @@ from research import errors, schedules
 from research.data import skillit
 from research.data import orderings as orderings_lib
 from research.data import probes as probes_lib
+from research.data import replay as replay_lib
 from research.data import rows as rows_lib
 from research.data import sampler as sampler_lib
 from research.data import selection as selection_lib
+from research.data import shapes as shapes_lib
 from research.data import store as store_lib
 from research.data import task_rows, tasks, vocabularies
 from research.objectives import registry
@@ -97,8 +100,10 @@ def mixture_schedule(data_config: ml_collections.ConfigDict,
 class MixturePlan:
   """The checked mixtures of a run: main stages, replay stages and rows, and every task named."""
   stages: list[sampler_lib.Stage]
-  replay: list[sampler_lib.Stage]
-  num_replay: int
+  replay: list[sampler_lib.Stage]  # research/data/replay.py
+  num_replay: int  # the rows of a batch that replay takes where it replays
+  main_rows: tuple[int, ...]  # the main stream's rows of each step of each of `stages`
+  replay_rows: tuple[int, ...]  # the replay stream's rows of each step of each of `replay`
   task_names: list[str]
   selection: selection_lib.Selection | None = None  # data.select; None keeps every document
   online: skillit.Config | None = None  # data.skillit (Skill-it online mixing); None: off
@@ -110,24 +115,20 @@ def mixture_plan(data_config: ml_collections.ConfigDict, batch_size: int,
   """Registers `data.tasks`, checks the mixtures, replay, ordering and probes; reads no data."""
   orderings_lib.bind(data_config.order, total_steps)  # fails naming a bad data.order key
   online = skillit.bind(data_config)  # fails naming a bad data.skillit key
-  fraction = data_config.replay.fraction
-  num_replay = round(fraction * batch_size)
-  if not 0 <= fraction < 1 or (fraction > 0 and num_replay == 0):
-    raise errors.UserError(f'data.replay.fraction={fraction} must be in [0, 1) and give at least '
-                           f'one row of the batch of {batch_size} (or be 0).')
   tasks.register_config_tasks(data_config)
   stages = mixture_schedule(data_config, total_steps)
-  replay = [sampler_lib.Stage(0, tasks.expand_mixtures(dict(data_config.replay.mixture),
-                                                      'data.replay.mixture'))] if num_replay else []
-  names = sorted(sampler_lib.schedule_tasks(stages, 'data.mixture')
-                 | sampler_lib.schedule_tasks(replay, 'data.replay.mixture'))
+  main_tasks = sampler_lib.schedule_tasks(stages, 'data.mixture')
+  streams = replay_lib.streams(data_config.replay, stages, batch_size, data_config.mixture_block,
+                               total_steps)
+  names = sorted(main_tasks | sampler_lib.schedule_tasks(streams.replay, 'data.replay.mixture'))
   for name in names:
     tasks.check_task(name)
   for name in online.eval_tasks if online else []:
     tasks.check_task(name, 'data.skillit.eval_tasks')
   probes = probes_lib.probe_specs(data_config, total_steps, set(names))
-  return MixturePlan(stages, replay, num_replay, names, selection_lib.bind(data_config, names),
-                     online, tuple(probes))
+  return MixturePlan(stages, list(streams.replay), streams.num_replay, streams.main_rows,
+                     streams.replay_rows, names, selection_lib.bind(data_config, names), online,
+                     tuple(probes))
 
 
 def run_tasks(config: ml_collections.ConfigDict) -> list[str]:
@@ -168,11 +169,40 @@ def row_stores(config: ml_collections.ConfigDict) -> list[tuple[str, rows_lib.Re
 @dataclasses.dataclass(frozen=True)
 class Phase:
   """The steps from `start` on (up to the next phase): their objective, the tasks' rows packed for
-  it and the probes' rows."""
+  it, the probes' rows and the rows of a batch (`batch_size`, research/data/shapes.py)."""
   start: int
   objective: registry.Objective
   rows: task_rows.TaskRows
   probes: list
+  batch_size: int
+
+
+def stream_rows(data_config: ml_collections.ConfigDict, plan: MixturePlan,
+                shapes: Sequence[shapes_lib.Shape]) -> list[list[tuple[int, int]]]:
+  """The (first step, rows per step) spans of the main stream and of replay (if any), from the
+  starts of their stages and of the batch `shapes` (the run's, then its phases'): a phase's batch
+  keeps replay's share (data.replay.fraction of its rows, at the steps the run replays at);
+  fails naming a phase whose batch gives replay no row."""
+  batch_size = shapes[0].batch_size
+  replay = {batch_size: plan.num_replay}
+  for shape in shapes[1:]:
+    try:
+      replay[shape.batch_size] = replay_lib.check(data_config.replay, shape.batch_size,
+                                                  len(plan.stages))
+    except errors.UserError as error:
+      raise errors.UserError(f'{shape.batch_key}={shape.batch_size}: {error}') from error
+  streams = [(plan.stages, [rows < batch_size for rows in plan.main_rows], True)]
+  if plan.replay:
+    streams.append((plan.replay, [rows > 0 for rows in plan.replay_rows], False))
+  spans = []
+  for stages, replays, main in streams:  # replays: whether each stage has replay rows
+    starts = [stage.start_step for stage in stages]
+    spans.append([])
+    for step in sorted({*starts, *(shape.start for shape in shapes)}):
+      shape = shapes_lib.shape_at(shapes, step)
+      replayed = replay[shape.batch_size] if replays[bisect.bisect(starts, step) - 1] else 0
+      spans[-1].append((step, shape.batch_size - replayed if main else replayed))
+  return spans
 
 
 class TrainData:
@@ -183,13 +213,16 @@ class TrainData:
   (data_config, seed, step): the mixture samplers pick each row's task and example, the ordering
   its packed row. The knowledge-injection probes of `data.probes` (research/data/probes.py) take
   the first rows of the batches of their steps. `plan` is the mixture plan config.validate built
-  (else built here).
+  (else built here). `phases` ((start, objective), registry.objective_phases) switch the objective
+  or the rows' length, `shapes` (research/data/shapes.shape_phases; default: `batch_size` rows
+  throughout) the batch's rows.
   """
 
   def __init__(self, data_config: ml_collections.ConfigDict, batch_size: int, seed: int,
                total_steps: int, objective: registry.Objective | None = None,
                plan: MixturePlan | None = None,
-               phases: Sequence[tuple[int, registry.Objective]] = ()):
+               phases: Sequence[tuple[int, registry.Objective]] = (),
+               shapes: Sequence[shapes_lib.Shape] = ()):
     _check_seed(seed)
     objective = self.objective = objective or registry.causal_objective(data_config.seq_len)
     if batch_size <= 0:
@@ -198,40 +231,72 @@ class TrainData:
     ordering = self._ordering = orderings_lib.bind(data_config.order, total_steps)
     names = self.task_names = plan.task_names
     block = data_config.mixture_block
-    self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, batch_size - plan.num_replay,
-                                                 block, seed, _MAIN_STREAM)]
-    if plan.num_replay:
+    shapes = tuple(shapes) or (shapes_lib.Shape(0, data_config.seq_len, batch_size),)
+    self._main_rows, *replay_rows = stream_rows(data_config, plan, shapes)
+    self._samplers = [sampler_lib.MixtureSampler(names, plan.stages, self._main_rows, block, seed,
+                                                 _MAIN_STREAM)]
+    if plan.replay:
       self._samplers.append(sampler_lib.MixtureSampler(
-          names, plan.replay, plan.num_replay, block, seed, _REPLAY_STREAM,
+          names, plan.replay, *replay_rows, block, seed, _REPLAY_STREAM,
           key='data.replay.mixture'))
-    self._batch_size, self._seed, self._block = batch_size, seed, block
+    self._seed, self._block = seed, block
     self._phases = []
-    for start, phase_objective in [(0, objective), *phases]:
+    batch_sizes = [shapes[0].batch_size,
+                   *(shapes_lib.shape_at(shapes, start).batch_size for start, _ in phases)]
+    for (start, phase_objective), rows in zip([(0, objective), *phases], batch_sizes):
       same = next((p for p in self._phases if p.objective == phase_objective), None)
       if same:  # a phase back to an earlier objective reads the rows packed for it
-        self._phases.append(dataclasses.replace(same, start=start))
+        self._phases.append(dataclasses.replace(same, start=start, batch_size=rows))
         continue
       self._phases.append(Phase(
           start, phase_objective,
           task_rows.TaskRows(data_config, names, seed, phase_objective, ordering, plan.selection),
           probes_lib.make_probes(list(plan.probes), data_config, phase_objective, seed,
-                                 batch_size - plan.num_replay)))
+                                 self._samplers[0].rows(start)), rows))
     self.rows, self.probes = self._phases[0].rows, self._phases[0].probes
+    self._continue_phases()
+
+  @property
+  def phases(self) -> tuple[Phase, ...]:
+    """The phases by start, the run's first (a phase from step 0 follows it and replaces it)."""
+    return tuple(self._phases)
+
+  def _phase_index(self, step: int) -> int:
+    return max(i for i, phase in enumerate(self._phases) if phase.start <= step)
 
   def phase_at(self, step: int) -> Phase:
-    """The objective phase of training step `step` (the last to start at or before it): the
-    objective that makes its batch and the rows it reads."""
-    return [phase for phase in self._phases if phase.start <= step][-1]
+    """The phase of training step `step` (the last to start at or before it): the objective that
+    makes its batch, the rows it reads and its batch size."""
+    return self._phases[self._phase_index(step)]
+
+  def _continue_phases(self) -> None:
+    """Per sampler and phase, [num_tasks] what turns the task-local index of an example of the
+    phase's steps into the index of its row in the phase's packing. A phase goes on from the
+    tokens each task gave the steps before it: on rows of another length (research/data/shapes.py)
+    it reads as far into every task as the run has read in tokens, so that a length warm-up reads
+    no more of a task than a run at one length (the same as going on by rows at one length)."""
+    self._shifts = []
+    for sampler in self._samplers:
+      shifts, tokens = [], 0  # of each task, read before the phase
+      for phase, end in zip(self._phases, [p.start for p in self._phases[1:]] + [None]):
+        row_len, before = phase.objective.row_len, sampler.examples_before(phase.start)
+        first = -(-tokens // row_len)
+        shifts.append(first - before)
+        if end is not None:
+          tokens = (first + sampler.examples_before(end) - before) * row_len
+      self._shifts.append(shifts)
 
   def example_sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
     """[batch_size] task index (into `task_names`) and packed row of each example of `step`."""
     if step < 0:
       raise errors.UserError(f'Step {step} is negative; steps count from 0.')
+    index = self._phase_index(step)
     sources = [sampler.sources(step) for sampler in self._samplers]
     tasks_B = np.concatenate([t for t, _ in sources])
-    local_B = np.concatenate([j for _, j in sources])
-    rows_B = np.empty(self._batch_size, np.int64)
-    task_rows_ = self.phase_at(step).rows
+    local_B = np.concatenate([j + shifts[index][t]
+                              for (t, j), shifts in zip(sources, self._shifts)])
+    rows_B = np.empty(len(tasks_B), np.int64)
+    task_rows_ = self._phases[index].rows
     rewritten = task_rows_.rewrites(step)
     packed = task_rows_.of_step(step)
     for task in np.unique(tasks_B):
@@ -256,33 +321,41 @@ class TrainData:
 
   def epochs_before(self, step: int) -> dict[str, float]:
     """Epochs of each task's packed rows that the steps before `step` have read (repeats > 1): rows
-    read over the task's rows, so full-data epochs for an ordering with shorter epochs."""
-    examples = sum(sampler.examples_before(step) for sampler in self._samplers)
-    num_rows = self.phase_at(max(step - 1, 0)).rows.num_rows  # the last step's objective's rows
+    read over the task's rows, so full-data epochs for an ordering with shorter epochs; in the
+    last step's phase's rows, which go on from the tokens the phases before it read."""
+    index = self._phase_index(max(step - 1, 0))
+    examples = sum(sampler.examples_before(step) + shifts[index]
+                   for sampler, shifts in zip(self._samplers, self._shifts))
+    num_rows = self._phases[index].rows.num_rows
     return {name: float(n) / num_rows[name]
             for name, n in zip(self.task_names, examples)}
 
   def mixture_weights(self, step: int) -> dict[str, float]:
     """Each task's share of the examples of `step`'s stage, main mixture and replay together
     (each by its rows of the batch); they sum to 1."""
-    shares = sum(sampler.proportions(step) * sampler.batch_size for sampler in self._samplers)
-    return {name: float(share) / self._batch_size for name, share in zip(self.task_names, shares)}
+    shares = sum(sampler.proportions(step) * sampler.rows(step) for sampler in self._samplers)
+    return {name: float(share) / self.phase_at(step).batch_size
+            for name, share in zip(self.task_names, shares)}
 
   def set_stages(self, stages: list[sampler_lib.Stage]) -> None:
     """Replaces the main mixture schedule: an online mixture (Skill-it, research/data/skillit.py)
     appends a stage at each update, so the steps before it read what they read before."""
-    main = self._samplers[0]
-    self._samplers[0] = sampler_lib.MixtureSampler(
-        self.task_names, stages, main.batch_size, self._block, self._seed, _MAIN_STREAM)
+    self._samplers[0] = sampler_lib.MixtureSampler(  # no data.stages, so no power-law replay
+        self.task_names, stages, self._main_rows, self._block, self._seed, _MAIN_STREAM)
+    self._continue_phases()
 
-  def batches(self, first_step: int, last_step: int, rows: np.ndarray | None = None,
+  def batches(self, first_step: int, last_step: int,
+              rows: np.ndarray | Callable[[int], np.ndarray] | None = None,
               prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
     """The batches `batch(step, rows=rows)` of steps [first_step, last_step) in order, made ahead
     by Grain (a MapDataset over the steps, `prefetch` batches ahead, each on its own thread) while
-    the training step runs. A new mixture (`set_stages`) needs a new iterator from its first
-    step."""
+    the training step runs; `rows` may be a function of a batch's size (`TrainData.phases` change
+    it) giving the rows. A new mixture (`set_stages`) needs a new iterator from its first step."""
+    rows_of = rows if callable(rows) else lambda _: rows
+    of_size = {phase.batch_size: rows_of(phase.batch_size) for phase in self._phases}
     steps = grain.MapDataset.range(first_step, last_step)
-    return iter(steps.map(functools.partial(self.batch, rows=rows)).to_iter_dataset(
+    batch = lambda step: self.batch(step, rows=of_size[self.phase_at(step).batch_size])
+    return iter(steps.map(batch).to_iter_dataset(
         grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)))
 
   def batch(self, step: int, with_noise: bool = False, rows: np.ndarray | None = None):
@@ -293,10 +366,10 @@ class TrainData:
 
     With `with_noise`, also each row's denoising record (`Objective.examples`).
     """
-    rows_R = np.arange(self._batch_size) if rows is None else np.asarray(rows, np.int64)
+    phase = self.phase_at(step)
+    rows_R = np.arange(phase.batch_size) if rows is None else np.asarray(rows, np.int64)
     tasks_B, packed_B = self.example_sources(step)
     tasks_R, packed_R = tasks_B[rows_R], packed_B[rows_R]
-    phase = self.phase_at(step)
     step_rows = phase.rows.of_step(step)
     packed = {}
     for task in np.unique(tasks_R).tolist():
@@ -305,7 +378,8 @@ class TrainData:
         if k != 'documents':
           packed.setdefault(k, np.empty((len(rows_R),) + v.shape[1:], v.dtype))[of_task] = v
     probes_lib.inject(packed, rows_R, step, phase.probes)
-    example_ids = step * self._batch_size + rows_R
+    example_ids = int(shapes_lib.steps_before([p.start for p in self._phases], step)
+                      @ [p.batch_size for p in self._phases]) + rows_R  # rows of earlier steps
     return phase.objective.examples(packed, example_ids, self._seed, step, with_noise)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from research import errors
+from research.data import shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,20 +79,36 @@ def block_shares(weights: Mapping[str, float], block_size: int) -> dict[str, flo
   return {name: int(count) / block_size for name, count in zip(weights, counts)}
 
 
-class MixtureSampler:
-  """Task and task-local example index of every slot of a stream of `batch_size` slots per step."""
+def check_block_size(block_size: int) -> None:
+  """Fails naming `data.mixture_block` unless it is a positive number of examples."""
+  if block_size <= 0:
+    raise errors.UserError(f'data.mixture_block={block_size} must be a positive number of '
+                           'examples.')
 
-  def __init__(self, task_names: Sequence[str], stages: Sequence[Stage], batch_size: int,
-               block_size: int, seed: int, stream: int, key: str = 'data.mixture'):
-    if block_size <= 0:
-      raise errors.UserError(f'data.mixture_block={block_size} must be a positive number of '
-                             'examples.')
+
+class MixtureSampler:
+  """Task and task-local example index of every slot of a stream of `batch_size` slots per step:
+  one number for every stage, one per stage (a stage of 0 slots reads nothing; replay's power
+  law, research/data/replay.py, moves rows between the main and the replay stream by stage), or
+  (first step, slots) spans from step 0, which need not start with a stage (a phase with a batch
+  of its own, research/data/shapes.py). Blocks run on across a span's start."""
+
+  def __init__(self, task_names: Sequence[str], stages: Sequence[Stage],
+               batch_size: int | Sequence[int] | Sequence[tuple[int, int]], block_size: int,
+               seed: int, stream: int, key: str = 'data.mixture'):
+    check_block_size(block_size)
     if not stages or stages[0].start_step != 0:
       raise ValueError('The first stage of a mixture schedule starts at step 0.')
     self.task_names = list(task_names)
-    self.batch_size, self._block_size = batch_size, block_size
+    self._block_size = block_size
     self._seed, self._stream = seed, stream
     self.start_steps = [stage.start_step for stage in stages]
+    if np.ndim(batch_size) == 1 and len(batch_size) != len(stages):
+      raise ValueError(f'{len(batch_size)} slot counts for {len(stages)} stages.')
+    spans = np.array([(0, batch_size)] if np.ndim(batch_size) == 0
+                     else list(zip(self.start_steps, batch_size)) if np.ndim(batch_size) == 1
+                     else batch_size, np.int64).reshape(-1, 2)
+    self._span_starts, self._span_rows = spans[:, 0], spans[:, 1]
     self._counts = []  # per stage: [num_tasks] slots per block
     for index, stage in enumerate(stages):
       where = stage_key(key, index, stage)
@@ -110,7 +127,8 @@ class MixtureSampler:
     # Task-local examples consumed before each stage starts.
     self._offsets = [np.zeros(len(self.task_names), np.int64)]
     for index in range(1, len(stages)):
-      examples = (self.start_steps[index] - self.start_steps[index - 1]) * batch_size
+      examples = (self._slots_before(self.start_steps[index])
+                  - self._slots_before(self.start_steps[index - 1]))
       self._offsets.append(self._offsets[-1] + self._consumed(index - 1, examples))
 
   def _layout(self, stage: int, block: int) -> np.ndarray:
@@ -128,11 +146,19 @@ class MixtureSampler:
                                         minlength=len(self.task_names))
     return consumed
 
+  def _slots_before(self, step: int) -> int:
+    """The slots of the steps before `step`."""
+    return int(shapes.steps_before(self._span_starts, step) @ self._span_rows)
+
   def examples_before(self, step: int) -> np.ndarray:
     """[num_tasks] examples each task has given to the steps before `step`."""
     stage = self.stage_at(step)
-    examples = (step - self.start_steps[stage]) * self.batch_size
+    examples = self._slots_before(step) - self._slots_before(self.start_steps[stage])
     return self._offsets[stage] + self._consumed(stage, examples)
+
+  def rows(self, step: int) -> int:
+    """The slots of step `step`."""
+    return int(self._span_rows[np.searchsorted(self._span_starts, step, side='right') - 1])
 
   def proportions(self, step: int) -> np.ndarray:
     """[num_tasks] each task's share of the examples of the stage `step` is in (exact per block)."""
@@ -143,15 +169,16 @@ class MixtureSampler:
     return int(np.searchsorted(self.start_steps, step, side='right')) - 1
 
   def sources(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """[batch_size] task index (into `task_names`) and task-local example index of each slot."""
+    """[slots] task index (into `task_names`) and task-local example index of each slot of step
+    `step` (`rows(step)` of them)."""
     if step < 0:
       raise ValueError(f'Step {step} is negative; steps count from 0.')
-    stage = self.stage_at(step)
-    first = (step - self.start_steps[stage]) * self.batch_size
-    examples_B = first + np.arange(self.batch_size, dtype=np.int64)
+    stage, rows = self.stage_at(step), self.rows(step)
+    first = self._slots_before(step) - self._slots_before(self.start_steps[stage])
+    examples_B = first + np.arange(rows, dtype=np.int64)
     blocks_B, slots_B = np.divmod(examples_B, self._block_size)
-    tasks_B = np.empty(self.batch_size, np.int64)
-    local_B = np.empty(self.batch_size, np.int64)
+    tasks_B = np.empty(rows, np.int64)
+    local_B = np.empty(rows, np.int64)
     for block in np.unique(blocks_B):
       layout_K = self._layout(stage, int(block))
       ranks_K = np.empty(self._block_size, np.int64)

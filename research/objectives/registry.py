@@ -38,7 +38,7 @@ import numpy as np
 import seqio
 
 from research import defaults, errors, schedules
-from research.data import packing, vocabularies
+from research.data import packing, shapes as shapes_lib, vocabularies
 from research.objectives import causal_lm, control_tokens, denoising, documents, fim
 from research.objectives import masked_lm, masked_thought, metadata, permutation
 
@@ -294,15 +294,19 @@ def _unknown_keys(changes: dict, section: ml_collections.ConfigDict, prefix: str
 def objective_phases(config: ml_collections.ConfigDict,
                      vocabulary: seqio.Vocabulary) -> tuple[tuple[int, Objective], ...]:
   """(start step, objective) of each objective of run `config`, by start: `objective.*` from step
-  0, then each phase's (`config.phases.NAME.objective`, research/schedules.phase_changes: the run's
-  objective keys with the phase's changes merged in) from the phase's start.
+  0 (the run's objective, whose rows are data.seq_len long), then one from each start of a phase
+  that changes the objective or the shape (research/schedules.phase_changes): the objective of the
+  last phase to change it (`config.phases.NAME.objective`: the run's objective keys with the
+  phase's changes merged in), on rows of the length of the last phase to change the shape
+  (`phases.NAME.seq_len`, research/data/shapes.py; a phase from step 0 follows the run's own).
 
   Switching the objective mid-run is cross-adaptation (causal -> prefix/span denoising and back;
   Wang et al. 2022, "What Language Model Architecture and Pretraining Objective Work Best for
   Zero-Shot Generalization?", arXiv 2204.05832) and the objective curriculum of CLIMB (Martinez et
   al. 2023, "CLIMB: Curriculum Learning for Infant-inspired Model Building", arXiv 2311.08886).
   """
-  phases = [(0, make_objective(config, vocabulary))]
+  # (start, config, objective at data.seq_len) of the run and of each phase that changes it
+  objectives = [(0, config, make_objective(config, vocabulary))]
   for start, key, changes in schedules.phase_changes(config.phases, 'objective',
                                                      config.train.steps):
     fixed = sorted(set(changes) & set(RUN_WIDE))
@@ -321,9 +325,22 @@ def objective_phases(config: ml_collections.ConfigDict,
     except TypeError as error:
       raise errors.UserError(f'{key}.objective: {error}') from error
     try:
-      phases.append((start, make_objective(phase_config, vocabulary)))
+      objectives.append((start, phase_config, make_objective(phase_config, vocabulary)))
     except errors.UserError as error:
       raise errors.UserError(f'{key}.objective: {error}') from error
+  shapes = shapes_lib.shape_phases(config)
+  phases = [(0, objectives[0][2])]
+  for start in sorted({o[0] for o in objectives[1:]} | {s.start for s in shapes[1:]}):
+    _, phase_config, objective = [o for o in objectives if o[0] <= start][-1]
+    shape = shapes_lib.shape_at(shapes, start)
+    if shape.seq_len != config.data.seq_len:
+      phase_config = copy.deepcopy(phase_config)
+      phase_config.data.seq_len = shape.seq_len
+      try:
+        objective = make_objective(phase_config, vocabulary)
+      except errors.UserError as error:
+        raise errors.UserError(f'{shape.key}.seq_len={shape.seq_len}: {error}') from error
+    phases.append((start, objective))
   return tuple(phases)
 
 
