@@ -2,14 +2,15 @@
 
   python -m launch.bench --out=bench.json [--sections=matmul,data,train,eval,generate]
       [--presets=tiny,small] [--dtypes=float32,bfloat16] [--train_steps=N] [--data_steps=N]
-      [--config=experiments/NAME.py]
+      [--config=experiments/NAME.py] [--galore_ranks=8,32,128]
 
-Every section runs by default but `build` and `moe`. --config (default experiments/quickstart.py) is what the
-`data` and `moe` sections read; `train`, `eval` and `generate` build the model presets below from
-research/defaults.py's defaults (what a researcher runs: scanned layers, remat dots_no_batch, AdamW with
-clipping, z-loss), vocabulary 256, on one device, fed random token ids. Every timed call is blocked
-until its result is ready and comes after a warm-up call (the first, which compiles); medians are
-reported with the min and max of the repeats.
+Every section runs by default but `build`, `moe` and `optimizer`. --config (default
+experiments/quickstart.py) is what the `data` and `moe` sections read; `train`, `eval`, `generate`
+and `optimizer` build the model presets below from research/defaults.py's defaults (what a
+researcher runs: scanned layers, remat dots_no_batch, AdamW with clipping, z-loss), vocabulary 256,
+on one device, fed random token ids. Every timed call is blocked until its result is ready and
+comes after a warm-up call (the first, which compiles); medians are reported with the min and max
+of the repeats.
 
 Sections:
   matmul    the machine's matmul ceiling: the best jitted square matmul FLOP/s over a few sizes,
@@ -41,6 +42,14 @@ Sections:
             SwiGLU of the same active width (top_k x the expert width): milliseconds, median of
             repeats, and their ratio (the cost of routing, dispatch and capacity slack); opt-in,
             it needs a --config with experts (experiments/moe_load_balancing.py)
+  optimizer for each preset in --presets, AdamW and GaLore (train.optimizer='galore'; Zhao et al.
+            2024, "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", arXiv
+            2403.03507) at each rank of --galore_ranks (opt-in): the optimizer state's bytes and
+            the parameters' (leaf sizes of the Trainer's initial state, from jax.eval_shape:
+            nothing allocated), the train step's ms (median, float32, as the train section) and,
+            for GaLore, the ms of a step that refreshes the projections (its SVDs, every
+            train.galore.update_proj_gap steps). A rank at or above a matrix's smaller side
+            leaves that matrix unprojected (plain Adam)
 
 Output: --out holds {"machine": {...}, "wall_seconds": S, "benchmarks": {NAME: {...}}}, one object
 per benchmark named SECTION/... (matmul/float32, data/ul2, train/tiny/bfloat16, ...), each with
@@ -50,6 +59,7 @@ its `section`; a markdown table of every benchmark (value, spread, details) is p
 import copy
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -69,7 +79,7 @@ import numpy as np
 from absl import flags
 
 from research import defaults
-from research import errors, generate, peak_flops, train
+from research import errors, generate, optimizers, peak_flops, train
 from research.data import build, corpora, pipeline, tasks, vocabularies
 from research.data import rows as rows_lib
 from research.model import layers, transformer
@@ -107,8 +117,9 @@ PRESETS = {p.name: p for p in (
     dataclasses.replace(_TINY, name='tiny_v32k', vocab_size=32768, steps=5),
     dataclasses.replace(_TINY, name='tiny_v32k_chunked', vocab_size=32768, steps=5,
                         loss_chunk=64))}
-SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate', 'build', 'moe')
-DEFAULT_SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate')  # build and moe: opt-in
+SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate', 'build', 'moe', 'optimizer')
+# build, moe and optimizer: opt-in
+DEFAULT_SECTIONS = ('matmul', 'data', 'train', 'eval', 'generate')
 MATMUL_DTYPES = ('float32', 'bfloat16')
 MATMUL_SIZES = (1024, 2048)
 
@@ -124,12 +135,18 @@ _TRAIN_STEPS = flags.DEFINE_integer(
     'train_steps', 0, 'Timed steps per preset and dtype in the train and eval sections, after the '
     "compiling one; 0 = the preset's own (tiny 10, small 5).", lower_bound=0)
 _DATA_STEPS = flags.DEFINE_integer('data_steps', 200, 'Batches per data repeat.', lower_bound=1)
+_GALORE_RANKS = flags.DEFINE_list(
+    'galore_ranks', ['8', '32', '128'],
+    'GaLore ranks (train.galore.rank) of the optimizer section.')
 _BUILD_MB = flags.DEFINE_integer('build_mb', 1024, 'Corpus size of the build section, in MB.',
                                  lower_bound=1)
 for _flag, _names in (('sections', SECTIONS), ('presets', tuple(PRESETS)),
                       ('dtypes', tuple(transformer.DTYPES))):
   flags.register_validator(_flag, lambda values, names=_names: set(values) <= set(names),
                            message=f'--{_flag} takes a comma-separated subset of {_names}.')
+flags.register_validator('galore_ranks',
+                         lambda values: all(v.isdigit() and int(v) > 0 for v in values),
+                         message='--galore_ranks takes comma-separated positive integers.')
 
 
 def _timed(call: Callable, repeats: int, carry=None) -> dict:
@@ -506,6 +523,82 @@ def moe_section(config, repeats: int = 10) -> dict:
       'd_model': c.d_model, 'dtype': c.dtype}}
 
 
+def _nbytes(tree) -> int:
+  """The bytes of `tree`'s array leaves (arrays or ShapeDtypeStructs)."""
+  return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _is_galore(node) -> bool:
+  return isinstance(node, optimizers.ScaleByGaLoreState)
+
+
+def _state_bytes(trainer: train.Trainer) -> dict:
+  """{'opt_state_bytes', 'param_bytes'} of `trainer`'s abstract initial state, and under GaLore
+  'projected_kernels': the kernels it projects (a scanned stack of layers counts once)."""
+  state = trainer.abstract_state
+  result = {'opt_state_bytes': _nbytes(state.opt_state), 'param_bytes': _nbytes(state.params)}
+  galore = [s for s in jax.tree.leaves(state.opt_state, is_leaf=_is_galore) if _is_galore(s)]
+  if galore:
+    result['projected_kernels'] = sum(len(jax.tree.leaves(s.projection)) for s in galore)
+  return result
+
+
+def optimizer_state_bytes(config: ml_collections.ConfigDict) -> dict:
+  """`_state_bytes` of a Trainer of `config` on the first device, from its abstract initial
+  state (jax.eval_shape: nothing allocated)."""
+  return _state_bytes(train.Trainer(config, jax.devices()[:1]))
+
+
+def _at_refresh(state: train.TrainState) -> train.TrainState:
+  """`state` with GaLore's update count at 0, so that its next step refreshes the projections."""
+  return state.replace(opt_state=jax.tree.map(
+      lambda s: s._replace(count=jnp.zeros_like(s.count)) if _is_galore(s) else s,
+      state.opt_state, is_leaf=_is_galore))
+
+
+def optimizer_benchmark(preset: Preset, optimizer: str, steps: int, rank: int = 0,
+                        refresh_repeats: int = 3) -> dict:
+  """Optimizer-state memory and step time of `preset` (float32) under train.optimizer
+  `optimizer` ('galore' at rank `rank`): `opt_state_bytes`, `param_bytes` and for GaLore
+  `projected_kernels` (`optimizer_state_bytes`), the step ms (median, min, max of `steps` after
+  the compiling one; no projection is refreshed in them), `step_temp_mib` (XLA's temporaries of
+  the step) and, for GaLore, `refresh_step_ms_median` (steps that compute the projections' SVDs,
+  median of `refresh_repeats` after a first)."""
+  config = preset_config(preset, 'float32')
+  config.train.optimizer = optimizer
+  if optimizer == 'galore':
+    config.train.galore.rank = rank
+  trainer = train.Trainer(config, jax.devices()[:1])
+  batch = trainer.place(random_batch(preset))
+  rng = jax.random.key(0)
+  step = lambda state: trainer.step(state, batch, rng)[0]
+  timing = _timed(step, steps, trainer.init_state())
+  result = {'section': 'optimizer', **_model_numbers(trainer, preset, 'float32', steps),
+            'optimizer': optimizer, **_state_bytes(trainer),
+            'step_ms_median': timing['median_ms'], 'step_ms_min': timing['min_ms'],
+            'step_ms_max': timing['max_ms'],
+            'step_temp_mib': trainer.step_memory(batch, rng).temp_size_in_bytes / 2 ** 20}
+  if optimizer == 'galore':
+    refresh = _timed(lambda state: step(_at_refresh(state)), refresh_repeats,
+                     trainer.init_state())
+    result.update({'rank': rank, 'update_proj_gap': config.train.galore.update_proj_gap,
+                   'scale': config.train.galore.scale,
+                   'refresh_step_ms_median': refresh['median_ms']})
+  return result
+
+
+def optimizer_section(presets: Sequence[Preset], ranks: Sequence[int], steps: int = 0,
+                      refresh_repeats: int = 3) -> dict:
+  """{'optimizer/PRESET/adamw', 'optimizer/PRESET/galore_rRANK': optimizer_benchmark} for every
+  preset and rank; `steps` 0 = the preset's."""
+  results = {}
+  for p in presets:
+    results[f'optimizer/{p.name}/adamw'] = optimizer_benchmark(p, 'adamw', _steps(p, steps))
+    for rank in ranks:
+      results[f'optimizer/{p.name}/galore_r{rank}'] = optimizer_benchmark(
+          p, 'galore', _steps(p, steps), rank, refresh_repeats)
+  return results
+
 def _si(value: float, unit: str) -> str:
   """`value` to 3 significant digits with an SI prefix: '170 GFLOP/s', '8.4 M tokens/s'."""
   factor, prefix = next(((f, p) for f, p in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k'))
@@ -567,6 +660,18 @@ def table_row(name: str, b: dict) -> str:
     cells = (f"{b['source_mb_per_second']:.1f} MB/s", '',
              f"{b['source_mb']:.0f} MB of JSONL in {b['seconds']:.1f} s, {b['workers']} DirectRunner "
              'worker(s), byte vocabulary')
+  elif section == 'optimizer':
+    details = (f"{b['optimizer']}"
+               + (f" rank {b['rank']} ({b['projected_kernels']} kernels projected, refresh every "
+                  f"{b['update_proj_gap']} steps)" if 'rank' in b else '')
+               + f", parameters {b['param_bytes'] / 2 ** 20:.2f} MiB (state "
+               f"{b['opt_state_bytes'] / b['param_bytes']:.2f} x), {b['batch_size']} x "
+               f"{b['seq_len']}, step {_ms(b['step_ms_median'])} ms ({_ms(b['step_ms_min'])} - "
+               f"{_ms(b['step_ms_max'])}, {b['timed_steps']} steps)"
+               + (f", refreshing step {_ms(b['refresh_step_ms_median'])} ms"
+                  if 'refresh_step_ms_median' in b else '')
+               + f", XLA temporaries {b['step_temp_mib']:.0f} MiB")
+    cells = (f"{b['opt_state_bytes'] / 2 ** 20:.2f} MiB state", '', details)
   else:
     cells = (f"{b['moe_over_dense']:.2f} x dense", '',
              f"MoE {_ms(b['moe_milliseconds'])} ms, dense {_ms(b['dense_milliseconds'])} ms, "
@@ -598,7 +703,9 @@ def main(argv):
       'eval': lambda: eval_section(presets, dtypes, steps),
       'generate': lambda: generate_section(PRESETS['tiny'], dtypes),
       'build': lambda: build_section(_BUILD_MB.value, _DATA_STEPS.value),
-      'moe': lambda: moe_section(config)}
+      'moe': lambda: moe_section(config),
+      'optimizer': lambda: optimizer_section(presets, [int(r) for r in _GALORE_RANKS.value],
+                                             steps)}
   for section in order:
     for name, benchmark in sections[section]().items():
       benchmarks[name] = benchmark

@@ -129,3 +129,41 @@ def test_a_chunked_loss_lowers_the_steps_temporary_memory():
   logits_mib = 2 * 128 * 8192 * 4 / 2 ** 20
   assert temps[0] >= logits_mib
   assert temps[1] < temps[0] - logits_mib
+
+
+
+
+def test_galores_optimizer_state_is_adams_at_the_projected_shapes():
+  """GaLore's state (Zhao et al. 2024, arXiv 2403.03507) for the test preset's 2 layers of 7
+  kernels: q, k, v and out 32 x 32, gate and up 32 x 64, down 64 x 32. Where AdamW keeps two
+  m x n float32 moments, GaLore at rank r keeps two of the projected gradient's shape (r x n if
+  m < n, else m x r: r x the larger side) and the projection (the smaller side x r), and one more
+  update count. At rank 32 no side is above the rank: nothing is projected. No step is compiled
+  here (optimizer_benchmark's timing is the train section's `_timed`; `launch.bench
+  --sections=optimizer` runs it)."""
+  config = bench.preset_config(_TEST_PRESET, 'float32')
+  adamw = bench.optimizer_state_bytes(config)
+  assert adamw['opt_state_bytes'] == 2 * adamw['param_bytes'] + 8  # and Adam's, the LR's counts
+  assert 'projected_kernels' not in adamw
+  config.train.optimizer, config.train.galore.rank = 'galore', 8
+  trainer = train.Trainer(config, jax.devices()[:1])
+  galore = bench.optimizer_state_bytes(config)
+  matrices = [(32, 32)] * 4 + [(32, 64)] * 2 + [(64, 32)]
+  saved = 2 * sum(2 * m * n - (2 * 8 * max(m, n) + 8 * min(m, n)) for m, n in matrices)
+  assert galore['opt_state_bytes'] == adamw['opt_state_bytes'] - 4 * saved + 4
+  assert (galore['param_bytes'], galore['projected_kernels']) == (adamw['param_bytes'], 7)
+  config.train.galore.rank = 32
+  full = bench.optimizer_state_bytes(config)
+  assert (full['opt_state_bytes'], full['projected_kernels']) == (adamw['opt_state_bytes'] + 4, 0)
+  # The refreshing steps' state: GaLore's count at 0, Adam's and the schedule's untouched.
+  params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), trainer.abstract_state.params)
+  state = train.TrainState(step=jnp.array(5), params=params, opt_state=jax.tree.map(
+      lambda x: x + 5 if x.dtype == jnp.int32 else x, trainer.tx.init(params)))
+  counts = lambda s: sorted(int(x) for x in jax.tree.leaves(s.opt_state) if x.ndim == 0)
+  assert (counts(state), counts(bench._at_refresh(state))) == ([5, 5, 5], [0, 5, 5])
+  row = bench.table_row('optimizer/test/galore_r8', {
+      **galore, 'section': 'optimizer', 'optimizer': 'galore', 'rank': 8, 'update_proj_gap': 200,
+      'batch_size': 2, 'seq_len': 32, 'timed_steps': 1, 'step_ms_median': 5.0,
+      'step_ms_min': 4.0, 'step_ms_max': 6.0, 'refresh_step_ms_median': 12.0,
+      'step_temp_mib': 0.4})
+  assert row.startswith('| optimizer/test/galore_r8 | 0.12 MiB state |  | galore rank 8 (7 ')

@@ -228,6 +228,7 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('salt', ['teacher']),  # the student's sweep keys on the teacher's config (no teacher run here)
     ('continual_replay', ['replay', 'union', 'infinite', 'pretrain_infinite']),
     ('powerlaw_replay', [None]),
+    ('galore_rank', [None, 'adamw_lr']),
     ('length_warmup', [None]),
 ])
 def test_experiment_configs_and_their_sweep_points_are_valid(name, args, tmp_path):
