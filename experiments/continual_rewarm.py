@@ -7,14 +7,15 @@ library) with the learning rate re-warmed from that floor to a new peak over {0,
 the continuation and re-decayed by cosine, the peak {0.5, 1, 2} x the pretraining peak; beside
 them, a continuation at the floor LR (no re-warming) and a model trained on code from scratch.
 Both domains are evaluated throughout: prose is upstream (forgetting), code downstream
-(adaptation).
+(adaptation). Every continuation arm and the scratch run have the seeds of SEEDS; the pretraining
+is one run, shared (a continuation's seed orders its data):
 
   python -m launch.train --config=experiments/continual_rewarm.py:pretrain \
       --workdir=workdirs/continual_rewarm/pretrain
   python -m launch.sweep --config=experiments/continual_rewarm.py \
-      --workdir=workdirs/continual_rewarm/continue
-  python -m launch.train --config=experiments/continual_rewarm.py:scratch \
-      --workdir=workdirs/continual_rewarm/scratch
+      --workdir=workdirs/continual_rewarm/continue --parallel=2
+  python -m launch.sweep --config=experiments/continual_rewarm.py:scratch \
+      --workdir=workdirs/continual_rewarm/scratch --parallel=2
 
 The continuation reads the pretrained run from `init.path` (default
 workdirs/continual_rewarm/pretrain, relative to where the commands run).
@@ -31,6 +32,7 @@ PEAK_LR = 3e-3
 FLOOR = 0.1  # the cosine floor as a fraction of the peak
 PRETRAIN_DIR = 'workdirs/continual_rewarm/pretrain'
 UPSTREAM, DOWNSTREAM = 'stdlib_prose', 'stdlib_code'
+SEEDS = (0, 1, 2)
 
 
 def small_model(config: ml_collections.ConfigDict) -> None:
@@ -97,11 +99,20 @@ def get_config(arg: str = 'continue') -> ml_collections.ConfigDict:
   return configs[arg]()
 
 
-def get_sweep():
-  """Warmup {0, 0.5, 1, 2}% of the continuation x peak {0.5, 1, 2} x the pretraining peak, and
-  the no-rewarm baseline: constant at the pretraining's final LR."""
-  warmups = [round(p * CONTINUE_STEPS) for p in (0, 0.005, 0.01, 0.02)]
-  peaks = [f * PEAK_LR for f in (0.5, 1, 2)]
-  return sweep.grid(**{'schedule.peak_lr': peaks, 'schedule.warmup_steps': warmups}) + [
-      {'schedule.name': 'constant', 'schedule.peak_lr': round(FLOOR * PEAK_LR, 10),
-       'schedule.warmup_steps': 0}]
+def get_sweep(arg: str = 'continue'):
+  """Every arm with every seed of SEEDS. `continue`: re-warmed over 2% of the continuation to a
+  peak of {0.5, 1, 2} x the pretraining peak, the 2x peak also without warmup, and the no-rewarm
+  baseline (constant at the pretraining's final LR); `scratch` has one arm."""
+  get_config(arg)  # the same check
+  if arg == 'pretrain':
+    raise ValueError('experiments/continual_rewarm.py:pretrain has no sweep; it is one run, the '
+                     'start of every continuation.')
+  if arg == 'scratch':
+    return sweep.seeded([{}], SEEDS)
+  warmup = round(0.02 * CONTINUE_STEPS)
+  arms = [{'schedule.peak_lr': factor * PEAK_LR, 'schedule.warmup_steps': warmup}
+          for factor in (0.5, 1, 2)]
+  arms += [{'schedule.peak_lr': 2 * PEAK_LR, 'schedule.warmup_steps': 0},
+           {'schedule.name': 'constant', 'schedule.peak_lr': round(FLOOR * PEAK_LR, 10),
+            'schedule.warmup_steps': 0}]
+  return sweep.seeded(arms, SEEDS)

@@ -213,6 +213,8 @@ def test_unknown_task_in_the_mixture(tmp_path):
     ('data_diet', ['prune', 'score_run']),
     ('skillit_lego', ['uniform', 'target_only', 'skillit', 'graph_run', 'study']),
     ('moe_load_balancing', [None]),
+    ('continual_rewarm', ['continue', 'scratch', 'pretrain']),
+    ('ul2_mixture_of_denoisers', ['decoder']),
     ('scaling', [None]),
     ('stability_gap', [None]),  # the continuation; its pretrain run: tests/test_stability_gap.py
     ('instability', [None]),

@@ -45,6 +45,11 @@ def zipped(**axes: Sequence[Any]) -> list[dict[str, Any]]:
   return [dict(zip(axes, values)) for values in zip(*axes.values())]
 
 
+def seeded(arms: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[dict[str, Any]]:
+  """Every arm once with each seed (`seed` added to its overrides), arm by arm."""
+  return [{**arm, 'seed': seed} for arm in arms for seed in seeds]
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
   name: str
