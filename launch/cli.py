@@ -22,11 +22,14 @@ from launch import startup
 
 startup.quiet(sys.argv)  # before anything imports TensorFlow
 
+import tensorflow as tf
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
 from research import defaults, errors, finished
 from research.analysis import report
+from research.data import score_files
 from research.data import store as store_lib
 from research.data import tasks
 
@@ -217,19 +220,18 @@ def task_store(config, task: str, split: str, store_dir: str) -> store_lib.Docum
 
 
 def write_atomically(path: str, text: str, flag: str = '--out') -> None:
-  """Writes `text` to the file `path` (given by `flag`) through a temporary file in its directory,
-  so a reader never sees half of it; fails naming the flag."""
-  if os.path.isdir(path):
+  """Writes `text` to the file `path` (local or gs://, given by `flag`) through a temporary file
+  beside it, so a reader never sees half of it; fails naming the flag."""
+  out = epath.Path(path)
+  if out.is_dir():
     raise errors.UserError(f'{flag}={path} is a directory; give the path of the file to write.')
-  directory = os.path.dirname(os.path.abspath(path))
   try:
-    os.makedirs(directory, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix='.' + os.path.basename(path), dir=directory)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with score_files.atomic_file(path) as f:
       f.write(text)
-    os.replace(staging, path)
-  except OSError as e:
-    raise errors.UserError(f'Cannot write {flag}={path} ({e.strerror}); give a path in a writable '
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, 'strerror', None) or getattr(e, 'message', None) or str(e)
+    raise errors.UserError(f'Cannot write {flag}={path} ({reason}); give a path in a writable '
                            'directory.') from e
 
 

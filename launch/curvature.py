@@ -38,11 +38,10 @@ from launch import cli  # first: sets TensorFlow's log level before research imp
 
 import jax
 from absl import flags
-from etils import epath
 
 from research import errors, finished, multiple_choice, runs
 from research.analysis import calibration, curvature
-from research.data import pipeline, score_files
+from research.data import pipeline
 from research.data import store as store_lib
 from research.data import tasks, vocabularies
 
@@ -152,17 +151,6 @@ def _calibration_set(config, vocabulary, batch_size: int) -> multiple_choice.Cho
                                     vocabulary, pipeline.EVAL_SEED)
 
 
-def _write(out: str, result: dict) -> None:
-  """`result` as JSON to `out` (local or gs://) through a temporary file beside it."""
-  try:
-    epath.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with score_files.atomic_file(out) as f:
-      f.write(json.dumps(result, indent=2) + '\n')
-  except OSError as e:
-    raise errors.UserError(f'Cannot write --out={out} ({e.strerror}); give a path in a writable '
-                           'directory.') from e
-
-
 @cli.exits_on_user_error
 def main(argv):
   cli.no_arguments(argv)
@@ -208,7 +196,7 @@ def main(argv):
                                                             _CALIBRATION_BINS.value)}
   out = _OUT.value or os.path.join(runs.workdir(path), 'curvature', f'step{loaded.step}.json')
   if jax.process_index() == 0:
-    _write(out, result)
+    cli.write_atomically(out, json.dumps(result, indent=2) + '\n')
   print(f'{path} (step {loaded.step}): '
         + '; '.join(f'{name} ' + ', '.join(f'{k} {v:.6g}' for k, v in result[name].items()
                                            if isinstance(v, float))

@@ -23,7 +23,6 @@ import json
 import os
 
 from absl import flags
-from etils import epath
 
 from research import errors, runs
 
@@ -73,19 +72,6 @@ def _task_manager():
   return manager
 
 
-def _write(path: str, text: str) -> None:
-  """Writes `text` to file `path` (local or gs://), creating its directory."""
-  out = epath.Path(path)
-  if out.is_dir():
-    raise errors.UserError(f'--out={path} is a directory; give the path of the JSON file to write.')
-  try:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-  except OSError as e:
-    raise errors.UserError(f'Cannot write --out={path} ({e.strerror}); give a path in a writable '
-                           'directory.') from e
-
-
 @cli.exits_on_user_error
 def main(argv):
   cli.no_arguments(argv)
@@ -108,7 +94,7 @@ def main(argv):
                                       batch_size=model.batch_size, task_manager=manager,
                                       log_samples=False)
   out = _OUT.value or os.path.join(runs.workdir(path), 'lm_eval', f'step{model.step}.json')
-  _write(out, json.dumps(results, indent=2, default=utils.handle_non_serializable))
+  cli.write_atomically(out, json.dumps(results, indent=2, default=utils.handle_non_serializable))
   print(f'{path} (step {model.step}):\n{utils.make_table(results)}\nwrote {out}')
 
 
