@@ -149,9 +149,12 @@ def get_config() -> ml_collections.ConfigDict:
   # data.mixture's tasks (its weights the prior) is reset by multiplicative weights from the eval
   # `metric` (loss | answer_loss) of `eval_tasks` (() = the mixture's tasks) over the last `window`
   # updates, through the skills `graph` (train task -> {eval task: weight}; empty = identity).
+  # rule='sec': the Self-Evolving Curriculum's bandit instead, values updated by TD(0) (step
+  # `alpha`) from each skill's eval-loss drop, the mixture their softmax at `temperature` (nats).
   c.data.skillit = ml_collections.ConfigDict(
       {'every': 0, 'metric': 'loss', 'eta': 0.2, 'window': 3, 'eval_tasks': (),
-       'graph': ml_collections.ConfigDict()})
+       'graph': ml_collections.ConfigDict(), 'rule': 'skillit', 'alpha': 0.5,
+       'temperature': 0.05})
   # More tasks by name: name -> ConfigDict(source='files' | 'tfds' | 'arithmetic' | 'lego' |
   # 'biographies' | 'copying' | 'icl_regression' | 'icl_classification', ...), see
   # research/data/tasks.py. A files task's validation split is the files of its

@@ -54,6 +54,28 @@ def test_update_matches_a_hand_computed_two_step_example(tmp_path):
   assert len((tmp_path / skillit.FILE).read_text().splitlines()) == 2
 
 
+def test_sec_values_follow_td0_on_loss_drops_and_set_a_boltzmann_mixture(tmp_path):
+  # Identity graph, equal prior, alpha 0.5, temperature 0.1 (Self-Evolving Curriculum's bandit).
+  config = skillit.bind(_data_config(rule='sec', alpha=0.5, temperature=0.1))
+  mixing = skillit.OnlineMixture(config, block_size=100_000, workdir=str(tmp_path), first_step=0)
+  assert mixing.stages()[0].weights == {'lego_1': 0.5, 'lego_2': 0.5}
+  # The first update has no earlier loss to drop from: Q = 0, the prior.
+  first = mixing.update(10, {'eval/lego_1/loss': 2.0, 'eval/lego_2/loss': 4.0})
+  assert first.weights == {'lego_1': 0.5, 'lego_2': 0.5}
+  # Drops [0.2, 0.1]: Q = 0.5 * [0.2, 0.1] = [0.1, 0.05]; p ∝ exp([1, 0.5]), p[0] = 0.622459.
+  second = mixing.update(20, {'eval/lego_1/loss': 1.8, 'eval/lego_2/loss': 3.9})
+  assert second.weights == {'lego_1': 0.62246, 'lego_2': 0.37754}
+  # lego_1 stalls, lego_2 drops 0.3: Q = 0.5 * [0, 0.3] + 0.5 * [0.1, 0.05] = [0.05, 0.175];
+  # p ∝ exp([0.5, 1.75]), p[0] = 1 / (1 + e^1.25) = 0.222700: the skill still learning gains.
+  third = mixing.update(30, {'eval/lego_1/loss': 1.8, 'eval/lego_2/loss': 3.6})
+  assert third.weights == {'lego_1': 0.2227, 'lego_2': 0.7773}
+  np.testing.assert_allclose(skillit.sec_values(np.eye(2), 0.5, [[2, 4], [1.8, 3.9], [1.8, 3.6]]),
+                             [0.05, 0.175])
+  # A resumed run recomputes the values from the logged losses: the same mixture.
+  resumed = skillit.OnlineMixture(config, block_size=100_000, workdir=str(tmp_path), first_step=30)
+  assert resumed.stages()[-1].weights == third.weights
+
+
 def test_an_empty_graph_is_the_identity_and_the_mixture_is_the_prior():
   config = skillit.bind(_data_config(eta=1.0))
   np.testing.assert_array_equal(config.graph_KM, np.eye(2))
@@ -74,6 +96,10 @@ def test_an_empty_graph_is_the_identity_and_the_mixture_is_the_prior():
     ({'eta': -1.0}, 'data.skillit.eta=-1.0 must be a finite number >= 0'),
     ({'window': 0}, 'data.skillit.window=0 must be a finite integer >= 1'),
     ({'eval_tasks': ('lego_1', 'lego_1')}, 'names a task twice'),
+    ({'rule': 'ucb'}, r"data.skillit.rule='ucb' must be one of \['skillit', 'sec'\]"),
+    ({'rule': 'sec', 'alpha': 0.0}, 'data.skillit.alpha=0.0 must be a finite number > 0'),
+    ({'rule': 'sec', 'alpha': 1.5}, r'data.skillit.alpha=1.5 must be in \(0, 1\]'),
+    ({'rule': 'sec', 'temperature': 0.0}, 'data.skillit.temperature=0.0 must be a finite number > 0'),
 ])
 def test_bad_skillit_config_names_the_key(values, message):
   with pytest.raises(errors.UserError, match=message):

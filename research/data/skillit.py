@@ -24,6 +24,22 @@ WORKDIR/skillit.jsonl; a resumed run reads the updates up to its checkpoint's st
 later ones, which it recomputes), so the batches after a resume are those of the uninterrupted run.
 Left out from the paper: normalising losses by their value at t = 0, a growing eta, and decaying
 off-diagonal edges (`dynamic_lambda`).
+
+`data.skillit.rule='sec'` replaces the rule by the Self-Evolving Curriculum's bandit (Chen et al.
+2025, "Self-Evolving Curriculum for LLM Reasoning", arXiv 2505.14970): each training skill is an
+arm whose value Q is updated by TD(0) from a reward of learning progress, and the mixture is the
+Boltzmann distribution of the values,
+
+    r_t[i]     = sum_j A[i, j] * (L_j(f_{t-1}) - L_j(f_t))       (the eval-loss drop since the
+    Q_t[i]     = alpha * r_t[i] + (1 - alpha) * Q_{t-1}[i]          last update, through A)
+    p_{t+1}[i] ∝ prior[i] * exp(Q_t[i] / temperature)
+
+with Q_0 = 0 (so p_1 and p_2 are the prior: the first update has no earlier loss to drop from),
+alpha = `data.skillit.alpha` and temperature = `data.skillit.temperature`. The paper rewards the
+absolute advantage of the rollouts of the one category a batch drew; here every skill is in every
+batch, so every arm is updated at each evaluation, and the reward is the drop of its (graph-
+weighted) eval loss, in nats: a skill still being learnt is drawn more, one that has stalled
+less. `eta` and `window` belong to the Skill-it rule only.
 """
 
 import dataclasses
@@ -39,6 +55,7 @@ from research.data import sampler as sampler_lib
 
 FILE = 'skillit.jsonl'
 METRICS = ('loss', 'answer_loss')  # research/evaluate.py's eval/<task>/<metric>
+RULES = ('skillit', 'sec')
 
 
 def initial_log_weights(prior_K: np.ndarray, graph_KM: np.ndarray, eta: float) -> np.ndarray:
@@ -50,6 +67,16 @@ def update_log_weights(prior_K: np.ndarray, graph_KM: np.ndarray, eta: float,
                        losses_WM: np.ndarray) -> np.ndarray:
   """Unnormalised log p_{t+1}: log prior + eta * A (sum of the window's eval losses [W, M])."""
   return np.log(prior_K) + eta * graph_KM @ np.asarray(losses_WM, np.float64).sum(axis=0)
+
+
+def sec_values(graph_KM: np.ndarray, alpha: float, losses_TM: np.ndarray) -> np.ndarray:
+  """SEC's arm values Q after the evaluations `losses_TM` [T, M] (TD(0) on the rewards A (L_{t-1}
+  - L_t), from Q_0 = 0)."""
+  values_K = np.zeros(graph_KM.shape[0])
+  losses_TM = np.asarray(losses_TM, np.float64)
+  for before_M, after_M in zip(losses_TM[:-1], losses_TM[1:]):
+    values_K = alpha * graph_KM @ (before_M - after_M) + (1 - alpha) * values_K
+  return values_K
 
 
 def normalise(log_weights_K: np.ndarray) -> np.ndarray:
@@ -69,6 +96,9 @@ class Config:
   eval_tasks: list[str]
   prior_K: np.ndarray
   graph_KM: np.ndarray
+  rule: str = 'skillit'
+  alpha: float = 0.5
+  temperature: float = 0.05
 
   def check_answers(self, answered: set[str]) -> None:
     """Fails naming data.skillit.metric when it is answer_loss and an evaluation skill is not in
@@ -80,18 +110,24 @@ class Config:
                              "prompt and answer metadata); use metric='loss' for them.")
 
   def mixture(self, losses_WM: np.ndarray | None) -> np.ndarray:
-    """p_1 (no losses yet) or the mixture after the window of eval losses `losses_WM`."""
+    """p_1 (no losses yet) or the mixture after the eval losses `losses_WM` of every update so far
+    (Skill-it reads the last `window` of them, SEC all)."""
+    if self.rule == 'sec':
+      values_K = sec_values(self.graph_KM, self.alpha, np.zeros((0, self.graph_KM.shape[1])) if (
+          losses_WM is None) else losses_WM)
+      return normalise(np.log(self.prior_K) + values_K / self.temperature)
     if losses_WM is None or not len(losses_WM):
       return normalise(initial_log_weights(self.prior_K, self.graph_KM, self.eta))
     return normalise(update_log_weights(self.prior_K, self.graph_KM, self.eta,
                                         losses_WM[-self.window:]))
 
 
-def _number(value, key: str, low: float, integer: bool = False):
+def _number(value, key: str, low: float, integer: bool = False, above: bool = False):
   kind = int if integer else (int, float)
-  if isinstance(value, bool) or not isinstance(value, kind) or not low <= value < math.inf:
+  if isinstance(value, bool) or not isinstance(value, kind) or not (
+      low < value if above else low <= value) or not value < math.inf:
     raise errors.UserError(f'data.skillit.{key}={value!r} must be a finite '
-                           f'{"integer" if integer else "number"} >= {low}.')
+                           f'{"integer" if integer else "number"} {">" if above else ">="} {low}.')
   return value
 
 
@@ -133,10 +169,19 @@ def bind(data_config: ml_collections.ConfigDict) -> Config | None:
   metric = skillit.metric
   if metric not in METRICS:
     raise errors.UserError(f'data.skillit.metric={metric!r} must be one of {list(METRICS)}.')
+  if skillit.rule not in RULES:
+    raise errors.UserError(f"data.skillit.rule={skillit.rule!r} must be one of {list(RULES)}: "
+                           "'skillit' (multiplicative weights), 'sec' (a TD(0) bandit).")
+  alpha = float(_number(skillit.alpha, 'alpha', 0, above=True))
+  if alpha > 1:
+    raise errors.UserError(f'data.skillit.alpha={alpha!r} must be in (0, 1]: the TD(0) step of '
+                           "SEC's values; e.g. 0.5.")
   return Config(every=every, metric=metric, eta=float(_number(skillit.eta, 'eta', 0)),
                 window=_number(skillit.window, 'window', 1, integer=True),
                 train_tasks=train_tasks, eval_tasks=eval_tasks,
-                prior_K=np.array([prior[name] for name in train_tasks]), graph_KM=graph_KM)
+                prior_K=np.array([prior[name] for name in train_tasks]), graph_KM=graph_KM,
+                rule=skillit.rule, alpha=alpha,
+                temperature=float(_number(skillit.temperature, 'temperature', 0, above=True)))
 
 
 @dataclasses.dataclass
