@@ -1,7 +1,8 @@
 """Scaling-law fits over sweeps of model size and tokens: L(N, D), the compute law and allocation.
 
   python -m launch.scaling_fit DIR [DIR ...] --out=OUT [--metric=loss] [--points=all|final] \
-      [--min_fraction=0.1] [--x_params=matmul|total] [--bootstrap=200] [--seed=0]
+      [--min_fraction=0.1] [--x_params=matmul|total] [--bootstrap=200] [--seed=0] \
+      [--law=chinchilla|dcpt --ratio_key=data.mixture.TASK]
 
 reads every run of the sweep directories DIR (launch.sweep's --workdir; each sub-directory with a
 config.json; a run directory itself is taken as one run) and makes each logged value of --metric a
@@ -34,6 +35,13 @@ It writes OUT/scaling_fit.json (constants, intervals, every point with its predi
 OUT/scaling_fit.md (the tables and the command) and the plots OUT/fit_vs_measured.png (loss against
 D, a colour per N, measured points and fitted curves) and OUT/compute_law.png, through a temporary
 directory in OUT, scaling_fit.md last.
+
+--law=dcpt fits the D-CPT law of continual pre-training (Que et al. 2024, arXiv 2406.01375)
+instead, L(N, D, r) = E + A/N^alpha + B r^eta/D^beta + C/(r + eps)^gamma, r each run's mixture
+ratio: the share of task TASK in the mixture of --ratio_key=PATH.TASK of its config.json (its
+weight over the sum of that mixture's weights; 0 where it has none). For the domain's loss (e.g.
+--metric=eval/DOMAIN/loss) name the domain task, for the general corpus's its task. It writes
+scaling_fit.json and scaling_fit.md, with intervals over runs as above and no plots.
 """
 
 from launch import cli  # first: sets TensorFlow's log level before research imports it
@@ -56,6 +64,7 @@ from matplotlib import figure
 from launch import report as report_command
 from research import defaults, errors
 from research.analysis import report, scaling
+from research.data import sampler
 from research.interop import hf_checkpoint
 from research.model import transformer
 
@@ -78,6 +87,12 @@ _X_PARAMS = flags.DEFINE_enum('x_params', 'matmul', ['matmul', 'total'], 'N: mat
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap', 200, 'Resamples of the runs behind the 95% '
                                   'intervals; 0 = no intervals.', allow_override=True)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap resamples.', allow_override=True)
+_LAW = flags.DEFINE_enum('law', 'chinchilla', ['chinchilla', 'dcpt'], 'chinchilla: L(N, D) and '
+                         'L(C); dcpt: the D-CPT law L(N, D, r) of the mixture ratio r '
+                         '(--ratio_key).')
+_RATIO_KEY = flags.DEFINE_string('ratio_key', None, 'With --law=dcpt, PATH.TASK: r of a run is '
+                                 "TASK's share of the weights of the mixture at PATH of its "
+                                 'config.json, e.g. data.mixture.stdlib_code.')
 
 JSON_FILE, MARKDOWN_FILE = 'scaling_fit.json', 'scaling_fit.md'
 FIT_PLOT, COMPUTE_PLOT = 'fit_vs_measured.png', 'compute_law.png'
@@ -296,24 +311,25 @@ def _row(name: str, entry: dict) -> list[str]:
   return [name, _number(entry['value']), interval]
 
 
+def _table(law: dict, level: float | None) -> str:
+  """The markdown table of a law's constants with their `level` intervals."""
+  header = ['constant', 'fit', f'{level:.0%} interval' if level else 'interval']
+  return report.markdown_table(header, ['---', '---:', '---'],
+                               [_row(name, entry) for name, entry in law['constants'].items()])
+
+
 def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
              compute_note: str) -> str:
   """scaling_fit.md: the command, the points, the constants with their intervals, the allocation
   and the plots."""
-  level = data['interval_level']
-  header = ['constant', 'fit', f'{level:.0%} interval' if level else 'interval']
-
-  def constants(law: dict) -> str:
-    return report.markdown_table(header, ['---', '---:', '---'],
-                                 [_row(name, entry) for name, entry in law['constants'].items()])
-  law = data['loss_law']
+  level, law = data['interval_level'], data['loss_law']
   lines = ['# Scaling-law fit', '', 'Made by:', '', f'    {data["command"]}', '',
            f'{len(points.l_P)} points (N, D, {metric}) from {len(points.runs)} runs; N from '
            f'{report.format_number(points.n_P.min())} to {report.format_number(points.n_P.max())} '
            f'({len(set(points.params))} sizes), D from {report.format_number(points.d_P.min())} '
            f'to {report.format_number(points.d_P.max())} tokens.']
   lines += [f'Left out, {why}: {", ".join(names)}.' for why, names in points.skipped.items()]
-  lines += ['', '## L(N, D) = E + A / N^alpha + B / D^beta', '', constants(law), '',
+  lines += ['', '## L(N, D) = E + A / N^alpha + B / D^beta', '', _table(law, level), '',
             f'Chinchilla\'s approach 3 (arXiv 2203.15556): Huber loss (delta {scaling.DELTA}) on '
             f'log-loss, minimum {law["objective"]:.4g}, from the initialisation '
             + ', '.join(f'{k}={v:g}' for k, v in law['init'].items()) + '. '
@@ -335,7 +351,7 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
   implied = data['implied_compute_law']
   lines += ['', '## L(C) = E + A / C^gamma', '']
   if data['compute_law']:
-    lines += [constants(data['compute_law']), '',
+    lines += [_table(data['compute_law'], level), '',
               'Fitted to the compute-efficient frontier (the points of lower loss than every '
               'point of less compute), as Kaplan et al. 2020 (arXiv 2001.08361) fit L(C_min); '
               'with the irreducible E, the form L(N, D) takes at its optimal allocation. '
@@ -351,6 +367,65 @@ def markdown(data: dict, points: Points, fit: scaling.LawFit, metric: str,
             'their D: a cosine schedule has not decayed there, so those losses lie above those '
             'of runs trained for that D alone.']
   return '\n'.join(lines) + '\n'
+
+
+def mixture_ratio(run: report.Run, ratio_key: str) -> float:
+  """r of the run: task TASK's share of the weights of the mixture at PATH of its config.json
+  (--ratio_key=PATH.TASK; 0 where TASK has no weight); fails naming config.json and the flag."""
+  path, _, task = ratio_key.rpartition('.')
+  mixture = run.config
+  for part in path.split('.'):
+    mixture = mixture.get(part) if isinstance(mixture, dict) else None
+  where = os.path.join(run.path, 'config.json')
+  if not isinstance(mixture, dict):
+    raise errors.UserError(f'--ratio_key={ratio_key}: {where} has no mixture at {path!r}; give '
+                           'PATH.TASK of a mixture of task weights, e.g. data.mixture.stdlib_code.')
+  try:
+    return sampler.normalised_weights(mixture, path).get(task, 0.0)
+  except errors.UserError as e:
+    raise errors.UserError(f'{where}: {e}') from e
+
+
+def dcpt(command: str, points: Points, metric: str, ratio_key: str, samples: int,
+         seed: int) -> tuple[dict, str]:
+  """(scaling_fit.json's content, scaling_fit.md) of the D-CPT law (arXiv 2406.01375) fitted to
+  the points, r of each run its `mixture_ratio`, with intervals from `samples` resamples of the
+  runs (none for 0)."""
+  ratio_R = np.array([mixture_ratio(run, ratio_key) for run in points.runs])
+  ratios = np.unique(ratio_R)
+  if len(ratios) < 3:
+    raise errors.UserError(f'--ratio_key={ratio_key}: the runs have {len(ratios)} distinct '
+                           f'ratio(s) r ({", ".join(f"{r:.4g}" for r in ratios)}); the D-CPT law '
+                           'needs 3 or more. Sweep that weight over 3 or more values (or name a '
+                           'task of the mixture).')
+  r_P = ratio_R[points.run_P]
+  fit = scaling.fit_dcpt_law(points.n_P, points.d_P, r_P, points.l_P)
+  intervals = scaling.bootstrap_dcpt_law(points.n_P, points.d_P, r_P, points.l_P, samples=samples,
+                                         seed=seed, groups=points.run_P) if samples else None
+  names = ('E', 'A', 'B', 'C', 'alpha', 'beta', 'eta', 'gamma')
+  law = {'formula': 'L(N, D, r) = E + A / N^alpha + B r^eta / D^beta + C / (r + eps)^gamma',
+         'eps': scaling.DCPT_EPS, 'ratio_key': ratio_key,
+         'constants': _constants({name: getattr(fit, name) for name in names}, intervals),
+         'objective': fit.objective, 'init': dict(zip(
+             ('log_A', 'log_B', 'log_E', 'alpha', 'beta', 'log_C', 'eta', 'gamma'), fit.init))}
+  level = scaling.LEVEL if intervals else None
+  predicted_P = scaling.predict_dcpt(fit, points.n_P, points.d_P, r_P)
+  data = {'command': command, 'dcpt_law': law, 'interval_level': level,
+          'runs': [{'name': run.name, 'path': run.path, 'N': n, 'r': float(r)}
+                   for run, n, r in zip(points.runs, points.params, ratio_R)],
+          'skipped': points.skipped,
+          'points': [{'run': points.runs[i].name, 'step': int(s), 'N': n, 'D': d, 'r': r, 'L': loss,
+                      'predicted': p} for i, s, n, d, r, loss, p in zip(
+                          points.run_P, points.step_P, points.n_P, points.d_P, r_P, points.l_P,
+                          predicted_P)]}
+  text = ['# D-CPT law fit', '', 'Made by:', '', f'    {command}', '',
+          f'{len(points.l_P)} points (N, D, r, {metric}) from {len(points.runs)} runs; r, the '
+          f'share of {ratio_key} in its mixture: {", ".join(f"{r:.4g}" for r in ratios)}.', '',
+          f'## {law["formula"]}', '', _table(law, level), '',
+          f'Que et al. 2024 (arXiv 2406.01375), eps = {scaling.DCPT_EPS:g}, fitted as '
+          f'Chinchilla\'s approach 3: Huber loss (delta {scaling.DELTA}) on log-loss, minimum '
+          f'{fit.objective:.4g}.']
+  return data, '\n'.join(text) + '\n'
 
 
 def write(out: str, files: dict[str, str], plots: dict[str, Callable[[str], None]]) -> None:
@@ -381,6 +456,10 @@ def main(argv):
                            'resamples (200 is usual).')
   if not 0 <= _MIN_FRACTION.value < 1:
     raise errors.UserError(f'--min_fraction={_MIN_FRACTION.value} must be in [0, 1).')
+  if (_LAW.value == 'dcpt') != bool(_RATIO_KEY.value):
+    raise errors.UserError(f'--law={_LAW.value} --ratio_key={_RATIO_KEY.value}: the D-CPT law and '
+                           'only it reads the mixture ratio; pass both --law=dcpt and '
+                           '--ratio_key=PATH.TASK (e.g. data.mixture.stdlib_code), or neither.')
   points = load_points(paths, metric, _POINTS.value, _MIN_FRACTION.value, _X_PARAMS.value)
   flags_given = [f'--out={out}', f'--metric={metric}', f'--points={_POINTS.value}',
                  f'--x_params={_X_PARAMS.value}', f'--bootstrap={_BOOTSTRAP.value}']
@@ -388,9 +467,18 @@ def main(argv):
     flags_given.insert(3, f'--min_fraction={_MIN_FRACTION.value:g}')
   if _SEED.value:
     flags_given.append(f'--seed={_SEED.value}')
+  if _RATIO_KEY.value:
+    flags_given += ['--law=dcpt', f'--ratio_key={_RATIO_KEY.value}']
   command = 'python -m launch.scaling_fit ' + shlex.join([*paths, *flags_given])
   for why, names in points.skipped.items():
     print(f'left out, {why}: {", ".join(names)}')
+  if _RATIO_KEY.value:
+    data, text = dcpt(command, points, metric, _RATIO_KEY.value, _BOOTSTRAP.value, _SEED.value)
+    write(out, {JSON_FILE: json.dumps(data, indent=2) + '\n', MARKDOWN_FILE: text}, {})
+    print(f'{len(points.l_P)} points from {len(points.runs)} runs: D-CPT law ' + ', '.join(
+        f'{name}={entry["value"]:.4g}' for name, entry in data['dcpt_law']['constants'].items()))
+    print(os.path.join(out, MARKDOWN_FILE))
+    return
   fit = scaling.fit_loss_law(points.n_P, points.d_P, points.l_P)
   intervals = scaling.bootstrap(points.n_P, points.d_P, points.l_P, samples=_BOOTSTRAP.value,
                                 seed=_SEED.value, groups=points.run_P) if _BOOTSTRAP.value else None

@@ -7,8 +7,14 @@ A/N^alpha trade off against each other: at sigma = 0.01 the bootstrap's 95% inte
 +-0.03 wide for alpha, +-0.015 for beta and +-0.2 for E, and the tolerances below are those, with
 room; without noise the fit must be exact. A 95% interval misses the truth on one noise draw in 20:
 the draws here are fixed by their seeds.
+
+The D-CPT law (Que et al. 2024, arXiv 2406.01375) is planted as DCPT_TRUE on 5 model sizes by 5
+token counts by 7 mixture ratios r, small ones among them so that C / (r + eps)^gamma is told
+apart from E.
 """
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -142,6 +148,85 @@ def test_unidentifiable_points_fail_naming_the_variable(n, d, message):
     scaling.fit_loss_law(n, d, np.full(len(n), 3.0))
 
 
+DCPT_TRUE = scaling.DcptLawFit(E=1.5, A=400.0, B=300.0, C=0.05, alpha=0.35, beta=0.3, eta=0.4,
+                               gamma=0.5, objective=0.0, init=())
+DCPT_NAMES = ('E', 'A', 'B', 'C', 'alpha', 'beta', 'eta', 'gamma')
+RATIOS = [0.0, 0.005, 0.02, 0.1, 0.3, 0.6, 1.0]
+
+
+def dcpt_points(count: int) -> list[np.ndarray]:
+  """[N, D, r]: `count` model sizes (1e6 to 1e8) by `count` token counts (1e8 to 1e10) by RATIOS."""
+  return [a.reshape(-1) for a in np.meshgrid(np.geomspace(1e6, 1e8, count),
+                                             np.geomspace(1e8, 1e10, count), RATIOS)]
+
+
+DN_P, DD_P, R_P = dcpt_points(5)
+
+
+@pytest.fixture(scope='module')
+def dcpt_fits():
+  """sigma -> the D-CPT law fitted to DCPT_TRUE's points times log-normal noise of sigma: exact on
+  a 3 x 3 x 7 grid, sigma = 0.01 on the 5 x 5 x 7 one."""
+  exact = dcpt_points(3)
+  return {0.0: scaling.fit_dcpt_law(*exact, scaling.predict_dcpt(DCPT_TRUE, *exact)),
+          0.01: scaling.fit_dcpt_law(DN_P, DD_P, R_P, noisy(
+              scaling.predict_dcpt(DCPT_TRUE, DN_P, DD_P, R_P), 0.01))}
+
+
+def test_dcpt_points_without_noise_give_the_constants_back(dcpt_fits):
+  fit = dcpt_fits[0.0]
+  for name in DCPT_NAMES:
+    assert getattr(fit, name) == pytest.approx(getattr(DCPT_TRUE, name), rel=1e-5), name
+  assert fit.objective < 1e-20 and len(fit.init) == 8
+
+
+def test_dcpt_noisy_points_recover_the_constants(dcpt_fits):
+  """With 1% noise, over noise seeds 0 to 4, the exponents came back within 0.03, E within 0.1 (it
+  trades off against A/N^alpha), A within 13%, C within 22% and B within 46% (it trades off against
+  beta); the tolerances are those, with room. Seed 0: E 1.565, A 452, B 371, C 0.0489, alpha
+  0.360, beta 0.313, eta 0.418, gamma 0.501."""
+  fit = dcpt_fits[0.01]
+  for name in ('alpha', 'beta', 'eta', 'gamma'):
+    assert abs(getattr(fit, name) - getattr(DCPT_TRUE, name)) < 0.04, (name, fit)
+  assert abs(fit.E - DCPT_TRUE.E) < 0.15, fit
+  for name, tolerance in (('A', 0.25), ('C', 0.3), ('B', 0.6)):
+    assert abs(getattr(fit, name) / getattr(DCPT_TRUE, name) - 1) < tolerance, (name, fit)
+
+
+def test_dcpt_fit_predicts_held_out_points(dcpt_fits):
+  """Points off the grid (N, D between its values, r between and beyond its small ones) are
+  predicted by the exact fit to 1e-6 and by the noisy one to 1%."""
+  n, d, r = np.array([3e6, 2e7, 5e7]), np.array([3e8, 2e9, 7e9]), np.array([0.001, 0.2, 0.8])
+  truth = scaling.predict_dcpt(DCPT_TRUE, n, d, r)
+  np.testing.assert_allclose(scaling.predict_dcpt(dcpt_fits[0.0], n, d, r), truth, rtol=1e-6)
+  np.testing.assert_allclose(scaling.predict_dcpt(dcpt_fits[0.01], n, d, r), truth, rtol=0.01)
+
+
+def test_optimal_ratio_minimises_the_weighted_losses():
+  """At N = 1e8, D = 1e10 the domain loss falls steeply from r = 0 to its minimum near r = 0.17,
+  where the rising B r^eta / D^beta overtakes the falling C / (r + eps)^gamma; the general loss,
+  of the general fraction 1 - r, climbs steeply as r nears 1. The weighted optimum (0.174) lies
+  strictly inside [0, 1], at the minimum of a 100 times finer grid."""
+  general = dataclasses.replace(DCPT_TRUE, E=1.8, C=0.2)
+  r = scaling.optimal_ratio(DCPT_TRUE, general, 1e8, 1e10, weight=0.7)
+  fine = np.linspace(0, 1, 100_001)
+  total = (0.7 * scaling.predict_dcpt(DCPT_TRUE, 1e8, 1e10, fine)
+           + 0.3 * scaling.predict_dcpt(general, 1e8, 1e10, 1 - fine))
+  assert 0 < r < 1 and abs(r - fine[np.argmin(total)]) <= 1e-3, r
+  with pytest.raises(errors.UserError, match='weight=1.5 must be in'):
+    scaling.optimal_ratio(DCPT_TRUE, general, 1e8, 1e10, weight=1.5)
+
+
+@pytest.mark.parametrize('r, message', [
+    (np.where(R_P == 1.0, 1.2, R_P), r'r must be a fraction in \[0, 1\].*it is \[1.2'),
+    (np.minimum(R_P, 0.005), 'r takes 2 distinct value'),
+    (R_P[:10], 'r has 10 values for 175 points'),
+])
+def test_dcpt_bad_ratios_fail_naming_r(r, message):
+  with pytest.raises(errors.UserError, match=message):
+    scaling.fit_dcpt_law(DN_P, DD_P, r, np.full(len(DN_P), 3.0))
+
+
 def test_non_positive_loss_fails_naming_it():
   losses = scaling.predict(TRUE, N_P, D_P)
   losses[4] = 0.0
@@ -161,21 +246,24 @@ def _model(d_model: int, num_layers: int) -> dict:
           'head_dim': 64, 'mlp_dim': 4 * d_model}
 
 
-def _write_run(directory, model: dict, steps: int, eval_shift: float = 0.1) -> None:
-  """A run whose training loss (logged every 100 steps) is TRUE's law at its matmul parameters and
-  tokens seen, and whose evaluation loss (every 50 steps, lines without tokens_seen) is that plus
-  `eval_shift`. The config's model section has only the keys that differ from the defaults, as an
-  older run's config.json lacks newer keys."""
+def _write_run(directory, model: dict, steps: int, eval_shift: float = 0.1, mixture=None,
+               law=lambda n, d: scaling.predict(TRUE, n, d)) -> None:
+  """A run whose training loss (logged every 100 steps) is `law` (TRUE's by default) at its matmul
+  parameters and tokens seen, and whose evaluation loss (every 50 steps, lines without tokens_seen)
+  is that plus `eval_shift`. The config's model section has only the keys that differ from the
+  defaults, as an older run's config.json lacks newer keys; `mixture` replaces data.mixture."""
   config = base.get_config().to_dict()
   config['model'] = model
   config['train']['steps'] = steps
+  if mixture is not None:
+    config['data']['mixture'] = mixture
   n = transformer.matmul_params(transformer.ModelConfig(**model))
   lines = []
   for step in range(50, steps + 1, 50):
-    law = float(scaling.predict(TRUE, n, step * TOKENS_PER_STEP))
+    loss = float(law(n, step * TOKENS_PER_STEP))
     if step % 100 == 0:
-      lines.append({'step': step, 'loss': law, 'tokens_seen': step * TOKENS_PER_STEP})
-    lines.append({'step': step, 'eval/stdlib_prose/loss': law + eval_shift})
+      lines.append({'step': step, 'loss': loss, 'tokens_seen': step * TOKENS_PER_STEP})
+    lines.append({'step': step, 'eval/stdlib_prose/loss': loss + eval_shift})
   directory.mkdir(parents=True)
   (directory / 'config.json').write_text(json.dumps(config))
   (directory / 'metrics.jsonl').write_text(''.join(json.dumps(line) + '\n' for line in lines))
@@ -266,3 +354,38 @@ def test_a_metric_no_run_logged_fails_naming_the_flag(sweep, tmp_path):
                      'they log loss and eval/stdlib_prose/loss'):
     commands.run_main(lambda _: scaling_fit.main(['launch.scaling_fit', sweep]),
                       out=str(tmp_path / 'fit'), metric='eval/code/loss')
+
+
+def test_dcpt_law_command_reads_the_mixture_ratio_of_each_run(tmp_path):
+  """3 model sizes by 4 mixtures of stdlib_code and stdlib_prose (weights not summing to 1, a zero
+  weight dropping a task), training loss DCPT_TRUE's law at r = stdlib_code's share of
+  data.mixture: the fit and its intervals (2 resamples of the runs) give it back. A task in no
+  run's mixture, and --law=dcpt without --ratio_key, fail naming the flag."""
+  root = tmp_path / 'cpt'
+  for d_model, num_layers in SIZES[:3]:
+    for code, prose in ((0, 1), (1, 10), (1, 2), (3, 0)):
+      _write_run(root / f'd{d_model}_c{code}_p{prose}', _model(d_model, num_layers), 1000,
+                 mixture={'stdlib_code': code, 'stdlib_prose': prose},
+                 law=functools.partial(scaling.predict_dcpt, DCPT_TRUE, r=code / (code + prose)))
+  out = str(tmp_path / 'fit')
+  printed = commands.run_main(lambda _: scaling_fit.main(['launch.scaling_fit', str(root)]),
+                              out=out, law='dcpt', ratio_key='data.mixture.stdlib_code',
+                              bootstrap=2, min_fraction=0.5)
+  assert sorted(os.listdir(out)) == ['scaling_fit.json', 'scaling_fit.md']
+  with open(os.path.join(out, 'scaling_fit.json')) as f:
+    data = json.load(f)
+  assert sorted({run['r'] for run in data['runs']}) == pytest.approx([0, 1 / 11, 1 / 3, 1])
+  for name, entry in data['dcpt_law']['constants'].items():  # exact points: every resample too
+    assert [entry['value'], *entry['interval']] == pytest.approx([getattr(DCPT_TRUE, name)] * 3,
+                                                                 rel=1e-3), name
+  assert all(p['predicted'] == pytest.approx(p['L'], rel=1e-6) for p in data['points'])
+  assert 'D-CPT law E=1.5, A=400,' in printed
+  with open(os.path.join(out, 'scaling_fit.md')) as f:
+    assert '--law=dcpt --ratio_key=data.mixture.stdlib_code' in f.read()
+  with pytest.raises(SystemExit, match=r'^error: --ratio_key=data.mixture.stdlib_math: the runs '
+                     r'have 1 distinct ratio\(s\) r \(0\)'):
+    commands.run_main(lambda _: scaling_fit.main(['launch.scaling_fit', str(root)]),
+                      out=out, law='dcpt', ratio_key='data.mixture.stdlib_math', bootstrap=0)
+  with pytest.raises(SystemExit, match='^error: --law=dcpt --ratio_key=None: '):
+    commands.run_main(lambda _: scaling_fit.main(['launch.scaling_fit', str(root)]),
+                      out=out, law='dcpt')

@@ -42,6 +42,19 @@ The compute-optimal allocation of a fitted law (`compute_optimal`) is Chinchilla
 N_opt(C) = G (C/6)^a, D_opt(C) = (C/6)^b / G, a = beta / (alpha + beta), b = alpha / (alpha + beta),
 G = (alpha A / (beta B))^(1 / (alpha + beta)).
 
+The D-CPT law (Que et al. 2024, "D-CPT Law: Domain-specific Continual Pre-Training Scaling Law
+for Large Language Models", arXiv 2406.01375) adds the mixture ratio r of continual pre-training,
+the fraction of its data from the corpus whose validation loss L is:
+
+  L(N, D, r) = E + A / N^alpha + B r^eta / D^beta + C / (r + eps)^gamma
+
+with eps = `DCPT_EPS` keeping r = 0 finite. Fitted to the domain's loss, r is the domain
+fraction; to the general corpus's, the same law with r its fraction (1 - r of a domain-general
+mix). `fit_dcpt_law` fits it as `fit_loss_law` does, with its four terms in the log-sum-exp and
+C = exp(log_C); at r = 0, r^eta is 0 for eta > 0 (its log r is that of the smallest positive
+double). Fitted to a few small runs at a few r, the two laws choose r for a larger run
+(`optimal_ratio`) in place of a grid search of runs over r.
+
 Shapes in names: I initialisations, P points, T terms of a law's log-sum-exp, K its parameters,
 S bootstrap resamples.
 """
@@ -62,6 +75,7 @@ MAX_ITERATIONS = 2000  # steps at most of a refined initialisation
 TOLERANCE = 1e-10  # converged: a step lowered the objective by less than this, relatively
 LEVEL = 0.95  # bootstrap intervals: the 2.5th to the 97.5th percentile
 BOOTSTRAP_STARTS = 8  # a resample is refitted from the fit and the 7 best initialisations
+DCPT_EPS = 1e-3  # the D-CPT law's eps in C / (r + eps)^gamma
 _MIN_DAMPING, _MAX_DAMPING = 1e-12, 1e12  # stuck: no step lowers the objective even this damped
 _CHUNK = 2**21  # rows are optimised in chunks of about this many (row, point, term, parameter)
 
@@ -100,6 +114,28 @@ class ComputeLawFit:
   init: tuple[float, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class DcptLawFit:
+  """L(N, D, r) = E + A / N^alpha + B r^eta / D^beta + C / (r + eps)^gamma, the D-CPT law (arXiv
+  2406.01375), as fitted by `fit_dcpt_law`; eps = `DCPT_EPS`.
+
+  Attributes:
+    E, A, B, C, alpha, beta, eta, gamma: the constants.
+    objective: the mean Huber loss on log-loss at the fit (what is minimised).
+    init: the initialisation it came from, (log_A, log_B, log_E, alpha, beta, log_C, eta, gamma).
+  """
+  E: float
+  A: float
+  B: float
+  C: float
+  alpha: float
+  beta: float
+  eta: float
+  gamma: float
+  objective: float
+  init: tuple[float, ...]
+
+
 def loss_law_grid() -> np.ndarray:
   """[4500, 5] Chinchilla's initialisations (arXiv 2203.15556) of (log_A, log_B,
   log_E, alpha, beta): log_A, log_B in {0, 5, ..., 25}, log_E in {-1, -0.5, ..., 1}, alpha, beta
@@ -116,6 +152,15 @@ def compute_law_grid() -> np.ndarray:
                                          (0.0, 0.05, 0.1, 0.25, 0.5))))
 
 
+def dcpt_law_grid() -> np.ndarray:
+  """[2400, 8] initialisations of (log_A, log_B, log_E, alpha, beta, log_C, eta, gamma): a coarser
+  `loss_law_grid`, log_A, log_B in {0, 5, ..., 20}, log_E in {-1, 0, 1}, alpha, beta in
+  {0.25, 0.75}, by log_C in {-4, -1}, eta and gamma in {0.25, 0.75}."""
+  offsets, halves = np.arange(0, 21, 5.0), (0.25, 0.75)
+  return np.array(list(itertools.product(offsets, offsets, (-1.0, 0.0, 1.0), halves, halves,
+                                         (-4.0, -1.0), halves, halves)))
+
+
 def _loss_law_design(n_P: np.ndarray, d_P: np.ndarray) -> np.ndarray:
   """[P, 3, 5]: the terms log_A - alpha log N, log_B - beta log D and log_E as linear maps of
   (log_A, log_B, log_E, alpha, beta)."""
@@ -123,6 +168,17 @@ def _loss_law_design(n_P: np.ndarray, d_P: np.ndarray) -> np.ndarray:
   design_PTK[:, 0, 0], design_PTK[:, 0, 3] = 1, -np.log(n_P)
   design_PTK[:, 1, 1], design_PTK[:, 1, 4] = 1, -np.log(d_P)
   design_PTK[:, 2, 2] = 1
+  return design_PTK
+
+
+def _dcpt_law_design(n_P: np.ndarray, d_P: np.ndarray, r_P: np.ndarray) -> np.ndarray:
+  """[P, 4, 8]: the terms log_A - alpha log N, log_B + eta log r - beta log D, log_E and
+  log_C - gamma log(r + eps) as linear maps of (log_A, log_B, log_E, alpha, beta, log_C, eta,
+  gamma); log r at r = 0 is that of the smallest positive double, where r^eta vanishes."""
+  design_PTK = np.zeros((len(n_P), 4, 8))
+  design_PTK[:, :3, :5] = _loss_law_design(n_P, d_P)
+  design_PTK[:, 1, 6] = np.log(np.maximum(r_P, np.finfo(np.float64).tiny))
+  design_PTK[:, 3, 5], design_PTK[:, 3, 7] = 1, -np.log(r_P + DCPT_EPS)
   return design_PTK
 
 
@@ -464,3 +520,88 @@ def implied_compute_law(fit: LawFit) -> ComputeLawFit:
   g, gamma = allocation_constant(fit), fit.alpha * fit.beta / (fit.alpha + fit.beta)
   return ComputeLawFit(E=fit.E, A=(fit.A * g**-fit.alpha + fit.B * g**fit.beta) * 6**gamma,
                        gamma=gamma, objective=math.nan, init=())
+
+
+def _fractions(name: str, values, points: int) -> np.ndarray:
+  """`values` as a float64 vector of `points` fractions; fails naming `name` unless all are finite
+  and in [0, 1]."""
+  array = np.asarray(values, dtype=np.float64).reshape(-1)
+  if len(array) != points:
+    raise errors.UserError(f'{name} has {len(array)} values for {points} points; give one per '
+                           'point.')
+  bad = ~(np.isfinite(array) & (array >= 0) & (array <= 1))
+  if bad.any():
+    raise errors.UserError(f'{name} must be a fraction in [0, 1] (of the training data from the '
+                           f'corpus whose loss L is); it is {array[bad][:3].tolist()} at points '
+                           f'{np.flatnonzero(bad)[:3].tolist()}.')
+  return array
+
+
+def _dcpt_law_search(N, D, r, L, delta: float, inits):
+  """(the `_Search` of the D-CPT law, its design, log L) after checking the points."""
+  n_P, d_P, l_P = _points({'N': N, 'D': D, 'L': L})
+  r_P = _fractions('r', r, len(l_P))
+  _check_identifiable({'N': n_P, 'D': d_P, 'r': r_P},
+                      'E + A/N^alpha + B r^eta/D^beta + C/(r + eps)^gamma', 8)
+  design_PTK = _dcpt_law_design(n_P, d_P, r_P)
+  search = _search(_grid(inits, dcpt_law_grid(), 8), design_PTK, np.log(l_P), delta, 'D-CPT law')
+  return search, design_PTK, np.log(l_P)
+
+
+def fit_dcpt_law(N, D, r, L, *, delta: float = DELTA, inits=None) -> DcptLawFit:
+  """Fits the D-CPT law (Que et al. 2024, arXiv 2406.01375; module docstring),
+  L(N, D, r) = E + A / N^alpha + B r^eta / D^beta + C / (r + eps)^gamma, to points
+  (N_i, D_i, r_i, L_i) as `fit_loss_law` fits its law.
+
+  Args:
+    N, D, L: one value per point, all positive: parameters, training tokens, loss.
+    r: one value per point in [0, 1]: the fraction of the training data from the corpus whose loss
+      L is (the domain's fraction for the domain loss, the general corpus's for the general loss).
+      N, D and r must each take 3 or more distinct values, and there must be 9 or more points.
+    delta: the Huber delta on log-loss; math.inf fits by least squares on log-loss.
+    inits: [I, 8] initialisations (log_A, log_B, log_E, alpha, beta, log_C, eta, gamma); default
+      `dcpt_law_grid()`.
+  """
+  search, _, _ = _dcpt_law_search(N, D, r, L, delta, inits)
+  log_a, log_b, log_e, alpha, beta, log_c, eta, gamma = map(float, search.theta_K)
+  return DcptLawFit(E=math.exp(log_e), A=math.exp(log_a), B=math.exp(log_b), C=math.exp(log_c),
+                    alpha=alpha, beta=beta, eta=eta, gamma=gamma, objective=search.objective,
+                    init=tuple(map(float, search.init_K)))
+
+
+def predict_dcpt(fit: DcptLawFit, N, D, r) -> np.ndarray:
+  """E + A / N^alpha + B r^eta / D^beta + C / (r + eps)^gamma of `fit` at N, D and r
+  (broadcast)."""
+  n, d, r = (np.asarray(v, dtype=np.float64) for v in (N, D, r))
+  return (fit.E + fit.A / n**fit.alpha + fit.B * r**fit.eta / d**fit.beta
+          + fit.C / (r + DCPT_EPS)**fit.gamma)
+
+
+def bootstrap_dcpt_law(N, D, r, L, *, samples: int = 200, seed: int = 0, level: float = LEVEL,
+                       groups=None, delta: float = DELTA, inits=None,
+                       starts: int = BOOTSTRAP_STARTS) -> dict[str, tuple[float, float]]:
+  """Percentile bootstrap intervals of the D-CPT law's constants, resampled and refitted as in
+  `bootstrap`."""
+  groups_P = _bootstrap_groups(samples, level, starts, groups, np.size(L))
+  search, design_PTK, log_y_P = _dcpt_law_search(N, D, r, L, delta, inits)
+  log_a, log_b, log_e, alpha, beta, log_c, eta, gamma = _refits(
+      search, design_PTK, log_y_P, delta, samples, seed, groups_P, starts).T
+  return _intervals({'E': np.exp(log_e), 'A': np.exp(log_a), 'B': np.exp(log_b),
+                     'C': np.exp(log_c), 'alpha': alpha, 'beta': beta, 'eta': eta,
+                     'gamma': gamma}, level)
+
+
+def optimal_ratio(domain: DcptLawFit, general: DcptLawFit, N: float, D: float, *,
+                  weight: float = 0.5, points: int = 1001) -> float:
+  """The domain ratio r in [0, 1] that minimises weight L_domain(N, D, r) + (1 - weight)
+  L_general(N, D, 1 - r), the use of the D-CPT law (arXiv 2406.01375) that picks the mixture of a
+  continual pre-training run: `domain` fitted to the domain loss against the domain fraction,
+  `general` to the general loss against the general fraction; the best of `points` evenly spaced
+  r."""
+  if not 0 <= weight <= 1:
+    raise errors.UserError(f'weight={weight} must be in [0, 1]: the weight of the domain loss, '
+                           '1 - weight that of the general loss.')
+  r = np.linspace(0, 1, points)
+  total = (weight * predict_dcpt(domain, N, D, r)
+           + (1 - weight) * predict_dcpt(general, N, D, 1 - r))
+  return float(r[np.argmin(total)])
