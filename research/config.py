@@ -98,6 +98,9 @@ RANGES = (
     ('train.galore.update_proj_gap', 1, None, '[)',
      'the steps between refreshes of the projection; e.g. 200 (Zhao et al. 2024)'),
     ('train.galore.scale', 0, None, '()', "GaLore's update scale alpha; e.g. 0.25"),
+    ('train.fira.limiter', 1, None, '[)',
+     "Fira's norm-growth limit gamma on its residual term, step to step; e.g. 1.01 (Chen et al. "
+     '2024)'),
     ('eval.multiple_choice.examples', 1, None, '[)', 'the questions asked per task; e.g. 64'),
     ('eval.multiple_choice.shots', 0, None, '[)',
      'the validation documents before each question; 0 = none'),

@@ -251,13 +251,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.moe_balance_rows = 0
   c.train.moe_lbl = 1e-2
   c.train.moe_z_loss = 1e-3
-  # The optimizer (research/optimizers.py): adamw | galore, GaLore (Zhao et al. 2024, arXiv
+  # The optimizer (research/optimizers.py): adamw | galore | fira. GaLore (Zhao et al. 2024, arXiv
   # 2403.03507): Adam on gradients projected to `rank` (top singular vectors of the smaller side of
   # each attention and MLP matrix whose sides both exceed it; the rest get Adam), the projection
-  # refreshed by an SVD every `update_proj_gap` steps, the update times `scale` (the paper's alpha).
-  # Both take weight_decay, b1, b2 and eps below, and the schedule.
+  # refreshed by an SVD every `update_proj_gap` steps, the update times `scale` (the paper's alpha);
+  # `momentum_reset`: the low-rank moments and their bias correction restart at each refresh
+  # (Glentis et al. 2025, arXiv 2505.22922). Fira (Chen et al. 2024, arXiv 2410.01623): GaLore
+  # with train.galore.* plus the gradient's residual outside the projection, scaled by the ratio
+  # of the low-rank Adam update's norm to the projected gradient's, its norm growing at most
+  # `fira.limiter` times step to step. All take weight_decay, b1, b2 and eps below, and the
+  # schedule.
   c.train.optimizer = 'adamw'
-  c.train.galore = ml_collections.ConfigDict({'rank': 128, 'update_proj_gap': 200, 'scale': 0.25})
+  c.train.galore = ml_collections.ConfigDict({'rank': 128, 'update_proj_gap': 200, 'scale': 0.25,
+                                              'momentum_reset': False})
+  c.train.fira = ml_collections.ConfigDict({'limiter': 1.01})
   c.train.weight_decay = 0.1
   c.train.b1 = 0.9
   c.train.b2 = 0.95

@@ -5,8 +5,14 @@ arXiv 1711.05101).
 'galore': Adam on low-rank projections of the attention and MLP gradients (Zhao et al. 2024,
 "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", arXiv 2403.03507), with
 AdamW's decoupled weight decay and learning rate.
+'fira': GaLore plus the gradient's residual outside the projection, scaled to the size of Adam's
+low-rank update (Chen et al. 2024, "Fira: Can We Achieve Full-rank Training of LLMs Under
+Low-rank Constraint?", arXiv 2410.01623).
+GaLore and Fira can reset their low-rank moments at each refresh of the projection (Glentis et
+al. 2025, "Scalable Parameter and Memory Efficient Pretraining for LLM: Recent Algorithmic Advances
+and Benchmarking", arXiv 2505.22922).
 
-Both take the learning rate from the run's schedule, after global-norm clipping if configured.
+All take the learning rate from the run's schedule, after global-norm clipping if configured.
 """
 
 import dataclasses
@@ -19,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ('adamw', 'galore')
+OPTIMIZERS = ('adamw', 'galore', 'fira')
 
 # The matrices GaLore projects: the attention and MLP weights, as the paper does (it trains the
 # embeddings, the output layer, norms and biases with plain Adam; so does the MoE router here).
@@ -45,9 +51,11 @@ def make_optimizer(train_config: ml_collections.ConfigDict,
   global-norm clipping if configured."""
   adam = dict(b1=train_config.b1, b2=train_config.b2, eps=train_config.eps,
               weight_decay=train_config.weight_decay, mask=decay_mask)
-  if train_config.optimizer == 'galore':
-    tx = galore(schedule, train_config.galore.rank, train_config.galore.update_proj_gap,
-                train_config.galore.scale, **adam)
+  if train_config.optimizer in ('galore', 'fira'):
+    low_rank = train_config.galore
+    limiter = train_config.fira.limiter if train_config.optimizer == 'fira' else None
+    tx = galore(schedule, low_rank.rank, low_rank.update_proj_gap, low_rank.scale, **adam,
+                momentum_reset=low_rank.momentum_reset, fira_limiter=limiter)
   else:
     tx = optax.adamw(schedule, **adam)
   if train_config.grad_clip > 0:
@@ -56,11 +64,13 @@ def make_optimizer(train_config: ml_collections.ConfigDict,
 
 
 def galore(learning_rate, rank: int, update_proj_gap: int, scale: float, b1: float, b2: float,
-           eps: float, weight_decay: float, mask=None) -> optax.GradientTransformation:
-  """GaLore-AdamW (Zhao et al. 2024, arXiv 2403.03507): `scale_by_galore`, then the decoupled
-  weight decay (on the full weights, under `mask`) and the learning rate, as optax.adamw chains
-  them after Adam."""
-  return optax.chain(scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps),
+           eps: float, weight_decay: float, mask=None, momentum_reset: bool = False,
+           fira_limiter: float | None = None) -> optax.GradientTransformation:
+  """GaLore-AdamW (Zhao et al. 2024, arXiv 2403.03507), or Fira-AdamW given `fira_limiter`
+  (Chen et al. 2024, arXiv 2410.01623): `scale_by_galore`, then the decoupled weight decay (on the
+  full weights, under `mask`) and the learning rate, as optax.adamw chains them after Adam."""
+  return optax.chain(scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps, momentum_reset,
+                                     fira_limiter),
                      optax.add_decayed_weights(weight_decay, mask),
                      optax.scale_by_learning_rate(learning_rate))
 
@@ -68,7 +78,12 @@ def galore(learning_rate, rank: int, update_proj_gap: int, scale: float, b1: flo
 class ScaleByGaLoreState(NamedTuple):
   count: jnp.ndarray  # updates so far; the projections are refreshed where count % gap == 0
   projection: Any  # per projected kernel its U_r (left) or V_r^T (right); None elsewhere
-  adam: optax.ScaleByAdamState  # the moments, of the projected shape where projected
+  # The moments, of the projected shape where projected; its count is the projected moments' Adam
+  # steps (since their last reset under momentum reset; the other moments' are `count`).
+  adam: optax.ScaleByAdamState
+  # Fira: per projected kernel the norm of each matrix's last residual term (the lead dims' shape);
+  # None elsewhere and under GaLore.
+  residual_norm: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,18 +105,18 @@ class _Plan:
     """x [*lead, *rows, *cols] -> [B, m, n]."""
     return x.reshape(math.prod(self.lead), math.prod(self.rows), math.prod(self.cols))
 
-  def layouts(self, kernel: tuple, rank_entry) -> tuple[tuple, tuple]:
-    """The (projection, projected gradient) layouts from the kernel's, one entry a dim: its shape
-    (`rank_entry` the rank) or its logical axis names (`rank_entry` None). The projected
-    gradient's is also its Adam moments'."""
+  def layouts(self, kernel: tuple, rank_entry) -> tuple[tuple, tuple, tuple]:
+    """The (projection, projected gradient, one scalar a matrix) layouts from the kernel's, one
+    entry a dim: its shape (`rank_entry` the rank) or its logical axis names (`rank_entry` None).
+    The projected gradient's is also its Adam moments'."""
     split = len(kernel) - len(self.cols)
     lead, rows, cols = kernel[:len(self.lead)], kernel[len(self.lead):split], kernel[split:]
     if self.left:
-      return (*lead, *rows, rank_entry), (*lead, rank_entry, *cols)
-    return (*lead, rank_entry, *cols), (*lead, *rows, rank_entry)
+      return (*lead, *rows, rank_entry), (*lead, rank_entry, *cols), lead
+    return (*lead, rank_entry, *cols), (*lead, *rows, rank_entry), lead
 
-  def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The (projection, projected gradient) shapes."""
+  def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The (projection, projected gradient, one scalar a matrix) shapes."""
     return self.layouts((*self.lead, *self.rows, *self.cols), self.rank)
 
   def top_singular(self, g):
@@ -130,6 +145,29 @@ class _Plan:
             else jnp.matmul(low.reshape(p.shape[0], -1, self.rank), p))
     return full.reshape(*self.lead, *self.rows, *self.cols)
 
+  def norms(self, x):
+    """The Frobenius norm of each matrix of `x` (the kernel's or the projected layout), in the
+    lead dims' shape."""
+    return jnp.linalg.norm(x.reshape(*self.lead, -1).astype(jnp.float32), axis=-1)
+
+  def fira_residual(self, g, low_g, low_update, projection, last_norm, limiter: float):
+    """Fira's residual term (Chen et al. 2024, arXiv 2410.01623) for gradient `g`, its
+    projection `low_g` (U_r^T G or G V_r) and Adam's update of it N, and its norm, per matrix:
+    phi S with S = G - U_r U_r^T G (or G - G V_r V_r^T), the part of G outside the projection's
+    span, and phi = ||N|| / ||U_r^T G|| (the paper's norm-based scaling; 0 where U_r^T G is 0).
+    The norm-growth
+    limiter: where ||phi S|| exceeds `limiter` times `last_norm` (the last step's, > 0), the term
+    is scaled down to that."""
+    residual = g.astype(jnp.float32) - self.project_back(low_g, projection)
+    low_norm, residual_norm = self.norms(low_g), self.norms(residual)
+    phi = jnp.where(low_norm > 0, self.norms(low_update) / low_norm, 0)
+    norm = phi * residual_norm
+    capped = (last_norm > 0) & (norm > limiter * last_norm)
+    new_norm = jnp.where(capped, limiter * last_norm, norm)
+    coefficient = jnp.where(capped, new_norm / residual_norm, phi)
+    per_matrix = coefficient.reshape(*self.lead, *(1,) * (residual.ndim - len(self.lead)))
+    return residual * per_matrix, new_norm
+
 
 def _plan(path, shape: tuple[int, ...], rank: int) -> _Plan | None:
   """The plan of the parameter at `path` (its name the last dict key) with `shape`, or None for
@@ -153,7 +191,8 @@ def _is_box(x) -> bool:
 
 
 def scale_by_galore(rank: int, update_proj_gap: int, scale: float, b1: float = 0.9,
-                    b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+                    b2: float = 0.999, eps: float = 1e-8, momentum_reset: bool = False,
+                    fira_limiter: float | None = None) -> optax.GradientTransformation:
   """Adam on gradients projected to rank `rank` (Zhao et al. 2024, "GaLore: Memory-Efficient LLM
   Training by Gradient Low-Rank Projection", arXiv 2403.03507, Algorithm 1).
 
@@ -163,8 +202,14 @@ def scale_by_galore(rank: int, update_proj_gap: int, scale: float, b1: float = 0
   normalised R projected back, U_r N or N V_r^T, times `scale` (the paper's alpha). The projection
   is the SVD of the current gradient at the updates whose count is a multiple of
   `update_proj_gap` (the first included), under a lax.cond: the other steps compute no SVD. The
-  moments carry over a refresh, as in the paper's code. Every other parameter gets Adam's update
-  (optax.scale_by_adam, the same numbers).
+  moments carry over a refresh, as in the paper's code, unless `momentum_reset`: then the
+  projected moments and their bias-correction count restart from zero at each refresh, the old
+  moments living in the old subspace (Glentis et al. 2025, "Scalable Parameter and Memory
+  Efficient Pretraining for LLM: Recent Algorithmic Advances and Benchmarking", arXiv
+  2505.22922), so that the step after a refresh is a fresh Adam step. Every other parameter gets
+  Adam's update (optax.scale_by_adam, the same numbers).
+
+  `fira_limiter` set (gamma): Fira (`scale_by_fira`), the update plus `_Plan.fira_residual`.
 
   Under jit with sharded parameters the state is placed by logical axis names: given boxed
   (logically named) parameters, `init` names each projection and moment after the kernel's axes,
@@ -174,21 +219,22 @@ def scale_by_galore(rank: int, update_proj_gap: int, scale: float, b1: float = 0
 
   def init(params):
     def zeros(which: int):
-      """Zeros of the projections (`which` 0) or of the projected gradients (1) where a kernel is
-      projected, boxed with logical names where the parameter is; elsewhere None (0) or the
-      parameter, which Adam's moments take the shape of (1)."""
+      """Zeros of the projections (`which` 0), of the projected gradients (1) or of Fira's
+      residual norms (2, under Fira) where a kernel is projected, boxed with logical names where
+      the parameter is; elsewhere None, or for 1 the parameter, which Adam's moments take the
+      shape of."""
       def leaf(path, x):
         value = x.value if _is_box(x) else x
         plan = _plan(path, value.shape, rank)
-        if plan is None:
-          return x if which else None
-        zero = jnp.zeros(plan.shapes()[which], value.dtype if which else jnp.float32)
+        if plan is None or which == 2 and fira_limiter is None:
+          return x if which == 1 else None
+        zero = jnp.zeros(plan.shapes()[which], value.dtype if which == 1 else jnp.float32)
         if not _is_box(x):
           return zero
         return x.replace(value=zero, names=plan.layouts(x.names, None)[which])
       return jax.tree_util.tree_map_with_path(leaf, params, is_leaf=_is_box)
     return ScaleByGaLoreState(count=jnp.zeros((), jnp.int32), projection=zeros(0),
-                              adam=adam.init(zeros(1)))
+                              adam=adam.init(zeros(1)), residual_norm=zeros(2))
 
   def update(grads, state, params=None):
     del params
@@ -198,14 +244,64 @@ def scale_by_galore(rank: int, update_proj_gap: int, scale: float, b1: float = 0
     def refreshed():
       return with_plans(lambda plan, g, p: None if p is None else plan.top_singular(g),
                         state.projection)
-    projection = jax.lax.cond(state.count % update_proj_gap == 0, refreshed,
-                              lambda: state.projection)
+    refresh = state.count % update_proj_gap == 0
+    projection = jax.lax.cond(refresh, refreshed, lambda: state.projection)
     low = with_plans(lambda plan, g, p: g if p is None else plan.project(g, p), projection)
-    low_updates, adam_state = adam.update(low, state.adam)
-    updates = with_plans(
-        lambda plan, g, u, p: u if p is None
-        else (scale * plan.project_back(u, p)).astype(g.dtype), low_updates, projection)
+    moments = state.adam
+    if momentum_reset:
+      reset = lambda tree: jax.tree.map(
+          lambda x, p: x if p is None else jnp.where(refresh, jnp.zeros_like(x), x), tree,
+          projection)
+      moments = optax.ScaleByAdamState(count=jnp.where(refresh, 0, moments.count),
+                                       mu=reset(moments.mu), nu=reset(moments.nu))
+
+    # Adam in two parts: the projected moments' bias correction counts from their last reset
+    # (adam.count), the others' from the first update (count): their moments are never reset.
+    def adam_on(projected: bool, count):
+      """Adam's (updates, state) on the projected leaves (or the others; None elsewhere), its
+      bias correction at `count`."""
+      pick = lambda tree: jax.tree.map(
+          lambda x, p: x if (p is not None) == projected else None, tree, projection)
+      return adam.update(pick(low), optax.ScaleByAdamState(count, pick(moments.mu),
+                                                           pick(moments.nu)))
+    (low_updates, low_adam), (other_updates, other_adam) = (
+        adam_on(True, moments.count), adam_on(False, state.count))
+    merge = lambda a, b: jax.tree.map(lambda x, y: y if x is None else x, a, b,
+                                      is_leaf=lambda x: x is None)
+
+    def leaf(plan, g, low_g, u, p, last_norm):
+      """(the update, Fira's residual norm) of one leaf."""
+      if p is None:
+        return u, None
+      update = scale * plan.project_back(u, p)
+      if fira_limiter is None:
+        return update.astype(g.dtype), None
+      residual, norm = plan.fira_residual(g, low_g, u, p, last_norm, fira_limiter)
+      return (update + residual).astype(g.dtype), norm
+    pairs = with_plans(leaf, low, merge(low_updates, other_updates), projection,
+                       state.residual_norm)
+    is_pair = lambda x: isinstance(x, tuple)
+    updates, residual_norm = (jax.tree.map(lambda pair: pair[i], pairs, is_leaf=is_pair)
+                              for i in (0, 1))
+    adam_state = optax.ScaleByAdamState(count=low_adam.count, mu=merge(low_adam.mu, other_adam.mu),
+                                        nu=merge(low_adam.nu, other_adam.nu))
     return updates, ScaleByGaLoreState(count=optax.safe_increment(state.count),
-                                       projection=projection, adam=adam_state)
+                                       projection=projection, adam=adam_state,
+                                       residual_norm=residual_norm)
 
   return optax.GradientTransformation(init, update)
+
+
+def scale_by_fira(rank: int, update_proj_gap: int, scale: float, limiter: float = 1.01,
+                  b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                  momentum_reset: bool = False) -> optax.GradientTransformation:
+  """Fira (Chen et al. 2024, "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank
+  Constraint?", arXiv 2410.01623): GaLore's update (`scale_by_galore`, its low-rank moments)
+  plus, per projected matrix, the gradient's residual outside the projection, S = G - P P^T G,
+  times phi = ||N|| / ||P^T G|| (N Adam's update of the projected gradient P^T G: the paper's
+  norm-based scaling, which gives S the size Adam would), its norm held to at most `limiter`
+  (gamma) times the last step's (the norm-growth limiter; one scalar of state per matrix). As in
+  the authors' code, `scale` multiplies the low-rank part only; unlike it, phi is one scalar a
+  matrix (the code takes one a row or column) and S the exact residual (the code subtracts
+  `scale` P P^T G)."""
+  return scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps, momentum_reset, limiter)
