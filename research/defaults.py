@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.qk_norm = False  # qk-layernorm (Wortsman et al. 2023, arXiv 2309.14322)
   c.model.tie_embeddings = True  # the output layer is the input embedding; False = its own matrix
   c.model.dtype = 'float32'  # compute dtype: float32 or bfloat16; params stay float32
+  # Quantisation-aware training: none | int8 | fp8 (E4M3) fake-quantises both operands of the
+  # attention and dense-MLP projections (a scale per row / output column, straight-through
+  # gradients; research/model/layers.py fake_quant). Embeddings, logits and MoE experts stay float.
+  c.model.quant = 'none'
   # Rematerialisation (activation recomputation in the backward pass): none | full | dots (save
   # every matmul's output) | dots_no_batch (save the projections' and MLP's outputs, recompute the
   # attention scores and the elementwise ops): the fastest on CPU (docs/benchmarks.md) and the

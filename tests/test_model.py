@@ -554,3 +554,52 @@ def test_model_config_defaults_are_the_schemas():
   schema = defaults.get_config().model.to_dict()
   fields = {f.name: f.default for f in dataclasses.fields(transformer.ModelConfig)}
   assert fields == schema
+
+
+def test_int8_fake_quant_is_a_127_step_grid_per_row_with_straight_through_gradients():
+  x = jax.random.normal(jax.random.key(0), (4, 64)) * jnp.array([[0.1], [1.0], [10.0], [0.0]])
+  q = layers.fake_quant(x, 'int8', axis=1)
+  for row, q_row in zip(np.asarray(x), np.asarray(q)):
+    scale = np.abs(row).max() / 127 if np.abs(row).max() else 1.0
+    np.testing.assert_allclose(q_row / scale, np.round(q_row / scale), atol=1e-3)  # on the grid
+    assert np.abs(q_row - row).max() <= scale / 2 + 1e-6  # rounded to the nearest step
+  np.testing.assert_array_equal(q[3], 0.0)  # an all-zero row stays zero
+  cotangent = jax.random.normal(jax.random.key(1), x.shape)
+  grad = jax.grad(lambda y: jnp.sum(layers.fake_quant(y, 'int8', axis=1) * cotangent))(x)
+  np.testing.assert_array_equal(grad, cotangent)  # straight through
+
+
+def test_fp8_fake_quant_keeps_e4m3s_three_mantissa_bits():
+  x = jax.random.normal(jax.random.key(2), (3, 256))
+  q = np.asarray(layers.fake_quant(x, 'fp8', axis=1))
+  relative = np.abs(q - np.asarray(x)) / np.abs(np.asarray(x))
+  assert relative.max() <= 2.0**-4 + 1e-6  # half an ulp of a 3-bit mantissa (normal range)
+  assert 2.0**-7 < relative.mean() < 2.0**-4
+  np.testing.assert_allclose(np.abs(q).max(axis=1), np.abs(np.asarray(x)).max(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize('quant, atol', [('int8', 0.02), ('fp8', 0.05)])
+def test_quantised_model_computes_nearly_the_float_function_and_trains(quant, atol):
+  config = dataclasses.replace(CONFIG, quant=quant)
+  tokens, segments = _tokens(6), np.ones((1, 12), np.int32)
+  logits, params = _apply(config, tokens, segments)
+  logits32, _ = _apply(CONFIG, tokens, segments, params=params)
+  difference = np.abs(np.asarray(logits) - np.asarray(logits32)).max()
+  assert 0 < difference < atol  # quantised (not the same numbers), yet close
+  batch = {'inputs': jnp.asarray(tokens), 'segment_ids': jnp.asarray(segments),
+           'positions': jnp.asarray(_positions(segments))}
+
+  @jax.jit
+  @jax.value_and_grad
+  def loss(p):
+    out = transformer.Decoder(config).apply({'params': p}, batch)
+    return -jnp.mean(jax.nn.log_softmax(out)[0, :-1][jnp.arange(11), tokens[0, 1:]])
+
+  value, grads = loss(params)
+  assert all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+  assert loss(jax.tree.map(lambda p, g: p - 0.5 * g, params, grads))[0] < value
+
+
+def test_a_bad_quantisation_names_the_key():
+  with pytest.raises(errors.UserError, match=r"model.quant='int4' is not a quantisation"):
+    dataclasses.replace(CONFIG, quant='int4')

@@ -126,19 +126,46 @@ def segment_mask(query_segment_ids_BL, key_segment_ids_BS):
   return (query_segment_ids_BL[:, :, None] == key_segment_ids_BS[:, None, :])[:, None]
 
 
-def project(x, kernel, contract: int = 1, preferred_element_type=None):
+QUANTS = ('none', 'int8', 'fp8')  # model.quant
+_FP8_MAX = float(jnp.finfo(jnp.float8_e4m3fn).max)  # 448
+
+
+def fake_quant(x, quant: str, axis: int):
+  """x rounded to `quant`'s grid with one scale per slice along `axis` (the contracted axis), so
+  the forward pass computes what an int8 / fp8 matmul would, and the gradient is x's
+  (straight-through estimator). Quantisation-aware training as AQT does it (Abdolrashidi et al.
+  2021, "Pareto-Optimal Quantized ResNet Is Mostly 4-bit", arXiv 2105.03536; the AQT library):
+  int8 is symmetric, round(x / s) clipped to [-127, 127] times s with s = max|x| / 127; fp8 is
+  E4M3 (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", arXiv 2209.05433) with max|x|
+  scaled to its largest value, 448."""
+  if quant == 'none':
+    return x
+  top = jnp.max(jnp.abs(x), axis=axis, keepdims=True).astype(jnp.float32)
+  grid_max = 127.0 if quant == 'int8' else _FP8_MAX
+  scale = jnp.where(top > 0, top / grid_max, 1.0)
+  scaled = x.astype(jnp.float32) / scale
+  if quant == 'int8':
+    rounded = jnp.clip(jnp.round(scaled), -127, 127)
+  else:
+    rounded = scaled.astype(jnp.float8_e4m3fn).astype(jnp.float32)
+  quantised = (rounded * scale).astype(x.dtype)
+  return x + jax.lax.stop_gradient(quantised - x)
+
+
+def project(x, kernel, contract: int = 1, preferred_element_type=None, quant: str = 'none'):
   """x [..., I_1..I_c] times kernel [I_1..I_c, O_1..O_m] -> [..., O_1..O_m], as one 2-D matmul.
 
   The leading dimensions (batch, length) are flattened into the matmul's rows. The same product as
   an einsum over 3-D operands ('bld,df->blf') makes XLA:CPU copy the activation gradient into a
   transposed layout for every weight gradient, element by element with a large stride: on this
   repository's CPU the tiny benchmark's SwiGLU took 148 ms forward and backward that way and 61 ms
-  as 2-D matmuls (docs/benchmarks.md).
+  as 2-D matmuls (docs/benchmarks.md). `quant` (model.quant) fake-quantises both operands first,
+  a scale per row of x and per output column of the kernel (`fake_quant`).
   """
   lead, inner = x.shape[:x.ndim - contract], kernel.shape[:contract]
-  rows_NI = x.reshape(-1, math.prod(inner))
-  out_NO = jnp.matmul(rows_NI, kernel.reshape(math.prod(inner), -1),
-                      preferred_element_type=preferred_element_type)
+  rows_NI = fake_quant(x.reshape(-1, math.prod(inner)), quant, axis=1)
+  kernel_IO = fake_quant(kernel.reshape(math.prod(inner), -1), quant, axis=0)
+  out_NO = jnp.matmul(rows_NI, kernel_IO, preferred_element_type=preferred_element_type)
   return out_NO.reshape(*lead, *kernel.shape[contract:])
 
 
@@ -185,6 +212,7 @@ class Attention(nn.Module):
   dtype: Dtype = jnp.float32
   num_kv_heads: int = 0  # 0 = num_heads
   use_bias: bool = False
+  quant: str = 'none'  # fake-quantised projections (`fake_quant`)
 
   @nn.compact
   def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None,
@@ -198,7 +226,7 @@ class Attention(nn.Module):
     def proj(name, y_BSD, num, heads_name):
       kernel = weight(self, name, (d_model, num, self.head_dim), ('embed', heads_name, 'kv'),
                       self.init_std)
-      out_BSNK = project(y_BSD, kernel.astype(dtype))
+      out_BSNK = project(y_BSD, kernel.astype(dtype), quant=self.quant)
       if self.use_bias:
         out_BSNK = out_BSNK + bias(self, f'{name}_bias', (num, self.head_dim),
                                    (heads_name, 'kv')).astype(dtype)
@@ -237,7 +265,7 @@ class Attention(nn.Module):
     out_BLHK = nn.with_logical_constraint(out_BLHK, ('batch', 'length', 'heads', 'kv'))
     out_HKD = weight(self, 'out', (heads, self.head_dim, d_model), ('heads', 'kv', 'embed'),
                      self.init_std)
-    out_BLD = project(out_BLHK, out_HKD.astype(dtype), contract=2)
+    out_BLD = project(out_BLHK, out_HKD.astype(dtype), contract=2, quant=self.quant)
     if self.use_bias:
       out_BLD = out_BLD + bias(self, 'out_bias', (d_model,), ('embed',)).astype(dtype)
     return out_BLD
@@ -263,6 +291,7 @@ class SwiGLU(nn.Module):
   init_std: float = 0.02
   dtype: Dtype = jnp.float32
   use_bias: bool = False
+  quant: str = 'none'  # fake-quantised projections (`fake_quant`)
 
   @nn.compact
   def __call__(self, x_BLD):
@@ -284,6 +313,7 @@ class GeluMLP(nn.Module):
   dtype: Dtype = jnp.float32
   use_bias: bool = True
   approximate: bool = False
+  quant: str = 'none'  # fake-quantised projections (`fake_quant`)
 
   @nn.compact
   def __call__(self, x_BLD):
@@ -298,7 +328,8 @@ class GeluMLP(nn.Module):
 def _dense(module, name: str, x_BLI, shape: tuple[int, int], names: tuple[str, str], use_bias: bool):
   """x_BLI @ the [I, O] weight `name` (+ the bias `name`_bias [O]), in the module's dtype."""
   dtype = module.dtype
-  y_BLO = project(x_BLI, weight(module, name, shape, names, module.init_std).astype(dtype))
+  y_BLO = project(x_BLI, weight(module, name, shape, names, module.init_std).astype(dtype),
+                  quant=module.quant)
   if use_bias:
     y_BLO = y_BLO + bias(module, f'{name}_bias', shape[1:], names[1:]).astype(dtype)
   return y_BLO

@@ -77,10 +77,14 @@ class ModelConfig:
   moe_every: int = 1
   moe_mlp_dim: int = 0
   moe_normalize_gates: bool = False
+  quant: str = 'none'
 
   def __post_init__(self):
     if self.norm not in NORMS:
       raise errors.UserError(f'model.norm={self.norm!r} is not a norm; choose one of {list(NORMS)}.')
+    if self.quant not in layers.QUANTS:
+      raise errors.UserError(f'model.quant={self.quant!r} is not a quantisation; choose one of '
+                             f'{list(layers.QUANTS)}.')
     if self.mlp not in MLPS:
       raise errors.UserError(f'model.mlp={self.mlp!r} is not an MLP kind; choose one of {list(MLPS)}.')
     if self.num_kv_heads < 0 or self.num_kv_heads and self.num_heads % self.num_kv_heads:
@@ -151,9 +155,9 @@ def _mlp(config: ModelConfig) -> nn.Module:
   """The configured MLP, module `mlp`: SwiGLU or a GELU MLP (GPT-NeoX)."""
   if config.mlp == 'swiglu':
     return layers.SwiGLU(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
-                         name='mlp')
+                         quant=config.quant, name='mlp')
   return layers.GeluMLP(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
-                        approximate=config.mlp == 'gelu_tanh', name='mlp')
+                        approximate=config.mlp == 'gelu_tanh', quant=config.quant, name='mlp')
 
 
 def moe_mlp(config: ModelConfig, name: str | None = None) -> moe.MoE:
@@ -183,7 +187,7 @@ class Block(nn.Module):
                encoded_BED=None, cross_mask_B1LE=None, cache_index_B=None):
     c, dtype = self.config, self.config.compute_dtype
     attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
-                                  c.init_std, dtype, c.num_kv_heads, c.attention_bias)
+                                  c.init_std, dtype, c.num_kv_heads, c.attention_bias, c.quant)
     x_BLD = nn.with_logical_constraint(x_BLD, ('batch', 'length', 'embed'))
     input_BLD = x_BLD
     sublayer_input = lambda: input_BLD if c.parallel_residual else x_BLD
