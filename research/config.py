@@ -98,6 +98,8 @@ RANGES = (
     ('train.galore.update_proj_gap', 1, None, '[)',
      'the steps between refreshes of the projection; e.g. 200 (Zhao et al. 2024)'),
     ('train.galore.scale', 0, None, '()', "GaLore's update scale alpha; e.g. 0.25"),
+    ('init.grow_noise', 0, None, '[)',
+     "the copies' noise, a fraction of each parameter's std; e.g. 0.01 (0 = exact growth)"),
     ('train.fira.limiter', 1, None, '[)',
      "Fira's norm-growth limit gamma on its residual term, step to step; e.g. 1.01 (Chen et al. "
      '2024)'),
@@ -286,6 +288,24 @@ def check_multiple_choice(config: ml_collections.ConfigDict) -> None:
                            f'not {config.model.architecture!r}); set it to ().')
 
 
+def check_grow(config: ml_collections.ConfigDict) -> None:
+  """init.grow (research/model/growth.py) needs a checkpoint to grow, a fresh optimizer state and
+  a dense decoder."""
+  init, model = config.init, config.model
+  if not init.grow:
+    return
+  if not init.path:
+    raise errors.UserError("init.grow=True grows the checkpoint in init.path, which is ''; set "
+                           'init.path or init.grow=False.')
+  if init.optimizer:
+    raise errors.UserError('init.grow=True starts a fresh optimizer state (the grown units and '
+                           'layers have no Adam moments); set init.optimizer=False.')
+  if model.architecture != 'decoder' or model.moe_experts:
+    raise errors.UserError(f'init.grow=True grows a dense decoder, not model.architecture='
+                           f'{model.architecture!r} with model.moe_experts={model.moe_experts}; '
+                           "set model.architecture='decoder' and model.moe_experts=0.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """What `validate` built to check a config, for training to use rather than build again."""
@@ -316,6 +336,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   for key, choices in (('step', ('reset', 'keep')), ('schedule', ('restart', 'continue'))):
     if config.init[key] not in choices:
       raise errors.UserError(f'init.{key}={config.init[key]!r} is not one of {choices}.')
+  check_grow(config)
 
   transformer.ModelConfig.from_config(config.model)  # names a bad model.* switch
   if config.model.dtype not in transformer.DTYPES:

@@ -355,6 +355,11 @@ def get_config() -> ml_collections.ConfigDict:
   #                        (train.steps is then the last step, not the number of new steps)
   c.init.schedule = 'restart'  # restart: the schedule starts over | continue: it goes on from
   #                              the checkpoint's step
+  c.init.grow = False  # a smaller decoder's checkpoint is grown to model.* (more num_layers,
+  #                      num_heads, mlp_dim), computing the same function (bert2BERT;
+  #                      research/model/growth.py); with a fresh optimizer state
+  c.init.grow_noise = 0.0  # Net2Net's symmetry breaking: Gaussian noise of this times each
+  #                          incoming parameter's std on the copied units (0 = exact function)
 
   # Device mesh (research/sharding.py). -1 takes all remaining devices.
   c.mesh = ml_collections.ConfigDict()

@@ -8,6 +8,7 @@ checkpoint with no iterator state and ends bit-identical to an uninterrupted run
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from research import checkpoint, config as config_lib, console, errors, evaluate
 from research import metrics as metrics_lib, multiple_choice
 from research import pathways, peak_flops, preemption, provenance, schedules, sharding
 from research.data import pipeline, probes, records, shapes, skillit, vocabularies
-from research.model import placed, transformer
+from research.model import growth, placed, transformer
 from research.objectives import distillation, load_balance, losses, registry
 from research.optimizers import make_optimizer
 
@@ -408,12 +409,14 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
   parameters always carry over; the optimizer state only with `init.optimizer`; the step counter
   is reset to 0 or kept (`init.step`); the schedule restarts from its step 0 or continues from the
   checkpoint's step (`init.schedule`), whatever the step counter does. Shapes are checked against
-  the model before anything is read.
+  the model before anything is read. With `init.grow` the checkpoint's model may be smaller: its
+  parameters are grown to this one's (`grown_params`), with a fresh optimizer state.
   """
   directory, step, saved = finished.open_checkpoint(init.path, f'init.path={init.path}')
   where = f'init.path={init.path} (checkpoint {step})'
   abstract = trainer.abstract_state
-  checkpoint.check_shapes(saved['params'], abstract.params, where)
+  if not init.grow:
+    checkpoint.check_shapes(saved['params'], abstract.params, where)
   if init.optimizer and 'opt_state' not in saved:
     raise errors.UserError(f'{where} holds parameters only (an imported checkpoint?), no optimizer '
                            'state; set init.optimizer=False.')
@@ -423,13 +426,16 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
   parts = {'params': abstract.params}
   if init.optimizer:
     parts['opt_state'] = abstract.opt_state
-  try:
-    restored = checkpoint.restore_parts(directory, step, parts)
-  except (ValueError, KeyError) as error:  # the optimizer's structure differs
-    raise errors.UserError(f'{where}: its optimizer state does not fit this run\'s optimizer '
-                           '(train.optimizer, train.grad_clip, train.weight_decay, ...); set '
-                           'init.optimizer=False or configure the optimizer as that run did '
-                           f'({error}).') from error
+  if init.grow:  # config.validate refuses init.optimizer with it
+    restored = {'params': grown_params(trainer, directory, step, saved['params'], where)}
+  else:
+    try:
+      restored = checkpoint.restore_parts(directory, step, parts)
+    except (ValueError, KeyError) as error:  # the optimizer's structure differs
+      raise errors.UserError(f'{where}: its optimizer state does not fit this run\'s optimizer '
+                             '(train.optimizer, train.grad_clip, train.weight_decay, ...); set '
+                             'init.optimizer=False or configure the optimizer as that run did '
+                             f'({error}).') from error
   params = restored['params']
   opt_state = restored['opt_state'] if init.optimizer else trainer.fresh_opt_state(params)
   position = 0 if init.schedule == 'restart' else step
@@ -439,6 +445,19 @@ def state_from_checkpoint(trainer: Trainer, init: ml_collections.ConfigDict,
   first = step if init.step == 'keep' else 0
   return TrainState(step=jax.device_put(jnp.asarray(first, jnp.int32), abstract.step.sharding),
                     params=params, opt_state=opt_state)
+
+
+def grown_params(trainer: Trainer, directory: epath.Path, step: int, saved: dict, where: str):
+  """The parameters of checkpoint `step` in `directory`, of a decoder no larger than the run's
+  (`saved`: their (shape, dtype) leaves), grown to the run's model and placed as its parameters
+  (init.grow; research/model/growth.py: bert2BERT's function-preserving growth)."""
+  source = growth.source_config(saved, trainer.model_config, where)
+  _, abstract = trainer.place_params(transformer.make_model(source))
+  checkpoint.check_shapes(saved, abstract, where)
+  params = checkpoint.restore_parts(directory, step, {'params': abstract})['params']
+  grow = functools.partial(growth.grow, old=source, new=trainer.model_config,
+                           seed=trainer.config.seed, noise=trainer.config.init.grow_noise)
+  return jax.jit(grow, out_shardings=trainer.state_shardings.params)(params)
 
 
 def run_data(config: ml_collections.ConfigDict, workdir: str | None, first_step: int,
@@ -652,6 +671,7 @@ def _start_messages(config: ml_collections.ConfigDict, workdir: str, first_step:
   elif init.path:
     messages.append(f'Starting from the checkpoint in {init.path} ' + ', '.join([
         'parameters and optimizer state' if init.optimizer else 'parameters only',
+        *(['grown to this model'] if init.grow else []),
         f'step {init.step}', f'schedule {init.schedule}']) + '.')
   if ended_at not in (None, total):
     messages.append(f'train.steps is {total} now and was {ended_at} in the run being resumed: the '

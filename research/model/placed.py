@@ -44,13 +44,18 @@ class ModelOnMesh:
     self.model = transformer.make_model(self.model_config)
     self.init_batch = transformer.dummy_batch(self.model_config, 1, config.data.seq_len,
                                               config.objective.target_len or config.data.seq_len)
-    self.params_init = make_params_init(self.model, self.init_batch)
-    # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
-    boxed = jax.eval_shape(self.params_init, jax.random.key(config.seed))
-    self.param_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)
-    sharding.check_divisible(nn.meta.unbox(boxed), self.param_shardings)
-    self.abstract_params = checkpoint.abstract_like(nn.meta.unbox(boxed), self.param_shardings)
+    self.param_shardings, self.abstract_params = self.place_params(self.model)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
+
+  def place_params(self, model: nn.Module):
+    """(the shardings, the ShapeDtypeStructs) of the parameters of `model` (this one, or another
+    decoder read onto this mesh: research/model/growth.py's smaller model) laid out on this mesh."""
+    # Initialisation runs outside the mesh context: the jit's out_shardings place the parameters.
+    boxed = jax.eval_shape(make_params_init(model, self.init_batch),
+                           jax.random.key(self.config.seed))
+    shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)
+    sharding.check_divisible(nn.meta.unbox(boxed), shardings)
+    return shardings, checkpoint.abstract_like(nn.meta.unbox(boxed), shardings)
 
   def rows(self, batch_size: int) -> np.ndarray:
     """The rows of a global batch of `batch_size` rows that this process's devices hold."""
