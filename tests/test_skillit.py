@@ -99,7 +99,8 @@ def test_an_empty_graph_is_the_identity_and_the_mixture_is_the_prior():
     ({'rule': 'ucb'}, r"data.skillit.rule='ucb' must be one of \['skillit', 'sec'\]"),
     ({'rule': 'sec', 'alpha': 0.0}, 'data.skillit.alpha=0.0 must be a finite number > 0'),
     ({'rule': 'sec', 'alpha': 1.5}, r'data.skillit.alpha=1.5 must be in \(0, 1\]'),
-    ({'rule': 'sec', 'temperature': 0.0}, 'data.skillit.temperature=0.0 must be a finite number > 0'),
+    ({'rule': 'sec', 'temperature': 0.0},
+     'data.skillit.temperature=0.0 must be a finite number > 0'),
 ])
 def test_bad_skillit_config_names_the_key(values, message):
   with pytest.raises(errors.UserError, match=message):
