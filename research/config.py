@@ -290,7 +290,7 @@ def check_multiple_choice(config: ml_collections.ConfigDict) -> None:
 
 def check_grow(config: ml_collections.ConfigDict) -> None:
   """init.grow (research/model/growth.py) needs a checkpoint to grow, a fresh optimizer state and
-  a dense decoder."""
+  a dense decoder without muP."""
   init, model = config.init, config.model
   if not init.grow:
     return
@@ -304,6 +304,10 @@ def check_grow(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f'init.grow=True grows a dense decoder, not model.architecture='
                            f'{model.architecture!r} with model.moe_experts={model.moe_experts}; '
                            "set model.architecture='decoder' and model.moe_experts=0.")
+  if model.mup_base_width:
+    raise errors.UserError(f'init.grow=True grows a checkpoint into the same function, which muP '
+                           f'(model.mup_base_width={model.mup_base_width}) changes with the width '
+                           '(its output multiplier); set model.mup_base_width=0.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,7 +342,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
       raise errors.UserError(f'init.{key}={config.init[key]!r} is not one of {choices}.')
   check_grow(config)
 
-  transformer.ModelConfig.from_config(config.model)  # names a bad model.* switch
+  model_config = transformer.ModelConfig.from_config(config.model)  # names a bad model.* switch
   if config.model.dtype not in transformer.DTYPES:
     raise errors.UserError(f'model.dtype={config.model.dtype!r} is not supported; choose one of '
                            f'{sorted(transformer.DTYPES)}.')
@@ -348,6 +352,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str, devices) -> Setup:
   if config.model.head_dim % 2:
     raise errors.UserError(f'model.head_dim={config.model.head_dim} must be even for rotary embeddings.')
   schedule = schedules.make_run_schedule(config.schedule, config.phases, config.train.steps)
+  # Names an optimizer that does not compose with muP (model.mup_base_width).
+  optimizers.make_optimizer(config.train, schedule, model_config.mup_multiplier)
 
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   if config.model.vocab_size < vocabulary.vocab_size:

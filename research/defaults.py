@@ -86,6 +86,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.moe_every = 1
   c.model.moe_mlp_dim = 0
   c.model.moe_normalize_gates = False
+  # muP, the Maximal Update Parametrization (Yang et al. 2022, arXiv 2203.03466; docs/training.md):
+  # mup_base_width d0 > 0 (<= d_model) turns it on with width multiplier m = d_model / d0: hidden
+  # matrices init std init_std / sqrt(m) and Adam learning rate / m, output logits / m; at
+  # d_model = d0 the model and optimizer are the standard ones. mup_base_head_dim K0 (0 = head_dim)
+  # sets the attention scale sqrt(K0) / head_dim (1 / sqrt(head_dim) when head_dim = K0).
+  c.model.mup_base_width = 0
+  c.model.mup_base_head_dim = 0
 
   # Data (research/data/): a mixture of seqio tasks, packed into rows with segment ids.
   c.data = ml_collections.ConfigDict()

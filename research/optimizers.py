@@ -13,6 +13,9 @@ al. 2025, "Scalable Parameter and Memory Efficient Pretraining for LLM: Recent A
 and Benchmarking", arXiv 2505.22922).
 
 All take the learning rate from the run's schedule, after global-norm clipping if configured.
+Under muP (model.mup_base_width > 0; Yang et al. 2022, "Tensor Programs V: Tuning Large Neural
+Networks via Zero-Shot Hyperparameter Transfer", arXiv 2203.03466) AdamW moves the hidden
+matrices at the learning rate over the width multiplier (`mup_adamw`).
 """
 
 import dataclasses
@@ -25,10 +28,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from research import errors
+
 OPTIMIZERS = ('adamw', 'galore', 'fira')
 
 # The matrices GaLore projects: the attention and MLP weights, as the paper does (it trains the
 # embeddings, the output layer, norms and biases with plain Adam; so does the MoE router here).
+# They are also muP's hidden ("matrix-like") weights (`mup_lr_multipliers`).
 # Parameter name -> (input dims, output dims): the kernel's trailing dims, flattened into the
 # matrix's rows and columns; dims before them (a scanned stack's `layers` axis, the MoE `expert`
 # axis) index separate matrices, each with its own projection.
@@ -45,17 +51,61 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decayed, params)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict,
-                   schedule) -> optax.GradientTransformation:
+def _param_name(path) -> str | None:
+  """The name of the parameter at `path`: its last dict key."""
+  return next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), None)
+
+
+def mup_lr_multipliers(params, width_multiplier: float):
+  """muP's learning-rate multiplier of each parameter for Adam (Yang et al. 2022, "Tensor Programs
+  V", arXiv 2203.03466, Table 3): 1 / `width_multiplier` for the hidden matrices (MATRICES: the
+  attention and MLP projections, the MoE experts), 1 for the vector-like rest (embeddings, the
+  output layer, norms, biases, the MoE router). A pytree of floats shaped like `params`."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 1 / width_multiplier if _param_name(path) in MATRICES else 1.0, params)
+
+
+def scale_by_mup(width_multiplier: float) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by its `mup_lr_multipliers`."""
+  def scale(updates, params=None):
+    del params
+    return jax.tree.map(lambda u, k: u * k, updates, mup_lr_multipliers(updates, width_multiplier))
+  return optax.stateless(scale)
+
+
+def mup_adamw(learning_rate, width_multiplier: float, b1: float, b2: float, eps: float,
+              weight_decay: float, mask=None) -> optax.GradientTransformation:
+  """AdamW under muP (Yang et al. 2022, arXiv 2203.03466, Table 3; the mup library's MuAdamW):
+  optax.adamw's chain with `scale_by_mup` before the learning rate, so the hidden matrices move
+  at the learning rate / `width_multiplier`, and so does their decoupled weight decay, which
+  AdamW multiplies by the learning rate (as MuAdamW's per-group learning rate does). At
+  `width_multiplier` 1 the updates are AdamW's, exactly."""
+  return optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                     optax.add_decayed_weights(weight_decay, mask),
+                     scale_by_mup(width_multiplier),
+                     optax.scale_by_learning_rate(learning_rate))
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict, schedule,
+                   mup_multiplier: float | None = None) -> optax.GradientTransformation:
   """The optimizer of `train_config.optimizer` with the learning rate from `schedule`, after
-  global-norm clipping if configured."""
+  global-norm clipping if configured; under muP, given the model's width multiplier
+  `mup_multiplier` (transformer.ModelConfig.mup_multiplier), AdamW as `mup_adamw`."""
   adam = dict(b1=train_config.b1, b2=train_config.b2, eps=train_config.eps,
               weight_decay=train_config.weight_decay, mask=decay_mask)
   if train_config.optimizer in ('galore', 'fira'):
+    if mup_multiplier is not None:
+      raise errors.UserError(
+          f'train.optimizer={train_config.optimizer!r} does not compose with muP '
+          "(model.mup_base_width > 0): its learning-rate rule is for Adam's entrywise-normalised "
+          "updates, not low-rank projected ones; set train.optimizer='adamw' or "
+          'model.mup_base_width=0.')
     low_rank = train_config.galore
     limiter = train_config.fira.limiter if train_config.optimizer == 'fira' else None
     tx = galore(schedule, low_rank.rank, low_rank.update_proj_gap, low_rank.scale, **adam,
                 momentum_reset=low_rank.momentum_reset, fira_limiter=limiter)
+  elif mup_multiplier is not None:
+    tx = mup_adamw(schedule, mup_multiplier, **adam)
   else:
     tx = optax.adamw(schedule, **adam)
   if train_config.grad_clip > 0:
@@ -174,7 +224,7 @@ def _plan(path, shape: tuple[int, ...], rank: int) -> _Plan | None:
   plain Adam: a parameter not in MATRICES, or a matrix whose smaller side is at most `rank`
   (full rank: projecting it would only rotate the gradient, which Adam is not invariant to, so it
   is not projected, and the update is Adam's)."""
-  name = next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), None)
+  name = _param_name(path)
   if name not in MATRICES or len(shape) < sum(MATRICES[name]):
     return None
   ins, outs = MATRICES[name]

@@ -80,7 +80,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   With `train_config.monitor_logits`, the step also reports the instability monitors of Wortsman
   et al. 2023 (arXiv 2309.14322), over the step's whole batch: `monitor/attention_logit_max`, the
-  largest attention logit q.k / sqrt(K) of any layer, head and attended position
+  largest attention logit q.k / sqrt(K) (muP: its scale) of any layer, head and attended position
   (layers.Attention), `monitor/output_logit_mean`, the mean output logit over the vocabulary and
   the weighted positions, and `monitor/output_logit_abs_max`, the largest |output logit| there
   (`logit_monitors`). Off, the model sows nothing and the step is unchanged.
@@ -320,7 +320,7 @@ class Trainer(placed.ModelOnMesh):
     super().__init__(config, devices)
     self.schedule = schedule or schedules.make_run_schedule(config.schedule, config.phases,
                                                             config.train.steps)
-    self.tx = make_optimizer(config.train, self.schedule)
+    self.tx = make_optimizer(config.train, self.schedule, self.model_config.mup_multiplier)
     init_fn = make_init_fn(self.model, self.tx, self.init_batch)
     boxed = jax.eval_shape(init_fn, jax.random.key(config.seed))
     self.state_shardings = sharding.logical_shardings(boxed, self.mesh, self.rules)

@@ -110,6 +110,8 @@ def hf_architecture(config: transformer.ModelConfig) -> str:
     problems.append('model.qk_norm=True')
   if config.moe_experts:
     problems.append(f'model.moe_experts={config.moe_experts} (only dense MLPs)')
+  if config.mup_base_width:
+    problems.append(f"model.mup_base_width={config.mup_base_width} (muP's multipliers)")
   if config.norm == 'rmsnorm':
     llama = [f'model.{key}={getattr(config, key)!r}'
              for key, ok in (('mlp', config.mlp == 'swiglu'),

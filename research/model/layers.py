@@ -195,7 +195,7 @@ class Attention(nn.Module):
   Face's Llama repeats them). `use_bias` adds biases to the four projections (GPT-NeoX).
 
   A caller that asks for the `monitors` collection (mutable=['monitors']) gets, per call, the
-  largest attention logit q.k / sqrt(K) over the batch, heads and attended positions
+  largest attention logit q.k * `scale` over the batch, heads and attended positions
   (`attention_logit_max`): the attention-logit growth that precedes divergence at high learning
   rates (Wortsman et al. 2023, arXiv 2309.14322). Other callers compute nothing for it.
 
@@ -213,6 +213,7 @@ class Attention(nn.Module):
   num_kv_heads: int = 0  # 0 = num_heads
   use_bias: bool = False
   quant: str = 'none'  # fake-quantised projections (`fake_quant`)
+  scale: float | None = None  # the scores' factor; None = 1 / sqrt(head_dim) (muP: transformer.py)
 
   @nn.compact
   def __call__(self, x_BLD, mask_B1LS, sin_BLk=None, cos_BLk=None, memory_BSD=None,
@@ -244,7 +245,8 @@ class Attention(nn.Module):
     if cache_index_B is not None:
       k_BSGK = _cached(self, 'key', k_BSGK, cache_index_B, mask_B1LS.shape[-1])
       v_BSGK = _cached(self, 'value', v_BSGK, cache_index_B, mask_B1LS.shape[-1])
-    q_BLHK = q_BLHK * jnp.asarray(self.head_dim ** -0.5, dtype)
+    scale = self.head_dim ** -0.5 if self.scale is None else self.scale
+    q_BLHK = q_BLHK * jnp.asarray(scale, dtype)
     # Heads before positions ([B, H, L, K]), so both products are plain batched matmuls: XLA:CPU
     # runs them about 20% faster forward and backward than the einsums over [B, L, H, K].
     batch, length = q_BLHK.shape[:2]

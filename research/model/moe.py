@@ -85,8 +85,9 @@ class MoE(nn.Module):
   mlp_dim: int
   capacity_factor: float = 1.25
   normalize_gates: bool = False
-  init_std: float = 0.02
+  init_std: float = 0.02  # the router's
   dtype: Dtype = jnp.float32
+  expert_init_std: float = 0.02  # the experts' (muP scales it: transformer.ModelConfig)
 
   @nn.compact
   def __call__(self, x_BLD, valid_BL):
@@ -118,7 +119,7 @@ class MoE(nn.Module):
 
     def expert_weight(name, shape, names):
       return layers.weight(self, name, (experts, *shape), ('expert', *names),
-                           self.init_std).astype(dtype)
+                           self.expert_init_std).astype(dtype)
     gate_EDF = expert_weight('gate', (d_model, self.mlp_dim), ('embed', 'mlp'))
     up_EDF = expert_weight('up', (d_model, self.mlp_dim), ('embed', 'mlp'))
     down_EFD = expert_weight('down', (self.mlp_dim, d_model), ('mlp', 'embed'))

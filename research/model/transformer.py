@@ -10,7 +10,9 @@ GELU MLP (`mlp`), GPT-NeoX's parallel residual and partial rotary (`parallel_res
 (Vaswani et al. 2017, arXiv 1706.03762) is laid out as in T5 (Raffel et al. 2020, arXiv 1910.10683):
 pre-norm, a final norm on each stack, one embedding shared by encoder, decoder and output layer;
 it is built from the same blocks, with rotary positions in both self-attentions where T5 has a
-relative bias. Both take one batch dict (`make_model` picks by `config.architecture`, `dummy_batch`
+relative bias. With `mup_base_width` > 0 the model is in the Maximal Update Parametrization
+(muP; Yang et al. 2022, "Tensor Programs V", arXiv 2203.03466): see `ModelConfig.mup_multiplier`.
+Both take one batch dict (`make_model` picks by `config.architecture`, `dummy_batch`
 makes one to initialise with). Parameters are float32; computation runs in `config.dtype` (float32
 or bfloat16); logits and softmax are float32. With `moe_experts` > 0, every `moe_every`-th layer's
 MLP is a mixture of experts (research/model/moe.py; GShard and Switch replace every other one).
@@ -18,6 +20,7 @@ MLP is a mixture of experts (research/model/moe.py; GShard and Switch replace ev
 
 import dataclasses
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -78,6 +81,8 @@ class ModelConfig:
   moe_mlp_dim: int = 0
   moe_normalize_gates: bool = False
   quant: str = 'none'
+  mup_base_width: int = 0
+  mup_base_head_dim: int = 0
 
   def __post_init__(self):
     if self.norm not in NORMS:
@@ -106,6 +111,14 @@ class ModelConfig:
       raise errors.UserError(f'model.moe_capacity_factor={self.moe_capacity_factor} and '
                              f'model.moe_mlp_dim={self.moe_mlp_dim} must be >= 0 (0 = dropless; '
                              '0 = model.mlp_dim).')
+    if not 0 <= self.mup_base_width <= self.d_model:
+      raise errors.UserError(f'model.mup_base_width={self.mup_base_width} must be 0 (muP off) or '
+                             f'the base width d0 of muP, 1 <= d0 <= model.d_model={self.d_model}.')
+    if self.mup_base_head_dim and not (self.mup_base_width
+                                       and 1 <= self.mup_base_head_dim <= self.head_dim):
+      raise errors.UserError(f'model.mup_base_head_dim={self.mup_base_head_dim} must be 0 (= '
+                             f'model.head_dim) or in [1, model.head_dim={self.head_dim}], and only '
+                             'with muP on (model.mup_base_width > 0).')
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict) -> 'ModelConfig':
@@ -134,6 +147,36 @@ class ModelConfig:
     """Each expert's hidden size: `moe_mlp_dim`, or mlp_dim when 0."""
     return self.moe_mlp_dim or self.mlp_dim
 
+  @property
+  def mup_multiplier(self) -> float | None:
+    """muP's width multiplier m = d_model / mup_base_width, None when muP is off (Yang et al. 2022,
+    "Tensor Programs V", arXiv 2203.03466, Table 3 for Adam, in the equivalent form with an output
+    multiplier that the authors' mup library implements). Under muP, against the base model of
+    width d0 = mup_base_width: the hidden matrices (attention and MLP projections, MoE experts)
+    start from N(0, init_std^2 / m) (variance proportional to 1 / fan_in: `hidden_init_std`) and
+    Adam moves them at the learning rate / m (research/optimizers.py `mup_lr_multipliers`); the
+    embedding, the output layer, norms and biases keep init_std and the learning rate; the output
+    logits are divided by m (`output_logits`; with tied embeddings on the logits, not on the shared
+    embedding's init); attention scores take `attention_scale`. The hidden widths (num_heads *
+    head_dim, mlp_dim) are taken to grow with d_model by the same m. At m = 1 the model is the
+    standard one, exactly. The MoE router keeps the standard parametrization."""
+    return self.d_model / self.mup_base_width if self.mup_base_width else None
+
+  @property
+  def hidden_init_std(self) -> float:
+    """The init std of the hidden matrices: init_std, over sqrt(m) under muP (`mup_multiplier`)."""
+    return self.init_std / math.sqrt(self.mup_multiplier or 1.0)
+
+  @property
+  def attention_scale(self) -> float:
+    """The attention scores' factor: 1 / sqrt(head_dim), or under muP sqrt(K0) / head_dim with K0 =
+    `mup_base_head_dim` (0 = head_dim): muP's 1 / head_dim attention (Yang et al. 2022, arXiv
+    2203.03466), times sqrt(K0) so that it is the standard factor at the base head_dim.
+    Written 1 / sqrt(head_dim) * sqrt(K0 / head_dim), exactly 1 / sqrt(head_dim) when K0 = head_dim:
+    widening by heads at a fixed head_dim (K0 = head_dim) keeps the standard factor."""
+    base = self.mup_base_head_dim or self.head_dim
+    return self.head_dim ** -0.5 * math.sqrt(base / self.head_dim)
+
   def is_moe(self, layer: int) -> bool:
     """Whether layer `layer` (from 0) of a stack has a mixture-of-experts MLP: the last of every
     `moe_every` layers."""
@@ -154,17 +197,18 @@ def _norm(config: ModelConfig, name: str) -> nn.Module:
 def _mlp(config: ModelConfig) -> nn.Module:
   """The configured MLP, module `mlp`: SwiGLU or a GELU MLP (GPT-NeoX)."""
   if config.mlp == 'swiglu':
-    return layers.SwiGLU(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
-                         quant=config.quant, name='mlp')
-  return layers.GeluMLP(config.mlp_dim, config.init_std, config.compute_dtype, config.mlp_bias,
-                        approximate=config.mlp == 'gelu_tanh', quant=config.quant, name='mlp')
+    return layers.SwiGLU(config.mlp_dim, config.hidden_init_std, config.compute_dtype,
+                         config.mlp_bias, quant=config.quant, name='mlp')
+  return layers.GeluMLP(config.mlp_dim, config.hidden_init_std, config.compute_dtype,
+                        config.mlp_bias, approximate=config.mlp == 'gelu_tanh', quant=config.quant,
+                        name='mlp')
 
 
 def moe_mlp(config: ModelConfig, name: str | None = None) -> moe.MoE:
   """The mixture-of-experts MLP the `model.moe_*` switches describe."""
   return moe.MoE(config.moe_experts, config.moe_top_k, config.expert_dim,
                  config.moe_capacity_factor, config.moe_normalize_gates, config.init_std,
-                 config.compute_dtype, name=name)
+                 config.compute_dtype, expert_init_std=config.hidden_init_std, name=name)
 
 
 class Block(nn.Module):
@@ -187,7 +231,8 @@ class Block(nn.Module):
                encoded_BED=None, cross_mask_B1LE=None, cache_index_B=None):
     c, dtype = self.config, self.config.compute_dtype
     attention = functools.partial(layers.Attention, c.num_heads, c.head_dim, c.qk_norm, c.norm_eps,
-                                  c.init_std, dtype, c.num_kv_heads, c.attention_bias, c.quant)
+                                  c.hidden_init_std, dtype, c.num_kv_heads, c.attention_bias,
+                                  c.quant, c.attention_scale)
     x_BLD = nn.with_logical_constraint(x_BLD, ('batch', 'length', 'embed'))
     input_BLD = x_BLD
     sublayer_input = lambda: input_BLD if c.parallel_residual else x_BLD
@@ -277,12 +322,15 @@ def _final(module: nn.Module, config: ModelConfig, x_BLD, embedding_VD):
 
 
 def output_logits(config: ModelConfig, x_BLD, unembed_VD):
-  """The output layer: float32 logits [B, L, V] of the final norm's output x_BLD."""
+  """The output layer: float32 logits [B, L, V] of the final norm's output x_BLD, divided by muP's
+  width multiplier m under muP (its readout multiplier 1 / m, `ModelConfig.mup_multiplier`)."""
   # The output layer stored [V, D] ('nd,vd->nv') is the fast layout on CPU and TPU; the rows are
   # flattened to 2-D as in layers.project.
   logits_NV = jnp.einsum('nd,vd->nv', x_BLD.reshape(-1, config.d_model),
                          unembed_VD.astype(config.compute_dtype),
                          preferred_element_type=jnp.float32)
+  if config.mup_multiplier is not None:
+    logits_NV = logits_NV / config.mup_multiplier
   logits_BLV = logits_NV.reshape(*x_BLD.shape[:-1], config.vocab_size)
   return nn.with_logical_constraint(logits_BLV, ('batch', 'length', 'vocab'))
 
