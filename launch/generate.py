@@ -2,7 +2,7 @@
 
   python -m launch.generate --checkpoint=DIR --prompt='def f(x):' [--prompt=...] \
       [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--sample_top_k=0] [--top_p=1] \
-      [--seed=0] [--stop=eos] [--ban_control_tokens] [--num_samples=1] [--score=pep8]
+      [--seed=0] [--stop=eos] [--ban_control_tokens] [--num_samples=1] [--score=pep8] [--prepack]
 
 DIR is a launch.train workdir (its latest checkpoint), one checkpoint WORKDIR/checkpoints/<step>, or
 a launch.convert output; its config.json gives the model (decoder or encoder-decoder) and
@@ -14,6 +14,10 @@ denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the pro
 starts from the start id. Control-token names in a prompt, such as '<|aligned|>' (conditional
 training, research/objectives/control_tokens.py) or UL2's mode token '[S2S]', are those tokens when
 the vocabulary has them (data.extra_ids).
+--prepack packs the prompts of a causal decoder into fewer rows for the prefill
+(research/generate.py; Zhao et al. 2024, arXiv 2404.09529): the same continuations from less
+padded compute.
+
 --temperature=0 is greedy decoding; above it tokens are sampled, from the --sample_top_k most
 likely (0: all), then from the nucleus of probability --top_p, with --seed. A row ends at a --stop
 id ('eos' or integer ids; empty: none) or after --max_new_tokens. With --ban_control_tokens (the
@@ -45,7 +49,7 @@ from research import errors, finished, generate
 
 from research.analysis import report
 from research.data import vocabularies
-from research.objectives import control_tokens
+from research.objectives import control_tokens, registry
 
 # --checkpoint is launch.score's and --seed launch.regmix's too, with the same types and defaults:
 # allow_override lets the commands load in one process (tests). launch.regmix has --top_k.
@@ -67,6 +71,9 @@ _SCORE = flags.DEFINE_string('score', None, "Print how misaligned the continuati
                              "scorer ('pep8') instead of the continuations.")
 _ALLOW = flags.DEFINE_list('allow', [], "Control tokens the model may write despite "
                           "--ban_control_tokens, e.g. '<|aligned|>'; left out of the text.")
+_PREPACK = flags.DEFINE_bool('prepack', False, 'Pack the prompts into fewer rows for the prefill '
+                             '(Prepacking, arXiv 2404.09529): the same numbers from fewer padded '
+                             'positions; a causal decoder only.')
 _BAN_CONTROL_TOKENS = flags.DEFINE_bool('ban_control_tokens', True, 'Never write the control '
                                         'tokens and sentinels (the extra ids).')
 
@@ -130,11 +137,17 @@ def _continuations(path: str, sampling: generate.Sampling, texts: list[str]
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
   stop_ids = _stop_ids(vocabulary, config.model.vocab_size)
   allowed_ids = {vocabularies.control_token_id(vocabulary, name) for name in _ALLOW.value}
+  if _PREPACK.value and (config.model.architecture != 'decoder'
+                         or registry.bidirectional_prompt(config)):
+    raise errors.UserError(f'--prepack packs the causal prompts of a decoder; the run at {path} '
+                           f'has model.architecture={config.model.architecture!r} and '
+                           f'objective.name={config.objective.name!r}; drop --prepack.')
   loaded = finished.load_checkpoint(path, config, jax.local_devices()[:1])
   rows = [text for text in texts for _ in range(_NUM_SAMPLES.value)]
   tokens, lengths = generate.continue_texts(loaded, rows, jax.random.key(_SEED.value),
                                             _MAX_NEW_TOKENS.value, sampling, stop_ids,
-                                            _BAN_CONTROL_TOKENS.value, tuple(allowed_ids))
+                                            _BAN_CONTROL_TOKENS.value, tuple(allowed_ids),
+                                            _PREPACK.value)
   how = ('greedy' if not sampling.temperature else
          f'sampled at temperature {sampling.temperature}, top-k {sampling.top_k or "all"}, '
          f'top-p {sampling.top_p}, seed {_SEED.value}')

@@ -19,6 +19,14 @@
   (tests/test_generate.py checks it). A mixture-of-experts layer with a capacity
   (`model.moe_capacity_factor` > 0) routes a step's single token without the competition of the
   row's other tokens, so its tokens can differ from a full recompute's; dropless layers (0) agree.
+- **Prepacked prefill** (`prepack=True`, decoder-only, causal prompts): Zhao et al. 2024
+  ("Prepacking: A Simple Method for Fast Prefilling and Increasing Throughput in Large Language
+  Models", arXiv 2404.09529). Prompts of unequal lengths waste the padded prefill's compute on
+  padding; instead `pack_prompts` bin-packs them (first fit, longest first) into rows of the
+  longest prompt's length, as training packs documents (segment ids, positions restarting), and one
+  forward pass fills each packed row's cache. Each prompt's keys and values are then moved to a row
+  of its own at slots from 0, and decoding goes on as above: the same numbers as the padded prefill
+  up to float rounding (tests/test_generate.py), from fewer prefill rows.
 - **Choosing a token** (`sample`): banned ids get -inf logits first, so they are never chosen;
   temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k (the k most likely),
   then top-p (nucleus sampling, Holtzman et al. 2019, "The Curious Case of Neural Text
@@ -93,7 +101,7 @@ def sample(logits_BV, key, sampling: Sampling = Sampling(), banned_ids: Sequence
 def generate(model, params, prompts_BP, prompt_lengths_B, key, max_new_tokens: int,
              sampling: Sampling = Sampling(), stop_ids: Sequence[int] = (vocabularies.EOS_ID,),
              banned_ids: Sequence[int] = (), encoder_inputs_BE=None, encoder_lengths_B=None,
-             bidirectional_prompt: bool = False):
+             bidirectional_prompt: bool = False, prepack: bool = False):
   """(tokens [B, max_new_tokens] int32, lengths [B] int32): row b's continuation of its prompt is
   tokens[b, :lengths[b]], ending with a stop id if it stopped; later positions are 0.
 
@@ -105,13 +113,52 @@ def generate(model, params, prompts_BP, prompt_lengths_B, key, max_new_tokens: i
   if max_new_tokens < 1 or np.min(prompt_lengths_B) < 1:
     raise ValueError(f'max_new_tokens={max_new_tokens} and every prompt length '
                      f'({np.asarray(prompt_lengths_B).tolist()}) must be at least 1.')
-  encoder = None
+  encoder = packed = None
   if encoder_inputs_BE is not None:
     encoder = (jnp.asarray(encoder_inputs_BE, jnp.int32), jnp.asarray(encoder_lengths_B, jnp.int32))
+  if prepack:
+    if encoder is not None or bidirectional_prompt:
+      raise ValueError('prepack=True packs the causal prompts of a decoder-only model, not an '
+                       "encoder-decoder's or bidirectional ones.")
+    packed = pack_prompts(np.asarray(prompts_BP), np.asarray(prompt_lengths_B))
   return _generate(model, params, jnp.asarray(prompts_BP, jnp.int32),
                    jnp.asarray(prompt_lengths_B, jnp.int32), key, encoder, max_new_tokens,
                    sampling, tuple(int(i) for i in stop_ids), tuple(int(i) for i in banned_ids),
-                   bidirectional_prompt)
+                   bidirectional_prompt, packed)
+
+
+def pack_prompts(prompts_BP: np.ndarray, lengths_B: np.ndarray) -> dict:
+  """The prompts bin-packed into rows of P tokens, first fit, longest first (Prepacking, arXiv
+  2404.09529): `inputs`, `segment_ids` (1, 2, ... in a row; 0 = padding), `positions` (from 0 in
+  each prompt) [R, P], and each prompt's `row` and `offset` [B]."""
+  length = prompts_BP.shape[1]
+  row_B, offset_B, filled = np.zeros_like(lengths_B), np.zeros_like(lengths_B), []
+  for b in sorted(range(len(lengths_B)), key=lambda b: -lengths_B[b]):
+    row = next((r for r, used in enumerate(filled) if used + lengths_B[b] <= length), len(filled))
+    if row == len(filled):
+      filled.append(0)
+    row_B[b], offset_B[b] = row, filled[row]
+    filled[row] += lengths_B[b]
+  rows = {name: np.zeros((len(filled), length), np.int32)
+          for name in ('inputs', 'segment_ids', 'positions')}
+  for b, (row, offset, n) in enumerate(zip(row_B, offset_B, lengths_B)):
+    rows['inputs'][row, offset:offset + n] = prompts_BP[b, :n]
+    rows['segment_ids'][row, offset:offset + n] = 1 + np.sum((row_B == row) & (offset_B < offset))
+    rows['positions'][row, offset:offset + n] = np.arange(n)
+  return {**rows, 'row': row_B.astype(np.int32), 'offset': offset_B.astype(np.int32)}
+
+
+def _unpacked(cache, row_B, offset_B):
+  """A packed prefill's cache ([..., R, S, G, K] leaves) as one row a prompt, its slots from 0.
+  Slots past a prompt hold its row's later keys: never seen, as each decoding step overwrites its
+  slot before any query reaches it."""
+  def unpack(x):
+    slots = x.shape[-3]
+    index_BS = jnp.minimum(offset_B[:, None] + jnp.arange(slots)[None, :], slots - 1)
+    x = jnp.take(x, row_B, axis=x.ndim - 4)
+    return jnp.take_along_axis(x, index_BS.reshape(*(1,) * (x.ndim - 4), *index_BS.shape, 1, 1),
+                               axis=x.ndim - 3)
+  return jax.tree.map(unpack, cache)
 
 
 def _rows(tokens_BL, lengths_B) -> dict:
@@ -125,7 +172,7 @@ def _rows(tokens_BL, lengths_B) -> dict:
 
 @functools.partial(jax.jit, static_argnums=(0, 6, 7, 8, 9, 10))
 def _generate(model, params, prompts_BP, lengths_B, key, encoder, max_new_tokens, sampling,
-              stop_ids, banned_ids, bidirectional_prompt):
+              stop_ids, banned_ids, bidirectional_prompt, packed):
   batch_size, prompt_len = prompts_BP.shape
   cache_length = prompt_len + max_new_tokens
 
@@ -140,8 +187,15 @@ def _generate(model, params, prompts_BP, lengths_B, key, encoder, max_new_tokens
     prompt['prefix'] = prompt['segment_ids'] > 0
   if encoder is not None:
     prompt.update({f'encoder_{k}': v for k, v in _rows(*encoder).items()})
-  logits_BPV, cache = apply(prompt, None)
-  last_BV = jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+  if packed is None:
+    logits_BPV, cache = apply(prompt, None)
+    last_BV = jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
+  else:
+    row_B, offset_B = packed['row'], packed['offset']
+    rows = {name: packed[name] for name in ('inputs', 'segment_ids', 'positions')}
+    logits_RPV, cache = apply({**rows, 'prepacked': True}, None)
+    cache = _unpacked(cache, row_B, offset_B)
+    last_BV = logits_RPV[row_B, offset_B + lengths_B - 1]
   choose = functools.partial(sample, sampling=sampling, banned_ids=banned_ids)
   stop_S = jnp.asarray(stop_ids, jnp.int32).reshape(-1)
 
@@ -207,8 +261,8 @@ def ids_to_ban(vocabulary: seqio.Vocabulary, model_vocab_size: int,
 
 def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
                    sampling: Sampling = Sampling(), stop_ids: Sequence[int] | None = None,
-                   ban_control_tokens: bool = True, allowed_ids: Sequence[int] = ()
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ban_control_tokens: bool = True, allowed_ids: Sequence[int] = (),
+                   prepack: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """`generate` for text prompts with a loaded checkpoint (`loaded`: research/finished.py's
   LoadedCheckpoint, its model, params and run config): (tokens [B, max_new_tokens], lengths [B]) on
   the host, row b continuing texts[b].
@@ -217,7 +271,7 @@ def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
   with a denoising objective (prefix LM, UL2); an encoder-decoder's encoder reads the prompt and its
   decoder starts from the start id. `stop_ids` None stops at the vocabulary's EOS; the ids past the
   vocabulary's, and with `ban_control_tokens` its extra ids but `allowed_ids`, are never written
-  (`ids_to_ban`).
+  (`ids_to_ban`). `prepack` packs a causal decoder's prompts for the prefill (`pack_prompts`).
   """
   config = loaded.config
   vocabulary = vocabularies.make_vocabulary(config.data.vocabulary, config.data.extra_ids)
@@ -236,4 +290,4 @@ def continue_texts(loaded, texts: Sequence[str], key, max_new_tokens: int,
       tuple(i for i in ids_to_ban(vocabulary, config.model.vocab_size, ban_control_tokens)
             if i not in allowed_ids),
       encoder_inputs, encoder_lengths,
-      bidirectional_prompt=registry.bidirectional_prompt(config)))
+      bidirectional_prompt=registry.bidirectional_prompt(config), prepack=prepack))

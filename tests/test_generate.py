@@ -108,6 +108,45 @@ def test_bidirectional_prompt_decoding_equals_full_recompute():
   assert not np.array_equal(expected, uncached_greedy(model, params, prompts, lengths, NEW_TOKENS))
 
 
+def test_prompt_packing_is_first_fit_longest_first():
+  prompts, lengths = _prompts(3, [9, 3, 4, 2, 5])
+  packed = generate.pack_prompts(prompts, lengths)
+  # 9 fills row 0; 5 opens row 1 and 4 fits after it; 3 opens row 2 and 2 fits after it.
+  np.testing.assert_array_equal(packed['row'], [0, 2, 1, 2, 1])
+  np.testing.assert_array_equal(packed['offset'], [0, 0, 5, 3, 0])
+  np.testing.assert_array_equal(packed['segment_ids'][2], [1, 1, 1, 2, 2, 0, 0, 0, 0])
+  np.testing.assert_array_equal(packed['positions'][1], [0, 1, 2, 3, 4, 0, 1, 2, 3])
+  np.testing.assert_array_equal(packed['inputs'][1, 5:], prompts[2, :4])
+
+
+def test_prepacked_prefill_gives_the_padded_prefills_logits_cache_and_tokens():
+  model, params = _model(CONFIGS['grouped_query_remat'])
+  prompts, lengths = _prompts(3, [9, 3, 4, 2, 5])
+  slots = prompts.shape[1] + NEW_TOKENS
+
+  def prefill(batch):
+    return jax.jit(functools.partial(model.apply, cache_length=slots, mutable=['cache']))(
+        {'params': params}, batch)
+
+  padded_logits, padded = prefill(_rows(prompts, lengths))
+  packed = generate.pack_prompts(prompts, lengths)
+  rows = {k: packed[k] for k in ('inputs', 'segment_ids', 'positions')}
+  packed_logits, packed_cache = prefill({**rows, 'prepacked': True})
+  assert packed_logits.shape[0] == 3  # 3 prefill rows for 5 prompts
+  unpacked = generate._unpacked(packed_cache['cache'], packed['row'], packed['offset'])
+  for b, n in enumerate(lengths):
+    at = packed['offset'][b] + np.arange(n)
+    np.testing.assert_allclose(packed_logits[packed['row'][b], at], padded_logits[b, :n],
+                               atol=1e-5, rtol=0)
+    for mine, theirs in zip(jax.tree.leaves(unpacked), jax.tree.leaves(padded['cache'])):
+      np.testing.assert_allclose(mine[..., b, :n, :, :], theirs[..., b, :n, :, :], atol=1e-5)
+  tokens, _ = generate.generate(model, params, prompts, lengths, jax.random.key(0), NEW_TOKENS,
+                                stop_ids=(), prepack=True)
+  expected, _ = generate.generate(model, params, prompts, lengths, jax.random.key(0), NEW_TOKENS,
+                                  stop_ids=())
+  np.testing.assert_array_equal(tokens, expected)
+
+
 def test_stop_tokens_end_rows_and_lengths_count_to_the_stop():
   model, params = _model(CONFIG)
   prompts, lengths = _prompts(3, [2, 4, 3, 6])
@@ -317,6 +356,9 @@ def test_command_generates_with_an_encoder_decoder(tmp_path):
   printed = _run(checkpoint=[str(tmp_path)], prompt=['hello'], max_new_tokens=4, stop=[])
   assert 'encoder_decoder), greedy:' in printed
   assert '--- continuation (4 tokens, --max_new_tokens=4) ---' in printed
+  with pytest.raises(SystemExit, match=r'--prepack packs the causal prompts of a decoder; the run '
+                     r".* has model.architecture='encoder_decoder'"):
+    _run(checkpoint=[str(tmp_path)], prompt=['hello'], prepack=True)
 
 
 def test_command_errors_name_the_flag(tmp_path):

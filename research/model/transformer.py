@@ -356,6 +356,9 @@ class Decoder(nn.Module):
   tokens at `positions` enter every layer's key-value cache of S slots (`cache` collection, to be
   passed mutable) at slots = positions, contiguous in each row, and attend the row's cached slots
   up to their own (`layers.cache_mask`); `segment_ids` then only marks padding.
+  A batch with `prepacked` (any value) instead holds several prompts a row, packed as in training
+  (`segment_ids`, `positions` restarting): they attend within their segment and fill the row's
+  cache slot by slot, for research/generate.py to unpack into one row a prompt.
 
   With `hidden` it returns the final norm's output [B, L, D] and the output layer's weights [V, D]
   instead of logits (`output_logits` makes them), for a loss that takes the logits a chunk at a time
@@ -371,11 +374,15 @@ class Decoder(nn.Module):
     x_BLD = jnp.take(embedding_VD, batch['inputs'], axis=0).astype(c.compute_dtype)
     sin_BLk, cos_BLk = _rotary_tables(c, batch['positions'])
     args = (deterministic, batch['segment_ids'] > 0)
-    if cache_length:
+    if cache_length and 'prepacked' not in batch:
       mask_B1LS = layers.cache_mask(batch['positions'], cache_length, batch.get('prefix'))
       args += (None, None, batch['positions'][:, 0])
     else:
       mask_B1LS = layers.attention_mask(batch['segment_ids'], batch.get('prefix'))
+      if cache_length:  # prepacked prompts: each row's keys and values fill its cache slot by slot
+        length = mask_B1LS.shape[-1]
+        mask_B1LS = jnp.pad(mask_B1LS, ((0, 0), (0, 0), (0, 0), (0, cache_length - length)))
+        args += (None, None, jnp.zeros(batch['inputs'].shape[:1], jnp.int32))
     x_BLD = _stack(c, c.num_layers, 'layers', False, x_BLD, mask_B1LS, sin_BLk, cos_BLk, *args)
     x_BLD, unembed_VD = _final(self, c, x_BLD, embedding_VD)
     return (x_BLD, unembed_VD) if hidden else output_logits(c, x_BLD, unembed_VD)
