@@ -40,9 +40,11 @@ def free_port() -> int:
 def device_env(devices: int) -> dict[str, str]:
   """This process's environment for a command with `devices` CPU devices, not conftest's 8
   simulated ones: a command-line run whose test is not about sharding starts, steps and saves
-  sooner on one."""
+  sooner on one. conftest's other XLA flags stay."""
+  kept = [flag for flag in os.environ.get('XLA_FLAGS', '').split()
+          if not flag.startswith('--xla_force_host_platform_device_count=')]
   return {**os.environ, 'JAX_PLATFORMS': 'cpu',
-          'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
+          'XLA_FLAGS': ' '.join([*kept, f'--xla_force_host_platform_device_count={devices}'])}
 
 
 def process_env(port: int, num_processes: int, process_id: int, devices: int = 2) -> dict[str, str]:

@@ -89,15 +89,23 @@ def test_a_run_config_json_reruns_that_run_with_overrides(tmp_path):
      "finished run's WORKDIR/config.json"),
     ('run/config.json', 'the run has no config.json ({cwd}/run/config.json)'),
     ('run/settings.json', 'a JSON config is the config.json of a launch.train run')])
-def test_a_config_that_is_not_there_is_one_line_saying_what_is_accepted(tmp_path, given, named):
+def test_a_config_that_is_not_there_is_an_error_saying_what_is_accepted(tmp_path, monkeypatch,
+                                                                         given, named):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(flags.IllegalFlagValueError) as error:
+    _parse(config=given)
+  assert str(error.value).startswith(f'flag --config={given}: ' +
+                                     named.format(cwd=tmp_path, project=cli.PROJECT)), error.value
+
+
+def test_a_config_that_is_not_there_is_one_line_on_the_command_line(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'launch.train', f'--config={given}', f'--workdir={tmp_path}/w'],
-      capture_output=True, text=True, check=False, cwd=tmp_path,
+      [sys.executable, '-m', 'launch.train', '--config=experiments/nope.py',
+       f'--workdir={tmp_path}/w'], capture_output=True, text=True, check=False, cwd=tmp_path,
       env={**os.environ, 'PYTHONPATH': cli.PROJECT})
   assert result.returncode == 2
   line, = result.stderr.strip().splitlines()
-  assert line.startswith(f'error: flag --config={given}: ' +
-                         named.format(cwd=tmp_path, project=cli.PROJECT)), line
+  assert line.startswith('error: flag --config=experiments/nope.py: there is no file'), line
 
 
 def test_path_lists_rejoin_the_run_directories_of_a_sweep(tmp_path):

@@ -238,19 +238,30 @@ def test_ul2_dump_records_each_segments_denoiser_and_noise_mask(data_dir, tmp_pa
      r'bad\.jsonl is not valid UTF-8 at byte offset 29 \(line 2\); re-encode the file as UTF-8 '
      r'\(e\.g\. iconv -f LATIN1 -t UTF-8 .*/bad\.jsonl > fixed\.txt\)\.'),
 ])
-def test_a_bad_source_file_is_one_line_naming_it_not_a_traceback(tmp_path, lines, message):
-  """The UserError raised while the document store is built (by Beam) reaches the user alone."""
+def test_a_bad_source_file_is_one_error_naming_it(tmp_path, lines, message):
+  """The UserError raised while the document store is built (by Beam) reaches the command."""
+  overrides = _bad_source(tmp_path, lines)
+  with pytest.raises(SystemExit, match=f'^error: {re.escape(str(tmp_path))}/{message}$'):
+    _main(_config(tmp_path / 'stores', *overrides))
+
+
+def _bad_source(tmp_path, lines: list[bytes]) -> list[str]:
+  """The overrides of a task 'mine' of these lines in TMP/bad.jsonl, the whole mixture."""
   path = tmp_path / 'bad.jsonl'
   path.write_bytes(b'\n'.join(lines) + b'\n')
+  return [f"--config.data.tasks={{'mine': {{'source': 'files', 'pattern': '{path}', "
+          "'format': 'jsonl'}}", "--config.data.mixture={'mine': 1.0}"]
+
+
+def test_a_bad_source_file_is_one_line_on_the_command_line_not_a_traceback(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'launch.data', '--config=experiments/quickstart.py',
-       f"--config.data.tasks={{'mine': {{'source': 'files', 'pattern': '{path}', "
-       "'format': 'jsonl'}}", "--config.data.mixture={'mine': 1.0}",
+       *_bad_source(tmp_path, [b'{"text": "one"}', b'{"body": "two"}']),
        f'--config.data.store_dir={tmp_path / "stores"}'],
       capture_output=True, text=True, check=False)
   assert result.returncode == 2 and not result.stdout
   stderr = result.stderr.strip().splitlines()
-  assert re.fullmatch(f'error: {re.escape(str(tmp_path))}/{message}', stderr[-1]), stderr[-1]
+  assert stderr[-1].startswith(f"error: {tmp_path}/bad.jsonl line 2 has no string field 'text'")
   assert 'Traceback' not in result.stderr and len(stderr) <= 3, result.stderr
 
 

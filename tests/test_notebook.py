@@ -7,6 +7,8 @@ import os
 import nbclient
 import nbformat
 
+from tests import commands
+
 NOTEBOOK = os.path.join(os.path.dirname(__file__), os.pardir, 'notebooks', 'quickstart.ipynb')
 STEPS = 10
 
@@ -24,7 +26,7 @@ def test_notebook_trains_and_plots(tmp_path, data_dir, monkeypatch):
   # (faster on few cores than conftest's 8 simulated ones).
   monkeypatch.setenv('QUICKSTART_STEPS', str(STEPS))
   monkeypatch.setenv('RESEARCH_DATA_DIR', data_dir)
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  monkeypatch.setenv('XLA_FLAGS', commands.device_env(1)['XLA_FLAGS'])
   nb = nbformat.read(NOTEBOOK, as_version=4)
   nbclient.NotebookClient(nb, kernel_name='python3', timeout=600,
                           resources={'metadata': {'path': str(tmp_path)}}).execute()
