@@ -26,9 +26,10 @@ transfer table gives backward transfer (forgetting) and forward transfer (Lopez-
       --workdir=workdirs/powerlaw_replay --parallel=2
   python -m launch.report workdirs/powerlaw_replay --out=docs/results/powerlaw_replay --keep_runs
 
-The sweep is 9 runs of 600 steps of 16 x 128 tokens, sized for under 30 minutes on 2 cores (about
-2 minutes a run at this model's 0.11 s a step on free cores, start-up and evaluations included;
-not run yet). The stages start at fractions of train.steps, so a smoke test of the power_law arm
+The sweep is 9 runs of 600 steps of 16 x 128 tokens: 12 min 51 s on 2 cores, two runs at a time.
+Results in docs/results/powerlaw_replay.md: without replay the earlier domains are forgotten
+(BWT 6.06 nats); both replay arms keep them (BWT 0.018 uniform, -0.006 power-law), power-law
+within the noise of uniform (paired, mean final loss -0.026 ± 0.027). The stages start at fractions of train.steps, so a smoke test of the power_law arm
 keeps the three domains:
 
   python -m launch.train --config=experiments/powerlaw_replay.py --workdir=/tmp/powerlaw_replay \
