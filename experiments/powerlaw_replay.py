@@ -29,8 +29,8 @@ transfer table gives backward transfer (forgetting) and forward transfer (Lopez-
 The sweep is 9 runs of 600 steps of 16 x 128 tokens: 12 min 51 s on 2 cores, two runs at a time.
 Results in docs/results/powerlaw_replay.md: without replay the earlier domains are forgotten
 (BWT 6.06 nats); both replay arms keep them (BWT 0.018 uniform, -0.006 power-law), power-law
-within the noise of uniform (paired, mean final loss -0.026 ± 0.027). The stages start at fractions of train.steps, so a smoke test of the power_law arm
-keeps the three domains:
+within the noise of uniform (paired, mean final loss -0.026 ± 0.027). The stages start at
+fractions of train.steps, so a smoke test of the power_law arm keeps the three domains:
 
   python -m launch.train --config=experiments/powerlaw_replay.py --workdir=/tmp/powerlaw_replay \
       --config.train.steps=21 --config.eval.every=7
