@@ -44,7 +44,7 @@ def curve(run: report.Run, metric: str | None) -> tuple[str, list[float], list[f
     steps, values = report.series(run, metric)
     name = metric
   else:
-    keys = [f'eval/{task}/loss' for task in report.eval_names([run]) if '/' not in task]
+    keys = report.eval_loss_keys(run)
     logged = [(step, [values[key] for key in keys]) for step, values in run.metrics.items()
               if keys and all(key in values for key in keys)]
     steps, values = [step for step, _ in logged], [statistics.fmean(v) for _, v in logged]

@@ -182,12 +182,12 @@ def _generate(model, params, prompts_BP, lengths_B, key, encoder, max_new_tokens
                                       mutable=['cache'])
     return logits_BLV, mutated['cache']
 
-  prompt = _rows(prompts_BP, lengths_B)
-  if bidirectional_prompt:
-    prompt['prefix'] = prompt['segment_ids'] > 0
-  if encoder is not None:
-    prompt.update({f'encoder_{k}': v for k, v in _rows(*encoder).items()})
   if packed is None:
+    prompt = _rows(prompts_BP, lengths_B)
+    if bidirectional_prompt:
+      prompt['prefix'] = prompt['segment_ids'] > 0
+    if encoder is not None:
+      prompt.update({f'encoder_{k}': v for k, v in _rows(*encoder).items()})
     logits_BPV, cache = apply(prompt, None)
     last_BV = jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
   else:

@@ -64,6 +64,11 @@ def test_bad_curves_are_one_error_naming_the_problem(steps, losses, horizon, mes
     learning_curve.extrapolations(steps, losses, horizon)
 
 
+def test_fewer_than_four_points_a_fit_is_refused():
+  with pytest.raises(ValueError, match='min_points=3: the curve has 3 constants; at least 4'):
+    learning_curve.extrapolations(STEPS, _curve(STEPS), HORIZON, min_points=3)
+
+
 def _run(tmp_path, steps=STEPS, train_steps=300):
   """A run directory whose two eval tasks' mean loss is the planted curve (each 0.1 off it)."""
   run = tmp_path / 'run'

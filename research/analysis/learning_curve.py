@@ -48,8 +48,10 @@ class Extrapolation:
 def extrapolations(steps: Sequence[float], losses: Sequence[float], horizon: float,
                    min_points: int = MIN_POINTS) -> list[Extrapolation]:
   """One `Extrapolation` to `horizon` per prefix of the evaluations (steps > 0, increasing) with
-  at least `min_points` of them at 3 or more steps: the curve as it would have been fitted during
+  at least `min_points` (>= MIN_POINTS) of them: the curve as it would have been fitted during
   training, after each evaluation."""
+  if min_points < MIN_POINTS:
+    raise ValueError(f'min_points={min_points}: the curve has 3 constants; at least {MIN_POINTS}.')
   steps_P, losses_P = np.asarray(steps, np.float64), np.asarray(losses, np.float64)
   if steps_P.shape != losses_P.shape or steps_P.ndim != 1:
     raise ValueError(f'{steps_P.shape} steps for {losses_P.shape} losses.')
@@ -58,14 +60,14 @@ def extrapolations(steps: Sequence[float], losses: Sequence[float], horizon: flo
                            f'{steps_P.tolist()}.')
   if not np.all(np.isfinite(losses_P)) or np.any(losses_P <= 0):
     raise errors.UserError(f'A learning curve needs finite losses > 0; got {losses_P.tolist()}.')
-  if len(steps_P) < max(min_points, MIN_POINTS):
+  if len(steps_P) < min_points:
     raise errors.UserError(f'{len(steps_P)} evaluations: the curve E + A / t^gamma needs at least '
-                           f'{max(min_points, MIN_POINTS)}.')
+                           f'{min_points}.')
   if horizon <= steps_P[-1]:
     raise errors.UserError(f'The horizon, step {horizon:g}, must come after the last evaluation, '
                            f'step {steps_P[-1]:g}.')
   found = []
-  for points in range(max(min_points, MIN_POINTS), len(steps_P) + 1):
+  for points in range(min_points, len(steps_P) + 1):
     fit = scaling.fit_compute_law(steps_P[:points], losses_P[:points])
     step = steps_P[points - 1]
     found.append(Extrapolation(

@@ -385,10 +385,15 @@ def mean_cell(values: Sequence[float | None]) -> str:
   return text + (f' (n={len(found)})' if len(found) < len(values) else '')
 
 
+def eval_loss_keys(run: Run) -> list[str]:
+  """`run`'s `eval/<task>/loss` keys of the training objective's tasks (names without a '/': not a
+  task in another example format, nor a probe), whose mean is the run's eval loss."""
+  return [f'eval/{name}/loss' for name in eval_names([run]) if '/' not in name]
+
+
 def final_eval_loss(run: Run) -> float | None:
-  """The mean of `run`'s final `eval/<task>/loss` over the training objective's tasks (names
-  without a '/': not a task in another example format, nor a probe); None when it logged none."""
-  values = [final_value(run, f'eval/{name}/loss') for name in eval_names([run]) if '/' not in name]
+  """The mean of `run`'s final `eval_loss_keys` values; None when it logged none."""
+  values = [final_value(run, key) for key in eval_loss_keys(run)]
   return statistics.fmean(values) if values else None
 
 
